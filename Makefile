@@ -1,0 +1,48 @@
+# minifim developer commands. Every target bootstraps its own virtual environment:
+# `make test` and `make experiments` work as the first command on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+SRC    := setup.cfg pyproject.toml
+export MPLBACKEND := Agg
+
+.PHONY: test experiments bench lint crosscheck clean venv
+
+$(VENV)/.stamp-base:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	touch $@
+
+$(VENV)/.stamp-test: $(VENV)/.stamp-base $(SRC)
+	$(PIP) install --quiet -e ".[test]"
+	touch $@
+
+$(VENV)/.stamp-experiments: $(VENV)/.stamp-test $(SRC)
+	$(PIP) install --quiet -e ".[test,experiments]"
+	touch $@
+
+$(VENV)/.stamp-crosscheck: $(VENV)/.stamp-test $(SRC)
+	$(PIP) install --quiet torch==2.13.0
+	touch $@
+
+venv: $(VENV)/.stamp-test
+
+test: $(VENV)/.stamp-test
+	$(PY) -m pytest tests
+
+experiments: $(VENV)/.stamp-experiments
+	$(PY) -m minifim.report run-all experiments
+
+bench: $(VENV)/.stamp-experiments
+	$(PY) -m minifim.bench
+
+lint: $(VENV)/.stamp-test
+	$(VENV)/bin/ruff check minifim tests experiments
+
+crosscheck: $(VENV)/.stamp-crosscheck
+	$(PY) -m pytest tests -k torch -rs
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis .ruff_cache experiments/results
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

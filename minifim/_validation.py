@@ -1,0 +1,119 @@
+"""Input checks shared by every public function (private).
+
+Every check raises ``TypeError`` (wrong kind of object) or ``ValueError`` (wrong shape or
+value) with a message that names the argument, what was expected and what was received.
+Nothing is broadcast or coerced silently except the lossless conversion of real numeric
+arrays to float64.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+__all__ = [
+    "as_float_array",
+    "check_choice",
+    "check_positive",
+    "check_nonnegative",
+    "check_int",
+    "as_generator",
+]
+
+
+def _describe(x) -> str:
+    if isinstance(x, np.ndarray):
+        return f"array of shape {x.shape} and dtype {x.dtype}"
+    return f"{type(x).__name__}"
+
+
+def as_float_array(x, name: str, *, ndim: int | None = None, shape: tuple | None = None,
+                   finite: bool = True) -> np.ndarray:
+    """Return ``x`` as a float64 ndarray after checking kind, dimension, shape and finiteness.
+
+    ``shape`` may contain ``None`` for a free axis. Raises ``TypeError`` for non-numeric
+    input and ``ValueError`` for a wrong shape or NaN/Inf.
+    """
+    if isinstance(x, (str, bytes)) or x is None:
+        raise TypeError(f"{name}: expected a real numeric array, received {_describe(x)}")
+    arr = np.asarray(x)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
+                                   or arr.dtype == np.bool_):
+        raise TypeError(f"{name}: expected a real numeric array, received {_describe(arr)}")
+    if np.iscomplexobj(arr):
+        raise TypeError(f"{name}: expected a real array, received complex dtype {arr.dtype}")
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(f"{name}: expected a {ndim}-D array, received {arr.ndim}-D array of "
+                         f"shape {arr.shape}")
+    if shape is not None:
+        if arr.ndim != len(shape) or any(s is not None and s != a
+                                         for s, a in zip(shape, arr.shape)):
+            want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+            raise ValueError(f"{name}: expected shape {want}, received shape {arr.shape}")
+    arr = arr.astype(np.float64, copy=False)
+    if finite and not np.all(np.isfinite(arr)):
+        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise ValueError(f"{name}: expected finite values, received {bad} NaN/Inf "
+                         f"entr{'y' if bad == 1 else 'ies'}")
+    return arr
+
+
+def check_choice(value, name: str, choices) -> str:
+    """Check that ``value`` is one of the strings in ``choices``."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name}: expected one of {sorted(choices)}, received "
+                        f"{type(value).__name__} {value!r}")
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {sorted(choices)}, received {value!r}")
+    return value
+
+
+def _check_real_scalar(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a real number, received {type(value).__name__} "
+                        f"{value!r}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name}: expected a finite number, received {value!r}")
+    return value
+
+
+def check_positive(value, name: str) -> float:
+    """Check ``value`` is a finite real number > 0."""
+    value = _check_real_scalar(value, name)
+    if value <= 0:
+        raise ValueError(f"{name}: expected a positive number, received {value!r}")
+    return value
+
+
+def check_nonnegative(value, name: str) -> float:
+    """Check ``value`` is a finite real number >= 0."""
+    value = _check_real_scalar(value, name)
+    if value < 0:
+        raise ValueError(f"{name}: expected a non-negative number, received {value!r}")
+    return value
+
+
+def check_int(value, name: str, minimum: int | None = None) -> int:
+    """Check ``value`` is an integer (not bool), optionally ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an integer, received {type(value).__name__} "
+                        f"{value!r}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, received {value}")
+    return value
+
+
+def as_generator(rng, name: str = "rng") -> np.random.Generator:
+    """Return a ``numpy.random.Generator`` from a Generator or an integer seed.
+
+    ``None`` is refused: every random step in minifim is reproducible by construction.
+    """
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if isinstance(rng, numbers.Integral) and not isinstance(rng, bool):
+        return np.random.default_rng(int(rng))
+    raise TypeError(f"{name}: expected a numpy.random.Generator or an integer seed, received "
+                    f"{type(rng).__name__} {rng!r}")

@@ -1,0 +1,366 @@
+"""The exact curvature family: true, empirical and Monte-Carlo Fisher, GGN, Hessian.
+
+Every curvature except the Hessian is ``M = c * sum_n sum_k u_nk u_nk^T`` with
+``u_nk = J_n^T e_nk`` and output-space seeds ``E_n: (K, C)`` chosen by ``fisher``:
+
+============  =====================================================  =========================
+``fisher``    seeds ``E_n``                                           matrix
+============  =====================================================  =========================
+"true"        ``R_n``, ``R_n^T R_n = Lambda_n`` (enumerated classes)  ``E_{y~p}[s s^T]`` (exact)
+"empirical"   ``g_n(y_n)`` at the data labels                         ``s_n s_n^T``
+"mc"          ``g_n(y_nj) / sqrt(k)``, ``y_nj ~ p_theta(y | x_n)``     Monte-Carlo Fisher
+"argmax"      ``g_n(argmax_y p)`` (a common mistake, for diagnosis)    "argmax" Fisher
+"ggn"         ``H_n^{1/2}`` of the Hessian of ``-log p`` w.r.t. ``f``   ``J^T H J``
+============  =====================================================  =========================
+
+Reduction: ``c = 1/N`` (``reduction="mean"``, the default everywhere) or ``c = 1``
+(``reduction="sum"``).
+
+Dense assembly never multiplies out the ``(N K, P)`` factor. With ``B_l: (N, K, out_l)`` the
+seeds carried back to layer ``l`` and ``a_l`` its inputs, the ``(W_l, W_m)`` block is
+``c sum_n (B_l^T B_m)_n kron (a_l a_m^T)_n``: one GEMM of ``(out_l out_m, N) x (N, in_l in_m)``,
+so the true Fisher costs ``N P^2`` multiply-adds like the empirical one, not ``N C P^2``; only
+the upper block triangle is computed. Samples are processed in chunks, so memory is
+``O(P^2 + chunk * (C P + max_l,m in_l in_m))``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from autograd import grad
+from autograd import hessian as _autograd_hessian
+
+from ._validation import as_generator, check_choice, check_int
+from .memory import require_memory
+from .scores import backprop_seeds, forward_cache
+
+__all__ = [
+    "FISHER_KINDS",
+    "true_fisher",
+    "empirical_fisher",
+    "mc_fisher",
+    "ggn",
+    "hessian",
+    "curvature_matrix",
+    "fisher_diagonal",
+    "block_diagonal",
+    "output_seeds",
+    "curvature_factors",
+    "square_of_mean_gradient",
+]
+
+FISHER_KINDS = ("true", "empirical", "mc", "argmax", "ggn")
+REDUCTIONS = ("mean", "sum")
+_CHUNK_BYTES = 2**27  # working memory per chunk of samples (128 MiB)
+
+_CHEAPER = ("fisher_diagonal (exact diagonal), kfac (Kronecker factors), block_diagonal "
+            "(per-layer blocks), fisher_operator (matrix-free products), or "
+            "fisher_spectrum(method='gram') for the eigenvalues")
+
+
+# --- seeds: which curvature ------------------------------------------------------------------
+def _sqrt_psd(H: np.ndarray) -> np.ndarray:
+    """``R: (N, C, C)`` with ``R^T R = H`` for a batch of symmetric PSD ``H: (N, C, C)``."""
+    w, Q = np.linalg.eigh(H)
+    return np.sqrt(np.clip(w, 0.0, None))[:, :, None] * Q.transpose(0, 2, 1)
+
+
+def output_seeds(net, F: np.ndarray, fisher: str, y=None, y_samples=None) -> np.ndarray:
+    """Output-space seeds ``E: (N, K, C)`` of the curvature ``fisher`` (see module table).
+
+    ``F: (N, C)`` are the outputs; ``y`` the data targets (``"empirical"``); ``y_samples`` the
+    ``k`` sampled targets with a leading axis (``"mc"``).
+    """
+    lik = net.likelihood
+    if fisher == "true":
+        return lik.fisher_factor(F)
+    if fisher == "empirical":
+        return lik.grad_log_prob(F, y)[:, None, :]
+    if fisher == "argmax":
+        return lik.grad_log_prob(F, lik.most_likely(F))[:, None, :]
+    if fisher == "mc":
+        k = y_samples.shape[0]
+        g = np.stack([lik.grad_log_prob(F, ys) for ys in y_samples], axis=1)
+        return g / np.sqrt(k)
+    if fisher == "ggn":
+        return _sqrt_psd(lik.hessian_outputs(F))
+    raise ValueError(f"fisher: expected one of {list(FISHER_KINDS)}, received {fisher!r}")
+
+
+def _chunk_size(net, K: int, chunk_size) -> int:
+    if chunk_size is not None:
+        return check_int(chunk_size, "chunk_size", 1)
+    widest_pair = max(i * j for _, i in net.shapes for _, j in net.shapes)
+    per_sample = 8 * (2 * widest_pair + K * (net.num_params + sum(o for o, _ in net.shapes)))
+    return max(1, _CHUNK_BYTES // per_sample)
+
+
+def _prepare(net, theta, X, y, fisher, n_samples, rng):
+    """Validate inputs and draw Monte-Carlo labels once for all samples (chunk-independent)."""
+    check_choice(fisher, "fisher", FISHER_KINDS)
+    theta = net.check_theta(theta)
+    X = net.check_inputs(X)
+    N = X.shape[0]
+    y_samples = None
+    if fisher == "empirical":
+        if y is None:
+            raise ValueError("y: the empirical Fisher needs the data targets y, received None")
+        y = net.check_targets(y, N)
+    elif fisher == "mc":
+        k = check_int(n_samples, "n_samples", 1)
+        rng = as_generator(rng)
+        y_samples = net.likelihood.sample(net._forward(theta, X), rng, k)
+    return theta, X, y, y_samples
+
+
+def _num_seeds(net, fisher, n_samples):
+    if fisher in ("true", "ggn"):
+        return net.output_dim
+    return n_samples if fisher == "mc" else 1
+
+
+def curvature_factors(net, theta, X, y=None, fisher: str = "true", n_samples: int = 1,
+                      rng=None, chunk_size: int | None = None):
+    """Yield ``(acts, Bs)`` per chunk of samples: the factor of the curvature ``fisher``.
+
+    ``acts[l]: (n, in_l)`` layer inputs and ``Bs[l]: (n, K, out_l)`` backpropagated seeds of a
+    chunk of ``n`` samples. The gradient of seed ``k`` of sample ``i`` has ``W_l`` block
+    ``Bs[l][i, k] outer acts[l][i]`` and ``b_l`` block ``Bs[l][i, k]``; the (sum-reduced)
+    curvature is the sum over chunks, samples and seeds of its outer products.
+    """
+    theta, X, y, y_samples = _prepare(net, theta, X, y, fisher, n_samples, rng)
+    N = X.shape[0]
+    step = _chunk_size(net, _num_seeds(net, fisher, n_samples), chunk_size)
+    for start in range(0, N, step):
+        sl = slice(start, min(N, start + step))
+        cache = forward_cache(net, theta, X[sl])
+        seeds = output_seeds(net, cache.outputs, fisher,
+                             None if y is None else y[sl],
+                             None if y_samples is None else y_samples[:, sl])
+        yield cache.acts, backprop_seeds(net, cache, seeds)
+
+
+def _scale(reduction: str, N: int) -> float:
+    check_choice(reduction, "reduction", REDUCTIONS)
+    return 1.0 / N if reduction == "mean" else 1.0
+
+
+# --- dense assembly ----------------------------------------------------------------------
+def _add_block(M, net, l, m, acts, Bs, rows, cols):
+    """Add the (layer l, layer m) block ``sum_n (B_l^T B_m)_n kron (a~_l a~_m^T)_n`` into M.
+
+    ``rows``/``cols`` are the offsets of the two layers' ``(W, b)`` blocks inside ``M``.
+    """
+    (o_l, i_l), (o_m, i_m) = net.shapes[l], net.shapes[m]
+    a_l, a_m = acts[l], acts[m]
+    n = a_l.shape[0]
+    G = np.matmul(Bs[l].transpose(0, 2, 1), Bs[m]).reshape(n, o_l * o_m)  # (n, o_l o_m)
+    wl, bl = rows, rows + o_l * i_l
+    wm, bm = cols, cols + o_m * i_m
+    # (W_l, W_m): sum_n G[n, i, i'] a_l[n, j] a_m[n, j']
+    A = (a_l[:, :, None] * a_m[:, None, :]).reshape(n, i_l * i_m)
+    WW = (G.T @ A).reshape(o_l, o_m, i_l, i_m).transpose(0, 2, 1, 3)
+    M[wl:bl, wm:bm].reshape(o_l, i_l, o_m, i_m)[...] += WW
+    # (W_l, b_m) and (b_l, W_m)
+    M[wl:bl, bm:bm + o_m].reshape(o_l, i_l, o_m)[...] += (
+        (G.T @ a_l).reshape(o_l, o_m, i_l).transpose(0, 2, 1))
+    M[bl:bl + o_l, wm:bm].reshape(o_l, o_m, i_m)[...] += (G.T @ a_m).reshape(o_l, o_m, i_m)
+    # (b_l, b_m)
+    M[bl:bl + o_l, bm:bm + o_m] += G.sum(axis=0).reshape(o_l, o_m)
+
+
+def _dense_from_factors(net, factors, P: int) -> np.ndarray:
+    M = np.zeros((P, P))
+    offsets = [s.start for s in net.layer_param_slices()]
+    for acts, Bs in factors:
+        for l in range(net.num_layers):
+            for m in range(l, net.num_layers):
+                _add_block(M, net, l, m, acts, Bs, offsets[l], offsets[m])
+    sl = net.layer_param_slices()
+    for l in range(net.num_layers):
+        for m in range(l + 1, net.num_layers):
+            M[sl[m], sl[l]] = M[sl[l], sl[m]].T
+    return M
+
+
+def _require_dense(net, what):
+    P = net.num_params
+    require_memory(8 * P * P, f"dense {what} (P, P) = ({P}, {P}) float64", _CHEAPER)
+
+
+def curvature_matrix(net, theta, X, y=None, fisher: str = "true", *, n_samples: int = 1,
+                     rng=None, reduction: str = "mean", chunk_size: int | None = None
+                     ) -> np.ndarray:
+    """Dense curvature ``(P, P)`` of kind ``fisher`` (see the module table).
+
+    Parameters
+    ----------
+    net : MLP
+    theta : ndarray, shape (P,)
+    X : ndarray, shape (N, D)
+    y : targets, needed for ``fisher="empirical"``
+    fisher : {"true", "empirical", "mc", "argmax", "ggn"}
+    n_samples, rng : Monte-Carlo labels per input and their generator (``fisher="mc"``)
+    reduction : {"mean", "sum"}
+    chunk_size : samples per chunk (default: from a 128 MiB working-memory target)
+
+    Returns
+    -------
+    M : ndarray, shape (P, P), symmetric positive semi-definite.
+    """
+    check_choice(fisher, "fisher", FISHER_KINDS)
+    scale = _scale(reduction, np.shape(X)[0] if np.ndim(X) == 2 else 1)
+    _require_dense(net, f"{fisher} curvature")
+    factors = curvature_factors(net, theta, X, y, fisher, n_samples, rng, chunk_size)
+    M = _dense_from_factors(net, factors, net.num_params)
+    M *= scale
+    return M
+
+
+def true_fisher(net, theta, X, *, reduction: str = "mean", chunk_size: int | None = None
+                ) -> np.ndarray:
+    """The true Fisher ``F = c sum_n E_{y ~ p_theta(y|x_n)}[s s^T] = c sum_n J_n^T Lambda_n J_n``.
+
+    Exact: enumeration of the classes (categorical), of both outcomes per output (Bernoulli),
+    closed form ``J^T J / sigma^2`` (Gaussian). Never sampled. ``c = 1/N`` by default.
+
+    Parameters
+    ----------
+    net : MLP
+    theta : ndarray, shape (P,)
+    X : ndarray, shape (N, D)
+
+    Returns
+    -------
+    F : ndarray, shape (P, P)
+
+    Examples
+    --------
+    >>> import numpy as np, minifim
+    >>> net = minifim.MLP([3, 5, 4])
+    >>> F = minifim.true_fisher(net, net.init(0), np.ones((2, 3)))
+    >>> F.shape, bool(np.allclose(F, F.T))
+    ((39, 39), True)
+    """
+    return curvature_matrix(net, theta, X, None, "true", reduction=reduction,
+                            chunk_size=chunk_size)
+
+
+def empirical_fisher(net, theta, X, y, *, reduction: str = "mean",
+                     chunk_size: int | None = None) -> np.ndarray:
+    """The empirical Fisher ``EF = c sum_n s_n s_n^T = c S^T S`` at the data labels ``y``.
+
+    Returns ``(P, P)``; ``c = 1/N`` by default. Not the Fisher: see Kunstner et al. (2019).
+    """
+    return curvature_matrix(net, theta, X, y, "empirical", reduction=reduction,
+                            chunk_size=chunk_size)
+
+
+def mc_fisher(net, theta, X, n_samples: int = 1, rng=None, *, reduction: str = "mean",
+              chunk_size: int | None = None) -> np.ndarray:
+    """Monte-Carlo Fisher ``c sum_n 1/k sum_j s(y_nj) s(y_nj)^T``, ``y_nj ~ p_theta(y | x_n)``.
+
+    ``rng`` (Generator or seed) is required; ``n_samples = k`` labels per input. Unbiased for
+    :func:`true_fisher`; returns ``(P, P)``.
+    """
+    if rng is None:
+        raise TypeError("rng: mc_fisher samples labels; pass a numpy.random.Generator or a "
+                        "seed, received None")
+    return curvature_matrix(net, theta, X, None, "mc", n_samples=n_samples, rng=rng,
+                            reduction=reduction, chunk_size=chunk_size)
+
+
+def ggn(net, theta, X, y=None, *, reduction: str = "mean", chunk_size: int | None = None
+        ) -> np.ndarray:
+    """Generalised Gauss-Newton ``G = c sum_n J_n^T H_n J_n``, shape ``(P, P)``.
+
+    ``H_n`` is the Hessian of ``-log p(y | f)`` with respect to the outputs, factored by a
+    batched eigendecomposition (a route independent of the closed-form Fisher factor). For
+    the canonical links here ``H_n`` does not depend on ``y`` and ``G`` equals the true
+    Fisher; ``y`` is accepted for symmetry with :func:`hessian` and ignored.
+    """
+    if y is not None:
+        net.check_targets(y, net.check_inputs(X).shape[0])
+    return curvature_matrix(net, theta, X, None, "ggn", reduction=reduction,
+                            chunk_size=chunk_size)
+
+
+def hessian(net, theta, X, y, *, reduction: str = "mean") -> np.ndarray:
+    """Hessian of the negative log-likelihood ``c sum_n -log p_theta(y_n | x_n)``, ``(P, P)``.
+
+    Computed by ``autograd.hessian`` of the forward pass (exact, reverse-over-reverse);
+    ``c = 1/N`` by default.
+    """
+    theta = net.check_theta(theta)
+    X = net.check_inputs(X)
+    y = net.check_targets(y, X.shape[0])
+    scale = _scale(reduction, X.shape[0])
+    _require_dense(net, "Hessian")
+    lik = net.likelihood
+
+    def nll(th):
+        return -scale * np.sum(lik.log_prob(net._forward(th, X), y))
+
+    return np.asarray(_autograd_hessian(nll)(theta))
+
+
+def square_of_mean_gradient(net, theta, X, y, *, reduction: str = "mean",
+                            diagonal: bool = False) -> np.ndarray:
+    """The common mistake ``g g^T`` with ``g = c sum_n s_n`` (NOT a Fisher; for diagnosis).
+
+    Returns ``(P, P)``, or ``g**2: (P,)`` with ``diagonal=True``. It is what one gets by
+    squaring the gradient of a batch-mean loss instead of averaging per-sample squares.
+    """
+    theta = net.check_theta(theta)
+    X = net.check_inputs(X)
+    y = net.check_targets(y, X.shape[0])
+    scale = _scale(reduction, X.shape[0])
+    lik = net.likelihood
+    g = grad(lambda th: scale * np.sum(lik.log_prob(net._forward(th, X), y)))(theta)
+    if diagonal:
+        return g * g
+    _require_dense(net, "square of the mean gradient")
+    return np.outer(g, g)
+
+
+# --- structured approximations -------------------------------------------------------------
+def fisher_diagonal(net, theta, X, y=None, fisher: str = "true", *, n_samples: int = 1,
+                    rng=None, reduction: str = "mean", chunk_size: int | None = None
+                    ) -> np.ndarray:
+    """The exact diagonal of the curvature ``fisher`` without forming it, shape ``(P,)``.
+
+    Notes
+    -----
+    ``diag(M)[W_l[i, j]] = c sum_n (sum_k B_l[n, k, i]^2) a_l[n, j]^2``: one GEMM per layer.
+    """
+    check_choice(fisher, "fisher", FISHER_KINDS)
+    scale = _scale(reduction, np.shape(X)[0] if np.ndim(X) == 2 else 1)
+    d = np.zeros(net.num_params)
+    for acts, Bs in curvature_factors(net, theta, X, y, fisher, n_samples, rng, chunk_size):
+        for (ws, bs), a, B in zip(net.layer_slices, acts, Bs):
+            B2 = np.einsum("nko,nko->no", B, B)
+            d[ws] += (B2.T @ (a * a)).ravel()
+            d[bs] += B2.sum(axis=0)
+    return d * scale
+
+
+def block_diagonal(net, theta, X, y=None, fisher: str = "true", *, n_samples: int = 1,
+                   rng=None, reduction: str = "mean", chunk_size: int | None = None
+                   ) -> list[np.ndarray]:
+    """The exact per-layer diagonal blocks of the curvature ``fisher``.
+
+    Returns ``[M_0, ..., M_{L-1}]``, ``M_l: (P_l, P_l)`` over layer ``l``'s parameters
+    ``(W_l, b_l)`` in flat order, equal to ``M[s, s]`` for ``s = net.layer_param_slices()[l]``.
+    """
+    check_choice(fisher, "fisher", FISHER_KINDS)
+    scale = _scale(reduction, np.shape(X)[0] if np.ndim(X) == 2 else 1)
+    sizes = [o * i + o for o, i in net.shapes]
+    require_memory(8 * sum(s * s for s in sizes), f"per-layer blocks of sizes {sizes}",
+                   "fisher_diagonal or kfac")
+    blocks = [np.zeros((s, s)) for s in sizes]
+    for acts, Bs in curvature_factors(net, theta, X, y, fisher, n_samples, rng, chunk_size):
+        for l in range(net.num_layers):
+            _add_block(blocks[l], net, l, l, acts, Bs, 0, 0)
+    for b in blocks:
+        b *= scale
+    return blocks

@@ -1,0 +1,328 @@
+"""Output distributions ``p(y | f)`` of the network outputs ``f: (N, C)``.
+
+Each likelihood gives, for outputs ``F: (N, C)``:
+
+- ``log_prob(F, y) -> (N,)``, written with ``autograd.numpy`` so the generic route can
+  differentiate it;
+- ``grad_log_prob(F, y) -> (N, C)``: the output-space score ``d log p(y | f) / d f``;
+- ``fisher_outputs(F) -> Lambda: (N, C, C)``: ``E_{y ~ p(y|f)}[g g^T]`` with ``g`` the
+  output-space score;
+- ``fisher_factor(F) -> R: (N, K, C)`` with ``R^T R = Lambda`` (``K = C`` here), whose rows
+  are the enumerated, probability-weighted output scores (the exact expectation as a factor);
+- ``hessian_outputs(F) -> (N, C, C)``: the Hessian of ``-log p`` with respect to ``f``. The
+  three likelihoods have canonical links, so it equals ``Lambda`` and does not depend on ``y``;
+- ``sample(F, rng, n_samples=None)``: labels drawn from the model;
+- ``mean(F)``: ``E[y | f]`` (class probabilities, Bernoulli probabilities, Gaussian means).
+
+Targets: ``categorical`` integer labels ``y: (N,)`` in ``[0, C)``; ``bernoulli`` 0/1 labels
+``y: (N, C)`` (``C`` independent binary outputs); ``gaussian`` real targets ``y: (N, C)``.
+Everything is stable for logits of magnitude 1e3 (log-sum-exp, softplus; no overflow, no NaN).
+"""
+
+from __future__ import annotations
+
+import math
+
+import autograd.numpy as anp
+import numpy as np
+from autograd.scipy.special import logsumexp
+
+from ._validation import as_float_array, as_generator, check_int, check_positive
+
+__all__ = ["Likelihood", "Categorical", "Bernoulli", "Gaussian", "get_likelihood",
+           "LIKELIHOODS"]
+
+
+class Likelihood:
+    """Base class; see the module docstring for the contract of each method."""
+
+    name: str = ""
+
+    def check_targets(self, y, N: int, C: int, name: str = "y") -> np.ndarray:
+        """Validate targets for ``N`` samples and ``C`` outputs; return them in canonical dtype."""
+        raise NotImplementedError
+
+    def log_prob(self, F, y):
+        """``log p(y_n | f_n)``, shape ``(N,)``."""
+        raise NotImplementedError
+
+    def grad_log_prob(self, F: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Output-space score ``d log p(y_n | f_n) / d f_n``, shape ``(N, C)``."""
+        raise NotImplementedError
+
+    def fisher_outputs(self, F: np.ndarray) -> np.ndarray:
+        """``Lambda_n = E_y[g g^T]``, shape ``(N, C, C)``."""
+        R = self.fisher_factor(F)
+        return np.einsum("nkc,nkd->ncd", R, R)
+
+    def fisher_factor(self, F: np.ndarray) -> np.ndarray:
+        """``R_n`` with ``R_n^T R_n = Lambda_n``, shape ``(N, K, C)``."""
+        raise NotImplementedError
+
+    def hessian_outputs(self, F: np.ndarray) -> np.ndarray:
+        """Hessian of ``-log p(y | f)`` with respect to ``f``, shape ``(N, C, C)``."""
+        raise NotImplementedError
+
+    def sample(self, F: np.ndarray, rng, n_samples: int | None = None) -> np.ndarray:
+        """Targets drawn from ``p(y | f)``; a leading axis of ``n_samples`` when given."""
+        raise NotImplementedError
+
+    def mean(self, F: np.ndarray) -> np.ndarray:
+        """``E[y | f]``, shape ``(N, C)``."""
+        raise NotImplementedError
+
+    def most_likely(self, F: np.ndarray) -> np.ndarray:
+        """The mode of ``p(y | f)``: argmax labels, rounded probabilities, or the means."""
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        """JSON-serialisable description (``get_likelihood(**config)`` rebuilds it)."""
+        return {"likelihood": self.name}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def __eq__(self, other) -> bool:
+        return type(self) is type(other) and self.config() == other.config()
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self.config().items())))
+
+
+def _check_outputs(F) -> np.ndarray:
+    return as_float_array(F, "F", ndim=2)
+
+
+class Categorical(Likelihood):
+    """Softmax over ``C`` classes: ``log p(y | f) = f_y - logsumexp(f)``.
+
+    Notes
+    -----
+    ``g = e_y - p``; ``Lambda = diag(p) - p p^T``; ``R[c] = sqrt(p_c) (e_c - p)``, the
+    enumeration over the ``C`` classes. ``rank(Lambda) = C - 1``.
+    """
+
+    name = "categorical"
+
+    def check_targets(self, y, N, C, name="y"):
+        if isinstance(y, (str, bytes)) or y is None:
+            raise TypeError(f"{name}: expected integer class labels of shape ({N},), received "
+                            f"{type(y).__name__}")
+        arr = np.asarray(y)
+        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.integer)
+                                       or np.issubdtype(arr.dtype, np.floating)):
+            raise TypeError(f"{name}: expected integer class labels, received dtype {arr.dtype}")
+        if arr.shape != (N,):
+            hint = (" (categorical labels are class indices, not one-hot rows)"
+                    if arr.ndim == 2 else "")
+            raise ValueError(f"{name}: expected shape ({N},), received shape {arr.shape}{hint}")
+        if np.issubdtype(arr.dtype, np.floating):
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"{name}: expected finite integer labels, received NaN/Inf")
+            if not np.all(arr == np.round(arr)):
+                raise ValueError(f"{name}: expected integer class labels, received non-integer "
+                                 f"values such as {arr[arr != np.round(arr)][0]!r}")
+        arr = arr.astype(np.int64)
+        if arr.size and (arr.min() < 0 or arr.max() >= C):
+            raise ValueError(f"{name}: expected labels in [0, {C}), received values in "
+                             f"[{arr.min()}, {arr.max()}]")
+        return arr
+
+    @staticmethod
+    def log_softmax(F):
+        """``log p: (N, C)``, stable by log-sum-exp."""
+        return F - logsumexp(F, axis=1, keepdims=True)
+
+    def log_prob(self, F, y):
+        logp = self.log_softmax(F)
+        return logp[np.arange(logp.shape[0]), y]
+
+    def mean(self, F):
+        return np.exp(self.log_softmax(np.asarray(F)))
+
+    def grad_log_prob(self, F, y):
+        g = -self.mean(F)
+        g[np.arange(g.shape[0]), y] += 1.0
+        return g
+
+    def fisher_outputs(self, F):
+        p = self.mean(F)
+        Lam = -p[:, :, None] * p[:, None, :]
+        idx = np.arange(p.shape[1])
+        Lam[:, idx, idx] += p
+        return Lam
+
+    def fisher_factor(self, F):
+        F = np.asarray(F)
+        logp = self.log_softmax(F)
+        p = np.exp(logp)
+        sqrt_p = np.exp(0.5 * logp)
+        R = -sqrt_p[:, :, None] * p[:, None, :]
+        idx = np.arange(F.shape[1])
+        R[:, idx, idx] += sqrt_p
+        return R
+
+    def hessian_outputs(self, F):
+        return self.fisher_outputs(F)
+
+    def sample(self, F, rng, n_samples=None):
+        rng = as_generator(rng)
+        p = self.mean(F)
+        k = 1 if n_samples is None else check_int(n_samples, "n_samples", 1)
+        u = rng.random((k, p.shape[0]))
+        cdf = np.cumsum(p, axis=1)
+        labels = np.minimum((cdf[None, :, :] < u[:, :, None]).sum(axis=2), p.shape[1] - 1)
+        return labels[0] if n_samples is None else labels
+
+    def most_likely(self, F):
+        return np.argmax(np.asarray(F), axis=1)
+
+
+def _softplus(F):
+    return np.logaddexp(0.0, F)
+
+
+class Bernoulli(Likelihood):
+    """``C`` independent sigmoid outputs: ``log p(y | f) = sum_c y_c f_c - softplus(f_c)``.
+
+    Notes
+    -----
+    ``g = y - sigmoid(f)``; ``Lambda = diag(p (1 - p))``; ``R = diag(sqrt(p (1 - p)))``, the
+    exact enumeration of both outcomes of every output.
+    """
+
+    name = "bernoulli"
+
+    def check_targets(self, y, N, C, name="y"):
+        arr = as_float_array(y, name)
+        if arr.shape != (N, C):
+            hint = " (use y[:, None] for a single output)" if arr.shape == (N,) else ""
+            raise ValueError(f"{name}: expected 0/1 labels of shape ({N}, {C}), received shape "
+                             f"{arr.shape}{hint}")
+        if not np.all((arr == 0) | (arr == 1)):
+            bad = arr[(arr != 0) & (arr != 1)][0]
+            raise ValueError(f"{name}: expected Bernoulli labels in {{0, 1}}, received a value "
+                             f"{bad!r}")
+        return arr
+
+    def log_prob(self, F, y):
+        return anp.sum(y * F - anp.logaddexp(0.0, F), axis=1)
+
+    def mean(self, F):
+        F = np.asarray(F)
+        return 0.5 * (np.tanh(0.5 * F) + 1.0)
+
+    def grad_log_prob(self, F, y):
+        return y - self.mean(F)
+
+    def _variance(self, F):
+        F = np.asarray(F)
+        return np.exp(-_softplus(F) - _softplus(-F))
+
+    def fisher_outputs(self, F):
+        v = self._variance(F)
+        Lam = np.zeros(v.shape + (v.shape[1],))
+        idx = np.arange(v.shape[1])
+        Lam[:, idx, idx] = v
+        return Lam
+
+    def fisher_factor(self, F):
+        F = np.asarray(F)
+        s = np.exp(-0.5 * (_softplus(F) + _softplus(-F)))
+        R = np.zeros(s.shape + (s.shape[1],))
+        idx = np.arange(s.shape[1])
+        R[:, idx, idx] = s
+        return R
+
+    def hessian_outputs(self, F):
+        return self.fisher_outputs(F)
+
+    def sample(self, F, rng, n_samples=None):
+        rng = as_generator(rng)
+        p = self.mean(F)
+        k = 1 if n_samples is None else check_int(n_samples, "n_samples", 1)
+        y = (rng.random((k,) + p.shape) < p[None]).astype(np.float64)
+        return y[0] if n_samples is None else y
+
+    def most_likely(self, F):
+        return (np.asarray(F) > 0).astype(np.float64)
+
+
+class Gaussian(Likelihood):
+    """Isotropic Gaussian with fixed ``sigma``: ``log p(y | f) = -|y - f|^2 / (2 sigma^2) + const``.
+
+    Notes
+    -----
+    ``g = (y - f) / sigma^2``; ``Lambda = I / sigma^2``; ``R = I / sigma``. The mean squared
+    error ``|y - f|^2 / 2`` is ``-log p`` for ``sigma = 1`` up to a constant (note the 1/2).
+    """
+
+    name = "gaussian"
+
+    def __init__(self, sigma: float = 1.0):
+        self.sigma = check_positive(sigma, "sigma")
+
+    def config(self):
+        return {"likelihood": self.name, "sigma": self.sigma}
+
+    def __repr__(self):
+        return f"Gaussian(sigma={self.sigma!r})"
+
+    def check_targets(self, y, N, C, name="y"):
+        arr = as_float_array(y, name)
+        if arr.shape != (N, C):
+            hint = " (use y[:, None] for a single output)" if arr.shape == (N,) else ""
+            raise ValueError(f"{name}: expected real targets of shape ({N}, {C}), received shape "
+                             f"{arr.shape}{hint}")
+        return arr
+
+    def log_prob(self, F, y):
+        C = F.shape[1]
+        r = y - F
+        return (-0.5 * anp.sum(r * r, axis=1) / self.sigma**2
+                - 0.5 * C * math.log(2.0 * math.pi * self.sigma**2))
+
+    def mean(self, F):
+        return np.array(F, dtype=np.float64, copy=True)
+
+    def grad_log_prob(self, F, y):
+        return (y - np.asarray(F)) / self.sigma**2
+
+    def fisher_outputs(self, F):
+        N, C = np.shape(F)
+        return np.broadcast_to(np.eye(C) / self.sigma**2, (N, C, C)).copy()
+
+    def fisher_factor(self, F):
+        N, C = np.shape(F)
+        return np.broadcast_to(np.eye(C) / self.sigma, (N, C, C)).copy()
+
+    def hessian_outputs(self, F):
+        return self.fisher_outputs(F)
+
+    def sample(self, F, rng, n_samples=None):
+        rng = as_generator(rng)
+        F = np.asarray(F)
+        k = 1 if n_samples is None else check_int(n_samples, "n_samples", 1)
+        y = F[None] + self.sigma * rng.standard_normal((k,) + F.shape)
+        return y[0] if n_samples is None else y
+
+    def most_likely(self, F):
+        return np.array(F, dtype=np.float64, copy=True)
+
+
+LIKELIHOODS = {"categorical": Categorical, "bernoulli": Bernoulli, "gaussian": Gaussian}
+
+
+def get_likelihood(likelihood="categorical", sigma: float = 1.0) -> Likelihood:
+    """Resolve a likelihood name (``categorical``, ``bernoulli``, ``gaussian``) or instance."""
+    if isinstance(likelihood, Likelihood):
+        return likelihood
+    if not isinstance(likelihood, str):
+        raise TypeError(f"likelihood: expected one of {sorted(LIKELIHOODS)} or a Likelihood, "
+                        f"received {type(likelihood).__name__}")
+    if likelihood not in LIKELIHOODS:
+        raise ValueError(f"likelihood: expected one of {sorted(LIKELIHOODS)}, received "
+                         f"{likelihood!r}")
+    if likelihood == "gaussian":
+        return Gaussian(sigma)
+    return LIKELIHOODS[likelihood]()
