@@ -9,3 +9,5 @@ from .memory import MemoryBudgetError, memory_budget, memory_limit, set_memory_b
 from .model import MLP
 from .scores import (jacobian_vector_product, output_jacobians, per_sample_scores,
                      vector_jacobian_product)
+from .kfac import KFACFactors, kfac
+from .operators import fisher_operator, ggn_operator, hessian_operator

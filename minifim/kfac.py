@@ -1,0 +1,219 @@
+"""Kronecker-factored approximate curvature (K-FAC; Martens & Grosse 2015).
+
+Per layer ``l`` the curvature block over ``(W_l, b_l)`` is approximated by a Kronecker product
+
+    ``M_l ~ G_l kron A_l``,  ``A_l = 1/N sum_n a~_n a~_n^T``,  ``G_l = c sum_n sum_k b_nk b_nk^T``
+
+with ``a~`` the layer input, ``b_nk`` the seed ``k`` of sample ``n`` carried back to the layer's
+pre-activations (:mod:`minifim.curvature`'s seeds: the exact expectation over the model's labels
+for ``fisher="true"``, i.e. curvlinops' ``"type-2"``; the data labels for ``"empirical"``;
+sampled labels for ``"mc"``), and ``c = 1/N`` (``reduction="mean"``) or ``1`` (``"sum"``): the
+reduction is carried by ``G``, ``A`` is always a mean. With ``W: (out, in)`` flattened row-major
+the weight block is ``G kron A``.
+
+Two bias conventions (both common in the wild):
+
+- ``bias="folded"`` (Martens & Grosse): ``a~ = [a, 1]`` (homogeneous coordinates); one Kronecker
+  product covers ``[W | b]``, including the weight-bias cross terms;
+- ``bias="separate"`` (curvlinops' ``KFACLinearOperator`` default): ``a~ = a``; the weight block
+  is ``G kron A``, the bias block is ``G``, the cross terms are zero.
+
+K-FAC is exact where ``G_n`` or ``A_n`` does not vary over samples: a single sample, or a single
+linear layer with a Gaussian likelihood (``G_n = I / sigma^2``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._validation import as_float_array, check_choice, check_nonnegative
+from .curvature import FISHER_KINDS, _scale, curvature_factors
+from .memory import require_memory
+
+__all__ = ["KFACFactors", "kfac"]
+
+BIAS_CONVENTIONS = ("folded", "separate")
+
+
+@dataclass(frozen=True)
+class KFACFactors:
+    """Kronecker factors per layer.
+
+    Attributes
+    ----------
+    A : tuple of ndarray, ``A[l]: (in_l + 1, in_l + 1)`` (folded) or ``(in_l, in_l)``
+    G : tuple of ndarray, ``G[l]: (out_l, out_l)``
+    bias : {"folded", "separate"}
+    shapes : tuple of ``(out_l, in_l)``
+    """
+
+    A: tuple
+    G: tuple
+    bias: str
+    shapes: tuple
+
+    @property
+    def num_params(self) -> int:
+        return sum(o * i + o for o, i in self.shapes)
+
+    def _layer_offsets(self):
+        off = 0
+        for o, i in self.shapes:
+            yield off, off + o * i, off + o * i + o
+            off += o * i + o
+
+    # --- dense views ---------------------------------------------------------------------
+    def layer_block(self, l: int) -> np.ndarray:
+        """Dense block of layer ``l`` over ``(W_l, b_l)`` in flat order, ``(P_l, P_l)``."""
+        o, i = self.shapes[l]
+        if self.bias == "separate":
+            block = np.zeros((o * i + o, o * i + o))
+            block[: o * i, : o * i] = np.kron(self.G[l], self.A[l])
+            block[o * i:, o * i:] = self.G[l]
+            return block
+        hom = np.kron(self.G[l], self.A[l])  # homogeneous order (o, i + 1)
+        perm = _homogeneous_to_flat(o, i)
+        return hom[np.ix_(perm, perm)]
+
+    def blocks(self) -> list[np.ndarray]:
+        """Dense per-layer blocks ``[(P_0, P_0), ...]`` in flat order."""
+        return [self.layer_block(l) for l in range(len(self.shapes))]
+
+    def to_dense(self) -> np.ndarray:
+        """The block-diagonal ``(P, P)`` matrix the factors imply (memory-guarded)."""
+        P = self.num_params
+        require_memory(8 * P * P, f"dense K-FAC matrix (P, P) = ({P}, {P}) float64",
+                       "KFACFactors.blocks() (per layer), .matvec or .solve (never dense)")
+        M = np.zeros((P, P))
+        for l, (start, _, stop) in enumerate(self._layer_offsets()):
+            M[start:stop, start:stop] = self.layer_block(l)
+        return M
+
+    def diagonal(self) -> np.ndarray:
+        """``diag`` of the implied matrix, ``(P,)``."""
+        out = []
+        for l, (o, i) in enumerate(self.shapes):
+            dG, dA = np.diag(self.G[l]), np.diag(self.A[l])
+            if self.bias == "separate":
+                out += [np.outer(dG, dA).ravel(), dG]
+            else:
+                full = np.outer(dG, dA)
+                out += [full[:, :i].ravel(), full[:, i]]
+        return np.concatenate(out)
+
+    # --- matrix-free products ---------------------------------------------------------------
+    def _apply(self, v, on_matrix, on_bias):
+        """Apply ``on_matrix(l, V~: (o, i~)) -> (o, i~)`` per layer (``on_bias(l, b)`` for a
+        separate bias block) to ``v: (P,)``."""
+        v = as_float_array(v, "v", shape=(self.num_params,))
+        out = np.empty_like(v)
+        for l, (w0, b0, stop) in enumerate(self._layer_offsets()):
+            o, i = self.shapes[l]
+            V, vb = v[w0:b0].reshape(o, i), v[b0:stop]
+            if self.bias == "separate":
+                out[w0:b0] = on_matrix(l, V).ravel()
+                out[b0:stop] = on_bias(l, vb)
+            else:
+                R = on_matrix(l, np.concatenate([V, vb[:, None]], axis=1))
+                out[w0:b0] = R[:, :i].ravel()
+                out[b0:stop] = R[:, i]
+        return out
+
+    def matvec(self, v) -> np.ndarray:
+        """``M v`` per layer as ``G V A`` (``(G kron A) vec(V) = vec(G V A^T)``), ``(P,)``."""
+        return self._apply(v, lambda l, V: self.G[l] @ V @ self.A[l],
+                           lambda l, b: self.G[l] @ b)
+
+    def solve(self, v, damping: float, method: str = "eigen", pi_correction: bool = True
+              ) -> np.ndarray:
+        """Damped inverse products per layer, ``(P,)``.
+
+        ``method="eigen"``: ``(G kron A + damping I)^{-1} v`` exactly, through the
+        eigendecompositions ``G = Q_G g Q_G^T``, ``A = Q_A a Q_A^T``:
+        ``Q_G [(Q_G^T V Q_A) / (g a^T + damping)] Q_A^T``. ``method="factored"``: factored
+        Tikhonov damping ``((G + sqrt(damping)/pi I) kron (A + pi sqrt(damping) I))^{-1} v``
+        with ``pi = sqrt((tr A / dim A) / (tr G / dim G))`` (``pi = 1`` without the
+        correction). A separate bias block is solved with ``G + damping I``.
+        """
+        damping = check_nonnegative(damping, "damping")
+        check_choice(method, "method", ("eigen", "factored"))
+        if method == "eigen":
+            eig = [(np.linalg.eigh(G), np.linalg.eigh(A)) for G, A in zip(self.G, self.A)]
+            if damping == 0 and any(g.min() * a.min() <= 0 for (g, _), (a, _) in eig):
+                raise ValueError("damping: the K-FAC factors are singular and damping = 0; "
+                                 "use damping > 0")
+
+            def on_matrix(l, V):
+                (g, QG), (a, QA) = eig[l]
+                return QG @ ((QG.T @ V @ QA) / (np.outer(g, a) + damping)) @ QA.T
+
+            def on_bias(l, b):
+                (g, QG), _ = eig[l]
+                return QG @ ((QG.T @ b) / (g + damping))
+
+            return self._apply(v, on_matrix, on_bias)
+        sq = np.sqrt(damping)
+
+        def pi(l):
+            G, A = self.G[l], self.A[l]
+            tg, ta = np.trace(G) / G.shape[0], np.trace(A) / A.shape[0]
+            return np.sqrt(ta / tg) if pi_correction and tg > 0 and ta > 0 else 1.0
+
+        def on_matrix_f(l, V):
+            G, A, p = self.G[l], self.A[l], pi(l)
+            left = np.linalg.solve(G + sq / p * np.eye(G.shape[0]), V)
+            return np.linalg.solve(A + p * sq * np.eye(A.shape[0]), left.T).T
+
+        def on_bias_f(l, b):
+            G = self.G[l]
+            return np.linalg.solve(G + damping * np.eye(G.shape[0]), b)
+
+        return self._apply(v, on_matrix_f, on_bias_f)
+
+
+def _homogeneous_to_flat(o: int, i: int) -> np.ndarray:
+    """Positions in the homogeneous ``(o, i + 1)`` order of the flat ``[W (o*i), b (o)]`` entries."""
+    rows = np.arange(o)[:, None] * (i + 1)
+    return np.concatenate([(rows + np.arange(i)[None, :]).ravel(), rows[:, 0] + i])
+
+
+def kfac(net, theta, X, y=None, fisher: str = "true", *, bias: str = "folded",
+         n_samples: int = 1, rng=None, reduction: str = "mean",
+         chunk_size: int | None = None) -> KFACFactors:
+    """K-FAC factors of the curvature ``fisher`` (see the module docstring for conventions).
+
+    Parameters
+    ----------
+    net : MLP
+    theta : ndarray, shape (P,)
+    X : ndarray, shape (N, D)
+    y : targets, needed for ``fisher="empirical"``
+    fisher : {"true", "empirical", "mc", "argmax", "ggn"}
+    bias : {"folded", "separate"}
+    reduction : {"mean", "sum"}, carried by ``G``
+
+    Returns
+    -------
+    KFACFactors
+        ``A[l]: (in_l + 1, in_l + 1)`` (folded) or ``(in_l, in_l)``, ``G[l]: (out_l, out_l)``;
+        ``.to_dense()`` gives the implied ``(P, P)`` matrix on request.
+    """
+    check_choice(fisher, "fisher", FISHER_KINDS)
+    check_choice(bias, "bias", BIAS_CONVENTIONS)
+    N = np.shape(X)[0] if np.ndim(X) == 2 else 1
+    scale = _scale(reduction, N)
+    extra = 1 if bias == "folded" else 0
+    A = [np.zeros((i + extra, i + extra)) for _, i in net.shapes]
+    G = [np.zeros((o, o)) for o, _ in net.shapes]
+    for acts, Bs in curvature_factors(net, theta, X, y, fisher, n_samples, rng, chunk_size):
+        for l, (a, B) in enumerate(zip(acts, Bs)):
+            if extra:
+                a = np.concatenate([a, np.ones((a.shape[0], 1))], axis=1)
+            A[l] += a.T @ a
+            Bf = B.reshape(-1, B.shape[-1])
+            G[l] += Bf.T @ Bf
+    A = tuple(a / N for a in A)
+    G = tuple(g * scale for g in G)
+    return KFACFactors(A, G, bias, tuple(net.shapes))
