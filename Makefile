@@ -32,7 +32,8 @@ test: $(VENV)/.stamp-test
 	$(PY) -m pytest tests
 
 experiments: $(VENV)/.stamp-experiments
-	$(PY) -m minifim.report run-all experiments
+	@set -e; for f in experiments/[a-z]*.py; do echo "== $$f"; $(PY) $$f; done
+	$(PY) -m minifim.report index
 
 bench: $(VENV)/.stamp-experiments
 	$(PY) -m minifim.bench

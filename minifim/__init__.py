@@ -1,13 +1,53 @@
-"""minifim: exact Fisher-information geometry for small neural networks (float64, NumPy)."""
+"""minifim: exact Fisher-information geometry for small neural networks (float64, NumPy).
+
+The public API is re-exported here; see README.md for the conventions (flat parameter order
+``W0, b0, W1, b1, ...`` with ``W: (out, in)``; curvature matrices are means over samples).
+"""
+
+from . import data, report
 from ._version import __version__
+
+# foundation
 from .activations import ACTIVATIONS, Activation, get_activation
-from .curvature import (FISHER_KINDS, block_diagonal, curvature_matrix, empirical_fisher,
-                        fisher_diagonal, ggn, hessian, mc_fisher, square_of_mean_gradient,
-                        true_fisher)
-from .likelihoods import Bernoulli, Categorical, Gaussian, Likelihood, get_likelihood
-from .memory import MemoryBudgetError, memory_budget, memory_limit, set_memory_budget
-from .model import MLP
-from .scores import (jacobian_vector_product, output_jacobians, per_sample_scores,
-                     vector_jacobian_product)
+
+# curvature
+from .curvature import (
+    FISHER_KINDS,
+    block_diagonal,
+    curvature_factors,
+    curvature_matrix,
+    empirical_fisher,
+    fisher_diagonal,
+    ggn,
+    hessian,
+    mc_fisher,
+    square_of_mean_gradient,
+    true_fisher,
+)
 from .kfac import KFACFactors, kfac
+from .likelihoods import Bernoulli, Categorical, Gaussian, Likelihood, get_likelihood
+from .memory import (
+    MemoryBudgetError,
+    format_bytes,
+    memory_budget,
+    memory_limit,
+    set_memory_budget,
+)
+from .model import MLP
 from .operators import fisher_operator, ggn_operator, hessian_operator
+from .scores import (
+    jacobian_vector_product,
+    output_jacobians,
+    per_sample_scores,
+    vector_jacobian_product,
+)
+
+# spectrum (issue 4)
+
+# oracle (issue 5)
+
+# ngd and optimisers (issue 7)
+
+# ewc (issue 8)
+
+# uses of the Fisher (issue 9)

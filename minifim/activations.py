@@ -20,7 +20,7 @@ __all__ = ["Activation", "get_activation", "ACTIVATIONS"]
 
 @dataclass(frozen=True)
 class Activation:
-    """An elementwise nonlinearity ``phi`` and its derivative ``dphi`` (both ``(N, H) -> (N, H)``)."""
+    """An elementwise nonlinearity ``phi`` and its derivative ``dphi``, ``(N, H) -> (N, H)``."""
 
     name: str
     phi: Callable

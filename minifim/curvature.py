@@ -32,7 +32,7 @@ from autograd import hessian as _autograd_hessian
 
 from ._validation import as_generator, check_choice, check_int
 from .memory import require_memory
-from .scores import backprop_seeds, forward_cache
+from .scores import backprop_seeds, expand_gradients, forward_cache
 
 __all__ = [
     "FISHER_KINDS",
@@ -90,8 +90,13 @@ def output_seeds(net, F: np.ndarray, fisher: str, y=None, y_samples=None) -> np.
 def _chunk_size(net, K: int, chunk_size) -> int:
     if chunk_size is not None:
         return check_int(chunk_size, "chunk_size", 1)
-    widest_pair = max(i * j for _, i in net.shapes for _, j in net.shapes)
-    per_sample = 8 * (2 * widest_pair + K * (net.num_params + sum(o for o, _ in net.shapes)))
+    widths = sum(o + i for o, i in net.shapes)
+    if K == 1:  # the factor itself, (n, P), is formed
+        per_sample = 8 * (net.num_params + widths)
+    else:
+        pair_in = max(i * j for _, i in net.shapes for _, j in net.shapes)
+        pair_out = max(i * j for i, _ in net.shapes for j, _ in net.shapes)
+        per_sample = 8 * (pair_in + pair_out + K * widths)
     return max(1, _CHUNK_BYTES // per_sample)
 
 
@@ -170,14 +175,22 @@ def _add_block(M, net, l, m, acts, Bs, rows, cols):
 
 
 def _dense_from_factors(net, factors, P: int) -> np.ndarray:
+    """Sum over chunks of ``U^T U``: as a SYRK on the ``(n, P)`` factor when there is one seed
+    per sample (its cost, ``n P^2 / 2``, is then the floor), else by Kronecker blocks."""
     M = np.zeros((P, P))
     offsets = [s.start for s in net.layer_param_slices()]
+    mirror = False
     for acts, Bs in factors:
+        if Bs[0].shape[1] == 1:
+            U = expand_gradients(net, acts, Bs)[:, 0, :]
+            M += U.T @ U  # numpy dispatches A.T @ A to SYRK
+            continue
+        mirror = True
         for l in range(net.num_layers):
             for m in range(l, net.num_layers):
                 _add_block(M, net, l, m, acts, Bs, offsets[l], offsets[m])
     sl = net.layer_param_slices()
-    for l in range(net.num_layers):
+    for l in range(net.num_layers if mirror else 0):
         for m in range(l + 1, net.num_layers):
             M[sl[m], sl[l]] = M[sl[l], sl[m]].T
     return M

@@ -94,7 +94,7 @@ class KFACFactors:
     def diagonal(self) -> np.ndarray:
         """``diag`` of the implied matrix, ``(P,)``."""
         out = []
-        for l, (o, i) in enumerate(self.shapes):
+        for l, (_, i) in enumerate(self.shapes):
             dG, dA = np.diag(self.G[l]), np.diag(self.A[l])
             if self.bias == "separate":
                 out += [np.outer(dG, dA).ravel(), dG]
@@ -174,7 +174,7 @@ class KFACFactors:
 
 
 def _homogeneous_to_flat(o: int, i: int) -> np.ndarray:
-    """Positions in the homogeneous ``(o, i + 1)`` order of the flat ``[W (o*i), b (o)]`` entries."""
+    """Homogeneous ``(o, i + 1)`` positions of the flat ``[W (o*i), b (o)]`` entries."""
     rows = np.arange(o)[:, None] * (i + 1)
     return np.concatenate([(rows + np.arange(i)[None, :]).ravel(), rows[:, 0] + i])
 

@@ -210,7 +210,7 @@ class MLP:
         return self.likelihood.log_prob(self._forward(theta, X), y)
 
     def predict(self, theta, X) -> np.ndarray:
-        """``E[y | x]``: class probabilities, Bernoulli probabilities or Gaussian means ``(N, C)``."""
+        """``E[y | x]: (N, C)``: class or Bernoulli probabilities, or Gaussian means."""
         return self.likelihood.mean(self.forward(theta, X))
 
     # --- interchange with other backends ---------------------------------------------------

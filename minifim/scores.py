@@ -96,11 +96,14 @@ def _block_view(U: np.ndarray, sl: slice, shape: tuple) -> np.ndarray:
     return view
 
 
-def expand_gradients(net, cache: ForwardCache, Bs: list[np.ndarray]) -> np.ndarray:
-    """Materialise the per-sample, per-seed gradients ``U: (N, K, P)`` in flat order."""
+def expand_gradients(net, acts: list[np.ndarray], Bs: list[np.ndarray]) -> np.ndarray:
+    """Materialise the per-sample, per-seed gradients ``U: (N, K, P)`` in flat order.
+
+    ``acts[l]: (N, in_l)`` layer inputs, ``Bs[l]: (N, K, out_l)`` backpropagated seeds.
+    """
     N, K, _ = Bs[-1].shape
     U = np.empty((N, K, net.num_params))
-    for (out, inp), (ws, bs), a, B in zip(net.shapes, net.layer_slices, cache.acts, Bs):
+    for (out, inp), (ws, bs), a, B in zip(net.shapes, net.layer_slices, acts, Bs):
         np.multiply(B[:, :, :, None], a[:, None, None, :], out=_block_view(U, ws, (out, inp)))
         U[:, :, bs] = B
     return U
@@ -140,7 +143,7 @@ def per_sample_scores(net, theta, X, y, method: str = "backprop") -> np.ndarray:
     cache = forward_cache(net, theta, X)
     seeds = net.likelihood.grad_log_prob(cache.outputs, y)[:, None, :]
     Bs = backprop_seeds(net, cache, seeds)
-    return expand_gradients(net, cache, Bs)[:, 0, :]
+    return expand_gradients(net, cache.acts, Bs)[:, 0, :]
 
 
 def output_jacobians(net, theta, X, method: str = "backprop") -> np.ndarray:
@@ -159,7 +162,7 @@ def output_jacobians(net, theta, X, method: str = "backprop") -> np.ndarray:
         return jacobian(lambda th: net._forward(th, X))(theta)
     cache = forward_cache(net, theta, X)
     seeds = np.broadcast_to(np.eye(C), (N, C, C))
-    return expand_gradients(net, cache, backprop_seeds(net, cache, seeds))
+    return expand_gradients(net, cache.acts, backprop_seeds(net, cache, seeds))
 
 
 def _split_tangents(net, V: np.ndarray):

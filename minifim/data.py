@@ -1,0 +1,109 @@
+"""Data sets for tests and experiments; every random step takes a Generator or a seed.
+
+Real data: scikit-learn's bundled ``load_digits`` (8 x 8 images, 10 classes, 1,797 samples;
+shipped inside the package, no download), available with the ``experiments`` extra.
+Synthetic data: linear-Gaussian regression, two moons, and data drawn from a teacher network.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._validation import as_float_array, as_generator, check_int, check_nonnegative
+
+__all__ = [
+    "load_digits",
+    "train_test_split",
+    "permuted_tasks",
+    "split_tasks",
+    "two_moons",
+    "linear_regression_data",
+    "teacher_data",
+    "one_hot",
+]
+
+
+def load_digits(scale: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled digits: ``X: (1797, 64)`` float64 (in [0, 1] when ``scale``),
+    ``y: (1797,)`` int64 labels in [0, 10)."""
+    try:
+        from sklearn.datasets import load_digits as _load
+    except ImportError as err:  # pragma: no cover - depends on the installed extras
+        raise ImportError("load_digits needs scikit-learn: pip install 'minifim[experiments]'"
+                          ) from err
+    data = _load()
+    X = data.data.astype(np.float64)
+    return (X / 16.0 if scale else X), data.target.astype(np.int64)
+
+
+def train_test_split(X, y, test_fraction: float = 0.25, rng=0):
+    """Shuffle and split: ``(X_train, y_train, X_test, y_test)``."""
+    rng = as_generator(rng)
+    X = np.asarray(X)
+    y = np.asarray(y)
+    if X.shape[0] != y.shape[0]:
+        raise ValueError(f"y: expected {X.shape[0]} rows to match X, received {y.shape[0]}")
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction: expected a number in (0, 1), received {test_fraction}")
+    idx = rng.permutation(X.shape[0])
+    n_test = int(round(test_fraction * X.shape[0]))
+    test, train = idx[:n_test], idx[n_test:]
+    return X[train], y[train], X[test], y[test]
+
+
+def permuted_tasks(X, n_tasks: int, rng=0) -> list[np.ndarray]:
+    """Permuted-input tasks: ``X[:, perm_t]`` for ``n_tasks`` fixed permutations of the
+    features (the first is the identity). Returns the permutations ``(D,)`` per task."""
+    rng = as_generator(rng)
+    n_tasks = check_int(n_tasks, "n_tasks", 1)
+    D = np.shape(X)[1]
+    return [np.arange(D)] + [rng.permutation(D) for _ in range(n_tasks - 1)]
+
+
+def split_tasks(y, groups) -> list[np.ndarray]:
+    """Indices of the samples whose label is in each group, e.g. ``[(0, 1), (2, 3), ...]``."""
+    y = np.asarray(y)
+    return [np.flatnonzero(np.isin(y, list(g))) for g in groups]
+
+
+def two_moons(n: int, noise: float = 0.1, rng=0) -> tuple[np.ndarray, np.ndarray]:
+    """Two interleaving half circles: ``X: (n, 2)``, labels ``y: (n,)`` in {0, 1}."""
+    rng = as_generator(rng)
+    n = check_int(n, "n", 2)
+    noise = check_nonnegative(noise, "noise")
+    n0 = n // 2
+    t0 = rng.uniform(0, np.pi, n0)
+    t1 = rng.uniform(0, np.pi, n - n0)
+    X0 = np.stack([np.cos(t0), np.sin(t0)], axis=1)
+    X1 = np.stack([1.0 - np.cos(t1), 0.5 - np.sin(t1)], axis=1)
+    X = np.concatenate([X0, X1]) + noise * rng.standard_normal((n, 2))
+    y = np.concatenate([np.zeros(n0, np.int64), np.ones(n - n0, np.int64)])
+    perm = rng.permutation(n)
+    return X[perm], y[perm]
+
+
+def linear_regression_data(n: int, d: int, sigma: float = 1.0, rng=0, w=None):
+    """``y = X w + b + sigma eps``: returns ``(X: (n, d), y: (n, 1), w: (d,), b)``."""
+    rng = as_generator(rng)
+    n, d = check_int(n, "n", 1), check_int(d, "d", 1)
+    X = rng.standard_normal((n, d))
+    w = rng.standard_normal(d) if w is None else as_float_array(w, "w", shape=(d,))
+    b = float(rng.standard_normal())
+    y = (X @ w + b + sigma * rng.standard_normal(n))[:, None]
+    return X, y, w, b
+
+
+def teacher_data(net, theta, n: int, rng=0):
+    """Inputs ``X ~ N(0, I): (n, D)`` and targets drawn from the teacher ``p_theta(y | x)``."""
+    rng = as_generator(rng)
+    X = rng.standard_normal((check_int(n, "n", 1), net.input_dim))
+    y = net.likelihood.sample(net.forward(theta, X), rng)
+    return X, y
+
+
+def one_hot(y, C: int) -> np.ndarray:
+    """``(N,)`` integer labels to ``(N, C)`` one-hot rows."""
+    y = np.asarray(y)
+    out = np.zeros((y.shape[0], C))
+    out[np.arange(y.shape[0]), y] = 1.0
+    return out

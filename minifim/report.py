@@ -1,0 +1,170 @@
+"""Experiment reports: figures, markdown tables, verdicts, and the results index.
+
+Each script in ``experiments/`` builds a :class:`Report`, adds sections, tables and figures,
+states the claim it tests and a verdict (``"agrees"``, ``"disagrees"`` or ``"inconclusive"``,
+with the numbers), and calls :meth:`Report.save`. That writes, atomically, under
+``experiments/results/<name>/``: ``report.md``, the figures, and ``summary.json`` (claim,
+verdict, seed, run time, minifim version, quick mode). ``python -m minifim.report index``
+collects every ``summary.json`` into ``experiments/results/README.md``.
+
+``QUICK=1`` in the environment selects the short mode (:func:`quick`); scripts use it to shrink
+their workloads so that all experiments together finish in about a minute.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from ._io import atomic_savefig, atomic_write_text
+from ._version import __version__
+
+__all__ = ["Report", "quick", "results_root", "markdown_table", "write_index"]
+
+VERDICTS = ("agrees", "disagrees", "inconclusive")
+
+
+def quick() -> bool:
+    """True when the environment variable ``QUICK`` is set to anything but ``""``/``"0"``."""
+    return os.environ.get("QUICK", "0").strip() not in ("", "0")
+
+
+def results_root() -> Path:
+    """``$MINIFIM_RESULTS`` or ``./experiments/results``."""
+    return Path(os.environ.get("MINIFIM_RESULTS", Path("experiments") / "results"))
+
+
+def _fmt(value, floatfmt: str) -> str:
+    if isinstance(value, float):
+        return format(value, floatfmt)
+    return str(value)
+
+
+def markdown_table(headers, rows, floatfmt: str = ".4g") -> str:
+    """A GitHub-markdown table; floats formatted with ``floatfmt``."""
+    headers = [str(h) for h in headers]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    for row in rows:
+        if len(row) != len(headers):
+            raise ValueError(f"rows: expected {len(headers)} cells per row, received {len(row)}")
+        lines.append("| " + " | ".join(_fmt(v, floatfmt) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+class Report:
+    """A markdown report with figures for one experiment (see the module docstring).
+
+    Parameters
+    ----------
+    name : str
+        Folder name under the results root, e.g. ``"fisher_spectrum"``.
+    title : str
+    claim : str
+        The published claim the experiment tests, with its reference.
+    seed : int
+        The seed every random step of the run derives from.
+    """
+
+    def __init__(self, name: str, title: str, claim: str, seed: int):
+        self.name, self.title, self.claim, self.seed = name, title, claim, int(seed)
+        self.dir = results_root() / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._parts: list[str] = []
+        self._figures: list[str] = []
+        self._start = time.perf_counter()
+        self.verdict_status: str | None = None
+        self.verdict_detail = ""
+
+    def text(self, markdown: str) -> None:
+        """Append a paragraph of markdown."""
+        self._parts.append(markdown.strip() + "\n")
+
+    def section(self, heading: str, markdown: str = "") -> None:
+        """Append ``## heading`` and optional text."""
+        self._parts.append(f"## {heading}\n\n{markdown.strip()}\n" if markdown else
+                           f"## {heading}\n")
+
+    def table(self, headers, rows, floatfmt: str = ".4g") -> None:
+        """Append a markdown table."""
+        self._parts.append(markdown_table(headers, rows, floatfmt))
+
+    def figure(self, fig, filename: str, caption: str) -> Path:
+        """Save ``fig`` (atomically, 120 dpi) next to the report and reference it."""
+        path = atomic_savefig(fig, self.dir / filename, dpi=120, bbox_inches="tight")
+        self._figures.append(filename)
+        self._parts.append(f"![{caption}]({filename})\n\n*{caption}*\n")
+        try:  # close to free memory in long runs
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
+        except ImportError:  # pragma: no cover
+            pass
+        return path
+
+    def verdict(self, status: str, detail: str) -> None:
+        """Record whether the run agrees with the claim, with the numbers that decide it."""
+        if status not in VERDICTS:
+            raise ValueError(f"status: expected one of {list(VERDICTS)}, received {status!r}")
+        self.verdict_status, self.verdict_detail = status, detail
+
+    def save(self) -> Path:
+        """Write ``report.md`` and ``summary.json`` atomically; return the report's path."""
+        if self.verdict_status is None:
+            raise ValueError("verdict: call Report.verdict(...) before save()")
+        runtime = time.perf_counter() - self._start
+        head = (f"# {self.title}\n\n**Claim tested.** {self.claim}\n\n"
+                f"**Verdict: {self.verdict_status}.** {self.verdict_detail}\n\n"
+                f"Seed {self.seed}; run time {runtime:.1f} s; minifim {__version__}"
+                f"{'; QUICK mode' if quick() else ''}.\n\n")
+        atomic_write_text(self.dir / "report.md", head + "\n".join(self._parts))
+        summary = {"name": self.name, "title": self.title, "claim": self.claim,
+                   "verdict": self.verdict_status, "detail": self.verdict_detail,
+                   "seed": self.seed, "runtime_seconds": round(runtime, 2),
+                   "minifim_version": __version__, "quick": quick(),
+                   "figures": self._figures}
+        atomic_write_text(self.dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        print(f"[{self.name}] {self.verdict_status}: {self.verdict_detail} "
+              f"({runtime:.1f} s) -> {self.dir / 'report.md'}")
+        return self.dir / "report.md"
+
+
+def write_index(root=None) -> Path:
+    """Write ``<root>/README.md``: one section per experiment with its figures inline."""
+    root = Path(root) if root is not None else results_root()
+    summaries = []
+    for path in sorted(root.glob("*/summary.json")):
+        summaries.append(json.loads(path.read_text()))
+    lines = ["# minifim experiments\n",
+             "Generated by `make experiments` (`python -m minifim.report index`). Each section "
+             "states the claim tested, the verdict with its numbers, and links the full "
+             "report.\n"]
+    rows = [(s["name"], s["verdict"], f"{s['runtime_seconds']:.1f}", s["seed"])
+            for s in summaries]
+    lines.append(markdown_table(["experiment", "verdict", "run time (s)", "seed"], rows))
+    for s in summaries:
+        lines.append(f"## {s['title']}\n")
+        lines.append(f"**Claim.** {s['claim']}\n")
+        lines.append(f"**Verdict: {s['verdict']}.** {s['detail']}\n")
+        lines.append(f"Seed {s['seed']}, run time {s['runtime_seconds']:.1f} s, minifim "
+                     f"{s['minifim_version']}{', QUICK mode' if s.get('quick') else ''}. "
+                     f"[Full report]({s['name']}/report.md)\n")
+        for fig in s.get("figures", []):
+            lines.append(f"![{fig}]({s['name']}/{fig})\n")
+    return atomic_write_text(root / "README.md", "\n".join(lines))
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["index"]:
+        path = write_index(argv[1] if len(argv) > 1 else None)
+        print(f"wrote {path}")
+        return 0
+    print("usage: python -m minifim.report index [RESULTS_DIR]", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
