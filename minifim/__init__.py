@@ -34,6 +34,7 @@ from .memory import (
     set_memory_budget,
 )
 from .model import MLP
+from .objective import gradient, loss, loss_and_gradient
 from .operators import fisher_operator, ggn_operator, hessian_operator
 from .scores import (
     jacobian_vector_product,

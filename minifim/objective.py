@@ -1,0 +1,53 @@
+"""The training objective every optimiser, penalty and curvature in minifim refers to.
+
+``loss(theta) = c sum_n -log p_theta(y_n | x_n)`` with ``c = 1/N`` (``reduction="mean"``, the
+default) or ``1`` (``"sum"``); :func:`gradient` is its exact gradient by one batched
+backward pass (``-c sum_n J_n^T g_n`` with ``g_n`` the output-space score).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .curvature import _scale
+from .scores import forward_cache, vjp_cached
+
+__all__ = ["loss", "gradient", "loss_and_gradient"]
+
+
+def _checked(net, theta, X, y):
+    theta = net.check_theta(theta)
+    X = net.check_inputs(X)
+    return theta, X, net.check_targets(y, X.shape[0])
+
+
+def loss(net, theta, X, y, *, reduction: str = "mean") -> float:
+    """Negative log-likelihood ``c sum_n -log p_theta(y_n | x_n)`` (a float).
+
+    Parameters
+    ----------
+    net : MLP
+    theta : ndarray, shape (P,)
+    X : ndarray, shape (N, D)
+    y : targets of the likelihood
+    reduction : {"mean", "sum"}
+    """
+    theta, X, y = _checked(net, theta, X, y)
+    scale = _scale(reduction, X.shape[0])
+    return float(-scale * np.sum(net.likelihood.log_prob(net._forward(theta, X), y)))
+
+
+def loss_and_gradient(net, theta, X, y, *, reduction: str = "mean") -> tuple[float, np.ndarray]:
+    """``(loss, gradient: (P,))`` from one forward and one backward pass."""
+    theta, X, y = _checked(net, theta, X, y)
+    scale = _scale(reduction, X.shape[0])
+    cache = forward_cache(net, theta, X)
+    lik = net.likelihood
+    value = float(-scale * np.sum(lik.log_prob(cache.outputs, y)))
+    g_out = -scale * lik.grad_log_prob(cache.outputs, y)  # (N, C)
+    return value, vjp_cached(net, cache, g_out[:, :, None])[:, 0]
+
+
+def gradient(net, theta, X, y, *, reduction: str = "mean") -> np.ndarray:
+    """Gradient of :func:`loss`, shape ``(P,)``: ``-c sum_n J_n^T d log p(y_n | f_n) / d f``."""
+    return loss_and_gradient(net, theta, X, y, reduction=reduction)[1]
