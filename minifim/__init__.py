@@ -51,4 +51,6 @@ from .scores import (
 
 # ewc (issue 8)
 
-# uses of the Fisher (issue 9)
+# laplace and cramer-rao (issue 9)
+
+# sensitivity, pruning, merging (issue 9)
