@@ -1,0 +1,334 @@
+"""``make bench``: timings of the hot paths against their floors and against PyTorch.
+
+Run ``python -m minifim.bench`` (all items) or ``python -m minifim.bench ITEM ...``; ``--list``
+names the items. Each item prints one row of a markdown table: seconds, the floor it is
+measured against (timed in the same run), the ratio, and the target from the issues. Items
+that measure peak memory run in a fresh subprocess (peak RSS from ``getrusage``). Timings are
+the best of ``--repeat`` runs (default 3). This is a script, not a test: nothing here asserts.
+
+Floors:
+
+- a float64 GEMM ``A^T B`` with ``A, B: (N, P)``: ``2 N P^2`` flops, the size the dense
+  Fisher's maths needs (distinct operands, so BLAS cannot use SYRK's half);
+- ``scipy.linalg.eigh`` of a random symmetric matrix of the same size as the Fisher;
+- the Fisher build plus one Cholesky of the damped matrix, for an exact NGD step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from .report import markdown_table
+
+__all__ = ["main"]
+
+SIZES = [64, 64, 64, 10]  # P = 8,970
+N_SAMPLES = 1000
+
+
+def _best(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def _problem(sizes=SIZES, N=N_SAMPLES, seed=0):
+    import minifim
+
+    rng = np.random.default_rng(seed)
+    net = minifim.MLP(sizes, activation="tanh", likelihood="categorical")
+    theta = net.init(rng)
+    X = rng.standard_normal((N, sizes[0]))
+    y = net.likelihood.sample(net.forward(theta, X), rng)
+    return net, theta, X, y
+
+
+def _gemm_floor(N, P, repeat):
+    rng = np.random.default_rng(1)
+    A, B = rng.standard_normal((N, P)), rng.standard_normal((N, P))
+    return _best(lambda: A.T @ B, repeat)
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_default_dtype(torch.float64)
+    return torch
+
+
+def _torch_setup(net, theta, X, y):
+    """A float64 torch.nn.Sequential with minifim's weights and a functional loss."""
+    torch = _torch()
+    from torch.func import functional_call
+
+    acts = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "sigmoid": torch.nn.Sigmoid,
+            "softplus": torch.nn.Softplus, "identity": torch.nn.Identity}
+    mods = []
+    for l, (out, inp) in enumerate(net.shapes):
+        mods.append(torch.nn.Linear(inp, out, dtype=torch.float64))
+        if l < net.num_layers - 1:
+            mods.append(acts[net.activation.name]())
+    model = torch.nn.Sequential(*mods)
+    state = {k: torch.from_numpy(v) for k, v in net.to_state_dict(theta).items()}
+    model.load_state_dict(state)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(np.asarray(y))
+
+    def logits(p, x):
+        return functional_call(model, p, (x[None],))[0]
+
+    def logp(p, x, t):
+        return torch.log_softmax(logits(p, x), -1).gather(0, t[None])[0]
+
+    return torch, params, Xt, yt, logits, logp
+
+
+def item_scores(repeat):
+    """Per-sample scores S: (N, P), MLP 64-64-64-10, N = 1,000 vs torch.func vmap(grad)."""
+    import minifim
+
+    net, theta, X, y = _problem()
+    t = _best(lambda: minifim.per_sample_scores(net, theta, X, y), repeat)
+    row = {"item": "per-sample scores (N, P)", "seconds": t, "target": "<= torch.func"}
+    torch = _torch()
+    if torch is not None:
+        from torch.func import grad, vmap
+
+        torch_, params, Xt, yt, _, logp = _torch_setup(net, theta, X, y)
+        f = vmap(grad(logp), in_dims=(None, 0, 0))
+        tt = _best(lambda: f(params, Xt, yt), repeat)
+        row.update(reference="torch.func vmap(grad)", ref_seconds=tt)
+    return [row]
+
+
+def item_fisher(repeat):
+    """Dense true / empirical Fisher, diagonal and K-FAC against the GEMM floor and torch."""
+    import minifim
+
+    net, theta, X, y = _problem()
+    N, P, C = X.shape[0], net.num_params, net.output_dim
+    floor = _gemm_floor(N, P, repeat)
+    rows = []
+    for name, fn in [
+        ("dense true Fisher", lambda: minifim.true_fisher(net, theta, X)),
+        ("dense empirical Fisher", lambda: minifim.empirical_fisher(net, theta, X, y)),
+        ("Fisher diagonal (true)", lambda: minifim.fisher_diagonal(net, theta, X)),
+        ("K-FAC factors (true)", lambda: minifim.kfac(net, theta, X)),
+    ]:
+        t = _best(fn, repeat)
+        rows.append({"item": name, "seconds": t, "floor": "GEMM 2NP^2", "floor_seconds": floor,
+                     "target": "<= 2x floor" if "dense" in name else "-"})
+    torch = _torch()
+    if torch is not None:
+        from torch.func import jacrev, vmap
+
+        torch_, params, Xt, yt, logits, _ = _torch_setup(net, theta, X, y)
+        jac = vmap(jacrev(logits), in_dims=(None, 0))
+
+        def torch_true_fisher():
+            J = jac(params, Xt)  # dict name -> (N, C, *shape)
+            Jf = torch.cat([J[k].reshape(N, C, -1) for k in params], dim=2)
+            p = torch.softmax(torch.vmap(lambda x: logits(params, x))(Xt), -1)
+            R = torch.diag_embed(p.sqrt()) - p.sqrt()[:, :, None] * p[:, None, :]
+            U = (R @ Jf).reshape(N * C, P)
+            return U.T @ U / N
+
+        tt = _best(torch_true_fisher, max(1, repeat - 1))
+        rows[0].update(reference="torch.func jacrev + GEMM", ref_seconds=tt,
+                       target="<= 2x floor, >= 5x faster than torch.func")
+    return rows
+
+
+def item_eigh(repeat):
+    """Dense eigh of the true Fisher (P = 8,970) against scipy's eigh of a random matrix."""
+    import scipy.linalg
+
+    import minifim
+
+    net, theta, X, _ = _problem()
+    F = minifim.true_fisher(net, theta, X)
+    rng = np.random.default_rng(2)
+    Rm = rng.standard_normal(F.shape)
+    Rm = (Rm + Rm.T) / 2
+    floor = _best(lambda: scipy.linalg.eigh(Rm, eigvals_only=True), 1)
+    spectrum = getattr(minifim, "fisher_spectrum", None)
+    if spectrum is not None:
+        t = _best(lambda: spectrum(net, theta, X, method="dense"), 1)
+    else:
+        t = _best(lambda: scipy.linalg.eigh(F, eigvals_only=True), 1)
+    return [{"item": "dense spectrum of F (P = 8,970)", "seconds": t,
+             "floor": "scipy eigh, random", "floor_seconds": floor, "target": "~1x"}]
+
+
+def _peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def item_gram_spectrum(repeat):
+    """Exact spectrum of a ~100,000-parameter MLP with N*C = 4,000 (dense would need 80 GB)."""
+    import minifim
+
+    spectrum = getattr(minifim, "fisher_spectrum", None)
+    if spectrum is None:
+        return [{"item": "gram spectrum, P ~ 100k", "seconds": float("nan"),
+                 "note": "minifim.fisher_spectrum not available"}]
+    net, theta, X, _ = _problem(sizes=[256, 256, 128, 10], N=400)
+    t0 = time.perf_counter()
+    spectrum(net, theta, X, method="gram")
+    t = time.perf_counter() - t0
+    P = net.num_params
+    return [{"item": f"gram spectrum, P = {P:,}, N*C = 4,000", "seconds": t,
+             "peak_memory_GB": _peak_rss_bytes() / 2**30,
+             "dense_would_need_GB": 8 * P * P / 2**30, "target": "< 60 s, < 8 GB"}]
+
+
+def item_ngd(repeat):
+    """Exact damped NGD step (P = 8,970) vs Fisher build + one Cholesky; K-FAC vs SGD step."""
+    import scipy.linalg
+
+    import minifim
+
+    natural_gradient = getattr(minifim, "natural_gradient", None)
+    if natural_gradient is None:
+        return [{"item": "exact damped NGD step", "seconds": float("nan"),
+                 "note": "minifim.natural_gradient not available"}]
+    net, theta, X, y = _problem()
+    P = net.num_params
+
+    def floor():
+        F = minifim.true_fisher(net, theta, X)
+        F[np.diag_indices(P)] += 1e-3
+        scipy.linalg.cho_factor(F, overwrite_a=True)
+
+    tf = _best(floor, repeat)
+    t = _best(lambda: natural_gradient(net, theta, X, y, damping=1e-3, method="dense"), repeat)
+    rows = [{"item": "exact damped NGD step (dense)", "seconds": t,
+             "floor": "Fisher + Cholesky", "floor_seconds": tf, "target": "<= 1.3x floor"}]
+    tk = _best(lambda: natural_gradient(net, theta, X, y, damping=1e-3, curvature="kfac"),
+               repeat)
+    ts = _best(lambda: minifim.gradient(net, theta, X, y), repeat)
+    rows.append({"item": "K-FAC direction vs SGD gradient", "seconds": tk,
+                 "floor": "gradient (SGD step)", "floor_seconds": ts, "target": "report"})
+    return rows
+
+
+def item_woodbury(repeat):
+    """Exact damped NGD of a ~100,000-parameter MLP with N*C = 2,000 by the Woodbury route."""
+    import minifim
+
+    natural_gradient = getattr(minifim, "natural_gradient", None)
+    if natural_gradient is None:
+        return [{"item": "woodbury NGD, P ~ 100k", "seconds": float("nan"),
+                 "note": "minifim.natural_gradient not available"}]
+    net, theta, X, y = _problem(sizes=[256, 256, 128, 10], N=200)
+    t0 = time.perf_counter()
+    natural_gradient(net, theta, X, y, damping=1e-3, method="woodbury")
+    t = time.perf_counter() - t0
+    return [{"item": f"woodbury NGD step, P = {net.num_params:,}, N*C = 2,000", "seconds": t,
+             "peak_memory_GB": _peak_rss_bytes() / 2**30, "target": "< 10 s, < 4 GB"}]
+
+
+ITEMS = {
+    "scores": (item_scores, False),
+    "fisher": (item_fisher, False),
+    "eigh": (item_eigh, False),
+    "gram": (item_gram_spectrum, True),
+    "ngd": (item_ngd, False),
+    "woodbury": (item_woodbury, True),
+}
+
+
+def _run_isolated(name: str, repeat: int) -> list[dict]:
+    out = subprocess.run([sys.executable, "-m", "minifim.bench", "--json", "--repeat",
+                          str(repeat), "--in-process", name],
+                         capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        return [{"item": name, "seconds": float("nan"), "note": out.stderr.strip()[-200:]}]
+    return json.loads(out.stdout)
+
+
+def _table(rows: list[dict]) -> str:
+    body = []
+    for r in rows:
+        ratio_floor = (r["seconds"] / r["floor_seconds"]) if "floor_seconds" in r else None
+        ratio_ref = (r["ref_seconds"] / r["seconds"]) if "ref_seconds" in r else None
+        extra = []
+        if "peak_memory_GB" in r:
+            extra.append(f"peak {r['peak_memory_GB']:.2f} GB")
+        if "dense_would_need_GB" in r:
+            extra.append(f"dense {r['dense_would_need_GB']:.0f} GB")
+        if "note" in r:
+            extra.append(r["note"])
+        body.append([
+            r["item"], f"{r['seconds']:.3f}",
+            f"{r['floor_seconds']:.3f} ({r['floor']})" if ratio_floor is not None else "-",
+            f"{ratio_floor:.2f}x" if ratio_floor is not None else "-",
+            f"{r['ref_seconds']:.3f} ({r['reference']})" if ratio_ref is not None else "-",
+            f"{ratio_ref:.1f}x faster" if ratio_ref is not None else "-",
+            r.get("target", "-"), "; ".join(extra) or "-"])
+    return markdown_table(["item", "minifim (s)", "floor (s)", "vs floor", "reference (s)",
+                           "vs reference", "target", "notes"], body)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m minifim.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("items", nargs="*", help=f"items to run (default all): {list(ITEMS)}")
+    parser.add_argument("--repeat", type=int, default=3, help="best of this many runs")
+    parser.add_argument("--json", action="store_true", help="print rows as JSON")
+    parser.add_argument("--list", action="store_true", help="list the items and exit")
+    parser.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.list:
+        for name, (fn, _) in ITEMS.items():
+            print(f"{name:10s} {fn.__doc__.splitlines()[0]}")
+        return 0
+    names = args.items or list(ITEMS)
+    unknown = [n for n in names if n not in ITEMS]
+    if unknown:
+        parser.error(f"unknown items {unknown}; expected some of {list(ITEMS)}")
+    rows = []
+    for name in names:
+        fn, isolated = ITEMS[name]
+        if isolated and not args.in_process:
+            rows += _run_isolated(name, args.repeat)
+        else:
+            rows += fn(args.repeat)
+        if not args.json:
+            print(f"... {name} done", file=sys.stderr)
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        import platform
+
+        print(f"minifim bench on {platform.machine()}, numpy {np.__version__}, "
+              f"{_threads()} BLAS threads\n")
+        print(_table(rows))
+    return 0
+
+
+def _threads() -> str:
+    try:
+        from threadpoolctl import threadpool_info
+
+        return str(max(i.get("num_threads", 0) for i in threadpool_info()))
+    except ImportError:
+        import os
+
+        return str(os.cpu_count())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
