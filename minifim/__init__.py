@@ -48,6 +48,8 @@ from .scores import (
 # oracle (issue 5)
 
 # ngd and optimisers (issue 7)
+from . import optim
+from .optim import train
 
 # ewc (issue 8)
 
