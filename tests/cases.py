@@ -6,9 +6,13 @@ labels, autograd Jacobians and Hessians, finite differences) stay cheap.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
+import autograd
+import autograd.numpy as anp
 import numpy as np
+import scipy.special
 
 import minifim
 
@@ -55,3 +59,101 @@ CASES += [
     make_case((3, 4), "identity", "categorical", N=7, seed=104),       # softmax regression
     make_case((2, 5, 2), "softplus", "gaussian", sigma=0.3, N=4, seed=105),
 ]
+
+
+# --- brute-force references shared by the test modules ---------------------------------------
+def assert_close(actual, expected, rtol=1e-12, what=""):
+    """``max |actual - expected| <= rtol * max |expected|`` (relative to the array's scale).
+
+    A scale-relative bound rather than an elementwise one: entries that are zero in exact
+    arithmetic come out as roundoff of the size of the largest entries.
+    """
+    actual, expected = np.asarray(actual, dtype=float), np.asarray(expected, dtype=float)
+    assert actual.shape == expected.shape, (what, actual.shape, expected.shape)
+    scale = max(float(np.max(np.abs(expected), initial=0.0)), 1e-300)
+    err = float(np.max(np.abs(actual - expected), initial=0.0)) / scale
+    assert err <= rtol, f"{what}: relative error {err:.3e} > {rtol:.1e}"
+    return err
+
+
+def outcomes(lik, F):
+    """Every outcome of ``p(y | f)`` with its probability: a list of ``(w: (N,), y)``.
+
+    Categorical: the ``C`` classes; Bernoulli: all ``2^C`` joint 0/1 vectors. Gaussian (not
+    enumerable): the ``2C`` points ``f +- sigma sqrt(C) e_c`` with weight ``1/(2C)``, a cubature
+    rule with the mean and covariance of ``N(f, sigma^2 I)``, hence exact for expectations of
+    polynomials of degree <= 3 in ``y`` (scores are affine in ``y``, ``s s^T`` and the Hessian
+    of ``-log p`` are quadratic and affine, so these expectations are exact).
+    """
+    F = np.asarray(F, dtype=float)
+    N, C = F.shape
+    if lik.name == "categorical":
+        p = lik.mean(F)
+        return [(p[:, c], np.full(N, c)) for c in range(C)]
+    if lik.name == "bernoulli":
+        logp1 = -np.logaddexp(0.0, -F)  # log sigmoid(f)
+        logp0 = -np.logaddexp(0.0, F)   # log (1 - sigmoid(f))
+        out = []
+        for bits in itertools.product((0.0, 1.0), repeat=C):
+            y = np.broadcast_to(np.array(bits), (N, C)).copy()
+            w = np.exp(np.sum(np.where(y == 1.0, logp1, logp0), axis=1))
+            out.append((w, y))
+        return out
+    if lik.name == "gaussian":
+        r = lik.sigma * np.sqrt(C)
+        return [(np.full(N, 1.0 / (2 * C)), F + sign * r * np.eye(C)[c])
+                for c in range(C) for sign in (1.0, -1.0)]
+    raise AssertionError(lik.name)
+
+
+def enumerated_fisher(net, theta, X, method="autograd"):
+    """``1/N sum_n sum_y p(y | x_n) s_n(y) s_n(y)^T`` from per-sample scores of every outcome."""
+    F = net.forward(theta, X)
+    M = np.zeros((net.num_params, net.num_params))
+    for w, y in outcomes(net.likelihood, F):
+        S = minifim.per_sample_scores(net, theta, X, y, method=method)
+        M += (S * w[:, None]).T @ S
+    return M / X.shape[0]
+
+
+def expected_hessian(net, theta, X):
+    """``1/N sum_n E_{y ~ p_theta0}[Hessian_theta -log p(y | x_n)]`` through autograd.
+
+    The outcome weights are held fixed at ``theta0`` (they are the expectation's measure, not a
+    function of the differentiated ``theta``), so one autograd Hessian gives the expectation.
+    """
+    lik = net.likelihood
+    outs = outcomes(lik, net.forward(theta, X))
+
+    def objective(th):
+        f = net._forward(th, X)
+        return -sum(anp.sum(w * lik.log_prob(f, y)) for w, y in outs) / X.shape[0]
+
+    return np.asarray(autograd.hessian(objective)(theta))
+
+
+def kl_outputs(lik, F0, F1):
+    """Per-sample ``KL(p(. | f0) || p(. | f1))`` in closed form, shape ``(N,)``."""
+    F0, F1 = np.asarray(F0, dtype=float), np.asarray(F1, dtype=float)
+    if lik.name == "categorical":
+        l0 = F0 - scipy.special.logsumexp(F0, axis=1, keepdims=True)
+        l1 = F1 - scipy.special.logsumexp(F1, axis=1, keepdims=True)
+        return np.sum(np.exp(l0) * (l0 - l1), axis=1)
+    if lik.name == "bernoulli":
+        a1, a0 = -np.logaddexp(0.0, -F0), -np.logaddexp(0.0, F0)
+        b1, b0 = -np.logaddexp(0.0, -F1), -np.logaddexp(0.0, F1)
+        return np.sum(np.exp(a1) * (a1 - b1) + np.exp(a0) * (a0 - b0), axis=1)
+    if lik.name == "gaussian":
+        return np.sum((F0 - F1) ** 2, axis=1) / (2.0 * lik.sigma**2)
+    raise AssertionError(lik.name)
+
+
+def homogeneous_to_flat(out, inp):
+    """Flat ``[W (out*inp, row-major), b (out)]`` index -> index in the homogeneous layout
+    ``[W | b]: (out, inp + 1)`` flattened row-major (bias as a last input column)."""
+    idx = np.empty(out * inp + out, dtype=int)
+    for o in range(out):
+        for i in range(inp):
+            idx[o * inp + i] = o * (inp + 1) + i
+        idx[out * inp + o] = o * (inp + 1) + inp
+    return idx
