@@ -49,7 +49,8 @@ def as_float_array(x, name: str, *, ndim: int | None = None, shape: tuple | None
     if shape is not None:
         if arr.ndim != len(shape) or any(s is not None and s != a
                                          for s, a in zip(shape, arr.shape)):
-            want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+            want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + (
+                ",)" if len(shape) == 1 else ")")
             raise ValueError(f"{name}: expected shape {want}, received shape {arr.shape}")
     arr = arr.astype(np.float64, copy=False)
     if finite and not np.all(np.isfinite(arr)):

@@ -147,6 +147,8 @@ def curvature_factors(net, theta, X, y=None, fisher: str = "true", n_samples: in
 
 def _scale(reduction: str, N: int) -> float:
     check_choice(reduction, "reduction", REDUCTIONS)
+    if N < 1:
+        raise ValueError(f"X: expected at least one sample (N >= 1), received N = {N}")
     return 1.0 / N if reduction == "mean" else 1.0
 
 

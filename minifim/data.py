@@ -56,7 +56,7 @@ def permuted_tasks(X, n_tasks: int, rng=0) -> list[np.ndarray]:
     features (the first is the identity). Returns the permutations ``(D,)`` per task."""
     rng = as_generator(rng)
     n_tasks = check_int(n_tasks, "n_tasks", 1)
-    D = np.shape(X)[1]
+    D = as_float_array(X, "X", ndim=2).shape[1]
     return [np.arange(D)] + [rng.permutation(D) for _ in range(n_tasks - 1)]
 
 
@@ -86,6 +86,7 @@ def linear_regression_data(n: int, d: int, sigma: float = 1.0, rng=0, w=None):
     """``y = X w + b + sigma eps``: returns ``(X: (n, d), y: (n, 1), w: (d,), b)``."""
     rng = as_generator(rng)
     n, d = check_int(n, "n", 1), check_int(d, "d", 1)
+    sigma = check_nonnegative(sigma, "sigma")
     X = rng.standard_normal((n, d))
     w = rng.standard_normal(d) if w is None else as_float_array(w, "w", shape=(d,))
     b = float(rng.standard_normal())
@@ -103,7 +104,14 @@ def teacher_data(net, theta, n: int, rng=0):
 
 def one_hot(y, C: int) -> np.ndarray:
     """``(N,)`` integer labels to ``(N, C)`` one-hot rows."""
+    C = check_int(C, "C", 1)
     y = np.asarray(y)
+    if y.ndim != 1 or not (np.issubdtype(y.dtype, np.integer) or y.size == 0):
+        raise ValueError(f"y: expected integer labels of shape (N,), received "
+                         f"{'dtype ' + str(y.dtype) if y.ndim == 1 else 'shape ' + str(y.shape)}")
+    if y.size and (y.min() < 0 or y.max() >= C):
+        raise ValueError(f"y: expected labels in [0, {C}), received values in "
+                         f"[{y.min()}, {y.max()}]")
     out = np.zeros((y.shape[0], C))
     out[np.arange(y.shape[0]), y] = 1.0
     return out

@@ -49,10 +49,13 @@ def _parse_bytes(text: str) -> int:
     factor = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}.get(text[-1:], 1)
     number = text[:-1] if factor != 1 else text
     try:
-        return int(float(number) * factor)
-    except ValueError as err:
-        raise ValueError(f"MINIFIM_MEMORY_BUDGET: expected a size such as '4G' or "
-                         f"'500000000', received {text!r}") from err
+        value = float(number) * factor
+    except ValueError:
+        value = float("nan")
+    if not (value >= 1 and value < float("inf")):
+        raise ValueError(f"MINIFIM_MEMORY_BUDGET: expected a positive size such as '4G' or "
+                         f"'500000000', received {text!r}")
+    return int(value)
 
 
 def physical_memory() -> int:

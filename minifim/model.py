@@ -23,7 +23,7 @@ import autograd.numpy as anp
 import numpy as np
 
 from ._validation import as_float_array, as_generator, check_int
-from .activations import Activation, get_activation
+from .activations import ACTIVATIONS, Activation, get_activation
 from .likelihoods import Likelihood, get_likelihood
 
 __all__ = ["MLP"]
@@ -99,7 +99,7 @@ class MLP:
 
     def config(self) -> dict:
         """JSON-serialisable description; ``MLP(**config)`` rebuilds the model."""
-        if self.activation.name not in ("tanh", "relu", "sigmoid", "softplus", "identity"):
+        if ACTIVATIONS.get(self.activation.name) is not self.activation:
             raise ValueError(f"activation: a custom callable ({self.activation.name!r}) cannot "
                              "be serialised; use a named activation")
         cfg = {"sizes": list(self.sizes), "activation": self.activation.name}
@@ -151,6 +151,9 @@ class MLP:
             hint = " (use X[None, :] for one sample)" if arr.ndim == 1 else ""
             raise ValueError(f"{name}: expected a 2-D array of shape (N, {self.input_dim}), "
                              f"received shape {arr.shape}{hint}")
+        if arr.shape[0] == 0:
+            raise ValueError(f"{name}: expected at least one sample (shape (N, "
+                             f"{self.input_dim}) with N >= 1), received shape {arr.shape}")
         if arr.shape[1] != self.input_dim:
             raise ValueError(f"{name}: expected {self.input_dim} input features (shape (N, "
                              f"{self.input_dim})), received shape {arr.shape}")
@@ -169,6 +172,9 @@ class MLP:
 
     def flatten(self, layers) -> np.ndarray:
         """``[(W0, b0), ...] -> theta: (P,)``; shapes are checked, never broadcast."""
+        if not isinstance(layers, Sequence):
+            raise TypeError(f"layers: expected a list of {self.num_layers} (W, b) pairs, "
+                            f"received {type(layers).__name__}")
         if len(layers) != self.num_layers:
             raise ValueError(f"layers: expected {self.num_layers} (W, b) pairs, received "
                              f"{len(layers)}")
