@@ -56,3 +56,6 @@ from .optim import train
 # laplace and cramer-rao (issue 9)
 
 # sensitivity, pruning, merging (issue 9)
+from .merging import fisher_merge
+from .pruning import PruningResult, prune, prune_path
+from .sensitivity import sensitivity

@@ -1,0 +1,328 @@
+"""Pruning by magnitude, Optimal Brain Damage and Optimal Brain Surgeon with the exact Fisher.
+
+Contract
+--------
+The loss is the mean negative log-likelihood ``L(theta) = 1/N sum_n -log p_theta(y_n | x_n)``
+(:func:`minifim.loss`) and its curvature ``M`` is the mean curvature of kind ``fisher`` (the
+true Fisher by default; equal to the GGN for the likelihoods here), plus ``damping * I``:
+``A = M + damping I``. Both pruning criteria assume ``theta`` is a trained minimum, so the
+gradient term is dropped and removing weights with a change ``delta`` costs, to second order,
+``dL = 1/2 delta^T A delta`` ("predicted increase", in units of the mean NLL). For a
+linear-Gaussian model at its least-squares solution with ``damping=0`` this is exact.
+
+Methods
+-------
+``"magnitude"``
+    Remove the prunable weights with the smallest ``|theta_i|``; no curvature, no update.
+``"obd"`` (LeCun, Denker & Solla 1990)
+    Saliency ``1/2 A_ii theta_i^2`` from the exact diagonal (never dense); remove the
+    smallest, no update. Predicted increase: the sum of the removed saliencies.
+``"obs"`` (Hassibi & Stork 1993)
+    With ``A^{-1}`` restricted to the weights still free, remove the weight with the smallest
+    ``theta_q^2 / (2 [A^{-1}]_qq)`` and move all free parameters by
+    ``delta = -theta_q / [A^{-1}]_qq A^{-1} e_q``, the exact minimiser of ``1/2 delta^T A delta``
+    subject to ``delta_q = -theta_q``. ``block_size = k > 1`` removes the ``k`` smallest
+    saliencies at once with the exact joint update ``delta = -A^{-1} E_Q ([A^{-1}]_QQ)^{-1}
+    theta_Q`` at cost ``1/2 theta_Q^T ([A^{-1}]_QQ)^{-1} theta_Q``.
+
+OBS schedule and invariants: the curvature is computed once, at the given ``theta`` (as in
+Hassibi & Stork). After each removal the inverse is restricted to the remaining set by the
+Schur-complement downdate ``A^{-1}_RR - A^{-1}_RQ ([A^{-1}]_QQ)^{-1} A^{-1}_QR`` (which is
+``(A_RR)^{-1}``), so pruned weights never move again: they are exactly ``0.0`` in every result.
+The sum of the step costs equals ``1/2 delta^T A delta`` of the accumulated change, and the
+result is the exact minimiser of the quadratic model over the kept weights.
+
+Prunable parameters: weights only by default (``prunable="weights"``); biases still move
+under the OBS update. ``sparsity`` is the fraction of the *prunable* parameters removed,
+rounded to the nearest count.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import linalg as sla
+
+from ._validation import as_float_array, check_choice, check_int, check_nonnegative
+from .curvature import FISHER_KINDS, curvature_matrix, fisher_diagonal
+from .memory import require_memory
+
+__all__ = ["PruningResult", "prune", "prune_path", "PRUNING_METHODS"]
+
+PRUNING_METHODS = ("magnitude", "obd", "obs")
+
+
+@dataclass(frozen=True)
+class PruningResult:
+    """The outcome of pruning to one sparsity level.
+
+    Attributes
+    ----------
+    theta : ndarray, shape (P,)
+        Pruned parameters; ``theta[~mask] == 0.0`` exactly. For OBS the kept parameters carry
+        the compensating update.
+    mask : ndarray of bool, shape (P,)
+        ``True`` where the parameter is kept.
+    pruned : ndarray of int, shape (K,)
+        Flat indices of the removed parameters, in the order of removal.
+    scores : ndarray, shape (K,)
+        The ranking score of each removed parameter when it was removed: ``|theta_i|``
+        (magnitude), ``1/2 A_ii theta_i^2`` (OBD), ``theta_q^2 / (2 [A^{-1}]_qq)`` (OBS).
+    predicted_increase : float
+        The method's second-order prediction of the increase of the mean NLL: the sum of the
+        OBD saliencies, the sum of the OBS step costs (``= 1/2 delta^T A delta``); ``nan`` for
+        magnitude pruning, which has no curvature.
+    method : str
+    sparsity : float
+        The achieved fraction ``K / (number of prunable parameters)``.
+    """
+
+    theta: np.ndarray
+    mask: np.ndarray
+    pruned: np.ndarray
+    scores: np.ndarray
+    predicted_increase: float
+    method: str
+    sparsity: float
+
+
+def _prunable_mask(net, prunable) -> np.ndarray:
+    P = net.num_params
+    if isinstance(prunable, str):
+        check_choice(prunable, "prunable", ("weights", "all"))
+        mask = np.zeros(P, dtype=bool)
+        for ws, bs in net.layer_slices:
+            mask[ws] = True
+            if prunable == "all":
+                mask[bs] = True
+        return mask
+    arr = np.asarray(prunable)
+    if arr.dtype != np.bool_ or arr.shape != (P,):
+        raise ValueError(f"prunable: expected 'weights', 'all' or a boolean mask of shape "
+                         f"({P},), received an array of shape {arr.shape} and dtype "
+                         f"{arr.dtype}")
+    if not arr.any():
+        raise ValueError("prunable: the mask selects no parameter")
+    return arr.copy()
+
+
+def _check_sparsities(sparsities) -> list[float]:
+    if isinstance(sparsities, (str, bytes)) or not isinstance(sparsities, Sequence
+                                                             | np.ndarray):
+        raise TypeError(f"sparsities: expected a sequence of fractions in [0, 1), received "
+                        f"{type(sparsities).__name__}")
+    out = [_check_fraction(s, f"sparsities[{i}]") for i, s in enumerate(sparsities)]
+    if not out:
+        raise ValueError("sparsities: expected at least one sparsity level, received none")
+    if any(b < a for a, b in zip(out, out[1:])):
+        raise ValueError(f"sparsities: expected non-decreasing levels (one pruning path), "
+                         f"received {out}")
+    return out
+
+
+def _check_fraction(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a fraction in [0, 1), received "
+                        f"{type(value).__name__} {value!r}")
+    if not 0.0 <= float(value) < 1.0:
+        raise ValueError(f"{name}: expected a fraction in [0, 1), received {value!r}")
+    return float(value)
+
+
+def _curvature(net, theta, X, y, fisher, method, curvature, n_samples, rng, chunk_size):
+    """The undamped curvature: ``(P,)`` diagonal for OBD, ``(P, P)`` for OBS."""
+    P = net.num_params
+    if curvature is not None:
+        C = as_float_array(curvature, "curvature")
+        if method == "obd" and C.shape == (P,):
+            return C
+        if C.shape != (P, P):
+            allowed = f"({P}, {P})" + (f" or ({P},)" if method == "obd" else "")
+            raise ValueError(f"curvature: expected shape {allowed} for method={method!r}, "
+                             f"received shape {C.shape}")
+        if not np.allclose(C, C.T, rtol=1e-10, atol=1e-12 * max(1.0, np.abs(C).max())):
+            raise ValueError("curvature: expected a symmetric matrix")
+        return np.diag(C).copy() if method == "obd" else C
+    if X is None:
+        raise ValueError(f"X: method={method!r} computes the {fisher!r} curvature from the "
+                         "inputs; received None (or pass curvature=)")
+    if method == "obd":
+        return fisher_diagonal(net, theta, X, y, fisher, n_samples=n_samples, rng=rng,
+                               chunk_size=chunk_size)
+    return curvature_matrix(net, theta, X, y, fisher, n_samples=n_samples, rng=rng,
+                            chunk_size=chunk_size)
+
+
+def _targets(sparsities, n_prunable):
+    return [int(round(s * n_prunable)) for s in sparsities]
+
+
+def _static_path(theta, scores, prunable, counts, method, n_prunable, costs=None):
+    """Magnitude and OBD: one fixed ranking, no update; nested masks along the path."""
+    idx = np.flatnonzero(prunable)
+    order = idx[np.argsort(scores[idx], kind="stable")]
+    results = []
+    for K in counts:
+        removed = order[:K]
+        mask = np.ones(theta.shape[0], dtype=bool)
+        mask[removed] = False
+        pruned_theta = np.where(mask, theta, 0.0)
+        predicted = float(np.sum(costs[removed])) if costs is not None else float("nan")
+        results.append(PruningResult(pruned_theta, mask, removed.copy(),
+                                     scores[removed].copy(), predicted, method,
+                                     K / n_prunable))
+    return results
+
+
+def _inverse(A, damping):
+    try:
+        chol = sla.cho_factor(A, lower=True, check_finite=False)
+    except np.linalg.LinAlgError:
+        chol = None
+    if chol is None or not np.all(np.diag(chol[0]) > 0):
+        raise ValueError(f"damping: the curvature plus damping * I is not positive definite "
+                         f"(received damping={damping!r}); the Fisher of a network is usually "
+                         f"singular, pass damping > 0 (e.g. 1e-4 * the mean of its diagonal "
+                         f"= {1e-4 * np.mean(np.diag(A)):.3g})")
+    Ainv = sla.cho_solve(chol, np.eye(A.shape[0]), check_finite=False)
+    return 0.5 * (Ainv + Ainv.T)
+
+
+def _obs_path(theta, A, damping, prunable, counts, block_size, n_prunable):
+    """Optimal Brain Surgeon along a path of removal counts (see the module docstring)."""
+    theta = theta.copy()
+    Hinv = _inverse(A, damping)
+    active = np.arange(theta.shape[0])  # flat indices of the free parameters (rows of Hinv)
+    free_prunable = prunable.copy()     # over `active`
+    order, scores, total = [], [], 0.0
+    results = []
+    for K in counts:
+        while len(order) < K:
+            k = min(block_size, K - len(order))
+            cand = np.flatnonzero(free_prunable)
+            t = theta[active[cand]]
+            sal = t * t / (2.0 * np.diag(Hinv)[cand])
+            pick = np.argsort(sal, kind="stable")[:k]
+            Q = cand[pick]
+            HQQ = Hinv[np.ix_(Q, Q)]
+            tQ = theta[active[Q]]
+            z = np.linalg.solve(HQQ, tQ)
+            total += 0.5 * float(tQ @ z)
+            theta[active] -= Hinv[:, Q] @ z
+            theta[active[Q]] = 0.0
+            keep = np.ones(active.shape[0], dtype=bool)
+            keep[Q] = False
+            HRQ = Hinv[np.ix_(keep, Q)]
+            Hinv = Hinv[np.ix_(keep, keep)] - HRQ @ np.linalg.solve(HQQ, HRQ.T)
+            Hinv = 0.5 * (Hinv + Hinv.T)
+            order.extend(active[Q].tolist())
+            scores.extend(sal[pick].tolist())
+            active = active[keep]
+            free_prunable = free_prunable[keep]
+        mask = np.ones(theta.shape[0], dtype=bool)
+        mask[order] = False
+        results.append(PruningResult(theta.copy(), mask, np.array(order, dtype=np.int64),
+                                     np.array(scores), total, "obs", K / n_prunable))
+    return results
+
+
+def prune_path(net, theta, X, y, sparsities, method: str = "magnitude", fisher: str = "true",
+               *, damping: float = 0.0, prunable="weights", block_size: int = 1,
+               curvature=None, n_samples: int = 1, rng=None,
+               chunk_size: int | None = None) -> list[PruningResult]:
+    """Prune ``theta`` along increasing sparsity levels; one result per level.
+
+    The levels share one path: the masks are nested and, for OBS, each level continues from the
+    previous one (one curvature, one inverse). Arguments as in :func:`prune`, with
+    ``sparsities`` a non-decreasing sequence of fractions in ``[0, 1)``.
+
+    Returns
+    -------
+    list of PruningResult, one per level
+    """
+    check_choice(method, "method", PRUNING_METHODS)
+    check_choice(fisher, "fisher", FISHER_KINDS)
+    theta = net.check_theta(theta)
+    levels = _check_sparsities(sparsities)
+    damping = check_nonnegative(damping, "damping")
+    block_size = check_int(block_size, "block_size", 1)
+    mask = _prunable_mask(net, prunable)
+    n_prunable = int(mask.sum())
+    counts = _targets(levels, n_prunable)
+    if method == "magnitude":
+        return _static_path(theta, np.abs(theta), mask, counts, method, n_prunable)
+    if method == "obd":
+        d = _curvature(net, theta, X, y, fisher, method, curvature, n_samples, rng,
+                       chunk_size) + damping
+        sal = 0.5 * d * theta * theta
+        return _static_path(theta, sal, mask, counts, method, n_prunable, costs=sal)
+    P = net.num_params
+    require_memory(3 * 8 * P * P, f"Optimal Brain Surgeon: curvature, factor and inverse "
+                   f"(3 x ({P}, {P}) float64)", "method='obd' (exact diagonal, no dense "
+                   "matrix) or a smaller network")
+    A = _curvature(net, theta, X, y, fisher, method, curvature, n_samples, rng, chunk_size)
+    A = A + damping * np.eye(P)
+    return _obs_path(theta, A, damping, mask, counts, block_size, n_prunable)
+
+
+def prune(net, theta, X, y, sparsity: float, method: str = "magnitude", fisher: str = "true",
+          *, damping: float = 0.0, prunable="weights", block_size: int = 1,
+          curvature=None, n_samples: int = 1, rng=None,
+          chunk_size: int | None = None) -> PruningResult:
+    """Remove a fraction ``sparsity`` of the prunable parameters of ``net`` at ``theta``.
+
+    Parameters
+    ----------
+    net : MLP
+    theta : ndarray, shape (P,)
+        Trained parameters (the criteria assume a minimum of the loss).
+    X : ndarray, shape (N, D), or None
+        Inputs for the curvature; unused by ``"magnitude"`` or when ``curvature`` is given.
+    y : targets or None
+        Needed for ``fisher="empirical"``.
+    sparsity : float in [0, 1)
+        Fraction of the prunable parameters to remove (rounded to the nearest count).
+    method : {"magnitude", "obd", "obs"}
+    fisher : {"true", "empirical", "mc", "argmax", "ggn"}
+        Kind of the mean curvature ``M`` (module docstring).
+    damping : float >= 0
+        ``A = M + damping * I``. OBS needs ``A`` positive definite; a network's Fisher is
+        usually singular, so pass ``damping > 0`` there. Applied to OBD too (``A_ii``) so that
+        both use the same quadratic model.
+    prunable : {"weights", "all"} or ndarray of bool, shape (P,)
+        Which parameters may be removed; biases are not pruned by default.
+    block_size : int >= 1
+        OBS only: weights removed per step (1 is the exact greedy OBS).
+    curvature : ndarray, shape (P, P) (or (P,) for OBD), optional
+        Use this curvature instead of computing ``M`` (e.g. :func:`minifim.hessian`); it
+        defines the units of ``predicted_increase``.
+    n_samples, rng : Monte-Carlo labels (``fisher="mc"``)
+    chunk_size : samples per chunk
+
+    Returns
+    -------
+    PruningResult
+        ``theta: (P,)``, ``mask: (P,)`` (True = kept), ``pruned: (K,)``, ``scores: (K,)``,
+        ``predicted_increase``.
+
+    Notes
+    -----
+    OBD: ``s_i = 1/2 A_ii theta_i^2``. OBS: ``s_q = theta_q^2 / (2 [A^{-1}]_qq)``,
+    ``delta = -theta_q / [A^{-1}]_qq A^{-1} e_q``. Cost: one ``(P, P)`` Cholesky plus
+    ``O(P^2 k)`` per step of ``k`` weights.
+
+    Examples
+    --------
+    >>> import numpy as np, minifim
+    >>> net = minifim.MLP([3, 4, 2])
+    >>> res = minifim.prune(net, net.init(0), None, None, 0.5)
+    >>> int((~res.mask).sum()), bool(np.all(res.theta[~res.mask] == 0))
+    (10, True)
+    """
+    sparsity = _check_fraction(sparsity, "sparsity")
+    return prune_path(net, theta, X, y, [sparsity], method, fisher, damping=damping,
+                      prunable=prunable, block_size=block_size, curvature=curvature,
+                      n_samples=n_samples, rng=rng, chunk_size=chunk_size)[0]

@@ -1,0 +1,202 @@
+"""Fisher merging: exact joint training for linear-Gaussian models; diag/block/full agree."""
+
+import numpy as np
+import pytest
+from cases import make_case
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy.linalg import block_diag
+
+import minifim
+from minifim.merging import fisher_merge
+
+SIGMA = 0.7
+
+
+def _rel(a, b):
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return np.abs(a - b).max() / max(np.abs(b).max(), 1e-300)
+
+
+def _least_squares(net, X, y):
+    """The exact maximum-likelihood theta of a linear-Gaussian model (closed form)."""
+    Xt = np.hstack([X, np.ones((X.shape[0], 1))])
+    beta = np.linalg.lstsq(Xt, y, rcond=None)[0]  # (D + 1, C)
+    D = net.input_dim
+    return net.flatten([(beta[:D].T, beta[D])])
+
+
+def _disjoint_linear_models(sizes=(11, 17, 25), D=4, C=2, seed=0):
+    rng = np.random.default_rng(seed)
+    net = minifim.MLP([D, C], activation="identity", likelihood="gaussian", sigma=SIGMA)
+    w = rng.standard_normal((D, C))
+    parts = []
+    for n in sizes:  # different input distributions per model: the Fishers differ
+        X = rng.standard_normal((n, D)) * rng.uniform(0.3, 2.0, D) + rng.standard_normal(D)
+        parts.append((X, X @ w - 0.4 + SIGMA * rng.standard_normal((n, C))))
+    thetas = [_least_squares(net, X, y) for X, y in parts]
+    X_all = np.vstack([X for X, _ in parts])
+    y_all = np.vstack([y for _, y in parts])
+    return net, thetas, parts, _least_squares(net, X_all, y_all)
+
+
+def test_full_fisher_merging_of_linear_gaussian_models_is_joint_training():
+    net, thetas, parts, joint = _disjoint_linear_models()
+    merged = fisher_merge(net, thetas, data=parts, curvature="full")
+    assert _rel(merged, joint) < 1e-10
+    # the same with the curvatures given: N_i F_i as fishers, or F_i with weights N_i
+    Fs = [minifim.true_fisher(net, t, X) for t, (X, _) in zip(thetas, parts)]
+    Ns = [X.shape[0] for X, _ in parts]
+    assert _rel(fisher_merge(net, thetas, [n * F for n, F in zip(Ns, Fs)], curvature="full"),
+                joint) < 1e-10
+    assert _rel(fisher_merge(net, thetas, Fs, curvature="full", weights=Ns), joint) < 1e-10
+    # a single dense layer: its one block is the whole Fisher
+    assert _rel(fisher_merge(net, thetas, data=parts, curvature="block"), joint) < 1e-10
+    # the isotropic average and the diagonal merge are not joint training here
+    assert _rel(fisher_merge(net, thetas, curvature="isotropic"), joint) > 1e-3
+    assert _rel(fisher_merge(net, thetas, data=parts, curvature="diag"), joint) > 1e-3
+
+
+def test_equal_fisher_weights_give_the_count_weighted_average():
+    net, thetas, parts, _ = _disjoint_linear_models()
+    F = minifim.true_fisher(net, thetas[0], parts[0][0])
+    Ns = np.array([X.shape[0] for X, _ in parts], float)
+    ref = Ns @ np.array(thetas) / Ns.sum()
+    assert _rel(fisher_merge(net, thetas, [F] * 3, curvature="full", weights=Ns), ref) < 1e-12
+    assert _rel(fisher_merge(net, thetas, curvature="isotropic", data=parts), ref) < 1e-14
+    assert _rel(fisher_merge(net, thetas, curvature="isotropic", weights=Ns), ref) < 1e-14
+
+
+def test_diag_merge_is_the_elementwise_formula(case):
+    net = case.net
+    rng = np.random.default_rng(3)
+    thetas = [case.theta, net.init(rng), net.init(rng)]
+    Xs = [case.X, rng.standard_normal((4, net.input_dim)), rng.standard_normal((6, net.input_dim))]
+    damping = 1e-3
+    ds = [minifim.fisher_diagonal(net, t, X) for t, X in zip(thetas, Xs)]
+    num = sum(X.shape[0] * d * t for X, d, t in zip(Xs, ds, thetas)) + damping * np.mean(thetas, 0)
+    den = sum(X.shape[0] * d for X, d in zip(Xs, ds)) + damping
+    merged = fisher_merge(net, thetas, data=Xs, damping=damping)
+    assert _rel(merged, num / den) < 1e-12
+    # data route = fishers route
+    given_ = fisher_merge(net, thetas, ds, damping=damping, weights=[X.shape[0] for X in Xs])
+    assert _rel(merged, given_) < 1e-14
+
+
+def test_block_merge_equals_full_merge_with_block_diagonal_fishers():
+    case = make_case((3, 5, 4, 2), "tanh", "categorical", N=8, seed=9)
+    net = case.net
+    rng = np.random.default_rng(0)
+    thetas = [net.init(rng) for _ in range(3)]
+    Xs = [rng.standard_normal((n, 3)) for n in (5, 7, 9)]
+    blocks = [minifim.block_diagonal(net, t, X) for t, X in zip(thetas, Xs)]
+    full = [block_diag(*b) for b in blocks]
+    a = fisher_merge(net, thetas, blocks, curvature="block", damping=1e-2)
+    b = fisher_merge(net, thetas, full, curvature="full", damping=1e-2)
+    c = fisher_merge(net, thetas, data=Xs, curvature="block", damping=1e-2,
+                     weights=[1.0, 1.0, 1.0])
+    assert _rel(a, b) < 1e-11 and _rel(c, a) < 1e-14
+    # and the full merge with the data route is the dense solve written out
+    Fs = [minifim.true_fisher(net, t, X) for t, X in zip(thetas, Xs)]
+    A = sum(len(X) * F for X, F in zip(Xs, Fs)) + 1e-2 * np.eye(net.num_params)
+    rhs = sum(len(X) * F @ t for X, F, t in zip(Xs, Fs, thetas)) + 1e-2 * np.mean(thetas, 0)
+    merged = fisher_merge(net, thetas, data=Xs, curvature="full", damping=1e-2)
+    assert _rel(merged, np.linalg.solve(A, rhs)) < 1e-9
+
+
+def test_empirical_fisher_from_data_needs_and_uses_the_targets():
+    case = make_case((3, 4, 3), "tanh", "categorical", N=6, seed=1)
+    net = case.net
+    thetas = [case.theta, net.init(5)]
+    data = [(case.X, case.y), (case.X[:3], case.y[:3])]
+    merged = fisher_merge(net, thetas, data=data, fisher="empirical", damping=1e-3)
+    ds = [minifim.fisher_diagonal(net, t, X, y, "empirical") for t, (X, y) in zip(thetas, data)]
+    ref = fisher_merge(net, thetas, ds, weights=[6, 3], damping=1e-3)
+    assert _rel(merged, ref) < 1e-14
+    with pytest.raises(ValueError, match="y"):
+        fisher_merge(net, thetas, data=[case.X, case.X], fisher="empirical")
+
+
+@given(seed=st.integers(0, 1000), M=st.integers(1, 4),
+       curvature=st.sampled_from(["isotropic", "diag", "block", "full"]))
+def test_merge_invariances(seed, M, curvature):
+    """Identical models merge to themselves; the merge ignores the order of the models."""
+    case = make_case((2, 3, 2), "tanh", "categorical", N=4, seed=seed)
+    net, rng = case.net, np.random.default_rng(seed)
+    thetas = [net.init(rng) for _ in range(M)]
+    Xs = [rng.standard_normal((int(rng.integers(2, 6)), 2)) for _ in range(M)]
+    kw = dict(curvature=curvature, damping=1e-3)
+    data = None if curvature == "isotropic" else Xs
+    same = fisher_merge(net, [thetas[0]] * M, data=None if data is None else Xs, **kw)
+    assert _rel(same, thetas[0]) < 1e-10
+    perm = rng.permutation(M)
+    a = fisher_merge(net, thetas, data=data, **kw)
+    b = fisher_merge(net, [thetas[i] for i in perm],
+                     data=None if data is None else [Xs[i] for i in perm], **kw)
+    assert _rel(a, b) < 1e-10
+
+
+def test_damping_falls_back_to_the_plain_average():
+    case = make_case((3, 4, 3), "tanh", "categorical", N=6, seed=1)
+    net = case.net
+    thetas = np.stack([case.theta, net.init(3), net.init(4)])
+    zero = np.zeros(net.num_params)
+    for curvature, F in [("diag", zero), ("full", np.zeros((net.num_params,) * 2))]:
+        merged = fisher_merge(net, thetas, [F] * 3, curvature=curvature, damping=0.5)
+        assert _rel(merged, thetas.mean(0)) < 1e-14
+    huge = fisher_merge(net, thetas, data=[case.X] * 3, damping=1e12)
+    assert _rel(huge, thetas.mean(0)) < 1e-9
+
+
+def test_bad_input():
+    case = make_case((3, 4, 3), "tanh", "categorical", N=6, seed=1)
+    net, X = case.net, case.X
+    P = net.num_params
+    thetas = [case.theta, net.init(2)]
+    with pytest.raises(ValueError, match=r"thetas\[1\]: expected shape"):
+        fisher_merge(net, [case.theta, case.theta[:-1]], curvature="isotropic")
+    with pytest.raises(ValueError, match="thetas"):
+        fisher_merge(net, [], curvature="isotropic")
+    with pytest.raises(TypeError, match="thetas"):
+        fisher_merge(net, 3.0, curvature="isotropic")
+    with pytest.raises(ValueError, match="curvature"):
+        fisher_merge(net, thetas, curvature="kfac")
+    with pytest.raises(ValueError, match="fisher"):
+        fisher_merge(net, thetas, data=[X, X], fisher="hessian")
+    with pytest.raises(ValueError, match="exactly one"):
+        fisher_merge(net, thetas)
+    with pytest.raises(ValueError, match="exactly one"):
+        fisher_merge(net, thetas, [np.ones(P)] * 2, data=[X, X])
+    with pytest.raises(ValueError, match="fishers"):
+        fisher_merge(net, thetas, [np.ones(P)] * 2, curvature="isotropic")
+    with pytest.raises(ValueError, match="fishers: expected 2"):
+        fisher_merge(net, thetas, [np.ones(P)])
+    with pytest.raises(ValueError, match="data: expected 2"):
+        fisher_merge(net, thetas, data=[X])
+    with pytest.raises(TypeError, match=r"data\[1\]"):
+        fisher_merge(net, thetas, data=[X, (X, case.y, 1)])
+    with pytest.raises(ValueError, match=r"data\[1\] inputs"):
+        fisher_merge(net, thetas, data=[X, X[:, :2]])
+    with pytest.raises(ValueError, match="weights: expected 2"):
+        fisher_merge(net, thetas, [np.ones(P)] * 2, weights=[1.0])
+    with pytest.raises(ValueError, match=r"weights\[0\]"):
+        fisher_merge(net, thetas, [np.ones(P)] * 2, weights=[-1.0, 1.0])
+    with pytest.raises(ValueError, match="damping"):
+        fisher_merge(net, thetas, [np.ones(P)] * 2, damping=-1.0)
+    with pytest.raises(ValueError, match=r"fishers\[1\]: expected shape"):
+        fisher_merge(net, thetas, [np.ones(P), np.ones(P - 1)])
+    with pytest.raises(ValueError, match="non-negative"):
+        fisher_merge(net, thetas, [np.ones(P), -np.ones(P)])
+    with pytest.raises(ValueError, match="symmetric"):
+        fisher_merge(net, thetas, [np.triu(np.ones((P, P)))] * 2, curvature="full")
+    with pytest.raises(ValueError, match="blocks"):
+        fisher_merge(net, thetas, [[np.eye(P)]] * 2, curvature="block")
+    # singular summed precision without damping: clear error naming damping
+    with pytest.raises(ValueError, match="damping > 0"):
+        fisher_merge(net, thetas, data=[X, X], curvature="full")
+    with pytest.raises(ValueError, match="damping > 0"):
+        fisher_merge(net, thetas, data=[X, X], curvature="block")
+    with pytest.raises(ValueError, match="damping > 0"):
+        fisher_merge(net, thetas, [np.zeros(P)] * 2)
+    with minifim.memory_limit(1000), pytest.raises(minifim.MemoryBudgetError, match="block"):
+        fisher_merge(net, thetas, data=[X, X], curvature="full", damping=1.0)
