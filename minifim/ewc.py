@@ -1,0 +1,594 @@
+"""Elastic weight consolidation (EWC): quadratic penalties from the Fisher of earlier tasks.
+
+Contract (stated once, kept by every function here)
+---------------------------------------------------
+*Scale.* Task ``t`` has ``N_t`` samples, was learnt at ``theta*_t``, and has the MEAN curvature
+``F_t`` at ``theta*_t`` (the convention of every curvature in minifim). Its precision is
+
+    ``Lambda_t = strength * N_t * F_t``
+
+and the penalty is added to the SUMMED negative log-likelihood of the current task, which is
+what :func:`minifim.train` minimises (``sum_n -log p(y_n | x_n) + penalty(theta)``, divided by
+the current ``N``). ``strength = 1`` is the Bayesian value: for a model whose negative
+log-likelihood is quadratic (linear-Gaussian regression) ``N_t F_t`` is its exact Hessian and the
+penalty reproduces the joint posterior exactly (Laplace).
+
+*Modes.* With ``d_t = theta - theta*_t`` and ``T`` tasks recorded:
+
+============  ==================================================================================
+``mode``      penalty ``Omega(theta)``
+============  ==================================================================================
+"separate"    ``sum_t 1/2 d_t^T Lambda_t d_t``: one penalty per task at its own solution
+              (Kirkpatrick et al. 2017); double-counts the older tasks (Huszar 2018)
+"recursive"   ``1/2 d_T^T (sum_t Lambda_t) d_T``: accumulated precision at the latest solution,
+              the recursive Laplace approximation (Huszar 2018)
+"online"      ``1/2 d_T^T Lambda~_T d_T``, ``Lambda~_T = gamma Lambda~_{T-1} + Lambda_T``
+              (Schwarz et al. 2018); ``gamma = 1`` is "recursive"
+============  ==================================================================================
+
+*Curvature representations* (of one mean ``F_t``, as returned by :func:`task_curvature`):
+``"diag"`` ``(P,)``; ``"block"`` ``[(P_l, P_l)]`` per layer over ``(W_l, b_l)``; ``"kfac"`` a
+:class:`~minifim.KFACFactors` (Ritter et al. 2018), whose quadratic form is
+``sum_l tr(D_l^T G_l D_l A_l)`` with ``D_l = [dW_l | db_l]`` (never formed densely); ``"full"``
+the dense ``(P, P)`` matrix (memory-guarded). An accumulated precision (``"recursive"``,
+``"online"``) is a sum of such terms: for ``"diag"``, ``"block"`` and ``"full"`` the sum is formed
+exactly; for ``"kfac"`` the per-task Kronecker terms are kept and their quadratic forms summed,
+because a sum of Kronecker products is not a Kronecker product. The K-FAC penalty is therefore
+exactly the sum of the per-task K-FAC quadratic forms; no further approximation is made.
+
+*Fisher kinds.* ``"true"`` (exact expectation over the model's labels), ``"empirical"`` (the
+task's labels ``y``), ``"mc"`` (``n_samples`` sampled labels per input from ``rng``), and two
+named mistakes for study, never the default: ``"argmax"`` (the model's most likely label) and
+``"square_of_mean_gradient"`` (``g g^T`` with ``g`` the gradient of the batch-MEAN loss, averaged
+over mini-batches of ``batch_size``: what ``loss.backward(); p.grad ** 2`` gives; zero at an
+exact optimum of the whole task).
+
+*State.* Explicit and inspectable: :class:`EWCTask` records ``(theta_star, n_samples,
+curvature)`` per task, and the penalty is a tuple of :class:`Quadratic` terms
+``(centre, ((c_k, M_k), ...))`` computed from them by the pure function :func:`quadratics`.
+:class:`EWC` wraps these; ``EWC(..., tasks=ewc.tasks)`` replays a run without recomputing any
+curvature. Invariant (tested): the incremental update inside :meth:`EWC.add_task` equals
+:func:`quadratics` of the recorded tasks.
+
+*Mean-loss convention.* Code that adds ``lambda / 2 sum_i F_ii (theta_i - theta*_i)^2`` to the MEAN
+loss of a current task of ``N_cur`` samples uses ``lambda = strength * N_t / N_cur``
+(:func:`ewc_lambda`, inverse :func:`ewc_strength`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ._validation import as_float_array, as_generator, check_choice, check_int, check_nonnegative
+from .curvature import block_diagonal, curvature_matrix, fisher_diagonal
+from .kfac import KFACFactors, kfac
+from .memory import require_memory
+from .objective import gradient
+
+__all__ = [
+    "EWC",
+    "EWCTask",
+    "Quadratic",
+    "EWC_CURVATURES",
+    "EWC_FISHERS",
+    "EWC_MODES",
+    "task_curvature",
+    "quadratics",
+    "quadratic_penalty",
+    "quadratic_grad",
+    "curvature_matvec",
+    "curvature_dense",
+    "ewc_lambda",
+    "ewc_strength",
+]
+
+EWC_CURVATURES = ("diag", "block", "kfac", "full")
+EWC_FISHERS = ("true", "empirical", "mc", "argmax", "square_of_mean_gradient")
+EWC_MODES = ("separate", "recursive", "online")
+
+_CHEAPER = {
+    "full": "curvature='kfac' (Kronecker factors per layer), curvature='block' (exact per-layer "
+            "blocks) or curvature='diag' (exact diagonal)",
+    "block": "curvature='kfac' (Kronecker factors per layer) or curvature='diag' (exact "
+             "diagonal)",
+}
+
+
+# --- records ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EWCTask:
+    """What EWC keeps of one task.
+
+    Attributes
+    ----------
+    theta_star : ndarray, shape (P,)
+        The solution of the task (the centre of its penalty).
+    n_samples : int
+        ``N_t``, the number of samples the curvature was averaged over.
+    curvature : ndarray or list of ndarray or KFACFactors
+        The MEAN curvature ``F_t`` at ``theta_star`` in the representation of the curvature kind
+        (see the module docstring); the precision is ``strength * N_t * F_t``.
+    """
+
+    theta_star: np.ndarray
+    n_samples: int
+    curvature: Any
+
+
+@dataclass(frozen=True)
+class Quadratic:
+    """The penalty ``1/2 (theta - centre)^T (sum_k c_k M_k) (theta - centre)``.
+
+    Attributes
+    ----------
+    centre : ndarray, shape (P,)
+    terms : tuple of (float, curvature)
+        Coefficients ``c_k`` and curvatures ``M_k`` in one representation (module docstring).
+    """
+
+    centre: np.ndarray
+    terms: tuple
+
+
+# --- curvature of one task -----------------------------------------------------------------
+def _mean_gradients(net, theta, X, y, batch_size):
+    """Rows: gradients of the batch-MEAN loss on consecutive mini-batches, ``(n_batches, P)``."""
+    N = X.shape[0]
+    step = N if batch_size is None else min(batch_size, N)
+    return np.stack([gradient(net, theta, X[s:s + step], y[s:s + step])
+                     for s in range(0, N, step)])
+
+
+def _block_sizes(net):
+    return [o * i + o for o, i in net.shapes]
+
+
+def _require(kind, net):
+    """Memory guard for the dense representations, naming the cheaper curvature."""
+    P = net.num_params
+    if kind == "full":
+        require_memory(8 * P * P, f"EWC curvature='full': dense (P, P) = ({P}, {P}) float64",
+                       _CHEAPER["full"])
+    elif kind == "block":
+        sizes = _block_sizes(net)
+        require_memory(8 * sum(s * s for s in sizes),
+                       f"EWC curvature='block': per-layer blocks of sizes {sizes}",
+                       _CHEAPER["block"])
+
+
+def task_curvature(net, theta, X, y=None, curvature: str = "diag", fisher: str = "true", *,
+                   n_samples: int = 1, rng=None, bias: str = "folded",
+                   batch_size: int | None = None):
+    """The mean curvature ``F_t`` of one task at ``theta`` in the representation ``curvature``.
+
+    Parameters
+    ----------
+    net : MLP
+    theta : ndarray, shape (P,)
+    X : ndarray, shape (N, D)
+    y : targets, required by ``fisher="empirical"`` and ``"square_of_mean_gradient"``
+    curvature : {"diag", "block", "kfac", "full"}
+    fisher : {"true", "empirical", "mc", "argmax", "square_of_mean_gradient"}
+    n_samples, rng : sampled labels per input and their generator (``fisher="mc"``)
+    bias : {"folded", "separate"}, the K-FAC bias convention (``curvature="kfac"``)
+    batch_size : int or None
+        Mini-batch size of ``"square_of_mean_gradient"`` (``None``: the whole task, one batch).
+
+    Returns
+    -------
+    ``(P,)`` (diag), list of ``(P_l, P_l)`` (block), :class:`~minifim.KFACFactors` (kfac) or
+    ``(P, P)`` (full); a mean over the ``N`` samples.
+
+    Notes
+    -----
+    ``"square_of_mean_gradient"`` with ``B`` mini-batches ``g_b = grad mean_{n in b} -log p``
+    (consecutive slices of ``X`` of ``batch_size``, the last possibly shorter) is
+    ``1/B sum_b g_b g_b^T``: the empirical Fisher for ``batch_size = 1``, ``g g^T`` of the whole
+    task for ``batch_size = None``. It has no K-FAC form.
+    """
+    check_choice(curvature, "curvature", EWC_CURVATURES)
+    check_choice(fisher, "fisher", EWC_FISHERS)
+    theta = net.check_theta(theta)
+    X = net.check_inputs(X)
+    _require(curvature, net)
+    if fisher == "square_of_mean_gradient":
+        if curvature == "kfac":
+            raise ValueError("curvature: fisher='square_of_mean_gradient' has no K-FAC form; "
+                             "expected one of ['block', 'diag', 'full'], received 'kfac'")
+        if y is None:
+            raise ValueError("y: fisher='square_of_mean_gradient' needs the task's targets y, "
+                             "received None")
+        y = net.check_targets(y, X.shape[0])
+        if batch_size is not None:
+            batch_size = check_int(batch_size, "batch_size", 1)
+        Gb = _mean_gradients(net, theta, X, y, batch_size)
+        nb = Gb.shape[0]
+        if curvature == "diag":
+            return np.einsum("bp,bp->p", Gb, Gb) / nb
+        if curvature == "block":
+            return [Gb[:, s].T @ Gb[:, s] / nb for s in net.layer_param_slices()]
+        return Gb.T @ Gb / nb
+    if fisher == "empirical" and y is None:
+        raise ValueError("y: fisher='empirical' needs the task's targets y, received None")
+    if y is not None:
+        y = net.check_targets(y, X.shape[0])
+    kw = {"n_samples": n_samples, "rng": rng}
+    if fisher == "mc":
+        if rng is None:
+            raise TypeError("rng: fisher='mc' samples labels; pass a numpy.random.Generator or "
+                            "a seed, received None")
+        kw["rng"] = as_generator(rng)
+    if curvature == "diag":
+        return fisher_diagonal(net, theta, X, y, fisher, **kw)
+    if curvature == "block":
+        return block_diagonal(net, theta, X, y, fisher, **kw)
+    if curvature == "kfac":
+        return kfac(net, theta, X, y, fisher, bias=bias, **kw)
+    return curvature_matrix(net, theta, X, y, fisher, **kw)
+
+
+def _check_representation(kind, M, net, name):
+    """Validate a curvature representation of kind ``kind`` for ``net``."""
+    P = net.num_params
+    if kind == "diag":
+        return as_float_array(M, name, shape=(P,))
+    if kind == "full":
+        return as_float_array(M, name, shape=(P, P))
+    if kind == "block":
+        sizes = _block_sizes(net)
+        if not isinstance(M, (list, tuple)) or len(M) != len(sizes):
+            raise ValueError(f"{name}: expected a list of {len(sizes)} per-layer blocks, "
+                             f"received {type(M).__name__}")
+        return [as_float_array(b, f"{name}[{l}]", shape=(s, s))
+                for l, (b, s) in enumerate(zip(M, sizes))]
+    if not isinstance(M, KFACFactors):
+        raise TypeError(f"{name}: expected KFACFactors for curvature='kfac', received "
+                        f"{type(M).__name__}")
+    if tuple(M.shapes) != tuple(net.shapes):
+        raise ValueError(f"{name}: expected K-FAC factors for layer shapes {tuple(net.shapes)}, "
+                         f"received {tuple(M.shapes)}")
+    return M
+
+
+# --- quadratic forms (pure functions) ---------------------------------------------------------
+def curvature_matvec(kind: str, M, v: np.ndarray) -> np.ndarray:
+    """``M v`` for a curvature representation ``M`` of kind ``kind``; ``v: (P,) -> (P,)``.
+
+    K-FAC is applied per layer as ``G V A`` (:meth:`KFACFactors.matvec`), never densely.
+    """
+    if kind == "diag":
+        return M * v
+    if kind == "full":
+        return M @ v
+    if kind == "kfac":
+        return M.matvec(v)
+    out = np.empty_like(v)
+    start = 0
+    for b in M:
+        stop = start + b.shape[0]
+        out[start:stop] = b @ v[start:stop]
+        start = stop
+    return out
+
+
+def curvature_dense(kind: str, M) -> np.ndarray:
+    """The dense ``(P, P)`` matrix of a curvature representation (memory-guarded)."""
+    if kind == "kfac":
+        return M.to_dense()
+    if kind == "full":
+        return np.array(M, dtype=float)
+    P = M.shape[0] if kind == "diag" else sum(b.shape[0] for b in M)
+    require_memory(8 * P * P, f"dense EWC precision (P, P) = ({P}, {P}) float64",
+                   "EWC.hessian_matvec (matrix-free products)")
+    if kind == "diag":
+        return np.diag(M)
+    out = np.zeros((P, P))
+    start = 0
+    for b in M:
+        stop = start + b.shape[0]
+        out[start:stop, start:stop] = b
+        start = stop
+    return out
+
+
+def _merge(kind: str, terms: tuple) -> tuple:
+    """Sum the terms into one where the representation is closed under addition."""
+    if kind == "kfac" or len(terms) <= 1:
+        return tuple(terms)
+    if kind == "block":
+        total = [sum(c * M[l] for c, M in terms) for l in range(len(terms[0][1]))]
+    else:
+        total = sum(c * M for c, M in terms)
+    return ((1.0, total),)
+
+
+def quadratics(tasks, kind: str, mode: str = "separate", strength: float = 1.0,
+               gamma: float = 1.0) -> tuple[Quadratic, ...]:
+    """The penalty terms of ``tasks`` (a sequence of :class:`EWCTask`, oldest first).
+
+    Returns
+    -------
+    tuple of Quadratic
+        ``"separate"``: one per task, ``Quadratic(theta*_t, ((strength N_t, F_t),))``;
+        ``"recursive"``/``"online"``: one, ``Quadratic(theta*_T, ((strength gamma^(T-t) N_t,
+        F_t), ...))`` with the terms summed where the representation allows (not for K-FAC);
+        empty without tasks.
+    """
+    check_choice(kind, "curvature", EWC_CURVATURES)
+    check_choice(mode, "mode", EWC_MODES)
+    strength = check_nonnegative(strength, "strength")
+    tasks = tuple(tasks)
+    if not tasks:
+        return ()
+    if mode == "separate":
+        return tuple(Quadratic(t.theta_star, ((strength * t.n_samples, t.curvature),))
+                     for t in tasks)
+    g = 1.0 if mode == "recursive" else gamma
+    T = len(tasks)
+    terms = tuple((strength * g ** (T - 1 - i) * t.n_samples, t.curvature)
+                  for i, t in enumerate(tasks))
+    return (Quadratic(tasks[-1].theta_star, _merge(kind, terms)),)
+
+
+def quadratic_penalty(quads, kind: str, theta) -> float:
+    """``sum_q 1/2 sum_k c_k d_q^T M_k d_q`` with ``d_q = theta - centre_q`` (a float)."""
+    total = 0.0
+    for q in quads:
+        d = theta - q.centre
+        total += 0.5 * sum(c * float(d @ curvature_matvec(kind, M, d)) for c, M in q.terms)
+    return float(total)
+
+
+def quadratic_grad(quads, kind: str, theta) -> np.ndarray:
+    """Gradient of :func:`quadratic_penalty`: ``sum_q sum_k c_k M_k d_q``, shape ``(P,)``."""
+    out = np.zeros(np.shape(theta))
+    for q in quads:
+        d = theta - q.centre
+        for c, M in q.terms:
+            out += c * curvature_matvec(kind, M, d)
+    return out
+
+
+# --- hyperparameter conventions ---------------------------------------------------------------
+def ewc_lambda(strength: float, n_task: int, n_current: int) -> float:
+    """The ``lambda`` of the mean-loss convention equivalent to ``strength``.
+
+    Parameters
+    ----------
+    strength : float
+        minifim's strength (precision ``strength * N_t * F_t`` on the summed-NLL scale).
+    n_task : int
+        ``N_t``, samples of the penalised (earlier) task.
+    n_current : int
+        ``N_cur``, samples of the current task whose MEAN loss the usual convention penalises.
+
+    Returns
+    -------
+    float
+        ``lambda = strength * N_t / N_cur``.
+
+    Notes
+    -----
+    ``(sum NLL_cur + strength N_t / 2 d^T F_t d) / N_cur = mean NLL_cur + lambda / 2 d^T F_t d``
+    with ``F_t`` the mean Fisher. Code that writes ``lambda sum_i F_ii d_i^2`` without the
+    ``1/2`` uses half this value.
+
+    Examples
+    --------
+    >>> ewc_lambda(1.0, n_task=60000, n_current=60000)  # the Bayesian value for equal tasks
+    1.0
+    """
+    strength = check_nonnegative(strength, "strength")
+    return strength * check_int(n_task, "n_task", 1) / check_int(n_current, "n_current", 1)
+
+
+def ewc_strength(lam: float, n_task: int, n_current: int) -> float:
+    """Inverse of :func:`ewc_lambda`: ``strength = lambda * N_cur / N_t``."""
+    lam = check_nonnegative(lam, "lam")
+    return lam * check_int(n_current, "n_current", 1) / check_int(n_task, "n_task", 1)
+
+
+# --- the object wrapping the pure core ---------------------------------------------------------
+class EWC:
+    """Elastic weight consolidation penalty; usable as ``penalty=`` in :func:`minifim.train`.
+
+    Parameters
+    ----------
+    net : MLP
+    curvature : {"diag", "block", "kfac", "full"}
+    fisher : {"true", "empirical", "mc", "argmax", "square_of_mean_gradient"}
+        The last two are named mistakes, for diagnosis.
+    mode : {"separate", "recursive", "online"}
+    strength : float, >= 0
+        Multiplies every precision ``N_t F_t``; ``1`` is the Bayesian (Laplace) value.
+    gamma : float in [0, 1]
+        Decay of the accumulated precision (``mode="online"`` only).
+    n_samples : int, optional
+        Sampled labels per input (``fisher="mc"`` only; default 1).
+    rng : numpy.random.Generator or int, optional
+        Generator of the sampled labels (required by ``fisher="mc"``, refused otherwise); each
+        :meth:`add_task` draws from it in turn.
+    bias : {"folded", "separate"}, optional
+        K-FAC bias convention (``curvature="kfac"`` only; default ``"folded"``).
+    batch_size : int, optional
+        Mini-batch size of ``fisher="square_of_mean_gradient"`` (default: the whole task).
+    tasks : sequence of EWCTask, optional
+        Records of an earlier run (``ewc.tasks``) to replay without recomputing curvature.
+
+    Notes
+    -----
+    ``penalty(theta) = sum_q 1/2 (theta - c_q)^T Lambda_q (theta - c_q)`` with the centres and
+    precisions of the module table, ``Lambda_t = strength * N_t * F_t``; it is added to the
+    SUMMED negative log-likelihood of the current task. ``strength = 1`` with ``mode=
+    "recursive"`` and ``curvature="full"`` is the recursive Laplace approximation, exact for
+    linear-Gaussian regression.
+
+    Examples
+    --------
+    >>> import numpy as np, minifim
+    >>> net = minifim.MLP([2, 1], activation="identity", likelihood="gaussian")
+    >>> ewc = minifim.EWC(net, curvature="full", mode="recursive")
+    >>> X = np.random.default_rng(0).standard_normal((10, 2))
+    >>> rec = ewc.add_task(np.zeros(3), X)
+    >>> bool(np.allclose(ewc.hessian(), minifim.true_fisher(net, np.zeros(3), X,
+    ...                                                     reduction="sum")))
+    True
+    """
+
+    def __init__(self, net, curvature: str = "diag", fisher: str = "true",
+                 mode: str = "separate", strength: float = 1.0, gamma: float = 1.0, *,
+                 n_samples: int | None = None, rng=None, bias: str | None = None,
+                 batch_size: int | None = None, tasks=()):
+        self.net = net
+        self.curvature = check_choice(curvature, "curvature", EWC_CURVATURES)
+        self.fisher = check_choice(fisher, "fisher", EWC_FISHERS)
+        self.mode = check_choice(mode, "mode", EWC_MODES)
+        self.strength = check_nonnegative(strength, "strength")
+        self.gamma = check_nonnegative(gamma, "gamma")
+        if self.gamma > 1:
+            raise ValueError(f"gamma: expected a decay in [0, 1], received {gamma!r}")
+        if mode != "online" and self.gamma != 1.0:
+            raise ValueError(f"gamma: only mode='online' decays the precision; expected "
+                             f"gamma=1.0 with mode={mode!r}, received {gamma!r}")
+        if fisher == "mc":
+            self.n_samples = 1 if n_samples is None else check_int(n_samples, "n_samples", 1)
+            if rng is None:
+                raise TypeError("rng: fisher='mc' samples labels; pass a "
+                                "numpy.random.Generator or a seed, received None")
+            self.rng = as_generator(rng)
+        else:
+            if n_samples is not None:
+                raise ValueError(f"n_samples: only fisher='mc' samples labels; expected None "
+                                 f"with fisher={fisher!r}, received {n_samples!r}")
+            if rng is not None:
+                raise ValueError(f"rng: only fisher='mc' samples labels; expected None with "
+                                 f"fisher={fisher!r}, received {type(rng).__name__}")
+            self.n_samples, self.rng = 1, None
+        if curvature == "kfac":
+            self.bias = check_choice("folded" if bias is None else bias, "bias",
+                                     ("folded", "separate"))
+        elif bias is not None:
+            raise ValueError(f"bias: only curvature='kfac' has a bias convention; expected None "
+                             f"with curvature={curvature!r}, received {bias!r}")
+        else:
+            self.bias = None
+        if batch_size is not None:
+            if fisher != "square_of_mean_gradient":
+                raise ValueError(f"batch_size: only fisher='square_of_mean_gradient' uses "
+                                 f"mini-batches; expected None with fisher={fisher!r}, received "
+                                 f"{batch_size!r}")
+            batch_size = check_int(batch_size, "batch_size", 1)
+        self.batch_size = batch_size
+        if fisher == "square_of_mean_gradient" and curvature == "kfac":
+            raise ValueError("curvature: fisher='square_of_mean_gradient' has no K-FAC form; "
+                             "expected one of ['block', 'diag', 'full'], received 'kfac'")
+        _require(self.curvature, net)  # fail before any task is learnt
+        self._tasks: tuple[EWCTask, ...] = ()
+        self._quads: tuple[Quadratic, ...] = ()
+        for t in tasks:
+            if not isinstance(t, EWCTask):
+                raise TypeError(f"tasks: expected EWCTask records, received {type(t).__name__}")
+            self._append(EWCTask(net.check_theta(t.theta_star, "tasks[].theta_star"),
+                                 check_int(t.n_samples, "tasks[].n_samples", 1),
+                                 _check_representation(self.curvature, t.curvature, net,
+                                                       "tasks[].curvature")))
+
+    # --- state -----------------------------------------------------------------------------
+    @property
+    def tasks(self) -> tuple[EWCTask, ...]:
+        """The per-task records, oldest first."""
+        return self._tasks
+
+    @property
+    def quadratics(self) -> tuple[Quadratic, ...]:
+        """The penalty terms (centres and precision terms); see :func:`quadratics`."""
+        return self._quads
+
+    def config(self) -> dict:
+        """The constructor arguments (without ``net``, ``rng`` and ``tasks``)."""
+        return {"curvature": self.curvature, "fisher": self.fisher, "mode": self.mode,
+                "strength": self.strength, "gamma": self.gamma,
+                "n_samples": self.n_samples if self.fisher == "mc" else None,
+                "bias": self.bias, "batch_size": self.batch_size}
+
+    def __repr__(self) -> str:
+        return (f"EWC(curvature={self.curvature!r}, fisher={self.fisher!r}, mode={self.mode!r}, "
+                f"strength={self.strength!r}, gamma={self.gamma!r}, tasks={len(self._tasks)})")
+
+    def _append(self, task: EWCTask) -> None:
+        new = (self.strength * task.n_samples, task.curvature)
+        if self.mode == "separate" or not self._quads:
+            quad = Quadratic(task.theta_star, (new,))
+            self._quads = (self._quads + (quad,)) if self.mode == "separate" else (quad,)
+        else:  # Lambda~_T = gamma Lambda~_{T-1} + strength N_T F_T, centred at theta*_T
+            g = self.gamma if self.mode == "online" else 1.0
+            old = tuple((g * c, M) for c, M in self._quads[0].terms)
+            self._quads = (Quadratic(task.theta_star, _merge(self.curvature, old + (new,))),)
+        self._tasks = self._tasks + (task,)
+
+    def add_task(self, theta_star, X, y=None) -> EWCTask:
+        """Record the curvature of the task just learnt at its solution; return the record.
+
+        Parameters
+        ----------
+        theta_star : ndarray, shape (P,)
+        X : ndarray, shape (N_t, D)
+        y : targets; required by ``fisher="empirical"`` and ``"square_of_mean_gradient"``,
+            validated and ignored otherwise.
+
+        Returns
+        -------
+        EWCTask
+            ``(theta_star (copy), N_t, F_t)`` as appended to :attr:`tasks`.
+        """
+        theta_star = self.net.check_theta(theta_star, "theta_star").copy()
+        X = self.net.check_inputs(X)
+        kw = {}
+        if self.fisher == "mc":
+            kw = {"n_samples": self.n_samples, "rng": self.rng}
+        if self.curvature == "kfac":
+            kw["bias"] = self.bias
+        if self.fisher == "square_of_mean_gradient":
+            kw["batch_size"] = self.batch_size
+        M = task_curvature(self.net, theta_star, X, y, self.curvature, self.fisher, **kw)
+        task = EWCTask(theta_star, X.shape[0], M)
+        self._append(task)
+        return task
+
+    # --- the penalty -------------------------------------------------------------------------
+    def penalty(self, theta) -> float:
+        """``Omega(theta)`` on the summed-NLL scale (a float; 0 without tasks)."""
+        theta = self.net.check_theta(theta)
+        return quadratic_penalty(self._quads, self.curvature, theta)
+
+    def grad(self, theta) -> np.ndarray:
+        """``grad Omega(theta) = sum_q Lambda_q (theta - c_q)``, shape ``(P,)``."""
+        theta = self.net.check_theta(theta)
+        return quadratic_grad(self._quads, self.curvature, theta)
+
+    def hessian_matvec(self, v) -> np.ndarray:
+        """``(sum_q Lambda_q) v``, the Hessian of the penalty times ``v: (P,)``."""
+        v = as_float_array(v, "v", shape=(self.net.num_params,))
+        out = np.zeros_like(v)
+        for q in self._quads:
+            for c, M in q.terms:
+                out += c * curvature_matvec(self.curvature, M, v)
+        return out
+
+    def hessian(self) -> np.ndarray:
+        """The Hessian of the penalty ``sum_q Lambda_q``, dense ``(P, P)`` (memory-guarded).
+
+        In every mode it equals ``strength sum_t w_t N_t F_t`` (``w_t = gamma^(T-t)`` online,
+        else 1): the modes differ only in the centres.
+        """
+        P = self.net.num_params
+        require_memory(8 * P * P, f"dense EWC Hessian (P, P) = ({P}, {P}) float64",
+                       "EWC.hessian_matvec (matrix-free products)")
+        out = np.zeros((P, P))
+        for q in self._quads:
+            for c, M in q.terms:
+                out += c * curvature_dense(self.curvature, M)
+        return out
