@@ -54,6 +54,7 @@ from .optim import train
 # ewc (issue 8)
 
 # laplace and cramer-rao (issue 9)
+from .laplace import Laplace, fit_map
 
 # sensitivity, pruning, merging (issue 9)
 from .merging import fisher_merge
