@@ -44,6 +44,26 @@ from .scores import (
 )
 
 # spectrum (issue 4)
+from . import plotting
+from .spectrum import (
+    CURVATURES,
+    KarakidaStatistics,
+    SpectrumInfo,
+    abbas_effective_dimension,
+    curvature_spectrum,
+    curvature_statistics,
+    damped_condition_number,
+    damped_logdet,
+    default_rank_tolerance,
+    effective_dimension,
+    fisher_rao_norm,
+    fisher_spectrum,
+    karakida_statistics,
+    numerical_rank,
+    spectral_frobenius_norm,
+    spectral_trace,
+    spectrum_statistics,
+)
 
 # oracle (issue 5)
 

@@ -1,0 +1,815 @@
+"""Exact eigenvalue spectra of the curvature family, and the statistics built on them.
+
+Contract
+--------
+- A spectrum is that of the matrix :mod:`minifim.curvature` assembles: ``M = c sum_n ...``, a
+  MEAN over the ``N`` samples (``c = 1/N``) unless ``reduction="sum"`` (``c = 1``).
+- Eigenvalues are returned in DESCENDING order; eigenvectors are the orthonormal columns of
+  ``V: (P, m)`` with ``M V = V diag(values)``.
+- ``curvature`` is one of ``"true"``, ``"empirical"``, ``"mc"``, ``"argmax"``, ``"ggn"`` (the
+  seeds of :mod:`minifim.curvature`, ``M = c U^T U`` with ``U: (N K, P)`` the stacked
+  per-seed gradients, ``K`` seeds per sample) or ``"hessian"`` (the Hessian of the NLL).
+
+Routes (``method``)
+-------------------
+=============  ============================================================  =================
+``"dense"``    ``scipy.linalg.eigh`` of the dense ``(P, P)`` matrix            all ``P`` values
+``"gram"``     ``eigh`` of the ``(N K, N K)`` Gram matrix ``G = c U U^T``      ``min(N K, P)``
+``"lanczos"``  ``scipy.sparse.linalg.eigsh`` on the matrix-free operator      top ``k`` values
+``"auto"``     gram if ``N K < P`` and it fits, else dense if it fits, else   (reported)
+               Lanczos (needs ``k``); see :func:`curvature_spectrum`
+=============  ============================================================  =================
+
+The Gram route never forms ``U`` nor ``P x P``. With ``acts[l]: (N, in_l)`` and
+``Bs[l]: (N, K, out_l)`` from :func:`minifim.curvature.curvature_factors`,
+``G[(i, k), (j, k')] = c sum_l (Bs[l][i, k] . Bs[l][j, k']) (acts[l][i] . acts[l][j] + 1)``
+(the ``+ 1`` is the bias), ``O((N K)^2 sum_l out_l + N^2 sum_l in_l)`` work. ``M`` and ``G``
+share their non-zero eigenvalues; the other ``P - N K`` eigenvalues of ``M`` are exactly zero,
+so the Gram route returns ``min(N K, P)`` values and the statistics below count the missing
+ones as zeros when given ``num_params=P``. Eigenvectors map back as ``v = U^T w sqrt(c / mu)``
+(matrix-free, per layer); those of numerically zero Gram eigenvalues are completed by an
+orthonormal basis of the complement of the mapped ones (a seeded, deterministic draw).
+
+Statistics are pure functions of a 1-D array of eigenvalues (plus ``num_params`` when zero
+eigenvalues are implicit): trace, Frobenius norm, numerical rank, condition number and
+log-determinant of the damped matrix, effective dimension, the effective dimension of Abbas et
+al. (2021), the Karakida et al. (2019) moments; :func:`fisher_rao_norm` is matrix-free and
+:func:`curvature_statistics` computes all of them from ``(net, theta, X)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import NamedTuple
+
+import numpy as np
+import scipy.linalg
+from scipy.sparse.linalg import ArpackNoConvergence, eigsh
+from scipy.special import logsumexp
+
+from ._validation import as_float_array, check_choice, check_int, check_nonnegative
+from .curvature import (
+    FISHER_KINDS,
+    _prepare,
+    _scale,
+    curvature_factors,
+    curvature_matrix,
+    hessian,
+    output_seeds,
+)
+from .memory import format_bytes, memory_budget, require_memory
+from .operators import fisher_operator, hessian_operator
+from .scores import forward_cache, jvp_cached
+
+__all__ = [
+    "CURVATURES",
+    "SPECTRUM_METHODS",
+    "SpectrumInfo",
+    "KarakidaStatistics",
+    "curvature_spectrum",
+    "fisher_spectrum",
+    "default_rank_tolerance",
+    "spectral_trace",
+    "spectral_frobenius_norm",
+    "numerical_rank",
+    "damped_condition_number",
+    "damped_logdet",
+    "effective_dimension",
+    "abbas_effective_dimension",
+    "karakida_statistics",
+    "spectrum_statistics",
+    "fisher_rao_norm",
+    "curvature_statistics",
+]
+
+logger = logging.getLogger(__name__)
+
+CURVATURES = FISHER_KINDS + ("hessian",)
+SPECTRUM_METHODS = ("auto", "dense", "gram", "lanczos")
+AUTO_DENSE_MAX_P = 4000  # with k given, auto prefers Lanczos over dense eigh above this P
+_BLOCK_BYTES = 2**27  # working memory for the matrix-free maps of the Gram route
+
+
+# --- the result's provenance --------------------------------------------------------------
+@dataclass(frozen=True)
+class SpectrumInfo:
+    """How a spectrum was computed (returned with ``return_info=True``).
+
+    Attributes
+    ----------
+    method : str
+        The route used: ``"dense"``, ``"gram"`` or ``"lanczos"`` (never ``"auto"``).
+    requested : str
+        The ``method`` argument (``"auto"`` or the route itself).
+    reason : str
+        Why this route (for ``"auto"``: the sizes and memory estimates that decided).
+    curvature : str
+    num_params : int
+        ``P``, the dimension of the matrix.
+    num_rows : int or None
+        ``N K``, rows of the factor ``U`` (``None`` for the Hessian).
+    num_values : int
+        Length of the returned eigenvalue array.
+    complete : bool
+        True when the returned values together with ``num_params - num_values`` exact zeros are
+        the whole spectrum (dense or Gram route without ``k``); pass ``num_params`` to the
+        statistics then.
+    tol : float or None
+        ARPACK's relative tolerance (Lanczos route), ``0`` meaning machine precision.
+    """
+
+    method: str
+    requested: str
+    reason: str
+    curvature: str
+    num_params: int
+    num_rows: int | None
+    num_values: int
+    complete: bool
+    tol: float | None = None
+
+    @property
+    def implicit_zeros(self) -> int | None:
+        """``P - num_values`` exact zero eigenvalues not returned (``None`` if incomplete)."""
+        return self.num_params - self.num_values if self.complete else None
+
+    def as_dict(self) -> dict:
+        """A JSON-serialisable dict of the fields."""
+        return asdict(self)
+
+
+# --- helpers -------------------------------------------------------------------------------
+def _num_seeds(net, curvature: str, n_samples: int) -> int:
+    if curvature in ("true", "ggn"):
+        return net.output_dim
+    if curvature == "mc":
+        return check_int(n_samples, "n_samples", 1)
+    return 1
+
+
+def _check_k(k, upper: int, what: str) -> int | None:
+    if k is None:
+        return None
+    k = check_int(k, "k", 1)
+    if k > upper:
+        raise ValueError(f"k: expected an integer in [1, {upper}] ({what}), received {k}")
+    return k
+
+
+def _check_bool(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected True or False, received {type(value).__name__} "
+                        f"{value!r}")
+    return bool(value)
+
+
+def _gram_bytes(rows: int, vectors: bool) -> int:
+    # G, one product temporary and eigh's copy/workspace; eigenvectors add one more (rows^2)
+    return 8 * rows * rows * (4 if vectors else 3)
+
+
+def _dense_bytes(P: int, vectors: bool) -> int:
+    # the matrix, eigh's working copy, and the eigenvectors
+    return 8 * P * P * (3 if vectors else 2)
+
+
+def _choose(net, curvature, N, K, k, vectors, P):
+    """``(method, reason)`` of the auto policy (see :func:`curvature_spectrum`)."""
+    budget = memory_budget()
+    rows = None if curvature == "hessian" else N * K
+    dense_b = _dense_bytes(P, vectors)
+    if rows is not None and rows < P:
+        gram_b = _gram_bytes(rows, vectors)
+        if gram_b <= budget and (k is None or k <= rows):
+            return "gram", (f"gram: N*K = {rows} < P = {P}; the Gram matrix route needs "
+                            f"~{format_bytes(gram_b)} (budget {format_bytes(budget)})")
+    if dense_b <= budget and (k is None or P <= AUTO_DENSE_MAX_P):
+        why = (f"N*K = {rows} >= P" if rows is not None and rows >= P
+               else "the Hessian has no Gram factor" if rows is None
+               else "the Gram matrix does not fit")
+        return "dense", (f"dense: {why}; dense eigh of P = {P} needs ~{format_bytes(dense_b)} "
+                         f"(budget {format_bytes(budget)})")
+    if k is not None:
+        return "lanczos", (f"lanczos: top k = {k} of P = {P} matrix-free (dense eigh would need "
+                           f"~{format_bytes(dense_b)}, budget {format_bytes(budget)})")
+    # nothing exact fits: let the memory guard explain, naming the cheaper routes
+    require_memory(dense_b, f"dense {curvature} spectrum (P, P) = ({P}, {P}) float64",
+                   "curvature_spectrum(..., k=<number of top eigenvalues>) (Lanczos, "
+                   "matrix-free)" + ("" if rows is None else
+                                     f", or fewer samples so that N*K (= {rows}) < P (Gram)"))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _collect_factors(net, theta, X, y, curvature, n_samples, rng, chunk_size):
+    """All samples' ``acts[l]: (N, in_l)`` and ``Bs[l]: (N, K, out_l)`` (chunks concatenated)."""
+    chunks = list(curvature_factors(net, theta, X, y, curvature, n_samples, rng, chunk_size))
+    if len(chunks) == 1:
+        return chunks[0]
+    L = net.num_layers
+    acts = [np.concatenate([c[0][l] for c in chunks]) for l in range(L)]
+    Bs = [np.concatenate([c[1][l] for c in chunks]) for l in range(L)]
+    return acts, Bs
+
+
+def _gram(acts, Bs, scale: float) -> np.ndarray:
+    """``G = c U U^T: (N K, N K)`` from the layer factors (never forms ``U``)."""
+    N, K = Bs[0].shape[:2]
+    rows = N * K
+    G = np.zeros((rows, rows))
+    for a, B in zip(acts, Bs):
+        Bf = B.reshape(rows, -1)
+        BB = Bf @ Bf.T  # (NK, NK): seed-gradient inner products at the pre-activations
+        A = a @ a.T
+        A += 1.0  # (N, N): input inner products, + 1 for the bias
+        BB.reshape(N, K, N, K)[...] *= A[:, None, :, None]
+        G += BB
+    G *= scale
+    return G
+
+
+def _factor_transpose(net, acts, Bs, W: np.ndarray) -> np.ndarray:
+    """``U^T W: (N K, m) -> (P, m)``, per layer: ``W_l`` block ``sum_(i,k) w B_l[i,k] a_l[i]^T``."""
+    N, K = Bs[0].shape[:2]
+    m = W.shape[1]
+    out = np.empty((net.num_params, m))
+    widest = max(o for o, _ in net.shapes)
+    step = max(1, _BLOCK_BYTES // (8 * N * widest))
+    for start in range(0, m, step):
+        cols = slice(start, min(m, start + step))
+        Wr = W[:, cols].reshape(N, K, -1)  # (N, K, mb)
+        for (o, i), (ws, bs), a, B in zip(net.shapes, net.layer_slices, acts, Bs):
+            BW = np.matmul(B.transpose(0, 2, 1), Wr)  # (N, o, mb)
+            gW = np.tensordot(BW, a, axes=([0], [0]))  # (o, mb, i)
+            out[ws, cols] = gW.transpose(0, 2, 1).reshape(o * i, -1)
+            out[bs, cols] = BW.sum(axis=0)
+    return out
+
+
+def _complete_basis(V: np.ndarray, n_extra: int) -> np.ndarray:
+    """``n_extra`` orthonormal columns orthogonal to the orthonormal columns of ``V: (P, r)``."""
+    P = V.shape[0]
+    Z = np.random.default_rng(0).standard_normal((P, n_extra))
+    for _ in range(2):  # classical Gram-Schmidt twice is enough for orthogonality
+        Z -= V @ (V.T @ Z)
+    Q, _ = np.linalg.qr(Z)
+    Q -= V @ (V.T @ Q)
+    Q, _ = np.linalg.qr(Q)
+    return Q
+
+
+def _eigh_top(M: np.ndarray, k: int | None, vectors: bool):
+    """Descending eigenvalues (and vectors) of a symmetric matrix, top ``k`` when given."""
+    n = M.shape[0]
+    subset = None if k is None else [n - k, n - 1]
+    if vectors:
+        w, V = scipy.linalg.eigh(M, subset_by_index=subset)
+        return w[::-1].copy(), V[:, ::-1].copy()
+    w = scipy.linalg.eigh(M, eigvals_only=True, subset_by_index=subset)
+    return w[::-1].copy(), None
+
+
+def _gram_route(net, theta, X, y, curvature, k, vectors, n_samples, rng, reduction,
+                chunk_size):
+    N, P = X.shape[0], net.num_params
+    scale = _scale(reduction, N)
+    acts, Bs = _collect_factors(net, theta, X, y, curvature, n_samples, rng, chunk_size)
+    rows = N * Bs[0].shape[1]
+    require_memory(_gram_bytes(rows, vectors),
+                   f"Gram matrix (N*K, N*K) = ({rows}, {rows}) float64 and its eigh",
+                   "curvature_spectrum(..., method='lanczos', k=...) (top k, matrix-free)")
+    if vectors:
+        require_memory(8 * P * min(rows, P) if k is None else 8 * P * k,
+                       f"eigenvectors (P, m) with P = {P}",
+                       "vectors=False, or a smaller k")
+    n_out = min(rows, P) if k is None else k
+    G = _gram(acts, Bs, scale)
+    mu, W = _eigh_top(G, n_out, vectors)
+    del G
+    if not vectors:
+        return mu, None
+    tol = default_rank_tolerance(mu, num_params=P)
+    good = mu > tol
+    V = np.empty((P, n_out))
+    if np.any(good):
+        V[:, good] = _factor_transpose(net, acts, Bs, W[:, good]) * np.sqrt(scale / mu[good])
+    if not np.all(good):
+        V[:, ~good] = _complete_basis(V[:, good], int(np.count_nonzero(~good)))
+    return mu, V
+
+
+def _lanczos_route(net, theta, X, y, curvature, k, vectors, n_samples, rng, reduction, tol,
+                   maxiter):
+    if curvature == "hessian":
+        op = hessian_operator(net, theta, X, y, reduction=reduction)
+    else:
+        op = fisher_operator(net, theta, X, y, curvature, n_samples=n_samples, rng=rng,
+                             reduction=reduction)
+    v0 = np.random.default_rng(0).standard_normal(op.shape[0])
+    try:
+        out = eigsh(op, k=k, which="LA", tol=tol, v0=v0, maxiter=maxiter,
+                    return_eigenvectors=vectors)
+    except ArpackNoConvergence as err:
+        raise RuntimeError(f"lanczos: ARPACK did not converge for the top k = {k} eigenvalues "
+                           f"({len(err.eigenvalues)} converged) at tol = {tol}; raise maxiter "
+                           "or tol, or use method='gram' / 'dense' for the exact spectrum"
+                           ) from err
+    w, V = out if vectors else (out, None)
+    order = np.argsort(w)[::-1]
+    return w[order], (V[:, order] if vectors else None)
+
+
+# --- spectra -------------------------------------------------------------------------------
+def curvature_spectrum(net, theta, X, y=None, curvature: str = "true", *,
+                       method: str = "auto", k: int | None = None, vectors: bool = False,
+                       n_samples: int = 1, rng=None, reduction: str = "mean",
+                       tol: float = 0.0, maxiter: int | None = None,
+                       chunk_size: int | None = None, return_info: bool = False):
+    """Eigenvalues (descending), and optionally eigenvectors, of a curvature matrix.
+
+    Parameters
+    ----------
+    net : MLP
+    theta : ndarray, shape (P,)
+    X : ndarray, shape (N, D)
+    y : targets, needed for ``curvature="empirical"`` and ``"hessian"``
+    curvature : {"true", "empirical", "mc", "argmax", "ggn", "hessian"}
+    method : {"auto", "dense", "gram", "lanczos"}
+        See the module table. ``"gram"`` is not available for the Hessian; ``"lanczos"``
+        needs ``k``. ``"auto"`` picks, in order: ``"gram"`` when the factor has fewer rows
+        than columns (``N K < P``), its ``(N K)^2`` Gram matrix fits the memory budget and
+        ``k`` (if given) is at most ``N K``; else ``"dense"`` when the ``P x P`` eigenproblem
+        fits and (if ``k`` is given) ``P <= AUTO_DENSE_MAX_P``; else ``"lanczos"`` if ``k`` is
+        given; else it raises :class:`~minifim.MemoryBudgetError` naming the cheaper routes.
+        The choice is logged (logger ``minifim.spectrum``, level INFO) and returned in
+        :class:`SpectrumInfo` with ``return_info=True``.
+    k : int, optional
+        Number of largest eigenvalues to compute; all (``P``, or ``min(N K, P)`` by the Gram
+        route) when ``None``.
+    vectors : bool
+        Also return the eigenvectors.
+    n_samples, rng : Monte-Carlo labels per input and their generator (``curvature="mc"``);
+        an integer seed gives the same labels on every route.
+    reduction : {"mean", "sum"}
+    tol : float
+        ARPACK's relative accuracy for the Lanczos route (``0``: machine precision).
+    maxiter : int, optional
+        ARPACK's iteration limit (Lanczos route).
+    chunk_size : int, optional
+        Samples per chunk when building factors (dense and Gram routes).
+    return_info : bool
+        Append a :class:`SpectrumInfo` to the result.
+
+    Returns
+    -------
+    values : ndarray, shape (m,)
+        Descending eigenvalues: ``m = P`` (dense), ``min(N K, P)`` (Gram; the other ``P - N K``
+        eigenvalues are exactly zero), or ``k``.
+    vectors : ndarray, shape (P, m)
+        Orthonormal eigenvectors, returned as ``(values, vectors)`` when ``vectors=True``.
+    info : SpectrumInfo
+        Last element of the returned tuple when ``return_info=True``.
+
+    Notes
+    -----
+    Accuracy: the dense and Gram routes are backward stable (eigenvalue errors of order
+    ``P eps lambda_max``, resp. ``N K eps lambda_max``). Gram-route eigenvectors are
+    ``U^T w sqrt(c / mu)``; their residual ``|M v - mu v|`` is of order
+    ``eps lambda_max sqrt(lambda_max / mu)``, tight for the leading eigenvalues and looser for
+    the smallest non-zero ones. The Lanczos start vector is drawn from
+    ``numpy.random.default_rng(0)`` so every call is reproducible; ``which="LA"`` (largest
+    algebraic), so for the Hessian the top ``k`` are the most positive eigenvalues.
+
+    Examples
+    --------
+    >>> import numpy as np, minifim
+    >>> net = minifim.MLP([3, 16, 4]); theta = net.init(0)
+    >>> X = np.random.default_rng(0).standard_normal((5, 3))
+    >>> values, info = minifim.curvature_spectrum(net, theta, X, return_info=True)
+    >>> info.method, values.shape, net.num_params
+    ('gram', (20,), 132)
+    >>> dense = minifim.curvature_spectrum(net, theta, X, method="dense")
+    >>> bool(np.allclose(values, dense[:20], rtol=0, atol=1e-12 * dense[0]))
+    True
+    """
+    check_choice(curvature, "curvature", CURVATURES)
+    check_choice(method, "method", SPECTRUM_METHODS)
+    vectors = _check_bool(vectors, "vectors")
+    return_info = _check_bool(return_info, "return_info")
+    tol = check_nonnegative(tol, "tol")
+    theta = net.check_theta(theta)
+    X = net.check_inputs(X)
+    N, P = X.shape[0], net.num_params
+    if curvature == "hessian":
+        if y is None:
+            raise ValueError("y: the Hessian of the NLL needs the data targets y, received None")
+        y = net.check_targets(y, N)
+        K = None
+    else:
+        K = _num_seeds(net, curvature, n_samples)
+    rows = None if K is None else N * K
+    k = _check_k(k, P, f"P = {P}")
+
+    if method == "auto":
+        route, reason = _choose(net, curvature, N, K, k, vectors, P)
+        logger.info("curvature_spectrum(curvature=%r): %s", curvature, reason)
+    else:
+        route, reason = method, f"{method}: requested"
+    if route == "gram":
+        if curvature == "hessian":
+            raise ValueError("method: 'gram' needs a factor M = c U^T U, which the Hessian does "
+                             "not have; use 'dense' or 'lanczos' for curvature='hessian'")
+        k = _check_k(k, min(rows, P), f"the Gram route has min(N*K, P) = {min(rows, P)} "
+                     "eigenvalues")
+        values, V = _gram_route(net, theta, X, y, curvature, k, vectors, n_samples, rng,
+                                reduction, chunk_size)
+    elif route == "dense":
+        if curvature == "hessian":
+            M = hessian(net, theta, X, y, reduction=reduction)
+        else:
+            M = curvature_matrix(net, theta, X, y, curvature, n_samples=n_samples, rng=rng,
+                                 reduction=reduction, chunk_size=chunk_size)
+        values, V = _eigh_top(M, k, vectors)
+    else:
+        if k is None:
+            raise ValueError(f"k: the Lanczos route computes the top k eigenvalues; pass an "
+                             f"integer 1 <= k < P = {P}, received None")
+        k = _check_k(k, P - 1, f"ARPACK needs k < P = {P}")
+        values, V = _lanczos_route(net, theta, X, y, curvature, k, vectors, n_samples, rng,
+                                   reduction, tol, maxiter)
+    info = SpectrumInfo(method=route, requested=method, reason=reason, curvature=curvature,
+                        num_params=P, num_rows=rows, num_values=int(values.shape[0]),
+                        complete=(route != "lanczos" and k is None),
+                        tol=tol if route == "lanczos" else None)
+    out = (values, V) if vectors else (values,)
+    if return_info:
+        out = out + (info,)
+    return out[0] if len(out) == 1 else out
+
+
+def fisher_spectrum(net, theta, X, method: str = "auto", k: int | None = None,
+                    vectors: bool = False, **kwargs):
+    """Eigenvalues (descending) and optionally eigenvectors of the TRUE Fisher.
+
+    ``curvature_spectrum(net, theta, X, curvature="true", method=method, k=k,
+    vectors=vectors, **kwargs)``: a 1-D array of eigenvalues when ``vectors=False``,
+    ``(values, vectors)`` when ``vectors=True``, with a trailing :class:`SpectrumInfo` when
+    ``return_info=True``. See :func:`curvature_spectrum` for the routes and keywords
+    (``reduction``, ``tol``, ``maxiter``, ``chunk_size``, ``return_info``).
+
+    Examples
+    --------
+    >>> import numpy as np, minifim
+    >>> net = minifim.MLP([4, 32, 3]); theta = net.init(0)
+    >>> X = np.random.default_rng(1).standard_normal((10, 4))
+    >>> lam = minifim.fisher_spectrum(net, theta, X)          # Gram route: N*C = 30 < P = 259
+    >>> minifim.numerical_rank(lam, num_params=net.num_params)  # N * (C - 1)
+    20
+    """
+    for bad in ("y", "curvature"):
+        if bad in kwargs:
+            raise TypeError(f"{bad}: fisher_spectrum is the true Fisher; use "
+                            "curvature_spectrum(..., curvature=...) for the other kinds")
+    return curvature_spectrum(net, theta, X, None, "true", method=method, k=k,
+                              vectors=vectors, **kwargs)
+
+
+# --- statistics of a spectrum -------------------------------------------------------------
+def _eigenvalues(values, name: str = "eigenvalues") -> np.ndarray:
+    arr = as_float_array(values, name, ndim=1)
+    if arr.size == 0:
+        raise ValueError(f"{name}: expected at least one eigenvalue, received an empty array")
+    return arr
+
+
+def _dimension(values: np.ndarray, num_params) -> int:
+    if num_params is None:
+        return values.shape[0]
+    P = check_int(num_params, "num_params", 1)
+    if P < values.shape[0]:
+        raise ValueError(f"num_params: expected at least the number of eigenvalues "
+                         f"({values.shape[0]}), received {P}")
+    return P
+
+
+def default_rank_tolerance(eigenvalues, *, num_params: int | None = None) -> float:
+    """``P * eps * max |lambda|``: the threshold below which an eigenvalue counts as zero.
+
+    It is NumPy's ``matrix_rank`` default (``S.max() * max(M, N) * eps``) for a symmetric
+    ``P x P`` matrix, ``P = num_params`` (default ``len(eigenvalues)``).
+    """
+    lam = _eigenvalues(eigenvalues)
+    P = _dimension(lam, num_params)
+    return float(P * np.finfo(np.float64).eps * np.max(np.abs(lam)))
+
+
+def spectral_trace(eigenvalues) -> float:
+    """``tr M = sum_i lambda_i`` (implicit zero eigenvalues do not contribute)."""
+    return float(np.sum(_eigenvalues(eigenvalues)))
+
+
+def spectral_frobenius_norm(eigenvalues) -> float:
+    """``||M||_F = sqrt(tr M^2) = sqrt(sum_i lambda_i^2)`` for a symmetric ``M``."""
+    return float(np.sqrt(np.sum(_eigenvalues(eigenvalues) ** 2)))
+
+
+def numerical_rank(eigenvalues, *, num_params: int | None = None,
+                   tol: float | None = None) -> int:
+    """Number of eigenvalues with ``|lambda_i| > tol``.
+
+    Parameters
+    ----------
+    eigenvalues : ndarray, shape (m,)
+    num_params : int, optional
+        ``P``, the dimension of the matrix (sets the default tolerance).
+    tol : float, optional
+        Absolute threshold; default :func:`default_rank_tolerance`,
+        ``P * eps * max |lambda|`` (NumPy's ``matrix_rank`` convention).
+    """
+    lam = _eigenvalues(eigenvalues)
+    tol = (default_rank_tolerance(lam, num_params=num_params) if tol is None
+           else check_nonnegative(tol, "tol"))
+    return int(np.count_nonzero(np.abs(lam) > tol))
+
+
+def _damped(values, damping, num_params):
+    lam = _eigenvalues(values)
+    damping = check_nonnegative(damping, "damping")
+    P = _dimension(lam, num_params)
+    shifted = lam + damping
+    if P > lam.shape[0]:
+        shifted = np.concatenate([shifted, [damping]])  # the implicit zeros
+    return shifted, P, damping
+
+
+def damped_condition_number(eigenvalues, damping: float, *,
+                            num_params: int | None = None) -> float:
+    """2-norm condition number of ``M + damping I``: ``max_i |lambda_i + d| / min_i |...|``.
+
+    For a positive semi-definite ``M`` this is ``(lambda_max + d) / (lambda_min + d)``, with
+    ``lambda_min = 0`` when ``num_params`` exceeds the number of eigenvalues given. Returns
+    ``inf`` for a singular damped matrix.
+    """
+    shifted, _, _ = _damped(eigenvalues, damping, num_params)
+    a = np.abs(shifted)
+    return float(np.inf) if a.min() == 0.0 else float(a.max() / a.min())
+
+
+def damped_logdet(eigenvalues, damping: float, *, num_params: int | None = None) -> float:
+    """``log det(M + damping I) = sum_i log(lambda_i + d) + (P - m) log d``.
+
+    ``P - m`` implicit zero eigenvalues (``num_params = P``, ``m = len(eigenvalues)``) each
+    contribute ``log d``. Raises ``ValueError`` if ``M + d I`` is not positive definite.
+    """
+    shifted, P, damping = _damped(eigenvalues, damping, num_params)
+    if shifted.min() <= 0.0:
+        raise ValueError(f"damping: M + damping I must be positive definite for its log-"
+                         f"determinant; its smallest eigenvalue is {shifted.min()!r} "
+                         f"(damping = {damping!r}); pass a larger damping")
+    m = np.shape(eigenvalues)[0]
+    logdet = float(np.sum(np.log(shifted[:m])))
+    if P > m:
+        logdet += (P - m) * float(np.log(damping))
+    return logdet
+
+
+def effective_dimension(eigenvalues, z):
+    """MacKay's effective number of parameters ``d_eff(z) = sum_i lambda_i / (lambda_i + z)``.
+
+    Parameters
+    ----------
+    eigenvalues : ndarray, shape (m,)
+        Implicit zero eigenvalues contribute nothing.
+    z : float or ndarray, shape (q,)
+        Positive prior precision(s) / damping(s).
+
+    Returns
+    -------
+    float, or ndarray of shape (q,) for an array ``z``.
+    """
+    lam = _eigenvalues(eigenvalues)
+    zs = as_float_array(z, "z")
+    if zs.ndim > 1:
+        raise ValueError(f"z: expected a number or a 1-D array, received shape {zs.shape}")
+    if np.any(zs <= 0):
+        raise ValueError(f"z: expected positive values, received {zs[zs <= 0].ravel()[0]!r}")
+    out = np.sum(lam[None, :] / (lam[None, :] + zs.reshape(-1, 1)), axis=1)
+    return float(out[0]) if zs.ndim == 0 else out
+
+
+def abbas_effective_dimension(spectra, n, *, num_params: int | None = None,
+                              gamma: float = 1.0, normalized: bool = True):
+    """The effective dimension of Abbas et al. (2021), from Fisher spectra at sampled thetas.
+
+    Parameters
+    ----------
+    spectra : ndarray, shape (m_theta, P) or (P,), or a sequence of 1-D arrays
+        Eigenvalues of the per-input MEAN Fisher ``F(theta_j)`` at ``m_theta`` parameter draws
+        (uniform over the parameter space in the paper; a single trained ``theta`` gives the
+        local version). Arrays may be shorter than ``P`` (Gram route): the missing
+        eigenvalues are zeros and contribute nothing.
+    n : int or float, or ndarray of shape (q,)
+        Number of data samples ``n``; needs ``kappa = gamma n / (2 pi log n) > 1``.
+    num_params : int, optional
+        ``d = P``; default the common length of the spectra.
+    gamma : float in (0, 1]
+    normalized : bool
+        Return ``d_{gamma,n} / d`` (the "normalised effective dimension" of the paper's
+        figures) instead of ``d_{gamma,n}``.
+
+    Returns
+    -------
+    float, or ndarray of shape (q,) for an array ``n``.
+
+    Notes
+    -----
+    Abbas, Sutter, Zoufal, Lucchi, Figalli, Woerner (2021), "The power of quantum neural
+    networks", Nat. Comput. Sci., Eq. (2), with the normalised Fisher
+    ``F_hat(theta) = d F(theta) / E_theta[tr F(theta)]`` (so ``E_theta tr F_hat = d``) and
+    ``kappa = gamma n / (2 pi log n)``:
+
+    ``d_{gamma,n} = 2 log( E_theta[ sqrt(det(I_d + kappa F_hat(theta))) ] ) / log(kappa)``,
+
+    the expectation over ``theta`` estimated by the mean over the ``m_theta`` spectra (in
+    log-space: ``log E = logsumexp_j(r_j) - log m_theta`` with
+    ``r_j = 1/2 sum_i log1p(kappa d lambda_ij / mean_j tr F_j)``). For finite ``n`` the
+    value can slightly exceed ``d``; it tends to the rank-based dimension as ``n`` grows.
+    """
+    if isinstance(spectra, np.ndarray) and spectra.ndim == 2:
+        rows = [spectra[j] for j in range(spectra.shape[0])]
+    elif isinstance(spectra, np.ndarray) or np.isscalar(spectra):
+        rows = [spectra]
+    else:
+        rows = list(spectra)
+        if rows and np.ndim(rows[0]) == 0:  # a flat list of numbers is one spectrum
+            rows = [rows]
+    if not rows:
+        raise ValueError("spectra: expected at least one spectrum, received none")
+    lams = [_eigenvalues(r, f"spectra[{j}]") for j, r in enumerate(rows)]
+    longest = max(lam.shape[0] for lam in lams)
+    if num_params is None:
+        if any(lam.shape[0] != longest for lam in lams):
+            raise ValueError("num_params: spectra of different lengths need num_params = P "
+                             "(the missing eigenvalues are zeros)")
+        d = longest
+    else:
+        d = check_int(num_params, "num_params", 1)
+        if d < longest:
+            raise ValueError(f"num_params: expected at least the longest spectrum ({longest}), "
+                             f"received {d}")
+    gamma = check_nonnegative(gamma, "gamma")
+    if not 0.0 < gamma <= 1.0:
+        raise ValueError(f"gamma: expected a number in (0, 1], received {gamma!r}")
+    normalized = _check_bool(normalized, "normalized")
+    ns = as_float_array(n, "n")
+    if ns.ndim > 1:
+        raise ValueError(f"n: expected a number or a 1-D array, received shape {ns.shape}")
+    if np.any(ns <= 1):
+        raise ValueError(f"n: expected sample sizes > 1, received {ns[ns <= 1].ravel()[0]!r}")
+    kappa = gamma * ns / (2.0 * np.pi * np.log(ns))
+    if np.any(kappa <= 1):
+        bad = ns.ravel()[np.argmin(kappa.ravel() > 1)]
+        raise ValueError(f"n: the effective dimension needs gamma n / (2 pi log n) > 1 (its "
+                         f"log is the denominator); received n = {bad!r} with gamma = {gamma}")
+    mean_trace = np.mean([np.sum(lam) for lam in lams])
+    if not mean_trace > 0:
+        raise ValueError(f"spectra: expected a positive mean trace, received {mean_trace!r}")
+    kap = kappa.reshape(-1)
+    r = np.stack([0.5 * np.sum(np.log1p(kap[:, None] * d * lam[None, :] / mean_trace), axis=1)
+                  for lam in lams], axis=1)  # (q, m_theta)
+    dims = 2.0 * (logsumexp(r, axis=1) - np.log(len(lams))) / np.log(kap)
+    if normalized:
+        dims = dims / d
+    return float(dims[0]) if ns.ndim == 0 else dims
+
+
+class KarakidaStatistics(NamedTuple):
+    """Karakida, Akaho, Amari (2019) moments of a Fisher spectrum of dimension ``P``.
+
+    ``mean = tr F / P``, ``second_moment = tr F^2 / P``, ``max = lambda_max``.
+    """
+
+    mean: float
+    second_moment: float
+    max: float
+
+
+def karakida_statistics(eigenvalues, *, num_params: int | None = None) -> KarakidaStatistics:
+    """``(m1, m2, lambda_max) = (tr F / P, tr F^2 / P, max_i lambda_i)``.
+
+    ``P = num_params`` (default ``len(eigenvalues)``); implicit zeros lower the moments.
+    Karakida et al. (2019): for wide random networks ``m1 -> 0`` like ``1 / width`` while
+    ``lambda_max`` grows like the width, i.e. the spectrum is pathologically skewed.
+    """
+    lam = _eigenvalues(eigenvalues)
+    P = _dimension(lam, num_params)
+    return KarakidaStatistics(float(np.sum(lam) / P), float(np.sum(lam * lam) / P),
+                              float(np.max(lam)))
+
+
+def spectrum_statistics(eigenvalues, *, damping: float, num_params: int | None = None,
+                        z: float | None = None, rank_tol: float | None = None) -> dict:
+    """Every statistic of one spectrum, as a dict of floats.
+
+    Keys: ``num_params``, ``trace``, ``frobenius_norm``, ``rank``, ``rank_tol``,
+    ``near_zero_fraction`` (``1 - rank / P``), ``condition_number`` and ``logdet`` (of
+    ``M + damping I``), ``effective_dimension`` (at ``z``, default ``damping``), ``mean``,
+    ``second_moment``, ``max`` (Karakida). ``eigenvalues`` must be the complete spectrum,
+    up to ``num_params - len(eigenvalues)`` implicit zeros.
+    """
+    lam = _eigenvalues(eigenvalues)
+    P = _dimension(lam, num_params)
+    tol = default_rank_tolerance(lam, num_params=P) if rank_tol is None else rank_tol
+    rank = numerical_rank(lam, num_params=P, tol=tol)
+    kar = karakida_statistics(lam, num_params=P)
+    damping = check_nonnegative(damping, "damping")
+    return {
+        "num_params": P,
+        "trace": spectral_trace(lam),
+        "frobenius_norm": spectral_frobenius_norm(lam),
+        "rank": rank,
+        "rank_tol": float(tol),
+        "near_zero_fraction": 1.0 - rank / P,
+        "condition_number": damped_condition_number(lam, damping, num_params=P),
+        "logdet": damped_logdet(lam, damping, num_params=P),
+        "effective_dimension": effective_dimension(lam, damping if z is None else z),
+        "mean": kar.mean,
+        "second_moment": kar.second_moment,
+        "max": kar.max,
+    }
+
+
+# --- statistics of (net, theta, X) ---------------------------------------------------------
+def fisher_rao_norm(net, theta, X, y=None, curvature: str = "true", *, v=None,
+                    n_samples: int = 1, rng=None, reduction: str = "mean",
+                    squared: bool = True) -> float:
+    """The Fisher-Rao norm ``theta^T M(theta) theta`` (Liang et al. 2019), matrix-free.
+
+    Parameters
+    ----------
+    net : MLP
+    theta : ndarray, shape (P,)
+        Where the curvature is evaluated.
+    X : ndarray, shape (N, D)
+    y : targets (``curvature="empirical"`` or ``"hessian"``)
+    curvature : {"true", "empirical", "mc", "argmax", "ggn", "hessian"}
+    v : ndarray, shape (P,), optional
+        The vector of the quadratic form; default ``theta``.
+    n_samples, rng, reduction : as in :func:`curvature_spectrum`
+    squared : bool
+        Return ``||v||_fr^2 = v^T M v`` (default) or its square root.
+
+    Returns
+    -------
+    float
+
+    Notes
+    -----
+    ``v^T M v = c sum_n |E_n J_n v|^2`` with the seeds ``E_n`` of the curvature: one
+    forward-mode pass ``J v``, no ``P x P`` matrix. For the Hessian, one Hessian-vector
+    product. For bias-free ReLU networks with ``L`` weight layers, ``J_n theta = L f_n``
+    (Euler), so ``theta^T F theta = L^2 c sum_n E_{y~p}[<d log p / d f, f_n>^2]``.
+    """
+    check_choice(curvature, "curvature", CURVATURES)
+    squared = _check_bool(squared, "squared")
+    theta = net.check_theta(theta)
+    v = theta if v is None else net.check_theta(v, "v")
+    if curvature == "hessian":
+        q = float(v @ (hessian_operator(net, theta, X, y, reduction=reduction) @ v))
+    else:
+        theta, X, y, y_samples = _prepare(net, theta, X, y, curvature, n_samples, rng)
+        scale = _scale(reduction, X.shape[0])
+        cache = forward_cache(net, theta, X)
+        E = output_seeds(net, cache.outputs, curvature, y, y_samples)  # (N, K, C)
+        Jv = jvp_cached(net, cache, v[:, None])[:, :, 0]  # (N, C)
+        q = float(scale * np.sum(np.einsum("nkc,nc->nk", E, Jv) ** 2))
+    if squared:
+        return q
+    if q < 0:
+        raise ValueError(f"squared: the quadratic form is negative ({q!r}, an indefinite "
+                         "Hessian); use squared=True")
+    return float(np.sqrt(q))
+
+
+def curvature_statistics(net, theta, X, y=None, curvature: str = "true", *, damping: float,
+                         z: float | None = None, method: str = "auto", n_samples: int = 1,
+                         rng=None, reduction: str = "mean", chunk_size: int | None = None
+                         ) -> dict:
+    """:func:`spectrum_statistics` of the complete spectrum plus the Fisher-Rao norm.
+
+    The spectrum comes from :func:`curvature_spectrum` (``k=None``: Gram or dense route);
+    the dict adds ``fisher_rao_norm`` (``theta^T M theta``) and ``method`` (the route used).
+    """
+    check_choice(method, "method", SPECTRUM_METHODS)
+    if method == "lanczos":
+        raise ValueError("method: the statistics need the complete spectrum; use 'auto', "
+                         "'gram' or 'dense', received 'lanczos'")
+    values, info = curvature_spectrum(net, theta, X, y, curvature, method=method,
+                                      n_samples=n_samples, rng=rng, reduction=reduction,
+                                      chunk_size=chunk_size, return_info=True)
+    stats = spectrum_statistics(values, damping=damping, num_params=info.num_params, z=z)
+    stats["fisher_rao_norm"] = fisher_rao_norm(net, theta, X, y, curvature,
+                                               n_samples=n_samples, rng=rng,
+                                               reduction=reduction)
+    stats["method"] = info.method
+    return stats
