@@ -20,6 +20,16 @@ The merge is the minimiser of ``sum_i 1/2 (theta - theta_i)^T W_i (theta - theta
 
 with ``theta_bar`` the unweighted mean of the ``theta_i``: damping adds ``damping / M * I`` to
 every model's precision, so directions no model constrains fall back to the plain average.
+
+Models trained with the same Gaussian prior ``N(mu, alpha^{-1} I)`` (the penalty
+``alpha/2 |theta - mu|^2`` added to the *summed* NLL, i.e. weight decay) are MAP estimates with
+Laplace precisions ``W_i + alpha I``. Multiplying their Laplace posteriors and counting the prior
+once (``prior_precision=alpha``, ``prior_mean=mu``, default ``0``) gives
+
+``theta = (sum_i W_i + alpha I)^{-1} (sum_i (W_i + alpha I) theta_i - (M - 1) alpha mu)``,
+
+which for linear-Gaussian models (ridge regression) on disjoint data is exactly the joint ridge
+solution. ``alpha`` is on the scale of the summed Fishers ``N_i F_i``.
 ``curvature``: ``"isotropic"`` (``F_i = I``: the weighted average, the baseline), ``"diag"``
 (elementwise, Matena & Raffel's choice), ``"block"`` (exact per-layer blocks, one small solve
 per layer), ``"full"`` (the dense ``(P, P)`` solve).
@@ -127,21 +137,22 @@ def _compute_fisher(net, theta, X, y, curvature, fisher, n_samples, rng, chunk_s
     return block_diagonal(net, theta, X, y, fisher, **kwargs)
 
 
-def _solve_pd(A: np.ndarray, b: np.ndarray, damping: float, what: str) -> np.ndarray:
+def _solve_pd(A: np.ndarray, b: np.ndarray, shift: float, what: str) -> np.ndarray:
     try:
         chol = sla.cho_factor(A, lower=True, check_finite=False)
     except np.linalg.LinAlgError:
         chol = None
     if chol is None or not np.all(np.diag(chol[0]) > 0):
-        raise ValueError(f"damping: the summed precision {what} plus damping * I is not "
-                         f"positive definite (received damping={damping!r}); network Fishers "
-                         "are usually singular, pass damping > 0")
+        raise ValueError(f"damping: the summed precision {what} plus (prior_precision + "
+                         f"damping) * I = {shift!r} * I is not positive definite; network "
+                         "Fishers are usually singular, pass damping > 0")
     return sla.cho_solve(chol, b, check_finite=False)
 
 
 def fisher_merge(net, thetas, fishers=None, *, data=None, curvature: str = "diag",
                  fisher: str = "true", weights=None, damping: float = 0.0,
-                 n_samples: int = 1, rng=None, chunk_size: int | None = None) -> np.ndarray:
+                 prior_precision: float = 0.0, prior_mean=None, n_samples: int = 1,
+                 rng=None, chunk_size: int | None = None) -> np.ndarray:
     """Merge models by Fisher-weighted averaging.
 
     Parameters
@@ -166,6 +177,11 @@ def fisher_merge(net, thetas, fishers=None, *, data=None, curvature: str = "diag
     damping : float >= 0
         Adds ``damping / M * I`` to each model's precision (pulls unconstrained directions to
         the plain average). Needed when the summed precision is singular.
+    prior_precision : float >= 0
+        ``alpha`` of a Gaussian prior shared by the models' training (weight decay on the
+        summed NLL), counted once in the merged posterior (module docstring).
+    prior_mean : ndarray, shape (P,), optional
+        ``mu`` of that prior (default zero).
     n_samples, rng : Monte-Carlo labels (``fisher="mc"``)
     chunk_size : samples per chunk
 
@@ -175,8 +191,9 @@ def fisher_merge(net, thetas, fishers=None, *, data=None, curvature: str = "diag
 
     Notes
     -----
-    ``theta = (sum_i w_i F_i + damping I)^{-1} (sum_i w_i F_i theta_i + damping theta_bar)``;
-    the ``"diag"`` case is elementwise and ``"block"`` solves each layer's block separately.
+    ``theta = (sum_i w_i F_i + (alpha + damping) I)^{-1} (sum_i w_i F_i theta_i
+    + alpha (sum_i theta_i - (M - 1) mu) + damping theta_bar)``; the ``"diag"`` case is
+    elementwise and ``"block"`` solves each layer's block separately.
 
     Examples
     --------
@@ -194,6 +211,9 @@ def fisher_merge(net, thetas, fishers=None, *, data=None, curvature: str = "diag
     M, P = Th.shape
     w = _check_weights(weights, M)
     damping = check_nonnegative(damping, "damping")
+    alpha = check_nonnegative(prior_precision, "prior_precision")
+    mu = (np.zeros(P) if prior_mean is None
+          else as_float_array(prior_mean, "prior_mean", shape=(P,)))
     checked_data = None if data is None else _check_data(net, data, M)
     if w is None:
         w = (np.ones(M) if checked_data is None
@@ -203,6 +223,9 @@ def fisher_merge(net, thetas, fishers=None, *, data=None, curvature: str = "diag
         if fishers is not None:
             raise ValueError("fishers: isotropic merging uses no curvature; received fishers "
                              "with curvature='isotropic'")
+        if alpha != 0 or prior_mean is not None:
+            raise ValueError("prior_precision, prior_mean: isotropic merging uses no "
+                             "precisions; received a prior with curvature='isotropic'")
         return (w @ Th) / w.sum()
     if (fishers is None) == (checked_data is None):
         raise ValueError(f"fishers, data: expected exactly one of them for curvature="
@@ -217,7 +240,9 @@ def fisher_merge(net, thetas, fishers=None, *, data=None, curvature: str = "diag
         require_memory(2 * 8 * P * P, f"full Fisher merging: summed precision and one "
                        f"model's Fisher (2 x ({P}, {P}) float64)",
                        "curvature='block' (per-layer blocks) or curvature='diag'")
-    theta_bar = Th.mean(axis=0)
+    # the constant parts: (alpha + damping) I and alpha (sum theta_i - (M-1) mu) + damping theta_bar
+    shift = alpha + damping
+    base = alpha * (Th.sum(axis=0) - (M - 1) * mu) + damping * Th.mean(axis=0)
 
     def model_fisher(i):
         if fishers is not None:
@@ -227,7 +252,7 @@ def fisher_merge(net, thetas, fishers=None, *, data=None, curvature: str = "diag
                                chunk_size)
 
     if curvature == "diag":
-        prec, rhs = np.full(P, damping), damping * theta_bar
+        prec, rhs = np.full(P, shift), base.copy()
         for i in range(M):
             d = w[i] * model_fisher(i)
             prec += d
@@ -235,22 +260,23 @@ def fisher_merge(net, thetas, fishers=None, *, data=None, curvature: str = "diag
         if np.any(prec <= 0):
             bad = np.flatnonzero(prec <= 0)
             raise ValueError(f"damping: {bad.size} parameters (first: index {bad[0]}) have zero "
-                             f"summed Fisher and damping={damping!r}; pass damping > 0 to "
-                             "fall back to the plain average there")
+                             f"summed Fisher and damping={damping!r} (prior_precision="
+                             f"{alpha!r}); pass damping > 0 to fall back to the plain average "
+                             "there")
         return rhs / prec
     if curvature == "full":
-        prec, rhs = damping * np.eye(P), damping * theta_bar
+        prec, rhs = shift * np.eye(P), base.copy()
         for i in range(M):
             F = w[i] * model_fisher(i)
             prec += F
             rhs += F @ Th[i]
-        return _solve_pd(prec, rhs, damping, "matrix")
+        return _solve_pd(prec, rhs, shift, "matrix")
     slices = net.layer_param_slices()
-    precs = [damping * np.eye(s.stop - s.start) for s in slices]
-    rhss = [damping * theta_bar[s] for s in slices]
+    precs = [shift * np.eye(s.stop - s.start) for s in slices]
+    rhss = [base[s].copy() for s in slices]
     for i in range(M):
         for l, (B, s) in enumerate(zip(model_fisher(i), slices)):
             precs[l] += w[i] * B
             rhss[l] += w[i] * (B @ Th[i, s])
-    return np.concatenate([_solve_pd(A, b, damping, f"block of layer {l}")
+    return np.concatenate([_solve_pd(A, b, shift, f"block of layer {l}")
                            for l, (A, b) in enumerate(zip(precs, rhss))])

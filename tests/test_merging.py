@@ -57,6 +57,39 @@ def test_full_fisher_merging_of_linear_gaussian_models_is_joint_training():
     assert _rel(fisher_merge(net, thetas, data=parts, curvature="diag"), joint) > 1e-3
 
 
+def _ridge(net, X, y, alpha, mu):
+    """MAP of a linear-Gaussian model under the prior N(mu, alpha^-1 I) on the flat theta."""
+    N, D = X.shape
+    C = net.output_dim
+    Xt = np.hstack([X, np.ones((N, 1))])
+    # flat order: W (C, D) row-major, then b (C,); the Fisher is block diagonal over outputs
+    A = np.zeros((net.num_params,) * 2)
+    rhs = alpha * mu.copy()
+    for c in range(C):
+        idx = np.append(np.arange(c * D, (c + 1) * D), C * D + c)
+        A[np.ix_(idx, idx)] += Xt.T @ Xt / SIGMA**2
+        rhs[idx] += Xt.T @ y[:, c] / SIGMA**2
+    return np.linalg.solve(A + alpha * np.eye(net.num_params), rhs)
+
+
+@pytest.mark.parametrize("curvature", ["full", "block"])
+def test_merging_ridge_models_with_the_prior_counted_once_is_joint_ridge(curvature):
+    """Models trained with weight decay alpha/2 |theta - mu|^2 on the summed NLL: merging their
+    Laplace posteriors with the prior counted once is the joint MAP, exactly."""
+    net, _, parts, _ = _disjoint_linear_models()
+    alpha = 3.0
+    for mu in (np.zeros(net.num_params), np.linspace(-1, 1, net.num_params)):
+        thetas = [_ridge(net, X, y, alpha, mu) for X, y in parts]
+        joint = _ridge(net, np.vstack([X for X, _ in parts]), np.vstack([y for _, y in parts]),
+                       alpha, mu)
+        merged = fisher_merge(net, thetas, data=parts, curvature=curvature,
+                              prior_precision=alpha,
+                              prior_mean=None if not mu.any() else mu)
+        assert _rel(merged, joint) < 1e-10
+        # without the prior correction the merge is not the joint MAP
+        assert _rel(fisher_merge(net, thetas, data=parts, curvature=curvature), joint) > 1e-4
+
+
 def test_equal_fisher_weights_give_the_count_weighted_average():
     net, thetas, parts, _ = _disjoint_linear_models()
     F = minifim.true_fisher(net, thetas[0], parts[0][0])
@@ -183,6 +216,12 @@ def test_bad_input():
         fisher_merge(net, thetas, [np.ones(P)] * 2, weights=[-1.0, 1.0])
     with pytest.raises(ValueError, match="damping"):
         fisher_merge(net, thetas, [np.ones(P)] * 2, damping=-1.0)
+    with pytest.raises(ValueError, match="prior_precision"):
+        fisher_merge(net, thetas, [np.ones(P)] * 2, prior_precision=-1.0)
+    with pytest.raises(ValueError, match="prior_mean"):
+        fisher_merge(net, thetas, [np.ones(P)] * 2, prior_mean=np.ones(3))
+    with pytest.raises(ValueError, match="prior_precision"):
+        fisher_merge(net, thetas, curvature="isotropic", prior_precision=1.0)
     with pytest.raises(ValueError, match=r"fishers\[1\]: expected shape"):
         fisher_merge(net, thetas, [np.ones(P), np.ones(P - 1)])
     with pytest.raises(ValueError, match="non-negative"):
