@@ -70,8 +70,10 @@ def log_bins(spectra, bins: int = 40, *, floor: float | None = None) -> np.ndarr
         raise ValueError("spectra: no eigenvalue above the floor; nothing to bin")
     lo, hi = np.log10(min(lows)), np.log10(max(highs))
     if hi - lo < 1e-12:
-        lo, hi = lo - 0.5, hi + 0.5
-    return np.logspace(lo, hi, bins + 1)
+        return np.logspace(lo - 0.5, hi + 0.5, bins + 1)
+    edges = np.logspace(lo, hi, bins + 1)
+    edges[0], edges[-1] = min(lows), max(highs)  # exact, so the extremes are always counted
+    return edges
 
 
 def spectrum_histogram(eigenvalues, bins=40, *, num_params: int | None = None,
