@@ -157,3 +157,11 @@ def homogeneous_to_flat(out, inp):
             idx[o * inp + i] = o * (inp + 1) + i
         idx[out * inp + o] = o * (inp + 1) + inp
     return idx
+
+
+def get_case(name):
+    """The case in :data:`CASES` called ``name`` (e.g. ``"bernoulli-identity-3x1"``)."""
+    for c in CASES:
+        if c.name == name:
+            return c
+    raise KeyError(name)
