@@ -131,11 +131,17 @@ def curvature_factors(net, theta, X, y=None, fisher: str = "true", n_samples: in
     ``acts[l]: (n, in_l)`` layer inputs and ``Bs[l]: (n, K, out_l)`` backpropagated seeds of a
     chunk of ``n`` samples. The gradient of seed ``k`` of sample ``i`` has ``W_l`` block
     ``Bs[l][i, k] outer acts[l][i]`` and ``b_l`` block ``Bs[l][i, k]``; the (sum-reduced)
-    curvature is the sum over chunks, samples and seeds of its outer products.
+    curvature is the sum over chunks, samples and seeds of its outer products. Inputs are
+    validated when called (a generator is returned), not at the first iteration.
     """
     theta, X, y, y_samples = _prepare(net, theta, X, y, fisher, n_samples, rng)
-    N = X.shape[0]
     step = _chunk_size(net, _num_seeds(net, fisher, n_samples), chunk_size)
+    # inputs are validated (and Monte-Carlo labels drawn) now, not at the first iteration
+    return _iter_factors(net, theta, X, y, y_samples, fisher, step)
+
+
+def _iter_factors(net, theta, X, y, y_samples, fisher, step):
+    N = X.shape[0]
     for start in range(0, N, step):
         sl = slice(start, min(N, start + step))
         cache = forward_cache(net, theta, X[sl])
