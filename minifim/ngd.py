@@ -1,0 +1,414 @@
+"""Natural-gradient directions: exact damped solves with the curvature, by several routes.
+
+The direction (the oracle quantity) is
+
+    ``d = (M + damping I)^{-1} g``,   update ``theta <- theta - lr * d``,
+
+with ``g`` the gradient of the mean negative log-likelihood (:func:`minifim.gradient`, or a
+gradient passed in, e.g. one that includes a penalty) and ``M`` the MEAN curvature over the
+``N`` samples given (the convention of :mod:`minifim.curvature`), chosen by ``curvature``:
+
+=============  ===============================================================================
+``"true"``     exact Fisher ``1/N sum_n J_n^T Lambda_n J_n`` (NGD)
+``"empirical"`` empirical Fisher ``1/N sum_n s_n s_n^T`` at the data labels (EF-NGD)
+``"mc"``       Monte-Carlo Fisher, ``n_samples`` labels per input drawn with ``rng``
+``"ggn"``      generalised Gauss-Newton ``1/N sum_n J_n^T H_n J_n`` (equals ``"true"`` here)
+``"hessian"``  Hessian of the mean NLL: the damped Newton direction
+``"diag"``     exact diagonal of the ``fisher`` curvature (default the true Fisher)
+``"block"``    exact per-layer blocks of the ``fisher`` curvature
+``"kfac"``     K-FAC of the ``fisher`` curvature, inverted per layer
+=============  ===============================================================================
+
+Routes (``method``), all giving the same ``d`` to rounding (tested to 1e-10 relative):
+
+- ``"dense"``: the ``(P, P)`` matrix (memory-guarded), Cholesky of ``M + damping I`` and
+  ``cho_solve``; for ``"hessian"``, which may be indefinite, a symmetric ``LDL^T`` solve.
+  For ``"diag"``/``"block"``/``"kfac"`` it forms the approximation's dense matrix (a check route).
+- ``"woodbury"``: for ``M = 1/N U^T U`` with the factor ``U: (N K, P)`` of
+  :func:`minifim.curvature_factors` (``K = C`` for ``"true"``/``"ggn"``, ``n_samples`` for
+  ``"mc"``, ``1`` for ``"empirical"``), the push-through identity
+  ``d = (g - U^T (1/N U U^T + damping I)^{-1} (1/N U g)) / damping``. Neither ``U`` nor any
+  ``P x P`` matrix is formed: the Gram matrix is ``U U^T = sum_l (B_l B_l^T) * (a_l a_l^T + 1)``
+  from the per-layer factors (backpropagated seeds ``B_l``, layer inputs ``a_l``), and ``U g``,
+  ``U^T z`` are per-layer products. Cost ``O((N K)^2 sum_l width_l + (N K)^3)``, memory
+  ``O((N K)^2)``. Needs ``damping > 0``.
+- ``"cg"``: conjugate gradients (restarted GMRES(100) for the possibly indefinite
+  ``"hessian"``; MINRES stagnates near 1e-12 there) on the matrix-free
+  :func:`minifim.fisher_operator` / :func:`minifim.hessian_operator` plus ``damping I``, with up
+  to 5 restarts on the true residual, until ``|(M + damping I) d - g| <= tol |g|`` (default
+  ``tol = 1e-10``, ``maxiter = 10 P`` operator products); a run that does not reach ``tol``
+  raises ``RuntimeError`` (the attainable floor is about ``eps * cond``).
+- ``"structured"``: ``"diag"`` (elementwise), ``"block"`` (a Cholesky per layer), ``"kfac"``
+  (per layer through the Kronecker factors, :meth:`minifim.KFACFactors.solve`).
+- ``"auto"``: ``"structured"`` for ``diag``/``block``/``kfac``; otherwise ``"woodbury"`` when
+  ``N K < P`` and the ``(N K)^2`` Gram matrix fits the memory budget, else ``"dense"`` when
+  ``P x P`` fits, else ``"cg"``. With ``return_info=True`` the choice and the reason are
+  returned.
+
+An undamped singular system raises ``ValueError`` naming ``damping``: always when ``N K < P``
+(``rank M <= N K``), otherwise when the Cholesky factor's reciprocal condition number (LAPACK
+``dpocon``) is below ``P * eps``.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import scipy.linalg as sla
+from scipy.sparse.linalg import LinearOperator, cg, gmres
+
+from ._validation import (
+    as_float_array,
+    check_choice,
+    check_int,
+    check_nonnegative,
+    check_positive,
+)
+from .curvature import (
+    block_diagonal,
+    curvature_factors,
+    curvature_matrix,
+    fisher_diagonal,
+    hessian,
+)
+from .kfac import kfac
+from .memory import memory_budget, require_memory
+from .objective import gradient as _gradient
+from .operators import fisher_operator, hessian_operator
+
+__all__ = ["natural_gradient", "CURVATURES", "METHODS", "damped_solve"]
+
+FACTOR_CURVATURES = ("true", "empirical", "mc", "ggn")
+STRUCTURED = ("diag", "block", "kfac")
+CURVATURES = FACTOR_CURVATURES + ("hessian",) + STRUCTURED
+METHODS = ("auto", "dense", "woodbury", "cg", "structured")
+BASE_FISHERS = ("true", "empirical", "mc", "ggn")
+EPS = np.finfo(np.float64).eps
+_REFINEMENTS = 5  # restarts of CG/GMRES on the true residual (iterative refinement)
+_GMRES_RESTART = 100  # Krylov basis size of GMRES for the Hessian (memory 100 P floats)
+
+
+def _num_seeds(net, curvature: str, n_samples: int) -> int:
+    if curvature in ("true", "ggn"):
+        return net.output_dim
+    return n_samples if curvature == "mc" else 1
+
+
+def _singular(what: str, damping: float, detail: str) -> ValueError:
+    return ValueError(f"damping: the system ({what} + damping I) is singular to working "
+                      f"precision with damping = {damping!r} ({detail}); use damping > 0 "
+                      "(or a larger damping)")
+
+
+# --- dense solves -----------------------------------------------------------------------------
+def damped_solve(M, g, damping: float, *, what: str = "M", symmetric_indefinite: bool = False
+                 ) -> np.ndarray:
+    """``(M + damping I)^{-1} g`` for a dense symmetric ``M: (P, P)`` and ``g: (P,)``.
+
+    Cholesky (``scipy.linalg.cho_factor`` / ``cho_solve``) with a LAPACK ``dpocon`` condition
+    check; with ``symmetric_indefinite=True`` (a Hessian) a symmetric ``LDL^T`` solve whose
+    reciprocal condition number is checked the same way. A singular or not positive-definite
+    system raises ``ValueError`` naming ``damping``.
+    """
+    M = as_float_array(M, "M", ndim=2)
+    P = M.shape[0]
+    if M.shape != (P, P):
+        raise ValueError(f"M: expected a square matrix, received shape {M.shape}")
+    g = as_float_array(g, "g", ndim=1 if np.ndim(g) == 1 else 2)
+    if g.shape[0] != P:
+        raise ValueError(f"g: expected {P} rows to match M, received shape {g.shape}")
+    damping = check_nonnegative(damping, "damping")
+    A = M + damping * np.eye(P)
+    anorm = float(np.abs(A).sum(axis=0).max())
+    if symmetric_indefinite:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", sla.LinAlgWarning)
+            try:
+                return sla.solve(A, g, assume_a="sym")
+            except (sla.LinAlgError, sla.LinAlgWarning) as err:
+                raise _singular(what, damping, f"symmetric solve: {err}") from None
+    try:
+        c, lower = sla.cho_factor(A, lower=False, check_finite=False)
+    except sla.LinAlgError:
+        raise _singular(what, damping, "Cholesky failed: not positive definite") from None
+    rcond, _ = sla.lapack.dpocon(c, anorm, uplo="U")
+    if not rcond > P * EPS:
+        raise _singular(what, damping, f"reciprocal condition number {rcond:.3g} <= P eps")
+    return sla.cho_solve((c, lower), g, check_finite=False)
+
+
+def _dense_matrix(net, theta, X, y, curvature, fisher, n_samples, rng, kfac_bias):
+    """The dense ``(P, P)`` matrix ``M`` of ``curvature`` (memory-guarded by the callees)."""
+    if curvature in FACTOR_CURVATURES:
+        return curvature_matrix(net, theta, X, y, curvature, n_samples=n_samples, rng=rng)
+    if curvature == "hessian":
+        return hessian(net, theta, X, y)
+    P = net.num_params
+    require_memory(8 * P * P, f"dense {curvature} approximation (P, P) = ({P}, {P}) float64",
+                   "method='structured' (solves per layer or per coordinate)")
+    if curvature == "diag":
+        return np.diag(fisher_diagonal(net, theta, X, y, fisher, n_samples=n_samples, rng=rng))
+    if curvature == "block":
+        M = np.zeros((P, P))
+        blocks = block_diagonal(net, theta, X, y, fisher, n_samples=n_samples, rng=rng)
+        for sl, B in zip(net.layer_param_slices(), blocks):
+            M[sl, sl] = B
+        return M
+    return kfac(net, theta, X, y, fisher, bias=kfac_bias, n_samples=n_samples,
+                rng=rng).to_dense()
+
+
+# --- structured solves -----------------------------------------------------------------------
+def _structured(net, theta, X, y, g, damping, curvature, fisher, n_samples, rng, kfac_bias,
+                kfac_solve):
+    if curvature == "diag":
+        d = fisher_diagonal(net, theta, X, y, fisher, n_samples=n_samples, rng=rng) + damping
+        floor = net.num_params * EPS * max(float(np.max(np.abs(d))), np.finfo(float).tiny)
+        if np.any(d <= floor):
+            raise _singular("diag(M)", damping, f"{int(np.sum(d <= floor))} diagonal "
+                            "entries are zero")
+        return g / d
+    if curvature == "block":
+        out = np.empty_like(g)
+        blocks = block_diagonal(net, theta, X, y, fisher, n_samples=n_samples, rng=rng)
+        for l, (sl, B) in enumerate(zip(net.layer_param_slices(), blocks)):
+            out[sl] = damped_solve(B, g[sl], damping, what=f"block M_{l} of layer {l}")
+        return out
+    factors = kfac(net, theta, X, y, fisher, bias=kfac_bias, n_samples=n_samples, rng=rng)
+    if kfac_solve == "eigen" and damping == 0:
+        for l, (A, G) in enumerate(zip(factors.A, factors.G)):
+            for name, F in (("A", A), ("G", G)):
+                w = np.linalg.eigvalsh(F)
+                if not w[0] > F.shape[0] * EPS * max(w[-1], np.finfo(float).tiny):
+                    raise _singular(f"K-FAC factor {name}_{l} kron ...", damping,
+                                    f"smallest eigenvalue {w[0]:.3g}")
+    try:
+        return factors.solve(g, damping, method=kfac_solve)
+    except ValueError as err:
+        raise _singular("K-FAC", damping, str(err)) from None
+
+
+# --- Woodbury / push-through -----------------------------------------------------------------
+def _woodbury(net, theta, X, y, g, damping, curvature, n_samples, rng, chunk_size):
+    """Push-through solve on the per-layer factors (see the module docstring)."""
+    N = X.shape[0]
+    K = _num_seeds(net, curvature, n_samples)
+    NK = N * K
+    require_memory(3 * 8 * NK * NK, f"Woodbury Gram matrix (N K, N K) = ({NK}, {NK}) float64",
+                   "method='cg' (matrix-free conjugate gradients)")
+    if damping == 0:
+        raise _singular(f"{curvature} curvature", damping, "the Woodbury route divides by the "
+                        "damping")
+    acts = [[] for _ in net.shapes]
+    Bs = [[] for _ in net.shapes]
+    for a_chunk, B_chunk in curvature_factors(net, theta, X, y, curvature, n_samples, rng,
+                                              chunk_size):
+        for l in range(net.num_layers):
+            acts[l].append(a_chunk[l])
+            Bs[l].append(B_chunk[l])
+    acts = [np.concatenate(a) for a in acts]
+    Bs = [np.concatenate(b) for b in Bs]
+    gram = np.zeros((NK, NK))
+    Ug = np.zeros((N, K))
+    for (ws, bs), (o, i), a, B in zip(net.layer_slices, net.shapes, acts, Bs):
+        Bf = B.reshape(NK, o)
+        inner = a @ a.T + 1.0  # (N, N): <[a_n, 1], [a_m, 1]>
+        gram += (Bf @ Bf.T) * np.repeat(np.repeat(inner, K, axis=0), K, axis=1)
+        Ug += np.einsum("nko,no->nk", B, a @ g[ws].reshape(o, i).T + g[bs])
+    scale = 1.0 / N
+    gram *= scale
+    gram[np.diag_indices_from(gram)] += damping
+    try:
+        c = sla.cho_factor(gram, lower=False, check_finite=False)
+    except sla.LinAlgError:  # pragma: no cover - PSD + damping > 0
+        raise _singular("Gram matrix", damping, "Cholesky failed") from None
+    z = sla.cho_solve(c, scale * Ug.ravel(), check_finite=False).reshape(N, K)
+    Utz = np.empty_like(g)
+    for (ws, bs), a, B in zip(net.layer_slices, acts, Bs):
+        Bz = np.einsum("nko,nk->no", B, z)
+        Utz[ws] = (Bz.T @ a).ravel()
+        Utz[bs] = Bz.sum(axis=0)
+    return (g - Utz) / damping
+
+
+# --- conjugate gradients ---------------------------------------------------------------------
+def _cg(net, theta, X, y, g, damping, curvature, n_samples, rng, tol, maxiter):
+    P = net.num_params
+    if curvature == "hessian":
+        op = hessian_operator(net, theta, X, y)
+    else:
+        op = fisher_operator(net, theta, X, y, curvature, n_samples=n_samples, rng=rng)
+    A = LinearOperator((P, P), matvec=lambda v: op @ v + damping * v, dtype=np.float64)
+    maxiter = 10 * P if maxiter is None else check_int(maxiter, "maxiter", 1)
+    gnorm = float(np.linalg.norm(g))
+    if gnorm == 0:
+        return np.zeros_like(g), {"iterations": 0, "residual": 0.0}
+    count = [0]
+
+    def cb(_):
+        count[0] += 1
+
+    if curvature == "hessian":  # symmetric but possibly indefinite: restarted GMRES
+        restart = min(P, _GMRES_RESTART)
+
+        def solver(A, b, rtol, maxiter, callback):
+            return gmres(A, b, rtol=rtol, restart=restart, maxiter=max(1, maxiter // restart),
+                         callback=callback, callback_type="pr_norm")
+        solver.__name__ = "gmres"
+    else:
+        solver = cg
+    # the solvers stop on their recursively updated residual; refine on the true residual
+    d = np.zeros_like(g)
+    r = g.copy()
+    for _ in range(_REFINEMENTS):
+        rnorm = float(np.linalg.norm(r))
+        if rnorm <= tol * gnorm or count[0] >= maxiter:
+            break
+        e, _ = solver(A, r, rtol=min(0.5, tol * gnorm / rnorm), maxiter=maxiter - count[0],
+                      callback=cb)
+        d = d + e
+        r = g - A @ d
+    residual = float(np.linalg.norm(r) / gnorm)
+    if not residual <= tol:
+        raise RuntimeError(f"method='cg': {solver.__name__} stopped after {count[0]} "
+                           f"iterations at relative residual {residual:.3g} > tol = {tol:g} "
+                           f"(damping = {damping!r}); raise damping or maxiter, loosen tol, or "
+                           "use method='dense'/'woodbury'")
+    return d, {"iterations": count[0], "residual": residual}
+
+
+# --- route choice -----------------------------------------------------------------------------
+def _choose(net, N, curvature, n_samples):
+    P = net.num_params
+    budget = memory_budget()
+    if curvature in STRUCTURED:
+        return "structured", "diag/block/kfac are solved per coordinate or per layer"
+    if curvature in FACTOR_CURVATURES:
+        NK = N * _num_seeds(net, curvature, n_samples)
+        if NK < P and 3 * 8 * NK * NK <= budget:
+            return "woodbury", (f"N K = {NK} < P = {P}: the ({NK}, {NK}) Gram matrix is "
+                                "smaller than P x P")
+    if 8 * P * P <= budget:
+        return "dense", f"P x P = ({P}, {P}) fits the memory budget"
+    return "cg", f"P x P = ({P}, {P}) exceeds the memory budget"
+
+
+def natural_gradient(net, theta, X, y, damping: float = 1e-3, curvature: str = "true",
+                     method: str = "auto", *, fisher: str = "true", n_samples: int = 1,
+                     rng=None, grad=None, kfac_bias: str = "folded", kfac_solve: str = "eigen",
+                     tol: float = 1e-10, maxiter: int | None = None,
+                     chunk_size: int | None = None, return_info: bool = False):
+    """The damped natural-gradient direction ``(M + damping I)^{-1} g``, shape ``(P,)``.
+
+    Parameters
+    ----------
+    net : MLP
+    theta : ndarray, shape (P,)
+    X : ndarray, shape (N, D)
+    y : targets of the likelihood (``(N,)`` labels or ``(N, C)``); the gradient's labels
+    damping : float >= 0
+        Tikhonov damping ``lambda`` added to the mean curvature.
+    curvature : {"true", "empirical", "mc", "ggn", "hessian", "diag", "block", "kfac"}
+        ``M``; see the module docstring.
+    method : {"auto", "dense", "woodbury", "cg", "structured"}
+        The route; see the module docstring.
+    fisher : {"true", "empirical", "mc", "ggn"}
+        The curvature approximated by ``"diag"``, ``"block"`` and ``"kfac"``.
+    n_samples, rng : int, Generator or seed
+        Monte-Carlo labels for ``"mc"`` (or ``fisher="mc"``).
+    grad : ndarray, shape (P,), optional
+        The vector to precondition; default :func:`minifim.gradient` (mean NLL on ``X, y``).
+    kfac_bias : {"folded", "separate"}
+        Bias convention of ``"kfac"`` (see :mod:`minifim.kfac`).
+    kfac_solve : {"eigen", "factored"}
+        ``"eigen"``: the exact ``(G kron A + damping I)^{-1}`` per layer; ``"factored"``:
+        Martens & Grosse's factored Tikhonov damping with the pi-correction
+        (``method="structured"`` only).
+    tol, maxiter : float, int
+        Relative residual and iteration cap of ``method="cg"``.
+    chunk_size : int, optional
+        Samples per chunk when building factors.
+    return_info : bool
+        Also return a dict: ``"method"`` (the route used), ``"reason"``, ``"curvature"``,
+        ``"damping"``, ``"residual"`` (``|(M + damping I) d - g| / |g|`` where the route gives
+        it: ``"cg"``), ``"iterations"`` (``"cg"``).
+
+    Returns
+    -------
+    d : ndarray, shape (P,)
+    info : dict, only with ``return_info=True``
+
+    Notes
+    -----
+    ``d = (M + lambda I)^{-1} g``; the step is ``theta - lr d``. With ``curvature="true"``,
+    ``lr = 1`` and ``lambda -> 0`` a linear-Gaussian model lands on the least-squares solution
+    in one step (Gauss-Newton). The exact natural gradient is covariant under
+    ``theta = A phi``: ``d_theta = A d_phi`` (with the damping transformed accordingly).
+
+    Examples
+    --------
+    >>> import numpy as np, minifim
+    >>> net = minifim.MLP([3, 8, 2]); theta = net.init(0)
+    >>> X = np.random.default_rng(0).standard_normal((4, 3)); y = np.array([0, 1, 1, 0])
+    >>> d, info = minifim.natural_gradient(net, theta, X, y, 1e-2, return_info=True)
+    >>> info["method"], d.shape
+    ('woodbury', (50,))
+    >>> d2 = minifim.natural_gradient(net, theta, X, y, 1e-2, method="dense")
+    >>> bool(np.allclose(d, d2, rtol=1e-10, atol=0))
+    True
+    """
+    check_choice(curvature, "curvature", CURVATURES)
+    check_choice(method, "method", METHODS)
+    check_choice(fisher, "fisher", BASE_FISHERS)
+    check_choice(kfac_bias, "kfac_bias", ("folded", "separate"))
+    check_choice(kfac_solve, "kfac_solve", ("eigen", "factored"))
+    damping = check_nonnegative(damping, "damping")
+    n_samples = check_int(n_samples, "n_samples", 1)
+    tol = check_positive(tol, "tol")
+    theta = net.check_theta(theta)
+    X = net.check_inputs(X)
+    N, P = X.shape[0], net.num_params
+    y = net.check_targets(y, N)
+    mc = curvature == "mc" or (curvature in STRUCTURED and fisher == "mc")
+    if mc and rng is None:
+        raise TypeError("rng: the Monte-Carlo Fisher samples labels; pass a "
+                        "numpy.random.Generator or a seed, received None")
+    g = _gradient(net, theta, X, y) if grad is None else as_float_array(grad, "grad",
+                                                                        shape=(P,))
+    if method == "auto":
+        method, reason = _choose(net, N, curvature, n_samples)
+    else:
+        reason = "requested"
+    if method == "structured" and curvature not in STRUCTURED:
+        raise ValueError(f"method: 'structured' applies to curvature in {list(STRUCTURED)}, "
+                         f"received curvature={curvature!r}; use 'dense', 'woodbury' or 'cg'")
+    if method in ("woodbury", "cg") and curvature in STRUCTURED:
+        raise ValueError(f"method: {method!r} is not a route for curvature={curvature!r}; use "
+                         "'structured' (or 'dense' to check it)")
+    if method == "woodbury" and curvature == "hessian":
+        raise ValueError("method: 'woodbury' needs a curvature with a factor M = U^T U / N "
+                         f"(one of {list(FACTOR_CURVATURES)}), received curvature='hessian'; "
+                         "use 'dense' or 'cg'")
+    if method == "dense" and curvature == "kfac" and kfac_solve == "factored":
+        raise ValueError("kfac_solve: 'factored' damping is only implemented per layer; use "
+                         "method='structured' (or kfac_solve='eigen' with method='dense')")
+    if curvature in FACTOR_CURVATURES and damping == 0:
+        NK = N * _num_seeds(net, curvature, n_samples)
+        if NK < P:
+            raise _singular(f"{curvature} curvature", damping,
+                            f"rank M <= N K = {NK} < P = {P}")
+    info = {"method": method, "reason": reason, "curvature": curvature, "damping": damping}
+    if method == "dense":
+        M = _dense_matrix(net, theta, X, y, curvature, fisher, n_samples, rng, kfac_bias)
+        d = damped_solve(M, g, damping, what=f"{curvature} curvature",
+                         symmetric_indefinite=curvature == "hessian")
+    elif method == "woodbury":
+        d = _woodbury(net, theta, X, y, g, damping, curvature, n_samples, rng, chunk_size)
+    elif method == "cg":
+        d, extra = _cg(net, theta, X, y, g, damping, curvature, n_samples, rng, tol, maxiter)
+        info.update(extra, tol=tol)
+    else:
+        d = _structured(net, theta, X, y, g, damping, curvature, fisher, n_samples, rng,
+                        kfac_bias, kfac_solve)
+    return (d, info) if return_info else d
