@@ -69,6 +69,7 @@ from .spectrum import (
 
 # ngd and optimisers (issue 7)
 from . import optim
+from .ngd import natural_gradient
 from .optim import train
 
 # ewc (issue 8)
