@@ -194,7 +194,7 @@ def vjp_cached(net, cache: ForwardCache, U: np.ndarray) -> np.ndarray:
     for l in range(net.num_layers - 1, -1, -1):
         (out_l, in_l), (ws, bs) = net.shapes[l], net.layer_slices[l]
         a = cache.acts[l]
-        gW = np.matmul(delta.transpose(0, 2, 1), a[None])  # (m, out, in)
+        gW = np.matmul(np.ascontiguousarray(delta.transpose(0, 2, 1)), a[None])  # (m, out, in)
         out[ws] = gW.reshape(m, out_l * in_l).T
         out[bs] = delta.sum(axis=1).T
         if l > 0:
