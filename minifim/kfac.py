@@ -139,11 +139,11 @@ class KFACFactors:
         """
         damping = check_nonnegative(damping, "damping")
         check_choice(method, "method", ("eigen", "factored"))
+        if damping == 0 and any(_singular(F) for F in self.G + self.A):
+            raise ValueError("damping: the K-FAC factors are singular (numerically) and "
+                             "damping = 0; use damping > 0")
         if method == "eigen":
             eig = [(np.linalg.eigh(G), np.linalg.eigh(A)) for G, A in zip(self.G, self.A)]
-            if damping == 0 and any(g.min() * a.min() <= 0 for (g, _), (a, _) in eig):
-                raise ValueError("damping: the K-FAC factors are singular and damping = 0; "
-                                 "use damping > 0")
 
             def on_matrix(l, V):
                 (g, QG), (a, QA) = eig[l]
@@ -171,6 +171,12 @@ class KFACFactors:
             return np.linalg.solve(G + damping * np.eye(G.shape[0]), b)
 
         return self._apply(v, on_matrix_f, on_bias_f)
+
+
+def _singular(M: np.ndarray) -> bool:
+    """Numerically singular symmetric PSD factor: ``lambda_min <= dim * eps * lambda_max``."""
+    w = np.linalg.eigvalsh(M)
+    return bool(w[-1] <= 0 or w[0] <= M.shape[0] * np.finfo(np.float64).eps * w[-1])
 
 
 def _homogeneous_to_flat(o: int, i: int) -> np.ndarray:
