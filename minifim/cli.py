@@ -1,0 +1,280 @@
+"""The ``minifim`` command line: make fixtures, inspect them, check other libraries against them.
+
+::
+
+    minifim fixture list                                   # the built-in presets
+    minifim fixture make categorical-tanh -o F.npz         # one preset (or several, or --all)
+    minifim fixture make --spec my_spec.json -o F.npz      # a JSON spec (see make_fixture)
+    minifim fixture make linear-regression --trajectory sgd:steps=5,lr=0.1
+    minifim fixture show F.npz                             # manifest and arrays
+    minifim check F.npz candidate.npz                      # compare key by key
+    minifim check F.npz candidate.npz --layout jax --reduction sum --rtol 1e-6 --json
+    minifim check F.npz candidate.npz --diagnose my_fisher --mc-samples 10
+
+Exit status: 0 when every comparison passes, 1 when one fails, 2 for a usage or input error
+(a missing file, an invalid fixture, a bad option). ``python -m minifim`` is the same program.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+
+from ._version import __version__
+
+__all__ = ["main", "build_parser"]
+
+EPILOG_CHECK = """\
+Keys of the candidate are matched to the fixture's arrays by --map, then by exact name, then
+as a state-dict key ("0.weight"), then through common aliases (F, EF, H, grad, S, J, eigvals,
+...). A candidate key that matches nothing is a failure (use --map or --keys).
+
+layouts: pytorch  W0, b0, W1, b1, ... with W (out, in) row-major (minifim's own order)
+         in-out   W stored as (in, out) (x @ W code), then b, per layer
+         jax      jax.flatten_util.ravel_pytree of flax params: layers sorted by name,
+                  bias before kernel (in, out)
+"""
+
+
+def _add_common_tolerance(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rtol", type=float, default=1e-7,
+                   help="relative tolerance (default 1e-7); pass: |c - r| <= atol + rtol |r|")
+    p.add_argument("--atol", type=float, default=None,
+                   help="absolute tolerance (default: rtol * max|r| of each array)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``minifim`` program (every sub-command has ``--help``)."""
+    parser = argparse.ArgumentParser(
+        prog="minifim",
+        description="minifim: exact Fisher-information reference for small MLPs. Make "
+                    "versioned fixtures and check another library's arrays against them.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"minifim {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    fx = sub.add_parser("fixture", help="make, list and inspect fixtures",
+                        description="Make, list and inspect reference fixtures.")
+    fsub = fx.add_subparsers(dest="fixture_command", metavar="ACTION")
+    fsub.required = True
+
+    fsub.add_parser("list", help="list the built-in presets",
+                    description="List the built-in presets with their models.")
+
+    make = fsub.add_parser(
+        "make", help="make fixtures from presets or a JSON spec",
+        description="Make fixtures (.npz with an embedded JSON manifest) from built-in "
+                    "presets or a JSON spec. The same command gives a byte-identical file.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=textwrap.dedent("""\
+            JSON spec keys: sizes (required), activation, likelihood, sigma, num_samples,
+            seed, init (pytorch|normal), input_scale, labels (model|uniform), logit_scale,
+            damping, description, name, preset (a base preset to override), and optional
+            explicit theta, X, y (lists).
+            Trajectory: OPTIMISER:steps=K[,key=value...] with OPTIMISER a constructor of
+            minifim.optim, e.g. sgd:steps=5,lr=0.1 or adam:steps=10,lr=0.01."""))
+    make.add_argument("presets", nargs="*", metavar="PRESET",
+                      help="preset name(s); see `minifim fixture list`")
+    make.add_argument("--all", action="store_true", help="make every preset")
+    make.add_argument("--spec", metavar="FILE", help="a JSON spec file instead of a preset")
+    make.add_argument("-o", "--output", metavar="FILE.npz",
+                      help="output file (one fixture only; default NAME.npz in --out-dir)")
+    make.add_argument("--out-dir", metavar="DIR", default=".",
+                      help="folder for NAME.npz outputs (default: the current folder)")
+    make.add_argument("--trajectory", metavar="OPT:steps=K",
+                      help="also record K full-batch optimiser steps (per-step arrays)")
+
+    show = fsub.add_parser("show", help="print a fixture's manifest and arrays",
+                           description="Print a fixture's manifest and its arrays.")
+    show.add_argument("fixture", metavar="FIXTURE.npz")
+    show.add_argument("--json", action="store_true", help="print the manifest as JSON")
+
+    chk = sub.add_parser(
+        "check", help="compare a candidate .npz with a fixture",
+        description="Compare the arrays of CANDIDATE.npz with the fixture's, key by key: "
+                    "max abs error, max relative error, worst entry, pass/fail at the stated "
+                    "tolerance. Exits 1 if anything fails.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_CHECK)
+    chk.add_argument("fixture", metavar="FIXTURE.npz")
+    chk.add_argument("candidate", metavar="CANDIDATE.npz")
+    chk.add_argument("--map", action="append", default=[], metavar="CAND=FIXTURE",
+                     help="map a candidate key to a fixture array (repeatable)")
+    chk.add_argument("--keys", nargs="+", metavar="KEY",
+                     help="compare only these candidate keys")
+    chk.add_argument("--layout", choices=("pytorch", "in-out", "jax"), default="pytorch",
+                     help="parameter order of the candidate (default pytorch)")
+    chk.add_argument("--reduction", choices=("mean", "sum"), default="mean",
+                     help="the candidate's reduction over samples (default mean)")
+    _add_common_tolerance(chk)
+    chk.add_argument("--diagnose", nargs="*", metavar="KEY", default=None,
+                     help="say which Fisher variant the given candidate keys are (dense or "
+                          "diagonal); without KEY: every key compared with true_fisher or "
+                          "fisher_diagonal")
+    chk.add_argument("--mc-samples", type=int, metavar="K", default=None,
+                     help="the candidate is a Monte-Carlo Fisher with K labels per input: "
+                          "test its error against the exact sampling band")
+    chk.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def _parse_map(items) -> dict:
+    out = {}
+    for item in items:
+        cand, eq, ref = item.partition("=")
+        if not eq or not cand or not ref:
+            raise ValueError(f"--map: expected CANDIDATE_KEY=FIXTURE_KEY, received {item!r}")
+        out[cand] = ref
+    return out
+
+
+def _cmd_list(args, out) -> int:
+    from .fixtures import PRESETS, resolve_spec
+    from .model import MLP
+
+    rows = []
+    for name in PRESETS:
+        _, spec = resolve_spec(name)
+        net = MLP(spec["sizes"], spec["activation"], spec["likelihood"], spec["sigma"])
+        rows.append((name, f"{net.likelihood.name}/{net.activation.name}",
+                     "x".join(map(str, spec["sizes"])), str(net.num_params),
+                     str(spec["num_samples"]), spec["description"]))
+    headers = ("preset", "likelihood/act", "sizes", "P", "N", "description")
+    widths = [max(len(r[i]) for r in rows + [headers]) for i in range(5)]
+    for r in [headers] + rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5], file=out)
+    return 0
+
+
+def _cmd_make(args, out) -> int:
+    from .fixtures import PRESETS, make_fixture, save_fixture
+
+    if args.spec and (args.presets or args.all):
+        raise ValueError("give either PRESET names / --all or --spec, not both")
+    if args.spec:
+        path = Path(args.spec)
+        try:
+            spec = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"--spec: no such file {args.spec!r}") from None
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--spec {args.spec!r}: not valid JSON ({err})") from None
+        if not isinstance(spec, dict):
+            raise ValueError(f"--spec {args.spec!r}: expected a JSON object")
+        spec.setdefault("name", path.stem)
+        command = f"minifim fixture make --spec {path.name}"
+        jobs = [(spec, command)]
+    else:
+        names = list(PRESETS) if args.all else args.presets
+        if not names:
+            raise ValueError("fixture make: give PRESET name(s), --all or --spec FILE (see "
+                             "`minifim fixture list`)")
+        jobs = [(n, f"minifim fixture make {n}") for n in names]
+    if args.output and len(jobs) > 1:
+        raise ValueError("-o/--output names one file; with several presets use --out-dir")
+    if args.trajectory:
+        jobs = [(s, c + f" --trajectory {args.trajectory}") for s, c in jobs]
+    for spec, command in jobs:
+        fx = make_fixture(spec, trajectory=args.trajectory, command=command)
+        target = Path(args.output) if args.output else Path(args.out_dir) / f"{fx.name}.npz"
+        save_fixture(fx, target)
+        print(f"wrote {target}  ({fx.name}: {fx.net!r}, N={fx.N}, P={fx.P}, "
+              f"{len(fx.arrays)} arrays)", file=out)
+    return 0
+
+
+def _cmd_show(args, out) -> int:
+    from .fixtures import load_fixture
+
+    fx = load_fixture(args.fixture)
+    if args.json:
+        print(json.dumps(fx.manifest, indent=1), file=out)
+        return 0
+    m = fx.manifest
+    print(f"fixture   {args.fixture}", file=out)
+    print(f"name      {m['name']}: {m.get('description', '')}", file=out)
+    print(f"model     {fx.net!r}", file=out)
+    print(f"sizes     N = {fx.N}, P = {fx.P}; reduction {m['reduction']}; NGD damping "
+          f"{m['damping']:g}", file=out)
+    print(f"order     {', '.join(m['parameter_order'])}; W as (out, in) row-major", file=out)
+    print(f"made by   {m.get('command')} (minifim {m['minifim_version']}, schema "
+          f"{m['schema_version']})", file=out)
+    if m.get("trajectory"):
+        t = m["trajectory"]
+        print(f"trajectory {t['optimiser']} {t['options']} for {t['steps']} steps", file=out)
+    width = max(len(k) for k in fx.keys())
+    for key in fx.keys():
+        info = m["arrays"][key]
+        shape = "x".join(map(str, info["shape"])) or "()"
+        desc = info["description"]
+        print(f"  {key:<{width}}  {shape:<10} {desc[:90]}", file=out)
+    return 0
+
+
+def _cmd_check(args, out) -> int:
+    from .fixtures import load_fixture
+    from .oracle import ALIASES, check
+
+    fx = load_fixture(args.fixture)
+    cpath = Path(args.candidate)
+    if not cpath.is_file():
+        raise FileNotFoundError(f"candidate {args.candidate!r}: no such file")
+    try:
+        with np.load(cpath, allow_pickle=False) as npz:
+            if not hasattr(npz, "files"):
+                raise ValueError(f"candidate {args.candidate!r}: a single .npy array; save "
+                                 "named arrays with numpy.savez")
+            candidate = {k: npz[k] for k in npz.files}
+    except AttributeError:  # np.load of a .npy returns an ndarray (no context manager)
+        raise ValueError(f"candidate {args.candidate!r}: a single .npy array; save named "
+                         "arrays with numpy.savez") from None
+    except (OSError, ValueError) as err:
+        if "candidate" in str(err):
+            raise
+        raise ValueError(f"candidate {args.candidate!r}: cannot be read as an .npz file "
+                         f"without pickle ({err})") from None
+    mapping = _parse_map(args.map)
+    diag_keys = []
+    if args.diagnose is not None:
+        diag_keys = list(args.diagnose)
+        if not diag_keys:
+            for k in candidate:
+                ref = mapping.get(k) or (k if k in fx.arrays else ALIASES.get(k.lower()))
+                if ref in ("true_fisher", "fisher_diagonal"):
+                    diag_keys.append(k)
+            if not diag_keys:
+                raise ValueError("--diagnose: no candidate key maps to true_fisher or "
+                                 "fisher_diagonal; name the key(s) to diagnose")
+    if args.mc_samples is not None and args.diagnose is None:
+        raise ValueError("--mc-samples is used by --diagnose; add --diagnose [KEY]")
+    result = check(fx, candidate, mapping=mapping, layout=args.layout,
+                   reduction=args.reduction, rtol=args.rtol, atol=args.atol, keys=args.keys,
+                   diagnose_keys=diag_keys, mc_samples=args.mc_samples,
+                   candidate_label=str(cpath))
+    print(result.to_json() if args.json else result.table(), file=out)
+    return 0 if result.passed else 1
+
+
+def main(argv=None, out=None) -> int:
+    """Run the ``minifim`` program; returns the exit status (see the module docstring)."""
+    out = sys.stdout if out is None else out
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handlers = {"list": _cmd_list, "make": _cmd_make, "show": _cmd_show}
+    try:
+        if args.command == "fixture":
+            return handlers[args.fixture_command](args, out)
+        return _cmd_check(args, out)
+    except (ValueError, TypeError, KeyError, FileNotFoundError, FloatingPointError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"minifim: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
