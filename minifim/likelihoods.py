@@ -145,11 +145,23 @@ class Categorical(Likelihood):
         g[np.arange(g.shape[0]), y] += 1.0
         return g
 
+    @staticmethod
+    def _one_minus(p):
+        """``1 - p_c`` without cancellation: for the argmax class (the only one that can
+        exceed 1/2) it is the sum of the other probabilities (saturated logits: ``p_max``
+        rounds to 1 while ``1 - p_max`` is ~1e-22, not 0)."""
+        q = 1.0 - p
+        rows, top = np.arange(p.shape[0]), np.argmax(p, axis=1)
+        others = p.copy()
+        others[rows, top] = 0.0
+        q[rows, top] = others.sum(axis=1)
+        return q
+
     def fisher_outputs(self, F):
         p = self.mean(F)
         Lam = -p[:, :, None] * p[:, None, :]
         idx = np.arange(p.shape[1])
-        Lam[:, idx, idx] += p
+        Lam[:, idx, idx] = p * self._one_minus(p)
         return Lam
 
     def fisher_factor(self, F):
@@ -159,7 +171,7 @@ class Categorical(Likelihood):
         sqrt_p = np.exp(0.5 * logp)
         R = -sqrt_p[:, :, None] * p[:, None, :]
         idx = np.arange(F.shape[1])
-        R[:, idx, idx] += sqrt_p
+        R[:, idx, idx] = sqrt_p * self._one_minus(p)
         return R
 
     def hessian_outputs(self, F):
