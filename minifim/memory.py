@@ -13,6 +13,7 @@ or with a suffix ``K``, ``M``, ``G``), and by default half of the physical memor
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
 import threading
 
@@ -80,7 +81,8 @@ def memory_budget() -> int:
 
 
 def _check_budget(nbytes) -> int:
-    if isinstance(nbytes, bool) or not isinstance(nbytes, (int, float)) or nbytes <= 0:
+    if (isinstance(nbytes, bool) or not isinstance(nbytes, numbers.Real)
+            or not 1 <= nbytes < float("inf")):
         raise ValueError(f"nbytes: expected a positive number of bytes, received {nbytes!r}")
     return int(nbytes)
 
