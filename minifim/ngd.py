@@ -233,13 +233,21 @@ def _woodbury(net, theta, X, y, g, damping, curvature, n_samples, rng, chunk_siz
 
 
 # --- conjugate gradients ---------------------------------------------------------------------
-def _cg(net, theta, X, y, g, damping, curvature, n_samples, rng, tol, maxiter):
+def _cg(net, theta, X, y, g, damping, curvature, n_samples, rng, tol, maxiter, extra=None):
     P = net.num_params
     if curvature == "hessian":
         op = hessian_operator(net, theta, X, y)
     else:
         op = fisher_operator(net, theta, X, y, curvature, n_samples=n_samples, rng=rng)
-    A = LinearOperator((P, P), matvec=lambda v: op @ v + damping * v, dtype=np.float64)
+    if extra is None:
+        def matvec(v):
+            return op @ v + damping * v
+    else:
+        def matvec(v):
+            v = np.ravel(v)
+            return op @ v + damping * v + (extra @ v if isinstance(extra, np.ndarray)
+                                           else extra(v))
+    A = LinearOperator((P, P), matvec=matvec, dtype=np.float64)
     maxiter = 10 * P if maxiter is None else check_int(maxiter, "maxiter", 1)
     gnorm = float(np.linalg.norm(g))
     if gnorm == 0:
@@ -278,13 +286,31 @@ def _cg(net, theta, X, y, g, damping, curvature, n_samples, rng, tol, maxiter):
     return d, {"iterations": count[0], "residual": residual}
 
 
+def _check_extra(extra, P):
+    if extra is None or callable(extra):
+        return extra
+    M = as_float_array(extra, "extra_curvature", shape=(P, P))
+    return M
+
+
+def _materialise(fn, P):
+    require_memory(8 * P * P, f"dense extra_curvature (P, P) = ({P}, {P}) float64",
+                   "method='cg' (matrix-free)")
+    out = np.empty((P, P))
+    for j in range(P):
+        e = np.zeros(P)
+        e[j] = 1.0
+        out[:, j] = as_float_array(fn(e), "extra_curvature(v)", shape=(P,))
+    return 0.5 * (out + out.T)
+
+
 # --- route choice -----------------------------------------------------------------------------
-def _choose(net, N, curvature, n_samples):
+def _choose(net, N, curvature, n_samples, has_extra):
     P = net.num_params
     budget = memory_budget()
     if curvature in STRUCTURED:
         return "structured", "diag/block/kfac are solved per coordinate or per layer"
-    if curvature in FACTOR_CURVATURES:
+    if curvature in FACTOR_CURVATURES and not has_extra:
         NK = N * _num_seeds(net, curvature, n_samples)
         if NK < P and 3 * 8 * NK * NK <= budget:
             return "woodbury", (f"N K = {NK} < P = {P}: the ({NK}, {NK}) Gram matrix is "
@@ -298,7 +324,8 @@ def natural_gradient(net, theta, X, y, damping: float = 1e-3, curvature: str = "
                      method: str = "auto", *, fisher: str = "true", n_samples: int = 1,
                      rng=None, grad=None, kfac_bias: str = "folded", kfac_solve: str = "eigen",
                      tol: float = 1e-10, maxiter: int | None = None,
-                     chunk_size: int | None = None, return_info: bool = False):
+                     chunk_size: int | None = None, extra_curvature=None,
+                     return_info: bool = False):
     """The damped natural-gradient direction ``(M + damping I)^{-1} g``, shape ``(P,)``.
 
     Parameters
@@ -329,6 +356,10 @@ def natural_gradient(net, theta, X, y, damping: float = 1e-3, curvature: str = "
         Relative residual and iteration cap of ``method="cg"``.
     chunk_size : int, optional
         Samples per chunk when building factors.
+    extra_curvature : ndarray, shape (P, P), or callable ``v: (P,) -> (P,)``, optional
+        A symmetric matrix added to ``M`` (e.g. a penalty's Hessian divided by ``N``, as
+        :func:`minifim.optim.ngd` does); routes ``"dense"`` (a callable is materialised with
+        ``P`` products) and ``"cg"`` only; ``"auto"`` then picks between those two.
     return_info : bool
         Also return a dict: ``"method"`` (the route used), ``"reason"``, ``"curvature"``,
         ``"damping"``, ``"residual"`` (``|(M + damping I) d - g| / |g|`` where the route gives
@@ -377,7 +408,7 @@ def natural_gradient(net, theta, X, y, damping: float = 1e-3, curvature: str = "
     g = _gradient(net, theta, X, y) if grad is None else as_float_array(grad, "grad",
                                                                         shape=(P,))
     if method == "auto":
-        method, reason = _choose(net, N, curvature, n_samples)
+        method, reason = _choose(net, N, curvature, n_samples, extra_curvature is not None)
     else:
         reason = "requested"
     if method == "structured" and curvature not in STRUCTURED:
@@ -393,7 +424,11 @@ def natural_gradient(net, theta, X, y, damping: float = 1e-3, curvature: str = "
     if method == "dense" and curvature == "kfac" and kfac_solve == "factored":
         raise ValueError("kfac_solve: 'factored' damping is only implemented per layer; use "
                          "method='structured' (or kfac_solve='eigen' with method='dense')")
-    if curvature in FACTOR_CURVATURES and damping == 0:
+    extra = _check_extra(extra_curvature, P)
+    if extra is not None and method not in ("dense", "cg"):
+        raise ValueError(f"extra_curvature: supported by method='dense' and 'cg', received "
+                         f"method={method!r} (curvature={curvature!r})")
+    if curvature in FACTOR_CURVATURES and damping == 0 and extra is None:
         NK = N * _num_seeds(net, curvature, n_samples)
         if NK < P:
             raise _singular(f"{curvature} curvature", damping,
@@ -401,13 +436,16 @@ def natural_gradient(net, theta, X, y, damping: float = 1e-3, curvature: str = "
     info = {"method": method, "reason": reason, "curvature": curvature, "damping": damping}
     if method == "dense":
         M = _dense_matrix(net, theta, X, y, curvature, fisher, n_samples, rng, kfac_bias)
+        if extra is not None:
+            M = M + (extra if isinstance(extra, np.ndarray) else _materialise(extra, P))
         d = damped_solve(M, g, damping, what=f"{curvature} curvature",
                          symmetric_indefinite=curvature == "hessian")
     elif method == "woodbury":
         d = _woodbury(net, theta, X, y, g, damping, curvature, n_samples, rng, chunk_size)
     elif method == "cg":
-        d, extra = _cg(net, theta, X, y, g, damping, curvature, n_samples, rng, tol, maxiter)
-        info.update(extra, tol=tol)
+        d, stats = _cg(net, theta, X, y, g, damping, curvature, n_samples, rng, tol, maxiter,
+                       extra)
+        info.update(stats, tol=tol)
     else:
         d = _structured(net, theta, X, y, g, damping, curvature, fisher, n_samples, rng,
                         kfac_bias, kfac_solve)

@@ -22,9 +22,12 @@ In the style of JAX's ``example_libraries.optimizers``, every optimiser construc
   mutation, ``update`` returns a new dict, and each state can be stored (``numpy.savez``) and
   compared step by step with another library's. ``state["theta"]`` holds the parameters.
 - Invariant (tested): ``get_params(init(theta)) == theta`` bit for bit (a copy, not a view).
-- Randomness (``ngd(curvature="mc")``) is drawn from ``numpy.random.default_rng([seed, step])``:
-  a replay of ``update`` from a stored state gives the same result.
+- Randomness (``ngd(curvature="mc")``, ``kfac(fisher="mc")``) is drawn from
+  ``numpy.random.default_rng([seed, step])``: a replay of ``update`` from a stored state
+  gives the same result.
 - Learning rates are a float or a schedule ``step -> float``.
+- Curvature optimisers use the MEAN curvature of the NLL on the step's batch (the convention
+  of :mod:`minifim.curvature`), so ``lr = 1`` with no damping is a full Gauss-Newton step.
 
 Objective
 ---------
@@ -36,6 +39,13 @@ i.e. the mean negative log-likelihood of :func:`minifim.loss` plus the penalty d
 size of the whole training set: a penalty object lives on the scale of the SUMMED negative
 log-likelihood (the EWC convention: ``N * objective = sum NLL + penalty`` on the full batch).
 A penalty is any object with ``penalty(theta) -> float`` and ``grad(theta) -> (P,)``.
+
+How the penalty enters each optimiser: always through ``grad`` (the gradient of the whole
+objective). A penalty that also has ``hessian_matvec(v) -> (P,)`` (its Hessian times ``v``,
+e.g. :class:`minifim.EWC`) adds ``Hessian / N`` to the curvature of :func:`ngd` and
+:func:`gauss_newton` (dense or conjugate-gradient route; not for the diagonal, block or K-FAC
+curvatures) and to the quadratic model of :func:`kfac`'s damping adaptation; it is never
+folded into K-FAC's Kronecker factors.
 """
 
 from __future__ import annotations
@@ -50,11 +60,15 @@ import numpy as np
 from ._validation import (
     as_float_array,
     as_generator,
+    check_choice,
     check_int,
     check_nonnegative,
     check_positive,
 )
+from .kfac import kfac as _kfac_factors
+from .ngd import BASE_FISHERS, CURVATURES, METHODS, natural_gradient
 from .objective import loss_and_gradient
+from .operators import fisher_operator
 
 __all__ = [
     "Optimizer",
@@ -64,6 +78,9 @@ __all__ = [
     "sgd",
     "momentum",
     "adam",
+    "ngd",
+    "gauss_newton",
+    "kfac",
     "train",
 ]
 
@@ -249,6 +266,285 @@ def adam(lr=1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Opti
         v_hat = v / (1 - b2 ** t)
         return {"theta": state["theta"] - lr(step) * m_hat / (np.sqrt(v_hat) + eps),
                 "m": m, "v": v}
+
+    return Optimizer(init, update, _get_params)
+
+
+# --- curvature optimisers --------------------------------------------------------------------
+def _penalty_hvp(batch):
+    """``v -> penalty Hessian v / N`` when the penalty exposes ``hessian_matvec``, else None."""
+    pen = getattr(batch, "penalty", None)
+    fn = getattr(pen, "hessian_matvec", None)
+    if not callable(fn):
+        return None
+    scale = batch.scale
+    return lambda v: scale * np.asarray(fn(v), dtype=np.float64)
+
+
+def _check_batch(batch, who: str) -> Batch:
+    if not isinstance(batch, Batch):
+        raise TypeError(f"batch: {who} builds its curvature from the batch; expected a "
+                        f"minifim.optim.Batch(net, X, y, penalty, n_total), received "
+                        f"{type(batch).__name__}")
+    return batch
+
+
+def ngd(lr=1.0, damping: float = 1e-3, curvature: str = "true", method: str = "auto", *,
+        fisher: str = "true", n_samples: int = 1, seed: int = 0, kfac_bias: str = "folded",
+        kfac_solve: str = "eigen", tol: float = 1e-10, penalty_curvature: bool = True
+        ) -> Optimizer:
+    """Natural gradient descent ``theta <- theta - lr (M + damping I)^{-1} grad``.
+
+    Parameters
+    ----------
+    lr : float or callable ``step -> float``
+    damping : float >= 0
+    curvature, method, fisher, n_samples, kfac_bias, kfac_solve, tol
+        As in :func:`minifim.natural_gradient`; ``M`` is the MEAN curvature of the NLL on the
+        step's batch at the current parameters.
+    seed : int
+        Monte-Carlo labels (``"mc"``) of step ``t`` come from ``default_rng([seed, t])``.
+    penalty_curvature : bool
+        When the batch's penalty has ``hessian_matvec(v)`` (e.g. :class:`minifim.EWC`), add
+        its Hessian divided by ``N`` to ``M`` (routes ``"dense"``/``"cg"``; ``"auto"`` picks
+        one of them). Ignored for ``"diag"``, ``"block"`` and ``"kfac"``.
+
+    Returns
+    -------
+    Optimizer
+        State ``{"theta": (P,), "direction": (P,)}``, ``direction`` the last ``d`` (zeros at
+        ``init``).
+
+    Notes
+    -----
+    ``grad`` (from the caller) is the gradient of the whole objective, penalty included: the
+    penalty always enters the direction through the gradient, and through the curvature only
+    as described under ``penalty_curvature``.
+    """
+    lr = _schedule(lr)
+    damping = check_nonnegative(damping, "damping")
+    check_choice(curvature, "curvature", CURVATURES)
+    check_choice(method, "method", METHODS)
+    check_choice(fisher, "fisher", BASE_FISHERS)
+    n_samples = check_int(n_samples, "n_samples", 1)
+    seed = check_int(seed, "seed", 0)
+    structured = curvature in ("diag", "block", "kfac")
+
+    def init(theta):
+        theta = _init_params(theta)
+        return {"theta": theta, "direction": np.zeros_like(theta)}
+
+    def update(step, grad, state, batch):
+        batch = _check_batch(batch, "ngd")
+        g = _check_grad(grad, state)
+        extra = None if (structured or not penalty_curvature) else _penalty_hvp(batch)
+        mc = curvature == "mc" or (structured and fisher == "mc")
+        rng = np.random.default_rng([seed, check_int(step, "step", 0)]) if mc else None
+        d = natural_gradient(batch.net, state["theta"], batch.X, batch.y, damping, curvature,
+                             method, fisher=fisher, n_samples=n_samples, rng=rng, grad=g,
+                             kfac_bias=kfac_bias, kfac_solve=kfac_solve, tol=tol,
+                             extra_curvature=extra)
+        return {"theta": state["theta"] - lr(step) * d, "direction": d}
+
+    return Optimizer(init, update, _get_params)
+
+
+def gauss_newton(lr=1.0, damping: float = 0.0, method: str = "auto", *, tol: float = 1e-10,
+                 penalty_curvature: bool = True) -> Optimizer:
+    """(Damped) Gauss-Newton: ``theta <- theta - lr (G + damping I)^{-1} grad``.
+
+    ``G`` is the generalised Gauss-Newton matrix of the mean NLL on the batch (equal to the
+    true Fisher for the canonical links here). Undamped by default: a singular ``G`` (e.g.
+    ``N C < P``) raises ``ValueError`` naming the damping. With ``lr = 1`` and no damping,
+    one step solves a linear least-squares problem exactly. Same state and penalty handling
+    as :func:`ngd` (``curvature="ggn"``).
+    """
+    return ngd(lr, damping, "ggn", method, tol=tol, penalty_curvature=penalty_curvature)
+
+
+_DAMPING_RANGE = (1e-12, 1e12)
+
+
+def _kfac_inverses(A, G, damping, bias, solve):
+    """Preconditioner arrays of one layer from its factors (see :func:`kfac`)."""
+    if solve == "eigen":
+        eA, QA = np.linalg.eigh(A)
+        eG, QG = np.linalg.eigh(G)
+        return {"QA": QA, "eA": eA, "QG": QG, "eG": eG}
+    sq = np.sqrt(damping)
+    ta, tg = np.trace(A) / A.shape[0], np.trace(G) / G.shape[0]
+    pi = np.sqrt(ta / tg) if ta > 0 and tg > 0 else 1.0
+    out = {"Ainv": np.linalg.inv(A + pi * sq * np.eye(A.shape[0])),
+           "Ginv": np.linalg.inv(G + sq / pi * np.eye(G.shape[0])),
+           "pi": np.asarray(pi, dtype=np.float64)}
+    if bias == "separate":
+        out["Gbinv"] = np.linalg.inv(G + damping * np.eye(G.shape[0]))
+    return out
+
+
+def _kfac_direction(net, g, state, damping, bias, solve):
+    """Apply the stored per-layer preconditioner to ``g: (P,)``."""
+    d = np.empty_like(g)
+    for l, ((o, i), (ws, bs)) in enumerate(zip(net.shapes, net.layer_slices)):
+        V, vb = g[ws].reshape(o, i), g[bs]
+        if bias == "folded":
+            V = np.concatenate([V, vb[:, None]], axis=1)
+        if solve == "eigen":
+            QA, eA, QG, eG = (state[f"{k}{l}"] for k in ("QA", "eA", "QG", "eG"))
+            D = QG @ ((QG.T @ V @ QA) / (np.outer(eG, eA) + damping)) @ QA.T
+            db = None if bias == "folded" else QG @ ((QG.T @ vb) / (eG + damping))
+        else:
+            D = state[f"Ginv{l}"] @ V @ state[f"Ainv{l}"]
+            db = None if bias == "folded" else state[f"Gbinv{l}"] @ vb
+        if bias == "folded":
+            D, db = D[:, :i], D[:, i]
+        d[ws] = D.ravel()
+        d[bs] = db
+    return d
+
+
+def kfac(net, lr=0.1, damping: float = 1e-3, decay: float = 0.95, inverse_period: int = 20, *,
+         fisher: str = "true", bias: str = "folded", solve: str = "factored",
+         n_samples: int = 1, seed: int = 0, adapt_damping: bool = False, lm_period: int = 5,
+         lm_omega: float | None = None) -> Optimizer:
+    """K-FAC (Martens & Grosse 2015) with explicit state.
+
+    Parameters
+    ----------
+    net : MLP
+        The model; it sizes the Kronecker factors in the state (so that ``init`` returns every
+        entry with its final shape, and a run can be stored step by step).
+    lr : float or callable ``step -> float``
+        Step size (fixed or scheduled; Martens & Grosse's automatic rescaling and momentum
+        are not implemented).
+    damping : float > 0
+        Initial Tikhonov damping ``lambda``.
+    decay : float in [0, 1)
+        Running averages ``A <- eps_t A + (1 - eps_t) A_batch`` (same for ``G``) with
+        ``eps_t = min(1 - 1/(t + 1), decay)`` at step ``t = 0, 1, ...``: the first step takes
+        the batch factors, then a running mean until ``1 - 1/(t + 1)`` reaches ``decay``
+        (Martens & Grosse, sec. 5, ``decay = 0.95``); ``decay = 0`` uses the batch factors.
+    inverse_period : int >= 1
+        The preconditioner (inverses or eigendecompositions of the averaged factors) is
+        recomputed at steps ``t`` with ``t % inverse_period == 0`` (``T_3`` of the paper) and
+        kept in the state in between.
+    fisher : {"true", "empirical", "mc"}
+        Factors of the exact Fisher (expectation over the model's labels), the empirical one,
+        or the Monte-Carlo one with ``n_samples`` labels from ``default_rng([seed, t])``
+        (the paper samples one label per input).
+    bias : {"folded", "separate"}
+        Bias in homogeneous coordinates of ``A`` (the paper) or a separate ``G`` block.
+    solve : {"factored", "eigen"}
+        ``"factored"`` (the paper): ``(G + sqrt(lambda)/pi I)^{-1} V (A + pi sqrt(lambda)
+        I)^{-1}`` with ``pi = sqrt((tr A / dim A) / (tr G / dim G))``, a separate bias block
+        solved with ``G + lambda I``; the inverses use the damping of the step they were
+        computed at. ``"eigen"``: the exact ``(G kron A + lambda I)^{-1}`` through stored
+        eigendecompositions, with the current damping.
+    adapt_damping : bool
+        Levenberg-Marquardt adaptation (the paper's sec. 6.5): at steps with
+        ``t % lm_period == 0``, the reduction ratio ``rho = (h(theta + delta) - h(theta)) /
+        (grad^T delta + 1/2 delta^T F delta)`` of the step ``delta`` on the step's batch, with
+        ``h`` the objective and ``F`` the exact true Fisher of the batch (plus the penalty's
+        Hessian / N when it has ``hessian_matvec``); ``rho > 3/4``: ``lambda <- omega lambda``;
+        ``rho < 1/4``: ``lambda <- lambda / omega``; ``omega = (19/20)^lm_period`` unless
+        ``lm_omega`` is given. The new damping applies from the next step (with
+        ``solve="factored"``: from the next recomputation of the inverses). Clipped to
+        ``[1e-12, 1e12]``.
+
+    Returns
+    -------
+    Optimizer
+        State (every entry a float64 array with a fixed shape): ``"theta": (P,)``,
+        ``"direction": (P,)`` (last preconditioned gradient; the step is ``-lr direction``),
+        ``"damping": ()`` (current lambda), ``"rho": ()`` (last reduction ratio, NaN when not
+        computed), per layer ``l``: ``"A{l}"``, ``"G{l}"`` (running averages, zero at
+        ``init``) and the preconditioner: ``"Ainv{l}"``, ``"Ginv{l}"``, ``"pi{l}"`` (and
+        ``"Gbinv{l}"`` with a separate bias) for ``"factored"``; ``"QA{l}"``, ``"eA{l}"``,
+        ``"QG{l}"``, ``"eG{l}"`` for ``"eigen"``.
+
+    Notes
+    -----
+    Factors follow :mod:`minifim.kfac` (``A`` mean of ``a~ a~^T``, ``G`` the mean over samples
+    of the seed outer products, i.e. the mean-NLL curvature). The penalty enters the direction
+    through ``grad`` only; its curvature is not added to the factors.
+    """
+    lr = _schedule(lr)
+    damping0 = check_positive(damping, "damping")
+    decay = check_nonnegative(decay, "decay")
+    if decay >= 1:
+        raise ValueError(f"decay: expected a number in [0, 1), received {decay!r}")
+    inverse_period = check_int(inverse_period, "inverse_period", 1)
+    check_choice(fisher, "fisher", ("true", "empirical", "mc"))
+    check_choice(bias, "bias", ("folded", "separate"))
+    check_choice(solve, "solve", ("factored", "eigen"))
+    n_samples = check_int(n_samples, "n_samples", 1)
+    seed = check_int(seed, "seed", 0)
+    lm_period = check_int(lm_period, "lm_period", 1)
+    omega = (19 / 20) ** lm_period if lm_omega is None else check_positive(lm_omega, "lm_omega")
+    if not omega < 1:
+        raise ValueError(f"lm_omega: expected a number in (0, 1), received {omega!r}")
+    if not hasattr(net, "shapes") or not hasattr(net, "layer_slices"):
+        raise TypeError(f"net: expected a minifim.MLP, received {type(net).__name__}")
+    extra = 1 if bias == "folded" else 0
+
+    def init(theta):
+        theta = net.check_theta(_init_params(theta))
+        state = {"theta": theta, "direction": np.zeros_like(theta),
+                 "damping": np.asarray(damping0), "rho": np.asarray(np.nan)}
+        for l, (o, i) in enumerate(net.shapes):
+            ia = i + extra
+            state[f"A{l}"] = np.zeros((ia, ia))
+            state[f"G{l}"] = np.zeros((o, o))
+            if solve == "eigen":
+                state.update({f"QA{l}": np.eye(ia), f"eA{l}": np.zeros(ia),
+                              f"QG{l}": np.eye(o), f"eG{l}": np.zeros(o)})
+            else:
+                state.update({f"Ainv{l}": np.zeros((ia, ia)), f"Ginv{l}": np.zeros((o, o)),
+                              f"pi{l}": np.asarray(1.0)})
+                if bias == "separate":
+                    state[f"Gbinv{l}"] = np.zeros((o, o))
+        return state
+
+    def update(step, grad, state, batch):
+        batch = _check_batch(batch, "kfac")
+        step = check_int(step, "step", 0)
+        g = _check_grad(grad, state)
+        theta = state["theta"]
+        lam = float(state["damping"])
+        rng = np.random.default_rng([seed, step]) if fisher == "mc" else None
+        y_f = batch.y if fisher == "empirical" else None
+        fac = _kfac_factors(batch.net, theta, batch.X, y_f, fisher, bias=bias,
+                            n_samples=n_samples, rng=rng)
+        eps = min(1.0 - 1.0 / (step + 1), decay)
+        new = dict(state)
+        for l in range(net.num_layers):
+            new[f"A{l}"] = eps * state[f"A{l}"] + (1 - eps) * fac.A[l]
+            new[f"G{l}"] = eps * state[f"G{l}"] + (1 - eps) * fac.G[l]
+        if step % inverse_period == 0:
+            for l in range(net.num_layers):
+                parts = _kfac_inverses(new[f"A{l}"], new[f"G{l}"], lam, bias, solve)
+                new.update({f"{k}{l}": v for k, v in parts.items()})
+        d = _kfac_direction(net, g, new, lam, bias, solve)
+        delta = -lr(step) * d
+        new["theta"] = theta + delta
+        new["direction"] = d
+        new["rho"] = np.asarray(np.nan)
+        if adapt_damping and step % lm_period == 0:
+            h0 = objective(batch, theta)
+            h1 = objective(batch, new["theta"])
+            Fd = fisher_operator(batch.net, theta, batch.X) @ delta
+            hvp = _penalty_hvp(batch)
+            if hvp is not None:
+                Fd = Fd + hvp(delta)
+            model = float(g @ delta + 0.5 * delta @ Fd)
+            rho = (h1 - h0) / model if model < 0 else -np.inf
+            if rho > 0.75:
+                lam *= omega
+            elif rho < 0.25:
+                lam /= omega
+            new["rho"] = np.asarray(rho)
+            new["damping"] = np.asarray(float(np.clip(lam, *_DAMPING_RANGE)))
+        return new
 
     return Optimizer(init, update, _get_params)
 

@@ -31,8 +31,8 @@ class QuadPenalty:
     def grad(self, theta):
         return self.lam * (theta - self.c)
 
-    def hessian(self, theta):
-        return self.lam * np.eye(theta.size)
+    def hessian_matvec(self, v):
+        return self.lam * np.asarray(v)
 
 
 FIRST_ORDER = {"sgd": lambda: optim.sgd(0.1), "momentum": lambda: optim.momentum(0.1, 0.9),
@@ -213,3 +213,210 @@ def test_train_bad_input(linreg):
         update(0, np.ones(3), init(np.zeros(4)), None)
     with pytest.raises(TypeError, match="state"):
         get(np.zeros(4))
+
+
+# --- curvature optimisers ----------------------------------------------------------------------
+@pytest.fixture
+def clf():
+    rng = np.random.default_rng(8)
+    net = minifim.MLP([3, 5, 3], activation="tanh", likelihood="categorical")
+    X = rng.standard_normal((20, 3))
+    y = rng.integers(0, 3, 20)
+    return net, net.init(rng), X, y
+
+
+def _curvature_optimizers(net):
+    return {"ngd": optim.ngd(0.5, 1e-2), "gauss_newton": optim.gauss_newton(0.5, 0.1),
+            "kfac": optim.kfac(net, 0.2, 0.1), "kfac-eigen-separate":
+            optim.kfac(net, 0.2, 0.1, solve="eigen", bias="separate", adapt_damping=True)}
+
+
+def test_curvature_optimizers_get_params_of_init(clf):
+    net, theta, _, _ = clf
+    for init, _, get in _curvature_optimizers(net).values():
+        state = init(theta)
+        assert np.array_equal(get(state), theta) and not np.shares_memory(get(state), theta)
+        assert all(isinstance(v, np.ndarray) and v.dtype == np.float64 for v in state.values())
+
+
+def test_curvature_optimizer_states_keep_keys_and_shapes(clf):
+    """Every state entry keeps its shape across steps (storable step by step)."""
+    net, theta, X, y = clf
+    batch = optim.Batch(net, X, y, None, len(X))
+    for name, (init, update, get) in _curvature_optimizers(net).items():
+        s0 = init(theta)
+        s = s0
+        for i in range(3):
+            s = update(i, optim.objective_and_gradient(batch, get(s))[1], s, batch)
+        assert set(s) == set(s0), name
+        assert all(s[k].shape == s0[k].shape for k in s0), name
+
+
+def test_ngd_update_is_the_natural_gradient_step(clf):
+    net, theta, X, y = clf
+    batch = optim.Batch(net, X, y, None, len(X))
+    g = minifim.gradient(net, theta, X, y)
+    for curvature in ("true", "empirical", "diag", "block", "kfac", "hessian"):
+        init, update, get = optim.ngd(0.3, 0.05, curvature)
+        s = update(0, g, init(theta), batch)
+        d = minifim.natural_gradient(net, theta, X, y, 0.05, curvature)
+        np.testing.assert_array_equal(s["direction"], d)
+        np.testing.assert_allclose(get(s), theta - 0.3 * d, rtol=0, atol=1e-15)
+
+
+def test_ngd_monte_carlo_is_replayable(clf):
+    net, theta, X, y = clf
+    batch = optim.Batch(net, X, y, None, len(X))
+    g = minifim.gradient(net, theta, X, y)
+    init, update, _ = optim.ngd(0.3, 0.05, "mc", n_samples=2, seed=4)
+    s = init(theta)
+    a, b = update(3, g, s, batch), update(3, g, s, batch)
+    c = update(4, g, s, batch)
+    np.testing.assert_array_equal(a["theta"], b["theta"])
+    assert not np.array_equal(a["theta"], c["theta"])
+    ref = minifim.natural_gradient(net, theta, X, y, 0.05, "mc", n_samples=2,
+                                   rng=np.random.default_rng([4, 3]))
+    np.testing.assert_array_equal(a["direction"], ref)
+
+
+def test_ngd_adds_the_penalty_curvature(clf):
+    net, theta, X, y = clf
+    N = 50
+    pen = QuadPenalty(np.zeros(net.num_params), 3.0)
+    batch = optim.Batch(net, X, y, pen, N)
+    _, g = optim.objective_and_gradient(batch, theta)
+    F = minifim.true_fisher(net, theta, X)
+    P = net.num_params
+    for method in ("auto", "dense", "cg"):
+        init, update, _ = optim.ngd(1.0, 0.01, "true", method, tol=1e-13)
+        d = update(0, g, init(theta), batch)["direction"]
+        ref = np.linalg.solve(F + 3.0 / N * np.eye(P) + 0.01 * np.eye(P), g)
+        np.testing.assert_allclose(d, ref, rtol=1e-10, atol=0)
+    init, update, _ = optim.ngd(1.0, 0.01, "true", penalty_curvature=False)
+    d = update(0, g, init(theta), batch)["direction"]
+    np.testing.assert_allclose(d, np.linalg.solve(F + 0.01 * np.eye(P), g), rtol=1e-10)
+
+
+def test_gauss_newton_one_step_solves_least_squares(linreg):
+    net, theta0, X, y = linreg
+    theta, hist = minifim.train(net, theta0, X, y, optim.gauss_newton(), 1, progress=False)
+    coef = np.linalg.lstsq(np.hstack([X, np.ones((len(X), 1))]), y, rcond=None)[0]
+    expect = net.flatten([(coef[:-1].T, coef[-1])])
+    assert np.linalg.norm(theta - expect) / np.linalg.norm(expect) < 1e-10
+    # a second step does not move (the gradient vanishes at the solution)
+    _, hist = minifim.train(net, theta, X, y, optim.gauss_newton(), 1, progress=False)
+    assert hist["step_norm"][0] < 1e-12
+
+
+@pytest.mark.parametrize("bias", ["folded", "separate"])
+@pytest.mark.parametrize("solve", ["factored", "eigen"])
+def test_kfac_without_averaging_is_the_kfac_natural_gradient(clf, bias, solve):
+    net, theta, X, y = clf
+    batch = optim.Batch(net, X, y, None, len(X))
+    init, update, get = optim.kfac(net, 0.4, 0.02, decay=0.0, inverse_period=1, bias=bias,
+                                   solve=solve)
+    s = init(theta)
+    for step in range(3):
+        th = get(s)
+        g = minifim.gradient(net, th, X, y)
+        s = update(step, g, s, batch)
+        ref = minifim.natural_gradient(net, th, X, y, 0.02, "kfac", kfac_bias=bias,
+                                       kfac_solve=solve)
+        np.testing.assert_allclose(s["direction"], ref, rtol=1e-11, atol=1e-14)
+        np.testing.assert_allclose(get(s), th - 0.4 * ref, rtol=1e-12, atol=1e-14)
+
+
+def test_kfac_running_averages_and_inverse_period(clf):
+    net, theta, X, y = clf
+    batch = optim.Batch(net, X, y, None, len(X))
+    decay, T = 0.6, 3
+    init, update, get = optim.kfac(net, 0.3, 0.05, decay=decay, inverse_period=T)
+    s = init(theta)
+    thetas, states = [], []
+    for step in range(5):
+        thetas.append(get(s))
+        s = update(step, minifim.gradient(net, get(s), X, y), s, batch)
+        states.append(s)
+    # replay the averages from the K-FAC factors at each visited theta
+    facs = [minifim.kfac(net, th, X) for th in thetas]
+    for l in range(net.num_layers):
+        A = np.zeros_like(facs[0].A[l])
+        for t, f in enumerate(facs):
+            eps = min(1 - 1 / (t + 1), decay)
+            A = eps * A + (1 - eps) * f.A[l]
+            np.testing.assert_allclose(states[t][f"A{l}"], A, rtol=1e-13, atol=1e-15)
+    # inverses: recomputed at steps 0 and 3 only, from the averages and damping of that step
+    for t in range(5):
+        src = t - t % T
+        A, G = states[src]["A0"], states[src]["G0"]
+        pi = np.sqrt((np.trace(A) / len(A)) / (np.trace(G) / len(G)))
+        np.testing.assert_allclose(states[t]["Ainv0"],
+                                   np.linalg.inv(A + pi * np.sqrt(0.05) * np.eye(len(A))),
+                                   rtol=1e-10, atol=1e-12)
+        assert float(states[t]["pi0"]) == pytest.approx(pi, rel=1e-13)
+    assert np.array_equal(states[1]["Ginv1"], states[2]["Ginv1"])
+    assert not np.array_equal(states[2]["Ginv1"], states[3]["Ginv1"])
+    # a stale preconditioner is applied to the current gradient
+    g4 = minifim.gradient(net, thetas[4], X, y)
+    f = minifim.KFACFactors((states[3]["A0"], states[3]["A1"]), (states[3]["G0"],
+                            states[3]["G1"]), "folded", tuple(net.shapes))
+    np.testing.assert_allclose(states[4]["direction"],
+                               f.solve(g4, 0.05, method="factored"), rtol=1e-10)
+
+
+def test_kfac_levenberg_marquardt_damping(clf):
+    net, theta, X, y = clf
+    batch = optim.Batch(net, X, y, None, len(X))
+    g = minifim.gradient(net, theta, X, y)
+    F = minifim.true_fisher(net, theta, X)
+    omega = (19 / 20) ** 5
+    for lr, expect in ((0.05, omega), (4.0, 1 / omega), (60.0, 1 / omega)):
+        init, update, _ = optim.kfac(net, lr, 0.1, adapt_damping=True)
+        s = update(0, g, init(theta), batch)
+        delta = s["theta"] - theta
+        model = g @ delta + 0.5 * delta @ F @ delta
+        rho = ((minifim.loss(net, s["theta"], X, y) - minifim.loss(net, theta, X, y)) / model
+               if model < 0 else -np.inf)  # a step that does not decrease the model
+        assert float(s["rho"]) == pytest.approx(rho, rel=1e-10)
+        assert float(s["damping"]) == pytest.approx(0.1 * expect, rel=1e-14)
+        # not adapted between lm_period steps
+        s2 = update(1, minifim.gradient(net, s["theta"], X, y), s, batch)
+        assert float(s2["damping"]) == float(s["damping"]) and np.isnan(s2["rho"])
+    init, update, _ = optim.kfac(net, 0.05, 0.1)  # adaptation off: damping fixed
+    assert float(update(0, g, init(theta), batch)["damping"]) == 0.1
+
+
+def test_curvature_optimizers_train_a_classifier(clf):
+    net, theta, X, y = clf
+    start = minifim.loss(net, theta, X, y)
+    for name, opt in _curvature_optimizers(net).items():
+        _, hist = minifim.train(net, theta, X, y, opt, 15, progress=False)
+        assert hist["loss"][-1] < 0.8 * start, name
+
+
+def test_curvature_optimizer_bad_input(clf):
+    net, theta, X, y = clf
+    with pytest.raises(TypeError, match="net"):
+        optim.kfac(None)
+    with pytest.raises(ValueError, match="decay"):
+        optim.kfac(net, decay=1.0)
+    with pytest.raises(ValueError, match="inverse_period"):
+        optim.kfac(net, inverse_period=0)
+    with pytest.raises(ValueError, match="damping"):
+        optim.kfac(net, damping=0.0)
+    with pytest.raises(ValueError, match="fisher"):
+        optim.kfac(net, fisher="ggn")
+    with pytest.raises(ValueError, match="lm_omega"):
+        optim.kfac(net, lm_omega=1.5)
+    with pytest.raises(ValueError, match="curvature"):
+        optim.ngd(curvature="fisher")
+    with pytest.raises(ValueError, match="damping"):
+        optim.ngd(damping=-1.0)
+    init, update, _ = optim.ngd()
+    with pytest.raises(TypeError, match="batch"):
+        update(0, np.zeros(net.num_params), init(theta), (net, X, y))
+    init, update, _ = optim.kfac(net)
+    with pytest.raises(ValueError, match="theta"):
+        init(theta[:-1])
+    with pytest.raises(ValueError, match="damping"):  # singular: undamped Gauss-Newton, N C < P
+        minifim.train(net, theta, X[:5], y[:5], optim.gauss_newton(), 1, progress=False)
