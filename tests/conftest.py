@@ -8,6 +8,7 @@ import pytest
 from hypothesis import settings
 
 sys.path.insert(0, os.path.dirname(__file__))
+os.environ.setdefault("MPLBACKEND", "Agg")  # tests never open a window
 
 from cases import CASES  # noqa: E402
 

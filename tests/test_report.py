@@ -1,0 +1,95 @@
+"""Experiment reports: report.md/summary.json written atomically, the index, verdict checks."""
+
+import json
+
+import numpy as np
+import pytest
+
+from minifim import __version__
+from minifim.report import Report, main, markdown_table, quick, results_root, write_index
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINIFIM_RESULTS", str(tmp_path))
+    monkeypatch.delenv("QUICK", raising=False)
+    return tmp_path
+
+
+def _leftovers(path):
+    return [p.name for p in path.rglob(".*.tmp")]
+
+
+def test_report_writes_markdown_and_summary(root):
+    assert results_root() == root
+    rep = Report("demo", "A demo", "F = GGN for canonical links (Martens 2014).", seed=3)
+    rep.section("Setup", "An MLP 4-8-3.")
+    rep.text("Some *markdown*.")
+    rep.table(["N", "error"], [(10, 1.23456e-13), (100, 2.5e-14)])
+    rep.verdict("agrees", "max relative error 1.2e-13")
+    path = rep.save()
+    assert path == root / "demo" / "report.md"
+    md = path.read_text()
+    assert md.startswith("# A demo\n")
+    assert "**Claim tested.** F = GGN for canonical links" in md
+    assert "**Verdict: agrees.** max relative error 1.2e-13" in md
+    assert "Seed 3" in md and f"minifim {__version__}" in md and "QUICK" not in md
+    assert "## Setup" in md and "| N | error |" in md and "| 10 | 1.235e-13 |" in md
+    summary = json.loads((root / "demo" / "summary.json").read_text())
+    assert summary["verdict"] == "agrees" and summary["seed"] == 3
+    assert summary["name"] == "demo" and summary["quick"] is False
+    assert summary["minifim_version"] == __version__ and summary["figures"] == []
+    assert _leftovers(root) == []
+
+
+def test_report_figure_and_index(root, monkeypatch):
+    plt = pytest.importorskip("matplotlib.pyplot")
+    monkeypatch.setenv("QUICK", "1")
+    rep = Report("with_fig", "With a figure", "claim one", seed=0)
+    fig, ax = plt.subplots()
+    ax.plot(np.arange(3))
+    out = rep.figure(fig, "line.png", "A line")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rep.verdict("inconclusive", "n too small")
+    rep.save()
+    rep2 = Report("another", "Another", "claim two", seed=1)
+    rep2.verdict("disagrees", "off by 2x")
+    rep2.save()
+    summary = json.loads((root / "with_fig" / "summary.json").read_text())
+    assert summary["figures"] == ["line.png"] and summary["quick"] is True
+    assert "![A line](line.png)" in (root / "with_fig" / "report.md").read_text()
+    index = write_index().read_text()
+    assert "| another | disagrees |" in index and "| with_fig | inconclusive |" in index
+    assert "## With a figure" in index and "[Full report](with_fig/report.md)" in index
+    assert "![line.png](with_fig/line.png)" in index and "QUICK mode" in index
+    assert index.index("another") < index.index("with_fig")
+    assert _leftovers(root) == []
+
+
+def test_bad_verdict_and_unsaved(root):
+    rep = Report("bad", "Bad", "claim", seed=0)
+    with pytest.raises(ValueError, match=r"status: expected one of \['agrees', 'disagrees', "
+                                         r"'inconclusive'\], received 'maybe'"):
+        rep.verdict("maybe", "?")
+    with pytest.raises(ValueError, match=r"verdict: call Report.verdict"):
+        rep.save()
+    assert not (root / "bad" / "report.md").exists()
+
+
+def test_markdown_table_and_quick(monkeypatch):
+    assert markdown_table(["a", "b"], [(1, 0.5)]) == "| a | b |\n|---|---|\n| 1 | 0.5 |\n"
+    with pytest.raises(ValueError, match="rows: expected 2 cells per row, received 1"):
+        markdown_table(["a", "b"], [(1,)])
+    for value, expected in [("1", True), ("yes", True), ("0", False), ("", False)]:
+        monkeypatch.setenv("QUICK", value)
+        assert quick() is expected
+    monkeypatch.delenv("QUICK")
+    assert quick() is False
+
+
+def test_cli(root, capsys):
+    Report("x", "X", "c", seed=0).verdict("agrees", "d")  # unsaved: not indexed
+    assert main(["index", str(root)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert (root / "README.md").exists()
+    assert main([]) == 2
