@@ -25,12 +25,15 @@ Methods
     saliencies at once with the exact joint update ``delta = -A^{-1} E_Q ([A^{-1}]_QQ)^{-1}
     theta_Q`` at cost ``1/2 theta_Q^T ([A^{-1}]_QQ)^{-1} theta_Q``.
 
-OBS schedule and invariants: the curvature is computed once, at the given ``theta`` (as in
-Hassibi & Stork). After each removal the inverse is restricted to the remaining set by the
-Schur-complement downdate ``A^{-1}_RR - A^{-1}_RQ ([A^{-1}]_QQ)^{-1} A^{-1}_QR`` (which is
-``(A_RR)^{-1}``), so pruned weights never move again: they are exactly ``0.0`` in every result.
-The sum of the step costs equals ``1/2 delta^T A delta`` of the accumulated change, and the
-result is the exact minimiser of the quadratic model over the kept weights.
+OBS schedule and invariants: by default the curvature is computed once, at the given ``theta``.
+After each removal the inverse is restricted to the remaining set by the Schur-complement
+downdate ``A^{-1}_RR - A^{-1}_RQ ([A^{-1}]_QQ)^{-1} A^{-1}_QR`` (which is ``(A_RR)^{-1}``), so
+pruned weights never move again: they are exactly ``0.0`` in every result. The sum of the step
+costs equals ``1/2 delta^T A delta`` of the accumulated change, and the result is the exact
+minimiser of the quadratic model over the kept weights. ``recompute_every=r`` instead recomputes
+the curvature at the current parameters every ``r`` steps and inverts it on the remaining set
+(Hassibi & Stork's loop back to "compute H^-1"); pruned weights stay exactly zero, and the
+sum-of-costs identity then holds within each segment only.
 
 Prunable parameters: weights only by default (``prunable="weights"``); biases still move
 under the OBS update. ``sparsity`` is the fraction of the *prunable* parameters removed,
@@ -191,16 +194,24 @@ def _inverse(A, damping):
     return 0.5 * (Ainv + Ainv.T)
 
 
-def _obs_path(theta, A, damping, prunable, counts, block_size, n_prunable):
-    """Optimal Brain Surgeon along a path of removal counts (see the module docstring)."""
+def _obs_path(theta, A, damping, prunable, counts, block_size, n_prunable,
+              recompute_every=None, curvature_at=None):
+    """Optimal Brain Surgeon along a path of removal counts (see the module docstring).
+
+    ``A`` is the damped curvature at ``theta``. With ``recompute_every = r``, every ``r`` steps
+    the damped curvature is recomputed by ``curvature_at(theta)`` at the current parameters and
+    inverted on the remaining set.
+    """
     theta = theta.copy()
     Hinv = _inverse(A, damping)
     active = np.arange(theta.shape[0])  # flat indices of the free parameters (rows of Hinv)
     free_prunable = prunable.copy()     # over `active`
-    order, scores, total = [], [], 0.0
+    order, scores, total, steps = [], [], 0.0, 0
     results = []
     for K in counts:
         while len(order) < K:
+            if recompute_every is not None and steps > 0 and steps % recompute_every == 0:
+                Hinv = _inverse(curvature_at(theta)[np.ix_(active, active)], damping)
             k = min(block_size, K - len(order))
             cand = np.flatnonzero(free_prunable)
             t = theta[active[cand]]
@@ -222,6 +233,7 @@ def _obs_path(theta, A, damping, prunable, counts, block_size, n_prunable):
             scores.extend(sal[pick].tolist())
             active = active[keep]
             free_prunable = free_prunable[keep]
+            steps += 1
         mask = np.ones(theta.shape[0], dtype=bool)
         mask[order] = False
         results.append(PruningResult(theta.copy(), mask, np.array(order, dtype=np.int64),
@@ -231,8 +243,8 @@ def _obs_path(theta, A, damping, prunable, counts, block_size, n_prunable):
 
 def prune_path(net, theta, X, y, sparsities, method: str = "magnitude", fisher: str = "true",
                *, damping: float = 0.0, prunable="weights", block_size: int = 1,
-               curvature=None, n_samples: int = 1, rng=None,
-               chunk_size: int | None = None) -> list[PruningResult]:
+               recompute_every: int | None = None, curvature=None, n_samples: int = 1,
+               rng=None, chunk_size: int | None = None) -> list[PruningResult]:
     """Prune ``theta`` along increasing sparsity levels; one result per level.
 
     The levels share one path: the masks are nested and, for OBS, each level continues from the
@@ -249,6 +261,14 @@ def prune_path(net, theta, X, y, sparsities, method: str = "magnitude", fisher: 
     levels = _check_sparsities(sparsities)
     damping = check_nonnegative(damping, "damping")
     block_size = check_int(block_size, "block_size", 1)
+    if recompute_every is not None:
+        recompute_every = check_int(recompute_every, "recompute_every", 1)
+        if method != "obs":
+            raise ValueError(f"recompute_every: only used by method='obs', received "
+                             f"{recompute_every} with method={method!r}")
+        if curvature is not None:
+            raise ValueError("recompute_every: the curvature is recomputed from X at the "
+                             "current parameters, so a fixed curvature= cannot be given with it")
     mask = _prunable_mask(net, prunable)
     n_prunable = int(mask.sum())
     counts = _targets(levels, n_prunable)
@@ -265,12 +285,18 @@ def prune_path(net, theta, X, y, sparsities, method: str = "magnitude", fisher: 
                    "matrix) or a smaller network")
     A = _curvature(net, theta, X, y, fisher, method, curvature, n_samples, rng, chunk_size)
     A = A + damping * np.eye(P)
-    return _obs_path(theta, A, damping, mask, counts, block_size, n_prunable)
+
+    def curvature_at(th):
+        return _curvature(net, th, X, y, fisher, method, None, n_samples, rng,
+                          chunk_size) + damping * np.eye(P)
+
+    return _obs_path(theta, A, damping, mask, counts, block_size, n_prunable,
+                     recompute_every, curvature_at)
 
 
 def prune(net, theta, X, y, sparsity: float, method: str = "magnitude", fisher: str = "true",
           *, damping: float = 0.0, prunable="weights", block_size: int = 1,
-          curvature=None, n_samples: int = 1, rng=None,
+          recompute_every: int | None = None, curvature=None, n_samples: int = 1, rng=None,
           chunk_size: int | None = None) -> PruningResult:
     """Remove a fraction ``sparsity`` of the prunable parameters of ``net`` at ``theta``.
 
@@ -296,6 +322,11 @@ def prune(net, theta, X, y, sparsity: float, method: str = "magnitude", fisher: 
         Which parameters may be removed; biases are not pruned by default.
     block_size : int >= 1
         OBS only: weights removed per step (1 is the exact greedy OBS).
+    recompute_every : int >= 1, optional
+        OBS only: recompute the curvature at the current parameters every this many steps and
+        invert it on the remaining weights (Hassibi & Stork's loop "go to step 2"). Default
+        ``None``: one curvature at the given ``theta``, exact for a quadratic loss. With
+        recomputation each step's cost is under its own local quadratic model.
     curvature : ndarray, shape (P, P) (or (P,) for OBD), optional
         Use this curvature instead of computing ``M`` (e.g. :func:`minifim.hessian`); it
         defines the units of ``predicted_increase``.
@@ -324,5 +355,6 @@ def prune(net, theta, X, y, sparsity: float, method: str = "magnitude", fisher: 
     """
     sparsity = _check_fraction(sparsity, "sparsity")
     return prune_path(net, theta, X, y, [sparsity], method, fisher, damping=damping,
-                      prunable=prunable, block_size=block_size, curvature=curvature,
+                      prunable=prunable, block_size=block_size,
+                      recompute_every=recompute_every, curvature=curvature,
                       n_samples=n_samples, rng=rng, chunk_size=chunk_size)[0]

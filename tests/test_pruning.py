@@ -139,6 +139,45 @@ def test_first_obs_step_is_the_single_weight_formula():
     assert _rel(res.theta, theta - theta[q] / Ainv[q, q] * Ainv[:, q]) < 1e-10
 
 
+def test_recomputing_a_constant_curvature_changes_nothing():
+    """Linear-Gaussian: the Fisher does not depend on theta, so recomputing it (fresh inverse
+    on the remaining set) reproduces the downdated one-shot path."""
+    net, theta, X, y, _ = _linear_gaussian()
+    a = prune_path(net, theta, X, y, [0.25, 0.5, 0.75], "obs", block_size=2)
+    b = prune_path(net, theta, X, y, [0.25, 0.5, 0.75], "obs", block_size=2, recompute_every=1)
+    for ra, rb in zip(a, b):
+        assert np.array_equal(ra.pruned, rb.pruned)
+        assert _rel(rb.theta, ra.theta) < 1e-10
+        assert abs(rb.predicted_increase - ra.predicted_increase) < 1e-10 * ra.predicted_increase
+
+
+def test_recomputed_obs_second_step_uses_the_curvature_at_the_updated_theta():
+    case = make_case((3, 4, 3), "tanh", "categorical", N=6, seed=2)
+    net, theta, X, damping = case.net, case.theta, case.X, 1e-3
+    P = net.num_params
+    weights = np.concatenate([np.arange(s.start, s.stop) for s, _ in net.layer_slices])
+
+    def step(th, free):
+        A = minifim.true_fisher(net, th, X) + damping * np.eye(P)
+        Hinv = np.linalg.inv(A[np.ix_(free, free)])
+        cand = np.flatnonzero(np.isin(free, weights))
+        sal = th[free[cand]] ** 2 / (2 * np.diag(Hinv)[cand])
+        j = cand[np.argmin(sal)]
+        new = th.copy()
+        new[free] -= th[free[j]] / Hinv[j, j] * Hinv[:, j]
+        new[free[j]] = 0.0
+        return new, free[j], free[np.arange(free.size) != j]
+
+    th1, q1, free = step(theta, np.arange(P))
+    th2, q2, _ = step(th1, free)
+    res = prune(net, theta, X, None, 2 / weights.size, "obs", damping=damping,
+                recompute_every=1)
+    assert res.pruned.tolist() == [q1, q2]
+    assert _rel(res.theta, th2) < 1e-9 and res.theta[q1] == 0.0 == res.theta[q2]
+    one_shot = prune(net, theta, X, None, 2 / weights.size, "obs", damping=damping)
+    assert _rel(one_shot.theta, th2) > 1e-6  # the recomputation does change the result
+
+
 def test_magnitude_and_obd_rankings(case):
     net, theta = case.net, case.theta
     weights = np.concatenate([np.arange(s.start, s.stop) for s, _ in net.layer_slices])
@@ -205,6 +244,12 @@ def test_bad_input():
         prune(net, theta, X, None, 0.5, "obs", damping=-1.0)
     with pytest.raises(ValueError, match="block_size"):
         prune(net, theta, X, None, 0.5, "obs", block_size=0)
+    with pytest.raises(ValueError, match="recompute_every"):
+        prune(net, theta, X, None, 0.5, "obs", recompute_every=0, damping=0.1)
+    with pytest.raises(ValueError, match="recompute_every"):
+        prune(net, theta, X, None, 0.5, "obd", recompute_every=2)
+    with pytest.raises(ValueError, match="recompute_every"):
+        prune(net, theta, X, None, 0.5, "obs", recompute_every=2, curvature=np.eye(net.num_params))
     with pytest.raises(ValueError, match="prunable"):
         prune(net, theta, X, None, 0.5, prunable=np.ones(3, bool))
     with pytest.raises(ValueError, match="prunable"):
