@@ -91,9 +91,9 @@ PRESETS: dict[str, dict] = {
         sizes=[4, 8, 3], activation="sigmoid", likelihood="bernoulli", num_samples=8, seed=2,
         description="three independent sigmoid outputs (multi-label), sigmoid hidden layer"),
     "gaussian-softplus": dict(
-        sizes=[3, 8, 2], activation="softplus", likelihood="gaussian", sigma=0.5,
+        sizes=[3, 8, 2], activation="softplus", likelihood="gaussian", sigma=0.3,
         num_samples=8, seed=3,
-        description="regression with sigma = 0.5, softplus hidden layer"),
+        description="regression with sigma = 0.3, softplus hidden layer"),
     "linear-regression": dict(
         sizes=[5, 2], activation="identity", likelihood="gaussian", sigma=1.0,
         num_samples=10, seed=4,
@@ -143,7 +143,8 @@ ARRAY_DOCS: dict[str, tuple[str, list[int], int | None]] = {
                          [0, 1], 1),
     "ggn": ("generalised Gauss-Newton 1/N sum_n J_n^T H_n J_n, H_n the Hessian of -log p "
             "w.r.t. f, (P, P)", [0, 1], 1),
-    "hessian": ("Hessian of the mean negative log-likelihood, (P, P)", [0, 1], 1),
+    "hessian": ("Hessian of the mean negative log-likelihood (autograd, symmetrised), (P, P)",
+                [0, 1], 1),
     "fisher_diagonal": ("diagonal of the true Fisher, (P,)", [0], 1),
     "empirical_fisher_diagonal": ("diagonal of the empirical Fisher, (P,)", [0], 1),
     "fisher_eigenvalues": ("eigenvalues of the true Fisher, descending (scipy.linalg.eigvalsh)"
@@ -443,7 +444,8 @@ def build_fixture(net: MLP, theta, X, y, *, damping: float = 1e-3, name: str = "
     arrays["true_fisher"] = F
     arrays["empirical_fisher"] = empirical_fisher(net, theta, X, y)
     arrays["ggn"] = ggn(net, theta, X)
-    arrays["hessian"] = hessian(net, theta, X, y)
+    H = hessian(net, theta, X, y)
+    arrays["hessian"] = 0.5 * (H + H.T)  # reverse-over-reverse is symmetric to roundoff only
     arrays["fisher_diagonal"] = fisher_diagonal(net, theta, X)
     arrays["empirical_fisher_diagonal"] = fisher_diagonal(net, theta, X, y, "empirical")
     arrays["fisher_eigenvalues"] = scipy.linalg.eigvalsh(F)[::-1].copy()
@@ -769,9 +771,9 @@ def load_fixture(path) -> Fixture:
         npz = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as err:
         _fail(path, f"cannot be read as an .npz file ({err})")
+    if not hasattr(npz, "files"):
+        _fail(path, "is a single .npy array, not an .npz fixture")
     with npz:
-        if not hasattr(npz, "files"):
-            _fail(path, "is a single .npy array, not an .npz fixture")
         if MANIFEST_KEY not in npz.files:
             _fail(path, f"no {MANIFEST_KEY!r} entry: not a minifim fixture (make one with "
                         "`minifim fixture make`)")

@@ -205,7 +205,7 @@ class Comparison:
 
 def _entry_label(fixture: Fixture | None, name: str, index: tuple, param_axes) -> str:
     if fixture is None:
-        return str(list(index))
+        return f"{name}[{', '.join(str(int(i)) for i in index)}]"
     net = fixture.net
     parts = []
     for ax, i in enumerate(index):
@@ -441,26 +441,28 @@ def likely_causes(fixture: Fixture, key: str, candidate, *, layout: str = "pytor
         if d <= cause_tol:
             found.append((d, "transposed layout: the weight is stored as (in, out); minifim "
                              "and PyTorch use (out, in)"))
-    axes = [ax for ax in info.get("param_axes", [])]
+    axes = list(info.get("param_axes", []))
     if axes:
         net = fixture.net
-        for other in LAYOUTS[1:]:
+        given = from_minifim_layout(net, cand, axes, layout)  # the candidate as it was passed
+        for other in LAYOUTS:
             if other == layout:
                 continue
-            moved = from_minifim_layout(net, ref, axes, other)
-            d = _rel_dist(cand, moved)
-            if d <= cause_tol:
+            d = _rel_dist(given, from_minifim_layout(net, ref, axes, other))
+            if d > cause_tol:
+                continue
+            if other == "pytorch":
+                what = (f"the candidate is in minifim's PyTorch order (W (out, in), then b); "
+                        f"drop layout={layout!r}")
+            elif other == "in-out":
                 what = ("transposed weight layout: the weights are flattened as (in, out) "
-                        "(x @ W code); minifim and PyTorch flatten (out, in)"
-                        if other == "in-out" else
-                        "a different parameter order: the candidate is in JAX ravel_pytree "
-                        "order (bias before kernel (in, out), layers sorted by name)")
-                found.append((d, f"{what}; pass layout={other!r}"))
-        if layout != "pytorch":
-            d = _rel_dist(cand, ref)
-            if d <= cause_tol:
-                found.append((d, f"the candidate is already in minifim's PyTorch order; "
-                                 f"drop layout={layout!r}"))
+                        "(x @ W code); minifim and PyTorch flatten (out, in); pass "
+                        "layout='in-out'")
+            else:
+                what = ("a different parameter order: the candidate is in JAX ravel_pytree "
+                        "order (bias before kernel (in, out), layers sorted by name); pass "
+                        "layout='jax'")
+            found.append((d, what))
     for factor, what in _known_factors(fixture, key):
         d = _rel_dist(cand, factor * ref)
         if d <= cause_tol:
@@ -1001,15 +1003,19 @@ def diagnose(fixture, candidate, *, n_samples: int | None = None, layout: str = 
         mc_ok = z <= z_band
         if not mc_ok:
             N, k = fx.N, n_samples
+            fits = []
             for factor, what in ((k, f"summed over the k = {k} samples instead of averaged"),
                                  (N, f"summed over the N = {N} inputs instead of averaged"),
                                  (N * k, "summed over inputs and samples")):
                 D = float(np.sum((c / factor - F) ** 2))
-                if (D - mean) / std <= z_band:
-                    mc["rescaled"] = {"factor": factor, "observed": D, "z": (D - mean) / std}
-                    mc_text = (f"a Monte-Carlo Fisher {what} (candidate / {factor} is within "
-                               f"the sampling band)")
-                    break
+                zf = (D - mean) / std if std > 0 else math.inf
+                if factor > 1 and zf <= z_band:
+                    fits.append((abs(zf), factor, what, D, zf))
+            if fits:  # the rescaling that fits best (ambiguous when k is close to N)
+                _, factor, what, D, zf = min(fits)
+                mc["rescaled"] = {"factor": factor, "observed": D, "z": zf}
+                mc_text = (f"a Monte-Carlo Fisher {what} (candidate / {factor} is within "
+                           f"the sampling band, z = {zf:.2f})")
         mc["z"] = _finite_or_str(mc["z"])
     if mc is not None:
         mc["k_eff"] = _finite_or_str(mc["k_eff"])

@@ -1,0 +1,424 @@
+"""Fixtures: every stored array against an independent route, the presets' promises, the
+manifest, determinism (byte-identical files), and the loader's errors on bad files."""
+
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from cases import ACTIVATIONS, LIKELIHOODS, assert_close, enumerated_fisher
+
+import minifim
+from minifim import fixtures
+from minifim.fixtures import (
+    PRESETS,
+    SCHEMA_VERSION,
+    Fixture,
+    FixtureError,
+    build_fixture,
+    load_fixture,
+    make_fixture,
+    param_label,
+    parse_trajectory,
+    save_fixture,
+)
+from minifim.scores import forward_cache
+
+# every preset but the wide one (P = 324) is cheap enough to check in full
+CHECKED = [n for n in PRESETS if n != "wide-rank-deficient"]
+_CACHE = {}
+
+
+def get(name):
+    if name not in _CACHE:
+        _CACHE[name] = make_fixture(name)
+    return _CACHE[name]
+
+
+# --- the presets' promises ------------------------------------------------------------------
+def test_presets_cover_every_likelihood_and_activation():
+    specs = [fixtures.resolve_spec(n)[1] for n in PRESETS]
+    assert {s["likelihood"] for s in specs} == set(LIKELIHOODS)
+    assert {s["activation"] for s in specs} == set(ACTIVATIONS)
+    for s in specs:
+        net = minifim.MLP(s["sizes"], s["activation"], s["likelihood"], s["sigma"])
+        assert net.num_params <= 400  # small: every preset is made in well under a second
+
+
+def test_deep_narrow_preset():
+    s = fixtures.resolve_spec("deep-narrow")[1]
+    assert len(s["sizes"]) - 1 >= 6 and max(s["sizes"][1:-1]) <= 4
+
+
+def test_wide_preset_is_rank_deficient():
+    fx = get("wide-rank-deficient")
+    N, C, P = fx.N, fx.net.output_dim, fx.P
+    assert N * C < P
+    eig = fx["fisher_eigenvalues"]
+    rank = int(np.sum(eig > 1e-10 * eig[0]))
+    assert rank == N * (C - 1)  # softmax: rank(F) <= N (C - 1), attained generically
+    assert_close(eig.sum(), np.trace(fx["true_fisher"]), 1e-12)
+
+
+@pytest.mark.parametrize("name", ["saturated-categorical", "saturated-bernoulli"])
+def test_saturated_presets_reach_logit_50(name):
+    fx = get(name)
+    assert np.max(np.abs(fx["outputs"])) == pytest.approx(50.0, rel=1e-12)
+    for key in fx.keys():
+        assert np.all(np.isfinite(fx[key])), key
+
+
+def test_saturated_output_fisher_is_accurate_entrywise():
+    """Lambda = diag(p) - p p^T with 1 - p_max ~ 1e-16 for a logit gap of ~36: the diagonal
+    must be p_c * (sum of the other classes), not the rounded p - p^2 (= 0)."""
+    fx = get("saturated-categorical")
+    f = fx["outputs"]
+    logp = f - np.logaddexp.reduce(f, axis=1, keepdims=True)
+    p = np.exp(logp)
+    C = p.shape[1]
+    others = np.array([[p[n, np.arange(C) != c].sum() for c in range(C)]
+                       for n in range(fx.N)])
+    diag = np.einsum("ncc->nc", fx["output_fisher"])
+    np.testing.assert_allclose(diag, p * others, rtol=1e-13, atol=0)
+    assert np.min(others[p > 0.5]) < 1e-15  # the case is really saturated
+
+
+# --- contents against independent routes --------------------------------------------------------
+@pytest.mark.parametrize("name", CHECKED)
+def test_weights_data_and_outputs(name):
+    fx = get(name)
+    net = fx.net
+    assert np.array_equal(net.from_state_dict(fx.state_dict()), fx.theta)
+    assert list(fx.state_dict()) == list(net.to_state_dict(fx.theta))
+    for l, (W, b) in enumerate(net.unflatten(fx.theta)):
+        assert np.array_equal(fx[f"state_dict/{2 * l}.weight"], W)
+        assert np.array_equal(fx[f"state_dict/{2 * l}.bias"], b)
+    assert_close(fx["outputs"], net.forward(fx.theta, fx.X), 1e-15)
+    assert float(fx["loss"]) == pytest.approx(
+        -np.mean(net.log_prob(fx.theta, fx.X, fx.y)), rel=1e-13)
+    if net.likelihood.name == "categorical":
+        assert fx.y.dtype == np.int64 and fx["y"].dtype == np.float64
+
+
+@pytest.mark.parametrize("name", CHECKED)
+def test_scores_jacobians_gradient(name):
+    fx = get(name)
+    net, th, X, y = fx.net, fx.theta, fx.X, fx.y
+    assert_close(fx["scores"], minifim.per_sample_scores(net, th, X, y, method="autograd"),
+                 1e-12)
+    assert_close(fx["jacobians"], minifim.output_jacobians(net, th, X, method="autograd"),
+                 1e-12)
+    # gradient of the mean NLL = - mean of the per-sample scores (two different passes)
+    assert_close(fx["gradient"], -fx["scores"].mean(axis=0), 1e-12)
+    # the output-space score is the last layer's bias gradient
+    bs = net.layer_slices[-1][1]
+    g = net.likelihood.grad_log_prob(fx["outputs"], y)
+    assert_close(fx["scores"][:, bs], g, 1e-13)
+
+
+@pytest.mark.parametrize("name", CHECKED)
+def test_curvatures(name):
+    fx = get(name)
+    net, th, X, N = fx.net, fx.theta, fx.X, fx.N
+    F = fx["true_fisher"]
+    # enumeration over the output distribution with autograd scores
+    assert_close(F, enumerated_fisher(net, th, X), 1e-12)
+    # J^T Lambda J from the stored Jacobians and output Fisher
+    assert_close(F, np.einsum("ncp,ncd,ndq->pq", fx["jacobians"], fx["output_fisher"],
+                              fx["jacobians"]) / N, 1e-12)
+    assert_close(fx["ggn"], F, 1e-12)  # canonical links
+    S = fx["scores"]
+    assert_close(fx["empirical_fisher"], S.T @ S / N, 1e-13)
+    assert_close(fx["fisher_diagonal"], np.diag(F), 1e-13)
+    assert_close(fx["empirical_fisher_diagonal"], np.diag(fx["empirical_fisher"]), 1e-13)
+    for key in ("true_fisher", "empirical_fisher", "ggn", "hessian"):
+        assert np.array_equal(fx[key], fx[key].T), key
+
+
+@pytest.mark.parametrize("name", ["categorical-tanh", "bernoulli-sigmoid", "gaussian-softplus",
+                                  "deep-narrow", "saturated-bernoulli"])
+def test_hessian_against_finite_differences_of_the_gradient(name):
+    """Autograd reverse-over-reverse vs central differences of the batched backprop gradient."""
+    fx = get(name)
+    net, th, X, y = fx.net, fx.theta, fx.X, fx.y
+    h = 1e-5
+    P = fx.P
+    cols = []
+    for i in range(P):
+        e = np.zeros(P)
+        e[i] = h
+        cols.append((minifim.gradient(net, th + e, X, y) - minifim.gradient(net, th - e, X, y))
+                    / (2 * h))
+    assert_close(fx["hessian"], np.array(cols).T, 1e-7)
+
+
+@pytest.mark.parametrize("name", CHECKED)
+def test_eigenvalues_and_ngd_step(name):
+    fx = get(name)
+    F, eig, P = fx["true_fisher"], fx["fisher_eigenvalues"], fx.P
+    assert np.all(np.diff(eig) <= 0), "descending"
+    assert_close(eig.sum(), np.trace(F), 1e-12)
+    assert_close(np.sum(eig**2), np.sum(F * F), 1e-12)  # Frobenius norm = spectral
+    lam = fx.damping
+    x = fx["ngd_step"]
+    residual = (F + lam * np.eye(P)) @ x - fx["gradient"]
+    assert np.linalg.norm(residual) <= 1e-12 * (np.linalg.norm(F) + lam) * np.linalg.norm(x)
+
+
+@pytest.mark.parametrize("name", CHECKED)
+def test_kfac_factors_against_definitions(name):
+    """A = mean of the (homogeneous) layer inputs' outer products; the bias-bias block of the
+    exact Fisher (true or empirical) is exactly G; both bias conventions share G."""
+    fx = get(name)
+    net, N = fx.net, fx.N
+    acts = forward_cache(net, fx.theta, fx.X).acts
+    for fisher, M in (("true", fx["true_fisher"]), ("empirical", fx["empirical_fisher"])):
+        folded, separate = fx.kfac(fisher, "folded"), fx.kfac(fisher, "separate")
+        for l, (a, (_, bs)) in enumerate(zip(acts, net.layer_slices)):
+            at = np.hstack([a, np.ones((N, 1))])
+            assert_close(folded.A[l], at.T @ at / N, 1e-14)
+            assert_close(separate.A[l], a.T @ a / N, 1e-14)
+            assert_close(folded.G[l], M[bs, bs], 1e-12)
+            assert np.array_equal(folded.G[l], separate.G[l])
+        assert_close(folded.to_dense(),
+                     minifim.kfac(net, fx.theta, fx.X, fx.y, fisher).to_dense(), 1e-15)
+
+
+def test_kfac_is_exact_for_linear_regression():
+    fx = get("linear-regression")
+    assert_close(fx.kfac("true", "folded").to_dense(), fx["true_fisher"], 1e-13)
+
+
+# --- manifest, API, determinism -------------------------------------------------------------------
+def test_manifest_contents():
+    fx = get("gaussian-softplus")
+    m = fx.manifest
+    assert m["format"] == "minifim-fixture" and m["schema_version"] == SCHEMA_VERSION
+    assert m["minifim_version"] == minifim.__version__
+    assert m["model"] == fx.net.config() == {"sizes": [3, 8, 2], "activation": "softplus",
+                                             "likelihood": "gaussian", "sigma": 0.3}
+    assert m["parameter_order"] == ["W0", "b0", "W1", "b1"]
+    assert m["reduction"] == "mean" and m["damping"] == 1e-3
+    assert m["seeds"]["seed"] == PRESETS["gaussian-softplus"]["seed"]
+    assert m["command"] == "minifim fixture make gaussian-softplus"
+    blocks = m["parameter_layout"]["blocks"]
+    assert [b["name"] for b in blocks] == ["W0", "b0", "W1", "b1"]
+    assert blocks[0] == {"name": "W0", "shape": [8, 3], "start": 0, "stop": 24}
+    assert set(m["arrays"]) == set(fx.keys())
+    for key, info in m["arrays"].items():
+        assert info["shape"] == list(fx[key].shape)
+        assert {"description", "param_axes", "reduction_power"} <= set(info), key
+    assert m["arrays"]["true_fisher"]["param_axes"] == [0, 1]
+    assert m["arrays"]["scores"]["param_axes"] == [1]
+    assert m["arrays"]["true_fisher"]["reduction_power"] == 1
+    assert m["arrays"]["ngd_step"]["reduction_power"] is None
+    json.dumps(m)
+
+
+def test_fixture_api():
+    fx = get("categorical-tanh")
+    with pytest.raises(KeyError, match="available: theta"):
+        fx["nope"]
+    assert "true_fisher" in fx and "nope" not in fx
+    assert fx.param_label(0) == "W0[0, 0]"
+    assert fx.param_label(5) == "W0[1, 1]"
+    assert fx.param_label(32) == "b0[0]"
+    assert fx.param_label(66) == "b1[2]"
+    with pytest.raises(ValueError, match="index"):
+        param_label(fx.net, 67)
+    assert "categorical-tanh" in repr(fx) and fx.trajectory() == {}
+
+
+@pytest.mark.parametrize("name", ["logistic-regression", "categorical-tanh"])
+def test_same_command_gives_byte_identical_files(name, tmp_path):
+    save_fixture(make_fixture(name), tmp_path / "a.npz")
+    save_fixture(make_fixture(name), tmp_path / "b.npz")
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+
+
+def test_save_load_round_trip(tmp_path):
+    fx = get("bernoulli-sigmoid")
+    path = fx.save(tmp_path / "f.npz")
+    back = load_fixture(path)
+    assert back.manifest == fx.manifest and back.keys() == fx.keys()
+    for k in fx.keys():
+        assert np.array_equal(back[k], fx[k]) and back[k].dtype == np.float64
+    assert back.path == str(path) and load_fixture(back) is back
+    with np.load(path, allow_pickle=False) as z:  # plain numpy can read it
+        assert "manifest" in z.files and z["manifest"].dtype == np.uint8
+
+
+# --- specs ------------------------------------------------------------------------------------------
+def test_spec_with_preset_override_and_explicit_arrays():
+    fx = make_fixture({"preset": "logistic-regression", "num_samples": 4, "damping": 0.1})
+    assert fx.N == 4 and fx.damping == 0.1 and fx.name == "logistic-regression"
+    theta = [0.5, -1.0, 0.25, 2.0, 0.1]
+    X = [[1.0, 0.0, 0.5, 0.2], [0.3, -1.0, 0.0, 1.0]]
+    y = [[1.0], [0.0]]
+    fx2 = make_fixture({"sizes": [4, 1], "activation": "identity", "likelihood": "bernoulli",
+                        "theta": theta, "X": X, "y": y, "name": "mine"})
+    assert fx2.name == "mine" and np.array_equal(fx2.theta, theta)
+    assert np.array_equal(fx2.X, X) and np.array_equal(fx2["y"], y)
+    assert fx2.manifest["spec"]["theta"] == theta
+    Xt = np.hstack([np.array(X), np.ones((2, 1))])
+    p = 1 / (1 + np.exp(-Xt @ theta))
+    assert_close(fx2["true_fisher"], Xt.T @ (Xt * (p * (1 - p))[:, None]) / 2, 1e-14)
+
+
+@pytest.mark.parametrize("spec, err, match", [
+    ({"sizes": [2, 2], "colour": 1}, ValueError, "unknown key"),
+    ({"activation": "tanh"}, ValueError, "sizes"),
+    ({"sizes": [2, 2], "num_samples": 0}, ValueError, "num_samples"),
+    ({"sizes": [2, 2], "labels": "argmax"}, ValueError, "labels"),
+    ({"sizes": [2, 2], "damping": -1.0}, ValueError, "damping"),
+    ({"sizes": [2, 2], "init": "xavier"}, ValueError, "init"),
+    ({"sizes": [2, 2], "activation": "gelu"}, ValueError, "activation"),
+    ({"sizes": [2, 2], "X": [[1.0, 2.0, 3.0]]}, ValueError, "X"),
+    ({"sizes": [2, 2], "y": [5, 0, 1, 0, 1, 0, 1, 0]}, ValueError, "y"),
+    ({"preset": "nope"}, ValueError, "preset"),
+    ("nope", ValueError, "preset"),
+    (3, TypeError, "spec"),
+])
+def test_bad_specs(spec, err, match):
+    with pytest.raises(err, match=match):
+        make_fixture(spec)
+
+
+def test_custom_activation_cannot_be_stored():
+    import autograd.numpy as anp
+
+    net = minifim.MLP([2, 3, 2], activation=lambda z: anp.tanh(z) ** 3)
+    with pytest.raises(ValueError, match="custom callable"):
+        build_fixture(net, net.init(0), np.ones((2, 2)), np.array([0, 1]))
+
+
+# --- trajectories ------------------------------------------------------------------------------------
+def test_parse_trajectory():
+    assert parse_trajectory("sgd:steps=3,lr=0.5") == ("sgd", 3, {"lr": 0.5})
+    assert parse_trajectory("adam:steps=2,lr=1e-2,b1=0.8") == ("adam", 2, {"lr": 0.01,
+                                                                            "b1": 0.8})
+    for bad in ("sgd", "sgd:lr=0.1", "sgd:steps=0", "sgd:steps=1.5", "sgd:steps=2,lr"):
+        with pytest.raises(ValueError, match="trajectory"):
+            parse_trajectory(bad)
+
+
+def test_sgd_trajectory_is_gradient_descent(tmp_path):
+    fx = make_fixture("linear-regression", trajectory="sgd:steps=4,lr=0.3")
+    tr = fx.trajectory()
+    assert tr["theta"].shape == (5, fx.P) and tr["loss"].shape == (5,)
+    assert np.array_equal(tr["theta"][0], fx.theta)
+    for t in range(4):
+        g = minifim.gradient(fx.net, tr["theta"][t], fx.X, fx.y)
+        assert_close(tr["gradient"][t], g, 1e-14)
+        assert_close(tr["theta"][t + 1], tr["theta"][t] - 0.3 * g, 1e-15)
+    assert np.all(np.diff(tr["loss"]) < 0)  # a convex quadratic with a small step
+    m = fx.manifest["trajectory"]
+    assert m["optimiser"] == "sgd" and m["steps"] == 4 and m["options"] == {"lr": 0.3}
+    assert fx.manifest["command"].endswith("--trajectory sgd:steps=4,lr=0.3")
+    back = load_fixture(fx.save(tmp_path / "t.npz"))
+    assert np.array_equal(back["trajectory/theta"], tr["theta"])
+
+
+def test_adam_trajectory_stores_state_with_a_step_axis():
+    fx = make_fixture("logistic-regression", trajectory="adam:steps=3,lr=0.01")
+    tr = fx.trajectory()
+    assert tr["state/m"].shape == tr["state/v"].shape == (4, fx.P)
+    assert np.array_equal(tr["state/m"][0], np.zeros(fx.P))
+    assert np.array_equal(tr["state/theta"], tr["theta"])
+    g0 = tr["gradient"][0]
+    assert_close(tr["state/m"][1], 0.1 * g0, 1e-15)
+
+
+def test_bad_trajectories():
+    with pytest.raises(ValueError, match="unknown optimiser"):
+        make_fixture("logistic-regression", trajectory="lbfgs:steps=2")
+    with pytest.raises(ValueError, match="bad options"):
+        make_fixture("logistic-regression", trajectory="sgd:steps=2,colour=3")
+
+
+# --- the loader's errors --------------------------------------------------------------------------
+def _write(path, manifest, arrays):
+    buf = io.BytesIO()
+    payload = {"manifest": np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)}
+    payload.update(arrays)
+    np.savez(buf, **payload)
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+@pytest.fixture
+def small():
+    fx = get("logistic-regression")
+    return json.loads(json.dumps(fx.manifest)), dict(fx.arrays)
+
+
+def test_load_rejects_newer_schema(tmp_path, small):
+    manifest, arrays = small
+    manifest["schema_version"] = SCHEMA_VERSION + 1
+    manifest["minifim_version"] = "9.0"
+    with pytest.raises(FixtureError, match=r"schema 2 by minifim 9.0.*Upgrade"):
+        load_fixture(_write(tmp_path / "f.npz", manifest, arrays))
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda m, a: a.pop("true_fisher"), r"missing array\(s\) \['true_fisher'\]"),
+    (lambda m, a: a.__setitem__("extra", np.ones(2)), "unexpected array"),
+    (lambda m, a: a.__setitem__("gradient", a["gradient"].astype(np.float32)), "dtype float32"),
+    (lambda m, a: (a.__setitem__("hessian", np.ones((4, 4))),
+                   m["arrays"]["hessian"].__setitem__("shape", [4, 4])), "shape"),
+    (lambda m, a: a.__setitem__("ngd_step", np.full(5, np.nan)), "NaN"),
+    (lambda m, a: m.__setitem__("format", "other"), "not a minifim fixture"),
+    (lambda m, a: m.__setitem__("schema_version", "1"), "schema_version"),
+    (lambda m, a: m.__setitem__("model", {"sizes": [4, 1], "activation": "gelu"}),
+     "model"),
+    (lambda m, a: (m["arrays"].pop("loss"), a.pop("loss")), r"required array\(s\) \['loss'\]"),
+])
+def test_load_rejects_odd_files(tmp_path, small, edit, match):
+    manifest, arrays = small
+    edit(manifest, arrays)
+    with pytest.raises(FixtureError, match=match):
+        load_fixture(_write(tmp_path / "f.npz", manifest, arrays))
+
+
+def test_load_rejects_non_fixtures(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        load_fixture(tmp_path / "missing.npz")
+    np.savez(tmp_path / "plain.npz", a=np.ones(2))
+    with pytest.raises(FixtureError, match="no 'manifest' entry"):
+        load_fixture(tmp_path / "plain.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip file")
+    with pytest.raises(FixtureError, match="cannot be read"):
+        load_fixture(tmp_path / "junk.npz")
+    np.save(tmp_path / "single.npy", np.ones(3))
+    with pytest.raises(FixtureError, match="single .npy"):
+        load_fixture(tmp_path / "single.npy")
+    with zipfile.ZipFile(tmp_path / "badjson.npz", "w") as z:
+        buf = io.BytesIO()
+        np.save(buf, np.frombuffer(b"{not json", dtype=np.uint8))
+        z.writestr("manifest.npy", buf.getvalue())
+    with pytest.raises(FixtureError, match="not valid UTF-8 JSON"):
+        load_fixture(tmp_path / "badjson.npz")
+    with pytest.raises(TypeError, match="path"):
+        load_fixture(3)
+
+
+def test_load_refuses_pickled_arrays(tmp_path, small):
+    manifest, arrays = small
+    arrays["X"] = np.array([{"a": 1}], dtype=object)
+    buf = io.BytesIO()
+    np.savez(buf, manifest=np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8),
+             **arrays)
+    (tmp_path / "p.npz").write_bytes(buf.getvalue())
+    with pytest.raises(FixtureError, match="without pickle"):
+        load_fixture(tmp_path / "p.npz")
+
+
+def test_save_checks_its_arguments(tmp_path):
+    with pytest.raises(TypeError, match="Fixture"):
+        save_fixture({"a": 1}, tmp_path / "x.npz")
+    with pytest.raises(ValueError, match=".npz"):
+        save_fixture(get("logistic-regression"), tmp_path / "x.npy")
+    bad = Fixture(get("logistic-regression").manifest, {"manifest": np.ones(2)})
+    with pytest.raises(ValueError, match="reserved"):
+        save_fixture(bad, tmp_path / "x.npz")
