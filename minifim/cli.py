@@ -216,6 +216,24 @@ def _cmd_show(args, out) -> int:
     return 0
 
 
+def _load_candidate(path: Path) -> dict:
+    """The named arrays of a candidate ``.npz`` (``allow_pickle=False``)."""
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"candidate {str(path)!r}: cannot be read as an .npz file ({err})"
+                         ) from None
+    if not hasattr(npz, "files"):
+        raise ValueError(f"candidate {str(path)!r}: a single .npy array; save named arrays "
+                         "with numpy.savez(path, name=array, ...)")
+    with npz:
+        try:
+            return {k: npz[k] for k in npz.files}
+        except ValueError as err:
+            raise ValueError(f"candidate {str(path)!r}: an array cannot be loaded without "
+                             f"pickle ({err})") from None
+
+
 def _cmd_check(args, out) -> int:
     from .fixtures import load_fixture
     from .oracle import ALIASES, check
@@ -224,20 +242,7 @@ def _cmd_check(args, out) -> int:
     cpath = Path(args.candidate)
     if not cpath.is_file():
         raise FileNotFoundError(f"candidate {args.candidate!r}: no such file")
-    try:
-        with np.load(cpath, allow_pickle=False) as npz:
-            if not hasattr(npz, "files"):
-                raise ValueError(f"candidate {args.candidate!r}: a single .npy array; save "
-                                 "named arrays with numpy.savez")
-            candidate = {k: npz[k] for k in npz.files}
-    except AttributeError:  # np.load of a .npy returns an ndarray (no context manager)
-        raise ValueError(f"candidate {args.candidate!r}: a single .npy array; save named "
-                         "arrays with numpy.savez") from None
-    except (OSError, ValueError) as err:
-        if "candidate" in str(err):
-            raise
-        raise ValueError(f"candidate {args.candidate!r}: cannot be read as an .npz file "
-                         f"without pickle ({err})") from None
+    candidate = _load_candidate(cpath)
     mapping = _parse_map(args.map)
     diag_keys = []
     if args.diagnose is not None:

@@ -538,11 +538,10 @@ class CheckResult:
                              "FAIL (shape)"])
                 continue
             rows.append([name, "x".join(map(str, c.shape)) or "()", f"{c.max_abs_err:.2e}",
-                         f"{c.max_rel_err:.2e}", c.worst_label,
+                         f"{c.max_rel_err:.2e}", c.worst_label if c.max_abs_err else "-",
                          "pass" if c.passed else "FAIL"])
         for key in self.unmatched:
-            rows.append([key, "-", "-", "-", "-", "FAIL (no such array in the fixture; "
-                                                 "use --map CANDIDATE=FIXTURE)"])
+            rows.append([key, "-", "-", "-", "-", "FAIL (unmatched)"])
         if rows:
             widths = [max(len(str(r[i])) for r in rows + [headers]) for i in range(6)]
             fmt = "  ".join(f"{{:<{w}}}" for w in widths)
@@ -550,9 +549,12 @@ class CheckResult:
             lines.append(fmt.format(*("-" * w for w in widths)))
             lines += [fmt.format(*map(str, r)) for r in rows]
         details = [c for c in self.comparisons if not c.passed or c.note]
-        if details:
+        if details or self.unmatched:
             lines.append("")
             lines += [("FAIL " if not c.passed else "note ") + c.message() for c in details]
+            lines += [f"FAIL {k!r}: no array of that name or alias in the fixture; name it "
+                      "with --map CANDIDATE=FIXTURE (python: mapping=) or leave it out with "
+                      "--keys" for k in self.unmatched]
         for d in self.diagnoses:
             lines.append("")
             lines.append(d.report())
