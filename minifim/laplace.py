@@ -41,11 +41,13 @@ from __future__ import annotations
 import copy
 import math
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 from scipy.optimize import brentq, minimize
 
 from ._validation import (
+    as_float_array,
     as_generator,
     check_choice,
     check_int,
@@ -58,7 +60,8 @@ from .memory import require_memory
 from .objective import loss_and_gradient
 from .scores import output_jacobians
 
-__all__ = ["Laplace", "fit_map", "CURVATURE_STRUCTURES", "LAPLACE_FISHERS"]
+__all__ = ["Laplace", "fit_map", "calibration", "Calibration", "CURVATURE_STRUCTURES",
+           "LAPLACE_FISHERS"]
 
 CURVATURE_STRUCTURES = ("full", "kfac", "diag")
 LAPLACE_FISHERS = ("true", "ggn", "empirical", "mc")
@@ -625,3 +628,68 @@ class Laplace:
         z = rng.standard_normal((n_samples,) + mean.shape)
         fs = mean[None] + np.einsum("smk,mkc->smc", z, R)
         return np.mean([lik.mean(f) for f in fs], axis=0)
+
+
+# --- calibration ----------------------------------------------------------------------------
+class Calibration(NamedTuple):
+    """Expected calibration error and the reliability diagram's bins (see :func:`calibration`).
+
+    Attributes
+    ----------
+    ece : float
+    bin_edges : ndarray, shape (B + 1,)
+    bin_confidence, bin_accuracy : ndarray, shape (B,), NaN for empty bins
+    bin_count : ndarray of int, shape (B,)
+    """
+
+    ece: float
+    bin_edges: np.ndarray
+    bin_confidence: np.ndarray
+    bin_accuracy: np.ndarray
+    bin_count: np.ndarray
+
+
+def calibration(probs, y, n_bins: int = 15) -> Calibration:
+    """Expected calibration error (Guo et al. 2017) of class probabilities.
+
+    Parameters
+    ----------
+    probs : ndarray, shape (N, C)
+        Predicted class probabilities (rows sum to 1).
+    y : ndarray of int, shape (N,)
+        True labels in ``[0, C)``.
+    n_bins : int
+        ``B`` equal-width confidence bins ``((b - 1)/B, b/B]`` (the first also holds 0).
+
+    Returns
+    -------
+    Calibration
+
+    Notes
+    -----
+    Confidence ``c_n = max_k p_nk``, prediction ``argmax_k p_nk`` (first maximum);
+    ``ECE = sum_b (n_b / N) |acc_b - conf_b|`` over the non-empty bins.
+    """
+    probs = as_float_array(probs, "probs", ndim=2)
+    N, C = probs.shape
+    if np.any(probs < 0) or np.any(np.abs(probs.sum(axis=1) - 1.0) > 1e-8):
+        raise ValueError("probs: expected non-negative rows summing to 1 (class "
+                         "probabilities), received rows outside the simplex")
+    y = np.asarray(y)
+    if y.shape != (N,) or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"y: expected integer labels of shape ({N},), received shape "
+                         f"{y.shape} and dtype {y.dtype}")
+    if N and (y.min() < 0 or y.max() >= C):
+        raise ValueError(f"y: expected labels in [0, {C}), received [{y.min()}, {y.max()}]")
+    n_bins = check_int(n_bins, "n_bins", 1)
+    conf = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == y).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    idx = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)
+    count = np.bincount(idx, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bin_conf = np.bincount(idx, conf, n_bins) / count
+        bin_acc = np.bincount(idx, correct, n_bins) / count
+    full = count > 0
+    ece = float(np.sum(count[full] / N * np.abs(bin_acc[full] - bin_conf[full])))
+    return Calibration(ece, edges, bin_conf, bin_acc, count)

@@ -502,3 +502,53 @@ def test_dense_requests_over_the_memory_budget():
         assert kf.posterior_variance().shape == (c.P,)
         assert la.posterior_variance().shape == (c.P,)
         assert la.sample(2, 0).shape == (2, c.P)
+
+
+# --- calibration --------------------------------------------------------------------------
+def test_calibration_against_a_loop():
+    rng = np.random.default_rng(0)
+    logits = 2 * rng.standard_normal((300, 4))
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    y = rng.integers(0, 4, 300)
+    probs[0] = [0.2, 0.2, 0.2, 0.4]  # confidence exactly on the edge 2/5: bin (1/5, 2/5]
+    B = 5
+    cal = minifim.laplace.calibration(probs, y, B)
+    edges = np.linspace(0, 1, B + 1)
+    ece, counts = 0.0, []
+    for b in range(B):
+        members = [n for n in range(300)
+                   if (edges[b] < probs[n].max() <= edges[b + 1]) or (b == 0 and probs[n].max() == 0)]
+        counts.append(len(members))
+        if members:
+            acc = np.mean([np.argmax(probs[n]) == y[n] for n in members])
+            conf = np.mean([probs[n].max() for n in members])
+            ece += len(members) / 300 * abs(acc - conf)
+            assert abs(cal.bin_accuracy[b] - acc) < 1e-14
+            assert abs(cal.bin_confidence[b] - conf) < 1e-14
+        else:
+            assert np.isnan(cal.bin_accuracy[b])
+    assert list(cal.bin_count) == counts and sum(counts) == 300
+    assert abs(cal.ece - ece) < 1e-14
+
+
+def test_calibration_of_calibrated_and_overconfident_predictions():
+    rng = np.random.default_rng(1)
+    n = 40000
+    p1 = rng.uniform(0.5, 1.0, n)
+    y = (rng.random(n) >= p1).astype(int)  # label 0 with probability p1: calibrated
+    probs = np.stack([p1, 1 - p1], axis=1)
+    assert minifim.laplace.calibration(probs, y).ece < 0.02
+    sharp = np.stack([np.minimum(1.0, p1 + 0.2), 1 - np.minimum(1.0, p1 + 0.2)], axis=1)
+    assert minifim.laplace.calibration(sharp, y).ece > 0.15
+
+
+def test_calibration_bad_input():
+    cal = minifim.laplace.calibration
+    with pytest.raises(ValueError, match="probs"):
+        cal(np.array([[0.5, 0.6]]), np.array([0]))
+    with pytest.raises(ValueError, match="y"):
+        cal(np.array([[0.5, 0.5]]), np.array([2]))
+    with pytest.raises(ValueError, match="y"):
+        cal(np.array([[0.5, 0.5]]), np.array([0.0]))
+    with pytest.raises(ValueError, match="n_bins"):
+        cal(np.array([[0.5, 0.5]]), np.array([0]), 0)
