@@ -217,6 +217,10 @@ def test_sample_moments_gaussian():
     assert np.abs(z).max() < 5
     zv = (ys.var(axis=0, ddof=1) - 0.49) / (0.49 * np.sqrt(2 / (n - 1)))
     assert np.abs(zv).max() < 5
+    # pooled over all N * C outputs: ((y - f) / sigma)^2 has mean 1 and variance 2, so a 2%
+    # error in sigma (a 4% variance error) is 7 standard errors away
+    r2 = ((ys - F0) / 0.7) ** 2
+    assert abs(r2.mean() - 1) < 5 * np.sqrt(2 / r2.size)
 
 
 def test_sample_reproducible_and_shapes(lik):
