@@ -73,6 +73,7 @@ from .ngd import natural_gradient
 from .optim import train
 
 # ewc (issue 8)
+from .ewc import EWC, EWCTask, Quadratic, ewc_lambda, ewc_strength, task_curvature
 
 # laplace and cramer-rao (issue 9)
 from .laplace import Laplace, fit_map
