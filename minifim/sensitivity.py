@@ -102,7 +102,7 @@ def sensitivity(net, theta, X, y=None, fisher: str = "true", per: str = "paramet
     aggregate : {"incoming", "outgoing", "both", "gate"}, optional
         How units are scored (module docstring). Default ``"incoming"`` for ``per="unit"`` and
         ``"outgoing"`` for ``per="input"`` (inputs have no incoming parameters, so only
-        ``"outgoing"`` and ``"gate"`` apply). Ignored for ``per="parameter"``.
+        ``"outgoing"`` and ``"gate"`` apply). Not accepted with ``per="parameter"``.
     input_shape : tuple of int, optional
         Reshape the ``per="input"`` result, e.g. ``(8, 8)`` for digits.
     n_samples, rng : Monte-Carlo labels per input and their generator (``fisher="mc"``)
@@ -137,6 +137,9 @@ def sensitivity(net, theta, X, y=None, fisher: str = "true", per: str = "paramet
         if input_shape is not None:
             raise ValueError("input_shape: only used with per='input', received "
                              f"{input_shape!r} with per='parameter'")
+        if aggregate is not None:
+            raise ValueError("aggregate: only used with per='unit' or per='input', received "
+                             f"{aggregate!r} with per='parameter'")
         return fisher_diagonal(net, theta, X, y, fisher, n_samples=n_samples, rng=rng,
                                reduction=reduction, chunk_size=chunk_size)
     if per == "unit":

@@ -142,6 +142,8 @@ def test_bad_input():
         sensitivity(net, theta, X, per="unit", aggregate="sideways")
     with pytest.raises(ValueError, match="aggregate"):
         sensitivity(net, theta, X, per="input", aggregate="incoming")
+    with pytest.raises(ValueError, match="aggregate"):
+        sensitivity(net, theta, X, aggregate="gate")
     with pytest.raises(ValueError, match="input_shape"):
         sensitivity(net, theta, X, per="input", input_shape=(2, 2))
     with pytest.raises(ValueError, match="input_shape"):
