@@ -66,6 +66,9 @@ from .spectrum import (
 )
 
 # oracle (issue 5)
+from . import fixtures, oracle
+from .fixtures import Fixture, FixtureError, load_fixture, make_fixture, save_fixture
+from .oracle import assert_matches, check, diagnose
 
 # ngd and optimisers (issue 7)
 from . import optim

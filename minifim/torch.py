@@ -124,6 +124,10 @@ def _layers_and_activation(module):
                 raise ValueError(f"module[{i}]: Softplus with beta={child.beta}; minifim's "
                                  "softplus has beta = 1")
             pending = kinds[type(child)]
+        elif isinstance(child, (nn.Softmax, nn.LogSoftmax)):
+            raise ValueError(f"module[{i}]: {type(child).__name__} belongs to the likelihood, "
+                             "not the network: drop it (minifim's outputs are logits) and "
+                             "pass likelihood='categorical'")
         else:
             raise ValueError(f"module[{i}]: unsupported module {type(child).__name__}; "
                              f"expected Linear or one of {sorted(set(kinds.values()))}")
