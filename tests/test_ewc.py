@@ -477,3 +477,54 @@ def test_dense_curvature_over_budget_names_the_cheaper_curvature(small, kind):
                                                  match="curvature='kfac'"):
         ewc.add_task(small.theta, small.X)
     assert ewc.tasks == ()
+
+
+# --- PyTorch cross-check: EWC as it is usually written ----------------------------------------
+def test_torch_ewc_loops_match():
+    """The usual PyTorch loops: p.grad ** 2 of the batch-mean loss over a loader (the mistake),
+    per-sample squares at the data labels (empirical), and the enumerated expectation over the
+    model's classes (true), then lambda/2 sum F (p - p_old)^2 on the mean loss."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    seq = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(),
+                              torch.nn.Linear(5, 3)).double()
+    net = minifim.MLP([3, 5, 3], activation="tanh")
+    theta = net.from_state_dict(seq.state_dict())
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((7, 3)), rng.integers(0, 3, 7)
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    params = list(seq.parameters())
+
+    def flat_grad():
+        return np.concatenate([p.grad.detach().numpy().ravel() for p in params])
+
+    def loader_fisher(B):
+        out, batches = np.zeros(net.num_params), range(0, len(X), B)
+        for s in batches:
+            seq.zero_grad()
+            torch.nn.functional.cross_entropy(seq(Xt[s:s + B]), yt[s:s + B]).backward()
+            out += flat_grad() ** 2 / len(batches)
+        return out
+
+    for B in (1, 3, 7):
+        got = ewc_mod.task_curvature(net, theta, X, y, "diag", "square_of_mean_gradient",
+                                     batch_size=B)
+        np.testing.assert_allclose(got, loader_fisher(B), rtol=1e-12, atol=1e-16)
+    np.testing.assert_allclose(ewc_mod.task_curvature(net, theta, X, y, "diag", "empirical"),
+                               loader_fisher(1), rtol=1e-12, atol=1e-16)
+    true = np.zeros(net.num_params)
+    for n in range(len(X)):
+        probs = torch.softmax(seq(Xt[n:n + 1]), dim=1)[0].detach().numpy()
+        for c in range(3):
+            seq.zero_grad()
+            torch.log_softmax(seq(Xt[n:n + 1]), dim=1)[0, c].backward()
+            true += probs[c] * flat_grad() ** 2 / len(X)
+    np.testing.assert_allclose(ewc_mod.task_curvature(net, theta, X, y, "diag", "true"), true,
+                               rtol=1e-12, atol=1e-16)
+    # the usual penalty lambda/2 sum F (p - p_old)^2 on the mean loss of N_cur samples
+    ewc = minifim.EWC(net, strength=2.0)
+    ewc.add_task(theta, X)
+    n_cur, new = 11, theta + rng.standard_normal(net.num_params)
+    lam = minifim.ewc_lambda(2.0, len(X), n_cur)
+    usual = lam / 2 * np.sum(true * (new - theta) ** 2)
+    assert ewc.penalty(new) / n_cur == pytest.approx(usual, rel=1e-12)
