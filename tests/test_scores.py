@@ -164,3 +164,42 @@ def test_bad_input():
         minifim.per_sample_scores(gauss.net, gauss.theta, gauss.X, gauss.y * np.nan)
     with pytest.raises(ValueError, match=r"y: expected real targets of shape \(5, 3\)"):
         minifim.per_sample_scores(gauss.net, gauss.theta, gauss.X, gauss.y[:, 0])
+
+
+@pytest.mark.parametrize("name", ["categorical-tanh-2x3x4x2", "bernoulli-softplus-3x4x3",
+                                  "gaussian-sigmoid-3x4x3", "categorical-relu-3x4x3"])
+def test_scores_match_torch_func(name):
+    """Third route: ``torch.func.vmap(grad(log p))`` on the same weights (float64)."""
+    torch = pytest.importorskip("torch")
+    from torch.func import functional_call, grad, vmap
+
+    case = get_case(name)
+    net = case.net
+    acts = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "sigmoid": torch.nn.Sigmoid,
+            "softplus": torch.nn.Softplus}
+    mods = []
+    for l, (o, i) in enumerate(net.shapes):
+        mods.append(torch.nn.Linear(i, o))
+        if l < net.num_layers - 1:
+            mods.append(acts[net.activation.name]())
+    seq = torch.nn.Sequential(*mods).double()
+    seq.load_state_dict({k: torch.from_numpy(v) for k, v in
+                         net.to_state_dict(case.theta).items()})
+    params = {k: v.detach() for k, v in seq.named_parameters()}
+    lik = net.likelihood.name
+    sigma = getattr(net.likelihood, "sigma", 1.0)
+
+    def log_p(p, x, y):
+        f = functional_call(seq, p, (x[None],))[0]
+        if lik == "categorical":
+            return torch.gather(torch.log_softmax(f, 0), 0, y[None])[0]
+        if lik == "bernoulli":
+            return -torch.nn.functional.binary_cross_entropy_with_logits(f, y, reduction="sum")
+        return -0.5 * torch.sum((y - f) ** 2) / sigma**2
+
+    g = vmap(grad(log_p), in_dims=(None, 0, 0))(params, torch.from_numpy(case.X),
+                                               torch.from_numpy(case.y))
+    S_torch = np.concatenate([g[k].reshape(case.N, -1).numpy() for k in params], axis=1)
+    assert list(params) == [f"{2 * l}.{s}" for l in range(net.num_layers)
+                            for s in ("weight", "bias")]  # flat order W0, b0, W1, b1, ...
+    assert_close(minifim.per_sample_scores(net, case.theta, case.X, case.y), S_torch, 1e-12)
