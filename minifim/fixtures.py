@@ -33,6 +33,7 @@ A fixture is the ground truth another library is tested against. Contract:
 
 from __future__ import annotations
 
+import inspect
 import json
 import numbers
 import os
@@ -465,8 +466,10 @@ def build_fixture(net: MLP, theta, X, y, *, damping: float = 1e-3, name: str = "
 
     docs = {}
     for key, arr in arrays.items():
-        docs[key] = _describe_array(key, net)
-        docs[key] = {"shape": list(arr.shape), **docs[key]}
+        info = _describe_array(key, net)
+        if key.startswith("trajectory/state/") and arr.shape[1:] == (P,):
+            info["param_axes"] = [1]  # a per-step vector in parameter space
+        docs[key] = {"shape": list(arr.shape), **info}
     manifest = {
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
@@ -537,9 +540,8 @@ def _describe_array(key: str, net: MLP) -> dict:
     elif key.startswith("trajectory/"):
         desc, axes, power = _TRAJECTORY_DOCS.get(
             key[len("trajectory/"):],
-            ("optimiser state entry, one row per step (row 0 after init)", [], None))
-        if key == "trajectory/state/theta":
-            axes = [1]
+            ("optimiser state entry, one row per step (row 0 after init); may hold NaN "
+             "where the optimiser marks a value as not yet defined", [], None))
     else:  # pragma: no cover - every key made here is documented
         raise AssertionError(f"internal: undocumented fixture array {key!r}")
     return {"description": desc, "param_axes": axes, "reduction_power": power}
@@ -613,8 +615,15 @@ def trajectory_arrays(net: MLP, theta, X, y, trajectory: str) -> tuple[dict, dic
               ("Optimizer", "Batch", "objective", "objective_and_gradient", "train")]
     if name not in public:
         raise ValueError(f"trajectory: unknown optimiser {name!r}; expected one of {public}")
+    factory = getattr(optim, name)
+    if "net" in inspect.signature(factory).parameters:  # e.g. optim.kfac(net, ...)
+        if "net" in options:
+            raise ValueError("trajectory: 'net' is the fixture's model; do not pass it")
+        options_call = {"net": net, **options}
+    else:
+        options_call = options
     try:
-        opt = getattr(optim, name)(**options)
+        opt = factory(**options_call)
     except TypeError as err:
         raise ValueError(f"trajectory: bad options {options} for minifim.optim.{name}: {err}"
                          ) from None
@@ -832,5 +841,5 @@ def _validate(path, manifest, arrays) -> None:
                                                                                arr.shape)):
             _fail(path, f"array {key!r} has shape {arr.shape}, expected {tuple(want)} for "
                         f"{net!r} with N = {N}")
-        if not np.all(np.isfinite(arr)):
+        if not key.startswith("trajectory/state/") and not np.all(np.isfinite(arr)):
             _fail(path, f"array {key!r} holds NaN/Inf")

@@ -330,6 +330,28 @@ def test_adam_trajectory_stores_state_with_a_step_axis():
     assert_close(tr["state/m"][1], 0.1 * g0, 1e-15)
 
 
+def test_ngd_trajectory_solves_the_damped_fisher_system():
+    fx = make_fixture("categorical-tanh", trajectory="ngd:steps=2,lr=0.5,damping=0.1")
+    tr = fx.trajectory()
+    for t in range(2):
+        th = tr["theta"][t]
+        F = minifim.true_fisher(fx.net, th, fx.X)
+        direction = np.linalg.solve(F + 0.1 * np.eye(fx.P), tr["gradient"][t])
+        assert_close(tr["state/direction"][t + 1], direction, 1e-10)
+        assert_close(tr["theta"][t + 1], th - 0.5 * direction, 1e-12)
+    assert fx.manifest["arrays"]["trajectory/state/direction"]["param_axes"] == [1]
+
+
+def test_kfac_trajectory_gets_the_net_and_stores_per_layer_state(tmp_path):
+    fx = make_fixture("logistic-regression", trajectory="kfac:steps=2,lr=0.2,damping=0.01")
+    tr = fx.trajectory()
+    assert tr["state/A0"].shape == (3, 5, 5) and tr["state/G0"].shape == (3, 1, 1)
+    back = load_fixture(fx.save(tmp_path / "k.npz"))
+    assert np.array_equal(back["trajectory/state/A0"], tr["state/A0"])
+    with pytest.raises(ValueError, match="do not pass it"):
+        make_fixture("logistic-regression", trajectory="kfac:steps=2,net=1")
+
+
 def test_bad_trajectories():
     with pytest.raises(ValueError, match="unknown optimiser"):
         make_fixture("logistic-regression", trajectory="lbfgs:steps=2")

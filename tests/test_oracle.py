@@ -85,6 +85,8 @@ def test_compare_semantics():
     nan[1, 1] = np.nan
     n = compare(ref, nan, name="A")
     assert not n.passed and n.worst_index == (1, 1) and "NaN" in n.note
+    assert compare(nan, nan.copy(), name="A").passed  # matching NaN (undefined state) entries
+    assert not compare(nan, ref, name="A").passed
     for kwargs, err in (({"rtol": 0.0}, ValueError), ({"atol": -1.0}, ValueError),
                         ({"rtol": "1"}, TypeError)):
         with pytest.raises(err):
@@ -434,3 +436,16 @@ def test_mc_moments_enumeration_limit():
     with pytest.raises(ValueError, match="n_samples"):
         mc_error_moments(net, net.init(0), np.ones((2, 2)), 0)
     assert oracle.MAX_OUTCOMES == 4096
+
+
+def test_check_trajectory_arrays():
+    fx = make_fixture("logistic-regression", trajectory="kfac:steps=2,lr=0.2,damping=0.01")
+    net = fx.net
+    cand = {"trajectory/theta": from_minifim_layout(net, fx["trajectory/theta"], [1], "jax"),
+            "trajectory/state/rho": fx["trajectory/state/rho"].copy()}
+    assert check(fx, cand, layout="jax").passed
+    wrong = fx["trajectory/theta"].copy()
+    wrong[2, 4] += 1e-3
+    res = check(fx, {"trajectory/theta": wrong})
+    assert not res.passed
+    assert res.comparisons[0].worst_label == "trajectory/theta[step 2, b0[0]]"
