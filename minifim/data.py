@@ -7,6 +7,8 @@ Synthetic data: linear-Gaussian regression, two moons, and data drawn from a tea
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from ._validation import as_float_array, as_generator, check_int, check_nonnegative
@@ -43,7 +45,8 @@ def train_test_split(X, y, test_fraction: float = 0.25, rng=0):
     y = np.asarray(y)
     if X.shape[0] != y.shape[0]:
         raise ValueError(f"y: expected {X.shape[0]} rows to match X, received {y.shape[0]}")
-    if not 0.0 < test_fraction < 1.0:
+    if (isinstance(test_fraction, (bool, np.bool_)) or not isinstance(test_fraction, numbers.Real)
+            or not 0.0 < test_fraction < 1.0):
         raise ValueError(f"test_fraction: expected a number in (0, 1), received {test_fraction}")
     idx = rng.permutation(X.shape[0])
     n_test = int(round(test_fraction * X.shape[0]))
