@@ -34,7 +34,7 @@ def test_train_test_split():
     assert not np.array_equal(data.train_test_split(X, y, 0.25, rng=4)[3], yte)
     with pytest.raises(ValueError, match="y: expected 20 rows to match X, received 19"):
         data.train_test_split(X, y[:-1])
-    for frac in (0.0, 1.0, -0.2, 1.5):
+    for frac in (0.0, 1.0, -0.2, 1.5, "0.3", True, np.nan):
         with pytest.raises(ValueError, match=r"test_fraction: expected a number in \(0, 1\)"):
             data.train_test_split(X, y, test_fraction=frac)
     with pytest.raises(TypeError, match="rng"):
