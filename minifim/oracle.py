@@ -387,8 +387,8 @@ def _computed_alternatives(fixture: Fixture, key: str) -> list[tuple[np.ndarray,
     if key in ("true_fisher", "fisher_diagonal"):
         diag = key == "fisher_diagonal"
         out.append((square_of_mean_gradient(net, theta, X, y, diagonal=diag),
-                    "the square of the batch-mean gradient g g^T instead of the mean of "
-                    "per-sample squared scores"))
+                    "the square of the batch-mean gradient (g g^T, diagonal g^2) instead of "
+                    "the mean of per-sample squared scores"))
         arg = (fisher_diagonal(net, theta, X, None, "argmax") if diag
                else curvature_matrix(net, theta, X, None, "argmax"))
         out.append((arg, "labels taken by argmax of the prediction instead of sampled or "
@@ -873,8 +873,9 @@ class Diagnosis:
                     f"expected {mc['expected']:.3e} +- {mc['std']:.3e} for a k-sample "
                     f"estimate (z = {mc['z']:.2f}, band z <= {mc['z_band']:g}): "
                     + ("within the band" if mc["within_band"] else "OUTSIDE the band"))
-            lines.append(f"  error equivalent to k_eff = {mc['k_eff']:.3g} Monte-Carlo samples "
-                         "per input (if it were an unbiased Monte-Carlo estimate)")
+            if self.distances[0][2] > MATCH_TOL and not isinstance(mc["k_eff"], str):
+                lines.append(f"  error equivalent to k_eff = {mc['k_eff']:.3g} Monte-Carlo "
+                             "samples per input (if it were an unbiased Monte-Carlo estimate)")
         return "\n".join(lines)
 
 
@@ -900,14 +901,15 @@ def fisher_variants(fixture, *, diagonal: bool = False) -> list[tuple[str, str, 
     out = [
         ("true", "true Fisher, mean over samples (the reference)", F),
         ("empirical", "empirical Fisher: scores at the data labels", EF),
-        ("square-of-mean-gradient", "g g^T with g the batch-mean gradient (squared after "
-                                    "averaging)",
+        ("square-of-mean-gradient", ("g^2" if diagonal else "g g^T") + " with g the "
+                                    "batch-mean gradient (squared after averaging)",
          square_of_mean_gradient(net, theta, X, y, diagonal=diagonal)),
         ("argmax", "labels by argmax of the prediction (not sampled/enumerated)",
          mat("argmax")),
         ("true-sum", f"true Fisher summed over the N = {N} samples (factor N)", N * F),
         ("empirical-sum", "empirical Fisher summed over samples", N * EF),
-        ("square-of-sum-gradient", "G G^T with G the batch-sum gradient",
+        ("square-of-sum-gradient", ("G^2" if diagonal else "G G^T") + " with G the "
+                                   "batch-sum gradient",
          N * N * square_of_mean_gradient(net, theta, X, y, diagonal=diagonal)),
         ("true-in-out-layout", "true Fisher with weights flattened as (in, out) (transposed "
                                "layout)",
