@@ -37,7 +37,11 @@ def as_float_array(x, name: str, *, ndim: int | None = None, shape: tuple | None
     """
     if isinstance(x, (str, bytes)) or x is None:
         raise TypeError(f"{name}: expected a real numeric array, received {_describe(x)}")
-    arr = np.asarray(x)
+    try:
+        arr = np.asarray(x)
+    except ValueError as err:  # ragged nested sequences
+        raise ValueError(f"{name}: expected a rectangular numeric array, received a ragged "
+                         f"{type(x).__name__} ({err})") from None
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
                                    or arr.dtype == np.bool_):
         raise TypeError(f"{name}: expected a real numeric array, received {_describe(arr)}")

@@ -230,7 +230,8 @@ def curvature_matrix(net, theta, X, y=None, fisher: str = "true", *, n_samples: 
     M : ndarray, shape (P, P), symmetric positive semi-definite.
     """
     check_choice(fisher, "fisher", FISHER_KINDS)
-    scale = _scale(reduction, np.shape(X)[0] if np.ndim(X) == 2 else 1)
+    X = net.check_inputs(X)
+    scale = _scale(reduction, X.shape[0])
     _require_dense(net, f"{fisher} curvature")
     factors = curvature_factors(net, theta, X, y, fisher, n_samples, rng, chunk_size)
     M = _dense_from_factors(net, factors, net.num_params)
@@ -355,7 +356,8 @@ def fisher_diagonal(net, theta, X, y=None, fisher: str = "true", *, n_samples: i
     ``diag(M)[W_l[i, j]] = c sum_n (sum_k B_l[n, k, i]^2) a_l[n, j]^2``: one GEMM per layer.
     """
     check_choice(fisher, "fisher", FISHER_KINDS)
-    scale = _scale(reduction, np.shape(X)[0] if np.ndim(X) == 2 else 1)
+    X = net.check_inputs(X)
+    scale = _scale(reduction, X.shape[0])
     d = np.zeros(net.num_params)
     for acts, Bs in curvature_factors(net, theta, X, y, fisher, n_samples, rng, chunk_size):
         for (ws, bs), a, B in zip(net.layer_slices, acts, Bs):
@@ -374,7 +376,8 @@ def block_diagonal(net, theta, X, y=None, fisher: str = "true", *, n_samples: in
     ``(W_l, b_l)`` in flat order, equal to ``M[s, s]`` for ``s = net.layer_param_slices()[l]``.
     """
     check_choice(fisher, "fisher", FISHER_KINDS)
-    scale = _scale(reduction, np.shape(X)[0] if np.ndim(X) == 2 else 1)
+    X = net.check_inputs(X)
+    scale = _scale(reduction, X.shape[0])
     sizes = [o * i + o for o, i in net.shapes]
     require_memory(8 * sum(s * s for s in sizes), f"per-layer blocks of sizes {sizes}",
                    "fisher_diagonal or kfac")

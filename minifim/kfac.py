@@ -208,7 +208,8 @@ def kfac(net, theta, X, y=None, fisher: str = "true", *, bias: str = "folded",
     """
     check_choice(fisher, "fisher", FISHER_KINDS)
     check_choice(bias, "bias", BIAS_CONVENTIONS)
-    N = np.shape(X)[0] if np.ndim(X) == 2 else 1
+    X = net.check_inputs(X)
+    N = X.shape[0]
     scale = _scale(reduction, N)
     extra = 1 if bias == "folded" else 0
     A = [np.zeros((i + extra, i + extra)) for _, i in net.shapes]
