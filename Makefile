@@ -28,8 +28,10 @@ $(VENV)/.stamp-crosscheck: $(VENV)/.stamp-test $(SRC)
 
 venv: $(VENV)/.stamp-test
 
+# The test cases are tiny matrices: one BLAS thread avoids threading overhead and the
+# pathological slow-down of spinning BLAS threads on an oversubscribed machine.
 test: $(VENV)/.stamp-test
-	$(PY) -m pytest tests
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(PY) -m pytest tests
 
 experiments: $(VENV)/.stamp-experiments
 	@set -e; for f in experiments/[a-z]*.py; do echo "== $$f"; $(PY) $$f; done
@@ -42,7 +44,7 @@ lint: $(VENV)/.stamp-test
 	$(VENV)/bin/ruff check minifim tests experiments
 
 crosscheck: $(VENV)/.stamp-crosscheck
-	$(PY) -m pytest tests -k torch -rs
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(PY) -m pytest tests -k torch -rs
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis .ruff_cache experiments/results
