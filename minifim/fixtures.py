@@ -35,6 +35,7 @@ A fixture is the ground truth another library is tested against. Contract:
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import numbers
@@ -778,6 +779,16 @@ def load_fixture(path) -> Fixture:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"fixture {str(path)!r}: no such file")
+    stat = path.stat()
+    return _load_cached(str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_cached(path: str, inode: int, mtime_ns: int, size: int) -> Fixture:
+    """Load once per (path, inode, modification time, size): a test suite calling
+    ``assert_matches("fixture.npz", ...)`` many times reads the file once. The arrays are
+    read-only, so the shared object cannot be modified by a caller."""
+    path = Path(path)
     try:
         npz = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as err:
@@ -802,6 +813,8 @@ def load_fixture(path) -> Fixture:
             except ValueError as err:
                 _fail(path, f"array {key!r} cannot be loaded without pickle ({err})")
     _validate(path, manifest, arrays)
+    for arr in arrays.values():
+        arr.flags.writeable = False
     return Fixture(manifest, arrays, str(path))
 
 

@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import scipy.linalg
 
-from ._validation import as_float_array, check_choice, check_int, check_positive
+from ._validation import as_float_array, check_choice, check_int, check_nonnegative
 from .curvature import (
     curvature_matrix,
     fisher_diagonal,
@@ -261,7 +261,7 @@ def compare(reference, candidate, *, name: str = "array", rtol: float = DEFAULT_
     -------
     Comparison
     """
-    rtol = check_positive(rtol, "rtol")
+    rtol = check_nonnegative(rtol, "rtol")
     if atol is not None:
         atol = float(atol)
         if not (atol >= 0 and math.isfinite(atol)):
@@ -526,7 +526,7 @@ class CheckResult:
                 "diagnoses": [d.to_dict() for d in self.diagnoses]}
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1, allow_nan=False, default=_json_default)
+        return json.dumps(_jsonable(self.to_dict()), indent=1, allow_nan=False)
 
     def table(self) -> str:
         """A plain-text table: one row per array, then the causes of the failures."""
@@ -571,12 +571,17 @@ class CheckResult:
         return "\n".join(lines)
 
 
-def _json_default(obj):
+def _jsonable(obj):
+    """Plain JSON types; non-finite floats become the strings "inf", "-inf", "nan"."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
     if isinstance(obj, np.generic):
-        return obj.item()
+        obj = obj.item()
     if isinstance(obj, float) and not math.isfinite(obj):
         return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+    return obj
 
 
 def _finite_or_str(value):
@@ -614,7 +619,7 @@ def check(fixture, candidate: Mapping[str, np.ndarray], *, mapping: Mapping[str,
     fx = load_fixture(fixture)
     check_choice(layout, "layout", LAYOUTS)
     check_choice(reduction, "reduction", REDUCTIONS)
-    rtol = check_positive(rtol, "rtol")
+    rtol = check_nonnegative(rtol, "rtol")
     mapping = dict(mapping or {})
     for cand_key, ref_key in mapping.items():
         if ref_key not in fx.arrays:

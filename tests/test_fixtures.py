@@ -245,6 +245,9 @@ def test_save_load_round_trip(tmp_path):
     for k in fx.keys():
         assert np.array_equal(back[k], fx[k]) and back[k].dtype == np.float64
     assert back.path == str(path) and load_fixture(back) is back
+    assert load_fixture(path) is back  # cached per (path, inode, mtime, size)
+    with pytest.raises(ValueError, match="read-only"):
+        back["true_fisher"][0, 0] = 1.0
     with np.load(path, allow_pickle=False) as z:  # plain numpy can read it
         assert "manifest" in z.files and z["manifest"].dtype == np.uint8
 

@@ -87,7 +87,9 @@ def test_compare_semantics():
     assert not n.passed and n.worst_index == (1, 1) and "NaN" in n.note
     assert compare(nan, nan.copy(), name="A").passed  # matching NaN (undefined state) entries
     assert not compare(nan, ref, name="A").passed
-    for kwargs, err in (({"rtol": 0.0}, ValueError), ({"atol": -1.0}, ValueError),
+    assert compare(ref, ref, rtol=0.0).passed  # rtol = 0 (and atol = 0): bit-exact
+    assert not compare(ref, ref * (1 + 1e-16) + 1e-300, rtol=0.0, atol=0.0).passed
+    for kwargs, err in (({"rtol": -1.0}, ValueError), ({"atol": -1.0}, ValueError),
                         ({"rtol": "1"}, TypeError)):
         with pytest.raises(err):
             compare(ref, ref, **kwargs)
@@ -230,6 +232,8 @@ def test_check_maps_keys_and_reports():
         check(fx, cand, keys=["zzz"])
     with pytest.raises(TypeError, match="mapping"):
         check(fx, [1, 2])
+    nan = check(fx, {"F": np.full_like(fx["true_fisher"], np.nan)})
+    assert json.loads(nan.to_json())["comparisons"][0]["max_abs_err"] == "inf"
     assert not check(fx, {}).passed  # nothing compared is not a pass
 
 
