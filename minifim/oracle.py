@@ -795,6 +795,9 @@ def mc_error_moments(net, theta, X, n_samples: int, *, diagonal: bool = False
     k = check_int(n_samples, "n_samples", 1)
     w, U = output_outcomes(net, theta, X)
     N, O, P = U.shape
+    require_memory(3 * 8 * (N * O) ** 2, f"the outcome Gram matrices (N O)^2 = ({N * O})^2 "
+                   "float64, three of them", "fewer samples in the fixture (the band is exact "
+                   "but needs all pairs of outcomes)")
     flat = U.reshape(N * O, P)
     if diagonal:
         Q = flat * flat
@@ -998,10 +1001,11 @@ def diagnose(fixture, candidate, *, n_samples: int | None = None, layout: str = 
     kind = "diagonal" if diagonal else "dense"
 
     net, theta, X = fx.net, fx.theta, fx.X
+    mc_skipped = ""
     try:
         e1, _ = mc_error_moments(net, theta, X, 1, diagonal=diagonal)
-    except ValueError:
-        e1 = None
+    except (ValueError, MemoryError) as err:  # too many outcomes, or over the memory budget
+        e1, mc_skipped = None, str(err)
     observed = float(np.sum((c - F) ** 2))
     mc = None
     if e1 is not None:
@@ -1059,4 +1063,6 @@ def diagnose(fixture, candidate, *, n_samples: int | None = None, layout: str = 
                         f"{observed / mc['expected']:.3g} x the expected one (z = "
                         f"{mc['z'] if isinstance(mc['z'], str) else round(mc['z'], 2)}): "
                         "not explained by sampling")
+        elif n_samples is not None and mc_skipped:
+            verdict += f"; the Monte-Carlo band was not computed ({mc_skipped})"
     return Diagnosis(name, kind, distances, verdict, closest, ok, mc, scale)

@@ -453,3 +453,20 @@ def test_check_trajectory_arrays():
     res = check(fx, {"trajectory/theta": wrong})
     assert not res.passed
     assert res.comparisons[0].worst_label == "trajectory/theta[step 2, b0[0]]"
+
+
+def test_diagnose_without_the_band_says_why():
+    net = minifim.MLP([2, 13], "identity", "bernoulli")  # 2^13 outcomes: over the limit
+    theta = net.init(0)
+    X = np.random.default_rng(0).standard_normal((3, 2))
+    fx = minifim.fixtures.build_fixture(net, theta, X, np.zeros((3, 13)))
+    c = minifim.mc_fisher(net, theta, X, 2, rng=0)
+    d = diagnose(fx, c, n_samples=2)
+    assert not d.ok and d.monte_carlo is None
+    assert "Monte-Carlo band was not computed" in d.verdict and "enumeration limit" in d.verdict
+    fx2 = make_fixture({"preset": "logistic-regression", "num_samples": 200})
+    c2 = minifim.mc_fisher(fx2.net, fx2.theta, fx2.X, 2, rng=0)
+    with minifim.memory_limit(1_000_000):  # the (N O)^2 = 400^2 Gram matrices need 3.8 MB
+        d2 = diagnose(fx2, c2, n_samples=2)
+    assert "memory budget" in d2.verdict and "Gram" in d2.verdict
+    assert diagnose(fx2, c2, n_samples=2).ok
