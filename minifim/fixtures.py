@@ -236,7 +236,7 @@ class Fixture:
     def name(self) -> str:
         return self.manifest.get("name", "")
 
-    @property
+    @functools.cached_property
     def net(self) -> MLP:
         """The model ``MLP(**manifest["model"])``."""
         return MLP(**self.manifest["model"])
@@ -836,7 +836,14 @@ def _validate(path, manifest, arrays) -> None:
     except (TypeError, ValueError) as err:
         _fail(path, f"the manifest's model {manifest['model']!r} is invalid ({err})")
     N = manifest["num_samples"]
+    if isinstance(N, bool) or not isinstance(N, int) or N < 1:
+        _fail(path, f"invalid num_samples {N!r} in the manifest")
     listed = manifest["arrays"]
+    if not isinstance(listed, dict) or not all(isinstance(v, dict) for v in listed.values()):
+        _fail(path, "the manifest's 'arrays' entry is not a mapping of name -> description")
+    traj = manifest.get("trajectory")
+    if traj is not None and not (isinstance(traj, dict) and isinstance(traj.get("steps"), int)):
+        _fail(path, f"invalid trajectory entry {traj!r} in the manifest")
     missing = [k for k in listed if k not in arrays]
     if missing:
         _fail(path, f"missing array(s) {missing} listed in the manifest (truncated or edited "

@@ -398,6 +398,10 @@ def test_load_rejects_newer_schema(tmp_path, small):
     (lambda m, a: m.__setitem__("model", {"sizes": [4, 1], "activation": "gelu"}),
      "model"),
     (lambda m, a: (m["arrays"].pop("loss"), a.pop("loss")), r"required array\(s\) \['loss'\]"),
+    (lambda m, a: m.__setitem__("num_samples", 0), "num_samples"),
+    (lambda m, a: m.__setitem__("arrays", [1]), "'arrays' entry"),
+    (lambda m, a: m.__setitem__("trajectory", {"steps": "3"}), "trajectory"),
+    (lambda m, a: m.pop("damping"), "no 'damping' entry"),
 ])
 def test_load_rejects_odd_files(tmp_path, small, edit, match):
     manifest, arrays = small
