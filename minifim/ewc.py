@@ -314,12 +314,13 @@ def quadratics(tasks, kind: str, mode: str = "separate", strength: float = 1.0,
     tuple of Quadratic
         ``"separate"``: one per task, ``Quadratic(theta*_t, ((strength N_t, F_t),))``;
         ``"recursive"``/``"online"``: one, ``Quadratic(theta*_T, ((strength gamma^(T-t) N_t,
-        F_t), ...))`` with the terms summed where the representation allows (not for K-FAC);
-        empty without tasks.
+        F_t), ...))`` (``gamma`` is used by ``"online"`` only, ``"recursive"`` has 1) with the
+        terms summed where the representation allows (not for K-FAC); empty without tasks.
     """
     check_choice(kind, "curvature", EWC_CURVATURES)
     check_choice(mode, "mode", EWC_MODES)
     strength = check_nonnegative(strength, "strength")
+    gamma = check_nonnegative(gamma, "gamma")
     tasks = tuple(tasks)
     if not tasks:
         return ()
