@@ -430,7 +430,7 @@ class Laplace:
 
     def covariance_matvec(self, v) -> np.ndarray:
         """``A^{-1} v`` for ``v: (P,)`` or ``(P, m)``, without forming ``A^{-1}``."""
-        v = np.asarray(v, dtype=np.float64)
+        v = as_float_array(v, "v")
         if v.ndim not in (1, 2) or v.shape[0] != self.num_params:
             raise ValueError(f"v: expected shape ({self.num_params},) or ({self.num_params}, "
                              f"m), received shape {v.shape}")

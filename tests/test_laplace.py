@@ -473,6 +473,8 @@ def test_bad_arguments():
         la.predictive(c.X[0])
     with pytest.raises(ValueError, match="v"):
         la.covariance_matvec(np.ones(c.P + 1))
+    with pytest.raises(TypeError, match="v"):
+        la.covariance_matvec("abc")
     with pytest.raises(AttributeError, match="kfac"):
         la.kfac_factors  # noqa: B018
     with pytest.raises(ValueError, match="theta_map"):
