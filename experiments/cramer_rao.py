@@ -198,6 +198,8 @@ def main():
         ax.axhline(1.0, c="k", lw=1)
         ax.set(xscale="log", xlabel="N (samples)", title=title,
                ylabel="eigenvalues of whitened Cov(theta_hat)")
+        ax.set_xticks(Ns, [str(N) for N in Ns], minor=False)
+        ax.xaxis.set_minor_locator(plt.NullLocator())
         ax.legend(fontsize=7)
     axes[2].semilogy(np.arange(1, len(spectrum) + 1), np.clip(spectrum, 1e-18, None), "o")
     axes[2].axhline(RANK_TOL * spectrum.max(), ls="--", c="grey", label="rank threshold")
