@@ -349,6 +349,17 @@ def main():
             f"{mean(b, 'joint'):.3f}; wrong Fishers vs the true diagonal: empirical "
             f"{mean(b, 'EWC diag empirical') - mean(b, ewc):+.3f}, square of mean gradient "
             f"{mean(b, 'EWC diag sq-mean-grad') - mean(b, ewc):+.3f}")
+    def where(m1, m2):
+        won = [b for b in benchmarks if compare(b, m1, m2) == 1]
+        return " and ".join(won) if won else "neither benchmark"
+
+    struct = ("EWC K-FAC", "EWC full", "recursive Laplace")
+    both = [b for b in benchmarks if all(compare(b, m, o) == 1 for m in struct
+                                         for o in ("fine-tuning", "L2"))]
+    details.insert(0, (
+        f"In short: diagonal EWC beats fine-tuning on {where('EWC diag true', 'fine-tuning')} "
+        f"and L2 on {where('EWC diag true', 'L2')}; all three structured penalties (K-FAC, "
+        f"full, recursive Laplace) beat both on {' and '.join(both) if both else 'neither'}"))
     if QUICK:
         status = "inconclusive"
         details.insert(0, "QUICK mode (1 seed, tiny network, 2 strengths): not evidence")
