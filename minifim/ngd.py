@@ -209,16 +209,19 @@ def _woodbury(net, theta, X, y, g, damping, curvature, n_samples, rng, chunk_siz
             Bs[l].append(B_chunk[l])
     acts = [np.concatenate(a) for a in acts]
     Bs = [np.concatenate(b) for b in Bs]
-    gram = np.zeros((NK, NK))
+    gram = np.zeros((N, K, N, K))
     Ug = np.zeros((N, K))
     for (ws, bs), (o, i), a, B in zip(net.layer_slices, net.shapes, acts, Bs):
         Bf = B.reshape(NK, o)
         inner = a @ a.T + 1.0  # (N, N): <[a_n, 1], [a_m, 1]>
-        gram += (Bf @ Bf.T) * np.repeat(np.repeat(inner, K, axis=0), K, axis=1)
+        BB = (Bf @ Bf.T).reshape(N, K, N, K)
+        BB *= inner[:, None, :, None]
+        gram += BB
         Ug += np.einsum("nko,no->nk", B, a @ g[ws].reshape(o, i).T + g[bs])
     scale = 1.0 / N
+    gram = gram.reshape(NK, NK)
     gram *= scale
-    gram[np.diag_indices_from(gram)] += damping
+    gram.flat[::NK + 1] += damping
     try:
         c = sla.cho_factor(gram, lower=False, check_finite=False)
     except sla.LinAlgError:  # pragma: no cover - PSD + damping > 0

@@ -291,9 +291,9 @@ def _check_batch(batch, who: str) -> Batch:
 
 def ngd(lr=1.0, damping: float = 1e-3, curvature: str = "true", method: str = "auto", *,
         fisher: str = "true", n_samples: int = 1, seed: int = 0, kfac_bias: str = "folded",
-        kfac_solve: str = "eigen", tol: float = 1e-10, penalty_curvature: bool = True
-        ) -> Optimizer:
-    """Natural gradient descent ``theta <- theta - lr (M + damping I)^{-1} grad``.
+        kfac_solve: str = "eigen", tol: float = 1e-10, penalty_curvature: bool = True,
+        max_kl: float | None = None) -> Optimizer:
+    """Natural gradient descent ``theta <- theta - eta (M + damping I)^{-1} grad``.
 
     Parameters
     ----------
@@ -308,12 +308,19 @@ def ngd(lr=1.0, damping: float = 1e-3, curvature: str = "true", method: str = "a
         When the batch's penalty has ``hessian_matvec(v)`` (e.g. :class:`minifim.EWC`), add
         its Hessian divided by ``N`` to ``M`` (routes ``"dense"``/``"cg"``; ``"auto"`` picks
         one of them). Ignored for ``"diag"``, ``"block"`` and ``"kfac"``.
+    max_kl : float or None
+        KL clipping (a trust region on the model's predictive distribution): the step size is
+        ``eta = min(lr, sqrt(2 max_kl / (d^T M d)))``, so that the second-order KL estimate
+        ``1/2 eta^2 d^T M d`` of the step is at most ``max_kl``. ``d^T M d = g^T d - damping
+        |d|^2`` (exact for the solves here; for ``kfac_solve="factored"`` it is the factored
+        matrix's). Like the undamped direction, ``eta`` is invariant to reparameterisation.
+        ``None`` (default): ``eta = lr``.
 
     Returns
     -------
     Optimizer
-        State ``{"theta": (P,), "direction": (P,)}``, ``direction`` the last ``d`` (zeros at
-        ``init``).
+        State ``{"theta": (P,), "direction": (P,), "step_size": ()}``: the last ``d`` and
+        ``eta`` (zeros at ``init``); ``theta_new = theta - step_size * direction``.
 
     Notes
     -----
@@ -329,10 +336,12 @@ def ngd(lr=1.0, damping: float = 1e-3, curvature: str = "true", method: str = "a
     n_samples = check_int(n_samples, "n_samples", 1)
     seed = check_int(seed, "seed", 0)
     structured = curvature in ("diag", "block", "kfac")
+    max_kl = None if max_kl is None else check_positive(max_kl, "max_kl")
 
     def init(theta):
         theta = _init_params(theta)
-        return {"theta": theta, "direction": np.zeros_like(theta)}
+        return {"theta": theta, "direction": np.zeros_like(theta),
+                "step_size": np.asarray(0.0)}
 
     def update(step, grad, state, batch):
         batch = _check_batch(batch, "ngd")
@@ -344,7 +353,13 @@ def ngd(lr=1.0, damping: float = 1e-3, curvature: str = "true", method: str = "a
                              method, fisher=fisher, n_samples=n_samples, rng=rng, grad=g,
                              kfac_bias=kfac_bias, kfac_solve=kfac_solve, tol=tol,
                              extra_curvature=extra)
-        return {"theta": state["theta"] - lr(step) * d, "direction": d}
+        eta = lr(step)
+        if max_kl is not None:
+            quad = float(g @ d - damping * (d @ d))  # d^T M d
+            if quad > 0:
+                eta = min(eta, float(np.sqrt(2.0 * max_kl / quad)))
+        return {"theta": state["theta"] - eta * d, "direction": d,
+                "step_size": np.asarray(eta, dtype=np.float64)}
 
     return Optimizer(init, update, _get_params)
 

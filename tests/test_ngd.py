@@ -379,3 +379,23 @@ def test_torch_cross_check_of_the_natural_gradient():
     ref = torch.linalg.solve(F + damping * torch.eye(c.P, dtype=torch.float64), g).numpy()
     d = natural_gradient(net, c.theta, c.X, c.y, damping)
     assert rel(d, ref) < RTOL
+
+
+def test_extra_curvature_is_added_to_the_matrix(case):
+    rng = np.random.default_rng(4)
+    B = rng.standard_normal((case.P, case.P))
+    E = B @ B.T / case.P
+    F = minifim.true_fisher(case.net, case.theta, case.X)
+    g = minifim.gradient(case.net, case.theta, case.X, case.y)
+    ref = np.linalg.solve(F + E + 0.01 * np.eye(case.P), g)
+    for extra in (E, lambda v: E @ v):
+        for method in ("auto", "dense", "cg"):
+            d, info = natural_gradient(case.net, case.theta, case.X, case.y, 0.01,
+                                       method=method, extra_curvature=extra, tol=1e-12,
+                                       return_info=True)
+            assert rel(d, ref) < RTOL and info["method"] in ("dense", "cg")
+    with pytest.raises(ValueError, match="extra_curvature"):
+        natural_gradient(case.net, case.theta, case.X, case.y, 0.01, method="woodbury",
+                         extra_curvature=E)
+    with pytest.raises(ValueError, match="extra_curvature"):
+        natural_gradient(case.net, case.theta, case.X, case.y, 0.01, extra_curvature=E[:2])

@@ -420,3 +420,23 @@ def test_curvature_optimizer_bad_input(clf):
         init(theta[:-1])
     with pytest.raises(ValueError, match="damping"):  # singular: undamped Gauss-Newton, N C < P
         minifim.train(net, theta, X[:5], y[:5], optim.gauss_newton(), 1, progress=False)
+
+
+def test_ngd_kl_clipping(clf):
+    net, theta, X, y = clf
+    batch = optim.Batch(net, X, y, None, len(X))
+    g = minifim.gradient(net, theta, X, y)
+    F = minifim.true_fisher(net, theta, X)
+    init, update, get = optim.ngd(1.0, 1e-3, max_kl=1e-3)
+    s = update(0, g, init(theta), batch)
+    delta = get(s) - theta
+    # the second-order KL estimate of the step equals max_kl (the clip is active here)
+    assert 0.5 * delta @ F @ delta == pytest.approx(1e-3, rel=1e-9)
+    assert float(s["step_size"]) < 1.0
+    np.testing.assert_allclose(delta, -float(s["step_size"]) * s["direction"], rtol=1e-12,
+                               atol=1e-15)
+    # inactive clip: the step is lr * d
+    s = optim.ngd(1e-3, 1e-3, max_kl=10.0).update(0, g, init(theta), batch)
+    assert float(s["step_size"]) == 1e-3
+    with pytest.raises(ValueError, match="max_kl"):
+        optim.ngd(max_kl=0.0)
