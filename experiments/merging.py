@@ -19,9 +19,10 @@ Run: ``python experiments/merging.py`` (``QUICK=1`` for a short run). Seeds 0, 1
 initialisations); QUICK uses seed 0 only.
 """
 
+import warnings
+
 import matplotlib.pyplot as plt
 import numpy as np
-from scipy.optimize import minimize
 
 import minifim
 from minifim.data import load_digits, train_test_split
@@ -38,40 +39,18 @@ MERGES = ("isotropic", "diag", "block", "full")
 ROWS = ("model A", "model B") + MERGES + ("joint",)
 
 
-class WeightDecay:
-    """The penalty ``alpha/2 |theta|^2`` in the form minifim.train expects."""
-
-    def __init__(self, alpha):
-        self.alpha = alpha
-
-    def penalty(self, theta):
-        return 0.5 * self.alpha * float(theta @ theta)
-
-    def grad(self, theta):
-        return self.alpha * theta
-
-
 def fit(net, theta0, X, y):
-    """MAP of sum NLL + alpha/2 |theta|^2: Adam warm-up, then L-BFGS on the mean objective."""
-    decay = WeightDecay(ALPHA)
+    """MAP of sum NLL + alpha/2 |theta|^2: Adam warm-up, then L-BFGS (``minifim.fit_map``)."""
     theta, _ = minifim.train(net, theta0, X, y, minifim.optim.adam(1e-2), ADAM_STEPS,
-                             penalty=decay, progress=False)
-
-    def fun(th):
-        value, grad = minifim.loss_and_gradient(net, th, X, y)
-        return value + decay.penalty(th) / len(X), grad + decay.grad(th) / len(X)
-
-    res = minimize(fun, theta, jac=True, method="L-BFGS-B",
-                   options=dict(maxiter=LBFGS_ITERS, gtol=1e-9, ftol=0.0))
-    return res.x, float(np.linalg.norm(fun(res.x)[1]))
+                             penalty=minifim.GaussianPrior(ALPHA), progress=False)
+    with warnings.catch_warnings():  # the gradient reached is reported, not required
+        warnings.simplefilter("ignore", RuntimeWarning)
+        theta, info = minifim.fit_map(net, theta, X, y, ALPHA, gtol=1e-9, max_iter=LBFGS_ITERS)
+    return theta, info["grad_norm"]
 
 
 def joint_objective(net, theta, X, y):
     return minifim.loss(net, theta, X, y) + 0.5 * ALPHA * float(theta @ theta) / len(X)
-
-
-def accuracy(net, theta, X, y):
-    return float(np.mean(net.predict(theta, X).argmax(axis=1) == y))
 
 
 def run(seed, X, y):
@@ -90,7 +69,7 @@ def run(seed, X, y):
         thetas[curvature] = minifim.fisher_merge(net, [theta_a, theta_b],
                                                  data=data, curvature=curvature, **prior)
     scale = np.linalg.norm(theta_j - theta0)
-    metrics = {name: (joint_objective(net, th, Xtr, ytr), accuracy(net, th, Xte, yte),
+    metrics = {name: (joint_objective(net, th, Xtr, ytr), minifim.accuracy(net, th, Xte, yte),
                       float(np.linalg.norm(th - theta_j) / scale))
                for name, th in thetas.items()}
     # the joint objective along the straight line from model A to model B (one basin?)

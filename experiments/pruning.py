@@ -6,7 +6,7 @@ same increase of the training loss: at every sparsity OBS < OBD < magnitude in t
 increase; and the second-order prediction of OBS is accurate while the removals are small.
 
 Setup: MLP 64-H-10 (tanh, softmax) trained by Adam with weight decay ``alpha/2 |theta|^2`` on the
-summed NLL, then polished to a minimum by L-BFGS (scipy) since both criteria assume the gradient
+summed NLL, then polished to a minimum by L-BFGS (``minifim.fit_map``) since both criteria assume the gradient
 vanishes; the objective is ``J = mean NLL + alpha/(2N) |theta|^2``, whose GGN is the true Fisher
 plus ``alpha/N I``: that is the damping used for OBD/OBS (the curvature of the objective they
 prune, not a tuning knob). Weights only are pruned; biases stay (and move under OBS). OBS runs
@@ -17,9 +17,10 @@ loop).
 Run: ``python experiments/pruning.py`` (``QUICK=1`` for a short run). Seed 0.
 """
 
+import warnings
+
 import matplotlib.pyplot as plt
 import numpy as np
-from scipy.optimize import minimize
 
 import minifim
 from minifim.data import load_digits, train_test_split
@@ -37,23 +38,6 @@ RECOMPUTE_FRACTION = 0.1 if QUICK else 0.05  # recomputed OBS: new curvature aft
 METHODS = ("magnitude", "obd", "obs", "obs-recomputed")
 
 
-class WeightDecay:
-    """The penalty ``alpha/2 |theta|^2`` in the form minifim.train expects."""
-
-    def __init__(self, alpha):
-        self.alpha = alpha
-
-    def penalty(self, theta):
-        return 0.5 * self.alpha * float(theta @ theta)
-
-    def grad(self, theta):
-        return self.alpha * theta
-
-
-def accuracy(net, theta, X, y):
-    return float(np.mean(net.predict(theta, X).argmax(axis=1) == y))
-
-
 def main():
     report = Report("pruning", "Pruning by magnitude, OBD and OBS on digits",
                     "Curvature-aware pruning removes more weights for the same training-loss "
@@ -64,21 +48,19 @@ def main():
     Xtr, ytr, Xte, yte = train_test_split(X, y, 0.25, rng=SEED)
     N = len(Xtr)
     net = minifim.MLP([64, HIDDEN, 10], activation="tanh", likelihood="categorical")
-    decay = WeightDecay(ALPHA)
+    prior = minifim.GaussianPrior(ALPHA)
     theta, _ = minifim.train(net, net.init(SEED), Xtr, ytr, minifim.optim.adam(1e-2), STEPS,
-                             penalty=decay)
-
-    def objective_and_gradient(th):
-        value, grad = minifim.loss_and_gradient(net, th, Xtr, ytr)
-        return value + decay.penalty(th) / N, grad + decay.grad(th) / N
+                             penalty=prior)
+    with warnings.catch_warnings():  # the gradient reached is reported, not required
+        warnings.simplefilter("ignore", RuntimeWarning)
+        theta, fit = minifim.fit_map(net, theta, Xtr, ytr, ALPHA, gtol=1e-9,
+                                     max_iter=LBFGS_ITERS)
+    batch = minifim.optim.Batch(net, Xtr, ytr, prior, N)
 
     def objective(th):
-        return objective_and_gradient(th)[0]
+        return minifim.optim.objective(batch, th)
 
-    polish = minimize(objective_and_gradient, theta, jac=True, method="L-BFGS-B",
-                      options=dict(maxiter=LBFGS_ITERS, gtol=1e-9, ftol=0.0))
-    theta = polish.x
-    base, grad = objective_and_gradient(theta)
+    base = fit["objective"]
     n_weights = sum(o * i for o, i in net.shapes)
     block = max(1, int(round(BLOCK_FRACTION * n_weights)))
     recompute = max(1, int(round(RECOMPUTE_FRACTION * n_weights / block)))
@@ -86,9 +68,9 @@ def main():
     report.section("Setup", f"MLP {list(net.sizes)} (P = {net.num_params}, {n_weights} "
                    f"prunable weights), Adam lr 1e-2, {STEPS} full-batch steps with weight "
                    f"decay {ALPHA}/2 |theta|^2 (summed scale) from `net.init({SEED})`, then "
-                   f"{polish.nit} L-BFGS iterations: objective {base:.4f}, gradient norm "
-                   f"{np.linalg.norm(grad):.2e}, "
-                   f"test accuracy {accuracy(net, theta, Xte, yte):.3f}. Curvature: the exact "
+                   f"{fit['iterations']} L-BFGS iterations (`minifim.fit_map`): objective "
+                   f"{base:.4f}, gradient norm {fit['grad_norm']:.2e}, "
+                   f"test accuracy {minifim.accuracy(net, theta, Xte, yte):.3f}. Curvature: the exact "
                    f"true Fisher on the {N} training digits plus damping alpha/N = {damping:.2e} "
                    f"(the objective's GGN). OBS: curvature once at the trained theta, "
                    f"{block} weights per step (exact joint update), inverse restricted to the "
@@ -101,7 +83,7 @@ def main():
     results["obs-recomputed"] = minifim.prune_path(net, theta, Xtr, ytr, SPARSITIES, "obs",
                                                    damping=damping, block_size=block,
                                                    recompute_every=recompute)
-    acc = {m: np.array([accuracy(net, r.theta, Xte, yte) for r in rs])
+    acc = {m: np.array([minifim.accuracy(net, r.theta, Xte, yte) for r in rs])
            for m, rs in results.items()}
     rise = {m: np.array([objective(r.theta) - base for r in rs]) for m, rs in results.items()}
     pred = {m: np.array([r.predicted_increase for r in rs]) for m, rs in results.items()}
@@ -154,7 +136,7 @@ def main():
               f"{obs_best}; OBD below magnitude: {obd_mid}. One-shot OBS prediction at 20% "
               f"sparsity {pred['obs'][i20]:.3g} vs actual {rise['obs'][i20]:.3g} "
               f"({100 * pred_err:.0f}% off; gradient norm at the start "
-              f"{np.linalg.norm(grad):.1e}).")
+              f"{fit['grad_norm']:.1e}).")
     if obs_best and obd_mid and pred_err < 0.25:
         status = "agrees"
     elif not obs_best:

@@ -27,30 +27,13 @@ REMOVED = list(range(0, 64, 8 if QUICK else 4))
 N_RANDOM = 5 if QUICK else 20
 
 
-class WeightDecay:
-    """The penalty ``alpha/2 |theta|^2`` in the form minifim.train expects."""
-
-    def __init__(self, alpha):
-        self.alpha = alpha
-
-    def penalty(self, theta):
-        return 0.5 * self.alpha * float(theta @ theta)
-
-    def grad(self, theta):
-        return self.alpha * theta
-
-
-def accuracy(net, theta, X, y):
-    return float(np.mean(net.predict(theta, X).argmax(axis=1) == y))
-
-
 def ablation_curve(net, theta, X, y, order):
     """Test accuracy after zeroing the first k pixels of ``order``, for k in REMOVED."""
     accs = []
     for k in REMOVED:
         Xk = X.copy()
         Xk[:, order[:k]] = 0.0
-        accs.append(accuracy(net, theta, Xk, y))
+        accs.append(minifim.accuracy(net, theta, Xk, y))
     return np.array(accs)
 
 
@@ -65,8 +48,8 @@ def main():
     Xtr, ytr, Xte, yte = train_test_split(X, y, 0.25, rng=SEED)
     net = minifim.MLP([64, HIDDEN, 10], activation="tanh", likelihood="categorical")
     theta, hist = minifim.train(net, net.init(SEED), Xtr, ytr, minifim.optim.adam(1e-2), STEPS,
-                                penalty=WeightDecay(ALPHA))
-    acc = accuracy(net, theta, Xte, yte)
+                                penalty=minifim.GaussianPrior(ALPHA))
+    acc = minifim.accuracy(net, theta, Xte, yte)
     report.section("Model", f"MLP {list(net.sizes)} (tanh, softmax; P = {net.num_params}), "
                    f"Adam (lr 1e-2, full batch, {STEPS} steps) with weight decay "
                    f"{ALPHA}/2 |theta|^2 on the summed NLL from `net.init({SEED})`; "

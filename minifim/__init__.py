@@ -34,7 +34,7 @@ from .memory import (
     set_memory_budget,
 )
 from .model import MLP
-from .objective import gradient, loss, loss_and_gradient
+from .objective import accuracy, gradient, loss, loss_and_gradient
 from .operators import fisher_operator, ggn_operator, hessian_operator
 from .scores import (
     jacobian_vector_product,
@@ -73,13 +73,13 @@ from .oracle import assert_matches, check, diagnose
 # ngd and optimisers (issue 7)
 from . import optim
 from .ngd import natural_gradient
-from .optim import train
+from .optim import GaussianPrior, fit_map, train
 
 # ewc (issue 8)
 from .ewc import EWC, EWCTask, Quadratic, ewc_lambda, ewc_strength, task_curvature
 
 # laplace and cramer-rao (issue 9)
-from .laplace import Laplace, fit_map
+from .laplace import Laplace
 
 # sensitivity, pruning, merging (issue 9)
 from .merging import fisher_merge

@@ -40,18 +40,16 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
 from typing import NamedTuple
 
 import numpy as np
-from scipy.optimize import brentq, minimize
+from scipy.optimize import brentq
 
 from ._validation import (
     as_float_array,
     as_generator,
     check_choice,
     check_int,
-    check_nonnegative,
     check_positive,
 )
 from .curvature import curvature_matrix, fisher_diagonal
@@ -60,7 +58,7 @@ from .memory import require_memory
 from .objective import loss_and_gradient
 from .scores import output_jacobians
 
-__all__ = ["Laplace", "fit_map", "calibration", "Calibration", "CURVATURE_STRUCTURES",
+__all__ = ["Laplace", "calibration", "Calibration", "CURVATURE_STRUCTURES",
            "LAPLACE_FISHERS"]
 
 CURVATURE_STRUCTURES = ("full", "kfac", "diag")
@@ -201,63 +199,6 @@ class _KronEigen:
         return self.factors.to_dense()
 
 
-# --- MAP estimation ------------------------------------------------------------------------
-def fit_map(net, theta0, X, y, prior_precision: float = 1.0, *, gtol: float = 1e-8,
-            max_iter: int = 10000) -> tuple[np.ndarray, dict]:
-    """MAP estimate by deterministic full-batch L-BFGS (scipy), for small problems.
-
-    Minimises the negative log joint per sample,
-    ``1/N [sum_n -log p_theta(y_n | x_n) + alpha/2 |theta|^2]`` (``alpha = prior_precision``;
-    ``alpha = 0`` gives the maximum-likelihood estimate), with the exact gradient of
-    :func:`minifim.loss_and_gradient`. For stochastic or larger-scale training use
-    :func:`minifim.train` with a Gaussian-prior penalty; the Laplace approximation is only
-    meaningful where the gradient of the log joint vanishes (see ``info["grad_norm"]``).
-
-    Parameters
-    ----------
-    net : MLP
-    theta0 : ndarray, shape (P,)
-        Starting point (not modified).
-    X : ndarray, shape (N, D)
-    y : targets of the likelihood
-    prior_precision : float >= 0
-    gtol : float > 0
-        Stop when the largest gradient entry of the per-sample objective is below ``gtol``.
-    max_iter : int
-
-    Returns
-    -------
-    theta : ndarray, shape (P,)
-    info : dict
-        ``"objective"`` (the per-sample negative log joint, up to the prior's constant),
-        ``"grad_norm"`` (Euclidean norm of its gradient), ``"iterations"``, ``"success"``,
-        ``"message"``. A ``RuntimeWarning`` is issued when ``gtol`` is not reached.
-    """
-    theta0 = net.check_theta(theta0, "theta0")
-    X = net.check_inputs(X)
-    y = net.check_targets(y, X.shape[0])
-    alpha = check_nonnegative(prior_precision, "prior_precision")
-    gtol = check_positive(gtol, "gtol")
-    max_iter = check_int(max_iter, "max_iter", 1)
-    N = X.shape[0]
-
-    def fun(theta):
-        value, g = loss_and_gradient(net, theta, X, y)
-        return value + 0.5 * alpha / N * theta @ theta, g + alpha / N * theta
-
-    res = minimize(fun, theta0.copy(), jac=True, method="L-BFGS-B",
-                   options={"maxiter": max_iter, "gtol": gtol, "ftol": 0.0, "maxcor": 30})
-    value, g = fun(res.x)
-    info = {"objective": float(value), "grad_norm": float(np.linalg.norm(g)),
-            "iterations": int(res.nit), "success": bool(np.max(np.abs(g)) <= gtol),
-            "message": str(res.message)}
-    if not info["success"]:
-        warnings.warn(f"fit_map: the gradient's largest entry {np.max(np.abs(g)):.3g} is above "
-                      f"gtol = {gtol:.3g} after {res.nit} iterations ({res.message})",
-                      RuntimeWarning, stacklevel=2)
-    return res.x, info
-
-
 # --- the Laplace approximation -------------------------------------------------------------
 class Laplace:
     """Laplace approximation ``N(theta*, A^{-1})``, ``A = N F + alpha I`` (see module docstring).
@@ -266,7 +207,7 @@ class Laplace:
     ----------
     net : MLP
     theta_map : ndarray, shape (P,)
-        The MAP estimate under the prior ``N(0, alpha^{-1} I)`` (e.g. from :func:`fit_map`).
+        The MAP estimate under the prior ``N(0, alpha^{-1} I)`` (e.g. from :func:`minifim.fit_map`).
     X : ndarray, shape (N, D)
         The training inputs.
     y : targets of the likelihood (``(N,)`` labels or ``(N, C)``)

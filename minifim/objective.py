@@ -12,7 +12,7 @@ import numpy as np
 from .curvature import _scale
 from .scores import forward_cache, vjp_cached
 
-__all__ = ["loss", "gradient", "loss_and_gradient"]
+__all__ = ["loss", "gradient", "loss_and_gradient", "accuracy"]
 
 
 def _checked(net, theta, X, y):
@@ -51,3 +51,17 @@ def loss_and_gradient(net, theta, X, y, *, reduction: str = "mean") -> tuple[flo
 def gradient(net, theta, X, y, *, reduction: str = "mean") -> np.ndarray:
     """Gradient of :func:`loss`, shape ``(P,)``: ``-c sum_n J_n^T d log p(y_n | f_n) / d f``."""
     return loss_and_gradient(net, theta, X, y, reduction=reduction)[1]
+
+
+def accuracy(net, theta, X, y) -> float:
+    """Fraction of targets equal to the model's most likely prediction.
+
+    Categorical: ``argmax_c f_c == y``; Bernoulli: every output thresholded at ``p = 1/2``
+    equals its label (mean over outputs and samples). Not defined for a Gaussian likelihood.
+    """
+    theta, X, y = _checked(net, theta, X, y)
+    if net.likelihood.name == "gaussian":
+        raise ValueError("net: accuracy is defined for categorical and bernoulli likelihoods, "
+                         "received a gaussian likelihood (use loss)")
+    pred = net.likelihood.most_likely(net._forward(theta, X))
+    return float(np.mean(pred == y))

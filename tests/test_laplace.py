@@ -17,7 +17,8 @@ from scipy.optimize import brentq
 from scipy.stats import multivariate_normal
 
 import minifim
-from minifim.laplace import Laplace, fit_map
+from minifim.laplace import Laplace
+from minifim.optim import fit_map
 
 RTOL = 1e-10
 

@@ -80,3 +80,19 @@ def test_bad_input():
             fn(net, theta, X, y[:4])
         with pytest.raises(ValueError, match=r"reduction: expected one of \['mean', 'sum'\]"):
             fn(net, theta, X, y, reduction="none")
+
+
+def test_accuracy_counts_most_likely_predictions():
+    net = minifim.MLP([2, 3], activation="identity")
+    theta = np.zeros(net.num_params)
+    theta[:6] = [1.0, 0.0, 0.0, 1.0, -1.0, -1.0]  # W0 rows: class 0 <- x0, class 1 <- x1
+    X = np.array([[2.0, 0.0], [0.0, 2.0], [3.0, 1.0], [0.0, 1.0]])
+    assert minifim.accuracy(net, theta, X, np.array([0, 1, 0, 0])) == 0.75
+    bern = minifim.MLP([2, 2], activation="identity", likelihood="bernoulli")
+    tb = np.zeros(bern.num_params)
+    tb[:4] = [1.0, 0.0, 0.0, -1.0]
+    yb = np.array([[1.0, 0.0], [1.0, 1.0]])
+    assert minifim.accuracy(bern, tb, np.array([[1.0, 1.0], [1.0, 1.0]]), yb) == 0.75
+    gauss = minifim.MLP([2, 1], activation="identity", likelihood="gaussian")
+    with pytest.raises(ValueError, match="accuracy"):
+        minifim.accuracy(gauss, gauss.init(0), X, np.zeros((4, 1)))

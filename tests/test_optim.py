@@ -440,3 +440,38 @@ def test_ngd_kl_clipping(clf):
     assert float(s["step_size"]) == 1e-3
     with pytest.raises(ValueError, match="max_kl"):
         optim.ngd(max_kl=0.0)
+
+
+# --- GaussianPrior --------------------------------------------------------------------------
+def test_gaussian_prior_penalty_gradient_and_hessian():
+    from autograd import grad as agrad
+
+    rng = np.random.default_rng(3)
+    mean = rng.standard_normal(5)
+    prior = optim.GaussianPrior(2.5, mean)
+    theta, v = rng.standard_normal(5), rng.standard_normal(5)
+    assert prior.penalty(theta) == pytest.approx(1.25 * np.sum((theta - mean) ** 2), rel=1e-15)
+    ref = agrad(lambda t: 1.25 * np.sum((t - mean) ** 2))(theta)
+    np.testing.assert_allclose(prior.grad(theta), ref, rtol=1e-14)
+    np.testing.assert_allclose(prior.hessian_matvec(v), 2.5 * v, rtol=1e-15)
+    with pytest.raises(ValueError, match="precision"):
+        optim.GaussianPrior(-1.0)
+    with pytest.raises(ValueError, match="theta"):
+        prior.penalty(np.zeros(4))
+
+
+def test_train_with_gaussian_prior_reaches_ridge_solution():
+    """Full-batch GD on mean NLL + alpha/(2N)|theta|^2 of a linear-Gaussian model = ridge."""
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((30, 3))
+    y = X @ np.array([[1.0], [-1.0], [0.5]]) + 0.1 * rng.standard_normal((30, 1))
+    net = minifim.MLP([3, 1], activation="identity", likelihood="gaussian")
+    alpha = 3.0
+    theta, _ = minifim.train(net, net.init(0), X, y, optim.sgd(0.3), 2000,
+                             penalty=optim.GaussianPrior(alpha), progress=False)
+    Xt = np.hstack([X, np.ones((30, 1))])  # flat order W0 (3), b0 (1)
+    ridge = np.linalg.solve(Xt.T @ Xt + alpha * np.eye(4), Xt.T @ y[:, 0])
+    np.testing.assert_allclose(theta, ridge, rtol=1e-10, atol=1e-12)
+    fitted, info = minifim.fit_map(net, np.zeros(4), X, y, alpha, gtol=1e-12)
+    np.testing.assert_allclose(fitted, ridge, rtol=1e-9, atol=1e-11)
+    assert info["success"]
