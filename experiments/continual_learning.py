@@ -94,10 +94,6 @@ def make_benchmarks():
 
 
 # --- one sequential run ------------------------------------------------------------------------
-def accuracy(net, theta, X, y):
-    return float(np.mean(np.argmax(net.forward(theta, X), axis=1) == y))
-
-
 def run(method, strength, seed, n_classes, tasks):
     """Learn the tasks in order; return ``(R_val, R_test, ratio)``: ``R[t, i]`` = accuracy on
     task i after learning task t; ``ratio`` = the rise of task 1's summed NLL from its solution
@@ -128,8 +124,8 @@ def run(method, strength, seed, n_classes, tasks):
         if ewc is not None and t < N_TASKS - 1:
             ewc.add_task(theta, Xtr, ytr)
         for i, (_, _, Xva, yva, Xte, yte) in enumerate(tasks):
-            R_val[t, i] = accuracy(net, theta, Xva, yva)
-            R_test[t, i] = accuracy(net, theta, Xte, yte)
+            R_val[t, i] = minifim.accuracy(net, theta, Xva, yva)
+            R_test[t, i] = minifim.accuracy(net, theta, Xte, yte)
     ratio = np.nan
     if ewc is not None:
         rec, (X1, y1) = ewc.tasks[0], tasks[0][:2]

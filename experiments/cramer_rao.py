@@ -29,7 +29,6 @@ Statistic: the mean eigenvalue of the whitened covariance, ``tr / r``, with stan
 Run: ``python experiments/cramer_rao.py`` (``QUICK=1`` for a short run).
 """
 
-import contextlib
 import math
 import warnings
 
@@ -39,7 +38,7 @@ from tqdm import tqdm
 
 import minifim
 from minifim.data import teacher_data
-from minifim.report import Report, quick
+from minifim.report import Report, quick, single_threaded_blas
 
 SEED = 0
 QUICK = quick()
@@ -53,15 +52,6 @@ THETA_LOGREG = np.array([1.0, -0.5, 0.8, 0.3])
 # ReLU teacher: three hidden units with distinct directions whose kinks cross the input cloud,
 # output weights O(1) against the noise sigma = 0.3 (W0 rows, b0, W1, b1 in flat order)
 THETA_MLP = np.array([1.0, 0.0, -0.5, 0.9, -0.6, -0.8, 0.2, -0.1, 0.1, 1.2, -1.0, 0.9, 0.1])
-
-
-def single_threaded_blas():
-    """Thousands of tiny fits: BLAS threads only add overhead (threadpoolctl, if present)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
-        return contextlib.nullcontext()
-    return threadpool_limits(1)
 
 
 def mle_replicates(net, theta0, X, R, rng, desc):

@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 import minifim
-from minifim.report import Report, quick
+from minifim.report import Report, angle_degrees, loglog_slope, quick
 
 SEED = 0
 QUICK = quick()
@@ -38,12 +38,6 @@ N_DIRECTIONS = 6  # random unit directions u for the angle near theta* (at theta
 
 def rel_dist(EF, F):
     return float(np.linalg.norm(EF - F) / np.linalg.norm(F))
-
-
-def angle(u, v):
-    """Angle in degrees between two vectors."""
-    c = float(u @ v / (np.linalg.norm(u) * np.linalg.norm(v)))
-    return float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0))))
 
 
 # --- part A: a classifier along its training run ---------------------------------------
@@ -69,8 +63,8 @@ def part_a():
         for lam in DAMPINGS:
             d_f = minifim.natural_gradient(net, theta, X, y, lam, "true", grad=g)
             d_ef = minifim.natural_gradient(net, theta, X, y, lam, "empirical", grad=g)
-            row[f"angle_{lam:g}"] = angle(d_f, d_ef)
-            row[f"gd_angle_{lam:g}"] = angle(d_f, g)
+            row[f"angle_{lam:g}"] = angle_degrees(d_f, d_ef)
+            row[f"gd_angle_{lam:g}"] = angle_degrees(d_f, g)
         rows.append(row)
     return rows
 
@@ -96,7 +90,7 @@ def compare_at(net, theta_star, X, y, t, u=None):
     d_ef = minifim.natural_gradient(net, theta, X, y, 0.0, "empirical", "dense")
     dist = rel_dist(minifim.empirical_fisher(net, theta, X, y),
                     minifim.true_fisher(net, theta, X))
-    return angle(d_f, d_ef), float(np.linalg.norm(d_ef) / np.linalg.norm(d_f)), dist
+    return angle_degrees(d_f, d_ef), float(np.linalg.norm(d_ef) / np.linalg.norm(d_f)), dist
 
 
 def part_b():
@@ -122,10 +116,6 @@ def part_b():
                 if i == len(NS) - 1 and r == 0:
                     sweep[kind] = [compare_at(net, theta, X, y, t)[0] for t in TS]
     return out, sweep
-
-
-def fit_slope(x, y):
-    return float(np.polyfit(np.log(x), np.log(y), 1)[0])
 
 
 def main():
@@ -224,10 +214,10 @@ def main():
     dist_end = rows[-1]["dist"]
     mean = {key: {k: dist[key][k].mean(axis=1) for k in kinds} for key in dist}
     big = NS[ASYMPTOTIC]
-    s_ws = fit_slope(big, mean["dist"]["well-specified"][ASYMPTOTIC])
-    s_ms = fit_slope(big, mean["dist"]["misspecified"][ASYMPTOTIC])
-    a_ws = fit_slope(big, mean["near"]["well-specified"][ASYMPTOTIC])
-    a_ms = fit_slope(big, mean["near"]["misspecified"][ASYMPTOTIC])
+    s_ws = loglog_slope(big, mean["dist"]["well-specified"][ASYMPTOTIC])
+    s_ms = loglog_slope(big, mean["dist"]["misspecified"][ASYMPTOTIC])
+    a_ws = loglog_slope(big, mean["near"]["well-specified"][ASYMPTOTIC])
+    a_ms = loglog_slope(big, mean["near"]["misspecified"][ASYMPTOTIC])
     ms_end = float(mean["dist"]["misspecified"][-1])
     ws_near, ms_near = mean["near"]["well-specified"][-1], mean["near"]["misspecified"][-1]
     ws_far = mean["far"]["well-specified"][-1]

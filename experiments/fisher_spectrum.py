@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 import minifim
 from minifim import plotting
-from minifim.report import Report, quick
+from minifim.report import Report, loglog_slope, quick
 
 SEED = 0
 QUICK = quick()
@@ -35,11 +35,6 @@ K_WIDTHS = [32, 64, 128, 256] if QUICK else [32, 64, 128, 256, 512, 1024]
 K_N = 30 if QUICK else 60
 K_DRAWS = 2 if QUICK else 4  # random networks per width; statistics are geometric means
 SLOPE_BAND = 0.3  # |measured - predicted| allowed for the Karakida slopes (finite M)
-
-
-def fit_slope(x, y):
-    """Least-squares slope of log y against log x."""
-    return float(np.polyfit(np.log(x), np.log(y), 1)[0])
 
 
 def karakida_network(M, rng):
@@ -207,7 +202,7 @@ def main():
     share_floor = all(r["zero_share"] >= 1 - r["bound"] / r["P"] - 1e-12 for r in rows)
     share_up = init[-1]["zero_share"] > init[0]["zero_share"]
     Mk = [r["width"] for r in k_rows]
-    slopes = {key: fit_slope(Mk, [r[key] for r in k_rows]) for key in ("m1", "m2", "lmax")}
+    slopes = {key: loglog_slope(Mk, [r[key] for r in k_rows]) for key in ("m1", "m2", "lmax")}
     predicted = {"m1": -1.0, "m2": 0.0, "lmax": 1.0}
     slopes_ok = all(abs(slopes[k] - predicted[k]) <= SLOPE_BAND for k in slopes)
     report.section("Reading", (

@@ -17,7 +17,6 @@ Every number comes from the public API (``minifim.natural_gradient``, ``minifim.
 ``minifim.optim``); seeds are stated. ``QUICK=1`` shrinks the network, the steps and the data.
 """
 
-import contextlib
 import time
 
 import matplotlib.pyplot as plt
@@ -26,7 +25,7 @@ from tqdm.auto import tqdm
 
 import minifim
 from minifim import optim
-from minifim.report import Report, quick
+from minifim.report import Report, angle_degrees, quick, single_threaded_blas
 
 SEED = 0
 QUICK = quick()
@@ -58,21 +57,6 @@ def clf_methods(net):
 INV = {"pcs": 16, "hidden": 8, "n": 300, "steps": 15 if QUICK else 25,
        "scales": [0.25, 1.0, 4.0], "max_kl": 0.01, "dampings": [1e-10, 1e-6], "gd_lr": 0.5}
 COLORS = {"GD": "tab:blue", "NGD": "tab:green", "EF-NGD": "tab:red"}
-
-
-def single_threaded_blas():
-    """Small dense solves: BLAS threads only add overhead and make wall times depend on the
-    machine's load (threadpoolctl, shipped with scikit-learn, if present)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        return contextlib.nullcontext()
-    return threadpool_limits(1)
-
-
-def angle_deg(u, v):
-    c = np.dot(u, v) / (np.linalg.norm(u) * np.linalg.norm(v))
-    return float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0))))
 
 
 def part1(report, rng):
@@ -118,7 +102,7 @@ def part1(report, rng):
                 d = fn(th)
                 U[i, j] = -d / np.linalg.norm(d)
                 if np.linalg.norm(th - opt) > 0.3:
-                    ang[name].append(angle_deg(-d, opt - th))
+                    ang[name].append(angle_degrees(-d, opt - th))
         field[name] = U
     fig, axes = plt.subplots(1, 4, figsize=(17, 4.2))
     ax = axes[0]

@@ -13,6 +13,7 @@ their workloads so that all experiments together finish in about a minute.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -22,7 +23,8 @@ from pathlib import Path
 from ._io import atomic_savefig, atomic_write_text
 from ._version import __version__
 
-__all__ = ["Report", "quick", "results_root", "markdown_table", "write_index"]
+__all__ = ["Report", "quick", "results_root", "markdown_table", "write_index",
+           "single_threaded_blas", "loglog_slope", "angle_degrees"]
 
 VERDICTS = ("agrees", "disagrees", "inconclusive")
 
@@ -41,6 +43,36 @@ def _fmt(value, floatfmt: str) -> str:
     if isinstance(value, float):
         return format(value, floatfmt)
     return str(value)
+
+
+def single_threaded_blas():
+    """Context manager limiting BLAS to one thread (``threadpoolctl``, if installed).
+
+    For experiments made of many tiny dense solves: BLAS threads only add overhead there, and
+    on a loaded machine spinning threads can slow small products down by orders of magnitude.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
+        return contextlib.nullcontext()
+    return threadpool_limits(1)
+
+
+def loglog_slope(x, y) -> float:
+    """Least-squares slope of ``log y`` against ``log x`` (the exponent of a power law)."""
+    import numpy as np
+
+    return float(np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)[0])
+
+
+def angle_degrees(u, v) -> float:
+    """Angle between two vectors in degrees, ``2 atan2(|u^ - v^|, |u^ + v^|)`` with unit
+    vectors ``u^, v^`` (Kahan's form: accurate near 0 and 180 degrees, unlike ``arccos``)."""
+    import numpy as np
+
+    u = np.asarray(u, float) / np.linalg.norm(u)
+    v = np.asarray(v, float) / np.linalg.norm(v)
+    return float(np.degrees(2.0 * np.arctan2(np.linalg.norm(u - v), np.linalg.norm(u + v))))
 
 
 def markdown_table(headers, rows, floatfmt: str = ".4g") -> str:

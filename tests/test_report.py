@@ -93,3 +93,16 @@ def test_cli(root, capsys):
     assert "wrote" in capsys.readouterr().out
     assert (root / "README.md").exists()
     assert main([]) == 2
+
+
+def test_analysis_helpers():
+    from minifim.report import angle_degrees, loglog_slope, single_threaded_blas
+
+    x = np.array([1.0, 10.0, 100.0])
+    assert loglog_slope(x, 3.0 * x**-0.5) == pytest.approx(-0.5, abs=1e-12)
+    assert angle_degrees([1.0, 0.0], [0.0, 2.0]) == pytest.approx(90.0, abs=1e-12)
+    assert angle_degrees([1.0, 1.0], [2.0, 2.0]) == pytest.approx(0.0, abs=1e-12)
+    assert angle_degrees([1.0, 1e-9], [1.0, 0.0]) == pytest.approx(np.degrees(1e-9), rel=1e-6)
+    assert angle_degrees([1.0, 0.0], [-1.0, 0.0]) == pytest.approx(180.0, abs=1e-12)
+    with single_threaded_blas():
+        assert float(np.ones(3) @ np.ones(3)) == 3.0
