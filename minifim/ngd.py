@@ -102,14 +102,15 @@ def _singular(what: str, damping: float, detail: str) -> ValueError:
 
 
 # --- dense solves -----------------------------------------------------------------------------
-def damped_solve(M, g, damping: float, *, what: str = "M", symmetric_indefinite: bool = False
-                 ) -> np.ndarray:
+def damped_solve(M, g, damping: float, *, what: str = "M", symmetric_indefinite: bool = False,
+                 overwrite_m: bool = False) -> np.ndarray:
     """``(M + damping I)^{-1} g`` for a dense symmetric ``M: (P, P)`` and ``g: (P,)``.
 
     Cholesky (``scipy.linalg.cho_factor`` / ``cho_solve``) with a LAPACK ``dpocon`` condition
     check; with ``symmetric_indefinite=True`` (a Hessian) a symmetric ``LDL^T`` solve whose
     reciprocal condition number is checked the same way. A singular or not positive-definite
-    system raises ``ValueError`` naming ``damping``.
+    system raises ``ValueError`` naming ``damping``. ``overwrite_m=True`` lets the solve
+    factor ``M`` in place (no ``(P, P)`` copy; ``M`` is destroyed).
     """
     M = as_float_array(M, "M", ndim=2)
     P = M.shape[0]
@@ -119,17 +120,18 @@ def damped_solve(M, g, damping: float, *, what: str = "M", symmetric_indefinite:
     if g.shape[0] != P:
         raise ValueError(f"g: expected {P} rows to match M, received shape {g.shape}")
     damping = check_nonnegative(damping, "damping")
-    A = M + damping * np.eye(P)
-    anorm = float(np.abs(A).sum(axis=0).max())
+    A = M if overwrite_m and M.flags.writeable else M.copy()
+    A[np.diag_indices(P)] += damping
+    anorm = float(sla.lapack.dlange("1", A))  # 1-norm without an |A| temporary
     if symmetric_indefinite:
         with warnings.catch_warnings():
             warnings.simplefilter("error", sla.LinAlgWarning)
             try:
-                return sla.solve(A, g, assume_a="sym")
+                return sla.solve(A, g, assume_a="sym", overwrite_a=True)
             except (sla.LinAlgError, sla.LinAlgWarning) as err:
                 raise _singular(what, damping, f"symmetric solve: {err}") from None
     try:
-        c, lower = sla.cho_factor(A, lower=False, check_finite=False)
+        c, lower = sla.cho_factor(A, lower=False, overwrite_a=True, check_finite=False)
     except sla.LinAlgError:
         raise _singular(what, damping, "Cholesky failed: not positive definite") from None
     rcond, _ = sla.lapack.dpocon(c, anorm, uplo="U")
@@ -173,7 +175,8 @@ def _structured(net, theta, X, y, g, damping, curvature, fisher, n_samples, rng,
         out = np.empty_like(g)
         blocks = block_diagonal(net, theta, X, y, fisher, n_samples=n_samples, rng=rng)
         for l, (sl, B) in enumerate(zip(net.layer_param_slices(), blocks)):
-            out[sl] = damped_solve(B, g[sl], damping, what=f"block M_{l} of layer {l}")
+            out[sl] = damped_solve(B, g[sl], damping, what=f"block M_{l} of layer {l}",
+                                   overwrite_m=True)
         return out
     factors = kfac(net, theta, X, y, fisher, bias=kfac_bias, n_samples=n_samples, rng=rng)
     if kfac_solve == "eigen" and damping == 0:
@@ -442,7 +445,7 @@ def natural_gradient(net, theta, X, y, damping: float = 1e-3, curvature: str = "
         if extra is not None:
             M = M + (extra if isinstance(extra, np.ndarray) else _materialise(extra, P))
         d = damped_solve(M, g, damping, what=f"{curvature} curvature",
-                         symmetric_indefinite=curvature == "hessian")
+                         symmetric_indefinite=curvature == "hessian", overwrite_m=True)
     elif method == "woodbury":
         d = _woodbury(net, theta, X, y, g, damping, curvature, n_samples, rng, chunk_size)
     elif method == "cg":
