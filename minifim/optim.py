@@ -615,7 +615,7 @@ def train(net, theta, X, y, optimizer, steps: int, batch_size: int | None = None
         ``callback(step, theta, state) -> bool | None`` after each update with the new
         parameters; returning ``True`` stops training early.
     progress : bool
-        Show a tqdm progress bar (``False`` silences it).
+        Show a tqdm progress bar when stderr is a terminal (``False`` silences it).
 
     Returns
     -------
@@ -675,7 +675,7 @@ def train(net, theta, X, y, optimizer, steps: int, batch_size: int | None = None
     keys = ("loss", "grad_norm", "step_norm", "time", "batch_size")
     hist: dict[str, list] = {k: [] for k in keys}
     batches = _batches(N, batch_size, rng)
-    bar = tqdm(range(steps), desc="train", disable=not progress, leave=False)
+    bar = tqdm(range(steps), desc="train", disable=None if progress else True, leave=False)
     for step in bar:
         idx = next(batches)
         batch = Batch(net, X[idx], _take(y, idx), penalty, N)
