@@ -14,8 +14,7 @@ import numpy as np
 from autograd import grad
 from scipy.sparse.linalg import LinearOperator
 
-from ._validation import as_generator, check_choice, check_int
-from .curvature import FISHER_KINDS, _scale, output_seeds
+from .curvature import _prepare, _scale, output_seeds
 from .scores import forward_cache, jvp_cached, vjp_cached
 
 __all__ = ["fisher_operator", "ggn_operator", "hessian_operator"]
@@ -49,22 +48,11 @@ def fisher_operator(net, theta, X, y=None, fisher: str = "true", *, n_samples: i
     >>> bool(np.allclose(op @ v, minifim.true_fisher(net, theta, X) @ v))
     True
     """
-    check_choice(fisher, "fisher", FISHER_KINDS)
-    theta = net.check_theta(theta)
-    X = net.check_inputs(X)
+    theta, X, y, y_samples = _prepare(net, theta, X, y, fisher, n_samples, rng)
     N, P = X.shape[0], net.num_params
     scale = _scale(reduction, N)
     cache = forward_cache(net, theta, X)
-    F = cache.outputs
-    y_samples = None
-    if fisher == "empirical":
-        if y is None:
-            raise ValueError("y: the empirical Fisher needs the data targets y, received None")
-        y = net.check_targets(y, N)
-    elif fisher == "mc":
-        k = check_int(n_samples, "n_samples", 1)
-        y_samples = net.likelihood.sample(F, as_generator(rng), k)
-    E = output_seeds(net, F, fisher, y, y_samples)  # (N, K, C)
+    E = output_seeds(net, cache.outputs, fisher, y, y_samples)  # (N, K, C)
     M_out = np.einsum("nkc,nkd->ncd", E, E)  # (N, C, C)
 
     def matmat(V):
