@@ -29,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 from autograd import grad
 from autograd import hessian as _autograd_hessian
+from scipy.linalg import blas
 
 from ._validation import as_generator, check_choice, check_int
 from .memory import require_memory
@@ -183,25 +184,53 @@ def _add_block(M, net, l, m, acts, Bs, rows, cols):
 
 
 def _dense_from_factors(net, factors, P: int) -> np.ndarray:
-    """Sum over chunks of ``U^T U``: as a SYRK on the ``(n, P)`` factor when there is one seed
-    per sample (its cost, ``n P^2 / 2``, is then the floor), else by Kronecker blocks."""
-    M = np.zeros((P, P))
+    """Sum over chunks of ``U^T U``.
+
+    One seed per sample: a SYRK on the ``(n, P)`` factor accumulating in place into one
+    triangle of ``M`` (``n P^2`` flops per chunk, no ``(P, P)`` temporary). Several seeds: the
+    upper block triangle by Kronecker blocks (:func:`_add_block`). The other triangle is
+    mirrored once at the end, so the peak memory is ``M`` plus one chunk's working set.
+    """
+    M = None
     offsets = [s.start for s in net.layer_param_slices()]
-    mirror = False
     for acts, Bs in factors:
         if Bs[0].shape[1] == 1:
             U = expand_gradients(net, acts, Bs)[:, 0, :]
-            M += U.T @ U  # numpy dispatches A.T @ A to SYRK
+            first = M is None
+            if first:
+                M = np.empty((P, P))
+            # M.T is M's memory in Fortran order: its upper triangle is M's lower triangle
+            blas.dsyrk(1.0, U.T, beta=0.0 if first else 1.0, c=M.T, trans=0, lower=0,
+                       overwrite_c=1)
+            lower_filled = True
             continue
-        mirror = True
+        if M is None:
+            M = np.zeros((P, P))
+        lower_filled = False
         for l in range(net.num_layers):
             for m in range(l, net.num_layers):
                 _add_block(M, net, l, m, acts, Bs, offsets[l], offsets[m])
-    sl = net.layer_param_slices()
-    for l in range(net.num_layers if mirror else 0):
-        for m in range(l + 1, net.num_layers):
-            M[sl[m], sl[l]] = M[sl[l], sl[m]].T
+    if M is None:  # no samples cannot happen (N >= 1 is validated)
+        raise AssertionError("internal: no chunks")
+    if lower_filled:
+        _mirror_lower_to_upper(M)
+    else:
+        sl = net.layer_param_slices()
+        for l in range(net.num_layers):
+            for m in range(l + 1, net.num_layers):
+                M[sl[m], sl[l]] = M[sl[l], sl[m]].T
     return M
+
+
+def _mirror_lower_to_upper(M: np.ndarray, panel: int = 256) -> None:
+    """Copy the strict lower triangle of the square ``M`` onto its upper one, in place."""
+    P = M.shape[0]
+    for i0 in range(0, P, panel):
+        i1 = min(P, i0 + panel)
+        M[:i0, i0:i1] = M[i0:i1, :i0].T
+        D = M[i0:i1, i0:i1]
+        iu = np.triu_indices(i1 - i0, 1)
+        D[iu] = D.T[iu]
 
 
 def _require_dense(net, what):
