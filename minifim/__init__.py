@@ -4,7 +4,7 @@ The public API is re-exported here; see README.md for the conventions (flat para
 ``W0, b0, W1, b1, ...`` with ``W: (out, in)``; curvature matrices are means over samples).
 """
 
-from . import data, report
+from . import data
 from ._version import __version__
 
 # foundation
