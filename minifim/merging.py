@@ -40,11 +40,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import linalg as sla
 
 from ._validation import as_float_array, check_choice, check_nonnegative, check_positive
 from .curvature import FISHER_KINDS, block_diagonal, curvature_matrix, fisher_diagonal
 from .memory import require_memory
+from .ngd import damped_solve
 
 __all__ = ["fisher_merge", "MERGE_CURVATURES"]
 
@@ -135,18 +135,6 @@ def _compute_fisher(net, theta, X, y, curvature, fisher, n_samples, rng, chunk_s
     if curvature == "full":
         return curvature_matrix(net, theta, X, y, fisher, **kwargs)
     return block_diagonal(net, theta, X, y, fisher, **kwargs)
-
-
-def _solve_pd(A: np.ndarray, b: np.ndarray, shift: float, what: str) -> np.ndarray:
-    try:
-        chol = sla.cho_factor(A, lower=True, check_finite=False)
-    except np.linalg.LinAlgError:
-        chol = None
-    if chol is None or not np.all(np.diag(chol[0]) > 0):
-        raise ValueError(f"damping: the summed precision {what} plus (prior_precision + "
-                         f"damping) * I = {shift!r} * I is not positive definite; network "
-                         "Fishers are usually singular, pass damping > 0")
-    return sla.cho_solve(chol, b, check_finite=False)
 
 
 def fisher_merge(net, thetas, fishers=None, *, data=None, curvature: str = "diag",
@@ -265,18 +253,20 @@ def fisher_merge(net, thetas, fishers=None, *, data=None, curvature: str = "diag
                              "there")
         return rhs / prec
     if curvature == "full":
-        prec, rhs = shift * np.eye(P), base.copy()
+        prec, rhs = np.zeros((P, P)), base.copy()
         for i in range(M):
             F = w[i] * model_fisher(i)
             prec += F
             rhs += F @ Th[i]
-        return _solve_pd(prec, rhs, shift, "matrix")
+        return damped_solve(prec, rhs, shift, what="summed precision (with prior_precision + "
+                            "damping as the damping)", overwrite_m=True)
     slices = net.layer_param_slices()
-    precs = [shift * np.eye(s.stop - s.start) for s in slices]
+    precs = [np.zeros((s.stop - s.start,) * 2) for s in slices]
     rhss = [base[s].copy() for s in slices]
     for i in range(M):
         for l, (B, s) in enumerate(zip(model_fisher(i), slices)):
             precs[l] += w[i] * B
             rhss[l] += w[i] * (B @ Th[i, s])
-    return np.concatenate([_solve_pd(A, b, shift, f"block of layer {l}")
+    return np.concatenate([damped_solve(A, b, shift, what=f"summed precision block of layer {l}",
+                                        overwrite_m=True)
                            for l, (A, b) in enumerate(zip(precs, rhss))])
