@@ -24,7 +24,7 @@ from .curvature import (
     square_of_mean_gradient,
     true_fisher,
 )
-from .kfac import KFACFactors, kfac
+from .kronecker import KFACFactors, kfac
 from .likelihoods import Bernoulli, Categorical, Gaussian, Likelihood, get_likelihood
 from .memory import (
     MemoryBudgetError,
@@ -84,4 +84,4 @@ from .laplace import Laplace
 # sensitivity, pruning, merging (issue 9)
 from .merging import fisher_merge
 from .pruning import PruningResult, prune, prune_path
-from .sensitivity import sensitivity
+from .sensitivities import sensitivity

@@ -64,7 +64,7 @@ import numpy as np
 
 from ._validation import as_float_array, as_generator, check_choice, check_int, check_nonnegative
 from .curvature import block_diagonal, curvature_matrix, fisher_diagonal
-from .kfac import KFACFactors, kfac
+from .kronecker import KFACFactors, kfac
 from .memory import require_memory
 from .objective import gradient
 

@@ -57,7 +57,7 @@ from .curvature import (
     hessian,
     true_fisher,
 )
-from .kfac import KFACFactors, kfac
+from .kronecker import KFACFactors, kfac
 from .model import MLP
 from .objective import loss_and_gradient
 from .scores import output_jacobians, per_sample_scores

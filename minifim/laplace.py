@@ -53,7 +53,7 @@ from ._validation import (
     check_positive,
 )
 from .curvature import curvature_matrix, fisher_diagonal
-from .kfac import _homogeneous_to_flat, kfac
+from .kronecker import _homogeneous_to_flat, kfac
 from .memory import require_memory
 from .objective import loss_and_gradient
 from .scores import output_jacobians

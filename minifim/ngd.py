@@ -72,7 +72,7 @@ from .curvature import (
     fisher_diagonal,
     hessian,
 )
-from .kfac import kfac
+from .kronecker import kfac
 from .memory import memory_budget, require_memory
 from .objective import gradient as _gradient
 from .operators import fisher_operator, hessian_operator
@@ -353,7 +353,7 @@ def natural_gradient(net, theta, X, y, damping: float = 1e-3, curvature: str = "
     grad : ndarray, shape (P,), optional
         The vector to precondition; default :func:`minifim.gradient` (mean NLL on ``X, y``).
     kfac_bias : {"folded", "separate"}
-        Bias convention of ``"kfac"`` (see :mod:`minifim.kfac`).
+        Bias convention of ``"kfac"`` (see :mod:`minifim.kronecker`).
     kfac_solve : {"eigen", "factored"}
         ``"eigen"``: the exact ``(G kron A + damping I)^{-1}`` per layer; ``"factored"``:
         Martens & Grosse's factored Tikhonov damping with the pi-correction

@@ -67,7 +67,7 @@ from ._validation import (
     check_nonnegative,
     check_positive,
 )
-from .kfac import kfac as _kfac_factors
+from .kronecker import kfac as _kfac_factors
 from .ngd import BASE_FISHERS, CURVATURES, METHODS, natural_gradient
 from .objective import loss_and_gradient
 from .operators import fisher_operator
@@ -483,7 +483,7 @@ def kfac(net, lr=0.1, damping: float = 1e-3, decay: float = 0.95, inverse_period
 
     Notes
     -----
-    Factors follow :mod:`minifim.kfac` (``A`` mean of ``a~ a~^T``, ``G`` the mean over samples
+    Factors follow :mod:`minifim.kronecker` (``A`` mean of ``a~ a~^T``, ``G`` the mean over samples
     of the seed outer products, i.e. the mean-NLL curvature). The penalty enters the direction
     through ``grad`` only; its curvature is not added to the factors.
     """

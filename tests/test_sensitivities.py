@@ -5,7 +5,7 @@ import pytest
 from cases import make_case
 
 import minifim
-from minifim.sensitivity import sensitivity
+from minifim.sensitivities import sensitivity
 
 RTOL = 1e-11
 
