@@ -11,6 +11,7 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
+from autograd.tracer import Box
 
 __all__ = [
     "as_float_array",
@@ -19,6 +20,8 @@ __all__ = [
     "check_nonnegative",
     "check_int",
     "as_generator",
+    "check_net",
+    "is_box",
 ]
 
 
@@ -122,3 +125,34 @@ def as_generator(rng, name: str = "rng") -> np.random.Generator:
         return np.random.default_rng(int(rng))
     raise TypeError(f"{name}: expected a numpy.random.Generator or an integer seed, received "
                     f"{type(rng).__name__} {rng!r}")
+
+
+def is_box(x) -> bool:
+    """True for an ``autograd`` tracer box (a value being differentiated).
+
+    Boxed arrays pass through the shape checks of the differentiable methods (the
+    ``method="autograd"`` routes call them on boxes); dtype and finiteness are checked on
+    plain arrays only, since inspecting a box's values would cut the derivative.
+    """
+    return isinstance(x, Box)
+
+
+def check_net(net, name: str = "net"):
+    """Check that ``net`` is a :class:`minifim.MLP`; return it.
+
+    Raises ``TypeError`` naming the argument and the type received (a torch module, a list of
+    layer sizes or a parameter vector passed in its place are the usual mistakes).
+    """
+    from .model import MLP  # the model imports this module
+
+    if not isinstance(net, MLP):
+        hint = ""
+        if isinstance(net, (list, tuple)):
+            hint = " (build one with minifim.MLP(sizes))"
+        elif isinstance(net, np.ndarray):
+            hint = " (net comes first, then theta)"
+        elif hasattr(net, "parameters") and hasattr(net, "forward"):
+            hint = (" (a torch module: describe it with minifim.MLP and load its weights with "
+                    "MLP.from_state_dict)")
+        raise TypeError(f"{name}: expected a minifim.MLP, received {_describe(net)}{hint}")
+    return net
