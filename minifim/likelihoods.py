@@ -17,6 +17,16 @@ Each likelihood gives, for outputs ``F: (N, C)``:
 Targets: ``categorical`` integer labels ``y: (N,)`` in ``[0, C)``; ``bernoulli`` 0/1 labels
 ``y: (N, C)`` (``C`` independent binary outputs); ``gaussian`` real targets ``y: (N, C)``.
 Everything is stable for logits of magnitude 1e3 (log-sum-exp, softplus; no overflow, no NaN).
+
+Validation: every public method checks ``F`` (:meth:`Likelihood.check_outputs`: 2-D, real,
+finite) and ``y`` (:meth:`Likelihood.check_targets` against ``F``'s ``(N, C)``) once, and
+refuses, never broadcasts: label ``-1`` or ``C``, non-integer or ``(N, 1)`` categorical labels,
+non-0/1 Bernoulli labels and ``(N,)`` targets for ``C = 1`` outputs raise ``ValueError``. Outputs
+that are ``autograd`` boxes (the ``method="autograd"`` routes differentiate :meth:`log_prob`)
+get the shape checks only. Subclasses implement the private ``_log_prob``,
+``_grad_log_prob``, ``_fisher_factor``, ``_hessian_outputs``, ``_sample``, ``_mean`` and
+``_most_likely`` (optionally ``_fisher_outputs``) on validated inputs; minifim's own callers
+that have validated already use them directly.
 """
 
 from __future__ import annotations
@@ -27,54 +37,123 @@ import autograd.numpy as anp
 import numpy as np
 from autograd.scipy.special import logsumexp
 
-from ._validation import as_float_array, as_generator, check_int, check_positive
+from ._validation import as_float_array, as_generator, check_int, check_positive, is_box
 
 __all__ = ["Likelihood", "Categorical", "Bernoulli", "Gaussian", "get_likelihood",
            "LIKELIHOODS"]
 
 
 class Likelihood:
-    """Base class; see the module docstring for the contract of each method."""
+    """Base class; see the module docstring for the contract of each method.
+
+    The public methods validate and dispatch to the private implementations of a subclass.
+    """
 
     name: str = ""
+
+    # --- validation ------------------------------------------------------------------------
+    def check_outputs(self, F, name: str = "F"):
+        """Validate network outputs ``F: (N, C)``: real, finite, 2-D; return them as float64.
+
+        An ``autograd`` box (outputs being differentiated) is returned as it is after the shape
+        check; its values are not inspected.
+        """
+        if is_box(F):
+            if np.ndim(F) != 2:
+                raise ValueError(f"{name}: expected a 2-D array of shape (N, C), received "
+                                 f"shape {np.shape(F)}")
+            return F
+        arr = as_float_array(F, name, finite=False)
+        if arr.ndim != 2:
+            hint = " (use F[None, :] for one sample)" if arr.ndim == 1 else ""
+            raise ValueError(f"{name}: expected a 2-D array of shape (N, C), received shape "
+                             f"{arr.shape}{hint}")
+        if not np.all(np.isfinite(arr)):
+            bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+            raise ValueError(f"{name}: expected finite values, received {bad} NaN/Inf "
+                             f"entr{'y' if bad == 1 else 'ies'}")
+        return arr
 
     def check_targets(self, y, N: int, C: int, name: str = "y") -> np.ndarray:
         """Validate targets for ``N`` samples and ``C`` outputs; return them in canonical dtype."""
         raise NotImplementedError
 
+    def _checked(self, F, y):
+        F = self.check_outputs(F)
+        N, C = np.shape(F)
+        return F, self.check_targets(y, N, C)
+
+    # --- public methods: validate once, then the private implementation ---------------------
     def log_prob(self, F, y):
-        """``log p(y_n | f_n)``, shape ``(N,)``."""
-        raise NotImplementedError
+        """``log p(y_n | f_n)``, shape ``(N,)``; ``F: (N, C)`` may be an autograd box."""
+        return self._log_prob(*self._checked(F, y))
 
-    def grad_log_prob(self, F: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def grad_log_prob(self, F, y) -> np.ndarray:
         """Output-space score ``d log p(y_n | f_n) / d f_n``, shape ``(N, C)``."""
+        return self._grad_log_prob(*self._checked(F, y))
+
+    def fisher_outputs(self, F) -> np.ndarray:
+        """``Lambda_n = E_y[g g^T]``, shape ``(N, C, C)``."""
+        return self._fisher_outputs(self.check_outputs(F))
+
+    def fisher_factor(self, F) -> np.ndarray:
+        """``R_n`` with ``R_n^T R_n = Lambda_n``, shape ``(N, K, C)``."""
+        return self._fisher_factor(self.check_outputs(F))
+
+    def hessian_outputs(self, F) -> np.ndarray:
+        """Hessian of ``-log p(y | f)`` with respect to ``f``, shape ``(N, C, C)``.
+
+        The likelihoods here have canonical links: it does not depend on ``y``, which is
+        therefore not an argument.
+        """
+        return self._hessian_outputs(self.check_outputs(F))
+
+    def sample(self, F, rng, n_samples: int | None = None) -> np.ndarray:
+        """Targets drawn from ``p(y | f)``; a leading axis of ``n_samples`` when given.
+
+        ``rng`` is a ``numpy.random.Generator`` or an integer seed (``None`` is refused).
+        """
+        F = self.check_outputs(F)
+        rng = as_generator(rng)
+        k = None if n_samples is None else check_int(n_samples, "n_samples", 1)
+        return self._sample(F, rng, k)
+
+    def mean(self, F) -> np.ndarray:
+        """``E[y | f]``, shape ``(N, C)``."""
+        return self._mean(self.check_outputs(F))
+
+    def most_likely(self, F) -> np.ndarray:
+        """The mode of ``p(y | f)``: argmax labels, rounded probabilities, or the means."""
+        return self._most_likely(self.check_outputs(F))
+
+    # --- implementations (validated inputs; subclasses override) -----------------------------
+    def _log_prob(self, F, y):
         raise NotImplementedError
 
-    def fisher_outputs(self, F: np.ndarray) -> np.ndarray:
-        """``Lambda_n = E_y[g g^T]``, shape ``(N, C, C)``."""
-        R = self.fisher_factor(F)
+    def _grad_log_prob(self, F, y):
+        raise NotImplementedError
+
+    def _fisher_outputs(self, F):
+        R = self._fisher_factor(F)
         return np.einsum("nkc,nkd->ncd", R, R)
 
-    def fisher_factor(self, F: np.ndarray) -> np.ndarray:
-        """``R_n`` with ``R_n^T R_n = Lambda_n``, shape ``(N, K, C)``."""
+    def _fisher_factor(self, F):
         raise NotImplementedError
 
-    def hessian_outputs(self, F: np.ndarray) -> np.ndarray:
-        """Hessian of ``-log p(y | f)`` with respect to ``f``, shape ``(N, C, C)``."""
+    def _hessian_outputs(self, F):
         raise NotImplementedError
 
-    def sample(self, F: np.ndarray, rng, n_samples: int | None = None) -> np.ndarray:
-        """Targets drawn from ``p(y | f)``; a leading axis of ``n_samples`` when given."""
+    def _sample(self, F, rng, n_samples):
+        """``n_samples`` is ``None`` (no leading axis) or a validated int >= 1."""
         raise NotImplementedError
 
-    def mean(self, F: np.ndarray) -> np.ndarray:
-        """``E[y | f]``, shape ``(N, C)``."""
+    def _mean(self, F):
         raise NotImplementedError
 
-    def most_likely(self, F: np.ndarray) -> np.ndarray:
-        """The mode of ``p(y | f)``: argmax labels, rounded probabilities, or the means."""
+    def _most_likely(self, F):
         raise NotImplementedError
 
+    # --- description --------------------------------------------------------------------------
     def config(self) -> dict:
         """JSON-serialisable description (``get_likelihood(**config)`` rebuilds it)."""
         return {"likelihood": self.name}
@@ -87,10 +166,6 @@ class Likelihood:
 
     def __hash__(self) -> int:
         return hash(tuple(sorted(self.config().items())))
-
-
-def _check_outputs(F) -> np.ndarray:
-    return as_float_array(F, "F", ndim=2)
 
 
 class Categorical(Likelihood):
@@ -122,7 +197,7 @@ class Categorical(Likelihood):
             if not np.all(arr == np.round(arr)):
                 raise ValueError(f"{name}: expected integer class labels, received non-integer "
                                  f"values such as {arr[arr != np.round(arr)][0]!r}")
-        arr = arr.astype(np.int64)
+        arr = arr.astype(np.int64, copy=False)
         if arr.size and (arr.min() < 0 or arr.max() >= C):
             raise ValueError(f"{name}: expected labels in [0, {C}), received values in "
                              f"[{arr.min()}, {arr.max()}]")
@@ -133,15 +208,15 @@ class Categorical(Likelihood):
         """``log p: (N, C)``, stable by log-sum-exp."""
         return F - logsumexp(F, axis=1, keepdims=True)
 
-    def log_prob(self, F, y):
+    def _log_prob(self, F, y):
         logp = self.log_softmax(F)
         return logp[np.arange(logp.shape[0]), y]
 
-    def mean(self, F):
+    def _mean(self, F):
         return np.exp(self.log_softmax(np.asarray(F)))
 
-    def grad_log_prob(self, F, y):
-        g = -self.mean(F)
+    def _grad_log_prob(self, F, y):
+        g = -self._mean(F)
         g[np.arange(g.shape[0]), y] += 1.0
         return g
 
@@ -157,14 +232,14 @@ class Categorical(Likelihood):
         q[rows, top] = others.sum(axis=1)
         return q
 
-    def fisher_outputs(self, F):
-        p = self.mean(F)
+    def _fisher_outputs(self, F):
+        p = self._mean(F)
         Lam = -p[:, :, None] * p[:, None, :]
         idx = np.arange(p.shape[1])
         Lam[:, idx, idx] = p * self._one_minus(p)
         return Lam
 
-    def fisher_factor(self, F):
+    def _fisher_factor(self, F):
         F = np.asarray(F)
         logp = self.log_softmax(F)
         p = np.exp(logp)
@@ -174,19 +249,18 @@ class Categorical(Likelihood):
         R[:, idx, idx] = sqrt_p * self._one_minus(p)
         return R
 
-    def hessian_outputs(self, F):
-        return self.fisher_outputs(F)
+    def _hessian_outputs(self, F):
+        return self._fisher_outputs(F)
 
-    def sample(self, F, rng, n_samples=None):
-        rng = as_generator(rng)
-        p = self.mean(F)
-        k = 1 if n_samples is None else check_int(n_samples, "n_samples", 1)
+    def _sample(self, F, rng, n_samples=None):
+        p = self._mean(F)
+        k = 1 if n_samples is None else n_samples
         u = rng.random((k, p.shape[0]))
         cdf = np.cumsum(p, axis=1)
         labels = np.minimum((cdf[None, :, :] < u[:, :, None]).sum(axis=2), p.shape[1] - 1)
         return labels[0] if n_samples is None else labels
 
-    def most_likely(self, F):
+    def _most_likely(self, F):
         return np.argmax(np.asarray(F), axis=1)
 
 
@@ -217,28 +291,28 @@ class Bernoulli(Likelihood):
                              f"{bad!r}")
         return arr
 
-    def log_prob(self, F, y):
+    def _log_prob(self, F, y):
         return anp.sum(y * F - anp.logaddexp(0.0, F), axis=1)
 
-    def mean(self, F):
+    def _mean(self, F):
         F = np.asarray(F)
         return 0.5 * (np.tanh(0.5 * F) + 1.0)
 
-    def grad_log_prob(self, F, y):
-        return y - self.mean(F)
+    def _grad_log_prob(self, F, y):
+        return y - self._mean(F)
 
     def _variance(self, F):
         F = np.asarray(F)
         return np.exp(-_softplus(F) - _softplus(-F))
 
-    def fisher_outputs(self, F):
+    def _fisher_outputs(self, F):
         v = self._variance(F)
         Lam = np.zeros(v.shape + (v.shape[1],))
         idx = np.arange(v.shape[1])
         Lam[:, idx, idx] = v
         return Lam
 
-    def fisher_factor(self, F):
+    def _fisher_factor(self, F):
         F = np.asarray(F)
         s = np.exp(-0.5 * (_softplus(F) + _softplus(-F)))
         R = np.zeros(s.shape + (s.shape[1],))
@@ -246,17 +320,16 @@ class Bernoulli(Likelihood):
         R[:, idx, idx] = s
         return R
 
-    def hessian_outputs(self, F):
-        return self.fisher_outputs(F)
+    def _hessian_outputs(self, F):
+        return self._fisher_outputs(F)
 
-    def sample(self, F, rng, n_samples=None):
-        rng = as_generator(rng)
-        p = self.mean(F)
-        k = 1 if n_samples is None else check_int(n_samples, "n_samples", 1)
+    def _sample(self, F, rng, n_samples=None):
+        p = self._mean(F)
+        k = 1 if n_samples is None else n_samples
         y = (rng.random((k,) + p.shape) < p[None]).astype(np.float64)
         return y[0] if n_samples is None else y
 
-    def most_likely(self, F):
+    def _most_likely(self, F):
         return (np.asarray(F) > 0).astype(np.float64)
 
 
@@ -281,44 +354,42 @@ class Gaussian(Likelihood):
         return f"Gaussian(sigma={self.sigma!r})"
 
     def check_targets(self, y, N, C, name="y"):
-        arr = as_float_array(y, name)
-        if arr.shape != (N, C):
-            hint = " (use y[:, None] for a single output)" if arr.shape == (N,) else ""
+        arr = y if is_box(y) else as_float_array(y, name)  # targets may be differentiated
+        if np.shape(arr) != (N, C):
+            hint = " (use y[:, None] for a single output)" if np.shape(arr) == (N,) else ""
             raise ValueError(f"{name}: expected real targets of shape ({N}, {C}), received shape "
                              f"{arr.shape}{hint}")
         return arr
 
-    def log_prob(self, F, y):
+    def _log_prob(self, F, y):
         C = F.shape[1]
         r = y - F
         return (-0.5 * anp.sum(r * r, axis=1) / self.sigma**2
                 - 0.5 * C * math.log(2.0 * math.pi * self.sigma**2))
 
-    def mean(self, F):
+    def _mean(self, F):
         return np.array(F, dtype=np.float64, copy=True)
 
-    def grad_log_prob(self, F, y):
+    def _grad_log_prob(self, F, y):
         return (y - np.asarray(F)) / self.sigma**2
 
-    def fisher_outputs(self, F):
+    def _fisher_outputs(self, F):
         N, C = np.shape(F)
         return np.broadcast_to(np.eye(C) / self.sigma**2, (N, C, C)).copy()
 
-    def fisher_factor(self, F):
+    def _fisher_factor(self, F):
         N, C = np.shape(F)
         return np.broadcast_to(np.eye(C) / self.sigma, (N, C, C)).copy()
 
-    def hessian_outputs(self, F):
-        return self.fisher_outputs(F)
+    def _hessian_outputs(self, F):
+        return self._fisher_outputs(F)
 
-    def sample(self, F, rng, n_samples=None):
-        rng = as_generator(rng)
-        F = np.asarray(F)
-        k = 1 if n_samples is None else check_int(n_samples, "n_samples", 1)
+    def _sample(self, F, rng, n_samples=None):
+        k = 1 if n_samples is None else n_samples
         y = F[None] + self.sigma * rng.standard_normal((k,) + F.shape)
         return y[0] if n_samples is None else y
 
-    def most_likely(self, F):
+    def _most_likely(self, F):
         return np.array(F, dtype=np.float64, copy=True)
 
 

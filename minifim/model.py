@@ -213,11 +213,11 @@ class MLP:
         theta = self.check_theta(theta) if not hasattr(theta, "_value") else theta
         X = self.check_inputs(X)
         y = self.check_targets(y, X.shape[0])
-        return self.likelihood.log_prob(self._forward(theta, X), y)
+        return self.likelihood._log_prob(self._forward(theta, X), y)
 
     def predict(self, theta, X) -> np.ndarray:
         """``E[y | x]: (N, C)``: class or Bernoulli probabilities, or Gaussian means."""
-        return self.likelihood.mean(self.forward(theta, X))
+        return self.likelihood._mean(self.forward(theta, X))
 
     # --- interchange with other backends ---------------------------------------------------
     def to_state_dict(self, theta, keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:

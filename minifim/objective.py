@@ -34,7 +34,7 @@ def loss(net, theta, X, y, *, reduction: str = "mean") -> float:
     """
     theta, X, y = _checked(net, theta, X, y)
     scale = _scale(reduction, X.shape[0])
-    return float(-scale * np.sum(net.likelihood.log_prob(net._forward(theta, X), y)))
+    return float(-scale * np.sum(net.likelihood._log_prob(net._forward(theta, X), y)))
 
 
 def loss_and_gradient(net, theta, X, y, *, reduction: str = "mean") -> tuple[float, np.ndarray]:
@@ -43,8 +43,8 @@ def loss_and_gradient(net, theta, X, y, *, reduction: str = "mean") -> tuple[flo
     scale = _scale(reduction, X.shape[0])
     cache = forward_cache(net, theta, X)
     lik = net.likelihood
-    value = float(-scale * np.sum(lik.log_prob(cache.outputs, y)))
-    g_out = -scale * lik.grad_log_prob(cache.outputs, y)  # (N, C)
+    value = float(-scale * np.sum(lik._log_prob(cache.outputs, y)))  # validated above
+    g_out = -scale * lik._grad_log_prob(cache.outputs, y)  # (N, C)
     return value, vjp_cached(net, cache, g_out[:, :, None])[:, 0]
 
 
@@ -63,5 +63,5 @@ def accuracy(net, theta, X, y) -> float:
     if net.likelihood.name == "gaussian":
         raise ValueError("net: accuracy is defined for categorical and bernoulli likelihoods, "
                          "received a gaussian likelihood (use loss)")
-    pred = net.likelihood.most_likely(net._forward(theta, X))
+    pred = net.likelihood._most_likely(net._forward(theta, X))
     return float(np.mean(pred == y))

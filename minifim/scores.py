@@ -139,9 +139,9 @@ def per_sample_scores(net, theta, X, y, method: str = "backprop") -> np.ndarray:
                    "(fisher_diagonal) or operator (fisher_operator), which never form S")
     if method == "autograd":
         lik = net.likelihood
-        return jacobian(lambda th: lik.log_prob(net._forward(th, X), y))(theta)
+        return jacobian(lambda th: lik._log_prob(net._forward(th, X), y))(theta)
     cache = forward_cache(net, theta, X)
-    seeds = net.likelihood.grad_log_prob(cache.outputs, y)[:, None, :]
+    seeds = net.likelihood._grad_log_prob(cache.outputs, y)[:, None, :]
     Bs = backprop_seeds(net, cache, seeds)
     return expand_gradients(net, cache.acts, Bs)[:, 0, :]
 

@@ -326,3 +326,91 @@ def test_get_likelihood_bad_input():
                        ("1", TypeError), (True, TypeError)]:
         with pytest.raises(err, match="sigma"):
             Gaussian(sigma)
+
+
+# --- the public methods validate their inputs (issue 12) -----------------------------------------
+F_METHODS = ["fisher_outputs", "fisher_factor", "hessian_outputs", "mean", "most_likely"]
+
+
+def _call(lik, method, F, y=None):
+    if method in ("log_prob", "grad_log_prob"):
+        return getattr(lik, method)(F, y)
+    if method == "sample":
+        return lik.sample(F, 0)
+    return getattr(lik, method)(F)
+
+
+@pytest.mark.parametrize("method", ["log_prob", "grad_log_prob", "sample"] + F_METHODS)
+def test_methods_refuse_bad_outputs(lik, method):
+    y = lik.sample(F0, 0)
+    bad = [
+        (F0[0], ValueError, r"F: expected a 2-D array of shape \(N, C\), received shape \(3,\)"),
+        (F0[None], ValueError, r"F: expected a 2-D array .*received shape \(1, 6, 3\)"),
+        (np.where(F0 > 1, np.nan, F0), ValueError, "F: expected finite values"),
+        (F0 + 0j, TypeError, "F: expected a real array"),
+        ("F0", TypeError, "F: expected a real numeric array"),
+        (None, TypeError, "F: expected a real numeric array"),
+    ]
+    for F, err, msg in bad:
+        with pytest.raises(err, match=msg):
+            _call(lik, method, F, y)
+
+
+@pytest.mark.parametrize("method", ["log_prob", "grad_log_prob"])
+def test_categorical_methods_refuse_bad_labels(method):
+    """Label -1 used to score the last class, (N, 1) labels broadcast to (N, N), 2.5 failed
+    with an IndexError and 1.0 floats were used as indices."""
+    lik = LIKS["categorical"]
+    y = np.array([0, 1, 2, 2, 1, 0])
+    bad = [
+        (np.array([0, 1, 2, 2, 1, -1]), ValueError,
+         r"y: expected labels in \[0, 3\), received values in \[-1, 2\]"),
+        (np.array([0, 1, 2, 3, 1, 0]), ValueError, r"y: expected labels in \[0, 3\)"),
+        (y[:, None], ValueError, r"y: expected shape \(6,\), received shape \(6, 1\)"),
+        (y[:5], ValueError, r"y: expected shape \(6,\), received shape \(5,\)"),
+        (y + 0.5, ValueError, "y: expected integer class labels, received non-integer"),
+        (np.eye(3)[y], ValueError, "not one-hot rows"),
+        (y.astype(bool), TypeError, "y: expected integer class labels"),
+        (None, TypeError, "y: expected integer class labels"),
+    ]
+    for yb, err, msg in bad:
+        with pytest.raises(err, match=msg):
+            getattr(lik, method)(F0, yb)
+    # integer-valued floats are labels, as everywhere else
+    assert_close(getattr(lik, method)(F0, y.astype(float)), getattr(lik, method)(F0, y), 0.0)
+
+
+@pytest.mark.parametrize("name", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("method", ["log_prob", "grad_log_prob"])
+def test_vector_methods_refuse_bad_targets(name, method):
+    """A (N,) target with one output used to broadcast against F: (N, 1) to an (N, N) result."""
+    lik = LIKS[name]
+    F1 = F0[:, :1]
+    y1 = lik.sample(F1, 0)
+    with pytest.raises(ValueError, match=r"y: expected .*shape \(6, 1\), received shape \(6,\).*"
+                                         r"y\[:, None\]"):
+        getattr(lik, method)(F1, y1[:, 0])
+    with pytest.raises(ValueError, match=r"shape \(6, 3\), received shape \(6, 1\)"):
+        getattr(lik, method)(F0, y1)
+    with pytest.raises(ValueError, match=r"y: expected finite values"):
+        getattr(lik, method)(F1, np.full((6, 1), np.nan))
+    if name == "bernoulli":
+        with pytest.raises(ValueError, match=r"y: expected Bernoulli labels in \{0, 1\}"):
+            getattr(lik, method)(F1, 2 * y1 - 1)
+
+
+def test_log_prob_still_differentiable_with_boxed_outputs(lik):
+    """The autograd routes call log_prob on ArrayBox outputs: validation lets them through."""
+    y = lik.sample(F0, 3)
+    g = autograd.grad(lambda F: anp.sum(lik.log_prob(F, y)))(F0)
+    assert_close(g, lik.grad_log_prob(F0, y), 1e-13)
+    with pytest.raises(ValueError, match=r"y: expected"):
+        autograd.grad(lambda F: anp.sum(lik.log_prob(F, y[:-1])))(F0)
+    with pytest.raises(ValueError, match=r"F: expected a 2-D array"):
+        autograd.grad(lambda F: anp.sum(lik.log_prob(F[0], y)))(F0)
+
+
+def test_sample_refuses_bad_n_samples(lik):
+    for n, err in [(0, ValueError), (2.0, TypeError), (True, TypeError)]:
+        with pytest.raises(err, match="n_samples"):
+            lik.sample(F0, 0, n)
