@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 import autograd.numpy as anp
 import numpy as np
 
-from ._validation import as_float_array, as_generator, check_int
+from ._validation import as_float_array, as_generator, check_int, is_box
 from .activations import ACTIVATIONS, Activation, get_activation
 from .likelihoods import Likelihood, get_likelihood
 
@@ -144,6 +144,15 @@ class MLP:
             raise ValueError(f"{name}: expected finite values, received NaN/Inf")
         return arr
 
+    def _check_theta_or_box(self, theta):
+        """:meth:`check_theta`, or only the shape of an autograd box (values not inspected)."""
+        if not is_box(theta):
+            return self.check_theta(theta)
+        if np.shape(theta) != (self.num_params,):
+            raise ValueError(f"theta: expected shape ({self.num_params},) for {self!r}, "
+                             f"received shape {np.shape(theta)}")
+        return theta
+
     def check_inputs(self, X, name: str = "X") -> np.ndarray:
         """Validate ``X: (N, D)`` finite float64."""
         arr = as_float_array(X, name, finite=False)
@@ -166,7 +175,14 @@ class MLP:
         return self.likelihood.check_targets(y, N, self.output_dim, name)
 
     def unflatten(self, theta) -> list[tuple]:
-        """``theta: (P,) -> [(W0: (H1, D), b0: (H1,)), ...]`` (views; autograd-compatible)."""
+        """``theta: (P,) -> [(W0: (H1, D), b0: (H1,)), ...]`` (views; autograd-compatible).
+
+        ``theta`` is validated like everywhere else (:meth:`check_theta`: shape ``(P,)``
+        exactly, real, finite); an autograd box gets the shape check only.
+        """
+        return self._unflatten(self._check_theta_or_box(theta))
+
+    def _unflatten(self, theta) -> list[tuple]:
         return [(anp.reshape(theta[ws], shape), theta[bs])
                 for shape, (ws, bs) in zip(self.shapes, self.layer_slices)]
 
@@ -194,15 +210,14 @@ class MLP:
 
         Written with ``autograd.numpy``; inputs are validated unless they are autograd boxes.
         """
-        if isinstance(theta, np.ndarray) or not hasattr(theta, "_value"):
-            theta = self.check_theta(theta)
-        if isinstance(X, np.ndarray) or not hasattr(X, "_value"):
+        theta = self._check_theta_or_box(theta)
+        if not is_box(X):
             X = self.check_inputs(X)
         return self._forward(theta, X)
 
     def _forward(self, theta, X):
         a = X
-        layers = self.unflatten(theta)
+        layers = self._unflatten(theta)
         for l, (W, b) in enumerate(layers):
             z = anp.dot(a, W.T) + b
             a = self.activation.phi(z) if l < self.num_layers - 1 else z
@@ -210,7 +225,7 @@ class MLP:
 
     def log_prob(self, theta, X, y):
         """``log p_theta(y_n | x_n)``, shape ``(N,)``."""
-        theta = self.check_theta(theta) if not hasattr(theta, "_value") else theta
+        theta = self._check_theta_or_box(theta)
         X = self.check_inputs(X)
         y = self.check_targets(y, X.shape[0])
         return self.likelihood._log_prob(self._forward(theta, X), y)
@@ -229,7 +244,7 @@ class MLP:
         theta = self.check_theta(theta)
         keys = self._sequential_keys(keys)
         out = {}
-        for k, (W, b) in zip(keys, self.unflatten(theta)):
+        for k, (W, b) in zip(keys, self._unflatten(theta)):
             out[f"{k}.weight"] = np.array(W)
             out[f"{k}.bias"] = np.array(b)
         return out
@@ -277,7 +292,7 @@ class MLP:
         """JAX/flax-style parameters ``{"params": {"Dense_l": {"kernel": (in, out), "bias"}}}``."""
         theta = self.check_theta(theta)
         return {"params": {f"Dense_{l}": {"kernel": np.array(W).T.copy(), "bias": np.array(b)}
-                           for l, (W, b) in enumerate(self.unflatten(theta))}}
+                           for l, (W, b) in enumerate(self._unflatten(theta))}}
 
     def from_flax(self, params: Mapping) -> np.ndarray:
         """``theta: (P,)`` from flax-style ``{"Dense_l": {"kernel": (in, out), "bias"}}``.

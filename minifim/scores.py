@@ -58,7 +58,7 @@ class ForwardCache:
 
 def forward_cache(net, theta: np.ndarray, X: np.ndarray) -> ForwardCache:
     """Run the forward pass keeping every layer input and pre-activation (validated inputs)."""
-    layers = [(np.asarray(W), np.asarray(b)) for W, b in net.unflatten(theta)]
+    layers = [(np.asarray(W), np.asarray(b)) for W, b in net._unflatten(theta)]
     acts, pres = [], []
     a = X
     for l, (W, b) in enumerate(layers):

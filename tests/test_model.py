@@ -330,3 +330,35 @@ def test_forward_bad_input():
         net.to_state_dict(theta[:-1])
     with pytest.raises(ValueError, match=r"theta: expected shape"):
         net.to_flax(theta[:-1])
+
+
+def test_unflatten_refuses_wrong_theta():
+    """A short theta used to be truncated (a 2-entry last bias) and a long one cut silently."""
+    net = MLP([4, 5, 3])  # P = 25 + 18 = 43
+    theta = net.init(0)
+    for th, err, msg in [
+        (theta[:-1], ValueError, r"theta: expected shape \(43,\) .*received shape \(42,\)"),
+        (np.concatenate([theta, [1.0]]), ValueError, r"received shape \(44,\)"),
+        (theta[:40], ValueError, r"received shape \(40,\)"),
+        (theta[None], ValueError, r"received shape \(1, 43\)"),
+        (theta.astype(complex), TypeError, "theta: expected a real array"),
+        (np.where(np.arange(43) == 0, np.nan, theta), ValueError, "theta: expected finite"),
+        ("abc", TypeError, "theta: expected a real numeric array"),
+    ]:
+        with pytest.raises(err, match=msg):
+            net.unflatten(th)
+    layers = net.unflatten(list(theta))  # sequences are converted like everywhere else
+    assert_close(net.flatten(layers), theta, 0.0)
+
+
+def test_unflatten_differentiable_with_boxed_theta():
+    import autograd
+
+    net = MLP([2, 3, 1])
+    theta = net.init(1)
+    g = autograd.grad(lambda th: anp.sum(net.unflatten(th)[1][0] ** 2))(theta)
+    expected = np.zeros_like(theta)
+    expected[net.layer_slices[1][0]] = 2 * theta[net.layer_slices[1][0]]
+    assert_close(g, expected, 0.0)
+    with pytest.raises(ValueError, match=r"theta: expected shape \(13,\)"):
+        autograd.grad(lambda th: anp.sum(net.unflatten(th[:-1])[0][0]))(theta)
