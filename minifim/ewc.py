@@ -62,7 +62,15 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import as_float_array, as_generator, check_choice, check_int, check_nonnegative
+from ._validation import (
+    _describe,
+    as_float_array,
+    as_generator,
+    check_choice,
+    check_int,
+    check_net,
+    check_nonnegative,
+)
 from .curvature import block_diagonal, curvature_matrix, fisher_diagonal
 from .kronecker import KFACFactors, kfac
 from .memory import require_memory
@@ -189,6 +197,7 @@ def task_curvature(net, theta, X, y=None, curvature: str = "diag", fisher: str =
     ``1/B sum_b g_b g_b^T``: the empirical Fisher for ``batch_size = 1``, ``g g^T`` of the whole
     task for ``batch_size = None``. It has no K-FAC form.
     """
+    check_net(net)
     check_choice(curvature, "curvature", EWC_CURVATURES)
     check_choice(fisher, "fisher", EWC_FISHERS)
     theta = net.check_theta(theta)
@@ -254,11 +263,98 @@ def _check_representation(kind, M, net, name):
 
 
 # --- quadratic forms (pure functions) ---------------------------------------------------------
-def curvature_matvec(kind: str, M, v: np.ndarray) -> np.ndarray:
+def _check_curvature(kind: str, M, name: str, P: int | None = None):
+    """Validate a curvature representation of kind ``kind`` (no net needed); return ``(M, P)``.
+
+    ``P`` is the parameter count it must have (``None``: inferred from ``M``).
+    """
+    if kind == "kfac":
+        if not isinstance(M, KFACFactors):
+            raise TypeError(f"{name}: expected KFACFactors for kind='kfac', received "
+                            f"{_describe(M)}")
+        size = M.num_params
+    elif kind == "block":
+        if not isinstance(M, (list, tuple)):
+            raise TypeError(f"{name}: expected a list of square per-layer blocks for "
+                            f"kind='block', received {_describe(M)}")
+        blocks = []
+        for l, b in enumerate(M):
+            if isinstance(b, KFACFactors):
+                raise TypeError(f"{name}[{l}]: expected a square 2-D array, received "
+                                "KFACFactors")
+            b = as_float_array(b, f"{name}[{l}]")
+            if b.ndim != 2 or b.shape[0] != b.shape[1]:
+                raise ValueError(f"{name}[{l}]: expected a square 2-D array (P_l, P_l), "
+                                 f"received shape {b.shape}")
+            blocks.append(b)
+        M, size = blocks, sum(b.shape[0] for b in blocks)
+    else:
+        ndim, what = (1, "a 1-D array (the diagonal, shape (P,))") if kind == "diag" else (
+            2, "a square 2-D array (P, P)")
+        if isinstance(M, KFACFactors):
+            raise TypeError(f"{name}: expected {what} for kind={kind!r}, received "
+                            f"{_describe(M)}")
+        M = as_float_array(M, name)
+        if M.ndim != ndim or (ndim == 2 and M.shape[0] != M.shape[1]):
+            raise ValueError(f"{name}: expected {what} for kind={kind!r}, received shape "
+                             f"{M.shape}")
+        size = M.shape[0]
+    if P is not None and size != P:
+        raise ValueError(f"{name}: expected a curvature of size P = {P}, received {size}")
+    return M, size
+
+
+def _check_kind(kind: str) -> str:
+    return check_choice(kind, "kind", EWC_CURVATURES)
+
+
+def _check_quadratics(quads, kind: str, name: str = "quads"):
+    """Validate a sequence of :class:`Quadratic` terms of kind ``kind``; return ``(quads, P)``."""
+    if isinstance(quads, Quadratic) or not isinstance(quads, (list, tuple)):
+        raise TypeError(f"{name}: expected a sequence of Quadratic terms (e.g. "
+                        f"EWC.quadratics), received {_describe(quads)}")
+    out, P = [], None
+    for i, q in enumerate(quads):
+        if not isinstance(q, Quadratic):
+            raise TypeError(f"{name}[{i}]: expected a Quadratic, received {_describe(q)}")
+        centre = as_float_array(q.centre, f"{name}[{i}].centre", ndim=1)
+        if P is None:
+            P = centre.shape[0]
+        elif centre.shape != (P,):
+            raise ValueError(f"{name}[{i}].centre: expected shape ({P},) like {name}[0], "
+                             f"received shape {centre.shape}")
+        if not isinstance(q.terms, (list, tuple)):
+            raise TypeError(f"{name}[{i}].terms: expected a tuple of (coefficient, curvature) "
+                            f"pairs, received {_describe(q.terms)}")
+        terms = []
+        for k, term in enumerate(q.terms):
+            tname = f"{name}[{i}].terms[{k}]"
+            if not isinstance(term, (list, tuple)) or len(term) != 2:
+                raise TypeError(f"{tname}: expected a (coefficient, curvature) pair, received "
+                                f"{_describe(term)}")
+            c = check_nonnegative(term[0], f"{tname} coefficient")
+            terms.append((c, _check_curvature(kind, term[1], tname, P)[0]))
+        out.append(Quadratic(centre, tuple(terms)))
+    return tuple(out), P
+
+
+def _check_point(theta, P, name="theta"):
+    if P is None:
+        return as_float_array(theta, name, ndim=1)
+    return as_float_array(theta, name, shape=(P,))
+
+
+def curvature_matvec(kind: str, M, v) -> np.ndarray:
     """``M v`` for a curvature representation ``M`` of kind ``kind``; ``v: (P,) -> (P,)``.
 
     K-FAC is applied per layer as ``G V A`` (:meth:`KFACFactors.matvec`), never densely.
+    ``kind``, ``M`` and ``v`` are validated (``v`` must have shape ``(P,)`` exactly).
     """
+    M, P = _check_curvature(_check_kind(kind), M, "M")
+    return _matvec(kind, M, as_float_array(v, "v", shape=(P,)))
+
+
+def _matvec(kind: str, M, v: np.ndarray) -> np.ndarray:
     if kind == "diag":
         return M * v
     if kind == "full":
@@ -275,12 +371,16 @@ def curvature_matvec(kind: str, M, v: np.ndarray) -> np.ndarray:
 
 
 def curvature_dense(kind: str, M) -> np.ndarray:
-    """The dense ``(P, P)`` matrix of a curvature representation (memory-guarded)."""
+    """The dense ``(P, P)`` matrix of a curvature representation (validated, memory-guarded)."""
+    M, P = _check_curvature(_check_kind(kind), M, "M")
+    return _dense(kind, M, P)
+
+
+def _dense(kind: str, M, P: int) -> np.ndarray:
     if kind == "kfac":
         return M.to_dense()
     if kind == "full":
         return np.array(M, dtype=float)
-    P = M.shape[0] if kind == "diag" else sum(b.shape[0] for b in M)
     require_memory(8 * P * P, f"dense EWC precision (P, P) = ({P}, {P}) float64",
                    "EWC.hessian_matvec (matrix-free products)")
     if kind == "diag":
@@ -305,9 +405,33 @@ def _merge(kind: str, terms: tuple) -> tuple:
     return ((1.0, total),)
 
 
+def _check_tasks(tasks, kind: str) -> tuple:
+    if isinstance(tasks, EWCTask) or not isinstance(tasks, (list, tuple)):
+        raise TypeError(f"tasks: expected a sequence of EWCTask records (e.g. EWC.tasks), "
+                        f"received {_describe(tasks)}")
+    out, P = [], None
+    for t, task in enumerate(tasks):
+        if not isinstance(task, EWCTask):
+            raise TypeError(f"tasks[{t}]: expected an EWCTask, received {_describe(task)}")
+        theta = as_float_array(task.theta_star, f"tasks[{t}].theta_star", ndim=1)
+        if P is None:
+            P = theta.shape[0]
+        elif theta.shape != (P,):
+            raise ValueError(f"tasks[{t}].theta_star: expected shape ({P},) like tasks[0], "
+                             f"received shape {theta.shape}")
+        n = check_int(task.n_samples, f"tasks[{t}].n_samples", 1)
+        M = _check_curvature(kind, task.curvature, f"tasks[{t}].curvature", P)[0]
+        out.append(task if (theta is task.theta_star and M is task.curvature
+                            and n == task.n_samples) else EWCTask(theta, n, M))
+    return tuple(out)
+
+
 def quadratics(tasks, kind: str, mode: str = "separate", strength: float = 1.0,
                gamma: float = 1.0) -> tuple[Quadratic, ...]:
     """The penalty terms of ``tasks`` (a sequence of :class:`EWCTask`, oldest first).
+
+    Every record is validated: an :class:`EWCTask` with ``theta_star: (P,)`` (the same ``P``
+    for all), ``n_samples >= 1`` and a curvature of kind ``kind`` and size ``P``.
 
     Returns
     -------
@@ -317,11 +441,11 @@ def quadratics(tasks, kind: str, mode: str = "separate", strength: float = 1.0,
         F_t), ...))`` (``gamma`` is used by ``"online"`` only, ``"recursive"`` has 1) with the
         terms summed where the representation allows (not for K-FAC); empty without tasks.
     """
-    check_choice(kind, "curvature", EWC_CURVATURES)
+    _check_kind(kind)
     check_choice(mode, "mode", EWC_MODES)
     strength = check_nonnegative(strength, "strength")
     gamma = check_nonnegative(gamma, "gamma")
-    tasks = tuple(tasks)
+    tasks = _check_tasks(tasks, kind)
     if not tasks:
         return ()
     if mode == "separate":
@@ -335,21 +459,35 @@ def quadratics(tasks, kind: str, mode: str = "separate", strength: float = 1.0,
 
 
 def quadratic_penalty(quads, kind: str, theta) -> float:
-    """``sum_q 1/2 sum_k c_k d_q^T M_k d_q`` with ``d_q = theta - centre_q`` (a float)."""
+    """``sum_q 1/2 sum_k c_k d_q^T M_k d_q`` with ``d_q = theta - centre_q`` (a float).
+
+    ``quads`` (a sequence of :class:`Quadratic`, e.g. :attr:`EWC.quadratics`), ``kind`` and
+    ``theta: (P,)`` are validated; nothing is broadcast.
+    """
+    quads, P = _check_quadratics(quads, _check_kind(kind))
+    return _penalty(quads, kind, _check_point(theta, P))
+
+
+def _penalty(quads, kind, theta) -> float:
     total = 0.0
     for q in quads:
         d = theta - q.centre
-        total += 0.5 * sum(c * float(d @ curvature_matvec(kind, M, d)) for c, M in q.terms)
+        total += 0.5 * sum(c * float(d @ _matvec(kind, M, d)) for c, M in q.terms)
     return float(total)
 
 
 def quadratic_grad(quads, kind: str, theta) -> np.ndarray:
     """Gradient of :func:`quadratic_penalty`: ``sum_q sum_k c_k M_k d_q``, shape ``(P,)``."""
+    quads, P = _check_quadratics(quads, _check_kind(kind))
+    return _grad(quads, kind, _check_point(theta, P))
+
+
+def _grad(quads, kind, theta) -> np.ndarray:
     out = np.zeros(np.shape(theta))
     for q in quads:
         d = theta - q.centre
         for c, M in q.terms:
-            out += c * curvature_matvec(kind, M, d)
+            out += c * _matvec(kind, M, d)
     return out
 
 
@@ -443,7 +581,7 @@ class EWC:
                  mode: str = "separate", strength: float = 1.0, gamma: float = 1.0, *,
                  n_samples: int | None = None, rng=None, bias: str | None = None,
                  batch_size: int | None = None, tasks=()):
-        self.net = net
+        self.net = check_net(net)
         self.curvature = check_choice(curvature, "curvature", EWC_CURVATURES)
         self.fisher = check_choice(fisher, "fisher", EWC_FISHERS)
         self.mode = check_choice(mode, "mode", EWC_MODES)
@@ -563,12 +701,12 @@ class EWC:
     def penalty(self, theta) -> float:
         """``Omega(theta)`` on the summed-NLL scale (a float; 0 without tasks)."""
         theta = self.net.check_theta(theta)
-        return quadratic_penalty(self._quads, self.curvature, theta)
+        return _penalty(self._quads, self.curvature, theta)
 
     def grad(self, theta) -> np.ndarray:
         """``grad Omega(theta) = sum_q Lambda_q (theta - c_q)``, shape ``(P,)``."""
         theta = self.net.check_theta(theta)
-        return quadratic_grad(self._quads, self.curvature, theta)
+        return _grad(self._quads, self.curvature, theta)
 
     def hessian_matvec(self, v) -> np.ndarray:
         """``(sum_q Lambda_q) v``, the Hessian of the penalty times ``v: (P,)``."""
@@ -576,7 +714,7 @@ class EWC:
         out = np.zeros_like(v)
         for q in self._quads:
             for c, M in q.terms:
-                out += c * curvature_matvec(self.curvature, M, v)
+                out += c * _matvec(self.curvature, M, v)
         return out
 
     def hessian(self) -> np.ndarray:
@@ -591,5 +729,5 @@ class EWC:
         out = np.zeros((P, P))
         for q in self._quads:
             for c, M in q.terms:
-                out += c * curvature_dense(self.curvature, M)
+                out += c * _dense(self.curvature, M, P)
         return out

@@ -528,3 +528,104 @@ def test_torch_ewc_loops_match():
     lam = minifim.ewc_lambda(2.0, len(X), n_cur)
     usual = lam / 2 * np.sum(true * (new - theta) ** 2)
     assert ewc.penalty(new) / n_cur == pytest.approx(usual, rel=1e-12)
+
+
+# --- the pure helpers validate like the core (issue 12) ----------------------------------------
+@pytest.fixture
+def recorded(small):
+    ewc = minifim.EWC(small.net, curvature="diag")
+    ewc.add_task(small.theta, small.X)
+    return ewc
+
+
+def test_curvature_matvec_and_dense_refuse_bad_input(small):
+    P = small.P
+    d = np.abs(np.random.default_rng(0).standard_normal(P))
+    v = np.ones(P)
+    with pytest.raises(ValueError, match=r"kind: expected one of \['block', 'diag', 'full', "
+                                         r"'kfac'\], received 'diagonal'"):
+        ewc_mod.curvature_matvec("diagonal", d, v)  # used to be treated as a list of blocks
+    with pytest.raises(ValueError, match="kind"):
+        ewc_mod.curvature_dense("dense", np.diag(d))
+    # v: (P, 1) against a diagonal used to broadcast to a (P, P) "product"
+    with pytest.raises(ValueError, match=rf"v: expected shape \({P},\), received shape "
+                                         rf"\({P}, 1\)"):
+        ewc_mod.curvature_matvec("diag", d, v[:, None])
+    with pytest.raises(ValueError, match=rf"v: expected shape \({P},\), received shape "
+                                         rf"\({P - 1},\)"):
+        ewc_mod.curvature_matvec("full", np.diag(d), v[:-1])
+    with pytest.raises(ValueError, match=r"M: expected a square 2-D array"):
+        ewc_mod.curvature_matvec("full", np.ones((P, P - 1)), v)
+    with pytest.raises(ValueError, match=r"M: expected a 1-D array"):
+        ewc_mod.curvature_matvec("diag", np.diag(d), v)
+    with pytest.raises(ValueError, match=r"M\[1\]: expected a square 2-D array"):
+        ewc_mod.curvature_matvec("block", [np.eye(3), np.ones((2, 3))], np.ones(5))
+    with pytest.raises(TypeError, match="M: expected a list of square"):
+        ewc_mod.curvature_matvec("block", np.eye(3), np.ones(3))
+    with pytest.raises(TypeError, match="M: expected KFACFactors"):
+        ewc_mod.curvature_matvec("kfac", np.eye(3), np.ones(3))
+    with pytest.raises(ValueError, match="M: expected finite values"):
+        ewc_mod.curvature_dense("diag", np.full(P, np.nan))
+    with pytest.raises(TypeError, match="v: expected a real"):
+        ewc_mod.curvature_matvec("diag", d, v + 1j)
+
+
+def test_quadratic_penalty_and_grad_refuse_bad_input(small, recorded):
+    quads, P = recorded.quadratics, small.P
+    theta = small.theta + 0.1
+    want = recorded.penalty(theta)
+    assert ewc_mod.quadratic_penalty(quads, "diag", theta) == want
+    with pytest.raises(ValueError, match=rf"theta: expected shape \({P},\), received shape "
+                                         rf"\({P}, 1\)"):
+        ewc_mod.quadratic_penalty(quads, "diag", theta[:, None])  # used to broadcast
+    with pytest.raises(ValueError, match=rf"theta: expected shape \({P},\), received shape "
+                                         rf"\({P - 1},\)"):
+        ewc_mod.quadratic_grad(quads, "diag", theta[:-1])
+    with pytest.raises(ValueError, match="theta: expected finite"):
+        ewc_mod.quadratic_grad(quads, "diag", np.full(P, np.inf))
+    with pytest.raises(ValueError, match="kind"):
+        ewc_mod.quadratic_penalty(quads, "diagonal", theta)
+    with pytest.raises(TypeError, match=r"quads\[0\]: expected a Quadratic"):
+        ewc_mod.quadratic_penalty([recorded.tasks[0]], "diag", theta)
+    with pytest.raises(TypeError, match=r"quads: expected a sequence of Quadratic"):
+        ewc_mod.quadratic_grad(quads[0], "diag", theta)
+    bad = ewc_mod.Quadratic(quads[0].centre, ((1.0, np.ones(P + 1)),))
+    with pytest.raises(ValueError, match=r"quads\[0\]\.terms\[0\]: expected a curvature of "
+                                         rf"size P = {P}, received {P + 1}"):
+        ewc_mod.quadratic_penalty([bad], "diag", theta)
+    bad = ewc_mod.Quadratic(quads[0].centre, ((np.nan, quads[0].terms[0][1]),))
+    with pytest.raises(ValueError, match=r"quads\[0\]\.terms\[0\] coefficient"):
+        ewc_mod.quadratic_grad([bad], "diag", theta)
+    # the (kind, representation) pair must agree: a K-FAC record under kind="diag" is refused
+    kf = minifim.EWC(small.net, curvature="kfac")
+    kf.add_task(small.theta, small.X)
+    with pytest.raises(TypeError, match=r"quads\[0\]\.terms\[0\]: expected a 1-D array .*"
+                                        r"received KFACFactors"):
+        ewc_mod.quadratic_penalty(kf.quadratics, "diag", theta)
+
+
+def test_quadratics_refuses_bad_tasks(small, recorded):
+    task = recorded.tasks[0]
+    assert ewc_mod.quadratics([task], "diag")[0].centre is task.theta_star
+    with pytest.raises(TypeError, match=r"tasks\[1\]: expected an EWCTask, received tuple"):
+        ewc_mod.quadratics([task, (task.theta_star, 6, task.curvature)], "diag")
+    with pytest.raises(ValueError, match=r"tasks\[0\]\.n_samples: expected an integer >= 1"):
+        ewc_mod.quadratics([ewc_mod.EWCTask(task.theta_star, 0, task.curvature)], "diag")
+    with pytest.raises(ValueError, match=r"tasks\[0\]\.theta_star: expected a 1-D array"):
+        ewc_mod.quadratics([ewc_mod.EWCTask(task.theta_star[None], 6, task.curvature)], "diag")
+    with pytest.raises(ValueError, match=r"tasks\[0\]\.curvature: expected a curvature of size "
+                                         rf"P = {small.P}"):
+        ewc_mod.quadratics([ewc_mod.EWCTask(task.theta_star, 6, task.curvature[1:])], "diag")
+    other = ewc_mod.EWCTask(task.theta_star[1:], 6, task.curvature[1:])
+    with pytest.raises(ValueError, match=r"tasks\[1\]\.theta_star: expected shape "
+                                         rf"\({small.P},\) like tasks\[0\]"):
+        ewc_mod.quadratics([task, other], "diag", "recursive")
+    with pytest.raises(TypeError, match="tasks: expected a sequence of EWCTask"):
+        ewc_mod.quadratics(task, "diag")
+
+
+def test_ewc_functions_refuse_a_non_net(small):
+    for call in (lambda: minifim.EWC([3, 4, 3]),
+                 lambda: minifim.task_curvature("net", small.theta, small.X)):
+        with pytest.raises(TypeError, match="net: expected a minifim.MLP"):
+            call()
