@@ -30,8 +30,9 @@ venv: $(VENV)/.stamp-test
 
 # The test cases are tiny matrices: one BLAS thread avoids threading overhead and the
 # pathological slow-down of spinning BLAS threads on an oversubscribed machine.
+# `minifim` collects the docstring examples (--doctest-modules, set in setup.cfg).
 test: $(VENV)/.stamp-test
-	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(PY) -m pytest tests
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(PY) -m pytest tests minifim
 
 experiments: $(VENV)/.stamp-experiments
 	@set -e; for f in experiments/[a-z]*.py; do echo "== $$f"; $(PY) $$f; done
