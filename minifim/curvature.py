@@ -290,8 +290,8 @@ def true_fisher(net, theta, X, *, reduction: str = "mean", chunk_size: int | Non
     >>> import numpy as np, minifim
     >>> net = minifim.MLP([3, 5, 4])
     >>> F = minifim.true_fisher(net, net.init(0), np.ones((2, 3)))
-    >>> F.shape, bool(np.allclose(F, F.T))
-    ((39, 39), True)
+    >>> F.shape, bool(np.allclose(F, F.T))  # P = 3*5 + 5 + 5*4 + 4
+    ((44, 44), True)
     """
     return curvature_matrix(net, theta, X, None, "true", reduction=reduction,
                             chunk_size=chunk_size)
