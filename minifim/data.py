@@ -8,10 +8,18 @@ Synthetic data: linear-Gaussian regression, two moons, and data drawn from a tea
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 
 import numpy as np
 
-from ._validation import as_float_array, as_generator, check_int, check_nonnegative
+from ._validation import (
+    _describe,
+    as_float_array,
+    as_generator,
+    check_int,
+    check_net,
+    check_nonnegative,
+)
 
 __all__ = [
     "load_digits",
@@ -28,6 +36,8 @@ __all__ = [
 def load_digits(scale: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's bundled digits: ``X: (1797, 64)`` float64 (in [0, 1] when ``scale``),
     ``y: (1797,)`` int64 labels in [0, 10)."""
+    if not isinstance(scale, (bool, np.bool_)):
+        raise TypeError(f"scale: expected a bool, received {type(scale).__name__} {scale!r}")
     try:
         from sklearn.datasets import load_digits as _load
     except ImportError as err:  # pragma: no cover - depends on the installed extras
@@ -38,18 +48,48 @@ def load_digits(scale: bool = True) -> tuple[np.ndarray, np.ndarray]:
     return (X / 16.0 if scale else X), data.target.astype(np.int64)
 
 
+def _numeric(x, name: str) -> np.ndarray:
+    """``x`` as an array of real numbers, dtype kept (a split or an index computes nothing)."""
+    if x is None or isinstance(x, (str, bytes)):
+        raise TypeError(f"{name}: expected a real numeric array, received {type(x).__name__}")
+    arr = np.asarray(x)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
+                                   or arr.dtype == np.bool_) or np.iscomplexobj(arr):
+        raise TypeError(f"{name}: expected a real numeric array, received {_describe(arr)}")
+    return arr
+
+
 def train_test_split(X, y, test_fraction: float = 0.25, rng=0):
-    """Shuffle and split: ``(X_train, y_train, X_test, y_test)``."""
+    """Shuffle and split: ``(X_train, y_train, X_test, y_test)``.
+
+    Parameters
+    ----------
+    X : array, shape (N, ...), N >= 2
+        Any real array whose first axis indexes the samples (dtype kept).
+    y : array, shape (N, ...)
+    test_fraction : float in (0, 1)
+        ``round(test_fraction N)`` samples go to the test set; both parts must be non-empty.
+    rng : numpy.random.Generator or int
+    """
     rng = as_generator(rng)
-    X = np.asarray(X)
-    y = np.asarray(y)
-    if X.shape[0] != y.shape[0]:
-        raise ValueError(f"y: expected {X.shape[0]} rows to match X, received {y.shape[0]}")
+    X = _numeric(X, "X")
+    y = _numeric(y, "y")
+    if X.ndim == 0 or X.shape[0] < 2:
+        raise ValueError(f"X: expected an array of N >= 2 samples (first axis), received "
+                         f"shape {X.shape}")
+    if y.ndim == 0 or y.shape[0] != X.shape[0]:
+        got = "a scalar" if y.ndim == 0 else y.shape[0]
+        raise ValueError(f"y: expected {X.shape[0]} rows to match X, received {got}")
     if (isinstance(test_fraction, (bool, np.bool_)) or not isinstance(test_fraction, numbers.Real)
             or not 0.0 < test_fraction < 1.0):
         raise ValueError(f"test_fraction: expected a number in (0, 1), received {test_fraction}")
-    idx = rng.permutation(X.shape[0])
-    n_test = int(round(test_fraction * X.shape[0]))
+    N = X.shape[0]
+    n_test = int(round(test_fraction * N))
+    if n_test in (0, N):
+        part = "test" if n_test == 0 else "training"
+        raise ValueError(f"test_fraction: {test_fraction} of N = {N} samples gives an empty "
+                         f"{part} set; expected a fraction leaving both parts non-empty")
+    idx = rng.permutation(N)
     test, train = idx[:n_test], idx[n_test:]
     return X[train], y[train], X[test], y[test]
 
@@ -64,9 +104,42 @@ def permuted_tasks(X, n_tasks: int, rng=0) -> list[np.ndarray]:
 
 
 def split_tasks(y, groups) -> list[np.ndarray]:
-    """Indices of the samples whose label is in each group, e.g. ``[(0, 1), (2, 3), ...]``."""
-    y = np.asarray(y)
-    return [np.flatnonzero(np.isin(y, list(g))) for g in groups]
+    """Indices of the samples whose label is in each group, e.g. ``[(0, 1), (2, 3), ...]``.
+
+    Parameters
+    ----------
+    y : array of int, shape (N,)
+        Class labels.
+    groups : sequence of sequences of int
+        The labels of each task; every group must select at least one sample.
+
+    Returns
+    -------
+    list of ndarray of int
+        Per group, the increasing indices ``n`` with ``y[n]`` in the group.
+    """
+    y = _numeric(y, "y")
+    if y.ndim != 1:
+        raise ValueError(f"y: expected integer labels of shape (N,), received shape {y.shape}")
+    if not (np.issubdtype(y.dtype, np.integer) or y.size == 0):
+        raise TypeError(f"y: expected integer labels, received dtype {y.dtype}")
+    if isinstance(groups, (str, bytes)) or not isinstance(groups, Sequence | np.ndarray):
+        raise TypeError(f"groups: expected a sequence of label groups such as [(0, 1), (2, 3)], "
+                        f"received {type(groups).__name__}")
+    out = []
+    for i, g in enumerate(groups):
+        if isinstance(g, (str, bytes)) or not isinstance(g, Sequence | np.ndarray):
+            raise TypeError(f"groups[{i}]: expected a sequence of labels such as (0, 1), "
+                            f"received {type(g).__name__} {g!r}")
+        labels = tuple(check_int(c, f"groups[{i}][{j}]") for j, c in enumerate(g))
+        if not labels:
+            raise ValueError(f"groups[{i}]: expected at least one label, received an empty "
+                             "group")
+        idx = np.flatnonzero(np.isin(y, labels))
+        if idx.size == 0:
+            raise ValueError(f"groups[{i}]: no sample has a label in {labels}")
+        out.append(idx)
+    return out
 
 
 def two_moons(n: int, noise: float = 0.1, rng=0) -> tuple[np.ndarray, np.ndarray]:
@@ -99,6 +172,7 @@ def linear_regression_data(n: int, d: int, sigma: float = 1.0, rng=0, w=None):
 
 def teacher_data(net, theta, n: int, rng=0):
     """Inputs ``X ~ N(0, I): (n, D)`` and targets drawn from the teacher ``p_theta(y | x)``."""
+    check_net(net)
     rng = as_generator(rng)
     X = rng.standard_normal((check_int(n, "n", 1), net.input_dim))
     y = net.likelihood.sample(net.forward(theta, X), rng)

@@ -127,3 +127,54 @@ def test_one_hot():
         data.one_hot(np.zeros((2, 2), int), 3)
     with pytest.raises(ValueError, match="C: expected an integer >= 1"):
         data.one_hot(np.array([0]), 0)
+
+
+# --- validation of the helpers (issue 12) --------------------------------------------------------
+def test_train_test_split_refuses_bad_arrays_and_empty_parts():
+    X = np.arange(40, dtype=float).reshape(20, 2)
+    y = np.arange(20)
+    images = np.arange(20 * 4).reshape(20, 2, 2)  # any (N, ...) array; its dtype is kept
+    Xtr, _, Xte, _ = data.train_test_split(images, y, 0.25, rng=0)
+    assert Xtr.shape == (15, 2, 2) and Xte.shape == (5, 2, 2) and Xtr.dtype == images.dtype
+    for args, err, msg in [
+        ((np.float64(3.0), y), ValueError, r"X: expected an array of N >= 2 samples"),
+        ((X[:1], y[:1]), ValueError, r"X: expected an array of N >= 2 samples .*received shape "
+                                     r"\(1, 2\)"),
+        ((np.array([["a", "b"]] * 20), y), TypeError, "X: expected a real numeric array"),
+        ((X, np.array(["a"] * 20)), TypeError, "y: expected a real numeric array"),
+        ((X, 3), ValueError, "y: expected 20 rows to match X, received a scalar"),
+        ((None, y), TypeError, "X: expected a real numeric array"),
+    ]:
+        with pytest.raises(err, match=msg):
+            data.train_test_split(*args)
+    # 0.01 of 20 samples rounds to an empty test set; 0.99 to an empty training set
+    with pytest.raises(ValueError, match=r"test_fraction: 0.01 of N = 20 samples gives an "
+                                         r"empty test set"):
+        data.train_test_split(X, y, 0.01)
+    with pytest.raises(ValueError, match=r"test_fraction: 0.99 of N = 20 samples gives an "
+                                         r"empty training set"):
+        data.train_test_split(X, y, 0.99)
+
+
+def test_split_tasks_refuses_bad_labels_and_groups():
+    y = np.array([0, 3, 1, 2, 3, 0, 4])
+    for args, err, msg in [
+        ((y[:, None], [(0,)]), ValueError, r"y: expected integer labels of shape \(N,\), "
+                                           r"received shape \(7, 1\)"),
+        ((y + 0.5, [(0,)]), TypeError, "y: expected integer labels"),
+        ((y, (0, 1)), TypeError, r"groups\[0\]: expected a sequence of labels"),
+        ((y, "01"), TypeError, "groups: expected a sequence of label groups"),
+        ((y, [(0, 1), ()]), ValueError, r"groups\[1\]: expected at least one label"),
+        ((y, [(0, 1), (7, 8)]), ValueError, r"groups\[1\]: no sample has a label in \(7, 8\)"),
+        ((y, [(0, 1.5)]), TypeError, r"groups\[0\]\[1\]: expected an integer"),
+    ]:
+        with pytest.raises(err, match=msg):
+            data.split_tasks(*args)
+    assert [i.tolist() for i in data.split_tasks(list(y), [[4], (0, 9)])] == [[6], [0, 5]]
+
+
+def test_teacher_data_and_load_digits_refuse_bad_arguments():
+    with pytest.raises(TypeError, match="net: expected a minifim.MLP, received list"):
+        data.teacher_data([3, 4, 2], np.zeros(26), 5)
+    with pytest.raises(TypeError, match="scale: expected a bool, received str"):
+        data.load_digits(scale="yes")
