@@ -13,6 +13,7 @@ import autograd
 import autograd.numpy as anp
 import numpy as np
 import scipy.special
+from tolerances import check
 
 import minifim
 
@@ -72,8 +73,7 @@ def assert_close(actual, expected, rtol=1e-12, what=""):
     assert actual.shape == expected.shape, (what, actual.shape, expected.shape)
     scale = max(float(np.max(np.abs(expected), initial=0.0)), 1e-300)
     err = float(np.max(np.abs(actual - expected), initial=0.0)) / scale
-    assert err <= rtol, f"{what}: relative error {err:.3e} > {rtol:.1e}"
-    return err
+    return check(err, rtol, what or "assert_close")
 
 
 def outcomes(lik, F):
