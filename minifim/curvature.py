@@ -32,7 +32,7 @@ from autograd import hessian as _autograd_hessian
 from scipy.linalg import blas
 
 from ._validation import as_generator, check_choice, check_int
-from .memory import require_memory
+from .memory import memory_budget, require_memory
 from .scores import backprop_seeds, expand_gradients, forward_cache
 
 __all__ = [
@@ -88,17 +88,44 @@ def output_seeds(net, F: np.ndarray, fisher: str, y=None, y_samples=None) -> np.
     raise ValueError(f"fisher: expected one of {list(FISHER_KINDS)}, received {fisher!r}")
 
 
-def _chunk_size(net, K: int, chunk_size) -> int:
-    if chunk_size is not None:
-        return check_int(chunk_size, "chunk_size", 1)
+def _sample_bytes(net, K: int, fisher: str) -> int:
+    """Upper estimate of the working bytes per sample of a chunk of curvature factors.
+
+    The forward cache and the backpropagated seeds (``(1 + K)`` times the layer widths), the
+    output-space arrays of the likelihood (``true``/``ggn``: ``Lambda_n``, its factor ``R_n`` and
+    the batched ``eigh`` of ``H_n``, a few ``(C, C)`` per sample; otherwise the ``(K, C)``
+    seeds), and the consumers' per-sample products (the ``(P,)`` gradient row of a one-seed
+    dense assembly, or the Kronecker pair products ``in_l in_m + out_l out_m`` of a block).
+    """
     widths = sum(o + i for o, i in net.shapes)
-    if K == 1:  # the factor itself, (n, P), is formed
-        per_sample = 8 * (net.num_params + widths)
+    C = net.output_dim
+    out_space = 5 * C * C if fisher in ("true", "ggn") else 3 * K * C
+    if K == 1:
+        work = net.num_params
     else:
         pair_in = max(i * j for _, i in net.shapes for _, j in net.shapes)
         pair_out = max(i * j for i, _ in net.shapes for j, _ in net.shapes)
-        per_sample = 8 * (pair_in + pair_out + K * widths)
-    return max(1, _CHUNK_BYTES // per_sample)
+        work = pair_in + pair_out
+    return 8 * ((2 + 2 * K) * widths + out_space + work)
+
+
+def _chunk_size(net, K: int, chunk_size, fisher: str = "true", N: int | None = None) -> int:
+    """Samples per chunk: ``chunk_size`` if given, else from the working-memory target
+    ``min(128 MiB, budget / 2)``; memory-guarded either way (one chunk's working set)."""
+    per_sample = _sample_bytes(net, K, fisher)
+    what = (f"working set of the {fisher!r} curvature factors with K = {K} seed(s) per sample "
+            f"and C = {net.output_dim} outputs")
+    if chunk_size is not None:
+        chunk_size = check_int(chunk_size, "chunk_size", 1)
+        n = chunk_size if N is None else min(chunk_size, N)
+        require_memory(n * per_sample, f"{what}, chunk of {n} samples",
+                       "a smaller chunk_size, or chunk_size=None (sized from the budget)")
+        return chunk_size
+    require_memory(per_sample, f"{what}, one sample",
+                   "fisher='mc' with few n_samples or fisher='empirical' (one (C,) seed per "
+                   "sample and label instead of (C, C) output-space arrays)"
+                   if fisher in ("true", "ggn") else "fewer n_samples or a smaller network")
+    return max(1, min(_CHUNK_BYTES, memory_budget() // 2) // per_sample)
 
 
 def _prepare(net, theta, X, y, fisher, n_samples, rng):
@@ -136,7 +163,8 @@ def curvature_factors(net, theta, X, y=None, fisher: str = "true", n_samples: in
     validated when called (a generator is returned), not at the first iteration.
     """
     theta, X, y, y_samples = _prepare(net, theta, X, y, fisher, n_samples, rng)
-    step = _chunk_size(net, _num_seeds(net, fisher, n_samples), chunk_size)
+    step = _chunk_size(net, _num_seeds(net, fisher, n_samples), chunk_size, fisher,
+                       X.shape[0])
     # inputs are validated (and Monte-Carlo labels drawn) now, not at the first iteration
     return _iter_factors(net, theta, X, y, y_samples, fisher, step)
 

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import as_float_array, check_choice, check_nonnegative
+from ._validation import as_float_array, check_choice, check_int, check_nonnegative
 from .curvature import FISHER_KINDS, _scale, curvature_factors
-from .memory import require_memory
+from .memory import format_bytes, memory_budget, require_memory
 
 __all__ = ["KFACFactors", "kfac"]
 
@@ -64,31 +64,83 @@ class KFACFactors:
             yield off, off + o * i, off + o * i + o
             off += o * i + o
 
-    # --- dense views ---------------------------------------------------------------------
-    def layer_block(self, l: int) -> np.ndarray:
-        """Dense block of layer ``l`` over ``(W_l, b_l)`` in flat order, ``(P_l, P_l)``."""
+    # --- dense views (memory-guarded) --------------------------------------------------------
+    def _block_sizes(self) -> list[int]:
+        return [o * i + o for o, i in self.shapes]
+
+    def _cheaper(self, dense_bytes: int) -> str:
+        """The routes genuinely cheaper than ``dense_bytes``: the factors themselves, products,
+        solves, the diagonal, and ``blocks()`` only when the blocks are smaller and fit."""
+        factor_bytes = 8 * sum(A.size + G.size for A, G in zip(self.A, self.G))
+        routes = (f"use the factors .A / .G themselves ({format_bytes(factor_bytes)}), "
+                  ".matvec(v) or .solve(v, damping) (per layer through the factors, O(P) "
+                  "memory), or .diagonal() (P floats)")
+        blocks = 8 * sum(s * s for s in self._block_sizes())
+        if blocks < dense_bytes and blocks <= memory_budget():
+            routes += f"; .blocks() (per layer, {format_bytes(blocks)})"
+        return routes
+
+    def _fill_block(self, l: int, out: np.ndarray) -> np.ndarray:
+        """Write the dense block of layer ``l`` (flat order) into ``out: (P_l, P_l)`` in place.
+
+        Each entry is one product ``G_ab A_cd`` written straight into its flat position
+        (``np.multiply`` with ``out=`` a 4-D view): no ``np.kron`` temporary, no permuted copy.
+        """
         o, i = self.shapes[l]
+        G, A = self.G[l], self.A[l]
+        w = o * i
+
+        def put(rows, cols, a_rows, a_cols):
+            # out[rows, cols] viewed as (o, i_r, o, i_c) <- G[a, b] * A[rows_in, cols_in]
+            sub = out[rows, cols]
+            view = np.reshape(sub, (o, sub.shape[0] // o, o, sub.shape[1] // o), copy=False)
+            np.multiply(G[:, None, :, None], A[a_rows, a_cols][None, :, None, :], out=view)
+
         if self.bias == "separate":
-            block = np.zeros((o * i + o, o * i + o))
-            block[: o * i, : o * i] = np.kron(self.G[l], self.A[l])
-            block[o * i:, o * i:] = self.G[l]
-            return block
-        hom = np.kron(self.G[l], self.A[l])  # homogeneous order (o, i + 1)
-        perm = _homogeneous_to_flat(o, i)
-        return hom[np.ix_(perm, perm)]
+            put(slice(0, w), slice(0, w), slice(None), slice(None))
+            out[:w, w:] = 0.0
+            out[w:, :w] = 0.0
+            out[w:, w:] = G
+            return out
+        put(slice(0, w), slice(0, w), slice(0, i), slice(0, i))        # (W, W): G kron A_ww
+        put(slice(0, w), slice(w, None), slice(0, i), slice(i, i + 1))  # (W, b): G kron A_w1
+        put(slice(w, None), slice(0, w), slice(i, i + 1), slice(0, i))  # (b, W): G kron A_1w
+        out[w:, w:] = G * A[i, i]                                        # (b, b): G A_11
+        return out
+
+    def layer_block(self, l: int) -> np.ndarray:
+        """Dense block of layer ``l`` over ``(W_l, b_l)`` in flat order, ``(P_l, P_l)``.
+
+        Memory-guarded: ``8 P_l^2`` bytes (the block is written in place, no temporary).
+        """
+        l = check_int(l, "l", 0)
+        if l >= len(self.shapes):
+            raise ValueError(f"l: expected a layer index in [0, {len(self.shapes)}), "
+                             f"received {l}")
+        s = self._block_sizes()[l]
+        require_memory(8 * s * s, f"dense K-FAC block of layer {l} (P_l, P_l) = ({s}, {s}) "
+                       "float64", self._cheaper(8 * s * s))
+        return self._fill_block(l, np.empty((s, s)))
 
     def blocks(self) -> list[np.ndarray]:
-        """Dense per-layer blocks ``[(P_0, P_0), ...]`` in flat order."""
-        return [self.layer_block(l) for l in range(len(self.shapes))]
+        """Dense per-layer blocks ``[(P_0, P_0), ...]`` in flat order.
+
+        Memory-guarded: ``8 sum_l P_l^2`` bytes.
+        """
+        sizes = self._block_sizes()
+        need = 8 * sum(s * s for s in sizes)
+        require_memory(need, f"dense K-FAC blocks of sizes {sizes} float64",
+                       self._cheaper(need))
+        return [self._fill_block(l, np.empty((s, s))) for l, s in enumerate(sizes)]
 
     def to_dense(self) -> np.ndarray:
-        """The block-diagonal ``(P, P)`` matrix the factors imply (memory-guarded)."""
+        """The block-diagonal ``(P, P)`` matrix the factors imply (memory-guarded, ``8 P^2``)."""
         P = self.num_params
         require_memory(8 * P * P, f"dense K-FAC matrix (P, P) = ({P}, {P}) float64",
-                       "KFACFactors.blocks() (per layer), .matvec or .solve (never dense)")
+                       self._cheaper(8 * P * P))
         M = np.zeros((P, P))
         for l, (start, _, stop) in enumerate(self._layer_offsets()):
-            M[start:stop, start:stop] = self.layer_block(l)
+            self._fill_block(l, M[start:stop, start:stop])
         return M
 
     def diagonal(self) -> np.ndarray:

@@ -54,7 +54,7 @@ from ._validation import (
 )
 from .curvature import curvature_matrix, fisher_diagonal
 from .kronecker import _homogeneous_to_flat, kfac
-from .memory import require_memory
+from .memory import memory_budget, require_memory
 from .objective import loss_and_gradient
 from .scores import output_jacobians
 
@@ -472,6 +472,25 @@ class Laplace:
         return self.with_prior_precision(math.exp(t))
 
     # --- predictions ------------------------------------------------------------------------
+    def _jacobian_chunks(self, X, per_sample: int):
+        """Yield ``(slice, Z)`` over chunks of the test inputs, ``Z = diag((w + alpha)^{-1/2})
+        Q^T J*^T: (P, m, C)``; chunks sized so that the Jacobians, ``Z`` and the
+        caller's ``per_sample`` bytes fit ``min(64 MiB, budget / 2)`` (memory-guarded)."""
+        M, C, P = X.shape[0], self.net.output_dim, self.num_params
+        root = 1.0 / np.sqrt(self.precision_eigenvalues())
+        sample = 8 * 3 * C * P + per_sample  # J, Q^T J^T and its scaled copy, + the caller's
+        require_memory(sample, f"the linearised predictive of one test input: output "
+                       f"Jacobian (C, P) = ({C}, {P}) and its eigen-coordinates, 3 x float64",
+                       "Laplace.predictive(method='mc') (parameter samples, O(P) per draw)")
+        step = max(1, min(_CHUNK_BYTES, memory_budget() // 2) // sample)
+        for start in range(0, M, step):
+            sl = slice(start, min(M, start + step))
+            J = output_jacobians(self.net, self._theta, X[sl])  # (m, C, P)
+            Z = self._eig.to_eig(J.reshape(-1, P).T)
+            del J
+            Z *= root[:, None]
+            yield sl, Z.reshape(P, -1, C)
+
     def functional_posterior(self, X) -> tuple[np.ndarray, np.ndarray]:
         """Linearised (GLM) output distribution ``f* ~ N(f(x*, theta*), J* A^{-1} J*^T)``.
 
@@ -483,6 +502,8 @@ class Laplace:
         -------
         mean : ndarray, shape (M, C)
         covariance : ndarray, shape (M, C, C)
+            Memory-guarded (``8 M C^2`` bytes); :meth:`functional_variance` gives the
+            diagonals only.
 
         Notes
         -----
@@ -491,18 +512,33 @@ class Laplace:
         construction.
         """
         X = self.net.check_inputs(X)
-        M, C, P = X.shape[0], self.net.output_dim, self.num_params
+        M, C = X.shape[0], self.net.output_dim
+        require_memory(8 * M * C * C, f"functional posterior covariances (M, C, C) = ({M}, "
+                       f"{C}, {C}) float64", "Laplace.functional_variance(X) (the (M, C) "
+                       "variances; what the probit predictive uses), or fewer test inputs "
+                       "per call")
         mean = np.asarray(self.net.forward(self._theta, X))
         cov = np.empty((M, C, C))
-        root = 1.0 / np.sqrt(self.precision_eigenvalues())
-        step = max(1, _CHUNK_BYTES // (8 * 3 * C * P))
-        for start in range(0, M, step):
-            sl = slice(start, min(M, start + step))
-            J = output_jacobians(self.net, self._theta, X[sl])  # (m, C, P)
-            Z = self._eig.to_eig(J.reshape(-1, P).T) * root[:, None]  # (P, m C)
-            Z = Z.reshape(P, -1, C)
+        for sl, Z in self._jacobian_chunks(X, 8 * C * C):
             cov[sl] = np.einsum("pmc,pmd->mcd", Z, Z)
         return mean, cov
+
+    def functional_variance(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and marginal variances of the linearised outputs, never forming ``(M, C, C)``.
+
+        Returns
+        -------
+        mean : ndarray, shape (M, C)
+        variance : ndarray, shape (M, C)
+            ``diag(J*_m A^{-1} J*_m^T)``, the diagonals of :meth:`functional_posterior`'s
+            covariances (``sum_p Z_pmc^2`` with ``Z`` as there).
+        """
+        X = self.net.check_inputs(X)
+        mean = np.asarray(self.net.forward(self._theta, X))
+        var = np.empty_like(mean)
+        for sl, Z in self._jacobian_chunks(X, 0):
+            var[sl] = np.einsum("pmc,pmc->mc", Z, Z)
+        return mean, var
 
     def predictive(self, X, method: str = "glm", link_approx: str = "probit", *,
                    n_samples: int = 100, rng=None):
@@ -549,21 +585,41 @@ class Laplace:
                 raise TypeError(f"rng: method={method!r}, link_approx={link_approx!r} samples; "
                                 "pass a numpy.random.Generator or a seed, received None")
             rng = as_generator(rng)
+        M, C = X.shape[0], self.net.output_dim
         if method == "mc":
+            # one parameter draw at a time: running sums, never (n_samples, M, C)
+            require_memory(8 * M * C * (C + 3) if regression else 8 * 3 * M * C,
+                           f"Monte-Carlo predictive sums over (M, C) = ({M}, {C})"
+                           + (" and (M, C, C)" if regression else ""), "fewer test inputs "
+                           "per call")
             thetas = self.sample(n_samples, rng)
-            fs = np.stack([np.asarray(self.net.forward(t, X)) for t in thetas])  # (S, M, C)
+            fs = (np.asarray(self.net.forward(t, X)) for t in thetas)
             if regression:
-                mean = fs.mean(axis=0)
-                d = fs - mean[None]
-                cov = np.einsum("smc,smd->mcd", d, d) / n_samples
-                return mean, cov + lik.sigma**2 * np.eye(self.net.output_dim)[None]
-            return np.mean([lik.mean(f) for f in fs], axis=0)
-        mean, cov = self.functional_posterior(X)
+                ref = np.asarray(self.net.forward(self._theta, X))  # shift: stable moments
+                total, outer = np.zeros((M, C)), np.zeros((M, C, C))
+                for f in fs:
+                    d = f - ref
+                    total += d
+                    outer += d[:, :, None] * d[:, None, :]
+                dmean = total / n_samples
+                cov = outer / n_samples - dmean[:, :, None] * dmean[:, None, :]
+                return ref + dmean, cov + lik.sigma**2 * np.eye(C)[None]
+            total = np.zeros((M, C))
+            for f in fs:
+                total += lik.mean(f)
+            return total / n_samples
         if regression:
-            return mean, cov + lik.sigma**2 * np.eye(self.net.output_dim)[None]
+            mean, cov = self.functional_posterior(X)
+            return mean, cov + lik.sigma**2 * np.eye(C)[None]
         if link_approx == "probit":
-            var = np.diagonal(cov, axis1=1, axis2=2)
+            mean, var = self.functional_variance(X)
             return lik.mean(mean / np.sqrt(1.0 + math.pi / 8.0 * var))
+        require_memory(8 * M * C * (4 * C + 3 * n_samples), f"GLM predictive with "
+                       f"link_approx='mc': covariances (M, C, C) = ({M}, {C}, {C}), their "
+                       f"factors and (n_samples, M, C) = ({n_samples}, {M}, {C}) draws",
+                       "link_approx='probit' (the (M, C) variances only), fewer n_samples "
+                       "or fewer test inputs per call")
+        mean, cov = self.functional_posterior(X)
         w, Qc = np.linalg.eigh(cov)
         R = np.sqrt(np.clip(w, 0.0, None))[:, :, None] * Qc.transpose(0, 2, 1)  # R^T R = cov
         z = rng.standard_normal((n_samples,) + mean.shape)

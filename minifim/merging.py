@@ -261,6 +261,12 @@ def fisher_merge(net, thetas, fishers=None, *, data=None, curvature: str = "diag
         return damped_solve(prec, rhs, shift, what="summed precision (with prior_precision + "
                             "damping as the damping)", overwrite_m=True)
     slices = net.layer_param_slices()
+    sizes = [s.stop - s.start for s in slices]
+    copies = 1 if fishers is not None else 2  # the summed blocks (+ one model's, computed)
+    require_memory(copies * 8 * sum(s * s for s in sizes),
+                   f"block Fisher merging: summed per-layer precision blocks of sizes {sizes}"
+                   + (" and one model's blocks" if copies == 2 else "") + " float64",
+                   "curvature='diag' (the exact diagonal, P floats per model)")
     precs = [np.zeros((s.stop - s.start,) * 2) for s in slices]
     rhss = [base[s].copy() for s in slices]
     for i in range(M):

@@ -15,9 +15,23 @@ from autograd import grad
 from scipy.sparse.linalg import LinearOperator
 
 from .curvature import _prepare, _scale, output_seeds
+from .memory import require_memory
 from .scores import forward_cache, jvp_cached, vjp_cached
 
 __all__ = ["fisher_operator", "ggn_operator", "hessian_operator"]
+
+
+def _require_operator_memory(net, N: int, fisher: str, n_samples: int) -> None:
+    """Guard the output-space arrays a :func:`fisher_operator` builds: the seeds
+    ``E: (N, K, C)`` and the stored ``E^T E: (N, C, C)``, alive together."""
+    C = net.output_dim
+    K = C if fisher in ("true", "ggn") else (n_samples if fisher == "mc" else 1)
+    require_memory(8 * N * C * (C + K),
+                   f"{fisher!r} operator: output-space Fisher E^T E (N, C, C) = ({N}, {C}, {C}) "
+                   f"and seeds (N, K, C) = ({N}, {K}, {C}) float64",
+                   "the sum of fisher_operator over chunks of X (products are additive over "
+                   "samples: op(X) v = sum_chunks n_chunk / N op(X_chunk) v), or kfac / "
+                   "fisher_diagonal (chunked over samples)")
 
 
 def fisher_operator(net, theta, X, y=None, fisher: str = "true", *, n_samples: int = 1,
@@ -51,9 +65,11 @@ def fisher_operator(net, theta, X, y=None, fisher: str = "true", *, n_samples: i
     theta, X, y, y_samples = _prepare(net, theta, X, y, fisher, n_samples, rng)
     N, P = X.shape[0], net.num_params
     scale = _scale(reduction, N)
+    _require_operator_memory(net, N, fisher, n_samples)
     cache = forward_cache(net, theta, X)
     E = output_seeds(net, cache.outputs, fisher, y, y_samples)  # (N, K, C)
     M_out = np.einsum("nkc,nkd->ncd", E, E)  # (N, C, C)
+    del E
 
     def matmat(V):
         V = np.asarray(V, dtype=np.float64).reshape(P, -1)

@@ -273,11 +273,13 @@ def _gram_route(net, theta, X, y, curvature, k, vectors, n_samples, rng, reducti
                 chunk_size):
     N, P = X.shape[0], net.num_params
     scale = _scale(reduction, N)
-    acts, Bs = _collect_factors(net, theta, X, y, curvature, n_samples, rng, chunk_size)
-    rows = N * Bs[0].shape[1]
-    require_memory(_gram_bytes(rows, vectors),
-                   f"Gram matrix (N*K, N*K) = ({rows}, {rows}) float64 and its eigh",
+    rows = N * _num_seeds(net, curvature, n_samples)
+    widths = sum(o + i for o, i in net.shapes)
+    require_memory(_gram_bytes(rows, vectors) + 8 * rows * widths,
+                   f"Gram matrix (N*K, N*K) = ({rows}, {rows}) float64, its eigh and the "
+                   f"factors (N*K, sum of widths) = ({rows}, {widths})",
                    "curvature_spectrum(..., method='lanczos', k=...) (top k, matrix-free)")
+    acts, Bs = _collect_factors(net, theta, X, y, curvature, n_samples, rng, chunk_size)
     if vectors:
         require_memory(8 * P * min(rows, P) if k is None else 8 * P * k,
                        f"eigenvectors (P, m) with P = {P}",

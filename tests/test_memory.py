@@ -157,3 +157,123 @@ def test_numpy_integers_accepted():
     assert memory_budget() == 4096
     with memory_limit(np.float64(2048.0)):
         assert memory_budget() == 2048
+
+
+# --- every dense allocation is guarded: measured peak vs budget (issue 12, item 7) -------------
+# A wide output layer makes the output-space arrays (N, C, C) and the K-FAC blocks the large
+# objects: N C^2 = 4.9 MiB and the last layer's block (C (H + 1))^2 = 9.4 MiB exceed the budget,
+# while the factors, diagonals and products are small. Each route must either stay within the
+# budget (measured by tracemalloc, which sees every NumPy allocation) or refuse up front with a
+# MemoryBudgetError naming a cheaper route, before allocating more than the budget.
+_WIDE_N, _WIDE_C = 160, 64
+_WIDE_BUDGET = 2 * 2**20
+
+
+def _wide_case():
+    rng = np.random.default_rng(3)
+    net = minifim.MLP([4, 16, _WIDE_C])
+    theta = net.init(0)
+    X = rng.standard_normal((_WIDE_N, 4))
+    y = rng.integers(0, _WIDE_C, _WIDE_N)
+    return net, theta, X, y
+
+
+def _wide_routes():
+    net, th, X, y = _wide_case()
+    P = net.num_params
+    fac = minifim.kfac(net, th, X)
+    la = minifim.Laplace(net, th, X, y, curvature="diag")
+    return {
+        "kfac": lambda: minifim.kfac(net, th, X),
+        "kfac_ggn": lambda: minifim.kfac(net, th, X, fisher="ggn"),
+        "kfac_chunked": lambda: minifim.kfac(net, th, X, chunk_size=_WIDE_N),
+        "kfac.blocks": fac.blocks,
+        "kfac.layer_block": lambda: fac.layer_block(1),
+        "kfac.to_dense": fac.to_dense,
+        "kfac.solve": lambda: fac.solve(np.ones(P), 1e-3),
+        "fisher_diagonal": lambda: minifim.fisher_diagonal(net, th, X),
+        "block_diagonal": lambda: minifim.block_diagonal(net, th, X),
+        "fisher_operator": lambda: minifim.fisher_operator(net, th, X) @ np.ones(P),
+        "ngd_cg": lambda: minifim.natural_gradient(net, th, X, y, 1.0, method="cg", tol=1e-6),
+        "ngd_woodbury": lambda: minifim.natural_gradient(net, th, X, y, 1.0,
+                                                         method="woodbury"),
+        "ngd_kfac": lambda: minifim.natural_gradient(net, th, X, y, 1e-1, "kfac"),
+        "ngd_diag": lambda: minifim.natural_gradient(net, th, X, y, 1e-1, "diag"),
+        "spectrum_lanczos": lambda: minifim.fisher_spectrum(net, th, X, method="lanczos", k=2),
+        "laplace_kfac": lambda: minifim.Laplace(net, th, X, y, curvature="kfac"),
+        "laplace_functional": lambda: la.functional_posterior(X),
+        "laplace_variance": lambda: la.functional_variance(X),
+        "laplace_probit": lambda: la.predictive(X),
+        "laplace_link_mc": lambda: la.predictive(X, link_approx="mc", n_samples=64, rng=0),
+        "laplace_mc": lambda: la.predictive(X, method="mc", n_samples=64, rng=0),
+        "merge_block": lambda: minifim.fisher_merge(net, [th, th], data=[(X, y), (X, y)],
+                                                    curvature="block", damping=1.0),
+        "merge_diag": lambda: minifim.fisher_merge(net, [th, th], data=[(X, y), (X, y)],
+                                                   damping=1.0),
+        "prune_obd": lambda: minifim.prune(net, th, X, y, 0.5, "obd"),
+    }
+
+
+@pytest.mark.parametrize("name", list(_wide_routes()))
+def test_routes_stay_within_the_budget_or_refuse(name):
+    import tracemalloc
+
+    call = _wide_routes()[name]
+    tracemalloc.start()
+    try:
+        with memory_limit(_WIDE_BUDGET):
+            try:
+                call()
+                refused = None
+            except MemoryBudgetError as err:
+                refused = str(err)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # refusals happen before the big allocation; what runs keeps its peak within the budget
+    # (plus a few KiB of Python bookkeeping)
+    assert peak <= _WIDE_BUDGET + 2**16, (name, format_bytes(peak), refused)
+    if refused is not None:
+        assert "Cheaper route" in refused
+
+
+def test_kfac_refusals_name_a_cheaper_route_not_an_equal_one():
+    net, th, X, _ = _wide_case()
+    fac = minifim.kfac(net, th, X)
+    one_layer = minifim.kfac(minifim.MLP([4, _WIDE_C]), minifim.MLP([4, _WIDE_C]).init(0), X)
+    P1 = one_layer.num_params
+    with memory_limit(8 * P1 * P1 - 1):
+        with pytest.raises(MemoryBudgetError) as info:
+            one_layer.to_dense()
+    # one layer: blocks() is the dense matrix itself, so it is not offered
+    msg = str(info.value)
+    assert "blocks()" not in msg and ".matvec" in msg and ".solve" in msg
+    assert ".diagonal()" in msg
+    with memory_limit(8 * P1 * P1 - 1), pytest.raises(MemoryBudgetError, match="matvec"):
+        one_layer.blocks()
+    with memory_limit(_WIDE_BUDGET), pytest.raises(MemoryBudgetError) as info:
+        fac.layer_block(1)
+    o, i = fac.shapes[1]
+    assert f"needs {format_bytes(8 * (o * i + o) ** 2)}" in str(info.value)
+    # the cheaper routes named work under that budget and agree with the dense block
+    v = np.random.default_rng(0).standard_normal(fac.num_params)
+    dense = fac.to_dense()
+    with memory_limit(_WIDE_BUDGET):
+        np.testing.assert_array_equal(fac.diagonal(), np.diag(dense))
+        mv = fac.matvec(v)
+    scale = np.abs(dense) @ np.abs(v)
+    assert np.all(np.abs(mv - dense @ v) <= 4 * fac.num_params * np.finfo(float).eps * scale)
+
+
+def test_kfac_blocks_equal_the_dense_slices_without_a_kron_temporary():
+    net, th, X, _ = _wide_case()
+    for bias in ("folded", "separate"):
+        fac = minifim.kfac(net, th, X[:20], bias=bias)
+        dense = fac.to_dense()
+        for l, sl in enumerate(net.layer_param_slices()):
+            block = fac.layer_block(l)
+            # the same products G_ab A_cd, only placed differently: bit-equal
+            np.testing.assert_array_equal(block, dense[sl, sl])
+            o, i = fac.shapes[l]
+            if bias == "separate":
+                np.testing.assert_array_equal(block[:o * i, :o * i], np.kron(fac.G[l], fac.A[l]))
