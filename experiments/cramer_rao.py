@@ -34,14 +34,19 @@ import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 import minifim
 from minifim.data import teacher_data
-from minifim.report import Report, quick, single_threaded_blas
+from minifim.report import Report, quick
 
 SEED = 0
 QUICK = quick()
+# BLAS threads for main(): small dense solves and products dominate, where BLAS threads only add
+# overhead and, on a loaded machine, spin (see minifim.report). Measured: thousands of L-BFGS fits
+# and (P, P) solves with P <= 13.
+BLAS_THREADS = 1
 LOGREG_NS = [100, 400, 1600] if QUICK else [50, 100, 200, 400, 800, 1600, 3200, 6400]
 MLP_NS = [400, 1600] if QUICK else [200, 400, 800, 1600, 3200, 6400]
 R_LOGREG = 200 if QUICK else 1000
@@ -166,9 +171,8 @@ def main():
                     "asymptotically); for an over-parameterised network in the identifiable "
                     "directions and in function space.", SEED)
     rng = np.random.default_rng(SEED)
-    with single_threaded_blas():
-        eig_lr = logistic(report, rng)
-        eig_mlp, fratios, spectrum = mlp(report, rng)
+    eig_lr = logistic(report, rng)
+    eig_mlp, fratios, spectrum = mlp(report, rng)
 
     fig, axes = plt.subplots(1, 4, figsize=(20, 4.4), gridspec_kw={"wspace": 0.32})
     for ax, Ns, eigs, R, title in ((axes[0], LOGREG_NS, eig_lr, R_LOGREG,
@@ -234,4 +238,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
+        main()

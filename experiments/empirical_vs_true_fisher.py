@@ -18,6 +18,7 @@ theta* + t (theta_0 - theta*) as t -> 0.
 """
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 import minifim
@@ -25,6 +26,10 @@ from minifim.report import Report, angle_degrees, loglog_slope, quick
 
 SEED = 0
 QUICK = quick()
+# BLAS threads for main(): small dense solves and products dominate, where BLAS threads only add
+# overhead and, on a loaded machine, spin (see minifim.report). Measured: QUICK: 3.9 s with 2 free
+# threads, 2.9 s with one.
+BLAS_THREADS = 1
 STEPS = 150 if QUICK else 600
 N_CHECKPOINTS = 8 if QUICK else 16
 DAMPINGS = (1e-4, 1e-2)
@@ -267,4 +272,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
+        main()

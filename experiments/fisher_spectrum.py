@@ -18,6 +18,7 @@ squared-error Fisher), N inputs; log-log slopes of m1, m2, lambda_max against M.
 """
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 import minifim
@@ -26,6 +27,10 @@ from minifim.report import Report, loglog_slope, quick
 
 SEED = 0
 QUICK = quick()
+# BLAS threads for main(): small dense solves and products dominate, where BLAS threads only add
+# overhead and, on a loaded machine, spin (see minifim.report). Measured: full run: 55 s with 2
+# free threads, 11 s with one (Gram eigh up to 1,000 x 1,000).
+BLAS_THREADS = 1
 WIDTHS = [8, 16, 32, 64] if QUICK else [8, 16, 32, 64, 128, 256]
 N_TRAIN = 150 if QUICK else 400
 N_SPEC = 40 if QUICK else 100
@@ -232,4 +237,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
+        main()

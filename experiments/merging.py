@@ -23,6 +23,7 @@ import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 import minifim
 from minifim.data import load_digits, train_test_split
@@ -30,6 +31,10 @@ from minifim.report import Report, quick
 
 SEED = 0
 QUICK = quick()
+# BLAS threads for main(): small dense solves and products dominate, where BLAS threads only add
+# overhead and, on a loaded machine, spin (see minifim.report). Measured: QUICK: 12.4 s with 2
+# free threads, 3.4 s with one; issue 12: full run 1038 s vs 39 s.
+BLAS_THREADS = 1
 SEEDS = [0] if QUICK else [0, 1, 2]
 HIDDEN = 16 if QUICK else 32
 ADAM_STEPS = 200 if QUICK else 500
@@ -159,4 +164,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
+        main()

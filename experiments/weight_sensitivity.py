@@ -13,6 +13,7 @@ Run: ``python experiments/weight_sensitivity.py`` (``QUICK=1`` for a short run).
 import matplotlib.pyplot as plt
 import numpy as np
 from scipy.stats import spearmanr
+from threadpoolctl import threadpool_limits
 
 import minifim
 from minifim.data import load_digits, train_test_split
@@ -20,6 +21,10 @@ from minifim.report import Report, quick
 
 SEED = 0
 QUICK = quick()
+# BLAS threads for main(): small dense solves and products dominate, where BLAS threads only add
+# overhead and, on a loaded machine, spin (see minifim.report). Measured: QUICK: 2.7 s with 2 free
+# threads, 2.8 s with one.
+BLAS_THREADS = 1
 HIDDEN = 32
 STEPS = 150 if QUICK else 600
 ALPHA = 1.0  # weight decay alpha/2 |theta|^2 on the summed NLL (a Gaussian prior)
@@ -168,4 +173,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
+        main()

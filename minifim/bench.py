@@ -6,6 +6,13 @@ measured against (timed in the same run), the ratio, and the target from the iss
 that measure peak memory run in a fresh subprocess (peak RSS from ``getrusage``). Timings are
 the best of ``--repeat`` runs (default 3). This is a script, not a test: nothing here asserts.
 
+BLAS threads: each row is timed under ``threadpoolctl.threadpool_limits`` with the thread count
+its column states, the floor and the torch reference (``torch.set_num_threads``) with the same
+count. Rows made of many small products (per-sample scores, the Fisher diagonal, K-FAC factors
+and directions, the gradient) run on one thread, where BLAS threads only add overhead and spin
+on a loaded machine; the big GEMM/SYRK, ``eigh`` and Cholesky rows use every thread
+(``--threads N`` sets one count for every row).
+
 Floors:
 
 - a float64 GEMM ``A^T B`` with ``A, B: (N, P)``: ``2 N P^2`` flops, the size the dense
@@ -24,22 +31,50 @@ import sys
 import time
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
-from .report import markdown_table
+from .report import blas_threads, markdown_table
 
 __all__ = ["main"]
 
 SIZES = [64, 64, 64, 10]  # P = 8,970
 N_SAMPLES = 1000
+SMALL = 1  # BLAS threads for rows made of many small products ("small solves dominate")
+_FORCED: list[int] = []  # --threads N: one count for every row
 
 
-def _best(fn, repeat: int) -> float:
+def _threads(kind: str) -> int | None:
+    """BLAS threads for a row: ``"small"`` rows get :data:`SMALL`, ``"big"`` rows (large
+    GEMM/SYRK, eigh, Cholesky) every thread the BLAS has (``None``: no limit)."""
+    if _FORCED:
+        return _FORCED[0]
+    return SMALL if kind == "small" else None
+
+
+def _best(fn, repeat: int, threads: int | None = None) -> float:
+    """Best wall time of ``repeat`` calls, under ``threadpool_limits(threads)`` (BLAS) and, if
+    torch is loaded, ``torch.set_num_threads(threads)``."""
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
     times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
+    with threadpool_limits(limits=threads, user_api="blas"):
+        if torch is not None and threads is not None:
+            torch.set_num_threads(threads)
+        try:
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+        finally:
+            if torch is not None:
+                torch.set_num_threads(before)
     return min(times)
+
+
+def _count(threads: int | None) -> int:
+    """The thread count a row actually ran with."""
+    with threadpool_limits(limits=threads, user_api="blas"):
+        return blas_threads()
 
 
 def _problem(sizes=SIZES, N=N_SAMPLES, seed=0):
@@ -53,10 +88,10 @@ def _problem(sizes=SIZES, N=N_SAMPLES, seed=0):
     return net, theta, X, y
 
 
-def _gemm_floor(N, P, repeat):
+def _gemm_floor(N, P, repeat, threads=None):
     rng = np.random.default_rng(1)
     A, B = rng.standard_normal((N, P)), rng.standard_normal((N, P))
-    return _best(lambda: A.T @ B, repeat)
+    return _best(lambda: A.T @ B, repeat, threads)
 
 
 def _torch():
@@ -101,11 +136,12 @@ def item_scores(repeat):
 
     net, theta, X, y = _problem()
     repeat = max(repeat, 20)  # a fast item: more runs for a stable best-of
-    t = _best(lambda: minifim.per_sample_scores(net, theta, X, y), repeat)
+    threads = _threads("small")
+    t = _best(lambda: minifim.per_sample_scores(net, theta, X, y), repeat, threads)
     N, P = X.shape[0], net.num_params
-    floor = _best(lambda: np.ones((N, P)), repeat)  # allocate and write the output once
+    floor = _best(lambda: np.ones((N, P)), repeat, threads)  # allocate and write the output once
     row = {"item": "per-sample scores (N, P)", "seconds": t, "floor": "write (N, P)",
-           "floor_seconds": floor, "target": "<= torch.func"}
+           "floor_seconds": floor, "target": "<= torch.func", "threads": _count(threads)}
     torch = _torch()
     if torch is not None:
         from torch.func import grad, vmap
@@ -116,8 +152,8 @@ def item_scores(repeat):
             d = f(params, Xt, yt)
             return torch.cat([d[k].reshape(N, -1) for k in params], dim=1)
 
-        tt = _best(flat, repeat)
-        t_dict = _best(lambda: f(params, Xt, yt), repeat)
+        tt = _best(flat, repeat, threads)
+        t_dict = _best(lambda: f(params, Xt, yt), repeat, threads)
         row.update(reference="torch.func vmap(grad), flattened to (N, P)", ref_seconds=tt,
                    note=f"torch.func per-parameter tensors without flattening: {t_dict:.3f} s "
                         "(caching allocator, no (N, P) array)")
@@ -130,16 +166,20 @@ def item_fisher(repeat):
 
     net, theta, X, y = _problem()
     N, P, C = X.shape[0], net.num_params, net.output_dim
-    floor = _gemm_floor(N, P, repeat)
+    floors = {}
     rows = []
-    for name, fn in [
-        ("dense true Fisher", lambda: minifim.true_fisher(net, theta, X)),
-        ("dense empirical Fisher", lambda: minifim.empirical_fisher(net, theta, X, y)),
-        ("Fisher diagonal (true)", lambda: minifim.fisher_diagonal(net, theta, X)),
-        ("K-FAC factors (true)", lambda: minifim.kfac(net, theta, X)),
+    for name, kind, fn in [
+        ("dense true Fisher", "big", lambda: minifim.true_fisher(net, theta, X)),
+        ("dense empirical Fisher", "big", lambda: minifim.empirical_fisher(net, theta, X, y)),
+        ("Fisher diagonal (true)", "small", lambda: minifim.fisher_diagonal(net, theta, X)),
+        ("K-FAC factors (true)", "small", lambda: minifim.kfac(net, theta, X)),
     ]:
-        t = _best(fn, repeat)
-        rows.append({"item": name, "seconds": t, "floor": "GEMM 2NP^2", "floor_seconds": floor,
+        threads = _threads(kind)
+        if threads not in floors:  # the floor at the row's own thread count
+            floors[threads] = _gemm_floor(N, P, repeat, threads)
+        t = _best(fn, repeat, threads)
+        rows.append({"item": name, "seconds": t, "floor": "GEMM 2NP^2",
+                     "floor_seconds": floors[threads], "threads": _count(threads),
                      "target": "<= 2x floor" if "dense" in name else "-"})
     torch = _torch()
     if torch is not None:
@@ -156,7 +196,7 @@ def item_fisher(repeat):
             U = (R @ Jf).reshape(N * C, P)
             return U.T @ U / N
 
-        tt = _best(torch_true_fisher, max(1, repeat - 1))
+        tt = _best(torch_true_fisher, max(1, repeat - 1), _threads("big"))
         rows[0].update(reference="torch.func jacrev + GEMM", ref_seconds=tt,
                        target="<= 2x floor, >= 5x faster than torch.func")
     return rows
@@ -173,14 +213,16 @@ def item_eigh(repeat):
     rng = np.random.default_rng(2)
     Rm = rng.standard_normal(F.shape)
     Rm = (Rm + Rm.T) / 2
-    floor = _best(lambda: scipy.linalg.eigh(Rm, eigvals_only=True), 1)
+    threads = _threads("big")
+    floor = _best(lambda: scipy.linalg.eigh(Rm, eigvals_only=True), 1, threads)
     spectrum = getattr(minifim, "fisher_spectrum", None)
     if spectrum is not None:
-        t = _best(lambda: spectrum(net, theta, X, method="dense"), 1)
+        t = _best(lambda: spectrum(net, theta, X, method="dense"), 1, threads)
     else:
-        t = _best(lambda: scipy.linalg.eigh(F, eigvals_only=True), 1)
+        t = _best(lambda: scipy.linalg.eigh(F, eigvals_only=True), 1, threads)
     return [{"item": "dense spectrum of F (P = 8,970)", "seconds": t,
-             "floor": "scipy eigh, random", "floor_seconds": floor, "target": "~1x"}]
+             "floor": "scipy eigh, random", "floor_seconds": floor, "target": "~1x",
+             "threads": _count(threads)}]
 
 
 def _peak_rss_bytes() -> int:
@@ -205,11 +247,11 @@ def item_gram_spectrum(repeat):
         return [{"item": "gram spectrum, P ~ 100k", "seconds": float("nan"),
                  "note": "minifim.fisher_spectrum not available"}]
     net, theta, X, _ = _problem(sizes=[256, 256, 128, 10], N=400)
-    t0 = time.perf_counter()
-    spectrum(net, theta, X, method="gram")
-    t = time.perf_counter() - t0
+    threads = _threads("big")
+    t = _best(lambda: spectrum(net, theta, X, method="gram"), 1, threads)
     P = net.num_params
     return [{"item": f"gram spectrum, P = {P:,}, N*C = 4,000", "seconds": t,
+             "threads": _count(threads),
              "peak_memory_GB": _peak_rss_bytes() / 2**30,
              "dense_would_need_GB": 8 * P * P / 2**30, "target": "< 60 s, < 8 GB"}]
 
@@ -232,15 +274,19 @@ def item_ngd(repeat):
         F[np.diag_indices(P)] += 1e-3
         scipy.linalg.cho_factor(F, overwrite_a=True)
 
-    tf = _best(floor, repeat)
-    t = _best(lambda: natural_gradient(net, theta, X, y, damping=1e-3, method="dense"), repeat)
+    big, small = _threads("big"), _threads("small")
+    tf = _best(floor, repeat, big)
+    t = _best(lambda: natural_gradient(net, theta, X, y, damping=1e-3, method="dense"), repeat,
+              big)
     rows = [{"item": "exact damped NGD step (dense)", "seconds": t,
-             "floor": "Fisher + Cholesky", "floor_seconds": tf, "target": "<= 1.3x floor"}]
+             "floor": "Fisher + Cholesky", "floor_seconds": tf, "target": "<= 1.3x floor",
+             "threads": _count(big)}]
     tk = _best(lambda: natural_gradient(net, theta, X, y, damping=1e-3, curvature="kfac"),
-               repeat)
-    ts = _best(lambda: minifim.gradient(net, theta, X, y), repeat)
+               repeat, small)
+    ts = _best(lambda: minifim.gradient(net, theta, X, y), repeat, small)
     rows.append({"item": "K-FAC direction vs SGD gradient", "seconds": tk,
-                 "floor": "gradient (SGD step)", "floor_seconds": ts, "target": "report"})
+                 "floor": "gradient (SGD step)", "floor_seconds": ts, "target": "report",
+                 "threads": _count(small)})
     return rows
 
 
@@ -253,10 +299,11 @@ def item_woodbury(repeat):
         return [{"item": "woodbury NGD, P ~ 100k", "seconds": float("nan"),
                  "note": "minifim.natural_gradient not available"}]
     net, theta, X, y = _problem(sizes=[256, 256, 128, 10], N=200)
-    t0 = time.perf_counter()
-    natural_gradient(net, theta, X, y, damping=1e-3, method="woodbury")
-    t = time.perf_counter() - t0
+    threads = _threads("big")
+    t = _best(lambda: natural_gradient(net, theta, X, y, damping=1e-3, method="woodbury"), 1,
+              threads)
     return [{"item": f"woodbury NGD step, P = {net.num_params:,}, N*C = 2,000", "seconds": t,
+             "threads": _count(threads),
              "peak_memory_GB": _peak_rss_bytes() / 2**30, "target": "< 10 s, < 4 GB"}]
 
 
@@ -271,8 +318,9 @@ ITEMS = {
 
 
 def _run_isolated(name: str, repeat: int) -> list[dict]:
+    forced = ["--threads", str(_FORCED[0])] if _FORCED else []
     out = subprocess.run([sys.executable, "-m", "minifim.bench", "--json", "--repeat",
-                          str(repeat), "--in-process", name],
+                          str(repeat), *forced, "--in-process", name],
                          capture_output=True, text=True, check=False)
     if out.returncode != 0:
         return [{"item": name, "seconds": float("nan"), "note": out.stderr.strip()[-200:]}]
@@ -292,13 +340,14 @@ def _table(rows: list[dict]) -> str:
         if "note" in r:
             extra.append(r["note"])
         body.append([
-            r["item"], f"{r['seconds']:.3f}",
+            r["item"], str(r.get("threads", "-")), f"{r['seconds']:.3f}",
             f"{r['floor_seconds']:.3f} ({r['floor']})" if ratio_floor is not None else "-",
             f"{ratio_floor:.2f}x" if ratio_floor is not None else "-",
             f"{r['ref_seconds']:.3f} ({r['reference']})" if ratio_ref is not None else "-",
             f"{ratio_ref:.1f}x faster" if ratio_ref is not None else "-",
             r.get("target", "-"), "; ".join(extra) or "-"])
-    return markdown_table(["item", "minifim (s)", "floor (s)", "vs floor", "reference (s)",
+    return markdown_table(["item", "BLAS threads", "minifim (s)", "floor (s)", "vs floor",
+                           "reference (s)",
                            "vs reference", "target", "notes"], body)
 
 
@@ -309,12 +358,19 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="best of this many runs")
     parser.add_argument("--json", action="store_true", help="print rows as JSON")
     parser.add_argument("--list", action="store_true", help="list the items and exit")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="BLAS threads for every row (default: 1 where small products "
+                             "dominate, all threads for the big GEMM/eigh/Cholesky rows)")
     parser.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.list:
         for name, (fn, _) in ITEMS.items():
             print(f"{name:10s} {fn.__doc__.splitlines()[0]}")
         return 0
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads: expected a positive integer, received {args.threads}")
+        _FORCED[:] = [args.threads]
     names = args.items or list(ITEMS)
     unknown = [n for n in names if n not in ITEMS]
     if unknown:
@@ -334,20 +390,9 @@ def main(argv=None) -> int:
         import platform
 
         print(f"minifim bench on {platform.machine()}, numpy {np.__version__}, "
-              f"{_threads()} BLAS threads\n")
+              f"{blas_threads()} BLAS threads available; each row's count in its column\n")
         print(_table(rows))
     return 0
-
-
-def _threads() -> str:
-    try:
-        from threadpoolctl import threadpool_info
-
-        return str(max(i.get("num_threads", 0) for i in threadpool_info()))
-    except ImportError:
-        import os
-
-        return str(os.cpu_count())
 
 
 if __name__ == "__main__":

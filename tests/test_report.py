@@ -1,6 +1,8 @@
 """Experiment reports: report.md/summary.json written atomically, the index, verdict checks."""
 
+import ast
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,7 +98,7 @@ def test_cli(root, capsys):
 
 
 def test_analysis_helpers():
-    from minifim.report import angle_degrees, loglog_slope, single_threaded_blas
+    from minifim.report import angle_degrees, loglog_slope
 
     x = np.array([1.0, 10.0, 100.0])
     assert loglog_slope(x, 3.0 * x**-0.5) == pytest.approx(-0.5, abs=1e-12)
@@ -104,5 +106,49 @@ def test_analysis_helpers():
     assert angle_degrees([1.0, 1.0], [2.0, 2.0]) == pytest.approx(0.0, abs=1e-12)
     assert angle_degrees([1.0, 1e-9], [1.0, 0.0]) == pytest.approx(np.degrees(1e-9), rel=1e-6)
     assert angle_degrees([1.0, 0.0], [-1.0, 0.0]) == pytest.approx(180.0, abs=1e-12)
-    with single_threaded_blas():
-        assert float(np.ones(3) @ np.ones(3)) == 3.0
+
+
+def test_blas_threads_follow_threadpool_limits():
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from minifim.report import blas_threads
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        assert blas_threads() == 1
+    free = max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+    assert blas_threads() == free
+
+
+def test_report_records_blas_threads(root):
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        rep = Report("pinned", "Pinned", "claim", seed=0)
+        rep.verdict("agrees", "d")
+        path = rep.save()
+    assert rep.blas_threads == 1
+    assert "run time" in path.read_text() and "(1 BLAS thread)" in path.read_text()
+    assert json.loads((root / "pinned" / "summary.json").read_text())["blas_threads"] == 1
+    index = write_index(root).read_text()
+    assert "| experiment | verdict | run time (s) | BLAS threads | seed |" in index
+    assert "| pinned | agrees |" in index and " | 1 | 0 |" in index
+
+
+EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "experiments").glob("[a-z]*.py"))
+
+
+@pytest.mark.parametrize("script", EXPERIMENTS, ids=[p.stem for p in EXPERIMENTS])
+def test_experiment_pins_blas_threads(script):
+    """Each experiment states its BLAS thread count and runs main() under threadpoolctl's
+    limit (small solves dominate: free threads made the full run 4x and merging 27x slower)."""
+    tree = ast.parse(script.read_text())
+    counts = [n.value.value for n in tree.body if isinstance(n, ast.Assign)
+              and [t.id for t in n.targets if isinstance(t, ast.Name)] == ["BLAS_THREADS"]
+              and isinstance(n.value, ast.Constant)]
+    assert counts and isinstance(counts[0], int) and counts[0] >= 1, "BLAS_THREADS = <int>"
+    main_guard = [n for n in tree.body if isinstance(n, ast.If) and "__main__" in ast.unparse(n.test)]
+    assert len(main_guard) == 1
+    guard = ast.unparse(main_guard[0])
+    assert "threadpool_limits(limits=BLAS_THREADS, user_api='blas')" in guard, guard
+    assert "main()" in guard
+
