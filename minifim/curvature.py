@@ -31,7 +31,7 @@ from autograd import grad
 from autograd import hessian as _autograd_hessian
 from scipy.linalg import blas
 
-from ._validation import as_generator, check_choice, check_int
+from ._validation import as_generator, check_choice, check_int, check_net
 from .memory import memory_budget, require_memory
 from .scores import backprop_seeds, expand_gradients, forward_cache
 
@@ -72,6 +72,7 @@ def output_seeds(net, F: np.ndarray, fisher: str, y=None, y_samples=None) -> np.
     ``F: (N, C)`` are the outputs; ``y`` the data targets (``"empirical"``); ``y_samples`` the
     ``k`` sampled targets with a leading axis (``"mc"``).
     """
+    check_net(net)
     lik = net.likelihood
     if fisher == "true":
         return lik.fisher_factor(F)
@@ -130,6 +131,7 @@ def _chunk_size(net, K: int, chunk_size, fisher: str = "true", N: int | None = N
 
 def _prepare(net, theta, X, y, fisher, n_samples, rng):
     """Validate inputs and draw Monte-Carlo labels once for all samples (chunk-independent)."""
+    check_net(net)
     check_choice(fisher, "fisher", FISHER_KINDS)
     theta = net.check_theta(theta)
     X = net.check_inputs(X)
@@ -286,6 +288,7 @@ def curvature_matrix(net, theta, X, y=None, fisher: str = "true", *, n_samples: 
     -------
     M : ndarray, shape (P, P), symmetric positive semi-definite.
     """
+    check_net(net)
     check_choice(fisher, "fisher", FISHER_KINDS)
     X = net.check_inputs(X)
     scale = _scale(reduction, X.shape[0])
@@ -342,6 +345,7 @@ def mc_fisher(net, theta, X, n_samples: int = 1, rng=None, *, reduction: str = "
     ``rng`` (Generator or seed) is required; ``n_samples = k`` labels per input. Unbiased for
     :func:`true_fisher`; returns ``(P, P)``.
     """
+    check_net(net)
     if rng is None:
         raise TypeError("rng: mc_fisher samples labels; pass a numpy.random.Generator or a "
                         "seed, received None")
@@ -358,6 +362,7 @@ def ggn(net, theta, X, y=None, *, reduction: str = "mean", chunk_size: int | Non
     the canonical links here ``H_n`` does not depend on ``y`` and ``G`` equals the true
     Fisher; ``y`` is accepted for symmetry with :func:`hessian` and ignored.
     """
+    check_net(net)
     if y is not None:
         net.check_targets(y, net.check_inputs(X).shape[0])
     return curvature_matrix(net, theta, X, None, "ggn", reduction=reduction,
@@ -370,6 +375,7 @@ def hessian(net, theta, X, y, *, reduction: str = "mean") -> np.ndarray:
     Computed by ``autograd.hessian`` of the forward pass (exact, reverse-over-reverse);
     ``c = 1/N`` by default.
     """
+    check_net(net)
     theta = net.check_theta(theta)
     X = net.check_inputs(X)
     y = net.check_targets(y, X.shape[0])
@@ -390,6 +396,7 @@ def square_of_mean_gradient(net, theta, X, y, *, reduction: str = "mean",
     Returns ``(P, P)``, or ``g**2: (P,)`` with ``diagonal=True``. It is what one gets by
     squaring the gradient of a batch-mean loss instead of averaging per-sample squares.
     """
+    check_net(net)
     theta = net.check_theta(theta)
     X = net.check_inputs(X)
     y = net.check_targets(y, X.shape[0])
@@ -412,6 +419,7 @@ def fisher_diagonal(net, theta, X, y=None, fisher: str = "true", *, n_samples: i
     -----
     ``diag(M)[W_l[i, j]] = c sum_n (sum_k B_l[n, k, i]^2) a_l[n, j]^2``: one GEMM per layer.
     """
+    check_net(net)
     check_choice(fisher, "fisher", FISHER_KINDS)
     X = net.check_inputs(X)
     scale = _scale(reduction, X.shape[0])
@@ -432,6 +440,7 @@ def block_diagonal(net, theta, X, y=None, fisher: str = "true", *, n_samples: in
     Returns ``[M_0, ..., M_{L-1}]``, ``M_l: (P_l, P_l)`` over layer ``l``'s parameters
     ``(W_l, b_l)`` in flat order, equal to ``M[s, s]`` for ``s = net.layer_param_slices()[l]``.
     """
+    check_net(net)
     check_choice(fisher, "fisher", FISHER_KINDS)
     X = net.check_inputs(X)
     scale = _scale(reduction, X.shape[0])

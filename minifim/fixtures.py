@@ -48,7 +48,7 @@ import numpy as np
 import scipy.linalg
 
 from ._io import atomic_savez
-from ._validation import as_generator, check_choice, check_int, check_positive
+from ._validation import as_generator, check_choice, check_int, check_net, check_positive
 from ._version import __version__
 from .curvature import (
     empirical_fisher,
@@ -179,6 +179,7 @@ def kfac_key(fisher: str, bias: str, factor: str, l: int) -> str:
 
 def state_dict_keys(net: MLP) -> list[str]:
     """The fixture's state-dict array names, ``["state_dict/0.weight", ...]``."""
+    check_net(net)
     return [f"state_dict/{k}" for k in net.to_state_dict(np.zeros(net.num_params))]
 
 
@@ -189,6 +190,7 @@ def preset_names() -> list[str]:
 
 def param_label(net: MLP, index: int) -> str:
     """Human name of flat parameter ``index``: ``"W1[2, 0]"`` or ``"b0[3]"``."""
+    check_net(net)
     index = check_int(index, "index", 0)
     for l, ((_, inp), (ws, bs)) in enumerate(zip(net.shapes, net.layer_slices)):
         if ws.start <= index < ws.stop:
@@ -423,6 +425,7 @@ def build_fixture(net: MLP, theta, X, y, *, damping: float = 1e-3, name: str = "
     -------
     Fixture
     """
+    check_net(net)
     config = net.config()
     theta = net.check_theta(theta)
     X = net.check_inputs(X)
@@ -611,6 +614,7 @@ def trajectory_arrays(net: MLP, theta, X, y, trajectory: str) -> tuple[dict, dic
         ``trajectory/gradient: (K + 1, P)`` and ``trajectory/state/<key>: (K + 1, ...)``
         for every entry of the optimiser state (row 0 the state after ``init``).
     """
+    check_net(net)
     from . import optim
 
     name, steps, options = parse_trajectory(trajectory)
@@ -735,6 +739,7 @@ def _fail(path, message: str):
 
 def expected_shapes(net: MLP, N: int, trajectory: dict | None = None) -> dict[str, tuple]:
     """Shapes of the standard arrays for ``net`` and ``N`` samples (trajectory: its K)."""
+    check_net(net)
     P, C, D = net.num_params, net.output_dim, net.input_dim
     y_shape = (N,) if net.likelihood.name == "categorical" else (N, C)
     shapes = {"theta": (P,)}

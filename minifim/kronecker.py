@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import as_float_array, check_choice, check_int, check_nonnegative
+from ._validation import as_float_array, check_choice, check_int, check_net, check_nonnegative
 from .curvature import FISHER_KINDS, _scale, curvature_factors
 from .memory import format_bytes, memory_budget, require_memory
 
@@ -258,6 +258,7 @@ def kfac(net, theta, X, y=None, fisher: str = "true", *, bias: str = "folded",
         ``A[l]: (in_l + 1, in_l + 1)`` (folded) or ``(in_l, in_l)``, ``G[l]: (out_l, out_l)``;
         ``.to_dense()`` gives the implied ``(P, P)`` matrix on request.
     """
+    check_net(net)
     check_choice(fisher, "fisher", FISHER_KINDS)
     check_choice(bias, "bias", BIAS_CONVENTIONS)
     X = net.check_inputs(X)

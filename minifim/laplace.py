@@ -50,6 +50,7 @@ from ._validation import (
     as_generator,
     check_choice,
     check_int,
+    check_net,
     check_positive,
 )
 from .curvature import curvature_matrix, fisher_diagonal
@@ -250,6 +251,7 @@ class Laplace:
     def __init__(self, net, theta_map, X, y, prior_precision: float = 1.0,
                  curvature: str = "full", fisher: str = "true", *, bias: str = "folded",
                  n_samples: int = 1, rng=None, chunk_size: int | None = None):
+        check_net(net)
         check_choice(curvature, "curvature", CURVATURE_STRUCTURES)
         check_choice(fisher, "fisher", LAPLACE_FISHERS)
         check_choice(bias, "bias", ("folded", "separate"))

@@ -41,7 +41,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ._validation import as_float_array, check_choice, check_nonnegative, check_positive
+from ._validation import as_float_array, check_choice, check_net, check_nonnegative, check_positive
 from .curvature import FISHER_KINDS, block_diagonal, curvature_matrix, fisher_diagonal
 from .memory import require_memory
 from .ngd import damped_solve
@@ -193,6 +193,7 @@ def fisher_merge(net, thetas, fishers=None, *, data=None, curvature: str = "diag
     >>> minifim.fisher_merge(net, [a, b], [np.array([3.0, 1, 1]), np.array([1.0, 1, 1])])
     array([0.75, 0.5 , 1.  ])
     """
+    check_net(net)
     check_choice(curvature, "curvature", MERGE_CURVATURES)
     check_choice(fisher, "fisher", FISHER_KINDS)
     Th = _check_thetas(net, thetas)

@@ -62,6 +62,7 @@ from ._validation import (
     as_float_array,
     check_choice,
     check_int,
+    check_net,
     check_nonnegative,
     check_positive,
 )
@@ -395,6 +396,7 @@ def natural_gradient(net, theta, X, y, damping: float = 1e-3, curvature: str = "
     >>> bool(np.allclose(d, d2, rtol=1e-10, atol=0))
     True
     """
+    check_net(net)
     check_choice(curvature, "curvature", CURVATURES)
     check_choice(method, "method", METHODS)
     check_choice(fisher, "fisher", BASE_FISHERS)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._validation import check_net
 from .curvature import _scale
 from .scores import forward_cache, vjp_cached
 
@@ -16,6 +17,7 @@ __all__ = ["loss", "gradient", "loss_and_gradient", "accuracy"]
 
 
 def _checked(net, theta, X, y):
+    check_net(net)
     theta = net.check_theta(theta)
     X = net.check_inputs(X)
     return theta, X, net.check_targets(y, X.shape[0])

@@ -14,6 +14,7 @@ import numpy as np
 from autograd import grad
 from scipy.sparse.linalg import LinearOperator
 
+from ._validation import check_net
 from .curvature import _prepare, _scale, output_seeds
 from .memory import require_memory
 from .scores import forward_cache, jvp_cached, vjp_cached
@@ -92,6 +93,7 @@ def hessian_operator(net, theta, X, y, *, reduction: str = "mean") -> LinearOper
     ``H v = grad_theta (grad_theta L . v)``, reverse-over-reverse through autograd, one
     product per column.
     """
+    check_net(net)
     theta = net.check_theta(theta)
     X = net.check_inputs(X)
     y = net.check_targets(y, X.shape[0])

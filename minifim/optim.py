@@ -64,6 +64,7 @@ from ._validation import (
     as_generator,
     check_choice,
     check_int,
+    check_net,
     check_nonnegative,
     check_positive,
 )
@@ -645,6 +646,7 @@ def train(net, theta, X, y, optimizer, steps: int, batch_size: int | None = None
     >>> bool(np.allclose(theta, [1.0, -2.0, 0.0], atol=1e-8))  # least squares: W0, b0
     True
     """
+    check_net(net)
     from tqdm.auto import tqdm
 
     if not isinstance(optimizer, tuple) or len(optimizer) != 3 or not all(
@@ -784,6 +786,7 @@ def fit_map(net, theta0, X, y, prior_precision: float = 1.0, *, gtol: float = 1e
         ``"grad_norm"`` (Euclidean norm of its gradient), ``"iterations"``, ``"success"``,
         ``"message"``. A ``RuntimeWarning`` is issued when ``gtol`` is not reached.
     """
+    check_net(net)
     theta0 = net.check_theta(theta0, "theta0")
     X = net.check_inputs(X)
     y = net.check_targets(y, X.shape[0])

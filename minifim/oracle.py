@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import scipy.linalg
 
-from ._validation import as_float_array, check_choice, check_int, check_nonnegative
+from ._validation import as_float_array, check_choice, check_int, check_net, check_nonnegative
 from .curvature import (
     curvature_matrix,
     fisher_diagonal,
@@ -110,6 +110,7 @@ def layout_permutation(net, layout: str) -> np.ndarray:
     layers sorted by name as strings (``Dense_10`` before ``Dense_2``), bias then kernel
     ``(in, out)`` row-major.
     """
+    check_net(net)
     check_choice(layout, "layout", LAYOUTS)
     if layout == "pytorch":
         return np.arange(net.num_params)
@@ -132,6 +133,7 @@ def _permute_axes(arr: np.ndarray, axes, index: np.ndarray) -> np.ndarray:
 
 def to_minifim_layout(net, arr, param_axes: Sequence[int], layout: str) -> np.ndarray:
     """Reorder the parameter axes ``param_axes`` of ``arr`` from ``layout`` to minifim's."""
+    check_net(net)
     perm = layout_permutation(net, layout)
     return _permute_axes(np.asarray(arr), param_axes, np.argsort(perm))
 
@@ -142,6 +144,7 @@ def from_minifim_layout(net, arr, param_axes: Sequence[int], layout: str) -> np.
     Inverse of :func:`to_minifim_layout`; e.g. ``from_minifim_layout(net, F, [0, 1], "jax")``
     is the true Fisher as a JAX code computing it on ``ravel_pytree`` parameters holds it.
     """
+    check_net(net)
     return _permute_axes(np.asarray(arr), param_axes, layout_permutation(net, layout))
 
 
@@ -731,6 +734,7 @@ def output_outcomes(net, theta, X) -> tuple[np.ndarray, np.ndarray]:
     output, ``5^C`` nodes) for the Gaussian, enough for the fourth moments of the Fisher
     estimator used by :func:`mc_error_moments`.
     """
+    check_net(net)
     theta = net.check_theta(theta)
     X = net.check_inputs(X)
     lik = net.likelihood
@@ -792,6 +796,7 @@ def mc_error_moments(net, theta, X, n_samples: int, *, diagonal: bool = False
     Gram matrix ``<phi(s_no), phi(s_mo')>`` = ``(s_no . s_mo')^2`` (dense) or
     ``(s_no^2) . (s_mo'^2)`` (diagonal).
     """
+    check_net(net)
     k = check_int(n_samples, "n_samples", 1)
     w, U = output_outcomes(net, theta, X)
     N, O, P = U.shape

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import linalg as sla
 
-from ._validation import as_float_array, check_choice, check_int, check_nonnegative
+from ._validation import as_float_array, check_choice, check_int, check_net, check_nonnegative
 from .curvature import FISHER_KINDS, curvature_matrix, fisher_diagonal
 from .memory import require_memory
 
@@ -255,6 +255,7 @@ def prune_path(net, theta, X, y, sparsities, method: str = "magnitude", fisher: 
     -------
     list of PruningResult, one per level
     """
+    check_net(net)
     check_choice(method, "method", PRUNING_METHODS)
     check_choice(fisher, "fisher", FISHER_KINDS)
     theta = net.check_theta(theta)
@@ -353,6 +354,7 @@ def prune(net, theta, X, y, sparsity: float, method: str = "magnitude", fisher: 
     >>> int((~res.mask).sum()), bool(np.all(res.theta[~res.mask] == 0))
     (10, True)
     """
+    check_net(net)
     sparsity = _check_fraction(sparsity, "sparsity")
     return prune_path(net, theta, X, y, [sparsity], method, fisher, damping=damping,
                       prunable=prunable, block_size=block_size,

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from autograd import jacobian
 
-from ._validation import as_float_array, check_choice
+from ._validation import as_float_array, check_choice, check_net
 from .memory import require_memory
 
 __all__ = [
@@ -110,6 +110,7 @@ def expand_gradients(net, acts: list[np.ndarray], Bs: list[np.ndarray]) -> np.nd
 
 
 def _validated(net, theta, X):
+    check_net(net)
     return net.check_theta(theta), net.check_inputs(X)
 
 
@@ -130,8 +131,8 @@ def per_sample_scores(net, theta, X, y, method: str = "backprop") -> np.ndarray:
     -----
     ``S[n] = J_n^T g_n``; the ``W_l`` block is ``B_l[n] outer a_l[n]``.
     """
-    check_choice(method, "method", ("backprop", "autograd"))
     theta, X = _validated(net, theta, X)
+    check_choice(method, "method", ("backprop", "autograd"))
     y = net.check_targets(y, X.shape[0])
     N = X.shape[0]
     require_memory(8 * N * net.num_params, f"per-sample scores (N, P) = ({N}, "
@@ -152,8 +153,8 @@ def output_jacobians(net, theta, X, method: str = "backprop") -> np.ndarray:
     ``method="backprop"`` backpropagates the ``C`` unit seeds of every sample at once;
     ``method="autograd"`` uses ``autograd.jacobian`` of :meth:`MLP.forward`.
     """
-    check_choice(method, "method", ("backprop", "autograd"))
     theta, X = _validated(net, theta, X)
+    check_choice(method, "method", ("backprop", "autograd"))
     N, C, P = X.shape[0], net.output_dim, net.num_params
     require_memory(8 * N * C * P, f"output Jacobians (N, C, P) = ({N}, {C}, {P}) float64",
                    "jacobian_vector_product / vector_jacobian_product (matrix-free), or "

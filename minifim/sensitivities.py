@@ -40,7 +40,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ._validation import check_choice, check_int
+from ._validation import check_choice, check_int, check_net
 from .curvature import FISHER_KINDS, _scale, curvature_factors, fisher_diagonal
 
 __all__ = ["sensitivity", "SENSITIVITY_LEVELS", "UNIT_AGGREGATES"]
@@ -130,6 +130,7 @@ def sensitivity(net, theta, X, y=None, fisher: str = "true", per: str = "paramet
     >>> minifim.sensitivity(net, net.init(0), X, per="input").shape
     (3,)
     """
+    check_net(net)
     check_choice(fisher, "fisher", FISHER_KINDS)
     check_choice(per, "per", SENSITIVITY_LEVELS)
     check_choice(reduction, "reduction", ("mean", "sum"))

@@ -48,7 +48,7 @@ import scipy.linalg
 from scipy.sparse.linalg import ArpackNoConvergence, eigsh
 from scipy.special import logsumexp
 
-from ._validation import as_float_array, check_choice, check_int, check_nonnegative
+from ._validation import as_float_array, check_choice, check_int, check_net, check_nonnegative
 from .curvature import (
     FISHER_KINDS,
     _prepare,
@@ -394,6 +394,7 @@ def curvature_spectrum(net, theta, X, y=None, curvature: str = "true", *,
     >>> bool(np.allclose(values, dense[:20], rtol=0, atol=1e-12 * dense[0]))
     True
     """
+    check_net(net)
     check_choice(curvature, "curvature", CURVATURES)
     check_choice(method, "method", SPECTRUM_METHODS)
     vectors = _check_bool(vectors, "vectors")
@@ -468,6 +469,7 @@ def fisher_spectrum(net, theta, X, method: str = "auto", k: int | None = None,
     >>> minifim.numerical_rank(lam, num_params=net.num_params)  # N * (C - 1)
     20
     """
+    check_net(net)
     for bad in ("y", "curvature"):
         if bad in kwargs:
             raise TypeError(f"{bad}: fisher_spectrum is the true Fisher; use "
@@ -772,6 +774,7 @@ def fisher_rao_norm(net, theta, X, y=None, curvature: str = "true", *, v=None,
     product. For bias-free ReLU networks with ``L`` weight layers, ``J_n theta = L f_n``
     (Euler), so ``theta^T F theta = L^2 c sum_n E_{y~p}[<d log p / d f, f_n>^2]``.
     """
+    check_net(net)
     check_choice(curvature, "curvature", CURVATURES)
     squared = _check_bool(squared, "squared")
     theta = net.check_theta(theta)
@@ -802,6 +805,7 @@ def curvature_statistics(net, theta, X, y=None, curvature: str = "true", *, damp
     The spectrum comes from :func:`curvature_spectrum` (``k=None``: Gram or dense route);
     the dict adds ``fisher_rao_norm`` (``theta^T M theta``) and ``method`` (the route used).
     """
+    check_net(net)
     check_choice(method, "method", SPECTRUM_METHODS)
     if method == "lanczos":
         raise ValueError("method: the statistics need the complete spectrum; use 'auto', "
