@@ -35,18 +35,25 @@ A fixture is the ground truth another library is tested against. Contract:
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
+import io
 import json
+import math
 import numbers
 import os
+import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import scipy.linalg
+from numpy.lib import format as npformat
 
+from . import optim
 from ._io import atomic_savez
 from ._validation import as_generator, check_choice, check_int, check_net, check_positive
 from ._version import __version__
@@ -58,6 +65,7 @@ from .curvature import (
     true_fisher,
 )
 from .kronecker import KFACFactors, kfac
+from .memory import format_bytes, memory_budget
 from .model import MLP
 from .objective import loss_and_gradient
 from .scores import output_jacobians, per_sample_scores
@@ -65,6 +73,7 @@ from .scores import output_jacobians, per_sample_scores
 __all__ = [
     "SCHEMA_VERSION",
     "PRESETS",
+    "TRAJECTORY_OPTIMISERS",
     "Fixture",
     "make_fixture",
     "build_fixture",
@@ -308,6 +317,28 @@ class Fixture:
 
 
 # --- specs -------------------------------------------------------------------------------------
+MAX_NAME_LENGTH = 200
+
+
+def check_file_name(name, argname: str = "name") -> str:
+    """Check that ``name`` can name a file ``NAME.npz`` inside a folder and nothing else.
+
+    Refused: a non-string, the empty string, ``"."``, ``".."``, a path separator (``/``,
+    ``\\``; so no absolute path and no ``../x``), a control character, more than
+    :data:`MAX_NAME_LENGTH` characters.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"{argname}: expected a string, received {type(name).__name__} "
+                        f"{name!r}")
+    seps = {"/", "\\", os.sep} | ({os.altsep} if os.altsep else set())
+    if (not name or name in (".", "..") or len(name) > MAX_NAME_LENGTH
+            or any(c in seps or ord(c) < 32 or ord(c) == 127 for c in name)):
+        raise ValueError(f"{argname}: expected a file name (1 to {MAX_NAME_LENGTH} "
+                         "characters, no path separator or control character, not '.' or "
+                         f"'..'), received {name!r}")
+    return name
+
+
 def resolve_spec(spec) -> tuple[str, dict]:
     """``(name, full spec)`` from a preset name, or a dict (optionally ``{"preset": ...}``).
 
@@ -321,6 +352,8 @@ def resolve_spec(spec) -> tuple[str, dict]:
         given = dict(spec)
         base = given.pop("preset", None)
         name = given.pop("name", None)
+        if name is not None:
+            check_file_name(name, "spec['name']")
         if base is not None:
             if base not in PRESETS:
                 raise ValueError(f"spec['preset']: expected one of {list(PRESETS)}, received "
@@ -328,8 +361,6 @@ def resolve_spec(spec) -> tuple[str, dict]:
             given = {**PRESETS[base], **given}
             name = name or base
         name = name or "custom"
-        if not isinstance(name, str):
-            raise TypeError(f"spec['name']: expected a string, received {type(name).__name__}")
     else:
         raise TypeError(f"spec: expected a preset name or a dict, received "
                         f"{type(spec).__name__}")
@@ -427,6 +458,7 @@ def build_fixture(net: MLP, theta, X, y, *, damping: float = 1e-3, name: str = "
     """
     check_net(net)
     config = net.config()
+    check_file_name(name, "name")
     theta = net.check_theta(theta)
     X = net.check_inputs(X)
     N = X.shape[0]
@@ -562,6 +594,18 @@ _TRAJECTORY_DOCS = {
 }
 
 
+#: The optimisers a trajectory can record: name -> constructor returning an
+#: ``(init, update, get_params)`` triple (:class:`minifim.optim.Optimizer`).
+TRAJECTORY_OPTIMISERS: dict = {
+    "sgd": optim.sgd,
+    "momentum": optim.momentum,
+    "adam": optim.adam,
+    "ngd": optim.ngd,
+    "gauss_newton": optim.gauss_newton,
+    "kfac": optim.kfac,
+}
+
+
 def parse_trajectory(text: str) -> tuple[str, int, dict]:
     """``"ngd:steps=5,lr=0.5,damping=1e-3"`` -> ``("ngd", 5, {"lr": 0.5, "damping": 0.001})``.
 
@@ -602,7 +646,7 @@ def trajectory_arrays(net: MLP, theta, X, y, trajectory: str) -> tuple[dict, dic
     """Run ``K`` full-batch steps of a :mod:`minifim.optim` optimiser and record every step.
 
     ``trajectory`` is ``"OPTIMISER:steps=K[,key=value...]"``; the optimiser is
-    ``getattr(minifim.optim, OPTIMISER)(**options)``, an ``(init, update, get_params)``
+    ``TRAJECTORY_OPTIMISERS[OPTIMISER](**options)``, an ``(init, update, get_params)``
     triple. The steps are deterministic: the full batch each step, no penalty.
 
     Returns
@@ -615,14 +659,11 @@ def trajectory_arrays(net: MLP, theta, X, y, trajectory: str) -> tuple[dict, dic
         for every entry of the optimiser state (row 0 the state after ``init``).
     """
     check_net(net)
-    from . import optim
-
     name, steps, options = parse_trajectory(trajectory)
-    public = [n for n in getattr(optim, "__all__", []) if n not in
-              ("Optimizer", "Batch", "objective", "objective_and_gradient", "train")]
-    if name not in public:
-        raise ValueError(f"trajectory: unknown optimiser {name!r}; expected one of {public}")
-    factory = getattr(optim, name)
+    if name not in TRAJECTORY_OPTIMISERS:
+        raise ValueError(f"trajectory: unknown optimiser {name!r}; expected one of "
+                         f"{sorted(TRAJECTORY_OPTIMISERS)}")
+    factory = TRAJECTORY_OPTIMISERS[name]
     if "net" in inspect.signature(factory).parameters:  # e.g. optim.kfac(net, ...)
         if "net" in options:
             raise ValueError("trajectory: 'net' is the fixture's model; do not pass it")
@@ -634,6 +675,8 @@ def trajectory_arrays(net: MLP, theta, X, y, trajectory: str) -> tuple[dict, dic
     except TypeError as err:
         raise ValueError(f"trajectory: bad options {options} for minifim.optim.{name}: {err}"
                          ) from None
+    if not isinstance(opt, optim.Optimizer):  # pragma: no cover - the registry's contract
+        raise AssertionError(f"internal: minifim.optim.{name} did not return an Optimizer")
     init, update, get_params = opt
     batch = optim.Batch(net, X, y, None, X.shape[0])
     state = init(theta)
@@ -738,13 +781,18 @@ def _fail(path, message: str):
 
 
 def expected_shapes(net: MLP, N: int, trajectory: dict | None = None) -> dict[str, tuple]:
-    """Shapes of the standard arrays for ``net`` and ``N`` samples (trajectory: its K)."""
+    """Shapes of the standard arrays for ``net`` and ``N`` samples (trajectory: its K).
+
+    Computed from the sizes alone (nothing is allocated), so a manifest describing a huge
+    model can be measured before anything is read.
+    """
     check_net(net)
     P, C, D = net.num_params, net.output_dim, net.input_dim
     y_shape = (N,) if net.likelihood.name == "categorical" else (N, C)
     shapes = {"theta": (P,)}
-    for k, v in net.to_state_dict(np.zeros(P)).items():
-        shapes[f"state_dict/{k}"] = v.shape
+    for prefix, (out, inp) in zip(net._sequential_keys(None), net.shapes):
+        shapes[f"state_dict/{prefix}.weight"] = (out, inp)
+        shapes[f"state_dict/{prefix}.bias"] = (out,)
     shapes.update({"X": (N, D), "y": y_shape, "outputs": (N, C), "loss": (),
                    "gradient": (P,), "scores": (N, P), "jacobians": (N, C, P),
                    "output_fisher": (N, C, C)})
@@ -767,15 +815,29 @@ def expected_shapes(net: MLP, N: int, trajectory: dict | None = None) -> dict[st
 
 
 def load_fixture(path) -> Fixture:
-    """Load and validate a fixture written by :func:`save_fixture` (``allow_pickle=False``).
+    """Load and validate a fixture written by :func:`save_fixture` (no pickle).
+
+    The file is untrusted input: the manifest is read first (at most
+    :data:`MAX_MANIFEST_BYTES`) and checked entry by entry; it fixes the shape of every
+    array, and their total size is checked against the memory budget
+    (:func:`minifim.memory_budget`). Each zip member's declared size and ``.npy`` header are
+    then checked against the manifest before its data is read, and the data is read through
+    a reader bounded by that size, so a lying header or a zip bomb cannot make the loader
+    allocate more than the manifest's arrays.
+
+    Each call returns a new :class:`Fixture` (its own ``arrays`` dict and manifest) whose
+    arrays are read-only views of arrays read once per file version: a caller can neither
+    write into them nor, by assigning ``fx.arrays[key]``, change what the next caller loads.
 
     Raises
     ------
     FileNotFoundError
         No such file.
     FixtureError (a ValueError)
-        Not a fixture, a newer schema, or a missing, unexpected, non-float64, misshapen or
-        non-finite array; the message names the file and the array.
+        Not a fixture (empty, truncated, not a zip archive, a member that is not a float64
+        ``.npy``), a newer schema, a manifest entry of the wrong type or value, arrays over
+        the memory budget, or a missing, unexpected, non-float64, misshapen, truncated,
+        corrupt or non-finite array; the message names the file and the problem.
     """
     if isinstance(path, Fixture):
         return path
@@ -785,88 +847,294 @@ def load_fixture(path) -> Fixture:
     if not path.is_file():
         raise FileNotFoundError(f"fixture {str(path)!r}: no such file")
     stat = path.stat()
-    return _load_cached(str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    manifest, arrays = _load_cached(str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    views = {}
+    for key, arr in arrays.items():
+        views[key] = arr.view()  # a view of a read-only array cannot be made writeable
+    return Fixture(copy.deepcopy(manifest), views, str(path))
 
 
 @functools.lru_cache(maxsize=16)
-def _load_cached(path: str, inode: int, mtime_ns: int, size: int) -> Fixture:
-    """Load once per (path, inode, modification time, size): a test suite calling
-    ``assert_matches("fixture.npz", ...)`` many times reads the file once. The arrays are
-    read-only, so the shared object cannot be modified by a caller."""
+def _load_cached(path: str, inode: int, mtime_ns: int, size: int) -> tuple[dict, dict]:
+    """Read and validate once per (path, inode, modification time, size): a test suite
+    calling ``assert_matches("fixture.npz", ...)`` many times reads the file once. Returns
+    the manifest and the read-only arrays; :func:`load_fixture` wraps them in a new
+    :class:`Fixture` per call."""
     path = Path(path)
+    if size == 0:
+        _fail(path, "is empty (0 bytes): not an .npz fixture")
+    magic = b""
     try:
-        npz = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as err:
-        _fail(path, f"cannot be read as an .npz file ({err})")
-    if not hasattr(npz, "files"):
-        _fail(path, "is a single .npy array, not an .npz fixture")
-    with npz:
-        if MANIFEST_KEY not in npz.files:
+        with open(path, "rb") as fh:
+            magic = fh.read(6)
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as err:
+        if magic == b"\x93NUMPY":
+            _fail(path, "is a single .npy array, not an .npz fixture")
+        _fail(path, f"cannot be read as an .npz file: not a zip archive, or truncated ({err})")
+    with archive:
+        members = _members(path, archive)
+        if MANIFEST_KEY not in members:
             _fail(path, f"no {MANIFEST_KEY!r} entry: not a minifim fixture (make one with "
                         "`minifim fixture make`)")
+        raw = _read_member(path, archive, members[MANIFEST_KEY], MANIFEST_KEY,
+                           np.dtype(np.uint8), None, MAX_MANIFEST_BYTES)
         try:
-            raw = npz[MANIFEST_KEY]
-            manifest = json.loads(bytes(np.asarray(raw, dtype=np.uint8)).decode("utf-8"))
-        except (ValueError, UnicodeDecodeError) as err:
+            manifest = json.loads(raw.tobytes().decode("utf-8"))
+        except (ValueError, UnicodeDecodeError, RecursionError) as err:
             _fail(path, f"the manifest is not valid UTF-8 JSON ({err})")
+        shapes = _check_manifest(path, manifest)
+        missing = [k for k in shapes if k not in members]
+        if missing:
+            _fail(path, f"missing array(s) {missing} listed in the manifest (truncated or "
+                        "edited file?)")
+        extra = [k for k in members if k not in shapes and k != MANIFEST_KEY]
+        if extra:
+            _fail(path, f"unexpected array(s) {extra} not described by the manifest")
         arrays = {}
-        for key in npz.files:
-            if key == MANIFEST_KEY:
-                continue
+        for key, shape in shapes.items():
+            arr = _read_member(path, archive, members[key], key, np.dtype(np.float64), shape,
+                               8 * math.prod(shape))
+            if not key.startswith("trajectory/state/") and not np.all(np.isfinite(arr)):
+                _fail(path, f"array {key!r} holds NaN/Inf")
+            arr.flags.writeable = False
+            arrays[key] = arr
+    return manifest, arrays
+
+
+def _members(path, archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
+    """The archive's members by array name, checked from the central directory only."""
+    members: dict[str, zipfile.ZipInfo] = {}
+    for info in archive.infolist():
+        name = info.filename
+        if not name.endswith(".npy") or info.is_dir():
+            _fail(path, f"member {name!r} is not an .npy array: not a minifim fixture")
+        if info.flag_bits & 0x1:
+            _fail(path, f"member {name!r} is encrypted")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            _fail(path, f"member {name!r} uses zip compression method {info.compress_type}; "
+                        "fixtures are stored (or deflated)")
+        key = name[:-len(".npy")]
+        if key in members:
+            _fail(path, f"member {name!r} appears twice in the archive")
+        members[key] = info
+    return members
+
+
+class _BoundedReader(io.RawIOBase):
+    """A read-only stream that returns at most ``limit`` bytes of ``raw``."""
+
+    def __init__(self, raw, limit: int):
+        self.raw, self.left = raw, int(limit)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        n = min(len(view), self.left, _CHUNK)
+        if n <= 0:
+            return 0
+        data = self.raw.read(n)
+        view[:len(data)] = data
+        self.left -= len(data)
+        return len(data)
+
+
+_CHUNK = 1 << 20
+#: Largest ``.npy`` header read from a fixture (numpy's own bound).
+MAX_NPY_HEADER = 10000
+#: Largest manifest read from a fixture, in bytes (the presets' are ~30 KB; explicit
+#: ``theta``, ``X``, ``y`` in a spec make it larger).
+MAX_MANIFEST_BYTES = 16 * 2**20
+
+
+def _read_member(path, archive, info: zipfile.ZipInfo, key: str, dtype: np.dtype,
+                 shape: tuple | None, max_data: int) -> np.ndarray:
+    """Read one ``.npy`` member of ``shape`` (``None``: any 1-D of at most ``max_data``
+    bytes) without reading or allocating more than the expected bytes."""
+    name = info.filename
+    # 8 bytes of magic and version, 4 of header length, the header, then the data
+    limit = max_data + 12 + MAX_NPY_HEADER
+    if info.file_size > limit:
+        what = (f"the manifest's shape {shape}" if shape is not None
+                else f"the limit of {format_bytes(max_data)} for the manifest")
+        _fail(path, f"member {name!r} declares {info.file_size} bytes uncompressed, over "
+                    f"the limit: expected at most {limit} for {what} (a zip bomb or a "
+                    "damaged file)")
+    try:
+        with archive.open(info) as raw:
+            reader = io.BufferedReader(_BoundedReader(raw, info.file_size), _CHUNK)
             try:
-                arrays[key] = npz[key]
+                version = npformat.read_magic(reader)
             except ValueError as err:
-                _fail(path, f"array {key!r} cannot be loaded without pickle ({err})")
-    _validate(path, manifest, arrays)
-    for arr in arrays.values():
-        arr.flags.writeable = False
-    return Fixture(manifest, arrays, str(path))
+                _fail(path, f"member {name!r} is not an .npy array ({err})")
+            if version not in ((1, 0), (2, 0)):
+                _fail(path, f"member {name!r}: unsupported .npy format version {version}")
+            read_header = (npformat.read_array_header_1_0 if version == (1, 0)
+                           else npformat.read_array_header_2_0)
+            try:
+                got_shape, fortran, got_dtype = read_header(reader,
+                                                            max_header_size=MAX_NPY_HEADER)
+            except (ValueError, SyntaxError, RecursionError, MemoryError, UnicodeError) as err:
+                _fail(path, f"member {name!r} has an invalid .npy header ({err})")
+            if got_dtype.hasobject:
+                _fail(path, f"array {key!r} has dtype {got_dtype} (Python objects): it cannot "
+                            "be loaded without pickle; fixtures hold float64 only")
+            if got_dtype != dtype:
+                _fail(path, f"array {key!r} has dtype {got_dtype}; fixtures hold "
+                            f"{'float64' if dtype == np.float64 else dtype} only")
+            if shape is None:
+                if len(got_shape) != 1 or got_shape[0] * dtype.itemsize > max_data:
+                    _fail(path, f"member {name!r} has shape {got_shape}: expected a 1-D "
+                                f"array of at most {format_bytes(max_data)} (over the limit)")
+            elif tuple(got_shape) != tuple(shape):
+                _fail(path, f"member {name!r} has shape {tuple(got_shape)}, expected "
+                            f"{tuple(shape)} from the manifest")
+            shape = tuple(got_shape)
+            out = np.empty(shape[::-1] if fortran else shape, dtype=dtype)
+            view = memoryview(out).cast("B") if out.size else memoryview(b"")
+            filled = 0
+            while filled < len(view):
+                n = reader.readinto(view[filled:])
+                if not n:
+                    _fail(path, f"array {key!r} is truncated: {filled} of {len(view)} data "
+                                "bytes")
+                filled += n
+            if reader.read(1) or raw.read(1):
+                _fail(path, f"array {key!r} has trailing bytes after its {len(view)} data "
+                            "bytes")
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
+        _fail(path, f"member {name!r} is corrupt or truncated ({err})")
+    return out.T if fortran else out
 
 
-def _validate(path, manifest, arrays) -> None:
+_MANIFEST_REQUIRED = ("format", "schema_version", "minifim_version", "name", "model",
+                      "num_samples", "num_params", "parameter_order", "reduction", "damping",
+                      "arrays")
+_MANIFEST_OPTIONAL = {"description": str, "parameter_layout": dict, "reduction_note": str,
+                      "labels_dtype": str, "kfac": str, "seeds": (dict, type(None)),
+                      "spec": (dict, type(None)), "command": (str, type(None)),
+                      "trajectory": (dict, type(None))}
+_ENTRY_KEYS = {"shape", "description", "param_axes", "reduction_power", "role"}
+_TRAJECTORY_KEYS = {"optimiser": str, "steps": int, "options": dict, "step_axis": int,
+                    "batch": str, "spec": str, "state_keys": list}
+
+
+def _is_int(value, minimum: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _check_manifest(path, manifest) -> dict[str, tuple]:
+    """Check every manifest entry's type and value; return the arrays' shapes (file order)."""
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         _fail(path, f"the manifest's 'format' is not {FORMAT!r}: not a minifim fixture")
     version = manifest.get("schema_version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+    if not _is_int(version, 1):
         _fail(path, f"invalid schema_version {version!r}")
     if version > SCHEMA_VERSION:
         _fail(path, f"written with fixture schema {version} by minifim "
                     f"{manifest.get('minifim_version', '?')}; this minifim ({__version__}) "
                     f"reads schema <= {SCHEMA_VERSION}. Upgrade minifim to read it")
-    for key in ("model", "arrays", "num_samples", "damping"):
+    for key in _MANIFEST_REQUIRED:
         if key not in manifest:
             _fail(path, f"the manifest has no {key!r} entry")
+    unknown = sorted(set(manifest) - set(_MANIFEST_REQUIRED) - set(_MANIFEST_OPTIONAL))
+    if unknown:
+        _fail(path, f"unknown manifest entr{'y' if len(unknown) == 1 else 'ies'} {unknown} "
+                    f"for schema {version}")
+    for key, kind in _MANIFEST_OPTIONAL.items():
+        if key in manifest and not isinstance(manifest[key], kind):
+            _fail(path, f"the manifest's {key!r} entry has type "
+                        f"{type(manifest[key]).__name__}")
+    for key in ("minifim_version", "name"):
+        if not isinstance(manifest[key], str):
+            _fail(path, f"the manifest's {key!r} entry: expected a string, received "
+                        f"{manifest[key]!r}")
+    if manifest["reduction"] != "mean":
+        _fail(path, f"the manifest's 'reduction' is {manifest['reduction']!r}; fixtures store "
+                    "means ('mean')")
+    damping = manifest["damping"]
+    if (isinstance(damping, bool) or not isinstance(damping, (int, float))
+            or not (0 < damping < math.inf)):
+        _fail(path, f"invalid damping {damping!r} in the manifest: expected a finite number "
+                    "> 0")
+    model = manifest["model"]
+    if not isinstance(model, dict):
+        _fail(path, f"the manifest's model {model!r} is invalid: expected a mapping")
     try:
-        net = MLP(**manifest["model"])
+        net = MLP(**model)
     except (TypeError, ValueError) as err:
-        _fail(path, f"the manifest's model {manifest['model']!r} is invalid ({err})")
+        _fail(path, f"the manifest's model {model!r} is invalid ({err})")
     N = manifest["num_samples"]
-    if isinstance(N, bool) or not isinstance(N, int) or N < 1:
+    if not _is_int(N, 1):
         _fail(path, f"invalid num_samples {N!r} in the manifest")
+    if manifest["num_params"] != net.num_params or isinstance(manifest["num_params"], bool):
+        _fail(path, f"invalid num_params {manifest['num_params']!r} in the manifest: the "
+                    f"model has P = {net.num_params}")
+    if manifest["parameter_order"] != net.param_names():
+        _fail(path, f"invalid parameter_order {manifest['parameter_order']!r} in the "
+                    f"manifest: expected {net.param_names()}")
+    traj = manifest.get("trajectory")
+    if traj is not None:
+        bad = [k for k, v in traj.items() if k not in _TRAJECTORY_KEYS
+               or not isinstance(v, _TRAJECTORY_KEYS[k]) or isinstance(v, bool)]
+        if (bad or not _is_int(traj.get("steps"), 1)
+                or not all(isinstance(k, str) for k in traj.get("state_keys", []))):
+            _fail(path, f"invalid trajectory entry {traj!r} in the manifest")
     listed = manifest["arrays"]
     if not isinstance(listed, dict) or not all(isinstance(v, dict) for v in listed.values()):
         _fail(path, "the manifest's 'arrays' entry is not a mapping of name -> description")
-    traj = manifest.get("trajectory")
-    if traj is not None and not (isinstance(traj, dict) and isinstance(traj.get("steps"), int)):
-        _fail(path, f"invalid trajectory entry {traj!r} in the manifest")
-    missing = [k for k in listed if k not in arrays]
-    if missing:
-        _fail(path, f"missing array(s) {missing} listed in the manifest (truncated or edited "
-                    "file?)")
-    extra = [k for k in arrays if k not in listed]
-    if extra:
-        _fail(path, f"unexpected array(s) {extra} not described by the manifest")
-    shapes = expected_shapes(net, N, manifest.get("trajectory"))
-    absent = [k for k in shapes if k not in arrays]
+    standard = expected_shapes(net, N, traj)
+    absent = [k for k in standard if k not in listed]
     if absent:
         _fail(path, f"missing required array(s) {absent}")
-    for key, arr in arrays.items():
-        if arr.dtype != np.float64:
-            _fail(path, f"array {key!r} has dtype {arr.dtype}; fixtures hold float64 only")
-        want = shapes.get(key, tuple(listed[key].get("shape", arr.shape)))
-        if arr.shape != tuple(want) or list(arr.shape) != list(listed[key].get("shape",
-                                                                               arr.shape)):
-            _fail(path, f"array {key!r} has shape {arr.shape}, expected {tuple(want)} for "
-                        f"{net!r} with N = {N}")
-        if not key.startswith("trajectory/state/") and not np.all(np.isfinite(arr)):
-            _fail(path, f"array {key!r} holds NaN/Inf")
+    state_keys = set(traj.get("state_keys", [])) if traj is not None else set()
+    shapes = {}
+    for key, entry in listed.items():
+        shape = entry.get("shape")
+        if not (isinstance(shape, list) and all(_is_int(s) for s in shape)):
+            _fail(path, f"array {key!r}: invalid shape {shape!r} in the manifest (expected a "
+                        "list of integers >= 0)")
+        shape = tuple(shape)
+        if key in standard:
+            if shape != standard[key]:
+                _fail(path, f"array {key!r} has shape {shape} in the manifest, expected "
+                            f"{standard[key]} for {net!r} with N = {N}")
+        elif key.startswith("trajectory/state/") and key[len("trajectory/state/"):] in \
+                state_keys:
+            if not shape or shape[0] != traj["steps"] + 1:
+                _fail(path, f"array {key!r} has shape {shape} in the manifest, expected "
+                            f"{traj['steps'] + 1} rows (one per step)")
+        else:
+            _fail(path, f"unexpected array {key!r} in the manifest: not an array of schema "
+                        f"{version}")
+        _check_entry(path, key, entry, shape, net)
+        shapes[key] = shape
+    total = 8 * sum(math.prod(s) for s in shapes.values())
+    budget = memory_budget()
+    if total > budget:
+        _fail(path, f"the manifest describes {len(shapes)} float64 arrays of "
+                    f"{format_bytes(total)} in total ({net!r}, N = {N}), over the memory "
+                    f"budget of {format_bytes(budget)} (raise it with "
+                    "minifim.set_memory_budget or minifim.memory_limit if the file is "
+                    "trusted)")
+    return shapes
+
+
+def _check_entry(path, key: str, entry: dict, shape: tuple, net: MLP) -> None:
+    """An array's manifest entry: known keys, a string description, and the parameter axes,
+    reduction power and role that the schema gives this array."""
+    unknown = sorted(set(entry) - _ENTRY_KEYS)
+    if unknown:
+        _fail(path, f"array {key!r}: unknown key(s) {unknown} in its manifest entry")
+    if not isinstance(entry.get("description", ""), str):
+        _fail(path, f"array {key!r}: the manifest's description is not a string")
+    want = _describe_array(key, net) if not key.startswith("trajectory/state/") else {
+        "param_axes": [1] if shape[1:] == (net.num_params,) else [], "reduction_power": None}
+    for field_name in ("param_axes", "reduction_power", "role"):
+        if field_name in entry or field_name in want:
+            got = entry.get(field_name)
+            if json.dumps(got) != json.dumps(want.get(field_name)):
+                _fail(path, f"array {key!r}: {field_name} {got!r} in the manifest, expected "
+                            f"{want.get(field_name)!r} (schema {SCHEMA_VERSION})")

@@ -245,7 +245,8 @@ def test_save_load_round_trip(tmp_path):
     for k in fx.keys():
         assert np.array_equal(back[k], fx[k]) and back[k].dtype == np.float64
     assert back.path == str(path) and load_fixture(back) is back
-    assert load_fixture(path) is back  # cached per (path, inode, mtime, size)
+    again = load_fixture(path)  # read once per (path, inode, mtime, size), a new container
+    assert again is not back and again["true_fisher"].base is back["true_fisher"].base
     with pytest.raises(ValueError, match="read-only"):
         back["true_fisher"][0, 0] = 1.0
     with np.load(path, allow_pickle=False) as z:  # plain numpy can read it
@@ -451,3 +452,280 @@ def test_save_checks_its_arguments(tmp_path):
     bad = Fixture(get("logistic-regression").manifest, {"manifest": np.ones(2)})
     with pytest.raises(ValueError, match="reserved"):
         save_fixture(bad, tmp_path / "x.npz")
+
+
+# --- the registry of trajectory optimisers ----------------------------------------------------
+def test_trajectory_optimisers_are_an_explicit_registry():
+    assert sorted(fixtures.TRAJECTORY_OPTIMISERS) == sorted(
+        ["sgd", "momentum", "adam", "ngd", "gauss_newton", "kfac"])
+    for name in ("GaussianPrior", "fit_map", "train", "Optimizer", "Batch", "objective"):
+        with pytest.raises(ValueError, match=r"unknown optimiser .*expected one of \['adam'"):
+            make_fixture("logistic-regression", trajectory=f"{name}:steps=1,precision=1.0")
+
+
+# --- a spec name is a file name ------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["../x", "/tmp/x", "a/b", "a\\b", "", ".", "..", "x\x00y",
+                                  "tab\tname", "x" * 201])
+def test_spec_name_cannot_escape_the_output_folder(name):
+    with pytest.raises(ValueError, match=r"spec\['name'\]: expected a file name"):
+        make_fixture({"preset": "logistic-regression", "name": name})
+    fx = get("logistic-regression")
+    with pytest.raises(ValueError, match="name: expected a file name"):
+        build_fixture(fx.net, fx.theta, fx.X, fx.y, name=name)
+
+
+def test_ordinary_spec_names_are_kept():
+    for name in ("mine", "my-fixture_2.v1", "Café 3"):
+        assert make_fixture({"preset": "logistic-regression", "name": name}).name == name
+
+
+# --- one caller cannot change the fixture another caller loads --------------------------------
+def test_loaded_fixture_is_fresh_per_call_and_read_only(tmp_path):
+    path = get("logistic-regression").save(tmp_path / "f.npz")
+    first = load_fixture(path)
+    F = first["true_fisher"].copy()
+    with pytest.raises(ValueError, match="read-only"):
+        first.arrays["true_fisher"][:] = 0.0
+    with pytest.raises(ValueError):
+        first.arrays["true_fisher"].flags.writeable = True
+    first.arrays["true_fisher"] = np.zeros_like(F)          # item assignment: this copy only
+    first.manifest["arrays"]["true_fisher"]["reduction_power"] = 0
+    first.manifest["model"]["sizes"] = [1, 1]
+    second = load_fixture(path)
+    assert second is not first and second.arrays is not first.arrays
+    assert np.array_equal(second["true_fisher"], F)
+    assert second.manifest["arrays"]["true_fisher"]["reduction_power"] == 1
+    assert second.net.sizes == (4, 1)
+    assert second["gradient"].base is first["gradient"].base  # the file is read once
+    assert not minifim.check(path, {"true_fisher": np.zeros_like(F)}).passed
+
+
+# --- fixtures are untrusted input -------------------------------------------------------------------
+def _npy_header(shape, descr="<f8", fortran=False, version=(1, 0)):
+    from numpy.lib import format as npf
+
+    buf = io.BytesIO()
+    header = {"descr": descr, "fortran_order": fortran, "shape": tuple(shape)}
+    (npf.write_array_header_1_0 if version == (1, 0) else npf.write_array_header_2_0)(
+        buf, header)
+    return buf.getvalue()
+
+
+def _rezip(src, dst, replace=None, add=None, drop=(), compression=zipfile.ZIP_STORED):
+    """Copy the members of ``src`` to ``dst``; ``replace``/``add``: name -> bytes or a
+    callable writing to a file handle (to stream large members without holding them)."""
+    replace, add = dict(replace or {}), dict(add or {})
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", compression) as zout:
+        items = [(i.filename, None) for i in zin.infolist()] + list(add.items())
+        for name, content in items:
+            if name in drop:
+                continue
+            content = replace.get(name, content)
+            if content is None:
+                content = zin.read(name)
+            if callable(content):
+                with zout.open(name, "w", force_zip64=True) as fh:
+                    content(fh)
+            else:
+                zout.writestr(name, content)
+    return dst
+
+
+def _zeros_writer(header, nbytes):
+    def write(fh):
+        fh.write(header)
+        chunk = bytes(1 << 20)
+        left = nbytes
+        while left > 0:
+            fh.write(chunk[:min(left, len(chunk))])
+            left -= len(chunk)
+    return write
+
+
+@pytest.fixture
+def saved(tmp_path):
+    return get("logistic-regression").save(tmp_path / "good.npz")
+
+
+def _bomb(saved, tmp_path, nbytes=64 * 2**20):
+    """A deflated member that decompresses to ``nbytes`` of zeros under a header claiming
+    the matching shape: a ~65 KB file that asks for 64 MiB."""
+    P = int(nbytes // 8)
+    return _rezip(saved, tmp_path / "bomb.npz", compression=zipfile.ZIP_DEFLATED,
+                  replace={"true_fisher.npy": _zeros_writer(_npy_header((P,)), nbytes)})
+
+
+def test_zip_bomb_is_refused_before_decompressing(saved, tmp_path):
+    import tracemalloc
+
+    bomb = _bomb(saved, tmp_path)
+    assert bomb.stat().st_size < 200_000
+    load_fixture(saved)  # warm the imports
+    tracemalloc.start()
+    try:
+        with pytest.raises(FixtureError, match=r"'true_fisher.npy' declares 67108992 bytes.*"
+                                               r"expected at most"):
+            load_fixture(bomb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2**20, f"peak {peak / 2**20:.1f} MiB"  # before: the full 64 MiB
+
+
+def test_lying_npy_header_is_refused_before_allocating(saved, tmp_path):
+    import tracemalloc
+
+    # a stored member whose header claims 10^8 float64 (800 MB) with no data behind it
+    liar = _rezip(saved, tmp_path / "liar.npz",
+                  replace={"true_fisher.npy": _npy_header((10**8,))})
+    huge = _rezip(saved, tmp_path / "huge.npz",
+                  replace={"true_fisher.npy": _npy_header((10**15, 10**15))})
+    tracemalloc.start()
+    try:
+        for path in (liar, huge):
+            with pytest.raises(FixtureError, match=r"'true_fisher.npy' has shape \(1"):
+                load_fixture(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2**20, f"peak {peak / 2**20:.1f} MiB"  # before: 763 MiB / MemoryError
+
+
+def test_manifest_bomb_is_refused(saved, tmp_path):
+    nbytes = 32 * 2**20
+    bomb = _rezip(saved, tmp_path / "mbomb.npz", compression=zipfile.ZIP_DEFLATED,
+                  replace={"manifest.npy": _zeros_writer(_npy_header((nbytes,), "|u1"),
+                                                         nbytes)})
+    with pytest.raises(FixtureError, match="manifest.*over the limit"):
+        load_fixture(bomb)
+
+
+def _manifest_edit(saved, tmp_path, edit):
+    with np.load(saved) as z:
+        manifest = json.loads(bytes(z["manifest"]).decode())
+    edit(manifest)
+    data = json.dumps(manifest).encode()
+    return _rezip(saved, tmp_path / "edited.npz",
+                  replace={"manifest.npy": _npy_header((len(data),), "|u1") + data})
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda m: m.__setitem__("num_samples", "10"), "num_samples"),
+    (lambda m: m.__setitem__("num_samples", -10), "num_samples"),
+    (lambda m: m.__setitem__("num_samples", True), "num_samples"),
+    (lambda m: m.__setitem__("num_params", "5"), "num_params"),
+    (lambda m: m.__setitem__("num_params", 6), "num_params"),
+    (lambda m: m["model"].__setitem__("sizes", [4, -1]), "model"),
+    (lambda m: m["model"].__setitem__("sizes", ["4", "1"]), "model"),
+    (lambda m: m["model"].__setitem__("colour", 1), "model"),
+    (lambda m: m.__setitem__("model", [4, 1]), "model"),
+    (lambda m: m.__setitem__("damping", "0.001"), "damping"),
+    (lambda m: m.__setitem__("damping", float("nan")), "damping"),
+    (lambda m: m.__setitem__("damping", -1.0), "damping"),
+    (lambda m: m.pop("name"), "no 'name' entry"),
+    (lambda m: m.pop("parameter_order"), "no 'parameter_order' entry"),
+    (lambda m: m.__setitem__("parameter_order", ["b0", "W0"]), "parameter_order"),
+    (lambda m: m.__setitem__("name", 3), "'name'"),
+    (lambda m: m.__setitem__("reduction", "sum"), "reduction"),
+    (lambda m: m.__setitem__("colour", "blue"), r"unknown manifest entr.*'colour'"),
+    (lambda m: m["arrays"]["gradient"].__setitem__("shape", ["5"]), "gradient.*shape"),
+    (lambda m: m["arrays"]["gradient"].__setitem__("shape", [-5]), "gradient.*shape"),
+    (lambda m: m["arrays"]["gradient"].__setitem__("param_axes", [3]), "gradient.*param_axes"),
+    (lambda m: m["arrays"]["gradient"].__setitem__("param_axes", "0"), "gradient.*param_axes"),
+    (lambda m: m["arrays"]["true_fisher"].__setitem__("reduction_power", 0),
+     "true_fisher.*reduction_power"),
+    (lambda m: m["arrays"]["true_fisher"].__setitem__("reduction_power", "1"),
+     "true_fisher.*reduction_power"),
+    (lambda m: m["arrays"]["true_fisher"].__setitem__("description", 3),
+     "true_fisher.*description"),
+    (lambda m: m["arrays"]["true_fisher"].__setitem__("colour", 3),
+     r"true_fisher.*unknown key"),
+    (lambda m: m["arrays"].__setitem__("extra", {"shape": [1]}), "extra"),
+    (lambda m: m.__setitem__("trajectory", {"steps": 10**12, "state_keys": []}),
+     "trajectory"),
+])
+def test_manifest_with_wrong_types_is_refused(saved, tmp_path, edit, match):
+    with pytest.raises(FixtureError, match=match):
+        load_fixture(_manifest_edit(saved, tmp_path, edit))
+
+
+def test_manifest_of_a_huge_model_is_refused_by_the_memory_budget(saved, tmp_path):
+    import tracemalloc
+
+    def edit(m):  # a consistent manifest of P = 40001 (dense arrays of 12 GiB each)
+        m["model"]["sizes"] = [40000, 1]
+        m["num_params"] = 40001
+        shapes = fixtures.expected_shapes(minifim.MLP(**m["model"]), m["num_samples"])
+        for key, shape in shapes.items():
+            m["arrays"][key]["shape"] = list(shape)
+    path = _manifest_edit(saved, tmp_path, edit)
+    tracemalloc.start()
+    try:
+        with minifim.memory_limit(2**30):
+            with pytest.raises(FixtureError, match=r"GiB.*over the memory budget"):
+                load_fixture(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2**20
+
+
+def test_damaged_files_are_refused(saved, tmp_path):
+    data = saved.read_bytes()
+    cases = {
+        "empty.npz": (b"", "empty"),
+        "truncated.npz": (data[: len(data) // 2], "not a zip archive"),
+        "text.npz": (b"hello, not a fixture\n" * 20, "not a zip archive"),
+        "tail.npz": (data[:-10], "not a zip archive"),
+    }
+    for name, (content, match) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(FixtureError, match=match):
+            load_fixture(tmp_path / name)
+    # a flipped data byte: the zip CRC catches it
+    with zipfile.ZipFile(saved) as z:
+        info = z.getinfo("true_fisher.npy")
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra) + 200
+    flipped = bytearray(data)
+    flipped[start] ^= 0xFF
+    (tmp_path / "flipped.npz").write_bytes(bytes(flipped))
+    with pytest.raises(FixtureError, match="true_fisher.npy.*(CRC|corrupt)"):
+        load_fixture(tmp_path / "flipped.npz")
+
+
+@pytest.mark.filterwarnings("ignore:Duplicate name")  # the test writes one on purpose
+def test_odd_members_are_refused(saved, tmp_path):
+    fisher = get("logistic-regression")["true_fisher"]
+    cases = [
+        (dict(add={"junk.npy": _npy_header((10**8,))}), "unexpected array.*junk"),
+        (dict(add={"notes.txt": b"hi"}), "notes.txt.*not an .npy"),
+        (dict(add={"true_fisher.npy": b""}), "twice"),
+        (dict(drop=("true_fisher.npy",)), r"missing array\(s\) \['true_fisher'\]"),
+        (dict(replace={"true_fisher.npy": _npy_header((5, 5), "<f4") + bytes(100)}),
+         "float32"),
+        (dict(replace={"true_fisher.npy": _npy_header((5, 5), ">f8")
+                       + fisher.astype(">f8").tobytes()}), ">f8"),
+        (dict(replace={"true_fisher.npy": _npy_header((5, 5)) + bytes(100)}),
+         "truncated"),
+        (dict(replace={"true_fisher.npy": _npy_header((5, 5)) + bytes(400)}),
+         "trailing"),
+        (dict(replace={"true_fisher.npy": b"\x93NUMPY\x09\x00" + bytes(20)}), "version"),
+        (dict(replace={"true_fisher.npy": b"not npy at all"}), "not an .npy"),
+        (dict(replace={"true_fisher.npy": _npy_header((5, 5), "|O")}), "pickle|dtype"),
+    ]
+    for kwargs, match in cases:
+        path = _rezip(saved, tmp_path / "odd.npz", **kwargs)
+        with pytest.raises(FixtureError, match=match):
+            load_fixture(path)
+
+
+def test_fortran_order_and_deflate_are_read(saved, tmp_path):
+    fx = get("logistic-regression")
+    F = fx["true_fisher"]
+    path = _rezip(saved, tmp_path / "f.npz", compression=zipfile.ZIP_DEFLATED,
+                  replace={"true_fisher.npy": _npy_header((5, 5), fortran=True)
+                           + np.asfortranarray(F).tobytes(order="F")})
+    back = load_fixture(path)
+    assert np.array_equal(back["true_fisher"], F) and not back["true_fisher"].flags.writeable
+    for key in fx.keys():
+        assert np.array_equal(back[key], fx[key]), key
