@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 SRC    := setup.cfg pyproject.toml
 export MPLBACKEND := Agg
 
-.PHONY: test experiments bench lint crosscheck clean venv
+.PHONY: test test-kernels test-thorough experiments bench lint crosscheck clean venv
 
 $(VENV)/.stamp-base:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,15 @@ venv: $(VENV)/.stamp-test
 # `minifim` collects the docstring examples (--doctest-modules, set in setup.cfg).
 test: $(VENV)/.stamp-test
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(PY) -m pytest tests minifim
+
+# The suite under every OpenBLAS kernel (OPENBLAS_CORETYPE, and unset) x 1 and 2 BLAS threads:
+# a kernel x threads table of passed/failed counts; fails if any cell fails (several minutes).
+test-kernels: $(VENV)/.stamp-test
+	$(PY) tools/test_kernels.py tests minifim
+
+# Hypothesis properties with hundreds of random (not derandomized) examples each.
+test-thorough: $(VENV)/.stamp-test
+	HYPOTHESIS_PROFILE=thorough OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(PY) -m pytest tests minifim
 
 experiments: $(VENV)/.stamp-experiments
 	@set -e; for f in experiments/[a-z]*.py; do echo "== $$f"; $(PY) $$f; done
