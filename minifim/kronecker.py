@@ -196,6 +196,11 @@ class KFACFactors:
                              "damping = 0; use damping > 0")
         if method == "eigen":
             eig = [(np.linalg.eigh(G), np.linalg.eigh(A)) for G, A in zip(self.G, self.A)]
+            for l, ((g, _), (a, _)) in enumerate(eig):
+                denom = np.outer(g, a) + damping
+                _check_conditioned(denom, damping, f"G_{l} kron A_{l} + damping I")
+                if self.bias == "separate":
+                    _check_conditioned(g + damping, damping, f"G_{l} + damping I (bias)")
 
             def on_matrix(l, V):
                 (g, QG), (a, QA) = eig[l]
@@ -213,6 +218,16 @@ class KFACFactors:
             tg, ta = np.trace(G) / G.shape[0], np.trace(A) / A.shape[0]
             return np.sqrt(ta / tg) if pi_correction and tg > 0 and ta > 0 else 1.0
 
+        for l, (G, A) in enumerate(zip(self.G, self.A)):
+            p = pi(l)
+            _check_conditioned(np.linalg.eigvalsh(G) + sq / p, damping,
+                               f"G_{l} + sqrt(damping) / pi I")
+            _check_conditioned(np.linalg.eigvalsh(A) + p * sq, damping,
+                               f"A_{l} + pi sqrt(damping) I")
+            if self.bias == "separate":
+                _check_conditioned(np.linalg.eigvalsh(G) + damping, damping,
+                                   f"G_{l} + damping I (bias)")
+
         def on_matrix_f(l, V):
             G, A, p = self.G[l], self.A[l], pi(l)
             left = np.linalg.solve(G + sq / p * np.eye(G.shape[0]), V)
@@ -223,6 +238,21 @@ class KFACFactors:
             return np.linalg.solve(G + damping * np.eye(G.shape[0]), b)
 
         return self._apply(v, on_matrix_f, on_bias_f)
+
+
+def _check_conditioned(eigenvalues: np.ndarray, damping: float, what: str) -> None:
+    """Refuse a damped symmetric system whose eigenvalues ``eigenvalues`` (any shape) give a
+    condition number ``max / min >= 1 / (n eps)`` (no correct digit: the dense route's
+    ``dpocon`` criterion, exact here from the eigenvalues), or a non-positive one."""
+    w = np.ravel(eigenvalues)
+    lo, hi = float(w.min()), float(w.max())
+    n = w.size
+    if not (lo > 0 and lo > n * np.finfo(np.float64).eps * hi):
+        cond = hi / lo if lo > 0 else float("inf")
+        raise ValueError(f"damping: the K-FAC system {what} has condition number {cond:.3g} "
+                         f">= 1 / (n eps) = {1 / (n * np.finfo(np.float64).eps):.3g} (eigenvalues "
+                         f"in [{lo:.3g}, {hi:.3g}]) with damping = {damping!r}; increase damping "
+                         "(the solve cannot be accurate)")
 
 
 def _singular(M: np.ndarray) -> bool:

@@ -124,6 +124,9 @@ def damped_solve(M, g, damping: float, *, what: str = "M", symmetric_indefinite:
     A = M if overwrite_m and M.flags.writeable else M.copy()
     A[np.diag_indices(P)] += damping
     anorm = float(sla.lapack.dlange("1", A))  # 1-norm without an |A| temporary
+    if not anorm > np.finfo(np.float64).tiny / EPS:  # entries near underflow: no precision
+        raise _singular(what, damping, f"1-norm {anorm:.3g} at the underflow threshold, the "
+                        "entries have lost their relative precision")
     if symmetric_indefinite:
         with warnings.catch_warnings():
             warnings.simplefilter("error", sla.LinAlgWarning)
@@ -195,11 +198,21 @@ def _structured(net, theta, X, y, g, damping, curvature, fisher, n_samples, rng,
 
 # --- Woodbury / push-through -----------------------------------------------------------------
 def _woodbury(net, theta, X, y, g, damping, curvature, n_samples, rng, chunk_size):
-    """Push-through solve on the per-layer factors (see the module docstring)."""
-    N = X.shape[0]
+    """Push-through solve on the per-layer factors (see the module docstring).
+
+    Returns ``(d, info)`` with the relative residual and the refinement steps taken. The
+    condition number ``cond(M + damping I) = (lambda_max + damping) / damping`` is estimated
+    from the 1-norm of the damped Gram matrix (an upper bound of ``lambda_max + damping``)
+    and refused when ``damping / ||.||_1 <= N K eps`` (no correct digit); otherwise the
+    solution is refined on the true residual until its backward error
+    ``|r| / (||M + damping I|| |d| + |g|)`` is at most ``(N K + P) eps`` (a stable solve's).
+    """
+    N, P = X.shape[0], net.num_params
     K = _num_seeds(net, curvature, n_samples)
     NK = N * K
-    require_memory(3 * 8 * NK * NK, f"Woodbury Gram matrix (N K, N K) = ({NK}, {NK}) float64",
+    widths = sum(o + i for o, i in net.shapes)
+    require_memory(3 * 8 * NK * NK + 8 * NK * widths,
+                   f"Woodbury Gram matrix (N K, N K) = ({NK}, {NK}) float64 and the factors",
                    "method='cg' (matrix-free conjugate gradients)")
     if damping == 0:
         raise _singular(f"{curvature} curvature", damping, "the Woodbury route divides by the "
@@ -213,30 +226,66 @@ def _woodbury(net, theta, X, y, g, damping, curvature, n_samples, rng, chunk_siz
             Bs[l].append(B_chunk[l])
     acts = [np.concatenate(a) for a in acts]
     Bs = [np.concatenate(b) for b in Bs]
+    layers = list(zip(net.layer_slices, net.shapes, acts, Bs))
+
+    def U_apply(v):  # U v: (N, K)
+        out = np.zeros((N, K))
+        for (ws, bs), (o, i), a, B in layers:
+            out += np.einsum("nko,no->nk", B, a @ v[ws].reshape(o, i).T + v[bs])
+        return out
+
+    def Ut_apply(z):  # U^T z: (P,)
+        out = np.empty(P)
+        for (ws, bs), _, a, B in layers:
+            Bz = np.einsum("nko,nk->no", B, z)
+            out[ws] = (Bz.T @ a).ravel()
+            out[bs] = Bz.sum(axis=0)
+        return out
+
     gram = np.zeros((N, K, N, K))
-    Ug = np.zeros((N, K))
-    for (ws, bs), (o, i), a, B in zip(net.layer_slices, net.shapes, acts, Bs):
+    for _, (o, _), a, B in layers:
         Bf = B.reshape(NK, o)
         inner = a @ a.T + 1.0  # (N, N): <[a_n, 1], [a_m, 1]>
         BB = (Bf @ Bf.T).reshape(N, K, N, K)
         BB *= inner[:, None, :, None]
         gram += BB
-        Ug += np.einsum("nko,no->nk", B, a @ g[ws].reshape(o, i).T + g[bs])
     scale = 1.0 / N
     gram = gram.reshape(NK, NK)
     gram *= scale
     gram.flat[::NK + 1] += damping
+    anorm = float(sla.lapack.dlange("1", gram))  # >= lambda_max(M) + damping
+    cond_est = anorm / damping
+    advice = (f"estimated condition number of (M + damping I) {cond_est:.3g} = (||M|| + "
+              f"damping) / damping with ||M|| <= {anorm - damping:.3g}; increase damping "
+              f"(to at least ~{1e-8 * anorm:.3g} for 8 correct digits) or use method='dense'")
+    if not damping > NK * EPS * anorm:
+        raise _singular(f"{curvature} curvature (Woodbury)", damping, advice)
     try:
         c = sla.cho_factor(gram, lower=False, check_finite=False)
-    except sla.LinAlgError:  # pragma: no cover - PSD + damping > 0
-        raise _singular("Gram matrix", damping, "Cholesky failed") from None
-    z = sla.cho_solve(c, scale * Ug.ravel(), check_finite=False).reshape(N, K)
-    Utz = np.empty_like(g)
-    for (ws, bs), a, B in zip(net.layer_slices, acts, Bs):
-        Bz = np.einsum("nko,nk->no", B, z)
-        Utz[ws] = (Bz.T @ a).ravel()
-        Utz[bs] = Bz.sum(axis=0)
-    return (g - Utz) / damping
+    except sla.LinAlgError:
+        raise _singular("Gram matrix", damping, "Cholesky failed; " + advice) from None
+
+    def solve(rhs):
+        z = sla.cho_solve(c, scale * U_apply(rhs).ravel(), check_finite=False)
+        return (rhs - Ut_apply(z.reshape(N, K))) / damping
+
+    gnorm = float(np.linalg.norm(g))
+    if gnorm == 0:
+        return np.zeros_like(g), {"residual": 0.0, "refinements": 0}
+    d = solve(g)
+    threshold = (NK + P) * EPS
+    for step in range(_REFINEMENTS + 1):
+        r = g - (scale * Ut_apply(U_apply(d)) + damping * d)
+        rnorm = float(np.linalg.norm(r))
+        eta = rnorm / (anorm * float(np.linalg.norm(d)) + gnorm)
+        if eta <= threshold or step == _REFINEMENTS or not np.isfinite(eta):
+            break
+        d = d + solve(r)
+    if not eta <= threshold:
+        raise _singular(f"{curvature} curvature (Woodbury)", damping,
+                        f"backward error {eta:.3g} > (N K + P) eps = {threshold:.3g} after "
+                        f"{step} refinements; " + advice)
+    return d, {"residual": rnorm / gnorm, "refinements": step}
 
 
 # --- conjugate gradients ---------------------------------------------------------------------
@@ -449,7 +498,9 @@ def natural_gradient(net, theta, X, y, damping: float = 1e-3, curvature: str = "
         d = damped_solve(M, g, damping, what=f"{curvature} curvature",
                          symmetric_indefinite=curvature == "hessian", overwrite_m=True)
     elif method == "woodbury":
-        d = _woodbury(net, theta, X, y, g, damping, curvature, n_samples, rng, chunk_size)
+        d, stats = _woodbury(net, theta, X, y, g, damping, curvature, n_samples, rng,
+                             chunk_size)
+        info.update(stats)
     elif method == "cg":
         d, stats = _cg(net, theta, X, y, g, damping, curvature, n_samples, rng, tol, maxiter,
                        extra)

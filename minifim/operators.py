@@ -23,11 +23,11 @@ __all__ = ["fisher_operator", "ggn_operator", "hessian_operator"]
 
 
 def _require_operator_memory(net, N: int, fisher: str, n_samples: int) -> None:
-    """Guard the output-space arrays a :func:`fisher_operator` builds: the seeds
-    ``E: (N, K, C)`` and the stored ``E^T E: (N, C, C)``, alive together."""
+    """Guard the largest array a :func:`fisher_operator` builds: the stored
+    ``E^T E: (N, C, C)`` (or the seeds ``E: (N, K, C)`` when ``K > C``)."""
     C = net.output_dim
     K = C if fisher in ("true", "ggn") else (n_samples if fisher == "mc" else 1)
-    require_memory(8 * N * C * (C + K),
+    require_memory(8 * N * C * max(C, K),
                    f"{fisher!r} operator: output-space Fisher E^T E (N, C, C) = ({N}, {C}, {C}) "
                    f"and seeds (N, K, C) = ({N}, {K}, {C}) float64",
                    "the sum of fisher_operator over chunks of X (products are additive over "

@@ -68,6 +68,7 @@ from ._validation import (
     check_nonnegative,
     check_positive,
 )
+from .kronecker import _check_conditioned
 from .kronecker import kfac as _kfac_factors
 from .ngd import BASE_FISHERS, CURVATURES, METHODS, natural_gradient
 from .objective import loss_and_gradient
@@ -358,6 +359,10 @@ def ngd(lr=1.0, damping: float = 1e-3, curvature: str = "true", method: str = "a
                              method, fisher=fisher, n_samples=n_samples, rng=rng, grad=g,
                              kfac_bias=kfac_bias, kfac_solve=kfac_solve, tol=tol,
                              extra_curvature=extra)
+        if not np.all(np.isfinite(d)):
+            raise FloatingPointError(f"ngd: the direction of step {step} is not finite "
+                                     f"(damping = {damping!r}, curvature={curvature!r}); "
+                                     "increase damping")
         eta = lr(step)
         if max_kl is not None:
             quad = float(g @ d - damping * (d @ d))  # d^T M d
@@ -385,6 +390,15 @@ def gauss_newton(lr=1.0, damping: float = 0.0, method: str = "auto", *, tol: flo
 _DAMPING_RANGE = (1e-12, 1e12)
 
 
+def _check_kfac_system(eigenvalues, damping, what):
+    """Refuse a damped factor system with condition number ``>= 1 / (n eps)`` (see
+    :func:`minifim.kronecker._check_conditioned`), naming the damping and the figures."""
+    try:
+        _check_conditioned(eigenvalues, damping, what)
+    except ValueError as err:
+        raise ValueError(f"{err} (optim.kfac: raise damping, or adapt_damping=True)") from None
+
+
 def _kfac_inverses(A, G, damping, bias, solve):
     """Preconditioner arrays of one layer from its factors (see :func:`kfac`)."""
     if solve == "eigen":
@@ -394,10 +408,14 @@ def _kfac_inverses(A, G, damping, bias, solve):
     sq = np.sqrt(damping)
     ta, tg = np.trace(A) / A.shape[0], np.trace(G) / G.shape[0]
     pi = np.sqrt(ta / tg) if ta > 0 and tg > 0 else 1.0
+    wA, wG = np.linalg.eigvalsh(A), np.linalg.eigvalsh(G)
+    _check_kfac_system(wA + pi * sq, damping, "A + pi sqrt(damping) I")
+    _check_kfac_system(wG + sq / pi, damping, "G + sqrt(damping) / pi I")
     out = {"Ainv": np.linalg.inv(A + pi * sq * np.eye(A.shape[0])),
            "Ginv": np.linalg.inv(G + sq / pi * np.eye(G.shape[0])),
            "pi": np.asarray(pi, dtype=np.float64)}
     if bias == "separate":
+        _check_kfac_system(wG + damping, damping, "G + damping I (bias)")
         out["Gbinv"] = np.linalg.inv(G + damping * np.eye(G.shape[0]))
     return out
 
@@ -411,8 +429,14 @@ def _kfac_direction(net, g, state, damping, bias, solve):
             V = np.concatenate([V, vb[:, None]], axis=1)
         if solve == "eigen":
             QA, eA, QG, eG = (state[f"{k}{l}"] for k in ("QA", "eA", "QG", "eG"))
-            D = QG @ ((QG.T @ V @ QA) / (np.outer(eG, eA) + damping)) @ QA.T
-            db = None if bias == "folded" else QG @ ((QG.T @ vb) / (eG + damping))
+            denom = np.outer(eG, eA) + damping
+            _check_kfac_system(denom, damping, f"G_{l} kron A_{l} + damping I")
+            D = QG @ ((QG.T @ V @ QA) / denom) @ QA.T
+            if bias == "folded":
+                db = None
+            else:
+                _check_kfac_system(eG + damping, damping, f"G_{l} + damping I (bias)")
+                db = QG @ ((QG.T @ vb) / (eG + damping))
         else:
             D = state[f"Ginv{l}"] @ V @ state[f"Ainv{l}"]
             db = None if bias == "folded" else state[f"Gbinv{l}"] @ vb

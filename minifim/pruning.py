@@ -181,16 +181,27 @@ def _static_path(theta, scores, prunable, counts, method, n_prunable, costs=None
 
 
 def _inverse(A, damping):
+    """``A^{-1}`` of the damped curvature by Cholesky, refused (``ValueError`` naming
+    ``damping``) when ``A`` is not positive definite or its reciprocal condition number
+    (LAPACK ``dpocon``) is at most ``P eps`` (no correct digit in the inverse)."""
+    P = A.shape[0]
+    hint = (f"the Fisher of a network is usually singular, pass damping > 0 (e.g. 1e-4 * the "
+            f"mean of its diagonal = {1e-4 * np.mean(np.diag(A)):.3g})")
+    anorm = float(sla.lapack.dlange("1", A))
     try:
         chol = sla.cho_factor(A, lower=True, check_finite=False)
     except np.linalg.LinAlgError:
         chol = None
     if chol is None or not np.all(np.diag(chol[0]) > 0):
         raise ValueError(f"damping: the curvature plus damping * I is not positive definite "
-                         f"(received damping={damping!r}); the Fisher of a network is usually "
-                         f"singular, pass damping > 0 (e.g. 1e-4 * the mean of its diagonal "
-                         f"= {1e-4 * np.mean(np.diag(A)):.3g})")
-    Ainv = sla.cho_solve(chol, np.eye(A.shape[0]), check_finite=False)
+                         f"(received damping={damping!r}); {hint}")
+    rcond, _ = sla.lapack.dpocon(chol[0], anorm, uplo="L")
+    if not rcond > P * np.finfo(np.float64).eps:
+        raise ValueError(f"damping: the curvature plus damping * I has condition number "
+                         f"~{1 / rcond if rcond > 0 else float('inf'):.3g} >= 1 / (P eps) "
+                         f"(reciprocal {rcond:.3g}, received damping={damping!r}); its inverse "
+                         f"has no correct digit; {hint}")
+    Ainv = sla.cho_solve(chol, np.eye(P), check_finite=False)
     return 0.5 * (Ainv + Ainv.T)
 
 

@@ -541,6 +541,7 @@ def test_cg_non_convergence_raises():
 
 def test_pruning_obs_refuses_a_near_singular_curvature():
     net, th, X, y = _woodbury_case()
-    with pytest.raises(ValueError, match=r"damping.*condition number"):
-        minifim.prune(net, th, X, y, 0.2, "obs", damping=1e-300)
+    for damping in (1e-300, 1e-30, 1e-20):
+        with pytest.raises(ValueError, match="damping"):
+            minifim.prune(net, th, X, y, 0.2, "obs", damping=damping)
     minifim.prune(net, th, X, y, 0.2, "obs", damping=1e-3)

@@ -475,3 +475,36 @@ def test_train_with_gaussian_prior_reaches_ridge_solution():
     fitted, info = minifim.fit_map(net, np.zeros(4), X, y, alpha, gtol=1e-12)
     np.testing.assert_allclose(fitted, ridge, rtol=1e-9, atol=1e-11)
     assert info["success"]
+
+
+# --- near-singular curvature systems raise, naming the damping (issue 12, item 8) ---------------
+def test_gauss_newton_training_raises_naming_damping_when_the_ggn_degenerates():
+    rng = np.random.default_rng(0)
+    net = minifim.MLP([2, 3, 1], likelihood="gaussian")
+    X = rng.standard_normal((30, 2))
+    y = rng.standard_normal((30, 1))
+    for method in ("auto", "dense", "cg"):
+        with pytest.raises((ValueError, RuntimeError), match="damping"):
+            minifim.train(net, net.init(0), X, y, minifim.optim.gauss_newton(method=method),
+                          100, progress=False)
+
+
+def test_curvature_at_the_underflow_threshold_is_refused():
+    from minifim.ngd import damped_solve
+
+    M = 1e-300 * np.eye(3)
+    with pytest.raises(ValueError, match="damping.*underflow"):
+        damped_solve(M, np.ones(3), 0.0)
+
+
+@pytest.mark.parametrize("solve", ["factored", "eigen"])
+def test_kfac_optimizer_refuses_a_damping_its_solve_cannot_use(solve):
+    rng = np.random.default_rng(1)
+    net = minifim.MLP([3, 4, 2])
+    X = rng.standard_normal((3, 3))  # 3 samples: A (4 x 4 folded) is singular
+    y = rng.integers(0, 2, 3)
+    opt = minifim.optim.kfac(net, lr=0.1, damping=1e-300, solve=solve)
+    with pytest.raises(ValueError, match="damping.*condition number"):
+        minifim.train(net, net.init(0), X, y, opt, 2, progress=False)
+    minifim.train(net, net.init(0), X, y, minifim.optim.kfac(net, damping=1e-2, solve=solve), 2,
+                  progress=False)
