@@ -167,8 +167,47 @@ def _require(kind, net):
                        _CHEAPER["block"])
 
 
+def _check_options(curvature, fisher, n_samples, rng, bias, batch_size):
+    """The options of one ``(curvature, fisher)`` configuration, refusing those it ignores.
+
+    Returns ``(n_samples, rng, bias, batch_size)``: ``n_samples`` (default 1) and ``rng``
+    (required) only for ``fisher="mc"``, ``bias`` (default ``"folded"``) only for
+    ``curvature="kfac"``, ``batch_size`` only for ``"square_of_mean_gradient"``; elsewhere
+    they must be ``None`` (passing one there can only be a mistake: it would change nothing).
+    """
+    if fisher == "mc":
+        n_samples = 1 if n_samples is None else check_int(n_samples, "n_samples", 1)
+        if rng is None:
+            raise TypeError("rng: fisher='mc' samples labels; pass a numpy.random.Generator or "
+                            "a seed, received None")
+        rng = as_generator(rng)
+    else:
+        if n_samples is not None:
+            raise ValueError(f"n_samples: only fisher='mc' samples labels; expected None with "
+                             f"fisher={fisher!r}, received {n_samples!r}")
+        if rng is not None:
+            raise ValueError(f"rng: only fisher='mc' samples labels; expected None with "
+                             f"fisher={fisher!r}, received {type(rng).__name__}")
+        n_samples = 1
+    if curvature == "kfac":
+        bias = check_choice("folded" if bias is None else bias, "bias", ("folded", "separate"))
+    elif bias is not None:
+        raise ValueError(f"bias: only curvature='kfac' has a bias convention; expected None "
+                         f"with curvature={curvature!r}, received {bias!r}")
+    if batch_size is not None:
+        if fisher != "square_of_mean_gradient":
+            raise ValueError(f"batch_size: only fisher='square_of_mean_gradient' uses "
+                             f"mini-batches; expected None with fisher={fisher!r}, received "
+                             f"{batch_size!r}")
+        batch_size = check_int(batch_size, "batch_size", 1)
+    if fisher == "square_of_mean_gradient" and curvature == "kfac":
+        raise ValueError("curvature: fisher='square_of_mean_gradient' has no K-FAC form; "
+                         "expected one of ['block', 'diag', 'full'], received 'kfac'")
+    return n_samples, rng, bias, batch_size
+
+
 def task_curvature(net, theta, X, y=None, curvature: str = "diag", fisher: str = "true", *,
-                   n_samples: int = 1, rng=None, bias: str = "folded",
+                   n_samples: int | None = None, rng=None, bias: str | None = None,
                    batch_size: int | None = None):
     """The mean curvature ``F_t`` of one task at ``theta`` in the representation ``curvature``.
 
@@ -177,13 +216,20 @@ def task_curvature(net, theta, X, y=None, curvature: str = "diag", fisher: str =
     net : MLP
     theta : ndarray, shape (P,)
     X : ndarray, shape (N, D)
-    y : targets, required by ``fisher="empirical"`` and ``"square_of_mean_gradient"``
+    y : targets, optional
+        Required by ``fisher="empirical"`` and ``"square_of_mean_gradient"``; validated and
+        ignored by the other kinds (so one call site can serve every kind).
     curvature : {"diag", "block", "kfac", "full"}
     fisher : {"true", "empirical", "mc", "argmax", "square_of_mean_gradient"}
-    n_samples, rng : sampled labels per input and their generator (``fisher="mc"``)
-    bias : {"folded", "separate"}, the K-FAC bias convention (``curvature="kfac"``)
-    batch_size : int or None
-        Mini-batch size of ``"square_of_mean_gradient"`` (``None``: the whole task, one batch).
+    n_samples, rng : int (default 1) and Generator or seed, ``fisher="mc"`` only
+        Sampled labels per input and their generator (``rng`` required).
+    bias : {"folded", "separate"}, ``curvature="kfac"`` only
+        The K-FAC bias convention (default ``"folded"``).
+    batch_size : int, ``fisher="square_of_mean_gradient"`` only
+        Mini-batch size (``None``: the whole task, one batch).
+
+    ``n_samples``, ``rng``, ``bias`` and ``batch_size`` are refused (``ValueError``) by the
+    configurations that do not use them, as by :class:`EWC`: there they would change nothing.
 
     Returns
     -------
@@ -200,19 +246,16 @@ def task_curvature(net, theta, X, y=None, curvature: str = "diag", fisher: str =
     check_net(net)
     check_choice(curvature, "curvature", EWC_CURVATURES)
     check_choice(fisher, "fisher", EWC_FISHERS)
+    n_samples, rng, bias, batch_size = _check_options(curvature, fisher, n_samples, rng, bias,
+                                                      batch_size)
     theta = net.check_theta(theta)
     X = net.check_inputs(X)
     _require(curvature, net)
     if fisher == "square_of_mean_gradient":
-        if curvature == "kfac":
-            raise ValueError("curvature: fisher='square_of_mean_gradient' has no K-FAC form; "
-                             "expected one of ['block', 'diag', 'full'], received 'kfac'")
         if y is None:
             raise ValueError("y: fisher='square_of_mean_gradient' needs the task's targets y, "
                              "received None")
         y = net.check_targets(y, X.shape[0])
-        if batch_size is not None:
-            batch_size = check_int(batch_size, "batch_size", 1)
         Gb = _mean_gradients(net, theta, X, y, batch_size)
         nb = Gb.shape[0]
         if curvature == "diag":
@@ -225,11 +268,6 @@ def task_curvature(net, theta, X, y=None, curvature: str = "diag", fisher: str =
     if y is not None:
         y = net.check_targets(y, X.shape[0])
     kw = {"n_samples": n_samples, "rng": rng}
-    if fisher == "mc":
-        if rng is None:
-            raise TypeError("rng: fisher='mc' samples labels; pass a numpy.random.Generator or "
-                            "a seed, received None")
-        kw["rng"] = as_generator(rng)
     if curvature == "diag":
         return fisher_diagonal(net, theta, X, y, fisher, **kw)
     if curvature == "block":
@@ -592,38 +630,8 @@ class EWC:
         if mode != "online" and self.gamma != 1.0:
             raise ValueError(f"gamma: only mode='online' decays the precision; expected "
                              f"gamma=1.0 with mode={mode!r}, received {gamma!r}")
-        if fisher == "mc":
-            self.n_samples = 1 if n_samples is None else check_int(n_samples, "n_samples", 1)
-            if rng is None:
-                raise TypeError("rng: fisher='mc' samples labels; pass a "
-                                "numpy.random.Generator or a seed, received None")
-            self.rng = as_generator(rng)
-        else:
-            if n_samples is not None:
-                raise ValueError(f"n_samples: only fisher='mc' samples labels; expected None "
-                                 f"with fisher={fisher!r}, received {n_samples!r}")
-            if rng is not None:
-                raise ValueError(f"rng: only fisher='mc' samples labels; expected None with "
-                                 f"fisher={fisher!r}, received {type(rng).__name__}")
-            self.n_samples, self.rng = 1, None
-        if curvature == "kfac":
-            self.bias = check_choice("folded" if bias is None else bias, "bias",
-                                     ("folded", "separate"))
-        elif bias is not None:
-            raise ValueError(f"bias: only curvature='kfac' has a bias convention; expected None "
-                             f"with curvature={curvature!r}, received {bias!r}")
-        else:
-            self.bias = None
-        if batch_size is not None:
-            if fisher != "square_of_mean_gradient":
-                raise ValueError(f"batch_size: only fisher='square_of_mean_gradient' uses "
-                                 f"mini-batches; expected None with fisher={fisher!r}, received "
-                                 f"{batch_size!r}")
-            batch_size = check_int(batch_size, "batch_size", 1)
-        self.batch_size = batch_size
-        if fisher == "square_of_mean_gradient" and curvature == "kfac":
-            raise ValueError("curvature: fisher='square_of_mean_gradient' has no K-FAC form; "
-                             "expected one of ['block', 'diag', 'full'], received 'kfac'")
+        self.n_samples, self.rng, self.bias, self.batch_size = _check_options(
+            curvature, fisher, n_samples, rng, bias, batch_size)
         _require(self.curvature, net)  # fail before any task is learnt
         self._tasks: tuple[EWCTask, ...] = ()
         self._quads: tuple[Quadratic, ...] = ()

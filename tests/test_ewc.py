@@ -629,3 +629,27 @@ def test_ewc_functions_refuse_a_non_net(small):
                  lambda: minifim.task_curvature("net", small.theta, small.X)):
         with pytest.raises(TypeError, match="net: expected a minifim.MLP"):
             call()
+
+
+def test_task_curvature_refuses_arguments_its_configuration_ignores(small):
+    """Like EWC(...): n_samples/rng only with fisher='mc', bias only with curvature='kfac',
+    batch_size only with 'square_of_mean_gradient' (each used to be dropped silently)."""
+    net, theta, X, y = small.net, small.theta, small.X, small.y
+    for kwargs, msg in [
+        ({"rng": 0}, "rng: only fisher='mc' samples labels"),
+        ({"n_samples": 4}, "n_samples: only fisher='mc' samples labels"),
+        ({"bias": "separate"}, "bias: only curvature='kfac' has a bias convention"),
+        ({"batch_size": 2}, "batch_size: only fisher='square_of_mean_gradient' uses"),
+    ]:
+        with pytest.raises(ValueError, match=msg):
+            ewc_mod.task_curvature(net, theta, X, y, "diag", "true", **kwargs)
+    a = ewc_mod.task_curvature(net, theta, X, None, "diag", "mc", rng=3)  # n_samples: 1
+    b = ewc_mod.task_curvature(net, theta, X, None, "diag", "mc", n_samples=1, rng=3)
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(TypeError, match="rng: fisher='mc' samples labels"):
+        ewc_mod.task_curvature(net, theta, X, None, "diag", "mc")
+    kf = ewc_mod.task_curvature(net, theta, X, None, "kfac", "true", bias="separate")
+    assert kf.bias == "separate"
+    # y is validated and ignored by the kinds that do not use it (documented)
+    with pytest.raises(ValueError, match="y"):
+        ewc_mod.task_curvature(net, theta, X, y[:-1], "diag", "true")
