@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -75,6 +76,8 @@ DEFAULT_RTOL = 1e-7
 CAUSE_TOL = 1e-4
 MATCH_TOL = 1e-6
 MAX_OUTCOMES = 4096
+#: How many NaN/Inf entries a failure message lists by name.
+MAX_LISTED = 5
 
 #: Common names of the fixture's arrays in other code (lower-cased candidate key -> fixture key).
 ALIASES: dict[str, str] = {
@@ -131,21 +134,64 @@ def _permute_axes(arr: np.ndarray, axes, index: np.ndarray) -> np.ndarray:
     return arr
 
 
-def to_minifim_layout(net, arr, param_axes: Sequence[int], layout: str) -> np.ndarray:
-    """Reorder the parameter axes ``param_axes`` of ``arr`` from ``layout`` to minifim's."""
+def _check_layout_args(net, arr, param_axes) -> tuple[np.ndarray, list[int]]:
+    """``arr`` as float64 and ``param_axes`` as distinct non-negative axes of length ``P``."""
     check_net(net)
+    arr = as_float_array(arr, "arr", finite=False)
+    if isinstance(param_axes, (str, bytes)) or not isinstance(param_axes,
+                                                              Sequence | np.ndarray):
+        raise TypeError(f"param_axes: expected a sequence of integers (the axes of arr indexed "
+                        f"by flat parameters), received {type(param_axes).__name__} "
+                        f"{param_axes!r}")
+    axes: list[int] = []
+    for ax in param_axes:
+        if isinstance(ax, (bool, np.bool_)) or not isinstance(ax, numbers.Integral):
+            raise TypeError(f"param_axes: expected a sequence of integers, received "
+                            f"{list(param_axes)!r}")
+        ax = int(ax)
+        if not -arr.ndim <= ax < arr.ndim:
+            raise ValueError(f"param_axes: axis {ax} is out of range for arr of shape "
+                             f"{arr.shape}")
+        ax %= arr.ndim
+        if ax in axes:
+            raise ValueError(f"param_axes: axis {ax} is listed twice in {list(param_axes)!r}")
+        if arr.shape[ax] != net.num_params:
+            raise ValueError(f"param_axes: axis {ax} of arr has length {arr.shape[ax]}, "
+                             f"expected P = {net.num_params} (arr has shape {arr.shape})")
+        axes.append(ax)
+    return arr, axes
+
+
+def to_minifim_layout(net, arr, param_axes: Sequence[int], layout: str) -> np.ndarray:
+    """Reorder the parameter axes ``param_axes`` of ``arr`` from ``layout`` to minifim's.
+
+    Parameters
+    ----------
+    net : MLP
+    arr : array_like, real
+        Returned as float64.
+    param_axes : sequence of int
+        Distinct axes of ``arr`` (negative counts from the end), each of length ``P``.
+    layout : {"pytorch", "in-out", "jax"}
+
+    Returns
+    -------
+    ndarray, the shape of ``arr``
+    """
+    arr, axes = _check_layout_args(net, arr, param_axes)
     perm = layout_permutation(net, layout)
-    return _permute_axes(np.asarray(arr), param_axes, np.argsort(perm))
+    return _permute_axes(arr, axes, np.argsort(perm))
 
 
 def from_minifim_layout(net, arr, param_axes: Sequence[int], layout: str) -> np.ndarray:
     """Reorder the parameter axes ``param_axes`` of ``arr`` from minifim's order to ``layout``.
 
-    Inverse of :func:`to_minifim_layout`; e.g. ``from_minifim_layout(net, F, [0, 1], "jax")``
-    is the true Fisher as a JAX code computing it on ``ravel_pytree`` parameters holds it.
+    Inverse of :func:`to_minifim_layout` (same arguments); e.g.
+    ``from_minifim_layout(net, F, [0, 1], "jax")`` is the true Fisher as a JAX code computing
+    it on ``ravel_pytree`` parameters holds it.
     """
-    check_net(net)
-    return _permute_axes(np.asarray(arr), param_axes, layout_permutation(net, layout))
+    arr, axes = _check_layout_args(net, arr, param_axes)
+    return _permute_axes(arr, axes, layout_permutation(net, layout))
 
 
 # --- comparing one array ---------------------------------------------------------------------
@@ -174,6 +220,8 @@ class Comparison:
     candidate_value: float | None = None
     causes: list = field(default_factory=list)
     note: str = ""
+    num_nonfinite: int = 0
+    nonfinite: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -189,6 +237,8 @@ class Comparison:
         if self.max_abs_err is None:
             text = (f"{head}: shape mismatch, expected {self.shape}, received "
                     f"{self.candidate_shape}.")
+        elif self.num_nonfinite:
+            text = f"{head} does not match: " + "; ".join(self.nonfinite) + "."
         else:
             status = "matches" if self.passed else "does not match"
             text = (f"{head} {status} at rtol={self.rtol:g}, atol={self.atol:.3g} "
@@ -244,6 +294,68 @@ def _stats(ref: np.ndarray, cand: np.ndarray, rtol: float, atol: float | None):
         int(i) for i in worst)
 
 
+def _candidate_array(array, name: str) -> tuple[np.ndarray, np.dtype]:
+    """A candidate as float64 (a ``torch.Tensor`` is accepted) and its original dtype.
+
+    Complex, object, string and ragged input is refused (``TypeError``/``ValueError``
+    naming ``name``): a complex Fisher cast to real would pass on its real part alone.
+    """
+    if hasattr(array, "detach") and hasattr(array, "cpu"):
+        array = array.detach().cpu().numpy()
+    dtype = getattr(array, "dtype", None)
+    arr = as_float_array(array, name, finite=False)
+    return arr, np.dtype(dtype) if dtype is not None else np.asarray(array).dtype
+
+
+def _dtype_note(dtype: np.dtype, rtol: float) -> str:
+    """What comparing a candidate of ``dtype`` in float64 means ("" for float64)."""
+    dtype = np.dtype(dtype)
+    if dtype == np.float64:
+        return ""
+    if np.issubdtype(dtype, np.floating):
+        eps = float(np.finfo(dtype).eps)
+        note = (f"{dtype.name} candidate compared in float64, each entry exactly as stored; "
+                f"{dtype.name} rounds every entry by up to {eps / 2:.1e} relative (eps = "
+                f"{eps:.1e}) and its arithmetic errors grow like cond * eps")
+        if dtype.itemsize < 8 and rtol < 10 * eps:
+            note += (f", so it cannot meet rtol = {rtol:g} on ill-conditioned quantities "
+                     "(solves, inverses, eigenvalues, the NGD step); compute in float64 or "
+                     f"compare at rtol >= {10 * eps:.0e}")
+        return note
+    if dtype == np.bool_:
+        return "bool candidate compared in float64 (True = 1, False = 0)"
+    return f"{dtype.name} candidate compared in float64 (exact for |values| <= 2^53)"
+
+
+def _join_notes(*notes: str) -> str:
+    return "; ".join(n for n in notes if n)
+
+
+def _nonfinite_report(ref, cand, bad, fixture, name, param_axes) -> list[str]:
+    """Sentences naming the first :data:`MAX_LISTED` NaN/Inf mismatches, by group."""
+    fin_c, fin_r = np.isfinite(cand), np.isfinite(ref)
+    groups = [(bad & ~fin_c & fin_r, "the candidate has {n} NaN/Inf entr{ies} where the "
+                                     "reference is finite"),
+              (bad & fin_c & ~fin_r, "the reference has {n} NaN/Inf entr{ies} where the "
+                                     "candidate is finite"),
+              (bad & ~fin_c & ~fin_r, "{n} entr{ies} NaN/Inf in both arrays but different")]
+    out, listed = [], 0
+    for mask, text in groups:
+        idx = np.argwhere(mask)
+        n = len(idx)
+        if not n:
+            continue
+        shown = idx[:max(MAX_LISTED - listed, 1)]
+        listed += len(shown)
+        items = [f"{_entry_label(fixture, name, tuple(i), param_axes)} = "
+                 f"{float(cand[tuple(i)])!r} (expected {float(ref[tuple(i)])!r})"
+                 for i in shown]
+        more = f", ... ({n - len(shown)} more)" if n > len(shown) else ""
+        out.append(text.format(n=n, ies="y" if n == 1 else "ies") + ": " + ", ".join(items)
+                   + more)
+    return out
+
+
 def compare(reference, candidate, *, name: str = "array", rtol: float = DEFAULT_RTOL,
             atol: float | None = None, fixture: Fixture | None = None,
             candidate_name: str | None = None, param_axes: Sequence[int] = ()) -> Comparison:
@@ -270,31 +382,38 @@ def compare(reference, candidate, *, name: str = "array", rtol: float = DEFAULT_
         if not (atol >= 0 and math.isfinite(atol)):
             raise ValueError(f"atol: expected a finite number >= 0 or None, received {atol!r}")
     ref = as_float_array(reference, "reference", finite=False)
-    cand = as_float_array(candidate, f"candidate {candidate_name or name!r}", finite=False)
+    cand, dtype = _candidate_array(candidate, f"candidate {candidate_name or name!r}")
     cname = candidate_name or name
+    note = _dtype_note(dtype, rtol)
     if cand.shape != ref.shape:
-        return Comparison(name, cname, ref.shape, cand.shape, False, rtol, atol)
+        return Comparison(name, cname, ref.shape, cand.shape, False, rtol, atol, note=note)
     # non-finite reference entries (an optimiser state's "undefined yet") must be matched
     # exactly; they are then left out of the statistics
     same = (np.isnan(ref) & np.isnan(cand)) | (np.isinf(ref) & (ref == cand))
     if np.any(same):
         ref, cand = np.where(same, 0.0, ref), np.where(same, 0.0, cand)
-    if not np.all(np.isfinite(cand)) or not np.all(np.isfinite(ref)):
-        bad = np.argwhere(~(np.isfinite(cand) & np.isfinite(ref)))[0]
-        return Comparison(name, cname, ref.shape, cand.shape, False, rtol, atol,
+    bad = ~(np.isfinite(cand) & np.isfinite(ref))
+    if np.any(bad):  # a failure that names the entries (no statistics over NaN)
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        finite_ref = np.abs(ref[np.isfinite(ref)])
+        atol_eff = atol if atol is not None else rtol * float(
+            finite_ref.max() if finite_ref.size else 0.0)
+        return Comparison(name, cname, ref.shape, cand.shape, False, rtol, atol_eff,
                           max_abs_err=math.inf, max_rel_err=math.inf, norm_rel_err=math.inf,
-                          worst_index=tuple(int(i) for i in bad),
-                          worst_label=_entry_label(fixture, name, tuple(bad), param_axes),
-                          reference_value=float(ref[tuple(bad)]),
-                          candidate_value=float(cand[tuple(bad)]),
-                          note="NaN/Inf where the other array is finite")
+                          worst_index=first,
+                          worst_label=_entry_label(fixture, name, first, param_axes),
+                          reference_value=float(ref[first]),
+                          candidate_value=float(cand[first]), note=note,
+                          num_nonfinite=int(np.count_nonzero(bad)),
+                          nonfinite=_nonfinite_report(ref, cand, bad, fixture, name,
+                                                      param_axes))
     passed, atol_eff, abs_err, rel_err, norm_rel, worst = _stats(ref, cand, rtol, atol)
     return Comparison(name, cname, ref.shape, cand.shape, passed, rtol, atol_eff,
                       max_abs_err=abs_err, max_rel_err=rel_err, norm_rel_err=norm_rel,
                       worst_index=worst,
                       worst_label=_entry_label(fixture, name, worst, param_axes),
                       reference_value=float(ref[worst]) if ref.size else None,
-                      candidate_value=float(cand[worst]) if cand.size else None)
+                      candidate_value=float(cand[worst]) if cand.size else None, note=note)
 
 
 # --- converting a candidate to the fixture's convention ---------------------------------------
@@ -648,17 +767,13 @@ def check(fixture, candidate: Mapping[str, np.ndarray], *, mapping: Mapping[str,
             if cand_key not in diagnose_keys:
                 unmatched.append(cand_key)
             continue
-        arr = np.asarray(candidate[cand_key])
-        if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
-            raise TypeError(f"candidate[{cand_key!r}]: expected a numeric array, received "
-                            f"dtype {arr.dtype}")
-        arr = arr.astype(np.float64)
+        arr, dtype = _candidate_array(candidate[cand_key], f"candidate[{cand_key!r}]")
         converted, note = _convert(fx, ref_key, arr, layout, reduction) if arr.shape in (
             fx[ref_key].shape, fx[ref_key].shape[::-1]) else (arr, "")
         comp = compare(fx[ref_key], converted, name=ref_key, rtol=rtol, atol=atol, fixture=fx,
                        candidate_name=cand_key,
                        param_axes=fx.array_info(ref_key).get("param_axes", []))
-        comp.note = note
+        comp.note = _join_notes(_dtype_note(dtype, rtol), note)
         if not comp.passed and comp.max_abs_err != math.inf:
             comp.causes = likely_causes(fx, ref_key, converted, layout=layout)
         comparisons.append(comp)
@@ -705,16 +820,14 @@ def assert_matches(fixture, name: str, array, rtol: float = DEFAULT_RTOL,
     if key is None:
         raise KeyError(f"name: {name!r} is not an array of fixture {fx.name!r}; available: "
                        f"{', '.join(fx.keys())}")
-    if hasattr(array, "detach") and hasattr(array, "cpu"):
-        array = array.detach().cpu().numpy()
-    arr = as_float_array(array, f"array ({name})", finite=False)
+    arr, dtype = _candidate_array(array, f"array ({name})")
     if arr.shape in (fx[key].shape, fx[key].shape[::-1]):
         arr, note = _convert(fx, key, arr, layout, reduction)
     else:
         note = ""
     comp = compare(fx[key], arr, name=key, rtol=rtol, atol=atol, fixture=fx,
                    candidate_name=name, param_axes=fx.array_info(key).get("param_axes", []))
-    comp.note = note
+    comp.note = _join_notes(_dtype_note(dtype, comp.rtol), note)
     if not comp.passed:
         if comp.max_abs_err != math.inf:
             comp.causes = likely_causes(fx, key, arr, layout=layout)
@@ -851,6 +964,8 @@ class Diagnosis:
         squared error, its z-score, ``k_eff`` and whether it is within the band.
     scale : float
         Best scalar fit ``alpha`` of ``c ~ alpha F``.
+    note : str
+        How the candidate was read (e.g. a float32 candidate compared in float64).
     """
 
     name: str
@@ -861,18 +976,23 @@ class Diagnosis:
     ok: bool
     monte_carlo: dict | None = None
     scale: float | None = None
+    note: str = ""
 
     def to_dict(self) -> dict:
         return {"name": self.name, "kind": self.kind, "verdict": self.verdict,
                 "closest": self.closest, "ok": self.ok, "scale": self.scale,
                 "distances": [{"variant": v, "description": d, "relative_distance":
                                _finite_or_str(x)} for v, d, x in self.distances],
-                "monte_carlo": self.monte_carlo}
+                "monte_carlo": self.monte_carlo, "note": self.note}
 
     def report(self) -> str:
-        lines = [f"diagnosis of {self.name!r} ({self.kind} Fisher candidate): {self.verdict}",
-                 "  relative distance |c - V| / |V| to each variant computed exactly by "
-                 "minifim:"]
+        lines = [f"diagnosis of {self.name!r} ({self.kind} Fisher candidate): {self.verdict}"]
+        if self.note:
+            lines.append(f"  note: {self.note}")
+        if not self.distances:
+            return "\n".join(lines)
+        lines.append("  relative distance |c - V| / |V| to each variant computed exactly by "
+                     "minifim:")
         width = max(len(v) for v, _, _ in self.distances)
         for v, desc, x in self.distances:
             lines.append(f"    {v:<{width}}  {x:9.3e}  {desc}")
@@ -980,9 +1100,8 @@ def diagnose(fixture, candidate, *, n_samples: int | None = None, layout: str = 
     fx = load_fixture(fixture)
     check_choice(layout, "layout", LAYOUTS)
     check_choice(reduction, "reduction", REDUCTIONS)
-    if hasattr(candidate, "detach") and hasattr(candidate, "cpu"):
-        candidate = candidate.detach().cpu().numpy()
-    c = as_float_array(candidate, f"candidate ({name})")
+    c, dtype = _candidate_array(candidate, f"candidate ({name})")
+    note = _dtype_note(dtype, math.inf)
     P = fx.P
     if c.shape == (P, P):
         diagonal, axes = False, [0, 1]
@@ -993,6 +1112,20 @@ def diagnose(fixture, candidate, *, n_samples: int | None = None, layout: str = 
                          f"a diagonal of shape ({P},), received shape {c.shape}")
     if n_samples is not None:
         n_samples = check_int(n_samples, "n_samples", 1)
+    kind = "diagonal" if diagonal else "dense"
+    bad = np.argwhere(~np.isfinite(c))
+    if len(bad):  # a failure naming the entries (in the candidate's own layout)
+        items = []
+        perm = layout_permutation(fx.net, layout)  # candidate[k] is parameter perm[k]
+        for index in bad[:MAX_LISTED]:
+            labels = [param_label(fx.net, int(perm[i])) for i in index]
+            items.append(f"{labels[0] if diagonal else '(' + ', '.join(labels) + ')'} = "
+                         f"{float(c[tuple(index)])!r}")
+        more = f", ... ({len(bad) - MAX_LISTED} more)" if len(bad) > MAX_LISTED else ""
+        verdict = (f"the candidate holds {len(bad)} NaN/Inf entr"
+                   f"{'y' if len(bad) == 1 else 'ies'} ({', '.join(items)}{more}): not a "
+                   "Fisher; no variant was compared")
+        return Diagnosis(name, kind, [], verdict, "", False, None, None, note)
     c = to_minifim_layout(fx.net, c, axes, layout)
     if reduction == "sum":
         c = c / fx.N
@@ -1003,7 +1136,6 @@ def diagnose(fixture, candidate, *, n_samples: int | None = None, layout: str = 
     ff = float(np.vdot(F, F))
     scale = float(np.vdot(c, F)) / ff if ff > 0 else None
     closest, _, best = distances[0]
-    kind = "diagonal" if diagonal else "dense"
 
     net, theta, X = fx.net, fx.theta, fx.X
     mc_skipped = ""
@@ -1070,4 +1202,4 @@ def diagnose(fixture, candidate, *, n_samples: int | None = None, layout: str = 
                         "not explained by sampling")
         elif n_samples is not None and mc_skipped:
             verdict += f"; the Monte-Carlo band was not computed ({mc_skipped})"
-    return Diagnosis(name, kind, distances, verdict, closest, ok, mc, scale)
+    return Diagnosis(name, kind, distances, verdict, closest, ok, mc, scale, note)

@@ -84,7 +84,7 @@ def test_compare_semantics():
     nan = ref.copy()
     nan[1, 1] = np.nan
     n = compare(ref, nan, name="A")
-    assert not n.passed and n.worst_index == (1, 1) and "NaN" in n.note
+    assert not n.passed and n.worst_index == (1, 1) and "NaN" in n.message()
     assert compare(nan, nan.copy(), name="A").passed  # matching NaN (undefined state) entries
     assert not compare(nan, ref, name="A").passed
     assert compare(ref, ref, rtol=0.0).passed  # rtol = 0 (and atol = 0): bit-exact
@@ -350,8 +350,8 @@ def test_diagnose_bad_input():
         diagnose(fx, np.ones((4, 4)))
     with pytest.raises(ValueError, match="n_samples"):
         diagnose(fx, fx["true_fisher"], n_samples=0)
-    with pytest.raises(ValueError, match="finite"):
-        diagnose(fx, np.full(5, np.nan))
+    bad = diagnose(fx, np.full(5, np.nan))  # a failure naming the entries, not a crash
+    assert not bad.ok and "5 NaN/Inf entries" in bad.verdict and "W0[0, 0] = nan" in bad.verdict
 
 
 # --- exact outcomes and Monte-Carlo moments --------------------------------------------------------
@@ -470,3 +470,137 @@ def test_diagnose_without_the_band_says_why():
         d2 = diagnose(fx2, c2, n_samples=2)
     assert "memory budget" in d2.verdict and "Gram" in d2.verdict
     assert diagnose(fx2, c2, n_samples=2).ok
+
+
+# --- what the oracle cannot judge ------------------------------------------------------------
+def test_complex_candidates_are_refused():
+    fx = get("logistic-regression")
+    F = fx["true_fisher"] + 0j  # even with a zero imaginary part: the dtype is a mistake
+    with pytest.raises(TypeError, match=r"candidate\['true_fisher'\]: expected a real array, "
+                                        "received complex dtype complex128"):
+        check(fx, {"true_fisher": F})
+    with pytest.raises(TypeError, match="complex"):
+        assert_matches(fx, "true_fisher", F)
+    with pytest.raises(TypeError, match="complex"):
+        diagnose(fx, F)
+    with pytest.raises(TypeError, match="complex"):
+        compare(fx["true_fisher"], F)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_candidates_fail_naming_the_entries(bad):
+    fx = get("categorical-tanh")
+    F = fx["true_fisher"].copy()
+    F[0, 1] = F[3, 2] = F[40, 40] = bad
+    res = check(fx, {"F": F})
+    assert not res.passed
+    comp = res.comparisons[0]
+    assert comp.num_nonfinite == 3 and comp.max_abs_err == np.inf
+    msg = comp.message()
+    assert f"3 NaN/Inf entries where the reference is finite: true_fisher[W0[0, 0], W0[0, 1]] = " \
+           f"{bad!r}" in msg
+    assert "true_fisher[W1[0, 0], W1[0, 0]]" in msg
+    table = res.table()
+    assert "FAIL" in table and "true_fisher[W0[0, 0], W0[0, 1]]" in table
+    assert json.loads(res.to_json())["comparisons"][0]["num_nonfinite"] == 3
+    with pytest.raises(AssertionError, match=r"3 NaN/Inf entries.*W0\[0, 1\]"):
+        assert_matches(fx, "true_fisher", F)
+    G = fx["gradient"].copy()
+    G[:] = np.nan
+    msg = check(fx, {"gradient": G}).comparisons[0].message()
+    assert f"{fx.P} NaN/Inf entries" in msg and "..." in msg and msg.count(" = nan") == 5
+    d = diagnose(fx, F)
+    assert not d.ok and "3 NaN/Inf entries" in d.verdict and "W0[0, 1]" in d.report()
+    J = from_minifim_layout(fx.net, fx["fisher_diagonal"], [0], "jax")
+    J[0] = np.nan  # the first entry of ravel_pytree order is Dense_0's bias
+    assert "(b0[0] = nan)" in diagnose(fx, J, layout="jax").verdict
+
+
+def test_non_finite_reference_entries_must_be_matched():
+    fx = make_fixture("logistic-regression", trajectory="adam:steps=2,lr=0.01")
+    ref = fx["trajectory/state/theta"]
+    assert check(fx, {"trajectory/state/theta": ref}).passed
+    comp = compare(np.array([np.nan, 1.0]), np.array([0.5, 1.0]), name="state")
+    assert not comp.passed and "1 NaN/Inf entry where the candidate is finite" in \
+        comp.message()
+
+
+def test_a_mutated_fixture_cannot_fool_the_next_check(tmp_path):
+    path = get("logistic-regression").save(tmp_path / "lr.npz")
+    fx = minifim.load_fixture(path)
+    zeros = np.zeros_like(fx["true_fisher"])
+    with pytest.raises(ValueError, match="read-only"):
+        fx.arrays["true_fisher"][:] = 0.0
+    fx.arrays["true_fisher"] = zeros
+    assert not check(path, {"true_fisher": zeros}).passed
+    with pytest.raises(AssertionError):
+        assert_matches(str(path), "true_fisher", zeros)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_low_precision_candidates_are_compared_in_float64_with_a_note(dtype):
+    fx = get("categorical-tanh")
+    F = fx["true_fisher"].astype(dtype)
+    res = check(fx, {"true_fisher": F})
+    comp = res.comparisons[0]
+    eps = np.finfo(dtype).eps
+    # compared exactly as stored: the float64 value of each low-precision entry
+    assert comp.max_abs_err == np.max(np.abs(F.astype(np.float64) - fx["true_fisher"]))
+    assert np.dtype(dtype).name in comp.note and f"{eps:.1e}" in comp.note
+    assert "cannot meet rtol = 1e-07" in comp.note and "ill-conditioned" in comp.note
+    assert "note" in res.table() or "FAIL" in res.table()
+    loose = check(fx, {"true_fisher": F}, rtol=10 * eps)
+    assert loose.passed and np.dtype(dtype).name in loose.comparisons[0].note
+    assert "cannot meet" not in loose.comparisons[0].note
+    if dtype == np.float16:  # its storage alone is far from rtol = 1e-7
+        assert not comp.passed
+        with pytest.raises(AssertionError, match="float16 candidate compared in float64"):
+            assert_matches(fx, "true_fisher", F)
+    else:  # exactly rounded float32 meets 1e-7 (eps / 2 = 6e-8); computed float32 would not
+        assert comp.passed
+    comp = assert_matches(fx, "true_fisher", F, rtol=10 * eps)
+    assert np.dtype(dtype).name in comp.note
+
+
+def test_integer_candidates_are_compared_in_float64_with_a_note():
+    fx = get("categorical-tanh")
+    y = fx["y"].astype(np.int64)
+    comp = check(fx, {"y": y}).comparisons[0]
+    assert comp.passed and "int64 candidate compared in float64" in comp.note
+    assert "int64" in assert_matches(fx, "y", y).note
+    assert assert_matches(fx, "true_fisher", fx["true_fisher"]).note == ""
+
+
+def test_layout_helpers_validate_their_arguments():
+    net = minifim.MLP([3, 4, 2])
+    P = net.num_params
+    M = np.zeros((P, 2))
+    with pytest.raises(TypeError, match="net: expected a minifim.MLP"):
+        layout_permutation(np.ones(3), "jax")
+    with pytest.raises(TypeError, match="layout"):
+        layout_permutation(net, 1)
+    for fn in (to_minifim_layout, from_minifim_layout):
+        with pytest.raises(ValueError, match=rf"param_axes: axis 1 of arr has length 2, expected "
+                                             rf"P = {P}"):
+            fn(net, M, [1], "jax")
+        with pytest.raises(ValueError, match=r"param_axes: axis 2 is out of range for arr of "
+                                             r"shape \(26, 2\)"):
+            fn(net, M, [2], "jax")
+        with pytest.raises(ValueError, match="param_axes: axis 0 is listed twice"):
+            fn(net, M, [0, -2], "jax")
+        with pytest.raises(TypeError, match="param_axes: expected a sequence of integers"):
+            fn(net, M, 0, "jax")
+        with pytest.raises(TypeError, match="param_axes: expected a sequence of integers"):
+            fn(net, M, [0.0], "jax")
+        with pytest.raises(TypeError, match="arr: expected a real numeric array"):
+            fn(net, "abc", [0], "jax")
+        with pytest.raises(TypeError, match="arr: expected a real array"):
+            fn(net, M + 0j, [0], "jax")
+        with pytest.raises(ValueError, match="layout"):
+            fn(net, M, [0], "tf")
+        with pytest.raises(TypeError, match="net"):
+            fn([3, 4, 2], M, [0], "jax")
+    # negative axes are axes, and the round trip is exact
+    V = np.arange(2.0 * P).reshape(2, P)
+    assert np.array_equal(to_minifim_layout(net, from_minifim_layout(net, V, [-1], "jax"),
+                                            [1], "jax"), V)
