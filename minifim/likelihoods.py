@@ -397,7 +397,11 @@ LIKELIHOODS = {"categorical": Categorical, "bernoulli": Bernoulli, "gaussian": G
 
 
 def get_likelihood(likelihood="categorical", sigma: float = 1.0) -> Likelihood:
-    """Resolve a likelihood name (``categorical``, ``bernoulli``, ``gaussian``) or instance."""
+    """Resolve a likelihood name (``categorical``, ``bernoulli``, ``gaussian``) or instance.
+
+    ``sigma`` is the Gaussian standard deviation; it is ignored by the other names and by an
+    instance (which carries its own), so one call can serve every likelihood.
+    """
     if isinstance(likelihood, Likelihood):
         return likelihood
     if not isinstance(likelihood, str):

@@ -95,7 +95,9 @@ def sensitivity(net, theta, X, y=None, fisher: str = "true", per: str = "paramet
     net : MLP
     theta : ndarray, shape (P,)
     X : ndarray, shape (N, D)
-    y : targets, needed for ``fisher="empirical"``
+    y : targets, optional
+        Needed for ``fisher="empirical"``; validated and ignored by the other kinds (so one
+        call site can serve every kind).
     fisher : {"true", "empirical", "mc", "argmax", "ggn"}
         Which curvature's diagonal (see :mod:`minifim.curvature`).
     per : {"parameter", "unit", "input"}
@@ -106,6 +108,8 @@ def sensitivity(net, theta, X, y=None, fisher: str = "true", per: str = "paramet
     input_shape : tuple of int, optional
         Reshape the ``per="input"`` result, e.g. ``(8, 8)`` for digits.
     n_samples, rng : Monte-Carlo labels per input and their generator (``fisher="mc"``)
+        Ignored by the other kinds, as by :func:`minifim.fisher_diagonal` (``rng`` is
+        required by ``"mc"``).
     reduction : {"mean", "sum"}
     chunk_size : samples per chunk
 
@@ -134,6 +138,8 @@ def sensitivity(net, theta, X, y=None, fisher: str = "true", per: str = "paramet
     check_choice(fisher, "fisher", FISHER_KINDS)
     check_choice(per, "per", SENSITIVITY_LEVELS)
     check_choice(reduction, "reduction", ("mean", "sum"))
+    if y is not None and fisher != "empirical":  # validated, then ignored (documented)
+        net.check_targets(y, net.check_inputs(X).shape[0])
     if per == "parameter":
         if input_shape is not None:
             raise ValueError("input_shape: only used with per='input', received "

@@ -161,3 +161,17 @@ def test_bad_input():
     linear = minifim.MLP([3, 2], activation="identity")
     with pytest.raises(ValueError, match="hidden"):
         sensitivity(linear, linear.init(0), X, per="unit")
+
+
+def test_targets_are_validated_even_by_kinds_that_ignore_them():
+    """y passed with fisher='true' is harmless and common (one call site for every kind): it
+    is validated, then ignored; a wrong y used to pass silently."""
+    net = minifim.MLP([3, 4, 2])
+    theta, X = net.init(0), np.ones((5, 3))
+    y = np.array([0, 1, 1, 0, 1])
+    np.testing.assert_array_equal(sensitivity(net, theta, X, y), sensitivity(net, theta, X))
+    for per in ("parameter", "unit", "input"):
+        with pytest.raises(ValueError, match=r"y: expected labels in \[0, 2\)"):
+            sensitivity(net, theta, X, np.array([0, 1, 1, 0, -1]), per=per)
+        with pytest.raises(ValueError, match=r"y: expected shape \(5,\)"):
+            sensitivity(net, theta, X, y[:, None], per=per)
