@@ -5,6 +5,7 @@ A reader never sees a half-written result, and an interrupted run leaves the pre
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tempfile
@@ -16,19 +17,29 @@ __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_savez", "atomic_sa
 
 
 def atomic_write_bytes(path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (``os.replace`` of a same-folder temp file)."""
+    """Write ``data`` to ``path`` atomically (``os.replace`` of a same-folder temp file).
+
+    On any failure or interruption (``OSError`` such as a full disk or a read-only folder,
+    ``KeyboardInterrupt``) the temporary file is closed and removed, ``path`` keeps its
+    previous content, and the original exception propagates.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fh = None
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 -> the usual mode of a new file
-        with os.fdopen(fd, "wb") as fh:
+        fh = os.fdopen(fd, "wb")
+        with fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        if fh is None:  # fdopen did not take ownership of the descriptor
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        with contextlib.suppress(OSError):  # never hide the original error
             os.unlink(tmp)
         raise
     return path

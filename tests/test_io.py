@@ -63,3 +63,66 @@ def test_savefig(tmp_path):
     plt.close(fig)
     assert png.read_bytes()[:4] == b"\x89PNG" and pdf.read_bytes()[:4] == b"%PDF"
     assert _temps(tmp_path) == []
+
+
+def _open_fds():
+    return len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0
+
+
+def _raise(err):
+    def fail(*args, **kwargs):
+        raise err
+    return fail
+
+
+@pytest.mark.parametrize("where, err", [
+    ("fsync", OSError(28, "No space left on device")),       # full disk while flushing
+    ("replace", PermissionError(13, "Permission denied")),   # read-only target
+    ("fchmod", OSError(1, "Operation not permitted")),
+    ("fdopen", OSError(24, "Too many open files")),
+    ("fsync", KeyboardInterrupt()),                           # interrupted
+])
+def test_failed_or_interrupted_write_leaves_nothing_behind(tmp_path, monkeypatch, where, err):
+    p = atomic_write_bytes(tmp_path / "keep.bin", b"old")
+    before = _open_fds()
+    monkeypatch.setattr(_io.os, where, _raise(err))
+    with pytest.raises(type(err)):
+        atomic_write_bytes(p, b"new" * 1000)
+    monkeypatch.undo()
+    assert p.read_bytes() == b"old"
+    assert _temps(tmp_path) == [] and sorted(os.listdir(tmp_path)) == ["keep.bin"]
+    assert _open_fds() == before  # the temporary file's descriptor is closed too
+
+
+def test_interrupted_write_of_data_leaves_nothing_behind(tmp_path, monkeypatch):
+    real_fdopen = os.fdopen
+
+    class Interrupted:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+        def write(self, data):
+            self.fh.write(data[: len(data) // 2])
+            raise KeyboardInterrupt
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+    monkeypatch.setattr(_io.os, "fdopen", lambda fd, mode: Interrupted(real_fdopen(fd, mode)))
+    with pytest.raises(KeyboardInterrupt):
+        atomic_savez(tmp_path / "x.npz", {"a": np.ones(1000)})
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_failing_cleanup_does_not_hide_the_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(_io.os, "fsync", _raise(OSError(28, "No space left on device")))
+    monkeypatch.setattr(_io.os, "unlink", _raise(PermissionError(13, "cannot unlink")))
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write_text(tmp_path / "t.txt", "x")
