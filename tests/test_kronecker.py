@@ -9,6 +9,7 @@ from tolerances import (
     check_close,
     check_elementwise,
     cond,
+    curvature_rtol,
     damped_cond,
     identity_tol,
     product_atol,
@@ -34,16 +35,6 @@ def factors(case, kind, bias, **kw):
 def seeds(case):
     """Upper bound ``N max(C, n_samples)`` on the backpropagated seeds summed in a curvature."""
     return case.N * max(case.net.sizes[-1], 2)
-
-
-def curvature_rtol(case):
-    """Scale-relative distance of two routes to one curvature matrix ``1/N sum U^T U``.
-
-    Each entry is a sum over the ``seeds(case)`` rows of ``U``, each row a backpropagated
-    product of at most ``P`` accumulated terms: :func:`product_rtol` with ``n = P + seeds``.
-    Relative to the largest entry, which bounds ``|U|^T |U|`` entrywise (Cauchy-Schwarz).
-    """
-    return product_rtol(case.P + seeds(case))
 
 
 def zero_cross_terms(net, M):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tolerances import cg_rtol, check_close, cond, damped_cond, solve_rtol
 
 import minifim
 from minifim import optim
@@ -287,14 +288,16 @@ def test_ngd_adds_the_penalty_curvature(clf):
     _, g = optim.objective_and_gradient(batch, theta)
     F = minifim.true_fisher(net, theta, X)
     P = net.num_params
+    kappa = damped_cond(F, 3.0 / N + 0.01)
     for method in ("auto", "dense", "cg"):
         init, update, _ = optim.ngd(1.0, 0.01, "true", method, tol=1e-13)
         d = update(0, g, init(theta), batch)["direction"]
         ref = np.linalg.solve(F + 3.0 / N * np.eye(P) + 0.01 * np.eye(P), g)
-        np.testing.assert_allclose(d, ref, rtol=1e-10, atol=0)
+        check_close(d, ref, cg_rtol(kappa, P, 1e-13), method)  # (dense: below solve_rtol)
     init, update, _ = optim.ngd(1.0, 0.01, "true", penalty_curvature=False)
     d = update(0, g, init(theta), batch)["direction"]
-    np.testing.assert_allclose(d, np.linalg.solve(F + 0.01 * np.eye(P), g), rtol=1e-10)
+    check_close(d, np.linalg.solve(F + 0.01 * np.eye(P), g),
+                solve_rtol(damped_cond(F, 0.01), P), "no penalty curvature")
 
 
 def test_gauss_newton_one_step_solves_least_squares(linreg):
@@ -350,9 +353,9 @@ def test_kfac_running_averages_and_inverse_period(clf):
         src = t - t % T
         A, G = states[src]["A0"], states[src]["G0"]
         pi = np.sqrt((np.trace(A) / len(A)) / (np.trace(G) / len(G)))
-        np.testing.assert_allclose(states[t]["Ainv0"],
-                                   np.linalg.inv(A + pi * np.sqrt(0.05) * np.eye(len(A))),
-                                   rtol=1e-10, atol=1e-12)
+        Ad = A + pi * np.sqrt(0.05) * np.eye(len(A))
+        check_close(states[t]["Ainv0"], np.linalg.inv(Ad), solve_rtol(cond(Ad), len(A)),
+                    "damped inverse")
         assert float(states[t]["pi0"]) == pytest.approx(pi, rel=1e-13)
     assert np.array_equal(states[1]["Ginv1"], states[2]["Ginv1"])
     assert not np.array_equal(states[2]["Ginv1"], states[3]["Ginv1"])

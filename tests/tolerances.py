@@ -95,6 +95,18 @@ def product_atol(A, B, c: float = 1.0) -> np.ndarray:
     return product_rtol(A.shape[-1], c) * (A @ B)
 
 
+def curvature_rtol(case, c: float = 1.0) -> float:
+    """Scale-relative distance of two routes to one curvature matrix ``1/N sum_r u_r u_r^T``.
+
+    Each entry is a sum over ``N max(C, 2)`` seed rows ``u_r`` (``C`` outputs, or 2 Monte-Carlo
+    samples in this suite), each row a backpropagated product accumulating at most ``P``
+    terms: :func:`product_rtol` with ``n = P + N max(C, 2)``, relative to the largest entry
+    (which bounds ``|U|^T |U|`` entrywise: Cauchy-Schwarz on the PSD diagonal).
+    ``case`` has ``P``, ``N`` and ``net.sizes`` (a :class:`cases.Case`).
+    """
+    return product_rtol(case.P + case.N * max(case.net.sizes[-1], 2), c)
+
+
 def identity_tol(scale: float = 1.0, ulps: float = 4.0) -> float:
     """``ulps EPS scale``: an identity that holds up to a fixed handful of roundings.
 
