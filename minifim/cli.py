@@ -11,8 +11,18 @@
     minifim check F.npz candidate.npz --layout jax --reduction sum --rtol 1e-6 --json
     minifim check F.npz candidate.npz --diagnose my_fisher --mc-samples 10
 
-Exit status: 0 when every comparison passes, 1 when one fails, 2 for a usage or input error
-(a missing file, an invalid fixture, a bad option). ``python -m minifim`` is the same program.
+Exit status (``python -m minifim`` is the same program)::
+
+    0    every comparison and diagnosis passes (``check``), or the command succeeded
+    1    ``check`` ran and something fails: a mismatch, a candidate key that matches nothing,
+         a NaN/Inf candidate entry, a diagnosis that is not the true Fisher
+    2    usage or input error, nothing judged: a bad option, a missing or unreadable file, an
+         invalid, damaged or oversized fixture or candidate (zip bomb, lying .npy header), a
+         complex candidate, an output that cannot be written (read-only folder, full disk),
+         a request over the memory budget
+    130  interrupted (Ctrl-C); an interrupted write leaves no temporary file
+
+Every failure prints one line ``minifim: error: ...`` on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -23,11 +33,23 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
-
 from ._version import __version__
+from .oracle import DEFAULT_RTOL, LAYOUTS, REDUCTIONS
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILED", "EXIT_ERROR", "EXIT_INTERRUPTED"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+#: Bytes any candidate array may hold whatever the fixture (its own extra keys, a manifest).
+CANDIDATE_FLOOR = 16 * 2**20
+
+
+class CommandError(Exception):
+    """An error whose message is complete as it stands (printed as one line, exit 2)."""
 
 EPILOG_CHECK = """\
 Keys of the candidate are matched to the fixture's arrays by --map, then by exact name, then
@@ -42,8 +64,9 @@ layouts: pytorch  W0, b0, W1, b1, ... with W (out, in) row-major (minifim's own 
 
 
 def _add_common_tolerance(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rtol", type=float, default=1e-7,
-                   help="relative tolerance (default 1e-7); pass: |c - r| <= atol + rtol |r|")
+    p.add_argument("--rtol", type=float, default=DEFAULT_RTOL,
+                   help=f"relative tolerance (default {DEFAULT_RTOL:g}); pass: |c - r| <= atol "
+                        "+ rtol |r|")
     p.add_argument("--atol", type=float, default=None,
                    help="absolute tolerance (default: rtol * max|r| of each array)")
 
@@ -107,10 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="map a candidate key to a fixture array (repeatable)")
     chk.add_argument("--keys", nargs="+", metavar="KEY",
                      help="compare only these candidate keys")
-    chk.add_argument("--layout", choices=("pytorch", "in-out", "jax"), default="pytorch",
-                     help="parameter order of the candidate (default pytorch)")
-    chk.add_argument("--reduction", choices=("mean", "sum"), default="mean",
-                     help="the candidate's reduction over samples (default mean)")
+    chk.add_argument("--layout", choices=LAYOUTS, default=LAYOUTS[0],
+                     help=f"parameter order of the candidate (default {LAYOUTS[0]})")
+    chk.add_argument("--reduction", choices=REDUCTIONS, default=REDUCTIONS[0],
+                     help=f"the candidate's reduction over samples (default {REDUCTIONS[0]})")
     _add_common_tolerance(chk)
     chk.add_argument("--diagnose", nargs="*", metavar="KEY", default=None,
                      help="say which Fisher variant the given candidate keys are (dense or "
@@ -182,7 +205,10 @@ def _cmd_make(args, out) -> int:
     for spec, command in jobs:
         fx = make_fixture(spec, trajectory=args.trajectory, command=command)
         target = Path(args.output) if args.output else Path(args.out_dir) / f"{fx.name}.npz"
-        save_fixture(fx, target)
+        try:
+            save_fixture(fx, target)
+        except OSError as err:  # read-only folder, full disk, a folder in the way, ...
+            raise CommandError(f"cannot write {str(target)!r}: {_os_reason(err)}") from None
         print(f"wrote {target}  ({fx.name}: {fx.net!r}, N={fx.N}, P={fx.P}, "
               f"{len(fx.arrays)} arrays)", file=out)
     return 0
@@ -216,41 +242,30 @@ def _cmd_show(args, out) -> int:
     return 0
 
 
-def _load_candidate(path: Path) -> dict:
-    """The named arrays of a candidate ``.npz`` (``allow_pickle=False``)."""
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"candidate {str(path)!r}: cannot be read as an .npz file ({err})"
-                         ) from None
-    if not hasattr(npz, "files"):
-        raise ValueError(f"candidate {str(path)!r}: a single .npy array; save named arrays "
-                         "with numpy.savez(path, name=array, ...)")
-    with npz:
-        try:
-            return {k: npz[k] for k in npz.files}
-        except ValueError as err:
-            raise ValueError(f"candidate {str(path)!r}: an array cannot be loaded without "
-                             f"pickle ({err})") from None
+def _load_candidate(path: Path, fixture) -> dict:
+    """The named arrays of a candidate ``.npz`` (no pickle), read with bounds: an array may
+    hold at most :data:`CANDIDATE_FLOOR` bytes or twice the fixture's largest array (a
+    complex copy of it is then refused by the oracle with a clear message); a zip bomb or a
+    lying ``.npy`` header is refused before anything is allocated."""
+    from .fixtures import read_npz
+
+    largest = max(arr.nbytes for arr in fixture.arrays.values())
+    return read_npz(path, max(2 * largest, CANDIDATE_FLOOR), "candidate")
 
 
 def _cmd_check(args, out) -> int:
     from .fixtures import load_fixture
-    from .oracle import ALIASES, check
+    from .oracle import _resolve_key, check
 
     fx = load_fixture(args.fixture)
-    cpath = Path(args.candidate)
-    if not cpath.is_file():
-        raise FileNotFoundError(f"candidate {args.candidate!r}: no such file")
-    candidate = _load_candidate(cpath)
+    candidate = _load_candidate(Path(args.candidate), fx)
     mapping = _parse_map(args.map)
     diag_keys = []
     if args.diagnose is not None:
         diag_keys = list(args.diagnose)
         if not diag_keys:
             for k in candidate:
-                ref = mapping.get(k) or (k if k in fx.arrays else ALIASES.get(k.lower()))
-                if ref in ("true_fisher", "fisher_diagonal"):
+                if _resolve_key(fx, k, mapping) in ("true_fisher", "fisher_diagonal"):
                     diag_keys.append(k)
             if not diag_keys:
                 raise ValueError("--diagnose: no candidate key maps to true_fisher or "
@@ -260,25 +275,47 @@ def _cmd_check(args, out) -> int:
     result = check(fx, candidate, mapping=mapping, layout=args.layout,
                    reduction=args.reduction, rtol=args.rtol, atol=args.atol, keys=args.keys,
                    diagnose_keys=diag_keys, mc_samples=args.mc_samples,
-                   candidate_label=str(cpath))
+                   candidate_label=str(args.candidate))
     print(result.to_json() if args.json else result.table(), file=out)
-    return 0 if result.passed else 1
+    return EXIT_OK if result.passed else EXIT_FAILED
+
+
+def _os_reason(err: OSError) -> str:
+    """``"No space left on device"`` rather than ``"[Errno 28] ...: 'path'"``."""
+    return err.strerror or str(err) or type(err).__name__
+
+
+def _error_line(err: BaseException) -> str:
+    """One line naming the problem (the exception's own message, whitespace collapsed)."""
+    if isinstance(err, KeyError) and err.args:
+        message = str(err.args[0])
+    elif isinstance(err, OSError) and err.strerror:
+        where = f" {str(err.filename)!r}" if err.filename else ""
+        message = f"cannot access{where}: {err.strerror}"
+    elif isinstance(err, MemoryError) and not str(err):
+        message = "out of memory"
+    else:
+        message = str(err) or type(err).__name__
+    return "minifim: error: " + " ".join(message.split())
 
 
 def main(argv=None, out=None) -> int:
     """Run the ``minifim`` program; returns the exit status (see the module docstring)."""
     out = sys.stdout if out is None else out
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # usage errors: argparse exits with status 2
     handlers = {"list": _cmd_list, "make": _cmd_make, "show": _cmd_show}
     try:
         if args.command == "fixture":
             return handlers[args.fixture_command](args, out)
         return _cmd_check(args, out)
-    except (ValueError, TypeError, KeyError, FileNotFoundError, FloatingPointError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"minifim: error: {message}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("minifim: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (CommandError, ValueError, TypeError, KeyError, OSError, FloatingPointError,
+            MemoryError) as err:  # MemoryError: minifim.MemoryBudgetError and numpy's own
+        print(_error_line(err), file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -861,24 +861,14 @@ def _load_cached(path: str, inode: int, mtime_ns: int, size: int) -> tuple[dict,
     the manifest and the read-only arrays; :func:`load_fixture` wraps them in a new
     :class:`Fixture` per call."""
     path = Path(path)
-    if size == 0:
-        _fail(path, "is empty (0 bytes): not an .npz fixture")
-    magic = b""
-    try:
-        with open(path, "rb") as fh:
-            magic = fh.read(6)
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as err:
-        if magic == b"\x93NUMPY":
-            _fail(path, "is a single .npy array, not an .npz fixture")
-        _fail(path, f"cannot be read as an .npz file: not a zip archive, or truncated ({err})")
+    archive = _open_zip(path, size, "fixture", _fail)
     with archive:
-        members = _members(path, archive)
+        members = _members(path, archive, _fail)
         if MANIFEST_KEY not in members:
             _fail(path, f"no {MANIFEST_KEY!r} entry: not a minifim fixture (make one with "
                         "`minifim fixture make`)")
         raw = _read_member(path, archive, members[MANIFEST_KEY], MANIFEST_KEY,
-                           np.dtype(np.uint8), None, MAX_MANIFEST_BYTES)
+                           np.dtype(np.uint8), None, MAX_MANIFEST_BYTES, one_d=True)
         try:
             manifest = json.loads(raw.tobytes().decode("utf-8"))
         except (ValueError, UnicodeDecodeError, RecursionError) as err:
@@ -902,21 +892,61 @@ def _load_cached(path: str, inode: int, mtime_ns: int, size: int) -> tuple[dict,
     return manifest, arrays
 
 
-def _members(path, archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
+def read_npz(path, max_member_bytes: int, what: str = "candidate") -> dict[str, np.ndarray]:
+    """The named numeric arrays of an untrusted ``.npz`` (no pickle), read with bounds.
+
+    Each member's declared size and ``.npy`` header are checked before its data is read:
+    at most ``max_member_bytes`` per array and the memory budget in total. Errors are
+    ``ValueError`` naming ``what`` and the file (``minifim check`` reads candidates so).
+    """
+    path = Path(path)
+
+    def fail(p, message):
+        raise ValueError(f"{what} {str(p)!r}: {message}")
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {str(path)!r}: no such file")
+    archive = _open_zip(path, path.stat().st_size, what, fail)
+    with archive:
+        members = _members(path, archive, fail)
+        total = sum(info.file_size for info in members.values())
+        if total > memory_budget():
+            fail(path, f"its arrays declare {format_bytes(total)} in total, over the memory "
+                       f"budget of {format_bytes(memory_budget())}")
+        return {key: _read_member(path, archive, info, key, None, None, max_member_bytes,
+                                  fail=fail) for key, info in members.items()}
+
+
+def _open_zip(path: Path, size: int, what: str, fail) -> zipfile.ZipFile:
+    """Open ``path`` as a zip archive (reads its central directory only)."""
+    if size == 0:
+        fail(path, f"is empty (0 bytes): not an .npz {what}")
+    magic = b""
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(6)
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as err:
+        if magic == b"\x93NUMPY":
+            fail(path, f"is a single .npy array, not an .npz {what}")
+        fail(path, f"cannot be read as an .npz file: not a zip archive, or truncated ({err})")
+
+
+def _members(path, archive: zipfile.ZipFile, fail) -> dict[str, zipfile.ZipInfo]:
     """The archive's members by array name, checked from the central directory only."""
     members: dict[str, zipfile.ZipInfo] = {}
     for info in archive.infolist():
         name = info.filename
         if not name.endswith(".npy") or info.is_dir():
-            _fail(path, f"member {name!r} is not an .npy array: not a minifim fixture")
+            fail(path, f"member {name!r} is not an .npy array: not a minifim fixture")
         if info.flag_bits & 0x1:
-            _fail(path, f"member {name!r} is encrypted")
+            fail(path, f"member {name!r} is encrypted")
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-            _fail(path, f"member {name!r} uses zip compression method {info.compress_type}; "
-                        "fixtures are stored (or deflated)")
+            fail(path, f"member {name!r} uses zip compression method {info.compress_type}; "
+                       "fixtures are stored (or deflated)")
         key = name[:-len(".npy")]
         if key in members:
-            _fail(path, f"member {name!r} appears twice in the archive")
+            fail(path, f"member {name!r} appears twice in the archive")
         members[key] = info
     return members
 
@@ -949,63 +979,74 @@ MAX_NPY_HEADER = 10000
 MAX_MANIFEST_BYTES = 16 * 2**20
 
 
-def _read_member(path, archive, info: zipfile.ZipInfo, key: str, dtype: np.dtype,
-                 shape: tuple | None, max_data: int) -> np.ndarray:
-    """Read one ``.npy`` member of ``shape`` (``None``: any 1-D of at most ``max_data``
-    bytes) without reading or allocating more than the expected bytes."""
+def _read_member(path, archive, info: zipfile.ZipInfo, key: str, dtype: np.dtype | None,
+                 shape: tuple | None, max_data: int, *, one_d: bool = False, fail=None
+                 ) -> np.ndarray:
+    """Read one ``.npy`` member without reading or allocating more than ``max_data`` bytes.
+
+    ``dtype``: the required dtype (``None``: any numeric dtype). ``shape``: the required
+    shape (``None``: any shape of at most ``max_data`` bytes, 1-D if ``one_d``). ``fail``
+    raises the error (default: :class:`FixtureError` naming the fixture).
+    """
+    fail = fail or _fail
     name = info.filename
     # 8 bytes of magic and version, 4 of header length, the header, then the data
     limit = max_data + 12 + MAX_NPY_HEADER
     if info.file_size > limit:
         what = (f"the manifest's shape {shape}" if shape is not None
-                else f"the limit of {format_bytes(max_data)} for the manifest")
-        _fail(path, f"member {name!r} declares {info.file_size} bytes uncompressed, over "
-                    f"the limit: expected at most {limit} for {what} (a zip bomb or a "
-                    "damaged file)")
+                else f"the limit of {format_bytes(max_data)} for {key!r}")
+        fail(path, f"member {name!r} declares {info.file_size} bytes uncompressed, over "
+                   f"the limit: expected at most {limit} for {what} (a zip bomb or a "
+                   "damaged file)")
     try:
         with archive.open(info) as raw:
             reader = io.BufferedReader(_BoundedReader(raw, info.file_size), _CHUNK)
             try:
                 version = npformat.read_magic(reader)
             except ValueError as err:
-                _fail(path, f"member {name!r} is not an .npy array ({err})")
+                fail(path, f"member {name!r} is not an .npy array ({err})")
             if version not in ((1, 0), (2, 0)):
-                _fail(path, f"member {name!r}: unsupported .npy format version {version}")
+                fail(path, f"member {name!r}: unsupported .npy format version {version}")
             read_header = (npformat.read_array_header_1_0 if version == (1, 0)
                            else npformat.read_array_header_2_0)
             try:
                 got_shape, fortran, got_dtype = read_header(reader,
                                                             max_header_size=MAX_NPY_HEADER)
             except (ValueError, SyntaxError, RecursionError, MemoryError, UnicodeError) as err:
-                _fail(path, f"member {name!r} has an invalid .npy header ({err})")
+                fail(path, f"member {name!r} has an invalid .npy header ({err})")
             if got_dtype.hasobject:
-                _fail(path, f"array {key!r} has dtype {got_dtype} (Python objects): it cannot "
-                            "be loaded without pickle; fixtures hold float64 only")
-            if got_dtype != dtype:
-                _fail(path, f"array {key!r} has dtype {got_dtype}; fixtures hold "
-                            f"{'float64' if dtype == np.float64 else dtype} only")
+                fail(path, f"array {key!r} has dtype {got_dtype} (Python objects): it cannot "
+                           "be loaded without pickle; save numeric arrays only")
+            if dtype is not None and got_dtype != dtype:
+                fail(path, f"array {key!r} has dtype {got_dtype}; fixtures hold "
+                           f"{'float64' if dtype == np.float64 else dtype} only")
+            if got_dtype.kind not in "biufc" or got_dtype.fields is not None:
+                fail(path, f"array {key!r} has dtype {got_dtype}: expected a numeric array")
             if shape is None:
-                if len(got_shape) != 1 or got_shape[0] * dtype.itemsize > max_data:
-                    _fail(path, f"member {name!r} has shape {got_shape}: expected a 1-D "
-                                f"array of at most {format_bytes(max_data)} (over the limit)")
+                nbytes = math.prod(got_shape) * got_dtype.itemsize
+                if (one_d and len(got_shape) != 1) or any(s < 0 for s in got_shape) or \
+                        nbytes > max_data:
+                    fail(path, f"member {name!r} has shape {got_shape} and dtype {got_dtype}: "
+                               f"expected {'a 1-D array' if one_d else 'an array'} of at most "
+                               f"{format_bytes(max_data)} (over the limit)")
             elif tuple(got_shape) != tuple(shape):
-                _fail(path, f"member {name!r} has shape {tuple(got_shape)}, expected "
-                            f"{tuple(shape)} from the manifest")
+                fail(path, f"member {name!r} has shape {tuple(got_shape)}, expected "
+                           f"{tuple(shape)} from the manifest")
             shape = tuple(got_shape)
-            out = np.empty(shape[::-1] if fortran else shape, dtype=dtype)
+            out = np.empty(shape[::-1] if fortran else shape, dtype=got_dtype)
             view = memoryview(out).cast("B") if out.size else memoryview(b"")
             filled = 0
             while filled < len(view):
                 n = reader.readinto(view[filled:])
                 if not n:
-                    _fail(path, f"array {key!r} is truncated: {filled} of {len(view)} data "
-                                "bytes")
+                    fail(path, f"array {key!r} is truncated: {filled} of {len(view)} data "
+                               "bytes")
                 filled += n
             if reader.read(1) or raw.read(1):
-                _fail(path, f"array {key!r} has trailing bytes after its {len(view)} data "
-                            "bytes")
+                fail(path, f"array {key!r} has trailing bytes after its {len(view)} data "
+                           "bytes")
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
-        _fail(path, f"member {name!r} is corrupt or truncated ({err})")
+        fail(path, f"member {name!r} is corrupt or truncated ({err})")
     return out.T if fortran else out
 
 

@@ -115,7 +115,8 @@ def test_usage_errors_exit_2(argv, match, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, _ = run(*argv)
     assert code == 2
-    assert match in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert match in err and err.count("\n") == 1  # one line, no traceback
 
 
 def test_bad_spec_file(tmp_path, capsys):
@@ -217,3 +218,151 @@ def test_check_rejects_bad_candidates(fixture_path, tmp_path, capsys):
     np.savez(tmp_path / "plain.npz", F=np.ones(2))
     assert run("check", str(tmp_path / "plain.npz"), str(tmp_path / "plain.npz"))[0] == 2
     assert "not a minifim fixture" in capsys.readouterr().err
+
+
+# --- failures: one line on stderr, the documented exit status, no traceback ---------------------
+def _one_line(capsys):
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("minifim: error: "), err
+    assert "Traceback" not in err
+    return err
+
+
+def test_non_finite_candidate_is_a_failure_exit_1(fixture_path, tmp_path, capsys):
+    fx = load_fixture(fixture_path)
+    F = fx["true_fisher"].copy()
+    F[2, 3] = np.nan
+    cand = tmp_path / "nan.npz"
+    np.savez(cand, true_fisher=F, diag=np.full(fx.P, np.inf))
+    code, text = run("check", str(fixture_path), str(cand))
+    assert code == 1 and "FAILED: 2 problem(s)" in text
+    assert "1 NaN/Inf entry where the reference is finite: true_fisher[W0[0, 2], W0[0, 3]] = " \
+           "nan" in text
+    code, text = run("check", str(fixture_path), str(cand), "--json")
+    assert code == 1 and json.loads(text)["comparisons"][0]["num_nonfinite"] == 1
+    code, text = run("check", str(fixture_path), str(cand), "--diagnose", "diag",
+                     "--keys", "diag")
+    assert code == 1 and "67 NaN/Inf entries" in text
+    assert capsys.readouterr().err == ""
+
+
+def test_complex_candidate_is_refused_exit_2(fixture_path, tmp_path, capsys):
+    fx = load_fixture(fixture_path)
+    np.savez(tmp_path / "c.npz", true_fisher=fx["true_fisher"] + 0j)
+    assert run("check", str(fixture_path), str(tmp_path / "c.npz"))[0] == 2
+    assert "complex" in _one_line(capsys)
+
+
+def test_bad_fixtures_and_candidates_exit_2_with_one_line(fixture_path, tmp_path, capsys):
+    import zipfile
+
+    from numpy.lib import format as npf
+
+    header = io.BytesIO()
+    npf.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False,
+                                        "shape": (10**8,)})
+    liar = tmp_path / "liar.npz"
+    with zipfile.ZipFile(liar, "w") as z:
+        z.writestr("true_fisher.npy", header.getvalue())
+    (tmp_path / "empty.npz").write_bytes(b"")
+    (tmp_path / "folder.npz").mkdir()
+    good = tmp_path / "good.npz"
+    np.savez(good, true_fisher=load_fixture(fixture_path)["true_fisher"])
+    cases = [
+        (["check", str(liar), str(good)], "no 'manifest' entry"),
+        (["check", str(fixture_path), str(liar)], "over the limit"),   # a candidate bomb
+        (["check", str(tmp_path / "empty.npz"), str(good)], "empty"),
+        (["check", str(fixture_path), str(tmp_path / "empty.npz")], "empty"),
+        (["check", str(fixture_path), str(tmp_path / "folder.npz")], "no such file"),
+        (["check", str(tmp_path / "folder.npz"), str(good)], "no such file"),
+        (["fixture", "show", str(liar)], "no 'manifest' entry"),
+    ]
+    for argv, match in cases:
+        assert run(*argv)[0] == 2, argv
+        assert match in _one_line(capsys), argv
+
+
+@pytest.mark.parametrize("where, err, match", [
+    ("replace", PermissionError(13, "Permission denied"), "Permission denied"),
+    ("fsync", OSError(28, "No space left on device"), "No space left on device"),
+    ("mkstemp", PermissionError(13, "Permission denied"), "Permission denied"),
+])
+def test_write_failures_exit_2_with_one_line_and_no_temporary_file(
+        tmp_path, capsys, monkeypatch, where, err, match):
+    from minifim import _io
+
+    def fail(*args, **kwargs):
+        raise err
+
+    target = _io.tempfile if where == "mkstemp" else _io.os
+    monkeypatch.setattr(target, where, fail)
+    code, _ = run("fixture", "make", "logistic-regression", "--out-dir", str(tmp_path))
+    monkeypatch.undo()
+    assert code == 2
+    line = _one_line(capsys)
+    assert f"cannot write {str(tmp_path / 'logistic-regression.npz')!r}" in line
+    assert match in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_output_path_problems_exit_2(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    (tmp_path / "folder.npz").mkdir()
+    for argv in (["--out-dir", str(blocker)], ["-o", str(blocker / "x.npz")],
+                 ["-o", str(tmp_path / "folder.npz")]):
+        assert run("fixture", "make", "logistic-regression", *argv)[0] == 2, argv
+        assert "cannot write" in _one_line(capsys), argv
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder.npz"]
+
+
+def test_spec_name_cannot_escape_the_output_folder(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("../escaped", "/tmp/escaped", "a/b", ""):
+        spec = tmp_path / "spec.json"
+        spec.write_text(json.dumps({"preset": "logistic-regression", "name": name}))
+        assert run("fixture", "make", "--spec", str(spec), "--out-dir", str(out))[0] == 2
+        assert "spec['name']: expected a file name" in _one_line(capsys)
+    assert list(out.iterdir()) == [] and not (tmp_path / "escaped.npz").exists()
+
+
+def test_memory_budget_and_interrupt_exit_cleanly(tmp_path, capsys, monkeypatch):
+    with minifim.memory_limit(10_000):
+        code, _ = run("fixture", "make", "wide-rank-deficient", "--out-dir", str(tmp_path))
+    assert code == 2 and "over the memory budget" in _one_line(capsys)
+    from minifim import cli
+
+    def interrupted(args, out):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_cmd_list", interrupted)
+    assert run("fixture", "list")[0] == 130
+    assert capsys.readouterr().err == "minifim: interrupted\n"
+
+
+def test_check_uses_the_oracles_conventions(fixture_path, tmp_path):
+    from minifim import oracle
+
+    parser = build_parser()
+    args = parser.parse_args(["check", "a.npz", "b.npz"])
+    assert args.rtol == oracle.DEFAULT_RTOL and args.layout == "pytorch"
+    check = parser._subparsers._group_actions[0].choices["check"]
+    choices = {a.dest: a.choices for a in check._actions if a.choices}
+    assert tuple(choices["layout"]) == oracle.LAYOUTS
+    assert tuple(choices["reduction"]) == oracle.REDUCTIONS
+    # --diagnose without KEY finds a Fisher named as a state-dict-free alias or exact key
+    fx = load_fixture(fixture_path)
+    cand = tmp_path / "d.npz"
+    np.savez(cand, fisher_diag=fx["fisher_diagonal"])
+    code, text = run("check", str(fixture_path), str(cand), "--diagnose")
+    assert code == 0 and "diagnosis of 'fisher_diag'" in text
+
+
+def test_exit_codes_are_documented():
+    from minifim import cli
+
+    doc = cli.__doc__
+    for code in ("0 ", "1 ", "2 ", "130 "):
+        assert f"\n    {code}" in doc or f" {code}" in doc
+    assert "Exit status" in doc and "full disk" in doc and "interrupted" in doc
