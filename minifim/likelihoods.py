@@ -38,6 +38,7 @@ import numpy as np
 from autograd.scipy.special import logsumexp
 
 from ._validation import as_float_array, as_generator, check_int, check_positive, is_box
+from .memory import require_memory
 
 __all__ = ["Likelihood", "Categorical", "Bernoulli", "Gaussian", "get_likelihood",
            "LIKELIHOODS"]
@@ -92,13 +93,24 @@ class Likelihood:
         """Output-space score ``d log p(y_n | f_n) / d f_n``, shape ``(N, C)``."""
         return self._grad_log_prob(*self._checked(F, y))
 
+    def _require_output_square(self, F, what: str) -> None:
+        """Memory guard for an ``(N, C, C)`` float64 output-space array (plus one temporary)."""
+        N, C = np.shape(F)
+        require_memory(2 * 8 * N * C * C, f"{self.name} {what} (N, C, C) = ({N}, {C}, {C})",
+                       "call it on chunks of the rows of F, or use the matrix-free "
+                       "minifim.fisher_operator / ggn_operator on chunks of X")
+
     def fisher_outputs(self, F) -> np.ndarray:
-        """``Lambda_n = E_y[g g^T]``, shape ``(N, C, C)``."""
-        return self._fisher_outputs(self.check_outputs(F))
+        """``Lambda_n = E_y[g g^T]``, shape ``(N, C, C)`` (memory-guarded)."""
+        F = self.check_outputs(F)
+        self._require_output_square(F, "output-space Fisher Lambda")
+        return self._fisher_outputs(F)
 
     def fisher_factor(self, F) -> np.ndarray:
-        """``R_n`` with ``R_n^T R_n = Lambda_n``, shape ``(N, K, C)``."""
-        return self._fisher_factor(self.check_outputs(F))
+        """``R_n`` with ``R_n^T R_n = Lambda_n``, shape ``(N, K, C)`` (memory-guarded)."""
+        F = self.check_outputs(F)
+        self._require_output_square(F, "output-space Fisher factor R")
+        return self._fisher_factor(F)
 
     def hessian_outputs(self, F) -> np.ndarray:
         """Hessian of ``-log p(y | f)`` with respect to ``f``, shape ``(N, C, C)``.
@@ -106,7 +118,9 @@ class Likelihood:
         The likelihoods here have canonical links: it does not depend on ``y``, which is
         therefore not an argument.
         """
-        return self._hessian_outputs(self.check_outputs(F))
+        F = self.check_outputs(F)
+        self._require_output_square(F, "output-space Hessian")
+        return self._hessian_outputs(F)
 
     def sample(self, F, rng, n_samples: int | None = None) -> np.ndarray:
         """Targets drawn from ``p(y | f)``; a leading axis of ``n_samples`` when given.

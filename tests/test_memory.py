@@ -277,3 +277,19 @@ def test_kfac_blocks_equal_the_dense_slices_without_a_kron_temporary():
             o, i = fac.shapes[l]
             if bias == "separate":
                 np.testing.assert_array_equal(block[:o * i, :o * i], np.kron(fac.G[l], fac.A[l]))
+
+
+@pytest.mark.parametrize("likelihood", ["categorical", "bernoulli", "gaussian"])
+@pytest.mark.parametrize("method", ["fisher_outputs", "fisher_factor", "hessian_outputs"])
+def test_public_output_space_arrays_are_guarded(likelihood, method):
+    """``Likelihood.fisher_outputs``/``fisher_factor``/``hessian_outputs`` allocate (N, C, C)."""
+    lik = minifim.get_likelihood(likelihood)
+    N, C = 50, 40
+    F = np.random.default_rng(0).standard_normal((N, C))
+    needed = 2 * 8 * N * C * C
+    with memory_limit(needed - 1):
+        with pytest.raises(MemoryBudgetError, match=r"\(N, C, C\).*Cheaper route: .*chunks"):
+            getattr(lik, method)(F)
+    with memory_limit(needed):
+        out = getattr(lik, method)(F)
+    assert out.shape[0] == N and out.shape[-1] == C
