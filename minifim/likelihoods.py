@@ -94,9 +94,9 @@ class Likelihood:
         return self._grad_log_prob(*self._checked(F, y))
 
     def _require_output_square(self, F, what: str) -> None:
-        """Memory guard for an ``(N, C, C)`` float64 output-space array (plus one temporary)."""
+        """Memory guard for the ``(N, C, C)`` float64 output-space array a method returns."""
         N, C = np.shape(F)
-        require_memory(2 * 8 * N * C * C, f"{self.name} {what} (N, C, C) = ({N}, {C}, {C})",
+        require_memory(8 * N * C * C, f"{self.name} {what} (N, C, C) = ({N}, {C}, {C})",
                        "call it on chunks of the rows of F, or use the matrix-free "
                        "minifim.fisher_operator / ggn_operator on chunks of X")
 

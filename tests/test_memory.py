@@ -286,7 +286,7 @@ def test_public_output_space_arrays_are_guarded(likelihood, method):
     lik = minifim.get_likelihood(likelihood)
     N, C = 50, 40
     F = np.random.default_rng(0).standard_normal((N, C))
-    needed = 2 * 8 * N * C * C
+    needed = 8 * N * C * C
     with memory_limit(needed - 1):
         with pytest.raises(MemoryBudgetError, match=r"\(N, C, C\).*Cheaper route: .*chunks"):
             getattr(lik, method)(F)
