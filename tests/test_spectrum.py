@@ -85,13 +85,8 @@ def test_eigenvectors_are_orthonormal_eigenvectors(case, method, curvature):
     assert V.shape == (case.P, values.shape[0])
     ortho, resid = eigvec_atol(case, values, method)
     check_elementwise(M @ V, V * values, np.broadcast_to(resid, V.shape), "M V = V diag(values)")
-    loss = float(np.max(np.abs(V.T @ V - np.eye(values.shape[0])) / ortho))
-    if method == "dense" and loss > 1:
-        # known source weakness: scipy.linalg.eigh's default driver 'evr' (MRRR, dsyevr) loses
-        # orthogonality on the cluster of zero eigenvalues of a rank-deficient Fisher (up to
-        # 8.5 P EPS here; 'evd' / 'evx' stay below 0.5 P EPS on the same matrices)
-        pytest.xfail(f"dense eigenvectors: orthogonality {loss:.2f} x the backward-stable bound "
-                     "(MRRR driver 'evr')")
+    # the dense route uses dsyevd/dsyevx: the default MRRR driver (dsyevr) lost orthogonality
+    # on the cluster of zero eigenvalues of a rank-deficient Fisher (up to 8.5 P EPS)
     check_elementwise(V.T @ V, np.eye(values.shape[0]), ortho, "orthonormality")
 
 
