@@ -16,7 +16,7 @@ integer: ``c = 1`` for two differently ordered evaluations of a product (``2 gam
 ``gamma_n`` of the residual product or of the reference solve's own error). The worst-case
 backward error of Cholesky is ``O(n^2 u)`` normwise (``|| |R^T| |R| || <= n ||A||``), but
 roundings accumulate like a random walk (Higham sec. 2.8: ``sqrt(n) u`` is typical), so one
-factor ``n`` covers both. Measured on every OpenBLAS kernel, the suite's errors reach at most
+factor ``n`` covers both. Measured (OpenBLAS Haswell, Nehalem, unset), the suite's errors reach at most
 0.8 of these bounds (dense eigenvector orthogonality; the product and solve bounds below 0.45),
 so they are tight, not fudged (see ``MINIFIM_TOL_REPORT`` below).
 
