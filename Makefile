@@ -51,7 +51,7 @@ bench: $(VENV)/.stamp-experiments
 	$(PY) -m minifim.bench
 
 lint: $(VENV)/.stamp-test
-	$(VENV)/bin/ruff check minifim tests experiments
+	$(VENV)/bin/ruff check minifim tests experiments tools
 
 crosscheck: $(VENV)/.stamp-crosscheck
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(PY) -m pytest tests -k torch -rs
