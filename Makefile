@@ -45,10 +45,10 @@ test-thorough: $(VENV)/.stamp-test
 
 experiments: $(VENV)/.stamp-experiments
 	@set -e; for f in experiments/[a-z]*.py; do echo "== $$f"; $(PY) $$f; done
-	$(PY) -m minifim.report index
+	$(PY) -m minifim.tools.report index
 
 bench: $(VENV)/.stamp-experiments
-	$(PY) -m minifim.bench
+	$(PY) -m minifim.tools.bench
 
 lint: $(VENV)/.stamp-test
 	$(VENV)/bin/ruff check minifim tests experiments tools

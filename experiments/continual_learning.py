@@ -39,13 +39,13 @@ from tqdm.auto import tqdm
 
 import minifim
 from minifim import data as mdata
-from minifim.ewc import quadratic_penalty, quadratics
-from minifim.report import Report, quick
+from minifim.methods.ewc import quadratic_penalty, quadratics
+from minifim.tools.report import Report, quick
 
 SEED = 0
 QUICK = quick()
 # BLAS threads for main(): small dense solves and products dominate, where BLAS threads only add
-# overhead and, on a loaded machine, spin (see minifim.report). Measured: QUICK: 7.3 s with 2 free
+# overhead and, on a loaded machine, spin (see minifim.tools.report). Measured: QUICK: 7.3 s with 2 free
 # threads, 8.1 s with one, on an idle machine.
 BLAS_THREADS = 1
 CFG = {

@@ -39,12 +39,12 @@ from tqdm import tqdm
 
 import minifim
 from minifim.data import teacher_data
-from minifim.report import Report, quick
+from minifim.tools.report import Report, quick
 
 SEED = 0
 QUICK = quick()
 # BLAS threads for main(): small dense solves and products dominate, where BLAS threads only add
-# overhead and, on a loaded machine, spin (see minifim.report). Measured: thousands of L-BFGS fits
+# overhead and, on a loaded machine, spin (see minifim.tools.report). Measured: thousands of L-BFGS fits
 # and (P, P) solves with P <= 13.
 BLAS_THREADS = 1
 LOGREG_NS = [100, 400, 1600] if QUICK else [50, 100, 200, 400, 800, 1600, 3200, 6400]

@@ -22,12 +22,12 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 import minifim
-from minifim.report import Report, angle_degrees, loglog_slope, quick
+from minifim.tools.report import Report, angle_degrees, loglog_slope, quick
 
 SEED = 0
 QUICK = quick()
 # BLAS threads for main(): small dense solves and products dominate, where BLAS threads only add
-# overhead and, on a loaded machine, spin (see minifim.report). Measured: QUICK: 3.9 s with 2 free
+# overhead and, on a loaded machine, spin (see minifim.tools.report). Measured: QUICK: 3.9 s with 2 free
 # threads, 2.9 s with one.
 BLAS_THREADS = 1
 STEPS = 150 if QUICK else 600

@@ -23,12 +23,12 @@ from tqdm import tqdm
 
 import minifim
 from minifim import plotting
-from minifim.report import Report, loglog_slope, quick
+from minifim.tools.report import Report, loglog_slope, quick
 
 SEED = 0
 QUICK = quick()
 # BLAS threads for main(): small dense solves and products dominate, where BLAS threads only add
-# overhead and, on a loaded machine, spin (see minifim.report). Measured: full run: 55 s with 2
+# overhead and, on a loaded machine, spin (see minifim.tools.report). Measured: full run: 55 s with 2
 # free threads, 11 s with one (Gram eigh up to 1,000 x 1,000).
 BLAS_THREADS = 1
 WIDTHS = [8, 16, 32, 64] if QUICK else [8, 16, 32, 64, 128, 256]

@@ -27,13 +27,13 @@ from tqdm import tqdm
 
 import minifim
 from minifim.data import load_digits, train_test_split, two_moons
-from minifim.laplace import calibration
-from minifim.report import Report, quick
+from minifim.methods.laplace import calibration
+from minifim.tools.report import Report, quick
 
 SEED = 0
 QUICK = quick()
 # BLAS threads for main(): small dense solves and products dominate, where BLAS threads only add
-# overhead and, on a loaded machine, spin (see minifim.report). Measured: QUICK: 3.6 s with 2 free
+# overhead and, on a loaded machine, spin (see minifim.tools.report). Measured: QUICK: 3.6 s with 2 free
 # threads, 4.2 s with one, on an idle machine.
 BLAS_THREADS = 1
 STRUCTURES = ("full", "kfac", "diag")

@@ -27,12 +27,12 @@ from threadpoolctl import threadpool_limits
 
 import minifim
 from minifim.data import load_digits, train_test_split
-from minifim.report import Report, quick
+from minifim.tools.report import Report, quick
 
 SEED = 0
 QUICK = quick()
 # BLAS threads for main(): small dense solves and products dominate, where BLAS threads only add
-# overhead and, on a loaded machine, spin (see minifim.report). Measured: QUICK: 12.4 s with 2
+# overhead and, on a loaded machine, spin (see minifim.tools.report). Measured: QUICK: 12.4 s with 2
 # free threads, 3.4 s with one; issue 12: full run 1038 s vs 39 s.
 BLAS_THREADS = 1
 SEEDS = [0] if QUICK else [0, 1, 2]

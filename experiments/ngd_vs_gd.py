@@ -26,12 +26,12 @@ from tqdm.auto import tqdm
 
 import minifim
 from minifim import optim
-from minifim.report import Report, angle_degrees, quick
+from minifim.tools.report import Report, angle_degrees, quick
 
 SEED = 0
 QUICK = quick()
 # BLAS threads for main(): small dense solves and products dominate, where BLAS threads only add
-# overhead and, on a loaded machine, spin (see minifim.report). Measured: the wall-time curves of
+# overhead and, on a loaded machine, spin (see minifim.tools.report). Measured: the wall-time curves of
 # part 2 compare methods at one thread each.
 BLAS_THREADS = 1
 

@@ -25,12 +25,12 @@ from threadpoolctl import threadpool_limits
 
 import minifim
 from minifim.data import load_digits, train_test_split
-from minifim.report import Report, quick
+from minifim.tools.report import Report, quick
 
 SEED = 0
 QUICK = quick()
 # BLAS threads for main(): small dense solves and products dominate, where BLAS threads only add
-# overhead and, on a loaded machine, spin (see minifim.report). Measured: QUICK: 14.4 s with 2
+# overhead and, on a loaded machine, spin (see minifim.tools.report). Measured: QUICK: 14.4 s with 2
 # free threads, 5.0 s with one (OBS downdates of P ~ 2,000).
 BLAS_THREADS = 1
 HIDDEN = 16 if QUICK else 32

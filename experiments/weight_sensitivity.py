@@ -17,12 +17,12 @@ from threadpoolctl import threadpool_limits
 
 import minifim
 from minifim.data import load_digits, train_test_split
-from minifim.report import Report, quick
+from minifim.tools.report import Report, quick
 
 SEED = 0
 QUICK = quick()
 # BLAS threads for main(): small dense solves and products dominate, where BLAS threads only add
-# overhead and, on a loaded machine, spin (see minifim.report). Measured: QUICK: 2.7 s with 2 free
+# overhead and, on a loaded machine, spin (see minifim.tools.report). Measured: QUICK: 2.7 s with 2 free
 # threads, 2.8 s with one.
 BLAS_THREADS = 1
 HIDDEN = 32

@@ -4,20 +4,22 @@ The public API is re-exported here and listed in ``__all__``; see README.md for 
 (flat parameter order ``W0, b0, W1, b1, ...`` with ``W: (out, in)``; curvature matrices are means
 over samples). Namespaces kept as modules: :mod:`minifim.data`, :mod:`minifim.optim`,
 :mod:`minifim.fixtures`, :mod:`minifim.oracle`, :mod:`minifim.plotting`. No public name
-shadows a submodule: ``minifim.kfac`` is the function, its module is ``minifim.kronecker``;
-``minifim.sensitivity`` is the function, its module is ``minifim.sensitivities``.
+shadows a submodule: ``minifim.kfac`` is the function, its module is ``minifim.geometry.kronecker``;
+``minifim.sensitivity`` is the function, its module is ``minifim.methods.sensitivities``.
 """
 
-from . import data
+import sys as _sys
+
+
 from ._version import __version__
 
 # model: activations, likelihoods, the network
-from .activations import ACTIVATIONS, Activation, get_activation
-from .likelihoods import Bernoulli, Categorical, Gaussian, Likelihood, get_likelihood
-from .model import MLP
+from .core.activations import ACTIVATIONS, Activation, get_activation
+from .core.likelihoods import Bernoulli, Categorical, Gaussian, Likelihood, get_likelihood
+from .core.model import MLP
 
 # per-sample scores and output Jacobians
-from .scores import (
+from .core.scores import (
     jacobian_vector_product,
     output_jacobians,
     per_sample_scores,
@@ -25,7 +27,7 @@ from .scores import (
 )
 
 # training objective
-from .objective import accuracy, gradient, loss, loss_and_gradient
+from .core.objective import accuracy, gradient, loss, loss_and_gradient
 
 # memory budget
 from .memory import (
@@ -37,7 +39,7 @@ from .memory import (
 )
 
 # exact curvature: true, empirical and Monte-Carlo Fisher, GGN, Hessian; diagonal and blocks
-from .curvature import (
+from .geometry.curvature import (
     FISHER_KINDS,
     block_diagonal,
     curvature_factors,
@@ -52,14 +54,13 @@ from .curvature import (
 )
 
 # Kronecker-factored curvature (K-FAC)
-from .kronecker import KFACFactors, kfac
+from .geometry.kronecker import KFACFactors, kfac
 
 # matrix-free curvature-vector products
-from .operators import fisher_operator, ggn_operator, hessian_operator
+from .geometry.operators import fisher_operator, ggn_operator, hessian_operator
 
 # spectrum and spectral statistics
-from . import plotting
-from .spectrum import (
+from .geometry.spectrum import (
     CURVATURES,
     KarakidaStatistics,
     SpectrumInfo,
@@ -80,25 +81,26 @@ from .spectrum import (
 )
 
 # oracle: reference fixtures and checks against them
-from . import fixtures, oracle
-from .fixtures import Fixture, FixtureError, load_fixture, make_fixture, save_fixture
+from . import oracle
+from .oracle import fixtures
+from .oracle.fixtures import Fixture, FixtureError, load_fixture, make_fixture, save_fixture
 from .oracle import assert_matches, check, diagnose
 
 # natural gradient and optimisers
-from . import optim
-from .ngd import natural_gradient
-from .optim import GaussianPrior, fit_map, train
+from .methods import optim
+from .methods.ngd import natural_gradient
+from .methods.optim import GaussianPrior, fit_map, train
 
 # continual learning: elastic weight consolidation
-from .ewc import EWC, EWCTask, Quadratic, ewc_lambda, ewc_strength, task_curvature
+from .methods.ewc import EWC, EWCTask, Quadratic, ewc_lambda, ewc_strength, task_curvature
 
 # Laplace approximation
-from .laplace import Laplace
+from .methods.laplace import Laplace
 
 # sensitivity, pruning and merging
-from .merging import fisher_merge
-from .pruning import PruningResult, prune, prune_path
-from .sensitivities import sensitivity
+from .methods.merging import fisher_merge
+from .methods.pruning import PruningResult, prune, prune_path
+from .methods.sensitivities import sensitivity
 
 __all__ = [
     "__version__",
@@ -201,3 +203,20 @@ __all__ = [
     "PruningResult",
     "fisher_merge",
 ]
+
+
+# ``minifim.optim`` and ``minifim.fixtures`` are public namespaces that live in subpackages:
+# registered under their short names so that ``from minifim.optim import sgd`` keeps working.
+_sys.modules.setdefault(__name__ + ".optim", optim)
+_sys.modules.setdefault(__name__ + ".fixtures", fixtures)
+
+_LAZY_MODULES = ("data", "plotting")  # user-facing helpers, imported on first use
+
+
+def __getattr__(name: str):
+    """Import the helper modules :mod:`minifim.data` and :mod:`minifim.plotting` on first use."""
+    if name in _LAZY_MODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,8 +1,8 @@
-"""``python -m minifim``: the ``minifim`` command line (see :mod:`minifim.cli`)."""
+"""``python -m minifim``: the ``minifim`` command line (see :mod:`minifim.oracle.cli`)."""
 
 import sys
 
-from .cli import main
+from .oracle.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

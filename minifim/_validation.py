@@ -143,7 +143,7 @@ def check_net(net, name: str = "net"):
     Raises ``TypeError`` naming the argument and the type received (a torch module, a list of
     layer sizes or a parameter vector passed in its place are the usual mistakes).
     """
-    from .model import MLP  # the model imports this module
+    from .core.model import MLP  # the model imports this module
 
     if not isinstance(net, MLP):
         hint = ""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._validation import as_float_array, check_choice, check_int
-from .spectrum import _dimension, _eigenvalues, default_rank_tolerance
+from .geometry.spectrum import _dimension, _eigenvalues, default_rank_tolerance
 
 __all__ = [
     "log_bins",

@@ -13,9 +13,10 @@ import autograd
 import autograd.numpy as anp
 import numpy as np
 import scipy.special
-from tolerances import check
 
 import minifim
+
+from .tolerances import check
 
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "softplus", "identity")
 LIKELIHOODS = ("categorical", "bernoulli", "gaussian")

@@ -1,16 +1,14 @@
 """Shared fixtures: ``case`` runs a test over every case in :mod:`tests.cases`."""
 
 import os
-import sys
 
 import numpy as np
 import pytest
 from hypothesis import settings
 
-sys.path.insert(0, os.path.dirname(__file__))
 os.environ.setdefault("MPLBACKEND", "Agg")  # tests never open a window
 
-from cases import CASES  # noqa: E402
+from .cases import CASES
 
 # Hypothesis profiles, chosen by the environment variable HYPOTHESIS_PROFILE:
 # - "ci" (default): 25 derandomized examples per property, the same on every run (fast, stable);
@@ -37,7 +35,7 @@ def pytest_terminal_summary(terminalreporter):
     top = int(os.environ.get("MINIFIM_TOL_REPORT", "0") or 0)
     if not top:
         return
-    from tolerances import RATIOS
+    from .tolerances import RATIOS
 
     worst = {}
     for ratio, what, test in RATIOS:

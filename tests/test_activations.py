@@ -6,10 +6,11 @@ import autograd.numpy as anp
 import numpy as np
 import pytest
 from autograd import elementwise_grad
-from cases import assert_close
 
 import minifim
-from minifim.activations import ACTIVATIONS, Activation, get_activation
+from minifim.core.activations import ACTIVATIONS, Activation, get_activation
+
+from .cases import assert_close
 
 # away from relu's kink at 0, both signs, up to moderately large magnitudes
 Z = np.concatenate([np.linspace(-6.0, -0.05, 40), np.linspace(0.05, 6.0, 40)]).reshape(8, 10)

@@ -9,11 +9,11 @@ import sys
 
 import numpy as np
 import pytest
+from minifim.fixtures import PRESETS, load_fixture
 
 import minifim
-from minifim.cli import build_parser, main
-from minifim.fixtures import PRESETS, load_fixture
 from minifim.oracle import from_minifim_layout
+from minifim.oracle.cli import build_parser, main
 
 
 def run(*argv):
@@ -331,7 +331,7 @@ def test_memory_budget_and_interrupt_exit_cleanly(tmp_path, capsys, monkeypatch)
     with minifim.memory_limit(10_000):
         code, _ = run("fixture", "make", "wide-rank-deficient", "--out-dir", str(tmp_path))
     assert code == 2 and "over the memory budget" in _one_line(capsys)
-    from minifim import cli
+    from minifim.oracle import cli
 
     def interrupted(args, out):
         raise KeyboardInterrupt
@@ -360,7 +360,7 @@ def test_check_uses_the_oracles_conventions(fixture_path, tmp_path):
 
 
 def test_exit_codes_are_documented():
-    from minifim import cli
+    from minifim.oracle import cli
 
     doc = cli.__doc__
     for code in ("0 ", "1 ", "2 ", "130 "):

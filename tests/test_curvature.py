@@ -5,7 +5,14 @@ estimators (bounds derived from the exact variance, fixed seeds)."""
 import autograd
 import numpy as np
 import pytest
-from cases import (
+from hypothesis import given
+from hypothesis import strategies as st
+
+import minifim
+from minifim.core.scores import expand_gradients
+from minifim.geometry.curvature import FISHER_KINDS, output_seeds
+
+from .cases import (
     ACTIVATIONS,
     CASES,
     LIKELIHOODS,
@@ -18,12 +25,6 @@ from cases import (
     make_case,
     outcomes,
 )
-from hypothesis import given
-from hypothesis import strategies as st
-
-import minifim
-from minifim.curvature import FISHER_KINDS, output_seeds
-from minifim.scores import expand_gradients
 
 
 def _scores(case, y, method="autograd"):

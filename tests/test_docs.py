@@ -123,7 +123,7 @@ def test_readme_has_blocks():
 
 @pytest.mark.parametrize("line,source", BLOCKS, ids=[f"README.md:{ln}" for ln, _ in BLOCKS])
 def test_readme_block(line, source, tmp_path, monkeypatch):
-    if re.search(r"^\s*(import torch|from torch)", source, re.M) or "minifim.torch" in source:
+    if re.search(r"^\s*(import torch|from torch)", source, re.M) or "minifim.oracle.torch" in source:
         if importlib.util.find_spec("torch") is None:
             pytest.skip("the block needs torch")
     monkeypatch.chdir(tmp_path)

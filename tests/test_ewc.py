@@ -1,16 +1,17 @@
-"""Tests of minifim.ewc: exact recursive Laplace, the modes, every curvature, the named mistakes."""
+"""Tests of minifim.methods.ewc: exact recursive Laplace, the modes, every curvature, the named mistakes."""
 
 import autograd
 import autograd.numpy as anp
 import numpy as np
 import pytest
-from cases import make_case
 from hypothesis import given
 from hypothesis import strategies as st
-from tolerances import check, check_close, cond, solve_rtol
 
 import minifim
-from minifim import ewc as ewc_mod
+from minifim.methods import ewc as ewc_mod
+
+from .cases import make_case
+from .tolerances import check, check_close, cond, solve_rtol
 
 KINDS = ("diag", "block", "kfac", "full")
 SIGMA = 0.7

@@ -7,11 +7,6 @@ import zipfile
 
 import numpy as np
 import pytest
-from cases import ACTIVATIONS, LIKELIHOODS, assert_close, enumerated_fisher
-from tolerances import check_close, damped_cond, identity_tol, solve_rtol
-
-import minifim
-from minifim import fixtures
 from minifim.fixtures import (
     PRESETS,
     SCHEMA_VERSION,
@@ -24,7 +19,13 @@ from minifim.fixtures import (
     parse_trajectory,
     save_fixture,
 )
-from minifim.scores import forward_cache
+
+import minifim
+from minifim import fixtures
+from minifim.core.scores import forward_cache
+
+from .cases import ACTIVATIONS, LIKELIHOODS, assert_close, enumerated_fisher
+from .tolerances import check_close, damped_cond, identity_tol, solve_rtol
 
 # every preset but the wide one (P = 324) is cheap enough to check in full
 CHECKED = [n for n in PRESETS if n != "wide-rank-deficient"]

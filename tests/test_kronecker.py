@@ -4,8 +4,12 @@ of to_dense/matvec/diagonal/solve (including factored damping against an explici
 
 import numpy as np
 import pytest
-from cases import assert_close, get_case, homogeneous_to_flat, make_case
-from tolerances import (
+
+import minifim
+from minifim import kfac
+
+from .cases import assert_close, get_case, homogeneous_to_flat, make_case
+from .tolerances import (
     check_close,
     check_elementwise,
     cond,
@@ -16,9 +20,6 @@ from tolerances import (
     product_rtol,
     solve_rtol,
 )
-
-import minifim
-from minifim import kfac
 
 KINDS = ("true", "empirical", "ggn", "mc", "argmax")
 

@@ -1,4 +1,4 @@
-"""Tests of minifim.laplace against closed forms and independent dense routes.
+"""Tests of minifim.methods.laplace against closed forms and independent dense routes.
 
 References: Bayesian linear regression (posterior, predictive, marginal likelihood in closed
 form) for the linear-Gaussian model; dense ``np.linalg.inv`` / ``slogdet`` of the assembled
@@ -11,12 +11,17 @@ import math
 
 import numpy as np
 import pytest
-from cases import assert_close
 from hypothesis import given
 from hypothesis import strategies as st
+from minifim.optim import fit_map
 from scipy.optimize import brentq
 from scipy.stats import multivariate_normal
-from tolerances import (
+
+import minifim
+from minifim.methods.laplace import Laplace
+
+from .cases import assert_close
+from .tolerances import (
     check,
     check_close,
     cond,
@@ -25,10 +30,6 @@ from tolerances import (
     product_rtol,
     solve_rtol,
 )
-
-import minifim
-from minifim.laplace import Laplace
-from minifim.optim import fit_map
 
 RTOL = 1e-10  # only for the comparisons below that are not yet derived (predictive, evidence)
 
@@ -543,7 +544,7 @@ def test_calibration_against_a_loop():
     y = rng.integers(0, 4, 300)
     probs[0] = [0.2, 0.2, 0.2, 0.4]  # confidence exactly on the edge 2/5: bin (1/5, 2/5]
     B = 5
-    cal = minifim.laplace.calibration(probs, y, B)
+    cal = minifim.methods.laplace.calibration(probs, y, B)
     edges = np.linspace(0, 1, B + 1)
     ece, counts = 0.0, []
     for b in range(B):
@@ -568,13 +569,13 @@ def test_calibration_of_calibrated_and_overconfident_predictions():
     p1 = rng.uniform(0.5, 1.0, n)
     y = (rng.random(n) >= p1).astype(int)  # label 0 with probability p1: calibrated
     probs = np.stack([p1, 1 - p1], axis=1)
-    assert minifim.laplace.calibration(probs, y).ece < 0.02
+    assert minifim.methods.laplace.calibration(probs, y).ece < 0.02
     sharp = np.stack([np.minimum(1.0, p1 + 0.2), 1 - np.minimum(1.0, p1 + 0.2)], axis=1)
-    assert minifim.laplace.calibration(sharp, y).ece > 0.15
+    assert minifim.methods.laplace.calibration(sharp, y).ece > 0.15
 
 
 def test_calibration_bad_input():
-    cal = minifim.laplace.calibration
+    cal = minifim.methods.laplace.calibration
     with pytest.raises(ValueError, match="probs"):
         cal(np.array([[0.5, 0.6]]), np.array([0]))
     with pytest.raises(ValueError, match="y"):
@@ -627,7 +628,7 @@ def test_posterior_samples_do_not_depend_on_the_blas_thread_count(tmp_path):
     # signs and rotations inside degenerate eigenspaces are not fixed by eigh); sampling through
     # the unique symmetric square root A^{-1/2} makes them continuous in A, so the thread count
     # changes them only by roundoff amplified by the conditioning of A
-    from tolerances import check, solve_rtol
+    from .tolerances import check, solve_rtol
 
     one, two = _run_with_threads(tmp_path, 1), _run_with_threads(tmp_path, 2)
     for curvature in ("full", "kfac", "diag"):

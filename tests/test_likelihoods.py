@@ -9,10 +9,11 @@ import autograd.numpy as anp
 import numpy as np
 import pytest
 import scipy.stats
-from cases import assert_close, outcomes
 
 import minifim
-from minifim.likelihoods import LIKELIHOODS, Bernoulli, Categorical, Gaussian, get_likelihood
+from minifim.core.likelihoods import LIKELIHOODS, Bernoulli, Categorical, Gaussian, get_likelihood
+
+from .cases import assert_close, outcomes
 
 N, C = 6, 3
 RNG = np.random.default_rng(7)

@@ -5,11 +5,12 @@ import threading
 
 import numpy as np
 import pytest
-from cases import get_case
 
 import minifim
 from minifim import MemoryBudgetError, format_bytes, memory_budget, memory_limit
 from minifim.memory import physical_memory, require_memory, set_memory_budget
+
+from .cases import get_case
 
 
 @pytest.fixture(autouse=True)

@@ -2,14 +2,15 @@
 
 import numpy as np
 import pytest
-from cases import make_case
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy.linalg import block_diag
-from tolerances import check, cond, identity_tol, product_rtol, rel_err, solve_rtol
 
 import minifim
-from minifim.merging import fisher_merge
+from minifim.methods.merging import fisher_merge
+
+from .cases import make_case
+from .tolerances import check, cond, identity_tol, product_rtol, rel_err, solve_rtol
 
 SIGMA = 0.7
 

@@ -5,10 +5,11 @@ import json
 import autograd.numpy as anp
 import numpy as np
 import pytest
-from cases import assert_close
 
 import minifim
 from minifim import MLP
+
+from .cases import assert_close
 
 
 def hand_forward(theta, X, sizes, phi):

@@ -1,4 +1,4 @@
-"""Tests of minifim.ngd.natural_gradient: every route against a dense solve, the residual,
+"""Tests of minifim.methods.ngd.natural_gradient: every route against a dense solve, the residual,
 Gauss-Newton on least squares, covariance under reparameterisation, K-FAC invariances, bad
 input."""
 
@@ -8,10 +8,15 @@ import pytest
 from autograd import grad as agrad
 from autograd import hessian as ahessian
 from autograd import jacobian
-from cases import CASES, make_case
 from hypothesis import given
 from hypothesis import strategies as st
-from tolerances import (
+
+import minifim
+from minifim import natural_gradient
+from minifim.methods.ngd import damped_solve
+
+from .cases import CASES, make_case
+from .tolerances import (
     cg_rtol,
     check,
     cond,
@@ -21,10 +26,6 @@ from tolerances import (
     solve_rtol,
     woodbury_cond,
 )
-
-import minifim
-from minifim import natural_gradient
-from minifim.ngd import damped_solve
 
 FACTOR = ("true", "empirical", "mc", "ggn")
 

@@ -6,9 +6,10 @@ import autograd.numpy as anp
 import numpy as np
 import pytest
 import scipy.special
-from cases import assert_close, get_case
 
 import minifim
+
+from .cases import assert_close, get_case
 
 
 def test_loss_closed_forms():

@@ -4,12 +4,13 @@ eigsh/cg run on them, and Hessian-vector products equal the dense Hessian."""
 import numpy as np
 import pytest
 import scipy.sparse.linalg as sla
-from cases import assert_close, get_case
 from scipy.sparse.linalg import LinearOperator
-from tolerances import cg_rtol, check_close, check_elementwise, damped_cond, eig_atol
 
 import minifim
-from minifim.curvature import FISHER_KINDS
+from minifim.geometry.curvature import FISHER_KINDS
+
+from .cases import assert_close, get_case
+from .tolerances import cg_rtol, check_close, check_elementwise, damped_cond, eig_atol
 
 
 @pytest.mark.parametrize("kind", FISHER_KINDS)

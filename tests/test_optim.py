@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tolerances import cg_rtol, check_close, cond, damped_cond, solve_rtol
 
 import minifim
 from minifim import optim
+
+from .tolerances import cg_rtol, check_close, cond, damped_cond, solve_rtol
 
 
 @pytest.fixture
@@ -493,7 +494,7 @@ def test_gauss_newton_training_raises_naming_damping_when_the_ggn_degenerates():
 
 
 def test_curvature_at_the_underflow_threshold_is_refused():
-    from minifim.ngd import damped_solve
+    from minifim.methods.ngd import damped_solve
 
     M = 1e-300 * np.eye(3)
     with pytest.raises(ValueError, match="damping.*underflow"):

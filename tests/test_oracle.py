@@ -7,11 +7,10 @@ import json
 
 import numpy as np
 import pytest
-from cases import assert_close
+from minifim.fixtures import make_fixture
 
 import minifim
 from minifim import oracle
-from minifim.fixtures import make_fixture
 from minifim.oracle import (
     assert_matches,
     check,
@@ -24,6 +23,8 @@ from minifim.oracle import (
     output_outcomes,
     to_minifim_layout,
 )
+
+from .cases import assert_close
 
 _CACHE = {}
 

@@ -12,9 +12,13 @@ import pytest
 
 import minifim
 
-# every submodule of the package except the CLI entry point (importing it runs the CLI)
+# the direct submodules and subpackages, and every module below them (dotted names relative to
+# ``minifim``), except the CLI entry point ``__main__`` (importing it runs the CLI)
 SUBMODULES = sorted(m.name for m in pkgutil.iter_modules(minifim.__path__)
                     if m.name != "__main__")
+ALL_MODULES = sorted(m.name.removeprefix("minifim.")
+                     for m in pkgutil.walk_packages(minifim.__path__, "minifim.")
+                     if not m.name.endswith("__main__"))
 
 
 def _public_api():
@@ -58,21 +62,21 @@ def test_all_lists_the_submodules_minifim_imports_on_purpose():
 @pytest.mark.parametrize("name", SUBMODULES)
 def test_no_public_attribute_shadows_a_submodule(name):
     """``minifim.<m>`` is the submodule ``<m>`` for every submodule (the function
-    ``minifim.kfac`` used to hide the module ``minifim.kfac``, now ``minifim.kronecker``)."""
+    ``minifim.kfac`` used to hide the module ``minifim.kfac``, now ``minifim.geometry.kronecker``)."""
     module = importlib.import_module(f"minifim.{name}")
     assert getattr(minifim, name) is module is sys.modules[f"minifim.{name}"]
     assert name not in minifim.__all__ or isinstance(getattr(minifim, name), types.ModuleType)
 
 
 def test_renamed_modules_reach_their_contents():
-    assert minifim.kronecker.KFACFactors is minifim.KFACFactors
-    assert minifim.kronecker.kfac is minifim.kfac
-    assert minifim.sensitivities.sensitivity is minifim.sensitivity
+    assert minifim.geometry.kronecker.KFACFactors is minifim.KFACFactors
+    assert minifim.geometry.kronecker.kfac is minifim.kfac
+    assert minifim.methods.sensitivities.sensitivity is minifim.sensitivity
     assert callable(minifim.kfac) and callable(minifim.sensitivity)
 
 
 def test_submodule_all_names_exist():
-    for name in SUBMODULES:
+    for name in ALL_MODULES:
         module = importlib.import_module(f"minifim.{name}")
         missing = [n for n in getattr(module, "__all__", ()) if not hasattr(module, n)]
         assert missing == [], name
@@ -99,7 +103,7 @@ def _takes_net(obj):
 
 def _net_entry_points():
     out = []
-    for mod_name in SUBMODULES:
+    for mod_name in ALL_MODULES:
         module = importlib.import_module(f"minifim.{mod_name}")
         for name in getattr(module, "__all__", ()):
             obj = getattr(module, name)
@@ -128,7 +132,7 @@ def test_net_is_type_checked_first(func, bad):
     try:
         func(net, *[None] * len(required), **kwargs)
     except ImportError:
-        if func.__module__ == "minifim.torch":
+        if func.__module__ == "minifim.oracle.torch":
             pytest.skip("PyTorch is not installed")
         raise
     except TypeError as err:

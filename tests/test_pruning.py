@@ -2,14 +2,15 @@
 
 import numpy as np
 import pytest
-from cases import make_case
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy.linalg import hadamard
-from tolerances import check, cond, rel_err, solve_rtol
 
 import minifim
-from minifim.pruning import prune, prune_path
+from minifim.methods.pruning import prune, prune_path
+
+from .cases import make_case
+from .tolerances import check, cond, rel_err, solve_rtol
 
 SIGMA = 0.7
 

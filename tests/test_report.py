@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from minifim import __version__
-from minifim.report import Report, main, markdown_table, quick, results_root, write_index
+from minifim.tools.report import Report, main, markdown_table, quick, results_root, write_index
 
 
 @pytest.fixture
@@ -98,7 +98,7 @@ def test_cli(root, capsys):
 
 
 def test_analysis_helpers():
-    from minifim.report import angle_degrees, loglog_slope
+    from minifim.tools.report import angle_degrees, loglog_slope
 
     x = np.array([1.0, 10.0, 100.0])
     assert loglog_slope(x, 3.0 * x**-0.5) == pytest.approx(-0.5, abs=1e-12)
@@ -111,7 +111,7 @@ def test_analysis_helpers():
 def test_blas_threads_follow_threadpool_limits():
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    from minifim.report import blas_threads
+    from minifim.tools.report import blas_threads
 
     with threadpool_limits(limits=1, user_api="blas"):
         assert blas_threads() == 1

@@ -3,16 +3,17 @@ finite differences (1e-6), the zero-mean score identity, and jvp/vjp against den
 
 import numpy as np
 import pytest
-from cases import assert_close, get_case, outcomes
 
 import minifim
-from minifim.scores import (
+from minifim.core.scores import (
     backprop_seeds,
     expand_gradients,
     forward_cache,
     jvp_cached,
     vjp_cached,
 )
+
+from .cases import assert_close, get_case, outcomes
 
 
 def test_scores_backprop_vs_autograd(case):

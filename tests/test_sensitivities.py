@@ -2,10 +2,11 @@
 
 import numpy as np
 import pytest
-from cases import make_case
 
 import minifim
-from minifim.sensitivities import sensitivity
+from minifim.methods.sensitivities import sensitivity
+
+from .cases import make_case
 
 RTOL = 1e-11
 

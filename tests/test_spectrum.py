@@ -5,13 +5,14 @@ import logging
 
 import numpy as np
 import pytest
-from cases import CASES, make_case
 from hypothesis import given
 from hypothesis import strategies as st
-from tolerances import check_elementwise, eig_atol, logdet_atol, product_rtol
 
 import minifim
-from minifim.spectrum import CURVATURES
+from minifim.geometry.spectrum import CURVATURES
+
+from .cases import CASES, make_case
+from .tolerances import check_elementwise, eig_atol, logdet_atol, product_rtol
 
 FACTORED = ("true", "empirical", "mc", "argmax", "ggn")
 TOL = 1e-10  # only for the (non-eigen) comparisons below that are not yet derived
@@ -155,7 +156,7 @@ def test_fisher_spectrum_interface():
 def test_auto_policy_and_its_report(caplog):
     wide = make_case((4, 30, 3), "tanh", "categorical", N=5, seed=1)   # N*C = 15 < P = 243
     narrow = make_case((3, 2, 3), "tanh", "categorical", N=20, seed=2)  # N*C = 60 > P = 17
-    with caplog.at_level(logging.INFO, logger="minifim.spectrum"):
+    with caplog.at_level(logging.INFO, logger="minifim.geometry.spectrum"):
         _, info = _spectrum(wide, "true", return_info=True)
     assert info.method == "gram" and info.requested == "auto" and "N*K = 15 < P" in info.reason
     assert any("gram" in r.getMessage() for r in caplog.records)

@@ -5,13 +5,15 @@ and every fixture preset."""
 
 import numpy as np
 import pytest
-from cases import assert_close
+
+from .cases import assert_close
 
 torch = pytest.importorskip("torch")
 
-import minifim  # noqa: E402
-from minifim import torch as mt  # noqa: E402
 from minifim.fixtures import PRESETS, make_fixture  # noqa: E402
+
+import minifim  # noqa: E402
+from minifim.oracle import torch as mt  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # raised inside torch.func

@@ -27,7 +27,7 @@ In the style of JAX's ``example_libraries.optimizers``, every optimiser construc
   gives the same result.
 - Learning rates are a float or a schedule ``step -> float``.
 - Curvature optimisers use the MEAN curvature of the NLL on the step's batch (the convention
-  of :mod:`minifim.curvature`), so ``lr = 1`` with no damping is a full Gauss-Newton step.
+  of :mod:`minifim.geometry.curvature`), so ``lr = 1`` with no damping is a full Gauss-Newton step.
 
 Objective
 ---------
@@ -59,7 +59,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy.optimize import minimize
 
-from ._validation import (
+from .._validation import (
     as_float_array,
     as_generator,
     check_choice,
@@ -68,11 +68,11 @@ from ._validation import (
     check_nonnegative,
     check_positive,
 )
-from .kronecker import _check_conditioned
-from .kronecker import kfac as _kfac_factors
+from ..core.objective import loss_and_gradient
+from ..geometry.kronecker import _check_conditioned
+from ..geometry.kronecker import kfac as _kfac_factors
+from ..geometry.operators import fisher_operator
 from .ngd import BASE_FISHERS, CURVATURES, METHODS, natural_gradient
-from .objective import loss_and_gradient
-from .operators import fisher_operator
 
 __all__ = [
     "Optimizer",
@@ -392,7 +392,7 @@ _DAMPING_RANGE = (1e-12, 1e12)
 
 def _check_kfac_system(eigenvalues, damping, what):
     """Refuse a damped factor system with condition number ``>= 1 / (n eps)`` (see
-    :func:`minifim.kronecker._check_conditioned`), naming the damping and the figures."""
+    :func:`minifim.geometry.kronecker._check_conditioned`), naming the damping and the figures."""
     try:
         _check_conditioned(eigenvalues, damping, what)
     except ValueError as err:
@@ -508,9 +508,9 @@ def kfac(net, lr=0.1, damping: float = 1e-3, decay: float = 0.95, inverse_period
 
     Notes
     -----
-    Factors follow :mod:`minifim.kronecker` (``A`` mean of ``a~ a~^T``, ``G`` the mean over samples
-    of the seed outer products, i.e. the mean-NLL curvature). The penalty enters the direction
-    through ``grad`` only; its curvature is not added to the factors.
+    Factors follow :mod:`minifim.geometry.kronecker` (``A`` mean of ``a~ a~^T``, ``G`` the mean
+    over samples of the seed outer products, i.e. the mean-NLL curvature). The penalty enters the
+    direction through ``grad`` only; its curvature is not added to the factors.
     """
     lr = _schedule(lr)
     damping0 = check_positive(damping, "damping")

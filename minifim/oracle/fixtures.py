@@ -53,22 +53,22 @@ import numpy as np
 import scipy.linalg
 from numpy.lib import format as npformat
 
-from . import optim
-from ._io import atomic_savez
-from ._validation import as_generator, check_choice, check_int, check_net, check_positive
-from ._version import __version__
-from .curvature import (
+from .._io import atomic_savez
+from .._validation import as_generator, check_choice, check_int, check_net, check_positive
+from .._version import __version__
+from ..core.model import MLP
+from ..core.objective import loss_and_gradient
+from ..core.scores import output_jacobians, per_sample_scores
+from ..geometry.curvature import (
     empirical_fisher,
     fisher_diagonal,
     ggn,
     hessian,
     true_fisher,
 )
-from .kronecker import KFACFactors, kfac
-from .memory import format_bytes, memory_budget
-from .model import MLP
-from .objective import loss_and_gradient
-from .scores import output_jacobians, per_sample_scores
+from ..geometry.kronecker import KFACFactors, kfac
+from ..memory import format_bytes, memory_budget
+from ..methods import optim
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -45,7 +45,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.optimize import brentq
 
-from ._validation import (
+from .._validation import (
     as_float_array,
     as_generator,
     check_choice,
@@ -53,11 +53,11 @@ from ._validation import (
     check_net,
     check_positive,
 )
-from .curvature import curvature_matrix, fisher_diagonal
-from .kronecker import _homogeneous_to_flat, kfac
-from .memory import memory_budget, require_memory
-from .objective import loss_and_gradient
-from .scores import output_jacobians
+from ..core.objective import loss_and_gradient
+from ..core.scores import output_jacobians
+from ..geometry.curvature import curvature_matrix, fisher_diagonal
+from ..geometry.kronecker import _homogeneous_to_flat, kfac
+from ..memory import memory_budget, require_memory
 
 __all__ = ["Laplace", "calibration", "Calibration", "CURVATURE_STRUCTURES",
            "LAPLACE_FISHERS"]

@@ -49,9 +49,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import linalg as sla
 
-from ._validation import as_float_array, check_choice, check_int, check_net, check_nonnegative
-from .curvature import FISHER_KINDS, curvature_matrix, fisher_diagonal
-from .memory import require_memory
+from .._validation import as_float_array, check_choice, check_int, check_net, check_nonnegative
+from ..geometry.curvature import FISHER_KINDS, curvature_matrix, fisher_diagonal
+from ..memory import require_memory
 
 __all__ = ["PruningResult", "prune", "prune_path", "PRUNING_METHODS"]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import check_net
-from .curvature import _scale
+from .._validation import check_net
+from ..geometry.curvature import _scale
 from .scores import forward_cache, vjp_cached
 
 __all__ = ["loss", "gradient", "loss_and_gradient", "accuracy"]

@@ -5,11 +5,11 @@ Per layer ``l`` the curvature block over ``(W_l, b_l)`` is approximated by a Kro
     ``M_l ~ G_l kron A_l``,  ``A_l = 1/N sum_n a~_n a~_n^T``,  ``G_l = c sum_n sum_k b_nk b_nk^T``
 
 with ``a~`` the layer input, ``b_nk`` the seed ``k`` of sample ``n`` carried back to the layer's
-pre-activations (:mod:`minifim.curvature`'s seeds: the exact expectation over the model's labels
-for ``fisher="true"``, i.e. curvlinops' ``"type-2"``; the data labels for ``"empirical"``;
-sampled labels for ``"mc"``), and ``c = 1/N`` (``reduction="mean"``) or ``1`` (``"sum"``): the
-reduction is carried by ``G``, ``A`` is always a mean. With ``W: (out, in)`` flattened row-major
-the weight block is ``G kron A``.
+pre-activations (the seeds of :mod:`minifim.geometry.curvature`: the exact expectation over
+the model's labels for ``fisher="true"``, i.e. curvlinops' ``"type-2"``; the data labels for
+``"empirical"``; sampled labels for ``"mc"``), and ``c = 1/N`` (``reduction="mean"``) or ``1``
+(``"sum"``): the reduction is carried by ``G``, ``A`` is always a mean. With ``W: (out, in)``
+flattened row-major the weight block is ``G kron A``.
 
 Two bias conventions (both common in the wild):
 
@@ -28,9 +28,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import as_float_array, check_choice, check_int, check_net, check_nonnegative
+from .._validation import as_float_array, check_choice, check_int, check_net, check_nonnegative
+from ..memory import format_bytes, memory_budget, require_memory
 from .curvature import FISHER_KINDS, _scale, curvature_factors
-from .memory import format_bytes, memory_budget, require_memory
 
 __all__ = ["KFACFactors", "kfac"]
 

@@ -62,7 +62,7 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import (
+from .._validation import (
     _describe,
     as_float_array,
     as_generator,
@@ -71,10 +71,10 @@ from ._validation import (
     check_net,
     check_nonnegative,
 )
-from .curvature import block_diagonal, curvature_matrix, fisher_diagonal
-from .kronecker import KFACFactors, kfac
-from .memory import require_memory
-from .objective import gradient
+from ..core.objective import gradient
+from ..geometry.curvature import block_diagonal, curvature_matrix, fisher_diagonal
+from ..geometry.kronecker import KFACFactors, kfac
+from ..memory import require_memory
 
 __all__ = [
     "EWC",

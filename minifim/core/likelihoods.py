@@ -37,8 +37,8 @@ import autograd.numpy as anp
 import numpy as np
 from autograd.scipy.special import logsumexp
 
-from ._validation import as_float_array, as_generator, check_int, check_positive, is_box
-from .memory import require_memory
+from .._validation import as_float_array, as_generator, check_int, check_positive, is_box
+from ..memory import require_memory
 
 __all__ = ["Likelihood", "Categorical", "Bernoulli", "Gaussian", "get_likelihood",
            "LIKELIHOODS"]

@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from .model import MLP
+from ..core.model import MLP
 
 __all__ = ["to_torch", "from_torch", "mlp_from_torch", "torch_quantities", "fixture_to_torch",
            "require_torch"]
@@ -39,7 +39,7 @@ def require_torch():
     try:
         import torch
     except ImportError as err:  # pragma: no cover - exercised only without torch
-        raise ImportError("minifim.torch needs PyTorch: pip install 'minifim[crosscheck]' "
+        raise ImportError("minifim.oracle.torch needs PyTorch: pip install 'minifim[crosscheck]' "
                           "(torch==2.13.0, CPU) or `make crosscheck`") from err
     return torch
 

@@ -41,15 +41,15 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import scipy.linalg
 
-from ._validation import as_float_array, check_choice, check_int, check_net, check_nonnegative
-from .curvature import (
+from .._validation import as_float_array, check_choice, check_int, check_net, check_nonnegative
+from ..core.scores import backprop_seeds, expand_gradients, forward_cache
+from ..geometry.curvature import (
     curvature_matrix,
     fisher_diagonal,
     square_of_mean_gradient,
 )
+from ..memory import require_memory
 from .fixtures import Fixture, load_fixture, param_label
-from .memory import require_memory
-from .scores import backprop_seeds, expand_gradients, forward_cache
 
 __all__ = [
     "LAYOUTS",

@@ -6,7 +6,7 @@ The direction (the oracle quantity) is
 
 with ``g`` the gradient of the mean negative log-likelihood (:func:`minifim.gradient`, or a
 gradient passed in, e.g. one that includes a penalty) and ``M`` the MEAN curvature over the
-``N`` samples given (the convention of :mod:`minifim.curvature`), chosen by ``curvature``:
+``N`` samples given (the convention of :mod:`minifim.geometry.curvature`), chosen by ``curvature``:
 
 =============  ===============================================================================
 ``"true"``     exact Fisher ``1/N sum_n J_n^T Lambda_n J_n`` (NGD)
@@ -58,7 +58,7 @@ import numpy as np
 import scipy.linalg as sla
 from scipy.sparse.linalg import LinearOperator, cg, gmres
 
-from ._validation import (
+from .._validation import (
     as_float_array,
     check_choice,
     check_int,
@@ -66,17 +66,17 @@ from ._validation import (
     check_nonnegative,
     check_positive,
 )
-from .curvature import (
+from ..core.objective import gradient as _gradient
+from ..geometry.curvature import (
     block_diagonal,
     curvature_factors,
     curvature_matrix,
     fisher_diagonal,
     hessian,
 )
-from .kronecker import kfac
-from .memory import memory_budget, require_memory
-from .objective import gradient as _gradient
-from .operators import fisher_operator, hessian_operator
+from ..geometry.kronecker import kfac
+from ..geometry.operators import fisher_operator, hessian_operator
+from ..memory import memory_budget, require_memory
 
 __all__ = ["natural_gradient", "CURVATURES", "METHODS", "damped_solve"]
 
@@ -403,7 +403,7 @@ def natural_gradient(net, theta, X, y, damping: float = 1e-3, curvature: str = "
     grad : ndarray, shape (P,), optional
         The vector to precondition; default :func:`minifim.gradient` (mean NLL on ``X, y``).
     kfac_bias : {"folded", "separate"}
-        Bias convention of ``"kfac"`` (see :mod:`minifim.kronecker`).
+        Bias convention of ``"kfac"`` (see :mod:`minifim.geometry.kronecker`).
     kfac_solve : {"eigen", "factored"}
         ``"eigen"``: the exact ``(G kron A + damping I)^{-1}`` per layer; ``"factored"``:
         Martens & Grosse's factored Tikhonov damping with the pi-correction

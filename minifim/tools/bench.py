@@ -1,7 +1,7 @@
 """``make bench``: timings of the hot paths against their floors and against PyTorch.
 
-Run ``python -m minifim.bench`` (all items) or ``python -m minifim.bench ITEM ...``; ``--list``
-names the items. Each item prints one row of a markdown table: seconds, the floor it is
+Run ``python -m minifim.tools.bench`` (all items) or ``python -m minifim.tools.bench ITEM ...``;
+``--list`` names the items. Each item prints one row of a markdown table: seconds, the floor it is
 measured against (timed in the same run), the ratio, and the target from the issues. Items
 that measure peak memory run in a fresh subprocess (peak RSS from ``getrusage``). Timings are
 the best of ``--repeat`` runs (default 3). This is a script, not a test: nothing here asserts.
@@ -319,7 +319,7 @@ ITEMS = {
 
 def _run_isolated(name: str, repeat: int) -> list[dict]:
     forced = ["--threads", str(_FORCED[0])] if _FORCED else []
-    out = subprocess.run([sys.executable, "-m", "minifim.bench", "--json", "--repeat",
+    out = subprocess.run([sys.executable, "-m", "minifim.tools.bench", "--json", "--repeat",
                           str(repeat), *forced, "--in-process", name],
                          capture_output=True, text=True, check=False)
     if out.returncode != 0:
@@ -352,7 +352,7 @@ def _table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minifim.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m minifim.tools.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("items", nargs="*", help=f"items to run (default all): {list(ITEMS)}")
     parser.add_argument("--repeat", type=int, default=3, help="best of this many runs")

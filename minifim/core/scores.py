@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 from autograd import jacobian
 
-from ._validation import as_float_array, check_choice, check_net
-from .memory import require_memory
+from .._validation import as_float_array, check_choice, check_net
+from ..memory import require_memory
 
 __all__ = [
     "per_sample_scores",

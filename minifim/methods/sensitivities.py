@@ -3,7 +3,7 @@
 Contract
 --------
 The sensitivity of a parameter is the exact diagonal entry ``M_ii`` of the curvature ``M`` of
-kind ``fisher`` (see :mod:`minifim.curvature`; a mean over the ``N`` samples unless
+kind ``fisher`` (see :mod:`minifim.geometry.curvature`; a mean over the ``N`` samples unless
 ``reduction="sum"``). To second order, moving ``theta_i`` by ``eps`` changes the model's output
 distribution by ``KL = eps^2 M_ii / 2`` on average over the inputs (true Fisher). Nothing dense
 is formed: the diagonal comes from :func:`minifim.fisher_diagonal` (one GEMM per layer) and the
@@ -40,8 +40,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ._validation import check_choice, check_int, check_net
-from .curvature import FISHER_KINDS, _scale, curvature_factors, fisher_diagonal
+from .._validation import check_choice, check_int, check_net
+from ..geometry.curvature import FISHER_KINDS, _scale, curvature_factors, fisher_diagonal
 
 __all__ = ["sensitivity", "SENSITIVITY_LEVELS", "UNIT_AGGREGATES"]
 
@@ -99,7 +99,7 @@ def sensitivity(net, theta, X, y=None, fisher: str = "true", per: str = "paramet
         Needed for ``fisher="empirical"``; validated and ignored by the other kinds (so one
         call site can serve every kind).
     fisher : {"true", "empirical", "mc", "argmax", "ggn"}
-        Which curvature's diagonal (see :mod:`minifim.curvature`).
+        Which curvature's diagonal (see :mod:`minifim.geometry.curvature`).
     per : {"parameter", "unit", "input"}
     aggregate : {"incoming", "outgoing", "both", "gate"}, optional
         How units are scored (module docstring). Default ``"incoming"`` for ``per="unit"`` and

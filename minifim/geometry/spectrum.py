@@ -2,12 +2,13 @@
 
 Contract
 --------
-- A spectrum is that of the matrix :mod:`minifim.curvature` assembles: ``M = c sum_n ...``, a
-  MEAN over the ``N`` samples (``c = 1/N``) unless ``reduction="sum"`` (``c = 1``).
+- A spectrum is that of the matrix :mod:`minifim.geometry.curvature` assembles:
+  ``M = c sum_n ...``, a MEAN over the ``N`` samples (``c = 1/N``) unless ``reduction="sum"``
+  (``c = 1``).
 - Eigenvalues are returned in DESCENDING order; eigenvectors are the orthonormal columns of
   ``V: (P, m)`` with ``M V = V diag(values)``.
 - ``curvature`` is one of ``"true"``, ``"empirical"``, ``"mc"``, ``"argmax"``, ``"ggn"`` (the
-  seeds of :mod:`minifim.curvature`, ``M = c U^T U`` with ``U: (N K, P)`` the stacked
+  seeds of :mod:`minifim.geometry.curvature`, ``M = c U^T U`` with ``U: (N K, P)`` the stacked
   per-seed gradients, ``K`` seeds per sample) or ``"hessian"`` (the Hessian of the NLL).
 
 Routes (``method``)
@@ -21,7 +22,7 @@ Routes (``method``)
 =============  ============================================================  =================
 
 The Gram route never forms ``U`` nor ``P x P``. With ``acts[l]: (N, in_l)`` and
-``Bs[l]: (N, K, out_l)`` from :func:`minifim.curvature.curvature_factors`,
+``Bs[l]: (N, K, out_l)`` from :func:`minifim.geometry.curvature.curvature_factors`,
 ``G[(i, k), (j, k')] = c sum_l (Bs[l][i, k] . Bs[l][j, k']) (acts[l][i] . acts[l][j] + 1)``
 (the ``+ 1`` is the bias), ``O((N K)^2 sum_l out_l + N^2 sum_l in_l)`` work. ``M`` and ``G``
 share their non-zero eigenvalues; the other ``P - N K`` eigenvalues of ``M`` are exactly zero,
@@ -48,7 +49,9 @@ import scipy.linalg
 from scipy.sparse.linalg import ArpackNoConvergence, eigsh
 from scipy.special import logsumexp
 
-from ._validation import as_float_array, check_choice, check_int, check_net, check_nonnegative
+from .._validation import as_float_array, check_choice, check_int, check_net, check_nonnegative
+from ..core.scores import forward_cache, jvp_cached
+from ..memory import format_bytes, memory_budget, require_memory
 from .curvature import (
     FISHER_KINDS,
     _prepare,
@@ -58,9 +61,7 @@ from .curvature import (
     hessian,
     output_seeds,
 )
-from .memory import format_bytes, memory_budget, require_memory
 from .operators import fisher_operator, hessian_operator
-from .scores import forward_cache, jvp_cached
 
 __all__ = [
     "CURVATURES",
@@ -348,7 +349,7 @@ def curvature_spectrum(net, theta, X, y=None, curvature: str = "true", *,
         ``k`` (if given) is at most ``N K``; else ``"dense"`` when the ``P x P`` eigenproblem
         fits and (if ``k`` is given) ``P <= AUTO_DENSE_MAX_P``; else ``"lanczos"`` if ``k`` is
         given; else it raises :class:`~minifim.MemoryBudgetError` naming the cheaper routes.
-        The choice is logged (logger ``minifim.spectrum``, level INFO) and returned in
+        The choice is logged (logger ``minifim.geometry.spectrum``, level INFO) and returned in
         :class:`SpectrumInfo` with ``return_info=True``.
     k : int, optional
         Number of largest eigenvalues to compute; all (``P``, or ``min(N K, P)`` by the Gram

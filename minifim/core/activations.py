@@ -2,7 +2,7 @@
 
 An :class:`Activation` carries the function ``phi`` (used by the forward pass, so the generic
 autograd route can differentiate it) and its derivative ``dphi`` (used by the batched
-backpropagation of :mod:`minifim.scores`). Named activations have closed-form derivatives; a
+backpropagation of :mod:`minifim.core.scores`). Named activations have closed-form derivatives; a
 user callable gets its derivative from ``autograd.elementwise_grad``.
 """
 

@@ -31,9 +31,9 @@ from autograd import grad
 from autograd import hessian as _autograd_hessian
 from scipy.linalg import blas
 
-from ._validation import as_generator, check_choice, check_int, check_net
-from .memory import memory_budget, require_memory
-from .scores import backprop_seeds, expand_gradients, forward_cache
+from .._validation import as_generator, check_choice, check_int, check_net
+from ..core.scores import backprop_seeds, expand_gradients, forward_cache
+from ..memory import memory_budget, require_memory
 
 __all__ = [
     "FISHER_KINDS",

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 import autograd.numpy as anp
 import numpy as np
 
-from ._validation import as_float_array, as_generator, check_int, is_box
+from .._validation import as_float_array, as_generator, check_int, is_box
 from .activations import ACTIVATIONS, Activation, get_activation
 from .likelihoods import Likelihood, get_likelihood
 

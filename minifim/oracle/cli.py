@@ -33,8 +33,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from ._version import __version__
-from .oracle import DEFAULT_RTOL, LAYOUTS, REDUCTIONS
+from .._version import __version__
+from ..oracle import DEFAULT_RTOL, LAYOUTS, REDUCTIONS
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILED", "EXIT_ERROR", "EXIT_INTERRUPTED"]
 
@@ -157,8 +157,8 @@ def _parse_map(items) -> dict:
 
 
 def _cmd_list(args, out) -> int:
+    from ..core.model import MLP
     from .fixtures import PRESETS, resolve_spec
-    from .model import MLP
 
     rows = []
     for name in PRESETS:
@@ -254,8 +254,8 @@ def _load_candidate(path: Path, fixture) -> dict:
 
 
 def _cmd_check(args, out) -> int:
+    from ..oracle import _resolve_key, check
     from .fixtures import load_fixture
-    from .oracle import _resolve_key, check
 
     fx = load_fixture(args.fixture)
     candidate = _load_candidate(Path(args.candidate), fx)

@@ -1,7 +1,8 @@
 """Matrix-free curvature-vector products as ``scipy.sparse.linalg.LinearOperator``.
 
 ``fisher_operator(...) @ v`` computes ``M v = c sum_n J_n^T (E_n^T E_n) J_n v`` with the
-output-space seeds ``E_n`` of :mod:`minifim.curvature` (true, empirical, Monte-Carlo, argmax
+output-space seeds ``E_n`` of :mod:`minifim.geometry.curvature`
+(true, empirical, Monte-Carlo, argmax
 Fisher or GGN): one forward-mode pass ``J v`` (``(N, C)``), a ``C x C`` product per sample,
 one reverse-mode pass. Cost ``O(N P)`` per vector, memory ``O(N sum_l width_l + P)``; ``P x P``
 is never formed, so scipy's ``eigsh``, ``cg``, ``minres`` work on networks of any size.
@@ -14,10 +15,10 @@ import numpy as np
 from autograd import grad
 from scipy.sparse.linalg import LinearOperator
 
-from ._validation import check_net
+from .._validation import check_net
+from ..core.scores import forward_cache, jvp_cached, vjp_cached
+from ..memory import require_memory
 from .curvature import _prepare, _scale, output_seeds
-from .memory import require_memory
-from .scores import forward_cache, jvp_cached, vjp_cached
 
 __all__ = ["fisher_operator", "ggn_operator", "hessian_operator"]
 
