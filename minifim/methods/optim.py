@@ -1,7 +1,7 @@
 """Optimisers with explicit state, and the training loop :func:`train`.
 
 Calling convention (stated once, kept by every optimiser here)
--------------------------------------------------------------
+--------------------------------------------------------------
 In the style of JAX's ``example_libraries.optimizers``, every optimiser constructor returns an
 :class:`Optimizer` triple ``(init, update, get_params)``::
 
