@@ -34,7 +34,8 @@ import textwrap
 from pathlib import Path
 
 from .._version import __version__
-from ..oracle import DEFAULT_RTOL, LAYOUTS, REDUCTIONS
+from .comparison import DEFAULT_RTOL
+from .layouts import LAYOUTS, REDUCTIONS
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILED", "EXIT_ERROR", "EXIT_INTERRUPTED"]
 
@@ -254,8 +255,9 @@ def _load_candidate(path: Path, fixture) -> dict:
 
 
 def _cmd_check(args, out) -> int:
-    from ..oracle import _resolve_key, check
+    from .checking import check
     from .fixtures import load_fixture
+    from .keys import resolve_key
 
     fx = load_fixture(args.fixture)
     candidate = _load_candidate(Path(args.candidate), fx)
@@ -265,7 +267,7 @@ def _cmd_check(args, out) -> int:
         diag_keys = list(args.diagnose)
         if not diag_keys:
             for k in candidate:
-                if _resolve_key(fx, k, mapping) in ("true_fisher", "fisher_diagonal"):
+                if resolve_key(fx, k, mapping) in ("true_fisher", "fisher_diagonal"):
                     diag_keys.append(k)
             if not diag_keys:
                 raise ValueError("--diagnose: no candidate key maps to true_fisher or "

@@ -1,0 +1,124 @@
+"""Exact statistics of the Monte-Carlo Fisher estimator, by enumeration of the outputs.
+
+:func:`output_outcomes` writes each input's label distribution as weighted outcomes with their
+scores; :func:`mc_error_moments` uses them for the exact mean and variance of the squared
+error ``|F_mc - F|_F^2`` of a ``k``-sample Monte-Carlo Fisher (the sampling band that
+:func:`minifim.oracle.diagnose` tests a candidate against).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._validation import check_int, check_net
+from ..core.scores import backprop_seeds, expand_gradients, forward_cache
+from ..memory import require_memory
+
+__all__ = ["MAX_OUTCOMES", "output_outcomes", "mc_error_moments"]
+
+#: Largest number of outcomes per input enumerated (``C``, ``2^C`` or ``5^C``).
+MAX_OUTCOMES = 4096
+
+
+def output_outcomes(net, theta, X) -> tuple[np.ndarray, np.ndarray]:
+    """The output distribution of every input as weighted outcomes: ``(w, U)``.
+
+    ``w: (N, O)`` are weights summing to 1 per input and ``U: (N, O, P)`` the scores
+    ``grad_theta log p(y_o | x_n)`` of the outcomes, such that
+    ``E_{y ~ p(y | x_n)}[h(s)] = sum_o w[n, o] h(U[n, o])`` exactly: for every ``h`` when the
+    labels are discrete (categorical: the ``C`` classes; Bernoulli: the ``2^C`` label
+    vectors), and for polynomials of degree <= 9 per output (5-point Gauss-Hermite rule per
+    output, ``5^C`` nodes) for the Gaussian, enough for the fourth moments of the Fisher
+    estimator used by :func:`mc_error_moments`.
+    """
+    check_net(net)
+    theta = net.check_theta(theta)
+    X = net.check_inputs(X)
+    lik = net.likelihood
+    N, C = X.shape[0], net.output_dim
+    cache = forward_cache(net, theta, X)
+    F = cache.outputs
+    if lik.name == "categorical":
+        O = C
+        w = lik.mean(F)
+        labels = np.eye(C)
+        seeds = labels[None, :, :] - w[:, None, :]
+    elif lik.name == "bernoulli":
+        O = 2**C
+        _check_outcomes(O, f"2^C = 2^{C} Bernoulli label vectors")
+        Y = ((np.arange(O)[:, None] >> np.arange(C)[None, :]) & 1).astype(np.float64)
+        logp1 = -np.logaddexp(0.0, -F)  # log sigmoid(f)
+        logp0 = -np.logaddexp(0.0, F)
+        w = np.exp(logp1 @ Y.T + logp0 @ (1 - Y).T)  # (N, O): prod_c p_c^y_c (1 - p_c)^(1-y_c)
+        seeds = Y[None, :, :] - lik.mean(F)[:, None, :]
+    else:
+        from numpy.polynomial.hermite_e import hermegauss
+        O = 5**C
+        _check_outcomes(O, f"5^C = 5^{C} Gauss-Hermite nodes")
+        x, wx = hermegauss(5)
+        wx = wx / wx.sum()
+        grids = np.meshgrid(*([x] * C), indexing="ij")
+        nodes = np.stack([g.ravel() for g in grids], axis=1)  # (O, C)
+        wgrid = np.prod(np.meshgrid(*([wx] * C), indexing="ij"), axis=0).ravel()
+        w = np.broadcast_to(wgrid, (N, O)).copy()
+        seeds = np.broadcast_to(nodes / lik.sigma, (N, O, C)).copy()
+    require_memory(8 * N * O * net.num_params, f"outcome scores (N, O, P) = ({N}, {O}, "
+                   f"{net.num_params}) float64", "fewer samples or a diagonal candidate")
+    U = expand_gradients(net, cache.acts, backprop_seeds(net, cache, seeds))
+    return w, U
+
+
+def _check_outcomes(O: int, what: str) -> None:
+    if O > MAX_OUTCOMES:
+        raise ValueError(f"the output distribution has {what} = {O} outcomes, over the "
+                         f"enumeration limit {MAX_OUTCOMES}; the exact Monte-Carlo band needs "
+                         "fewer outputs")
+
+
+def mc_error_moments(net, theta, X, n_samples: int, *, diagonal: bool = False
+                     ) -> tuple[float, float]:
+    """Exact mean and variance of ``D = |F_mc - F|_F^2`` for ``k = n_samples`` labels per input.
+
+    ``F_mc = 1/N sum_n 1/k sum_j s(y_nj) s(y_nj)^T`` (or its diagonal) with independent
+    ``y_nj ~ p_theta(y | x_n)``, ``F`` the true Fisher (or its diagonal).
+
+    Notes
+    -----
+    With ``x_nj = phi(s(y_nj)) - E phi`` (``phi(s) = s s^T`` or ``s * s``), independent and
+    zero-mean, ``F_mc - F = 1/(N k) sum_{n,j} x_nj``, so with ``e_n = E|x_n|^2``,
+    ``f_n = E|x_n|^4`` and ``t_nm = E[(x_n . x'_m)^2]`` (independent copies):
+    ``E D = sum_n e_n / (N^2 k)`` and
+    ``Var D = [k sum f_n - k sum e_n^2 + 2 k^2 sum_{n,m} t_nm - 2 k sum_n t_nn] / (N k)^4``.
+    Every moment is a finite sum over the outcomes of :func:`output_outcomes`, through the
+    Gram matrix ``<phi(s_no), phi(s_mo')>`` = ``(s_no . s_mo')^2`` (dense) or
+    ``(s_no^2) . (s_mo'^2)`` (diagonal).
+    """
+    check_net(net)
+    k = check_int(n_samples, "n_samples", 1)
+    w, U = output_outcomes(net, theta, X)
+    N, O, P = U.shape
+    require_memory(3 * 8 * (N * O) ** 2, f"the outcome Gram matrices (N O)^2 = ({N * O})^2 "
+                   "float64, three of them", "fewer samples in the fixture (the band is exact "
+                   "but needs all pairs of outcomes)")
+    flat = U.reshape(N * O, P)
+    if diagonal:
+        Q = flat * flat
+        K = Q @ Q.T
+    else:
+        K = (flat @ flat.T) ** 2
+    K = K.reshape(N, O, N, O)
+    # centre both arguments: Kc = K - E_o K - E_o' K + E_o E_o' K
+    first = np.einsum("no,nomq->nmq", w, K)[:, None, :, :]    # E over the first outcome
+    second = np.einsum("nomq,mq->nom", K, w)[:, :, :, None]   # E over the second outcome
+    both = np.einsum("no,nomq,mq->nm", w, K, w)[:, None, :, None]
+    Kc = K - first - second + both
+    idx = np.arange(N)
+    diag_blocks = Kc[idx, :, idx, :]                           # (N, O, O)
+    self_sq = np.einsum("noo->no", diag_blocks)                # |x_no|^2
+    e = np.einsum("no,no->n", w, self_sq)
+    f = np.einsum("no,no->n", w, self_sq**2)
+    t = np.einsum("no,nomq,mq->nm", w, Kc**2, w)
+    Nk = float(N * k)
+    mean = float(e.sum()) / (N * N * k)
+    var = (k * f.sum() - k * np.sum(e * e) + 2 * k * k * t.sum() - 2 * k * np.trace(t)) / Nk**4
+    return mean, float(max(var, 0.0))

@@ -1,0 +1,253 @@
+"""Checking a candidate against a fixture: a whole file (:func:`check`) or one array
+(:func:`assert_matches`), through the same per-key route
+resolve (:mod:`~minifim.oracle.keys`) -> convert -> compare
+(:mod:`~minifim.oracle.comparison`) -> likely causes (:mod:`~minifim.oracle.causes`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .._validation import check_choice, check_nonnegative
+from .causes import likely_causes
+from .comparison import (
+    DEFAULT_RTOL,
+    Comparison,
+    candidate_array,
+    compare,
+    dtype_note,
+    join_notes,
+)
+from .diagnosis import diagnose
+from .fixtures import Fixture, load_fixture
+from .keys import convert, resolve_key
+from .layouts import LAYOUTS, REDUCTIONS
+
+__all__ = ["CheckResult", "check", "assert_matches", "compare_key"]
+
+
+@dataclass
+class CheckResult:
+    """Every comparison of a candidate file against a fixture, plus the unmatched keys."""
+
+    fixture: str
+    candidate: str
+    rtol: float
+    atol: float | None
+    layout: str
+    reduction: str
+    comparisons: list
+    unmatched: list
+    diagnoses: list = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """All compared arrays pass, at least one was compared, no key is unmatched, and
+        every diagnosis found the true Fisher."""
+        return (bool(self.comparisons) or bool(self.diagnoses)) and not self.unmatched and all(
+            c.passed for c in self.comparisons) and all(d.ok for d in self.diagnoses)
+
+    def to_dict(self) -> dict:
+        return {"fixture": self.fixture, "candidate": self.candidate, "passed": self.passed,
+                "rtol": self.rtol, "atol": self.atol, "layout": self.layout,
+                "reduction": self.reduction,
+                "criterion": "|c - r| <= atol + rtol |r| entrywise; atol = rtol * max|r| "
+                             "per array unless given",
+                "comparisons": [c.to_dict() for c in self.comparisons],
+                "unmatched": self.unmatched,
+                "diagnoses": [d.to_dict() for d in self.diagnoses]}
+
+    def to_json(self) -> str:
+        return json.dumps(_jsonable(self.to_dict()), indent=1, allow_nan=False)
+
+    def table(self) -> str:
+        """A plain-text table: one row per array, then the causes of the failures."""
+        atol = "rtol * max|r| per array" if self.atol is None else f"{self.atol:g}"
+        lines = [f"fixture   {self.fixture}", f"candidate {self.candidate}",
+                 f"criterion |c - r| <= atol + rtol |r| entrywise, rtol = {self.rtol:g}, "
+                 f"atol = {atol}; layout {self.layout}, reduction {self.reduction}", ""]
+        headers = ["array", "shape", "max abs err", "max rel err", "worst entry", "result"]
+        rows = []
+        for c in self.comparisons:
+            name = c.name if c.candidate_name == c.name else f"{c.candidate_name} -> {c.name}"
+            if c.max_abs_err is None:
+                rows.append([name, f"{c.candidate_shape} vs {c.shape}", "-", "-", "-",
+                             "FAIL (shape)"])
+                continue
+            rows.append([name, "x".join(map(str, c.shape)) or "()", f"{c.max_abs_err:.2e}",
+                         f"{c.max_rel_err:.2e}", c.worst_label if c.max_abs_err else "-",
+                         "pass" if c.passed else "FAIL"])
+        for key in self.unmatched:
+            rows.append([key, "-", "-", "-", "-", "FAIL (unmatched)"])
+        if rows:
+            widths = [max(len(str(r[i])) for r in rows + [headers]) for i in range(6)]
+            fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+            lines.append(fmt.format(*headers))
+            lines.append(fmt.format(*("-" * w for w in widths)))
+            lines += [fmt.format(*map(str, r)) for r in rows]
+        details = [c for c in self.comparisons if not c.passed or c.note]
+        if details or self.unmatched:
+            lines.append("")
+            lines += [("FAIL " if not c.passed else "note ") + c.message() for c in details]
+            lines += [f"FAIL {k!r}: no array of that name or alias in the fixture; name it "
+                      "with --map CANDIDATE=FIXTURE (python: mapping=) or leave it out with "
+                      "--keys" for k in self.unmatched]
+        for d in self.diagnoses:
+            lines.append("")
+            lines.append(d.report())
+        n_fail = sum(not c.passed for c in self.comparisons) + len(self.unmatched) + sum(
+            not d.ok for d in self.diagnoses)
+        lines.append("")
+        lines.append("PASSED" if self.passed else
+                     (f"FAILED: {n_fail} problem(s)" if n_fail else "FAILED: nothing compared"))
+        return "\n".join(lines)
+
+
+def _jsonable(obj):
+    """Plain JSON types; non-finite floats become the strings "inf", "-inf", "nan"."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    return obj
+
+
+def compare_key(fixture: Fixture, key: str, array, candidate_name: str, what: str, *,
+                layout: str, reduction: str, rtol: float, atol: float | None) -> Comparison:
+    """Compare one candidate array with fixture array ``key``: convert, compare, explain.
+
+    The candidate (``what`` names it in errors) is read as float64, brought to the fixture's
+    conventions by :func:`~minifim.oracle.keys.convert` when its shape is the reference's or
+    its transpose, compared entry by entry (:func:`~minifim.oracle.comparison.compare`), and
+    on a finite failure given its :func:`~minifim.oracle.causes.likely_causes`. The note
+    says how a non-float64 candidate was read and when a sum-reduced one was compared as
+    given. Shared by :func:`check` (every key of a file) and :func:`assert_matches`.
+    """
+    arr, dtype = candidate_array(array, what)
+    note = ""
+    if arr.shape in (fixture[key].shape, fixture[key].shape[::-1]):
+        arr, note = convert(fixture, key, arr, layout, reduction)
+    comp = compare(fixture[key], arr, name=key, rtol=rtol, atol=atol, fixture=fixture,
+                   candidate_name=candidate_name,
+                   param_axes=fixture.array_info(key).get("param_axes", []))
+    comp.note = join_notes(dtype_note(dtype, comp.rtol), note)
+    if not comp.passed and comp.max_abs_err != math.inf:
+        comp.causes = likely_causes(fixture, key, arr, layout=layout)
+    return comp
+
+
+def check(fixture, candidate: Mapping[str, np.ndarray], *, mapping: Mapping[str, str] | None
+          = None, layout: str = "pytorch", reduction: str = "mean", rtol: float = DEFAULT_RTOL,
+          atol: float | None = None, keys: Sequence[str] | None = None,
+          diagnose_keys: Sequence[str] = (), mc_samples: int | None = None,
+          candidate_label: str = "<arrays>") -> CheckResult:
+    """Compare every array of ``candidate`` with the fixture's array of the same meaning.
+
+    Parameters
+    ----------
+    fixture : Fixture or path
+    candidate : mapping of str -> ndarray
+        E.g. ``numpy.load("candidate.npz")``. Keys are matched by ``mapping`` (candidate key
+        -> fixture key), then exactly, then as a state-dict key (``"0.weight"``), then through
+        :data:`ALIASES` (``"F"``, ``"grad"``, ...).
+    layout : {"pytorch", "in-out", "jax"}
+    reduction : {"mean", "sum"}
+    rtol, atol : tolerance (see the module docstring)
+    keys : only these candidate keys (default: all)
+    diagnose_keys : candidate keys holding a Fisher (dense or diagonal) to :func:`diagnose`
+    mc_samples : ``k`` of a Monte-Carlo candidate (for the diagnosis)
+
+    Returns
+    -------
+    CheckResult
+        ``.passed``, ``.table()``, ``.to_json()``.
+    """
+    fx = load_fixture(fixture)
+    check_choice(layout, "layout", LAYOUTS)
+    check_choice(reduction, "reduction", REDUCTIONS)
+    rtol = check_nonnegative(rtol, "rtol")
+    mapping = dict(mapping or {})
+    for cand_key, ref_key in mapping.items():
+        if ref_key not in fx.arrays:
+            raise ValueError(f"mapping: {cand_key!r} -> {ref_key!r}, but the fixture has no "
+                             f"array {ref_key!r}; available: {', '.join(fx.keys())}")
+    if not isinstance(candidate, Mapping) and not hasattr(candidate, "files"):
+        raise TypeError(f"candidate: expected a mapping of name -> array, received "
+                        f"{type(candidate).__name__}")
+    names = list(candidate.files if hasattr(candidate, "files") else candidate)
+    if keys is not None:
+        missing = [k for k in keys if k not in names]
+        if missing:
+            raise ValueError(f"keys: {missing} not in the candidate; it holds {names}")
+        names = list(keys)
+    diagnose_keys = list(diagnose_keys)
+    for k in diagnose_keys:
+        if k not in names and k not in candidate:
+            raise ValueError(f"diagnose: {k!r} is not in the candidate; it holds {names}")
+    comparisons, unmatched = [], []
+    for cand_key in names:
+        ref_key = resolve_key(fx, cand_key, mapping)
+        if ref_key is None:
+            if cand_key not in diagnose_keys:
+                unmatched.append(cand_key)
+            continue
+        comparisons.append(compare_key(fx, ref_key, candidate[cand_key], cand_key,
+                                       f"candidate[{cand_key!r}]", layout=layout,
+                                       reduction=reduction, rtol=rtol, atol=atol))
+    diagnoses = [diagnose(fx, candidate[k], n_samples=mc_samples, layout=layout,
+                          reduction=reduction, name=k) for k in diagnose_keys]
+    return CheckResult(fx.path or fx.name, candidate_label, rtol, atol, layout, reduction,
+                       comparisons, unmatched, diagnoses)
+
+
+def assert_matches(fixture, name: str, array, rtol: float = DEFAULT_RTOL,
+                   atol: float | None = None, *, layout: str = "pytorch",
+                   reduction: str = "mean") -> Comparison:
+    """Assert that ``array`` equals the fixture's array ``name`` to the tolerance.
+
+    For other projects' test suites: ``minifim.assert_matches("fixture.npz", "true_fisher",
+    my_fisher)``. On failure, raises ``AssertionError`` naming the worst entry and the
+    likely cause when it is recognisable (transposed layout, another parameter order, sum
+    vs mean, empirical instead of true Fisher, the factor 2 of the MSE, argmax labels, the
+    square of the batch-mean gradient).
+
+    Parameters
+    ----------
+    fixture : Fixture or path
+    name : str
+        A fixture array name (``fixture.keys()``), an alias (``"F"``, ``"grad"``) or a
+        state-dict key (``"0.weight"``).
+    array : array_like
+        The candidate (a ``torch.Tensor`` is accepted: ``.detach().cpu().numpy()``).
+    rtol, atol : see the module docstring (``atol=None``: ``rtol * max|reference|``)
+    layout : {"pytorch", "in-out", "jax"}
+    reduction : {"mean", "sum"}
+
+    Returns
+    -------
+    Comparison
+        When it passes.
+    """
+    fx = load_fixture(fixture)
+    check_choice(layout, "layout", LAYOUTS)
+    check_choice(reduction, "reduction", REDUCTIONS)
+    if not isinstance(name, str):
+        raise TypeError(f"name: expected a fixture array name, received {type(name).__name__}")
+    key = resolve_key(fx, name)
+    if key is None:
+        raise KeyError(f"name: {name!r} is not an array of fixture {fx.name!r}; available: "
+                       f"{', '.join(fx.keys())}")
+    comp = compare_key(fx, key, array, name, f"array ({name})", layout=layout,
+                       reduction=reduction, rtol=rtol, atol=atol)
+    if not comp.passed:
+        raise AssertionError(f"minifim fixture {fx.name!r}: " + comp.message())
+    return comp
