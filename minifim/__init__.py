@@ -9,6 +9,7 @@ shadows a submodule: ``minifim.kfac`` is the function, its module is ``minifim.g
 """
 
 import sys as _sys
+import types as _types
 
 
 from ._version import __version__
@@ -28,6 +29,10 @@ from .core.scores import (
 
 # training objective
 from .core.objective import accuracy, gradient, loss, loss_and_gradient
+
+# option vocabularies (string enums; the plain strings are accepted everywhere)
+from . import options
+from .options import Bias, Curvature, FisherKind, Layout, Reduction, Structure
 
 # memory budget
 from .memory import (
@@ -108,6 +113,7 @@ __all__ = [
     "data",
     "fixtures",
     "optim",
+    "options",
     "oracle",
     "plotting",
     # model
@@ -120,6 +126,13 @@ __all__ = [
     "Gaussian",
     "get_likelihood",
     "MLP",
+    # option vocabularies
+    "FisherKind",
+    "Curvature",
+    "Structure",
+    "Bias",
+    "Reduction",
+    "Layout",
     # exact curvature
     "FISHER_KINDS",
     "true_fisher",
@@ -213,7 +226,7 @@ _sys.modules.setdefault(__name__ + ".fixtures", fixtures)
 _LAZY_MODULES = ("data", "plotting")  # user-facing helpers, imported on first use
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> _types.ModuleType:
     """Import the helper modules :mod:`minifim.data` and :mod:`minifim.plotting` on first use."""
     if name in _LAZY_MODULES:
         import importlib

@@ -31,9 +31,10 @@ from autograd import grad
 from autograd import hessian as _autograd_hessian
 from scipy.linalg import blas
 
-from .._validation import as_generator, check_choice, check_int, check_net
+from .._validation import as_generator, check_int, check_net
 from ..core.scores import backprop_seeds, expand_gradients, forward_cache
 from ..memory import memory_budget, require_memory
+from ..options import FisherKind, Reduction, as_option
 
 __all__ = [
     "FISHER_KINDS",
@@ -50,8 +51,8 @@ __all__ = [
     "square_of_mean_gradient",
 ]
 
-FISHER_KINDS = ("true", "empirical", "mc", "argmax", "ggn")
-REDUCTIONS = ("mean", "sum")
+FISHER_KINDS: tuple[FisherKind, ...] = tuple(FisherKind)  # public alias of the vocabulary
+REDUCTIONS: tuple[Reduction, ...] = tuple(Reduction)
 _CHUNK_BYTES = 2**27  # working memory per chunk of samples (128 MiB)
 
 _CHEAPER = ("fisher_diagonal (exact diagonal), kfac (Kronecker factors), block_diagonal "
@@ -132,7 +133,7 @@ def _chunk_size(net, K: int, chunk_size, fisher: str = "true", N: int | None = N
 def _prepare(net, theta, X, y, fisher, n_samples, rng):
     """Validate inputs and draw Monte-Carlo labels once for all samples (chunk-independent)."""
     check_net(net)
-    check_choice(fisher, "fisher", FISHER_KINDS)
+    fisher = as_option(fisher, FisherKind, "fisher")
     theta = net.check_theta(theta)
     X = net.check_inputs(X)
     N = X.shape[0]
@@ -164,6 +165,7 @@ def curvature_factors(net, theta, X, y=None, fisher: str = "true", n_samples: in
     curvature is the sum over chunks, samples and seeds of its outer products. Inputs are
     validated when called (a generator is returned), not at the first iteration.
     """
+    fisher = as_option(fisher, FisherKind, "fisher")
     theta, X, y, y_samples = _prepare(net, theta, X, y, fisher, n_samples, rng)
     step = _chunk_size(net, _num_seeds(net, fisher, n_samples), chunk_size, fisher,
                        X.shape[0])
@@ -183,7 +185,7 @@ def _iter_factors(net, theta, X, y, y_samples, fisher, step):
 
 
 def _scale(reduction: str, N: int) -> float:
-    check_choice(reduction, "reduction", REDUCTIONS)
+    reduction = as_option(reduction, Reduction, "reduction")
     if N < 1:
         raise ValueError(f"X: expected at least one sample (N >= 1), received N = {N}")
     return 1.0 / N if reduction == "mean" else 1.0
@@ -289,7 +291,7 @@ def curvature_matrix(net, theta, X, y=None, fisher: str = "true", *, n_samples: 
     M : ndarray, shape (P, P), symmetric positive semi-definite.
     """
     check_net(net)
-    check_choice(fisher, "fisher", FISHER_KINDS)
+    fisher = as_option(fisher, FisherKind, "fisher")
     X = net.check_inputs(X)
     scale = _scale(reduction, X.shape[0])
     _require_dense(net, f"{fisher} curvature")
@@ -420,7 +422,7 @@ def fisher_diagonal(net, theta, X, y=None, fisher: str = "true", *, n_samples: i
     ``diag(M)[W_l[i, j]] = c sum_n (sum_k B_l[n, k, i]^2) a_l[n, j]^2``: one GEMM per layer.
     """
     check_net(net)
-    check_choice(fisher, "fisher", FISHER_KINDS)
+    fisher = as_option(fisher, FisherKind, "fisher")
     X = net.check_inputs(X)
     scale = _scale(reduction, X.shape[0])
     d = np.zeros(net.num_params)
@@ -441,7 +443,7 @@ def block_diagonal(net, theta, X, y=None, fisher: str = "true", *, n_samples: in
     ``(W_l, b_l)`` in flat order, equal to ``M[s, s]`` for ``s = net.layer_param_slices()[l]``.
     """
     check_net(net)
-    check_choice(fisher, "fisher", FISHER_KINDS)
+    fisher = as_option(fisher, FisherKind, "fisher")
     X = net.check_inputs(X)
     scale = _scale(reduction, X.shape[0])
     sizes = [o * i + o for o, i in net.shapes]
