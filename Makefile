@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 SRC    := setup.cfg pyproject.toml
 export MPLBACKEND := Agg
 
-.PHONY: test test-kernels test-thorough experiments bench lint crosscheck clean venv
+.PHONY: test test-kernels test-thorough experiments bench lint typecheck crosscheck clean venv
 
 $(VENV)/.stamp-base:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,11 @@ bench: $(VENV)/.stamp-experiments
 
 lint: $(VENV)/.stamp-test
 	$(VENV)/bin/ruff check minifim tests experiments tools
+
+# mypy over the package (configuration in pyproject.toml [tool.mypy]); joins `make lint`
+# once the package is clean.
+typecheck: $(VENV)/.stamp-test
+	$(VENV)/bin/mypy
 
 crosscheck: $(VENV)/.stamp-crosscheck
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(PY) -m pytest tests -k torch -rs

@@ -10,13 +10,14 @@ import io
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_savez", "atomic_savefig"]
 
 
-def atomic_write_bytes(path, data: bytes) -> Path:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (``os.replace`` of a same-folder temp file).
 
     On any failure or interruption (``OSError`` such as a full disk or a read-only folder,
@@ -51,12 +52,12 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_text(path, text: str) -> Path:
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_savez(path, arrays: dict) -> Path:
+def atomic_savez(path: str | os.PathLike[str], arrays: dict[str, Any]) -> Path:
     """``numpy.savez`` of ``arrays`` (name -> array) to ``path`` atomically (uncompressed).
 
     Object arrays are refused: every file minifim writes loads with ``allow_pickle=False``.
@@ -69,7 +70,7 @@ def atomic_savez(path, arrays: dict) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def atomic_savefig(fig, path, **kwargs) -> Path:
+def atomic_savefig(fig: Any, path: str | os.PathLike[str], **kwargs: Any) -> Path:
     """``fig.savefig`` to ``path`` atomically (format from the suffix)."""
     path = Path(path)
     buf = io.BytesIO()

@@ -9,9 +9,14 @@ arrays to float64.
 from __future__ import annotations
 
 import numbers
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from autograd.tracer import Box
+
+if TYPE_CHECKING:
+    from .core.model import MLP
 
 __all__ = [
     "as_float_array",
@@ -25,13 +30,14 @@ __all__ = [
 ]
 
 
-def _describe(x) -> str:
+def _describe(x: object) -> str:
     if isinstance(x, np.ndarray):
         return f"array of shape {x.shape} and dtype {x.dtype}"
     return f"{type(x).__name__}"
 
 
-def as_float_array(x, name: str, *, ndim: int | None = None, shape: tuple | None = None,
+def as_float_array(x: Any, name: str, *, ndim: int | None = None,
+                   shape: tuple[int | None, ...] | None = None,
                    finite: bool = True) -> np.ndarray:
     """Return ``x`` as a float64 ndarray after checking kind, dimension, shape and finiteness.
 
@@ -67,7 +73,7 @@ def as_float_array(x, name: str, *, ndim: int | None = None, shape: tuple | None
     return arr
 
 
-def check_choice(value, name: str, choices) -> str:
+def check_choice(value: object, name: str, choices: Collection[str]) -> str:
     """Check that ``value`` is one of the strings in ``choices``."""
     if not isinstance(value, str):
         raise TypeError(f"{name}: expected one of {sorted(choices)}, received "
@@ -77,7 +83,7 @@ def check_choice(value, name: str, choices) -> str:
     return value
 
 
-def _check_real_scalar(value, name: str) -> float:
+def _check_real_scalar(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name}: expected a real number, received {type(value).__name__} "
                         f"{value!r}")
@@ -87,7 +93,7 @@ def _check_real_scalar(value, name: str) -> float:
     return value
 
 
-def check_positive(value, name: str) -> float:
+def check_positive(value: Any, name: str) -> float:
     """Check ``value`` is a finite real number > 0."""
     value = _check_real_scalar(value, name)
     if value <= 0:
@@ -95,7 +101,7 @@ def check_positive(value, name: str) -> float:
     return value
 
 
-def check_nonnegative(value, name: str) -> float:
+def check_nonnegative(value: Any, name: str) -> float:
     """Check ``value`` is a finite real number >= 0."""
     value = _check_real_scalar(value, name)
     if value < 0:
@@ -103,7 +109,7 @@ def check_nonnegative(value, name: str) -> float:
     return value
 
 
-def check_int(value, name: str, minimum: int | None = None) -> int:
+def check_int(value: Any, name: str, minimum: int | None = None) -> int:
     """Check ``value`` is an integer (not bool), optionally ``>= minimum``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name}: expected an integer, received {type(value).__name__} "
@@ -114,7 +120,7 @@ def check_int(value, name: str, minimum: int | None = None) -> int:
     return value
 
 
-def as_generator(rng, name: str = "rng") -> np.random.Generator:
+def as_generator(rng: Any, name: str = "rng") -> np.random.Generator:
     """Return a ``numpy.random.Generator`` from a Generator or an integer seed.
 
     ``None`` is refused: every random step in minifim is reproducible by construction.
@@ -127,7 +133,7 @@ def as_generator(rng, name: str = "rng") -> np.random.Generator:
                     f"{type(rng).__name__} {rng!r}")
 
 
-def is_box(x) -> bool:
+def is_box(x: object) -> bool:
     """True for an ``autograd`` tracer box (a value being differentiated).
 
     Boxed arrays pass through the shape checks of the differentiable methods (the
@@ -137,7 +143,7 @@ def is_box(x) -> bool:
     return isinstance(x, Box)
 
 
-def check_net(net, name: str = "net"):
+def check_net(net: Any, name: str = "net") -> MLP:
     """Check that ``net`` is a :class:`minifim.MLP`; return it.
 
     Raises ``TypeError`` naming the argument and the type received (a torch module, a list of

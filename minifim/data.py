@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._validation import (
     _describe,
@@ -20,6 +22,9 @@ from ._validation import (
     check_net,
     check_nonnegative,
 )
+
+if TYPE_CHECKING:
+    from .core.model import MLP
 
 __all__ = [
     "load_digits",
@@ -48,7 +53,7 @@ def load_digits(scale: bool = True) -> tuple[np.ndarray, np.ndarray]:
     return (X / 16.0 if scale else X), data.target.astype(np.int64)
 
 
-def _numeric(x, name: str) -> np.ndarray:
+def _numeric(x: Any, name: str) -> np.ndarray:
     """``x`` as an array of real numbers, dtype kept (a split or an index computes nothing)."""
     if x is None or isinstance(x, (str, bytes)):
         raise TypeError(f"{name}: expected a real numeric array, received {type(x).__name__}")
@@ -59,7 +64,9 @@ def _numeric(x, name: str) -> np.ndarray:
     return arr
 
 
-def train_test_split(X, y, test_fraction: float = 0.25, rng=0):
+def train_test_split(X: ArrayLike, y: ArrayLike, test_fraction: float = 0.25,
+                     rng: np.random.Generator | int = 0
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Shuffle and split: ``(X_train, y_train, X_test, y_test)``.
 
     Parameters
@@ -94,7 +101,8 @@ def train_test_split(X, y, test_fraction: float = 0.25, rng=0):
     return X[train], y[train], X[test], y[test]
 
 
-def permuted_tasks(X, n_tasks: int, rng=0) -> list[np.ndarray]:
+def permuted_tasks(X: ArrayLike, n_tasks: int, rng: np.random.Generator | int = 0
+                   ) -> list[np.ndarray]:
     """Permuted-input tasks: ``X[:, perm_t]`` for ``n_tasks`` fixed permutations of the
     features (the first is the identity). Returns the permutations ``(D,)`` per task."""
     rng = as_generator(rng)
@@ -103,7 +111,8 @@ def permuted_tasks(X, n_tasks: int, rng=0) -> list[np.ndarray]:
     return [np.arange(D)] + [rng.permutation(D) for _ in range(n_tasks - 1)]
 
 
-def split_tasks(y, groups) -> list[np.ndarray]:
+def split_tasks(y: ArrayLike, groups: Sequence[Sequence[int]] | np.ndarray
+                ) -> list[np.ndarray]:
     """Indices of the samples whose label is in each group, e.g. ``[(0, 1), (2, 3), ...]``.
 
     Parameters
@@ -142,7 +151,8 @@ def split_tasks(y, groups) -> list[np.ndarray]:
     return out
 
 
-def two_moons(n: int, noise: float = 0.1, rng=0) -> tuple[np.ndarray, np.ndarray]:
+def two_moons(n: int, noise: float = 0.1, rng: np.random.Generator | int = 0
+              ) -> tuple[np.ndarray, np.ndarray]:
     """Two interleaving half circles: ``X: (n, 2)``, labels ``y: (n,)`` in {0, 1}."""
     rng = as_generator(rng)
     n = check_int(n, "n", 2)
@@ -158,7 +168,9 @@ def two_moons(n: int, noise: float = 0.1, rng=0) -> tuple[np.ndarray, np.ndarray
     return X[perm], y[perm]
 
 
-def linear_regression_data(n: int, d: int, sigma: float = 1.0, rng=0, w=None):
+def linear_regression_data(n: int, d: int, sigma: float = 1.0,
+                           rng: np.random.Generator | int = 0, w: ArrayLike | None = None
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """``y = X w + b + sigma eps``: returns ``(X: (n, d), y: (n, 1), w: (d,), b)``."""
     rng = as_generator(rng)
     n, d = check_int(n, "n", 1), check_int(d, "d", 1)
@@ -170,7 +182,8 @@ def linear_regression_data(n: int, d: int, sigma: float = 1.0, rng=0, w=None):
     return X, y, w, b
 
 
-def teacher_data(net, theta, n: int, rng=0):
+def teacher_data(net: MLP, theta: ArrayLike, n: int, rng: np.random.Generator | int = 0
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """Inputs ``X ~ N(0, I): (n, D)`` and targets drawn from the teacher ``p_theta(y | x)``."""
     check_net(net)
     rng = as_generator(rng)
@@ -179,7 +192,7 @@ def teacher_data(net, theta, n: int, rng=0):
     return X, y
 
 
-def one_hot(y, C: int) -> np.ndarray:
+def one_hot(y: ArrayLike, C: int) -> np.ndarray:
     """``(N,)`` integer labels to ``(N, C)`` one-hot rows."""
     C = check_int(C, "C", 1)
     y = np.asarray(y)

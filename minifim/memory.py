@@ -16,6 +16,8 @@ import contextlib
 import numbers
 import os
 import threading
+from collections.abc import Iterator
+from typing import cast
 
 __all__ = [
     "MemoryBudgetError",
@@ -80,11 +82,12 @@ def memory_budget() -> int:
     return int(DEFAULT_FRACTION * physical_memory())
 
 
-def _check_budget(nbytes) -> int:
-    if (isinstance(nbytes, bool) or not isinstance(nbytes, numbers.Real)
-            or not 1 <= nbytes < float("inf")):
+def _check_budget(nbytes: object) -> int:
+    real = not isinstance(nbytes, bool) and isinstance(nbytes, numbers.Real)
+    # numbers.Real supports ordering and int(); the ABC itself is untyped, hence the cast
+    if not real or not 1 <= cast(float, nbytes) < float("inf"):
         raise ValueError(f"nbytes: expected a positive number of bytes, received {nbytes!r}")
-    return int(nbytes)
+    return int(cast(float, nbytes))
 
 
 def set_memory_budget(nbytes: int | None) -> None:
@@ -94,7 +97,7 @@ def set_memory_budget(nbytes: int | None) -> None:
 
 
 @contextlib.contextmanager
-def memory_limit(nbytes: int):
+def memory_limit(nbytes: int) -> Iterator[int]:
     """Context manager that sets the budget for the enclosed block (thread-local)."""
     nbytes = _check_budget(nbytes)
     stack = getattr(_state, "stack", None)

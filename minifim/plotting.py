@@ -11,10 +11,17 @@ Importing :mod:`minifim` never imports matplotlib; the first ``plot_*`` call doe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._validation import as_float_array, check_choice, check_int
 from .geometry.spectrum import _dimension, _eigenvalues, default_rank_tolerance
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = [
     "log_bins",
@@ -26,7 +33,7 @@ __all__ = [
 ]
 
 
-def _pyplot():
+def _pyplot() -> Any:
     try:
         import matplotlib.pyplot as plt
     except ImportError as err:  # pragma: no cover - depends on the installed extras
@@ -35,7 +42,7 @@ def _pyplot():
     return plt
 
 
-def _axes(ax):
+def _axes(ax: Axes | None) -> Axes:
     if ax is None:
         _, ax = _pyplot().subplots(figsize=(5.5, 3.8))
         return ax
@@ -44,7 +51,7 @@ def _axes(ax):
     return ax
 
 
-def _floor(lam, num_params, floor):
+def _floor(lam: np.ndarray, num_params: int | None, floor: float | None) -> float:
     if floor is None:
         return default_rank_tolerance(lam, num_params=num_params)
     floor = float(floor)
@@ -53,7 +60,8 @@ def _floor(lam, num_params, floor):
     return floor
 
 
-def log_bins(spectra, bins: int = 40, *, floor: float | None = None) -> np.ndarray:
+def log_bins(spectra: np.ndarray | Sequence[ArrayLike], bins: int = 40, *,
+             floor: float | None = None) -> np.ndarray:
     """Common log-spaced bin edges ``(bins + 1,)`` covering the eigenvalues above ``floor``
     of one or several spectra (so their histograms can be overlaid)."""
     bins = check_int(bins, "bins", 1)
@@ -76,8 +84,9 @@ def log_bins(spectra, bins: int = 40, *, floor: float | None = None) -> np.ndarr
     return edges
 
 
-def spectrum_histogram(eigenvalues, bins=40, *, num_params: int | None = None,
-                       floor: float | None = None):
+def spectrum_histogram(eigenvalues: ArrayLike, bins: int | ArrayLike = 40, *,
+                       num_params: int | None = None, floor: float | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, int]:
     """Histogram of the eigenvalues above ``floor`` on log-spaced bins.
 
     Parameters
@@ -116,7 +125,8 @@ def spectrum_histogram(eigenvalues, bins=40, *, num_params: int | None = None,
     return edges, counts / P, int(P - above.size)
 
 
-def cumulative_mass(eigenvalues, *, num_params: int | None = None):
+def cumulative_mass(eigenvalues: ArrayLike, *, num_params: int | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Share of the trace held by the top eigenvalues: ``(i, sum_{j<=i} lambda_j / tr)``.
 
     Returns ``index: (m,)`` (``1..m``) and ``fraction: (m,)`` for the eigenvalues sorted in
@@ -130,7 +140,7 @@ def cumulative_mass(eigenvalues, *, num_params: int | None = None):
     return np.arange(1, lam.size + 1), np.cumsum(lam) / total
 
 
-def _markers(ax, markers):
+def _markers(ax: Axes, markers: dict[str, float] | None) -> None:
     if markers is None:
         return
     if not isinstance(markers, dict):
@@ -140,9 +150,11 @@ def _markers(ax, markers):
         ax.axvline(float(x), color="0.3", ls=("--", ":", "-.")[i % 3], lw=1, label=str(name))
 
 
-def plot_spectrum(eigenvalues, ax=None, *, bins=40, kind: str = "hist",
+def plot_spectrum(eigenvalues: ArrayLike, ax: Axes | None = None, *,
+                  bins: int | ArrayLike = 40, kind: str = "hist",
                   num_params: int | None = None, floor: float | None = None,
-                  label: str | None = None, color=None, markers: dict | None = None):
+                  label: str | None = None, color: Any = None,
+                  markers: dict[str, float] | None = None) -> Axes:
     """Log-scale histogram (``kind="hist"``) or density (``kind="density"``) of a spectrum.
 
     The y axis is the fraction of all ``P`` eigenvalues per bin (``"hist"``) or per decade
@@ -178,9 +190,10 @@ def plot_spectrum(eigenvalues, ax=None, *, bins=40, kind: str = "hist",
     return ax
 
 
-def plot_cumulative_mass(eigenvalues, ax=None, *, num_params: int | None = None,
-                         label: str | None = None, color=None, relative_index: bool = False,
-                         markers: dict | None = None):
+def plot_cumulative_mass(eigenvalues: ArrayLike, ax: Axes | None = None, *,
+                         num_params: int | None = None, label: str | None = None,
+                         color: Any = None, relative_index: bool = False,
+                         markers: dict[str, float] | None = None) -> Axes:
     """Cumulative share of the trace held by the top ``i`` eigenvalues, against ``i``.
 
     ``relative_index=True`` puts ``i / P`` on the x axis (networks of different sizes on one
@@ -203,9 +216,10 @@ def plot_cumulative_mass(eigenvalues, ax=None, *, num_params: int | None = None,
     return ax
 
 
-def plot_scree(eigenvalues, ax=None, *, num_params: int | None = None,
-               floor: float | None = None, label: str | None = None, color=None,
-               markers: dict | None = None):
+def plot_scree(eigenvalues: ArrayLike, ax: Axes | None = None, *,
+               num_params: int | None = None, floor: float | None = None,
+               label: str | None = None, color: Any = None,
+               markers: dict[str, float] | None = None) -> Axes:
     """Eigenvalues in descending order against their index, log-log (values ``<= floor`` are
     dropped, so the curve ends where the numerically zero tail begins)."""
     ax = _axes(ax)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import autograd.numpy as anp
 import numpy as np
@@ -26,20 +27,20 @@ class Activation:
     phi: Callable
     dphi: Callable
 
-    def __call__(self, z):
+    def __call__(self, z: Any) -> Any:
         return self.phi(z)
 
 
-def _sigmoid(z):
+def _sigmoid(z: Any) -> Any:
     return 0.5 * (anp.tanh(0.5 * z) + 1.0)
 
 
-def _dtanh(z):
+def _dtanh(z: np.ndarray) -> np.ndarray:
     t = np.tanh(z)
     return 1.0 - t * t
 
 
-def _dsigmoid(z):
+def _dsigmoid(z: np.ndarray) -> np.ndarray:
     s = 0.5 * (np.tanh(0.5 * z) + 1.0)
     return s * (1.0 - s)
 
@@ -54,7 +55,7 @@ ACTIVATIONS: dict[str, Activation] = {
 }
 
 
-def get_activation(activation) -> Activation:
+def get_activation(activation: str | Activation | Callable[..., Any]) -> Activation:
     """Resolve a name in ``ACTIVATIONS``, an :class:`Activation`, or a callable.
 
     A callable must be elementwise and written with ``autograd.numpy``; its derivative is

@@ -17,14 +17,20 @@ Invariant: ``net.flatten(net.unflatten(theta)) == theta`` and
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import autograd.numpy as anp
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .._validation import as_float_array, as_generator, check_int, is_box
+from ..options import InitScheme, deprecated_keywords
 from .activations import ACTIVATIONS, Activation, get_activation
 from .likelihoods import Likelihood, get_likelihood
+
+if TYPE_CHECKING:
+    from .likelihoods import Gaussian
 
 __all__ = ["MLP"]
 
@@ -52,8 +58,9 @@ class MLP:
     True
     """
 
-    def __init__(self, sizes: Sequence[int], activation="tanh", likelihood="categorical",
-                 sigma: float = 1.0):
+    def __init__(self, sizes: Sequence[int],
+                 activation: str | Activation | Callable[..., Any] = "tanh",
+                 likelihood: str | Likelihood = "categorical", sigma: float = 1.0) -> None:
         if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence | np.ndarray):
             raise TypeError(f"sizes: expected a sequence of layer widths such as [4, 8, 3], "
                             f"received {type(sizes).__name__}")
@@ -97,31 +104,39 @@ class MLP:
         """Names of the flat blocks in order: ``["W0", "b0", "W1", "b1", ...]``."""
         return [f"{k}{l}" for l in range(self.num_layers) for k in ("W", "b")]
 
-    def config(self) -> dict:
+    def config(self) -> dict[str, Any]:
         """JSON-serialisable description; ``MLP(**config)`` rebuilds the model."""
         if ACTIVATIONS.get(self.activation.name) is not self.activation:
             raise ValueError(f"activation: a custom callable ({self.activation.name!r}) cannot "
                              "be serialised; use a named activation")
-        cfg = {"sizes": list(self.sizes), "activation": self.activation.name}
+        cfg: dict[str, Any] = {"sizes": list(self.sizes), "activation": self.activation.name}
         lik = self.likelihood.config()
         cfg["likelihood"] = lik["likelihood"]
         cfg["sigma"] = float(lik.get("sigma", 1.0))
         return cfg
 
     def __repr__(self) -> str:
-        extra = f", sigma={self.likelihood.sigma!r}" if self.likelihood.name == "gaussian" else ""
+        gaussian = self.likelihood.name == "gaussian"
+        extra = f", sigma={cast('Gaussian', self.likelihood).sigma!r}" if gaussian else ""
         return (f"MLP({list(self.sizes)}, activation={self.activation.name!r}, "
                 f"likelihood={self.likelihood.name!r}{extra})")
 
     # --- parameters ----------------------------------------------------------------------
-    def init(self, seed_or_rng, scheme: str = "pytorch") -> np.ndarray:
+    @deprecated_keywords(seed_or_rng="rng")
+    def init(self, rng: np.random.Generator | int, scheme: str | InitScheme = "pytorch"
+             ) -> np.ndarray:
         """Random parameters ``theta: (P,)``.
 
-        ``scheme="pytorch"``: ``W, b ~ U(-1/sqrt(in), 1/sqrt(in))`` (``torch.nn.Linear``'s
-        default); ``scheme="normal"``: ``W ~ N(0, 1/in)``, ``b = 0`` (LeCun normal).
+        Parameters
+        ----------
+        rng : numpy.random.Generator or int
+            The generator or its seed (formerly ``seed_or_rng=``, deprecated).
+        scheme : {"pytorch", "normal"}
+            ``"pytorch"``: ``W, b ~ U(-1/sqrt(in), 1/sqrt(in))`` (``torch.nn.Linear``'s
+            default); ``"normal"``: ``W ~ N(0, 1/in)``, ``b = 0`` (LeCun normal).
         """
-        rng = as_generator(seed_or_rng, "seed_or_rng")
-        if scheme not in ("pytorch", "normal"):
+        rng = as_generator(rng, "rng")
+        if scheme not in InitScheme.values():
             raise ValueError(f"scheme: expected 'pytorch' or 'normal', received {scheme!r}")
         theta = np.empty(self.num_params)
         for (out, inp), (ws, bs) in zip(self.shapes, self.layer_slices):
@@ -134,7 +149,7 @@ class MLP:
                 theta[bs] = 0.0
         return theta
 
-    def check_theta(self, theta, name: str = "theta") -> np.ndarray:
+    def check_theta(self, theta: ArrayLike, name: str = "theta") -> np.ndarray:
         """Validate ``theta: (P,)`` finite float64."""
         arr = as_float_array(theta, name, finite=False)
         if arr.shape != (self.num_params,):
@@ -144,7 +159,7 @@ class MLP:
             raise ValueError(f"{name}: expected finite values, received NaN/Inf")
         return arr
 
-    def _check_theta_or_box(self, theta):
+    def _check_theta_or_box(self, theta: Any) -> Any:
         """:meth:`check_theta`, or only the shape of an autograd box (values not inspected)."""
         if not is_box(theta):
             return self.check_theta(theta)
@@ -153,7 +168,7 @@ class MLP:
                              f"received shape {np.shape(theta)}")
         return theta
 
-    def check_inputs(self, X, name: str = "X") -> np.ndarray:
+    def check_inputs(self, X: ArrayLike, name: str = "X") -> np.ndarray:
         """Validate ``X: (N, D)`` finite float64."""
         arr = as_float_array(X, name, finite=False)
         if arr.ndim != 2:
@@ -170,11 +185,11 @@ class MLP:
             raise ValueError(f"{name}: expected finite values, received NaN/Inf")
         return arr
 
-    def check_targets(self, y, N: int, name: str = "y") -> np.ndarray:
+    def check_targets(self, y: ArrayLike, N: int, name: str = "y") -> np.ndarray:
         """Validate targets for ``N`` samples against the likelihood (see its docstring)."""
         return self.likelihood.check_targets(y, N, self.output_dim, name)
 
-    def unflatten(self, theta) -> list[tuple]:
+    def unflatten(self, theta: Any) -> list[tuple[Any, Any]]:
         """``theta: (P,) -> [(W0: (H1, D), b0: (H1,)), ...]`` (views; autograd-compatible).
 
         ``theta`` is validated like everywhere else (:meth:`check_theta`: shape ``(P,)``
@@ -182,11 +197,11 @@ class MLP:
         """
         return self._unflatten(self._check_theta_or_box(theta))
 
-    def _unflatten(self, theta) -> list[tuple]:
+    def _unflatten(self, theta: Any) -> list[tuple[Any, Any]]:
         return [(anp.reshape(theta[ws], shape), theta[bs])
                 for shape, (ws, bs) in zip(self.shapes, self.layer_slices)]
 
-    def flatten(self, layers) -> np.ndarray:
+    def flatten(self, layers: Sequence[Sequence[ArrayLike]]) -> np.ndarray:
         """``[(W0, b0), ...] -> theta: (P,)``; shapes are checked, never broadcast."""
         if not isinstance(layers, Sequence):
             raise TypeError(f"layers: expected a list of {self.num_layers} (W, b) pairs, "
@@ -205,7 +220,7 @@ class MLP:
         return np.concatenate(parts)
 
     # --- forward -------------------------------------------------------------------------
-    def forward(self, theta, X):
+    def forward(self, theta: Any, X: Any) -> Any:
         """Network outputs ``f: (N, C)`` for ``theta: (P,)`` and ``X: (N, D)``.
 
         Written with ``autograd.numpy``; inputs are validated unless they are autograd boxes.
@@ -215,7 +230,7 @@ class MLP:
             X = self.check_inputs(X)
         return self._forward(theta, X)
 
-    def _forward(self, theta, X):
+    def _forward(self, theta: Any, X: Any) -> Any:
         a = X
         layers = self._unflatten(theta)
         for l, (W, b) in enumerate(layers):
@@ -223,19 +238,20 @@ class MLP:
             a = self.activation.phi(z) if l < self.num_layers - 1 else z
         return a
 
-    def log_prob(self, theta, X, y):
+    def log_prob(self, theta: Any, X: ArrayLike, y: ArrayLike) -> Any:
         """``log p_theta(y_n | x_n)``, shape ``(N,)``."""
         theta = self._check_theta_or_box(theta)
         X = self.check_inputs(X)
         y = self.check_targets(y, X.shape[0])
         return self.likelihood._log_prob(self._forward(theta, X), y)
 
-    def predict(self, theta, X) -> np.ndarray:
+    def predict(self, theta: ArrayLike, X: ArrayLike) -> np.ndarray:
         """``E[y | x]: (N, C)``: class or Bernoulli probabilities, or Gaussian means."""
         return self.likelihood._mean(self.forward(theta, X))
 
     # --- interchange with other backends ---------------------------------------------------
-    def to_state_dict(self, theta, keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    def to_state_dict(self, theta: ArrayLike, keys: Sequence[str] | None = None
+                      ) -> dict[str, np.ndarray]:
         """PyTorch-style state dict of float64 arrays, ``W`` as ``(out, in)``.
 
         ``keys`` are the module prefixes per layer; by default those of
@@ -249,7 +265,7 @@ class MLP:
             out[f"{k}.bias"] = np.array(b)
         return out
 
-    def _sequential_keys(self, keys):
+    def _sequential_keys(self, keys: Sequence[str] | None) -> list[str]:
         if keys is None:
             return [str(2 * l) for l in range(self.num_layers)]
         keys = list(keys)
@@ -258,7 +274,7 @@ class MLP:
                              f"{len(keys)}")
         return keys
 
-    def from_state_dict(self, state_dict: Mapping, keys: Sequence[str] | None = None
+    def from_state_dict(self, state_dict: Mapping[str, Any], keys: Sequence[str] | None = None
                         ) -> np.ndarray:
         """``theta: (P,)`` from a PyTorch-style state dict (arrays or tensors).
 
@@ -288,13 +304,13 @@ class MLP:
             raise ValueError(f"state_dict: {err} (weights must be in PyTorch layout (out, in))"
                              ) from None
 
-    def to_flax(self, theta) -> dict:
+    def to_flax(self, theta: ArrayLike) -> dict[str, Any]:
         """JAX/flax-style parameters ``{"params": {"Dense_l": {"kernel": (in, out), "bias"}}}``."""
         theta = self.check_theta(theta)
         return {"params": {f"Dense_{l}": {"kernel": np.array(W).T.copy(), "bias": np.array(b)}
                            for l, (W, b) in enumerate(self._unflatten(theta))}}
 
-    def from_flax(self, params: Mapping) -> np.ndarray:
+    def from_flax(self, params: Mapping[str, Any]) -> np.ndarray:
         """``theta: (P,)`` from flax-style ``{"Dense_l": {"kernel": (in, out), "bias"}}``.
 
         A top-level ``"params"`` collection is accepted. Layers are ordered by the number at
@@ -306,7 +322,8 @@ class MLP:
             params = params["params"]
         names = list(params)
         if all(re.search(r"(\d+)$", n) for n in names):
-            names.sort(key=lambda n: int(re.search(r"(\d+)$", n).group(1)))
+            # every name matched just above: re.search cannot return None here
+            names.sort(key=lambda n: int(re.search(r"(\d+)$", n).group(1)))  # type: ignore[union-attr]
         if len(names) != self.num_layers:
             raise ValueError(f"params: expected {self.num_layers} dense layers for {self!r}, "
                              f"received {len(names)}: {names}")
@@ -323,7 +340,7 @@ class MLP:
             raise ValueError(f"params: {err} (flax kernels are (in, out))") from None
 
 
-def _to_numpy(x) -> np.ndarray:
+def _to_numpy(x: Any) -> np.ndarray:
     """Array or tensor (``.detach().cpu().numpy()``) to an ndarray, keeping its dtype."""
     if hasattr(x, "detach") and hasattr(x, "cpu"):
         x = x.detach().cpu().numpy()

@@ -7,23 +7,31 @@ backward pass (``-c sum_n J_n^T g_n`` with ``g_n`` the output-space score).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .._validation import check_net
 from ..geometry.curvature import _scale
 from .scores import forward_cache, vjp_cached
 
+if TYPE_CHECKING:
+    from .model import MLP
+
 __all__ = ["loss", "gradient", "loss_and_gradient", "accuracy"]
 
 
-def _checked(net, theta, X, y):
+def _checked(net: MLP, theta: ArrayLike, X: ArrayLike,
+             y: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     check_net(net)
     theta = net.check_theta(theta)
     X = net.check_inputs(X)
     return theta, X, net.check_targets(y, X.shape[0])
 
 
-def loss(net, theta, X, y, *, reduction: str = "mean") -> float:
+def loss(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike, *,
+         reduction: str = "mean") -> float:
     """Negative log-likelihood ``c sum_n -log p_theta(y_n | x_n)`` (a float).
 
     Parameters
@@ -39,7 +47,8 @@ def loss(net, theta, X, y, *, reduction: str = "mean") -> float:
     return float(-scale * np.sum(net.likelihood._log_prob(net._forward(theta, X), y)))
 
 
-def loss_and_gradient(net, theta, X, y, *, reduction: str = "mean") -> tuple[float, np.ndarray]:
+def loss_and_gradient(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike, *,
+                      reduction: str = "mean") -> tuple[float, np.ndarray]:
     """``(loss, gradient: (P,))`` from one forward and one backward pass."""
     theta, X, y = _checked(net, theta, X, y)
     scale = _scale(reduction, X.shape[0])
@@ -50,12 +59,13 @@ def loss_and_gradient(net, theta, X, y, *, reduction: str = "mean") -> tuple[flo
     return value, vjp_cached(net, cache, g_out[:, :, None])[:, 0]
 
 
-def gradient(net, theta, X, y, *, reduction: str = "mean") -> np.ndarray:
+def gradient(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike, *,
+             reduction: str = "mean") -> np.ndarray:
     """Gradient of :func:`loss`, shape ``(P,)``: ``-c sum_n J_n^T d log p(y_n | f_n) / d f``."""
     return loss_and_gradient(net, theta, X, y, reduction=reduction)[1]
 
 
-def accuracy(net, theta, X, y) -> float:
+def accuracy(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike) -> float:
     """Fraction of targets equal to the model's most likely prediction.
 
     Categorical: ``argmax_c f_c == y``; Bernoulli: every output thresholded at ``p = 1/2``

@@ -13,19 +13,26 @@ in minifim is built from these two arrays:
 - seeds ``R_n`` (``R^T R = Lambda``) give the factor of the true Fisher.
 
 One GEMM per layer moves the whole batch back; there is no Python loop over samples.
-``method="autograd"`` computes the same quantities with the generic ``autograd`` package
+``backend="autograd"`` computes the same quantities with the generic ``autograd`` package
 differentiating :meth:`MLP.forward` (an independent route for tests).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from autograd import jacobian
+from numpy.typing import ArrayLike
 
-from .._validation import as_float_array, check_choice, check_net
+from .._validation import as_float_array, check_net
 from ..memory import require_memory
+from ..options import ScoreBackend, as_option, deprecated_keywords
+
+if TYPE_CHECKING:
+    from .model import MLP
 
 __all__ = [
     "per_sample_scores",
@@ -43,9 +50,9 @@ class ForwardCache:
     its pre-activation, ``outputs: (N, C)`` the network outputs (``pres[-1]``).
     """
 
-    layers: list
-    acts: list
-    pres: list
+    layers: list[tuple[np.ndarray, np.ndarray]]
+    acts: list[np.ndarray]
+    pres: list[np.ndarray]
 
     @property
     def outputs(self) -> np.ndarray:
@@ -56,10 +63,11 @@ class ForwardCache:
         return self.acts[0].shape[0]
 
 
-def forward_cache(net, theta: np.ndarray, X: np.ndarray) -> ForwardCache:
+def forward_cache(net: MLP, theta: np.ndarray, X: np.ndarray) -> ForwardCache:
     """Run the forward pass keeping every layer input and pre-activation (validated inputs)."""
     layers = [(np.asarray(W), np.asarray(b)) for W, b in net._unflatten(theta)]
-    acts, pres = [], []
+    acts: list[np.ndarray] = []
+    pres: list[np.ndarray] = []
     a = X
     for l, (W, b) in enumerate(layers):
         acts.append(a)
@@ -70,7 +78,7 @@ def forward_cache(net, theta: np.ndarray, X: np.ndarray) -> ForwardCache:
     return ForwardCache(layers, acts, pres)
 
 
-def backprop_seeds(net, cache: ForwardCache, seeds: np.ndarray) -> list[np.ndarray]:
+def backprop_seeds(net: MLP, cache: ForwardCache, seeds: np.ndarray) -> list[np.ndarray]:
     """Carry output-space seeds ``E: (N, K, C)`` back to every layer's pre-activations.
 
     Returns ``[B_0, ..., B_{L-1}]`` with ``B_l: (N, K, out_l)``, ``B_l[n, k] = E_nk^T dz_L/dz_l``.
@@ -78,7 +86,7 @@ def backprop_seeds(net, cache: ForwardCache, seeds: np.ndarray) -> list[np.ndarr
     (out_l, in_l)`` per layer.
     """
     N, K, _ = seeds.shape
-    Bs = [None] * net.num_layers
+    Bs: list[np.ndarray] = [seeds] * net.num_layers  # every entry is overwritten below
     B = seeds
     for l in range(net.num_layers - 1, -1, -1):
         Bs[l] = B
@@ -89,14 +97,14 @@ def backprop_seeds(net, cache: ForwardCache, seeds: np.ndarray) -> list[np.ndarr
     return Bs
 
 
-def _block_view(U: np.ndarray, sl: slice, shape: tuple) -> np.ndarray:
+def _block_view(U: np.ndarray, sl: slice, shape: tuple[int, ...]) -> np.ndarray:
     view = U[..., sl].reshape(U.shape[:-1] + shape)
     if not np.may_share_memory(view, U):  # pragma: no cover - guarded invariant
         raise AssertionError("internal: expected a view into the factor array")
     return view
 
 
-def expand_gradients(net, acts: list[np.ndarray], Bs: list[np.ndarray]) -> np.ndarray:
+def expand_gradients(net: MLP, acts: list[np.ndarray], Bs: list[np.ndarray]) -> np.ndarray:
     """Materialise the per-sample, per-seed gradients ``U: (N, K, P)`` in flat order.
 
     ``acts[l]: (N, in_l)`` layer inputs, ``Bs[l]: (N, K, out_l)`` backpropagated seeds.
@@ -109,12 +117,14 @@ def expand_gradients(net, acts: list[np.ndarray], Bs: list[np.ndarray]) -> np.nd
     return U
 
 
-def _validated(net, theta, X):
+def _validated(net: MLP, theta: ArrayLike, X: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     check_net(net)
     return net.check_theta(theta), net.check_inputs(X)
 
 
-def per_sample_scores(net, theta, X, y, method: str = "backprop") -> np.ndarray:
+@deprecated_keywords(method="backend")
+def per_sample_scores(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike,
+                      backend: str | ScoreBackend = "backprop") -> np.ndarray:
     """Per-sample scores ``S: (N, P)``, ``S[n] = grad_theta log p_theta(y_n | x_n)``.
 
     Parameters
@@ -123,22 +133,23 @@ def per_sample_scores(net, theta, X, y, method: str = "backprop") -> np.ndarray:
     theta : ndarray, shape (P,)
     X : ndarray, shape (N, D)
     y : ndarray, targets of the likelihood (``(N,)`` labels or ``(N, C)``)
-    method : {"backprop", "autograd"}
-        Batched backpropagation of the output-space score ``g_n = d log p / d f`` (default),
-        or the generic ``autograd.jacobian`` of the per-sample log-likelihoods.
+    backend : {"backprop", "autograd"}
+        The differentiation backend: batched backpropagation of the output-space score
+        ``g_n = d log p / d f`` (default), or the generic ``autograd.jacobian`` of the
+        per-sample log-likelihoods (formerly ``method=``, deprecated).
 
     Notes
     -----
     ``S[n] = J_n^T g_n``; the ``W_l`` block is ``B_l[n] outer a_l[n]``.
     """
     theta, X = _validated(net, theta, X)
-    check_choice(method, "method", ("backprop", "autograd"))
+    backend = as_option(backend, ScoreBackend, "backend")
     y = net.check_targets(y, X.shape[0])
     N = X.shape[0]
     require_memory(8 * N * net.num_params, f"per-sample scores (N, P) = ({N}, "
                    f"{net.num_params}) float64", "the empirical Fisher's diagonal "
                    "(fisher_diagonal) or operator (fisher_operator), which never form S")
-    if method == "autograd":
+    if backend == "autograd":
         lik = net.likelihood
         return jacobian(lambda th: lik._log_prob(net._forward(th, X), y))(theta)
     cache = forward_cache(net, theta, X)
@@ -147,32 +158,35 @@ def per_sample_scores(net, theta, X, y, method: str = "backprop") -> np.ndarray:
     return expand_gradients(net, cache.acts, Bs)[:, 0, :]
 
 
-def output_jacobians(net, theta, X, method: str = "backprop") -> np.ndarray:
+@deprecated_keywords(method="backend")
+def output_jacobians(net: MLP, theta: ArrayLike, X: ArrayLike,
+                     backend: str | ScoreBackend = "backprop") -> np.ndarray:
     """Output Jacobians ``J: (N, C, P)``, ``J[n, c] = grad_theta f_c(x_n)``.
 
-    ``method="backprop"`` backpropagates the ``C`` unit seeds of every sample at once;
-    ``method="autograd"`` uses ``autograd.jacobian`` of :meth:`MLP.forward`.
+    ``backend="backprop"`` backpropagates the ``C`` unit seeds of every sample at once;
+    ``backend="autograd"`` uses ``autograd.jacobian`` of :meth:`MLP.forward` (formerly
+    ``method=``, deprecated).
     """
     theta, X = _validated(net, theta, X)
-    check_choice(method, "method", ("backprop", "autograd"))
+    backend = as_option(backend, ScoreBackend, "backend")
     N, C, P = X.shape[0], net.output_dim, net.num_params
     require_memory(8 * N * C * P, f"output Jacobians (N, C, P) = ({N}, {C}, {P}) float64",
                    "jacobian_vector_product / vector_jacobian_product (matrix-free), or "
                    "fewer samples per call")
-    if method == "autograd":
+    if backend == "autograd":
         return jacobian(lambda th: net._forward(th, X))(theta)
     cache = forward_cache(net, theta, X)
     seeds = np.broadcast_to(np.eye(C), (N, C, C))
     return expand_gradients(net, cache.acts, backprop_seeds(net, cache, seeds))
 
 
-def _split_tangents(net, V: np.ndarray):
+def _split_tangents(net: MLP, V: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     m = V.shape[1]
     for (out, inp), (ws, bs) in zip(net.shapes, net.layer_slices):
         yield V[ws].T.reshape(m, out, inp), V[bs].T
 
 
-def jvp_cached(net, cache: ForwardCache, V: np.ndarray) -> np.ndarray:
+def jvp_cached(net: MLP, cache: ForwardCache, V: np.ndarray) -> np.ndarray:
     """Forward-mode products ``J_n V``: ``V: (P, m) -> (N, C, m)`` on a cached forward pass."""
     m = V.shape[1]
     N = cache.num_samples
@@ -187,7 +201,7 @@ def jvp_cached(net, cache: ForwardCache, V: np.ndarray) -> np.ndarray:
     return dz.transpose(1, 2, 0)
 
 
-def vjp_cached(net, cache: ForwardCache, U: np.ndarray) -> np.ndarray:
+def vjp_cached(net: MLP, cache: ForwardCache, U: np.ndarray) -> np.ndarray:
     """Reverse-mode products ``sum_n J_n^T U_n``: ``U: (N, C, m) -> (P, m)``."""
     N, _, m = U.shape
     out = np.empty((net.num_params, m))
@@ -205,7 +219,7 @@ def vjp_cached(net, cache: ForwardCache, U: np.ndarray) -> np.ndarray:
     return out
 
 
-def _as_tangents(net, V, name):
+def _as_tangents(net: MLP, V: ArrayLike, name: str) -> np.ndarray:
     V = as_float_array(V, name)
     if V.ndim not in (1, 2) or V.shape[0] != net.num_params:
         raise ValueError(f"{name}: expected shape ({net.num_params},) or ({net.num_params}, m), "
@@ -213,7 +227,8 @@ def _as_tangents(net, V, name):
     return V
 
 
-def jacobian_vector_product(net, theta, X, v) -> np.ndarray:
+def jacobian_vector_product(net: MLP, theta: ArrayLike, X: ArrayLike, v: ArrayLike
+                            ) -> np.ndarray:
     """``J_n v`` for every sample: ``v: (P,) -> (N, C)`` (or ``(P, m) -> (N, C, m)``).
 
     Forward-mode differentiation through the cached forward pass; never forms ``J``.
@@ -224,7 +239,8 @@ def jacobian_vector_product(net, theta, X, v) -> np.ndarray:
     return out[:, :, 0] if v.ndim == 1 else out
 
 
-def vector_jacobian_product(net, theta, X, u) -> np.ndarray:
+def vector_jacobian_product(net: MLP, theta: ArrayLike, X: ArrayLike, u: ArrayLike
+                            ) -> np.ndarray:
     """``sum_n J_n^T u_n``: ``u: (N, C) -> (P,)`` (or ``(N, C, m) -> (P, m)``)."""
     theta, X = _validated(net, theta, X)
     u = as_float_array(u, "u")

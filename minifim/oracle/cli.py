@@ -31,7 +31,9 @@ import argparse
 import json
 import sys
 import textwrap
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import IO, Any
 
 from .._version import __version__
 from .comparison import DEFAULT_RTOL
@@ -147,8 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _parse_map(items) -> dict:
-    out = {}
+def _parse_map(items: Iterable[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
     for item in items:
         cand, eq, ref = item.partition("=")
         if not eq or not cand or not ref:
@@ -157,7 +159,7 @@ def _parse_map(items) -> dict:
     return out
 
 
-def _cmd_list(args, out) -> int:
+def _cmd_list(args: argparse.Namespace, out: IO[str]) -> int:
     from ..core.model import MLP
     from .fixtures import PRESETS, resolve_spec
 
@@ -175,7 +177,7 @@ def _cmd_list(args, out) -> int:
     return 0
 
 
-def _cmd_make(args, out) -> int:
+def _cmd_make(args: argparse.Namespace, out: IO[str]) -> int:
     from .fixtures import PRESETS, make_fixture, save_fixture
 
     if args.spec and (args.presets or args.all):
@@ -192,7 +194,7 @@ def _cmd_make(args, out) -> int:
             raise ValueError(f"--spec {args.spec!r}: expected a JSON object")
         spec.setdefault("name", path.stem)
         command = f"minifim fixture make --spec {path.name}"
-        jobs = [(spec, command)]
+        jobs: list[tuple[dict[str, Any] | str, str]] = [(spec, command)]
     else:
         names = list(PRESETS) if args.all else args.presets
         if not names:
@@ -215,7 +217,7 @@ def _cmd_make(args, out) -> int:
     return 0
 
 
-def _cmd_show(args, out) -> int:
+def _cmd_show(args: argparse.Namespace, out: IO[str]) -> int:
     from .fixtures import load_fixture
 
     fx = load_fixture(args.fixture)
@@ -243,7 +245,7 @@ def _cmd_show(args, out) -> int:
     return 0
 
 
-def _load_candidate(path: Path, fixture) -> dict:
+def _load_candidate(path: Path, fixture: Any) -> dict[str, Any]:
     """The named arrays of a candidate ``.npz`` (no pickle), read with bounds: an array may
     hold at most :data:`CANDIDATE_FLOOR` bytes or twice the fixture's largest array (a
     complex copy of it is then refused by the oracle with a clear message); a zip bomb or a
@@ -254,7 +256,7 @@ def _load_candidate(path: Path, fixture) -> dict:
     return read_npz(path, max(2 * largest, CANDIDATE_FLOOR), "candidate")
 
 
-def _cmd_check(args, out) -> int:
+def _cmd_check(args: argparse.Namespace, out: IO[str]) -> int:
     from .checking import check
     from .fixtures import load_fixture
     from .keys import resolve_key
@@ -301,7 +303,7 @@ def _error_line(err: BaseException) -> str:
     return "minifim: error: " + " ".join(message.split())
 
 
-def main(argv=None, out=None) -> int:
+def main(argv: Sequence[str] | None = None, out: IO[str] | None = None) -> int:
     """Run the ``minifim`` program; returns the exit status (see the module docstring)."""
     out = sys.stdout if out is None else out
     parser = build_parser()

@@ -22,10 +22,16 @@ Contract:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..core.model import MLP
+
+if TYPE_CHECKING:
+    from ..core.likelihoods import Gaussian, Likelihood
 
 __all__ = ["to_torch", "from_torch", "mlp_from_torch", "torch_quantities", "fixture_to_torch",
            "require_torch"]
@@ -34,7 +40,7 @@ SOFTPLUS_THRESHOLD = 40.0
 _ACTIVATIONS = ("tanh", "relu", "sigmoid", "softplus", "identity")
 
 
-def require_torch():
+def require_torch() -> Any:
     """Import and return ``torch``, or raise ``ImportError`` saying how to install it."""
     try:
         import torch
@@ -44,7 +50,7 @@ def require_torch():
     return torch
 
 
-def _activation_module(name: str):
+def _activation_module(name: str) -> Any:
     torch = require_torch()
     nn = torch.nn
     if name == "tanh":
@@ -61,7 +67,7 @@ def _activation_module(name: str):
                      f"module, received a custom activation {name!r}")
 
 
-def to_torch(net: MLP, theta):
+def to_torch(net: MLP, theta: ArrayLike) -> Any:
     """``torch.nn.Sequential`` (float64) computing ``net.forward(theta, .)``.
 
     Parameters
@@ -97,13 +103,15 @@ def to_torch(net: MLP, theta):
     return torch.nn.Sequential(*modules)
 
 
-def _layers_and_activation(module):
+def _layers_and_activation(module: Any) -> tuple[list[Any], str]:
     torch = require_torch()
     nn = torch.nn
     if not isinstance(module, nn.Sequential):
         raise TypeError(f"module: expected a torch.nn.Sequential of Linear layers and "
                         f"activations, received {type(module).__name__}")
-    linears, acts, pending = [], set(), None  # pending: the activation after the last Linear
+    linears: list[Any] = []
+    acts: set[str] = set()
+    pending: str | None = None  # pending: the activation after the last Linear
     kinds = {nn.Tanh: "tanh", nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.Softplus: "softplus",
              nn.Identity: "identity"}
     children = list(module)
@@ -142,7 +150,8 @@ def _layers_and_activation(module):
     return linears, (acts.pop() if acts else "identity")
 
 
-def mlp_from_torch(module, likelihood="categorical", sigma: float = 1.0) -> tuple[MLP, np.ndarray]:
+def mlp_from_torch(module: Any, likelihood: str | Likelihood = "categorical", sigma: float = 1.0
+                   ) -> tuple[MLP, np.ndarray]:
     """``(net, theta)`` from a ``torch.nn.Sequential`` of ``Linear`` layers and activations.
 
     The likelihood (not part of the module) is given here. ``theta`` is exact: the float64
@@ -158,7 +167,7 @@ def mlp_from_torch(module, likelihood="categorical", sigma: float = 1.0) -> tupl
     return net, from_torch(module, net)
 
 
-def from_torch(module, net: MLP | None = None) -> np.ndarray:
+def from_torch(module: Any, net: MLP | None = None) -> np.ndarray:
     """Flat ``theta: (P,)`` (float64, minifim order) from a ``torch.nn.Sequential``.
 
     Parameters
@@ -192,7 +201,7 @@ def from_torch(module, net: MLP | None = None) -> np.ndarray:
     return net.flatten(layers)
 
 
-def fixture_to_torch(fixture):
+def fixture_to_torch(fixture: Any) -> tuple[Any, Any, Any]:
     """``(module, X, y)`` as torch objects (float64; int64 labels for categorical).
 
     ``module`` is :func:`to_torch` of the fixture's model and parameters, so
@@ -207,20 +216,20 @@ def fixture_to_torch(fixture):
             torch.from_numpy(np.array(fx.y)))
 
 
-def _log_prob(torch, net: MLP, f, y):
+def _log_prob(torch: Any, net: MLP, f: Any, y: Any) -> Any:
     """``log p(y | f)`` per sample in torch, ``(N,)``."""
     lik = net.likelihood
     if lik.name == "categorical":
         return torch.log_softmax(f, dim=-1).gather(-1, y[..., None])[..., 0]
     if lik.name == "bernoulli":
         return (y * f - torch.logaddexp(torch.zeros_like(f), f)).sum(-1)
-    sigma = lik.sigma
+    sigma = cast("Gaussian", lik).sigma
     C = f.shape[-1]
     return (-0.5 * ((y - f) ** 2).sum(-1) / sigma**2
             - 0.5 * C * math.log(2 * math.pi * sigma**2))
 
 
-def _output_fisher(torch, net: MLP, f):
+def _output_fisher(torch: Any, net: MLP, f: Any) -> Any:
     """``Lambda: (N, C, C)`` in torch."""
     lik = net.likelihood
     C = f.shape[-1]
@@ -231,14 +240,15 @@ def _output_fisher(torch, net: MLP, f):
         s = torch.sigmoid(f)
         return torch.diag_embed(s * (1 - s))
     eye = torch.eye(C, dtype=f.dtype)
-    return eye.expand(f.shape[0], C, C) / lik.sigma**2
+    return eye.expand(f.shape[0], C, C) / cast("Gaussian", lik).sigma**2
 
 
 QUANTITIES = ("outputs", "scores", "jacobians", "output_fisher", "true_fisher",
               "empirical_fisher", "hessian", "gradient", "loss")
 
 
-def torch_quantities(net: MLP, theta, X, y, quantities=QUANTITIES) -> dict[str, np.ndarray]:
+def torch_quantities(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike,
+                     quantities: Iterable[str] = QUANTITIES) -> dict[str, np.ndarray]:
     """Reference quantities computed with ``torch.func`` on :func:`to_torch`'s module.
 
     Parameters
@@ -279,20 +289,20 @@ def torch_quantities(net: MLP, theta, X, y, quantities=QUANTITIES) -> dict[str, 
     shapes = [tuple(p.shape) for _, p in module.named_parameters()]
     sizes = [math.prod(s) for s in shapes]
 
-    def params(th):
+    def params(th: Any) -> dict[str, Any]:
         return {n: t.reshape(s) for n, t, s in zip(names, torch.split(th, sizes), shapes)}
 
-    def forward(th, x):
+    def forward(th: Any, x: Any) -> Any:
         return functional_call(module, params(th), (x,))
 
     th = torch.from_numpy(theta.copy())
     Xt = torch.from_numpy(X.copy())
     yt = torch.from_numpy(np.array(y))
 
-    def nll_mean(t):
+    def nll_mean(t: Any) -> Any:
         return -_log_prob(torch, net, forward(t, Xt), yt).mean()
 
-    def log_p_one(t, x, yy):
+    def log_p_one(t: Any, x: Any, yy: Any) -> Any:
         return _log_prob(torch, net, forward(t, x[None]), yy[None])[0]
 
     out: dict[str, np.ndarray] = {}
@@ -301,7 +311,9 @@ def torch_quantities(net: MLP, theta, X, y, quantities=QUANTITIES) -> dict[str, 
         f = forward(th, Xt)
     if "outputs" in want:
         out["outputs"] = f.numpy().copy()
-    S = J = Lam = None
+    S: Any = None
+    J: Any = None
+    Lam: Any = None
     if want & {"scores", "empirical_fisher"}:
         S = vmap(grad(log_p_one), in_dims=(None, 0, 0))(th, Xt, yt)
         out["scores"] = S.detach().numpy().copy()

@@ -29,6 +29,8 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -51,7 +53,7 @@ def _threads(kind: str) -> int | None:
     return SMALL if kind == "small" else None
 
 
-def _best(fn, repeat: int, threads: int | None = None) -> float:
+def _best(fn: Callable[[], object], repeat: int, threads: int | None = None) -> float:
     """Best wall time of ``repeat`` calls, under ``threadpool_limits(threads)`` (BLAS) and, if
     torch is loaded, ``torch.set_num_threads(threads)``."""
     torch = sys.modules.get("torch")
@@ -77,7 +79,8 @@ def _count(threads: int | None) -> int:
         return blas_threads()
 
 
-def _problem(sizes=SIZES, N=N_SAMPLES, seed=0):
+def _problem(sizes: list[int] = SIZES, N: int = N_SAMPLES, seed: int = 0
+             ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
     import minifim
 
     rng = np.random.default_rng(seed)
@@ -88,13 +91,13 @@ def _problem(sizes=SIZES, N=N_SAMPLES, seed=0):
     return net, theta, X, y
 
 
-def _gemm_floor(N, P, repeat, threads=None):
+def _gemm_floor(N: int, P: int, repeat: int, threads: int | None = None) -> float:
     rng = np.random.default_rng(1)
     A, B = rng.standard_normal((N, P)), rng.standard_normal((N, P))
     return _best(lambda: A.T @ B, repeat, threads)
 
 
-def _torch():
+def _torch() -> Any:
     try:
         import torch
     except ImportError:
@@ -103,7 +106,8 @@ def _torch():
     return torch
 
 
-def _torch_setup(net, theta, X, y):
+def _torch_setup(net: Any, theta: np.ndarray, X: np.ndarray, y: np.ndarray
+                 ) -> tuple[Any, ...]:
     """A float64 torch.nn.Sequential with minifim's weights and a functional loss."""
     torch = _torch()
     from torch.func import functional_call
@@ -121,16 +125,16 @@ def _torch_setup(net, theta, X, y):
     params = {k: v.detach() for k, v in model.named_parameters()}
     Xt, yt = torch.from_numpy(X), torch.from_numpy(np.asarray(y))
 
-    def logits(p, x):
+    def logits(p: Any, x: Any) -> Any:
         return functional_call(model, p, (x[None],))[0]
 
-    def logp(p, x, t):
+    def logp(p: Any, x: Any, t: Any) -> Any:
         return torch.log_softmax(logits(p, x), -1).gather(0, t[None])[0]
 
     return torch, params, Xt, yt, logits, logp
 
 
-def item_scores(repeat):
+def item_scores(repeat: int) -> list[dict[str, Any]]:
     """Per-sample scores S: (N, P), MLP 64-64-64-10, N = 1,000 vs torch.func vmap(grad)."""
     import minifim
 
@@ -148,7 +152,7 @@ def item_scores(repeat):
 
         torch_, params, Xt, yt, _, logp = _torch_setup(net, theta, X, y)
         f = vmap(grad(logp), in_dims=(None, 0, 0))
-        def flat():  # the same output as minifim: one (N, P) array in the flat order
+        def flat() -> Any:  # the same output as minifim: one (N, P) array in the flat order
             d = f(params, Xt, yt)
             return torch.cat([d[k].reshape(N, -1) for k in params], dim=1)
 
@@ -160,14 +164,14 @@ def item_scores(repeat):
     return [row]
 
 
-def item_fisher(repeat):
+def item_fisher(repeat: int) -> list[dict[str, Any]]:
     """Dense true / empirical Fisher, diagonal and K-FAC against the GEMM floor and torch."""
     import minifim
 
     net, theta, X, y = _problem()
     N, P, C = X.shape[0], net.num_params, net.output_dim
-    floors = {}
-    rows = []
+    floors: dict[int | None, float] = {}
+    rows: list[dict[str, Any]] = []
     for name, kind, fn in [
         ("dense true Fisher", "big", lambda: minifim.true_fisher(net, theta, X)),
         ("dense empirical Fisher", "big", lambda: minifim.empirical_fisher(net, theta, X, y)),
@@ -188,7 +192,7 @@ def item_fisher(repeat):
         torch_, params, Xt, yt, logits, _ = _torch_setup(net, theta, X, y)
         jac = vmap(jacrev(logits), in_dims=(None, 0))
 
-        def torch_true_fisher():
+        def torch_true_fisher() -> Any:
             J = jac(params, Xt)  # dict name -> (N, C, *shape)
             Jf = torch.cat([J[k].reshape(N, C, -1) for k in params], dim=2)
             p = torch.softmax(torch.vmap(lambda x: logits(params, x))(Xt), -1)
@@ -202,7 +206,7 @@ def item_fisher(repeat):
     return rows
 
 
-def item_eigh(repeat):
+def item_eigh(repeat: int) -> list[dict[str, Any]]:
     """Dense eigh of the true Fisher (P = 8,970) against scipy's eigh of a random matrix."""
     import scipy.linalg
 
@@ -238,7 +242,7 @@ def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def item_gram_spectrum(repeat):
+def item_gram_spectrum(repeat: int) -> list[dict[str, Any]]:
     """Exact spectrum of a ~100,000-parameter MLP with N*C = 4,000 (dense would need 80 GB)."""
     import minifim
 
@@ -256,7 +260,7 @@ def item_gram_spectrum(repeat):
              "dense_would_need_GB": 8 * P * P / 2**30, "target": "< 60 s, < 8 GB"}]
 
 
-def item_ngd(repeat):
+def item_ngd(repeat: int) -> list[dict[str, Any]]:
     """Exact damped NGD step (P = 8,970) vs Fisher build + one Cholesky; K-FAC vs SGD step."""
     import scipy.linalg
 
@@ -269,7 +273,7 @@ def item_ngd(repeat):
     net, theta, X, y = _problem()
     P = net.num_params
 
-    def floor():
+    def floor() -> None:
         F = minifim.true_fisher(net, theta, X)
         F[np.diag_indices(P)] += 1e-3
         scipy.linalg.cho_factor(F, overwrite_a=True)
@@ -290,7 +294,7 @@ def item_ngd(repeat):
     return rows
 
 
-def item_woodbury(repeat):
+def item_woodbury(repeat: int) -> list[dict[str, Any]]:
     """Exact damped NGD of a ~100,000-parameter MLP with N*C = 2,000 by the Woodbury route."""
     import minifim
 
@@ -317,7 +321,7 @@ ITEMS = {
 }
 
 
-def _run_isolated(name: str, repeat: int) -> list[dict]:
+def _run_isolated(name: str, repeat: int) -> list[dict[str, Any]]:
     forced = ["--threads", str(_FORCED[0])] if _FORCED else []
     out = subprocess.run([sys.executable, "-m", "minifim.tools.bench", "--json", "--repeat",
                           str(repeat), *forced, "--in-process", name],
@@ -327,7 +331,7 @@ def _run_isolated(name: str, repeat: int) -> list[dict]:
     return json.loads(out.stdout)
 
 
-def _table(rows: list[dict]) -> str:
+def _table(rows: list[dict[str, Any]]) -> str:
     body = []
     for r in rows:
         ratio_floor = (r["seconds"] / r["floor_seconds"]) if "floor_seconds" in r else None
@@ -351,7 +355,7 @@ def _table(rows: list[dict]) -> str:
                            "vs reference", "target", "notes"], body)
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minifim.tools.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("items", nargs="*", help=f"items to run (default all): {list(ITEMS)}")
@@ -365,7 +369,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.list:
         for name, (fn, _) in ITEMS.items():
-            print(f"{name:10s} {fn.__doc__.splitlines()[0]}")
+            print(f"{name:10s} {(fn.__doc__ or '').splitlines()[0]}")
         return 0
     if args.threads is not None:
         if args.threads < 1:

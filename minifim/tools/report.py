@@ -24,7 +24,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from .._io import atomic_savefig, atomic_write_text
 from .._version import __version__
@@ -45,7 +47,7 @@ def results_root() -> Path:
     return Path(os.environ.get("MINIFIM_RESULTS", Path("experiments") / "results"))
 
 
-def _fmt(value, floatfmt: str) -> str:
+def _fmt(value: object, floatfmt: str) -> str:
     if isinstance(value, float):
         return format(value, floatfmt)
     return str(value)
@@ -71,14 +73,14 @@ def blas_threads() -> int:
     return max(counts) if counts else 1
 
 
-def loglog_slope(x, y) -> float:
+def loglog_slope(x: Any, y: Any) -> float:
     """Least-squares slope of ``log y`` against ``log x`` (the exponent of a power law)."""
     import numpy as np
 
     return float(np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)[0])
 
 
-def angle_degrees(u, v) -> float:
+def angle_degrees(u: Any, v: Any) -> float:
     """Angle between two vectors in degrees, ``2 atan2(|u^ - v^|, |u^ + v^|)`` with unit
     vectors ``u^, v^`` (Kahan's form: accurate near 0 and 180 degrees, unlike ``arccos``)."""
     import numpy as np
@@ -88,7 +90,8 @@ def angle_degrees(u, v) -> float:
     return float(np.degrees(2.0 * np.arctan2(np.linalg.norm(u - v), np.linalg.norm(u + v))))
 
 
-def markdown_table(headers, rows, floatfmt: str = ".4g") -> str:
+def markdown_table(headers: Iterable[Any], rows: Iterable[Sequence[object]],
+                   floatfmt: str = ".4g") -> str:
     """A GitHub-markdown table; floats formatted with ``floatfmt``."""
     headers = [str(h) for h in headers]
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
@@ -113,7 +116,7 @@ class Report:
         The seed every random step of the run derives from.
     """
 
-    def __init__(self, name: str, title: str, claim: str, seed: int):
+    def __init__(self, name: str, title: str, claim: str, seed: int) -> None:
         self.name, self.title, self.claim, self.seed = name, title, claim, int(seed)
         self.dir = results_root() / name
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -133,11 +136,12 @@ class Report:
         self._parts.append(f"## {heading}\n\n{markdown.strip()}\n" if markdown else
                            f"## {heading}\n")
 
-    def table(self, headers, rows, floatfmt: str = ".4g") -> None:
+    def table(self, headers: Iterable[Any], rows: Iterable[Sequence[object]],
+              floatfmt: str = ".4g") -> None:
         """Append a markdown table."""
         self._parts.append(markdown_table(headers, rows, floatfmt))
 
-    def figure(self, fig, filename: str, caption: str) -> Path:
+    def figure(self, fig: Any, filename: str, caption: str) -> Path:
         """Save ``fig`` (atomically, 120 dpi) next to the report and reference it."""
         path = atomic_savefig(fig, self.dir / filename, dpi=120, bbox_inches="tight")
         self._figures.append(filename)
@@ -180,7 +184,7 @@ class Report:
         return self.dir / "report.md"
 
 
-def write_index(root=None) -> Path:
+def write_index(root: str | os.PathLike[str] | None = None) -> Path:
     """Write ``<root>/README.md``: one section per experiment with its figures inline."""
     root = Path(root) if root is not None else results_root()
     summaries = []
@@ -206,7 +210,7 @@ def write_index(root=None) -> Path:
     return atomic_write_text(root / "README.md", "\n".join(lines))
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["index"]:
         path = write_index(argv[1] if len(argv) > 1 else None)
