@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import minifim
 from minifim import natural_gradient
-from minifim.methods.ngd import damped_solve
+from minifim._linalg import damped_solve
 
 from .cases import CASES, make_case
 from .tolerances import (

@@ -494,7 +494,7 @@ def test_gauss_newton_training_raises_naming_damping_when_the_ggn_degenerates():
 
 
 def test_curvature_at_the_underflow_threshold_is_refused():
-    from minifim.methods.ngd import damped_solve
+    from minifim._linalg import damped_solve
 
     M = 1e-300 * np.eye(3)
     with pytest.raises(ValueError, match="damping.*underflow"):

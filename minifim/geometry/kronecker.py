@@ -28,11 +28,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._linalg import check_conditioned, is_numerically_singular
 from .._validation import as_float_array, check_choice, check_int, check_net, check_nonnegative
 from ..memory import format_bytes, memory_budget, require_memory
 from .curvature import FISHER_KINDS, _scale, curvature_factors
 
-__all__ = ["KFACFactors", "kfac"]
+__all__ = ["KFACFactors", "KFACInverse", "kfac"]
 
 BIAS_CONVENTIONS = ("folded", "separate")
 
@@ -180,85 +181,136 @@ class KFACFactors:
 
     def solve(self, v, damping: float, method: str = "eigen", pi_correction: bool = True
               ) -> np.ndarray:
-        """Damped inverse products per layer, ``(P,)``.
+        """Damped inverse products per layer, ``(P,)``: ``self.inverse(...).apply(v)``.
 
         ``method="eigen"``: ``(G kron A + damping I)^{-1} v`` exactly, through the
         eigendecompositions ``G = Q_G g Q_G^T``, ``A = Q_A a Q_A^T``:
         ``Q_G [(Q_G^T V Q_A) / (g a^T + damping)] Q_A^T``. ``method="factored"``: factored
         Tikhonov damping ``((G + sqrt(damping)/pi I) kron (A + pi sqrt(damping) I))^{-1} v``
         with ``pi = sqrt((tr A / dim A) / (tr G / dim G))`` (``pi = 1`` without the
-        correction). A separate bias block is solved with ``G + damping I``.
+        correction). A separate bias block is solved with ``G + damping I``. See
+        :meth:`inverse` (which keeps the per-layer inverse for repeated products).
+        """
+        return self.inverse(damping, method, pi_correction).apply(v)
+
+    def inverse(self, damping: float, method: str = "eigen", pi_correction: bool = True
+                ) -> KFACInverse:
+        """The per-layer damped inverse of :meth:`solve`, for repeated products.
+
+        ``method="eigen"`` keeps the factors' eigendecompositions (the damping enters at
+        :meth:`KFACInverse.apply`, which may use another one); ``"factored"`` keeps the
+        inverses of the damped factors ``(G + sqrt(damping)/pi I)^{-1}``, ``(A + pi
+        sqrt(damping) I)^{-1}`` (and ``(G + damping I)^{-1}`` for a separate bias). Every
+        damped factor system is checked (:func:`minifim._linalg.check_conditioned`; the
+        factored ones here, the eigen ones at each :meth:`KFACInverse.apply`): a system with
+        condition number ``>= 1 / (n eps)`` raises ``ValueError`` naming ``damping``, as do
+        numerically singular factors with ``damping = 0``.
         """
         damping = check_nonnegative(damping, "damping")
         check_choice(method, "method", ("eigen", "factored"))
-        if damping == 0 and any(_singular(F) for F in self.G + self.A):
+        if damping == 0 and any(is_numerically_singular(F) for F in self.G + self.A):
             raise ValueError("damping: the K-FAC factors are singular (numerically) and "
                              "damping = 0; use damping > 0")
         if method == "eigen":
-            eig = [(np.linalg.eigh(G), np.linalg.eigh(A)) for G, A in zip(self.G, self.A)]
-            for l, ((g, _), (a, _)) in enumerate(eig):
-                denom = np.outer(g, a) + damping
-                _check_conditioned(denom, damping, f"G_{l} kron A_{l} + damping I")
-                if self.bias == "separate":
-                    _check_conditioned(g + damping, damping, f"G_{l} + damping I (bias)")
-
-            def on_matrix(l, V):
-                (g, QG), (a, QA) = eig[l]
-                return QG @ ((QG.T @ V @ QA) / (np.outer(g, a) + damping)) @ QA.T
-
-            def on_bias(l, b):
-                (g, QG), _ = eig[l]
-                return QG @ ((QG.T @ b) / (g + damping))
-
-            return self._apply(v, on_matrix, on_bias)
+            layers = []
+            for G, A in zip(self.G, self.A):
+                (eG, QG), (eA, QA) = np.linalg.eigh(G), np.linalg.eigh(A)
+                layers.append({"QA": QA, "eA": eA, "QG": QG, "eG": eG})
+            return KFACInverse("eigen", self.bias, self.shapes, tuple(layers), damping)
         sq = np.sqrt(damping)
-
-        def pi(l):
-            G, A = self.G[l], self.A[l]
-            tg, ta = np.trace(G) / G.shape[0], np.trace(A) / A.shape[0]
-            return np.sqrt(ta / tg) if pi_correction and tg > 0 and ta > 0 else 1.0
-
+        layers = []
         for l, (G, A) in enumerate(zip(self.G, self.A)):
-            p = pi(l)
-            _check_conditioned(np.linalg.eigvalsh(G) + sq / p, damping,
-                               f"G_{l} + sqrt(damping) / pi I")
-            _check_conditioned(np.linalg.eigvalsh(A) + p * sq, damping,
-                               f"A_{l} + pi sqrt(damping) I")
+            tg, ta = np.trace(G) / G.shape[0], np.trace(A) / A.shape[0]
+            p = float(np.sqrt(ta / tg)) if pi_correction and tg > 0 and ta > 0 else 1.0
+            wG, wA = np.linalg.eigvalsh(G), np.linalg.eigvalsh(A)
+            check_conditioned(wG + sq / p, damping, f"G_{l} + sqrt(damping) / pi I")
+            check_conditioned(wA + p * sq, damping, f"A_{l} + pi sqrt(damping) I")
+            layer = {"Ainv": np.linalg.inv(A + p * sq * np.eye(A.shape[0])),
+                     "Ginv": np.linalg.inv(G + sq / p * np.eye(G.shape[0])),
+                     "pi": np.asarray(p, dtype=np.float64)}
             if self.bias == "separate":
-                _check_conditioned(np.linalg.eigvalsh(G) + damping, damping,
-                                   f"G_{l} + damping I (bias)")
-
-        def on_matrix_f(l, V):
-            G, A, p = self.G[l], self.A[l], pi(l)
-            left = np.linalg.solve(G + sq / p * np.eye(G.shape[0]), V)
-            return np.linalg.solve(A + p * sq * np.eye(A.shape[0]), left.T).T
-
-        def on_bias_f(l, b):
-            G = self.G[l]
-            return np.linalg.solve(G + damping * np.eye(G.shape[0]), b)
-
-        return self._apply(v, on_matrix_f, on_bias_f)
+                check_conditioned(wG + damping, damping, f"G_{l} + damping I (bias)")
+                layer["Gbinv"] = np.linalg.inv(G + damping * np.eye(G.shape[0]))
+            layers.append(layer)
+        return KFACInverse("factored", self.bias, self.shapes, tuple(layers), damping)
 
 
-def _check_conditioned(eigenvalues: np.ndarray, damping: float, what: str) -> None:
-    """Refuse a damped symmetric system whose eigenvalues ``eigenvalues`` (any shape) give a
-    condition number ``max / min >= 1 / (n eps)`` (no correct digit: the dense route's
-    ``dpocon`` criterion, exact here from the eigenvalues), or a non-positive one."""
-    w = np.ravel(eigenvalues)
-    lo, hi = float(w.min()), float(w.max())
-    n = w.size
-    if not (lo > 0 and lo > n * np.finfo(np.float64).eps * hi):
-        cond = hi / lo if lo > 0 else float("inf")
-        raise ValueError(f"damping: the K-FAC system {what} has condition number {cond:.3g} "
-                         f">= 1 / (n eps) = {1 / (n * np.finfo(np.float64).eps):.3g} (eigenvalues "
-                         f"in [{lo:.3g}, {hi:.3g}]) with damping = {damping!r}; increase damping "
-                         "(the solve cannot be accurate)")
+@dataclass(frozen=True)
+class KFACInverse:
+    """The per-layer damped inverse of :class:`KFACFactors` (:meth:`KFACFactors.inverse`).
 
+    Attributes
+    ----------
+    method : {"eigen", "factored"}
+    bias : {"folded", "separate"}
+    shapes : tuple of ``(out_l, in_l)``
+    layers : tuple of dict of ndarray
+        Per layer, ``"eigen"``: ``"QG", "eG"`` (``G_l = Q_G diag(e_G) Q_G^T``) and ``"QA",
+        "eA"``; ``"factored"``: ``"Ginv"`` ``(G_l + sqrt(damping)/pi I)^{-1}``, ``"Ainv"``
+        ``(A_l + pi sqrt(damping) I)^{-1}``, ``"pi"`` (0-d) and, with a separate bias,
+        ``"Gbinv"`` ``(G_l + damping I)^{-1}``.
+    damping : float
+        The damping the inverse was made with (the default of :meth:`apply`).
+    """
 
-def _singular(M: np.ndarray) -> bool:
-    """Numerically singular symmetric PSD factor: ``lambda_min <= dim * eps * lambda_max``."""
-    w = np.linalg.eigvalsh(M)
-    return bool(w[-1] <= 0 or w[0] <= M.shape[0] * np.finfo(np.float64).eps * w[-1])
+    method: str
+    bias: str
+    shapes: tuple
+    layers: tuple
+    damping: float
+
+    def check(self, damping: float) -> None:
+        """``"eigen"``: refuse (``ValueError`` naming ``damping``) a damped layer system
+        ``G_l kron A_l + damping I`` (or a separate bias ``G_l + damping I``) with condition
+        number ``>= 1 / (n eps)``. ``"factored"`` is checked when made."""
+        if self.method != "eigen":
+            return
+        for l, layer in enumerate(self.layers):
+            check_conditioned(np.outer(layer["eG"], layer["eA"]) + damping, damping,
+                              f"K-FAC G_{l} kron A_{l} + damping I")
+            if self.bias == "separate":
+                check_conditioned(layer["eG"] + damping, damping,
+                                  f"K-FAC G_{l} + damping I (bias)")
+
+    def apply(self, v, damping: float | None = None) -> np.ndarray:
+        """The damped inverse times ``v: (P,)``, shape ``(P,)``.
+
+        ``damping`` (``"eigen"`` only; default :attr:`damping`): the eigendecompositions do
+        not depend on it, so one inverse serves any damping; the damped system is checked at
+        each call (:meth:`check`). ``"factored"`` applies the inverses made with
+        :attr:`damping` (passing another one raises ``ValueError``).
+        """
+        if damping is None:
+            damping = self.damping
+        else:
+            damping = check_nonnegative(damping, "damping")
+            if self.method == "factored" and damping != self.damping:
+                raise ValueError(f"damping: a factored K-FAC inverse applies the damping it "
+                                 f"was made with ({self.damping!r}), received {damping!r}; "
+                                 "make a new one with KFACFactors.inverse")
+        self.check(damping)
+        P = sum(o * i + o for o, i in self.shapes)
+        v = as_float_array(v, "v", shape=(P,))
+        out = np.empty_like(v)
+        off = 0
+        for (o, i), layer in zip(self.shapes, self.layers):
+            w0, b0, stop = off, off + o * i, off + o * i + o
+            off = stop
+            V, vb = v[w0:b0].reshape(o, i), v[b0:stop]
+            if self.bias == "folded":
+                V = np.concatenate([V, vb[:, None]], axis=1)
+            if self.method == "eigen":
+                QG, eG, QA, eA = layer["QG"], layer["eG"], layer["QA"], layer["eA"]
+                D = QG @ ((QG.T @ V @ QA) / (np.outer(eG, eA) + damping)) @ QA.T
+                db = None if self.bias == "folded" else QG @ ((QG.T @ vb) / (eG + damping))
+            else:
+                D = layer["Ginv"] @ V @ layer["Ainv"]
+                db = None if self.bias == "folded" else layer["Gbinv"] @ vb
+            if self.bias == "folded":
+                D, db = D[:, :i], D[:, i]
+            out[w0:b0] = D.ravel()
+            out[b0:stop] = db
+        return out
 
 
 def _homogeneous_to_flat(o: int, i: int) -> np.ndarray:

@@ -22,7 +22,7 @@ Routes (``method``)
 =============  ============================================================  =================
 
 The Gram route never forms ``U`` nor ``P x P``. With ``acts[l]: (N, in_l)`` and
-``Bs[l]: (N, K, out_l)`` from :func:`minifim.geometry.curvature.curvature_factors`,
+``Bs[l]: (N, K, out_l)`` held by :class:`minifim.geometry.gram.SeedFactors`,
 ``G[(i, k), (j, k')] = c sum_l (Bs[l][i, k] . Bs[l][j, k']) (acts[l][i] . acts[l][j] + 1)``
 (the ``+ 1`` is the bias), ``O((N K)^2 sum_l out_l + N^2 sum_l in_l)`` work. ``M`` and ``G``
 share their non-zero eigenvalues; the other ``P - N K`` eigenvalues of ``M`` are exactly zero,
@@ -56,11 +56,11 @@ from .curvature import (
     FISHER_KINDS,
     _prepare,
     _scale,
-    curvature_factors,
     curvature_matrix,
     hessian,
     output_seeds,
 )
+from .gram import seed_factors
 from .operators import fisher_operator, hessian_operator
 
 __all__ = [
@@ -89,7 +89,6 @@ logger = logging.getLogger(__name__)
 CURVATURES = FISHER_KINDS + ("hessian",)
 SPECTRUM_METHODS = ("auto", "dense", "gram", "lanczos")
 AUTO_DENSE_MAX_P = 4000  # with k given, auto prefers Lanczos over dense eigh above this P
-_BLOCK_BYTES = 2**27  # working memory for the matrix-free maps of the Gram route
 
 
 # --- the result's provenance --------------------------------------------------------------
@@ -202,51 +201,6 @@ def _choose(net, curvature, N, K, k, vectors, P):
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _collect_factors(net, theta, X, y, curvature, n_samples, rng, chunk_size):
-    """All samples' ``acts[l]: (N, in_l)`` and ``Bs[l]: (N, K, out_l)`` (chunks concatenated)."""
-    chunks = list(curvature_factors(net, theta, X, y, curvature, n_samples, rng, chunk_size))
-    if len(chunks) == 1:
-        return chunks[0]
-    L = net.num_layers
-    acts = [np.concatenate([c[0][l] for c in chunks]) for l in range(L)]
-    Bs = [np.concatenate([c[1][l] for c in chunks]) for l in range(L)]
-    return acts, Bs
-
-
-def _gram(acts, Bs, scale: float) -> np.ndarray:
-    """``G = c U U^T: (N K, N K)`` from the layer factors (never forms ``U``)."""
-    N, K = Bs[0].shape[:2]
-    rows = N * K
-    G = np.zeros((rows, rows))
-    for a, B in zip(acts, Bs):
-        Bf = B.reshape(rows, -1)
-        BB = Bf @ Bf.T  # (NK, NK): seed-gradient inner products at the pre-activations
-        A = a @ a.T
-        A += 1.0  # (N, N): input inner products, + 1 for the bias
-        BB.reshape(N, K, N, K)[...] *= A[:, None, :, None]
-        G += BB
-    G *= scale
-    return G
-
-
-def _factor_transpose(net, acts, Bs, W: np.ndarray) -> np.ndarray:
-    """``U^T W: (N K, m) -> (P, m)``, per layer: ``W_l`` block ``sum_(i,k) w B_l[i,k] a_l[i]^T``."""
-    N, K = Bs[0].shape[:2]
-    m = W.shape[1]
-    out = np.empty((net.num_params, m))
-    widest = max(o for o, _ in net.shapes)
-    step = max(1, _BLOCK_BYTES // (8 * N * widest))
-    for start in range(0, m, step):
-        cols = slice(start, min(m, start + step))
-        Wr = W[:, cols].reshape(N, K, -1)  # (N, K, mb)
-        for (o, i), (ws, bs), a, B in zip(net.shapes, net.layer_slices, acts, Bs):
-            BW = np.matmul(B.transpose(0, 2, 1), Wr)  # (N, o, mb)
-            gW = np.tensordot(BW, a, axes=([0], [0]))  # (o, mb, i)
-            out[ws, cols] = gW.transpose(0, 2, 1).reshape(o * i, -1)
-            out[bs, cols] = BW.sum(axis=0)
-    return out
-
-
 def _complete_basis(V: np.ndarray, n_extra: int) -> np.ndarray:
     """``n_extra`` orthonormal columns orthogonal to the orthonormal columns of ``V: (P, r)``."""
     P = V.shape[0]
@@ -285,13 +239,13 @@ def _gram_route(net, theta, X, y, curvature, k, vectors, n_samples, rng, reducti
                    f"Gram matrix (N*K, N*K) = ({rows}, {rows}) float64, its eigh and the "
                    f"factors (N*K, sum of widths) = ({rows}, {widths})",
                    "curvature_spectrum(..., method='lanczos', k=...) (top k, matrix-free)")
-    acts, Bs = _collect_factors(net, theta, X, y, curvature, n_samples, rng, chunk_size)
+    factors = seed_factors(net, theta, X, y, curvature, n_samples, rng, chunk_size)
     if vectors:
         require_memory(8 * P * min(rows, P) if k is None else 8 * P * k,
                        f"eigenvectors (P, m) with P = {P}",
                        "vectors=False, or a smaller k")
     n_out = min(rows, P) if k is None else k
-    G = _gram(acts, Bs, scale)
+    G = factors.gram(scale)
     mu, W = _eigh_top(G, n_out, vectors)
     del G
     if not vectors:
@@ -300,7 +254,7 @@ def _gram_route(net, theta, X, y, curvature, k, vectors, n_samples, rng, reducti
     good = mu > tol
     V = np.empty((P, n_out))
     if np.any(good):
-        V[:, good] = _factor_transpose(net, acts, Bs, W[:, good]) * np.sqrt(scale / mu[good])
+        V[:, good] = factors.rmatvec(W[:, good]) * np.sqrt(scale / mu[good])
     if not np.all(good):
         V[:, ~good] = _complete_basis(V[:, good], int(np.count_nonzero(~good)))
     return mu, V

@@ -41,10 +41,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .._linalg import damped_solve
 from .._validation import as_float_array, check_choice, check_net, check_nonnegative, check_positive
 from ..geometry.curvature import FISHER_KINDS, block_diagonal, curvature_matrix, fisher_diagonal
 from ..memory import require_memory
-from .ngd import damped_solve
 
 __all__ = ["fisher_merge", "MERGE_CURVATURES"]
 

@@ -52,12 +52,11 @@ An undamped singular system raises ``ValueError`` naming ``damping``: always whe
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import scipy.linalg as sla
 from scipy.sparse.linalg import LinearOperator, cg, gmres
 
+from .._linalg import damped_solve, diagonal_solve, singular_error
 from .._validation import (
     as_float_array,
     check_choice,
@@ -69,16 +68,16 @@ from .._validation import (
 from ..core.objective import gradient as _gradient
 from ..geometry.curvature import (
     block_diagonal,
-    curvature_factors,
     curvature_matrix,
     fisher_diagonal,
     hessian,
 )
+from ..geometry.gram import seed_factors
 from ..geometry.kronecker import kfac
 from ..geometry.operators import fisher_operator, hessian_operator
 from ..memory import memory_budget, require_memory
 
-__all__ = ["natural_gradient", "CURVATURES", "METHODS", "damped_solve"]
+__all__ = ["natural_gradient", "CURVATURES", "METHODS"]
 
 FACTOR_CURVATURES = ("true", "empirical", "mc", "ggn")
 STRUCTURED = ("diag", "block", "kfac")
@@ -94,54 +93,6 @@ def _num_seeds(net, curvature: str, n_samples: int) -> int:
     if curvature in ("true", "ggn"):
         return net.output_dim
     return n_samples if curvature == "mc" else 1
-
-
-def _singular(what: str, damping: float, detail: str) -> ValueError:
-    return ValueError(f"damping: the system ({what} + damping I) is singular to working "
-                      f"precision with damping = {damping!r} ({detail}); use damping > 0 "
-                      "(or a larger damping)")
-
-
-# --- dense solves -----------------------------------------------------------------------------
-def damped_solve(M, g, damping: float, *, what: str = "M", symmetric_indefinite: bool = False,
-                 overwrite_m: bool = False) -> np.ndarray:
-    """``(M + damping I)^{-1} g`` for a dense symmetric ``M: (P, P)`` and ``g: (P,)``.
-
-    Cholesky (``scipy.linalg.cho_factor`` / ``cho_solve``) with a LAPACK ``dpocon`` condition
-    check; with ``symmetric_indefinite=True`` (a Hessian) a symmetric ``LDL^T`` solve whose
-    reciprocal condition number is checked the same way. A singular or not positive-definite
-    system raises ``ValueError`` naming ``damping``. ``overwrite_m=True`` lets the solve
-    factor ``M`` in place (no ``(P, P)`` copy; ``M`` is destroyed).
-    """
-    M = as_float_array(M, "M", ndim=2)
-    P = M.shape[0]
-    if M.shape != (P, P):
-        raise ValueError(f"M: expected a square matrix, received shape {M.shape}")
-    g = as_float_array(g, "g", ndim=1 if np.ndim(g) == 1 else 2)
-    if g.shape[0] != P:
-        raise ValueError(f"g: expected {P} rows to match M, received shape {g.shape}")
-    damping = check_nonnegative(damping, "damping")
-    A = M if overwrite_m and M.flags.writeable else M.copy()
-    A[np.diag_indices(P)] += damping
-    anorm = float(sla.lapack.dlange("1", A))  # 1-norm without an |A| temporary
-    if not anorm > np.finfo(np.float64).tiny / EPS:  # entries near underflow: no precision
-        raise _singular(what, damping, f"1-norm {anorm:.3g} at the underflow threshold, the "
-                        "entries have lost their relative precision")
-    if symmetric_indefinite:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", sla.LinAlgWarning)
-            try:
-                return sla.solve(A, g, assume_a="sym", overwrite_a=True)
-            except (sla.LinAlgError, sla.LinAlgWarning) as err:
-                raise _singular(what, damping, f"symmetric solve: {err}") from None
-    try:
-        c, lower = sla.cho_factor(A, lower=False, overwrite_a=True, check_finite=False)
-    except sla.LinAlgError:
-        raise _singular(what, damping, "Cholesky failed: not positive definite") from None
-    rcond, _ = sla.lapack.dpocon(c, anorm, uplo="U")
-    if not rcond > P * EPS:
-        raise _singular(what, damping, f"reciprocal condition number {rcond:.3g} <= P eps")
-    return sla.cho_solve((c, lower), g, check_finite=False)
 
 
 def _dense_matrix(net, theta, X, y, curvature, fisher, n_samples, rng, kfac_bias):
@@ -169,12 +120,8 @@ def _dense_matrix(net, theta, X, y, curvature, fisher, n_samples, rng, kfac_bias
 def _structured(net, theta, X, y, g, damping, curvature, fisher, n_samples, rng, kfac_bias,
                 kfac_solve):
     if curvature == "diag":
-        d = fisher_diagonal(net, theta, X, y, fisher, n_samples=n_samples, rng=rng) + damping
-        floor = net.num_params * EPS * max(float(np.max(np.abs(d))), np.finfo(float).tiny)
-        if np.any(d <= floor):
-            raise _singular("diag(M)", damping, f"{int(np.sum(d <= floor))} diagonal "
-                            "entries are zero")
-        return g / d
+        d = fisher_diagonal(net, theta, X, y, fisher, n_samples=n_samples, rng=rng)
+        return diagonal_solve(d, g, damping, what="diag(M)")
     if curvature == "block":
         out = np.empty_like(g)
         blocks = block_diagonal(net, theta, X, y, fisher, n_samples=n_samples, rng=rng)
@@ -188,12 +135,12 @@ def _structured(net, theta, X, y, g, damping, curvature, fisher, n_samples, rng,
             for name, F in (("A", A), ("G", G)):
                 w = np.linalg.eigvalsh(F)
                 if not w[0] > F.shape[0] * EPS * max(w[-1], np.finfo(float).tiny):
-                    raise _singular(f"K-FAC factor {name}_{l} kron ...", damping,
-                                    f"smallest eigenvalue {w[0]:.3g}")
+                    raise singular_error(f"K-FAC factor {name}_{l} kron ...", damping,
+                                         f"smallest eigenvalue {w[0]:.3g}")
     try:
         return factors.solve(g, damping, method=kfac_solve)
     except ValueError as err:
-        raise _singular("K-FAC", damping, str(err)) from None
+        raise singular_error("K-FAC", damping, str(err)) from None
 
 
 # --- Woodbury / push-through -----------------------------------------------------------------
@@ -215,43 +162,11 @@ def _woodbury(net, theta, X, y, g, damping, curvature, n_samples, rng, chunk_siz
                    f"Woodbury Gram matrix (N K, N K) = ({NK}, {NK}) float64 and the factors",
                    "method='cg' (matrix-free conjugate gradients)")
     if damping == 0:
-        raise _singular(f"{curvature} curvature", damping, "the Woodbury route divides by the "
-                        "damping")
-    acts = [[] for _ in net.shapes]
-    Bs = [[] for _ in net.shapes]
-    for a_chunk, B_chunk in curvature_factors(net, theta, X, y, curvature, n_samples, rng,
-                                              chunk_size):
-        for l in range(net.num_layers):
-            acts[l].append(a_chunk[l])
-            Bs[l].append(B_chunk[l])
-    acts = [np.concatenate(a) for a in acts]
-    Bs = [np.concatenate(b) for b in Bs]
-    layers = list(zip(net.layer_slices, net.shapes, acts, Bs))
-
-    def U_apply(v):  # U v: (N, K)
-        out = np.zeros((N, K))
-        for (ws, bs), (o, i), a, B in layers:
-            out += np.einsum("nko,no->nk", B, a @ v[ws].reshape(o, i).T + v[bs])
-        return out
-
-    def Ut_apply(z):  # U^T z: (P,)
-        out = np.empty(P)
-        for (ws, bs), _, a, B in layers:
-            Bz = np.einsum("nko,nk->no", B, z)
-            out[ws] = (Bz.T @ a).ravel()
-            out[bs] = Bz.sum(axis=0)
-        return out
-
-    gram = np.zeros((N, K, N, K))
-    for _, (o, _), a, B in layers:
-        Bf = B.reshape(NK, o)
-        inner = a @ a.T + 1.0  # (N, N): <[a_n, 1], [a_m, 1]>
-        BB = (Bf @ Bf.T).reshape(N, K, N, K)
-        BB *= inner[:, None, :, None]
-        gram += BB
+        raise singular_error(f"{curvature} curvature", damping, "the Woodbury route divides "
+                             "by the damping")
+    factors = seed_factors(net, theta, X, y, curvature, n_samples, rng, chunk_size)
     scale = 1.0 / N
-    gram = gram.reshape(NK, NK)
-    gram *= scale
+    gram = factors.gram(scale)
     gram.flat[::NK + 1] += damping
     anorm = float(sla.lapack.dlange("1", gram))  # >= lambda_max(M) + damping
     cond_est = anorm / damping
@@ -259,15 +174,15 @@ def _woodbury(net, theta, X, y, g, damping, curvature, n_samples, rng, chunk_siz
               f"damping) / damping with ||M|| <= {anorm - damping:.3g}; increase damping "
               f"(to at least ~{1e-8 * anorm:.3g} for 8 correct digits) or use method='dense'")
     if not damping > NK * EPS * anorm:
-        raise _singular(f"{curvature} curvature (Woodbury)", damping, advice)
+        raise singular_error(f"{curvature} curvature (Woodbury)", damping, advice)
     try:
         c = sla.cho_factor(gram, lower=False, check_finite=False)
     except sla.LinAlgError:
-        raise _singular("Gram matrix", damping, "Cholesky failed; " + advice) from None
+        raise singular_error("Gram matrix", damping, "Cholesky failed; " + advice) from None
 
     def solve(rhs):
-        z = sla.cho_solve(c, scale * U_apply(rhs).ravel(), check_finite=False)
-        return (rhs - Ut_apply(z.reshape(N, K))) / damping
+        z = sla.cho_solve(c, scale * factors.matvec(rhs), check_finite=False)
+        return (rhs - factors.rmatvec(z)) / damping
 
     gnorm = float(np.linalg.norm(g))
     if gnorm == 0:
@@ -275,16 +190,16 @@ def _woodbury(net, theta, X, y, g, damping, curvature, n_samples, rng, chunk_siz
     d = solve(g)
     threshold = (NK + P) * EPS
     for step in range(_REFINEMENTS + 1):
-        r = g - (scale * Ut_apply(U_apply(d)) + damping * d)
+        r = g - (scale * factors.rmatvec(factors.matvec(d)) + damping * d)
         rnorm = float(np.linalg.norm(r))
         eta = rnorm / (anorm * float(np.linalg.norm(d)) + gnorm)
         if eta <= threshold or step == _REFINEMENTS or not np.isfinite(eta):
             break
         d = d + solve(r)
     if not eta <= threshold:
-        raise _singular(f"{curvature} curvature (Woodbury)", damping,
-                        f"backward error {eta:.3g} > (N K + P) eps = {threshold:.3g} after "
-                        f"{step} refinements; " + advice)
+        raise singular_error(f"{curvature} curvature (Woodbury)", damping,
+                             f"backward error {eta:.3g} > (N K + P) eps = {threshold:.3g} after "
+                             f"{step} refinements; " + advice)
     return d, {"residual": rnorm / gnorm, "refinements": step}
 
 
@@ -488,8 +403,8 @@ def natural_gradient(net, theta, X, y, damping: float = 1e-3, curvature: str = "
     if curvature in FACTOR_CURVATURES and damping == 0 and extra is None:
         NK = N * _num_seeds(net, curvature, n_samples)
         if NK < P:
-            raise _singular(f"{curvature} curvature", damping,
-                            f"rank M <= N K = {NK} < P = {P}")
+            raise singular_error(f"{curvature} curvature", damping,
+                                 f"rank M <= N K = {NK} < P = {P}")
     info = {"method": method, "reason": reason, "curvature": curvature, "damping": damping}
     if method == "dense":
         M = _dense_matrix(net, theta, X, y, curvature, fisher, n_samples, rng, kfac_bias)

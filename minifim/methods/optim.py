@@ -69,7 +69,7 @@ from .._validation import (
     check_positive,
 )
 from ..core.objective import loss_and_gradient
-from ..geometry.kronecker import _check_conditioned
+from ..geometry.kronecker import KFACFactors, KFACInverse
 from ..geometry.kronecker import kfac as _kfac_factors
 from ..geometry.operators import fisher_operator
 from .ngd import BASE_FISHERS, CURVATURES, METHODS, natural_gradient
@@ -390,61 +390,12 @@ def gauss_newton(lr=1.0, damping: float = 0.0, method: str = "auto", *, tol: flo
 _DAMPING_RANGE = (1e-12, 1e12)
 
 
-def _check_kfac_system(eigenvalues, damping, what):
-    """Refuse a damped factor system with condition number ``>= 1 / (n eps)`` (see
-    :func:`minifim.geometry.kronecker._check_conditioned`), naming the damping and the figures."""
+def _kfac_checked(compute):
+    """``compute()``, with the optimiser's advice appended to a refused damped system."""
     try:
-        _check_conditioned(eigenvalues, damping, what)
+        return compute()
     except ValueError as err:
         raise ValueError(f"{err} (optim.kfac: raise damping, or adapt_damping=True)") from None
-
-
-def _kfac_inverses(A, G, damping, bias, solve):
-    """Preconditioner arrays of one layer from its factors (see :func:`kfac`)."""
-    if solve == "eigen":
-        eA, QA = np.linalg.eigh(A)
-        eG, QG = np.linalg.eigh(G)
-        return {"QA": QA, "eA": eA, "QG": QG, "eG": eG}
-    sq = np.sqrt(damping)
-    ta, tg = np.trace(A) / A.shape[0], np.trace(G) / G.shape[0]
-    pi = np.sqrt(ta / tg) if ta > 0 and tg > 0 else 1.0
-    wA, wG = np.linalg.eigvalsh(A), np.linalg.eigvalsh(G)
-    _check_kfac_system(wA + pi * sq, damping, "A + pi sqrt(damping) I")
-    _check_kfac_system(wG + sq / pi, damping, "G + sqrt(damping) / pi I")
-    out = {"Ainv": np.linalg.inv(A + pi * sq * np.eye(A.shape[0])),
-           "Ginv": np.linalg.inv(G + sq / pi * np.eye(G.shape[0])),
-           "pi": np.asarray(pi, dtype=np.float64)}
-    if bias == "separate":
-        _check_kfac_system(wG + damping, damping, "G + damping I (bias)")
-        out["Gbinv"] = np.linalg.inv(G + damping * np.eye(G.shape[0]))
-    return out
-
-
-def _kfac_direction(net, g, state, damping, bias, solve):
-    """Apply the stored per-layer preconditioner to ``g: (P,)``."""
-    d = np.empty_like(g)
-    for l, ((o, i), (ws, bs)) in enumerate(zip(net.shapes, net.layer_slices)):
-        V, vb = g[ws].reshape(o, i), g[bs]
-        if bias == "folded":
-            V = np.concatenate([V, vb[:, None]], axis=1)
-        if solve == "eigen":
-            QA, eA, QG, eG = (state[f"{k}{l}"] for k in ("QA", "eA", "QG", "eG"))
-            denom = np.outer(eG, eA) + damping
-            _check_kfac_system(denom, damping, f"G_{l} kron A_{l} + damping I")
-            D = QG @ ((QG.T @ V @ QA) / denom) @ QA.T
-            if bias == "folded":
-                db = None
-            else:
-                _check_kfac_system(eG + damping, damping, f"G_{l} + damping I (bias)")
-                db = QG @ ((QG.T @ vb) / (eG + damping))
-        else:
-            D = state[f"Ginv{l}"] @ V @ state[f"Ainv{l}"]
-            db = None if bias == "folded" else state[f"Gbinv{l}"] @ vb
-        if bias == "folded":
-            D, db = D[:, :i], D[:, i]
-        d[ws] = D.ravel()
-        d[bs] = db
-    return d
 
 
 def kfac(net, lr=0.1, damping: float = 1e-3, decay: float = 0.95, inverse_period: int = 20, *,
@@ -530,6 +481,9 @@ def kfac(net, lr=0.1, damping: float = 1e-3, decay: float = 0.95, inverse_period
     if not hasattr(net, "shapes") or not hasattr(net, "layer_slices"):
         raise TypeError(f"net: expected a minifim.MLP, received {type(net).__name__}")
     extra = 1 if bias == "folded" else 0
+    shapes = tuple(net.shapes)
+    keys = (("QA", "eA", "QG", "eG") if solve == "eigen"
+            else ("Ainv", "Ginv", "pi") + (("Gbinv",) if bias == "separate" else ()))
 
     def init(theta):
         theta = net.check_theta(_init_params(theta))
@@ -564,11 +518,17 @@ def kfac(net, lr=0.1, damping: float = 1e-3, decay: float = 0.95, inverse_period
         for l in range(net.num_layers):
             new[f"A{l}"] = eps * state[f"A{l}"] + (1 - eps) * fac.A[l]
             new[f"G{l}"] = eps * state[f"G{l}"] + (1 - eps) * fac.G[l]
+        L = range(net.num_layers)
         if step % inverse_period == 0:
-            for l in range(net.num_layers):
-                parts = _kfac_inverses(new[f"A{l}"], new[f"G{l}"], lam, bias, solve)
-                new.update({f"{k}{l}": v for k, v in parts.items()})
-        d = _kfac_direction(net, g, new, lam, bias, solve)
+            averaged = KFACFactors(tuple(new[f"A{l}"] for l in L),
+                                   tuple(new[f"G{l}"] for l in L), bias, shapes)
+            inverse = _kfac_checked(lambda: averaged.inverse(lam, solve))
+            for l, layer in enumerate(inverse.layers):
+                new.update({f"{k}{l}": v for k, v in layer.items()})
+        # the stored preconditioner ("factored": made with the damping of its step)
+        stored = KFACInverse(solve, bias, shapes, tuple({k: new[f"{k}{l}"] for k in keys}
+                                                         for l in L), lam)
+        d = _kfac_checked(lambda: stored.apply(g))
         delta = -lr(step) * d
         new["theta"] = theta + delta
         new["direction"] = d

@@ -47,8 +47,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import linalg as sla
 
+from .._linalg import damped_inverse
 from .._validation import as_float_array, check_choice, check_int, check_net, check_nonnegative
 from ..geometry.curvature import FISHER_KINDS, curvature_matrix, fisher_diagonal
 from ..memory import require_memory
@@ -180,41 +180,27 @@ def _static_path(theta, scores, prunable, counts, method, n_prunable, costs=None
     return results
 
 
-def _inverse(A, damping):
-    """``A^{-1}`` of the damped curvature by Cholesky, refused (``ValueError`` naming
-    ``damping``) when ``A`` is not positive definite or its reciprocal condition number
-    (LAPACK ``dpocon``) is at most ``P eps`` (no correct digit in the inverse)."""
-    P = A.shape[0]
+def _inverse(M, damping, overwrite=False):
+    """``(M + damping I)^{-1}`` of the undamped curvature ``M: (P, P)``, refused (``ValueError``
+    naming ``damping``) when the damped matrix is not positive definite or its reciprocal
+    condition number (LAPACK ``dpocon``) is at most ``P eps`` (no correct digit in the
+    inverse); see :func:`minifim._linalg.damped_inverse`."""
     hint = (f"the Fisher of a network is usually singular, pass damping > 0 (e.g. 1e-4 * the "
-            f"mean of its diagonal = {1e-4 * np.mean(np.diag(A)):.3g})")
-    anorm = float(sla.lapack.dlange("1", A))
-    try:
-        chol = sla.cho_factor(A, lower=True, check_finite=False)
-    except np.linalg.LinAlgError:
-        chol = None
-    if chol is None or not np.all(np.diag(chol[0]) > 0):
-        raise ValueError(f"damping: the curvature plus damping * I is not positive definite "
-                         f"(received damping={damping!r}); {hint}")
-    rcond, _ = sla.lapack.dpocon(chol[0], anorm, uplo="L")
-    if not rcond > P * np.finfo(np.float64).eps:
-        raise ValueError(f"damping: the curvature plus damping * I has condition number "
-                         f"~{1 / rcond if rcond > 0 else float('inf'):.3g} >= 1 / (P eps) "
-                         f"(reciprocal {rcond:.3g}, received damping={damping!r}); its inverse "
-                         f"has no correct digit; {hint}")
-    Ainv = sla.cho_solve(chol, np.eye(P), check_finite=False)
-    return 0.5 * (Ainv + Ainv.T)
+            f"mean of its diagonal = {1e-4 * np.mean(np.diag(M)):.3g})")
+    return damped_inverse(M, damping, what="curvature", hint=hint, overwrite_m=overwrite)
 
 
-def _obs_path(theta, A, damping, prunable, counts, block_size, n_prunable,
+def _obs_path(theta, M, damping, prunable, counts, block_size, n_prunable,
               recompute_every=None, curvature_at=None):
     """Optimal Brain Surgeon along a path of removal counts (see the module docstring).
 
-    ``A`` is the damped curvature at ``theta``. With ``recompute_every = r``, every ``r`` steps
-    the damped curvature is recomputed by ``curvature_at(theta)`` at the current parameters and
-    inverted on the remaining set.
+    ``M`` is the undamped curvature at ``theta`` (the quadratic model is ``M + damping I``).
+    With ``recompute_every = r``, every ``r`` steps the curvature is recomputed by
+    ``curvature_at(theta)`` at the current parameters and inverted, damped, on the remaining
+    set.
     """
     theta = theta.copy()
-    Hinv = _inverse(A, damping)
+    Hinv = _inverse(M, damping)
     active = np.arange(theta.shape[0])  # flat indices of the free parameters (rows of Hinv)
     free_prunable = prunable.copy()     # over `active`
     order, scores, total, steps = [], [], 0.0, 0
@@ -222,7 +208,8 @@ def _obs_path(theta, A, damping, prunable, counts, block_size, n_prunable,
     for K in counts:
         while len(order) < K:
             if recompute_every is not None and steps > 0 and steps % recompute_every == 0:
-                Hinv = _inverse(curvature_at(theta)[np.ix_(active, active)], damping)
+                Hinv = _inverse(curvature_at(theta)[np.ix_(active, active)], damping,
+                                overwrite=True)
             k = min(block_size, K - len(order))
             cand = np.flatnonzero(free_prunable)
             t = theta[active[cand]]
@@ -295,14 +282,12 @@ def prune_path(net, theta, X, y, sparsities, method: str = "magnitude", fisher: 
     require_memory(3 * 8 * P * P, f"Optimal Brain Surgeon: curvature, factor and inverse "
                    f"(3 x ({P}, {P}) float64)", "method='obd' (exact diagonal, no dense "
                    "matrix) or a smaller network")
-    A = _curvature(net, theta, X, y, fisher, method, curvature, n_samples, rng, chunk_size)
-    A = A + damping * np.eye(P)
+    M = _curvature(net, theta, X, y, fisher, method, curvature, n_samples, rng, chunk_size)
 
     def curvature_at(th):
-        return _curvature(net, th, X, y, fisher, method, None, n_samples, rng,
-                          chunk_size) + damping * np.eye(P)
+        return _curvature(net, th, X, y, fisher, method, None, n_samples, rng, chunk_size)
 
-    return _obs_path(theta, A, damping, mask, counts, block_size, n_prunable,
+    return _obs_path(theta, M, damping, mask, counts, block_size, n_prunable,
                      recompute_every, curvature_at)
 
 
