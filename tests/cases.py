@@ -112,7 +112,7 @@ def enumerated_fisher(net, theta, X, method="autograd"):
     F = net.forward(theta, X)
     M = np.zeros((net.num_params, net.num_params))
     for w, y in outcomes(net.likelihood, F):
-        S = minifim.per_sample_scores(net, theta, X, y, method=method)
+        S = minifim.per_sample_scores(net, theta, X, y, backend=method)
         M += (S * w[:, None]).T @ S
     return M / X.shape[0]
 

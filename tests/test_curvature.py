@@ -28,7 +28,7 @@ from .cases import (
 
 
 def _scores(case, y, method="autograd"):
-    return minifim.per_sample_scores(case.net, case.theta, case.X, y, method=method)
+    return minifim.per_sample_scores(case.net, case.theta, case.X, y, backend=method)
 
 
 # --- closed forms ---------------------------------------------------------------------------------
@@ -98,7 +98,7 @@ def test_true_fisher_equals_expected_hessian(case):
 
 
 def test_true_fisher_equals_jacobian_sandwich(case):
-    J = minifim.output_jacobians(case.net, case.theta, case.X, method="autograd")
+    J = minifim.output_jacobians(case.net, case.theta, case.X, backend="autograd")
     Lam = case.net.likelihood.fisher_outputs(case.net.forward(case.theta, case.X))
     ref = np.einsum("ncp,ncd,ndq->pq", J, Lam, J) / case.N
     assert_close(minifim.true_fisher(case.net, case.theta, case.X), ref, 1e-13)
@@ -389,7 +389,7 @@ def test_property_fisher_identities(case):
     assert_close(enumerated_fisher(net, theta, X), F, 1e-12)
     assert_close(minifim.fisher_diagonal(net, theta, X), np.diag(F), 1e-13)
     S = minifim.per_sample_scores(net, theta, X, case.y)
-    assert_close(S, minifim.per_sample_scores(net, theta, X, case.y, method="autograd"), 1e-12)
+    assert_close(S, minifim.per_sample_scores(net, theta, X, case.y, backend="autograd"), 1e-12)
     assert_close(minifim.empirical_fisher(net, theta, X, case.y), S.T @ S / case.N, 1e-12)
 
 

@@ -107,9 +107,9 @@ def test_weights_data_and_outputs(name):
 def test_scores_jacobians_gradient(name):
     fx = get(name)
     net, th, X, y = fx.net, fx.theta, fx.X, fx.y
-    assert_close(fx["scores"], minifim.per_sample_scores(net, th, X, y, method="autograd"),
+    assert_close(fx["scores"], minifim.per_sample_scores(net, th, X, y, backend="autograd"),
                  1e-12)
-    assert_close(fx["jacobians"], minifim.output_jacobians(net, th, X, method="autograd"),
+    assert_close(fx["jacobians"], minifim.output_jacobians(net, th, X, backend="autograd"),
                  1e-12)
     # gradient of the mean NLL = - mean of the per-sample scores (two different passes)
     assert_close(fx["gradient"], -fx["scores"].mean(axis=0), 1e-12)

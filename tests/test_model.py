@@ -204,7 +204,7 @@ def test_init_schemes():
     assert abs(W0.var() * 200 - 1) < 5 * np.sqrt(2 / W0.size)
     with pytest.raises(ValueError, match="scheme: expected 'pytorch' or 'normal', received 'x'"):
         net.init(0, scheme="x")
-    with pytest.raises(TypeError, match="seed_or_rng: expected a numpy.random.Generator or an "
+    with pytest.raises(TypeError, match="rng: expected a numpy.random.Generator or an "
                                         "integer seed, received NoneType"):
         net.init(None)
 
@@ -245,10 +245,10 @@ def test_custom_callable_activation_both_routes():
     assert_close(net.forward(theta, X),
                  hand_forward(theta, X, [3, 4, 3], lambda z: z / (1 + np.exp(-z))), 1e-14)
     S1 = minifim.per_sample_scores(net, theta, X, y)
-    S2 = minifim.per_sample_scores(net, theta, X, y, method="autograd")
+    S2 = minifim.per_sample_scores(net, theta, X, y, backend="autograd")
     assert_close(S1, S2, 1e-12)
     J1 = minifim.output_jacobians(net, theta, X)
-    assert_close(J1, minifim.output_jacobians(net, theta, X, method="autograd"), 1e-12)
+    assert_close(J1, minifim.output_jacobians(net, theta, X, backend="autograd"), 1e-12)
 
 
 def test_log_prob_and_predict():

@@ -279,7 +279,7 @@ def test_diagnose_variants_are_exact():
     assert_close(V["square-of-sum-gradient"], np.outer(N * g, N * g), 1e-12)
     f = fx["outputs"]
     ym = (f > 0).astype(float)
-    Sa = minifim.per_sample_scores(fx.net, fx.theta, fx.X, ym, method="autograd")
+    Sa = minifim.per_sample_scores(fx.net, fx.theta, fx.X, ym, backend="autograd")
     assert_close(V["argmax"], Sa.T @ Sa / N, 1e-12)
 
 

@@ -19,7 +19,7 @@ from .cases import assert_close, get_case, outcomes
 def test_scores_backprop_vs_autograd(case):
     S = minifim.per_sample_scores(case.net, case.theta, case.X, case.y)
     assert S.shape == (case.N, case.P) and S.dtype == np.float64
-    S_ag = minifim.per_sample_scores(case.net, case.theta, case.X, case.y, method="autograd")
+    S_ag = minifim.per_sample_scores(case.net, case.theta, case.X, case.y, backend="autograd")
     assert_close(S, S_ag, 1e-12)
 
 
@@ -27,12 +27,12 @@ def test_jacobians_backprop_vs_autograd(case):
     J = minifim.output_jacobians(case.net, case.theta, case.X)
     C = case.net.output_dim
     assert J.shape == (case.N, C, case.P)
-    assert_close(J, minifim.output_jacobians(case.net, case.theta, case.X, method="autograd"),
+    assert_close(J, minifim.output_jacobians(case.net, case.theta, case.X, backend="autograd"),
                  1e-12)
 
 
 def test_scores_are_jacobian_transpose_times_output_score(case):
-    J = minifim.output_jacobians(case.net, case.theta, case.X, method="autograd")
+    J = minifim.output_jacobians(case.net, case.theta, case.X, backend="autograd")
     g = case.net.likelihood.grad_log_prob(case.net.forward(case.theta, case.X), case.y)
     assert_close(minifim.per_sample_scores(case.net, case.theta, case.X, case.y),
                  np.einsum("ncp,nc->np", J, g), 1e-12)
@@ -80,7 +80,7 @@ def test_samples_are_independent(case):
 def test_jvp_vjp_against_dense_jacobian(case):
     net, theta, X = case.net, case.theta, case.X
     rng = np.random.default_rng(0)
-    J = minifim.output_jacobians(net, theta, X, method="autograd")
+    J = minifim.output_jacobians(net, theta, X, backend="autograd")
     C = net.output_dim
     v, V = rng.standard_normal(case.P), rng.standard_normal((case.P, 3))
     u, U = rng.standard_normal((case.N, C)), rng.standard_normal((case.N, C, 3))
@@ -106,7 +106,7 @@ def test_internal_building_blocks():
     assert [a.shape[1] for a in cache.acts] == list(net.sizes[:-1])
     E = np.random.default_rng(1).standard_normal((case.N, 4, net.output_dim))
     U = expand_gradients(net, cache.acts, backprop_seeds(net, cache, E))
-    J = minifim.output_jacobians(net, theta, X, method="autograd")
+    J = minifim.output_jacobians(net, theta, X, backend="autograd")
     assert_close(U, np.einsum("nkc,ncp->nkp", E, J), 1e-12)
     V = np.random.default_rng(2).standard_normal((case.P, 2))
     assert_close(jvp_cached(net, cache, V), J @ V, 1e-12)
@@ -134,15 +134,15 @@ def test_bad_input():
             fn(net, theta, np.where(X > 0, np.inf, X), *args)
     for method in ("backprop", "autograd"):
         with pytest.raises(ValueError, match=r"y: expected labels in \[0, 3\)"):
-            minifim.per_sample_scores(net, theta, X, np.full(N, 3), method=method)
+            minifim.per_sample_scores(net, theta, X, np.full(N, 3), backend=method)
         with pytest.raises(ValueError, match="y: expected integer class labels"):
-            minifim.per_sample_scores(net, theta, X, y + 0.5, method=method)
+            minifim.per_sample_scores(net, theta, X, y + 0.5, backend=method)
         with pytest.raises(ValueError, match=r"y: expected shape \(5,\)"):
-            minifim.per_sample_scores(net, theta, X, y[:-1], method=method)
-    with pytest.raises(ValueError, match=r"method: expected one of \['autograd', 'backprop'\]"):
-        minifim.per_sample_scores(net, theta, X, y, method="fd")
-    with pytest.raises(ValueError, match="method"):
-        minifim.output_jacobians(net, theta, X, method="torch")
+            minifim.per_sample_scores(net, theta, X, y[:-1], backend=method)
+    with pytest.raises(ValueError, match=r"backend: expected one of \['autograd', 'backprop'\]"):
+        minifim.per_sample_scores(net, theta, X, y, backend="fd")
+    with pytest.raises(ValueError, match="backend"):
+        minifim.output_jacobians(net, theta, X, backend="torch")
     with pytest.raises(ValueError, match=r"v: expected shape \(31,\) or \(31, m\), received "
                                          r"shape \(30,\)"):
         minifim.jacobian_vector_product(net, theta, X, np.ones(P - 1))

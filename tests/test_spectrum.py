@@ -183,7 +183,7 @@ def _enumerated_expected_score_norm(case):
     lik = net.likelihood
     F = net.forward(theta, X)
     if lik.name == "gaussian":
-        J = minifim.output_jacobians(net, theta, X, method="autograd")
+        J = minifim.output_jacobians(net, theta, X, backend="autograd")
         return np.sum(J * J) / (N * lik.sigma**2)
     total = 0.0
     labels = (range(C) if lik.name == "categorical"
@@ -192,7 +192,7 @@ def _enumerated_expected_score_norm(case):
         y = (np.full(N, lab) if lik.name == "categorical"
              else np.tile(np.array(lab), (N, 1)))
         prob = np.exp(lik.log_prob(F, y))
-        S = minifim.per_sample_scores(net, theta, X, y, method="autograd")
+        S = minifim.per_sample_scores(net, theta, X, y, backend="autograd")
         total += np.sum(prob * np.sum(S * S, axis=1))
     return total / N
 
