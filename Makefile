@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 SRC    := setup.cfg pyproject.toml
 export MPLBACKEND := Agg
 
-.PHONY: test test-kernels test-thorough experiments bench lint typecheck crosscheck clean venv
+.PHONY: test test-kernels test-thorough experiments bench lint typecheck format crosscheck clean venv
 
 $(VENV)/.stamp-base:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ bench: $(VENV)/.stamp-experiments
 
 lint: $(VENV)/.stamp-test
 	$(VENV)/bin/ruff check minifim tests experiments tools
+
+# Rewrite the sources with ruff format (configuration in pyproject.toml [tool.ruff.format]).
+format: $(VENV)/.stamp-test
+	$(VENV)/bin/ruff format minifim tests experiments tools
 
 # mypy over the package (configuration in pyproject.toml [tool.mypy]); joins `make lint`
 # once the package is clean.
