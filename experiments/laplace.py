@@ -57,7 +57,7 @@ def laplaces(net, theta, X, y, alpha0):
     """Per structure: (Laplace at alpha0, Laplace at the evidence maximiser)."""
     out = {}
     for s in tqdm(STRUCTURES, desc="Laplace", leave=False):
-        la = minifim.Laplace(net, theta, X, y, alpha0, curvature=s)
+        la = minifim.Laplace(net, theta, X, y, alpha0, structure=s)
         out[s] = (la, la.optimize_prior_precision())
     return out
 

@@ -61,6 +61,9 @@ from .geometry.curvature import (
 # Kronecker-factored curvature (K-FAC)
 from .geometry.kronecker import KFACFactors, kfac
 
+# curvature structures (dense, diagonal, block-diagonal, K-FAC) and their factory
+from .geometry.structures import KFAC, BlockDiagonal, Dense, Diagonal, curvature
+
 # matrix-free curvature-vector products
 from .geometry.operators import fisher_operator, ggn_operator, hessian_operator
 
@@ -148,6 +151,11 @@ __all__ = [
     # Kronecker factors
     "KFACFactors",
     "kfac",
+    "curvature",
+    "Dense",
+    "Diagonal",
+    "BlockDiagonal",
+    "KFAC",
     # memory budget
     "MemoryBudgetError",
     "format_bytes",

@@ -145,7 +145,7 @@ def test_blr_posterior_equals_closed_form(blr, curvature):
     weight-bias cross terms; its blocks are checked in the structure tests)."""
     alpha = 1.7
     m = blr.mean(alpha)
-    la = Laplace(blr.net, m, blr.X, blr.y, alpha, curvature=curvature)
+    la = Laplace(blr.net, m, blr.X, blr.y, alpha, structure=curvature)
     A, S = blr.precision(alpha), blr.covariance(alpha)
     check_posterior(la, A, blr.X.shape[0], blr.C, S)
     assert la.map_gradient_norm <= 1e-10 * np.abs(A).max() * np.abs(m).max()
@@ -154,7 +154,7 @@ def test_blr_posterior_equals_closed_form(blr, curvature):
 @pytest.mark.parametrize("curvature", STRUCTURES_EXACT_FOR_BLR)
 @pytest.mark.parametrize("alpha", [0.05, 1.0, 30.0])
 def test_blr_log_marginal_likelihood_equals_closed_form(blr, curvature, alpha):
-    la = Laplace(blr.net, blr.mean(alpha), blr.X, blr.y, alpha, curvature=curvature)
+    la = Laplace(blr.net, blr.mean(alpha), blr.X, blr.y, alpha, structure=curvature)
     assert abs(la.log_marginal_likelihood() - blr.log_evidence(alpha)) <= RTOL * max(
         1.0, abs(blr.log_evidence(alpha)))
 
@@ -162,7 +162,7 @@ def test_blr_log_marginal_likelihood_equals_closed_form(blr, curvature, alpha):
 @pytest.mark.parametrize("curvature", STRUCTURES_EXACT_FOR_BLR)
 def test_blr_predictive_equals_closed_form(blr, curvature):
     alpha = 0.8
-    la = Laplace(blr.net, blr.mean(alpha), blr.X, blr.y, alpha, curvature=curvature)
+    la = Laplace(blr.net, blr.mean(alpha), blr.X, blr.y, alpha, structure=curvature)
     Xs = np.random.default_rng(7).standard_normal((9, blr.D)) * 2.0
     mean, cov = la.predictive(Xs)
     ref_mean, ref_cov = blr.predictive(Xs, alpha)
@@ -182,7 +182,7 @@ def test_blr_mc_predictive_statistics():
     la = Laplace(blr.net, blr.mean(alpha), blr.X, blr.y, alpha)
     Xs = np.random.default_rng(1).standard_normal((4, blr.D))
     S = 20000
-    mean, cov = la.predictive(Xs, method="mc", n_samples=S, rng=11)
+    mean, cov = la.predictive(Xs, pred_type="nn", n_draws=S, rng=11)
     ref_mean, ref_cov = blr.predictive(Xs, alpha)
     fvar = ref_cov[:, 0, 0] - blr.sigma**2
     # sample mean: sd sqrt(fvar / S); sample variance: sd fvar sqrt(2 / S)
@@ -208,7 +208,7 @@ def dense_optimum(la):
 @pytest.mark.parametrize("curvature", ["full", "kfac", "diag"])
 def test_optimize_prior_precision_matches_dense_stationarity(curvature):
     case = BLR(N=12, D=4, C=2, seed=5)
-    la = Laplace(case.net, case.mean(3.0), case.X, case.y, 3.0, curvature=curvature)
+    la = Laplace(case.net, case.mean(3.0), case.X, case.y, 3.0, structure=curvature)
     opt = la.optimize_prior_precision()
     assert la.prior_precision == 3.0  # not mutated
     ref = dense_optimum(la)
@@ -252,7 +252,7 @@ def test_with_prior_precision_is_consistent_and_pure():
 @given(st.floats(1e-3, 1e3), st.sampled_from(["full", "kfac", "diag"]))
 def test_log_marginal_likelihood_terms(alpha, curvature):
     case = CLASSIFIER
-    la = Laplace(case.net, case.theta, case.X, case.y, 0.3, curvature=curvature)
+    la = Laplace(case.net, case.theta, case.X, case.y, 0.3, structure=curvature)
     A = la.with_prior_precision(alpha).posterior_precision()
     P, th = case.P, case.theta
     log_lik = -case.N * minifim.loss(case.net, th, case.X, case.y)
@@ -295,8 +295,8 @@ def test_full_precision_is_N_F_plus_alpha(c, fisher):
 @pytest.mark.parametrize("c", CASES, ids=["categorical", "bernoulli", "gaussian"])
 def test_diag_precision_is_diagonal_of_dense(c):
     alpha = 0.4
-    full = Laplace(c.net, c.theta, c.X, c.y, alpha, curvature="full").posterior_precision()
-    la = Laplace(c.net, c.theta, c.X, c.y, alpha, curvature="diag")
+    full = Laplace(c.net, c.theta, c.X, c.y, alpha, structure="full").posterior_precision()
+    la = Laplace(c.net, c.theta, c.X, c.y, alpha, structure="diag")
     # a diagonal of sums of squares (no cancellation), then one division or log per entry
     d = np.diag(full)
     tol = product_rtol(c.P + c.N * max(c.net.sizes[-1], 2)) + identity_tol()
@@ -310,7 +310,7 @@ def test_diag_precision_is_diagonal_of_dense(c):
 @pytest.mark.parametrize("bias", ["folded", "separate"])
 def test_kfac_precision_blocks(c, bias):
     alpha = 0.9
-    la = Laplace(c.net, c.theta, c.X, c.y, alpha, curvature="kfac", bias=bias)
+    la = Laplace(c.net, c.theta, c.X, c.y, alpha, structure="kfac", bias=bias)
     F = minifim.kfac(c.net, c.theta, c.X, bias=bias)  # mean factors
     A = np.zeros((c.P, c.P))
     for sl, block in zip(c.net.layer_param_slices(), F.blocks()):
@@ -336,7 +336,7 @@ def test_kfac_precision_blocks(c, bias):
 def test_kfac_equals_full_for_single_linear_gaussian_layer():
     case = BLR(C=3, seed=4)
     full = Laplace(case.net, case.mean(1.0), case.X, case.y, 1.0)
-    kf = Laplace(case.net, case.mean(1.0), case.X, case.y, 1.0, curvature="kfac")
+    kf = Laplace(case.net, case.mean(1.0), case.X, case.y, 1.0, structure="kfac")
     check_close(kf.posterior_covariance(), full.posterior_covariance(),
                 solve_rtol(cond(full.posterior_precision()), case.net.num_params), "covariance")
     assert abs(kf.log_marginal_likelihood() - full.log_marginal_likelihood()) <= 1e-10 * abs(
@@ -346,7 +346,7 @@ def test_kfac_equals_full_for_single_linear_gaussian_layer():
 @pytest.mark.parametrize("curvature", ["full", "kfac", "diag"])
 def test_samples_have_the_posterior_covariance(curvature):
     c = CLASSIFIER
-    la = Laplace(c.net, c.theta, c.X, c.y, 2.0, curvature=curvature)
+    la = Laplace(c.net, c.theta, c.X, c.y, 2.0, structure=curvature)
     n = 20000
     T = la.sample(n, np.random.default_rng(2024))
     assert T.shape == (n, c.P)
@@ -384,9 +384,9 @@ def test_wrong_covariance_would_fail_the_sample_bound():
 @pytest.mark.parametrize("c", CASES[:2], ids=["categorical", "bernoulli"])
 @pytest.mark.parametrize("curvature", ["full", "kfac", "diag"])
 def test_glm_predictive_classification(c, curvature):
-    la = Laplace(c.net, c.theta, c.X, c.y, 1.3, curvature=curvature)
+    la = Laplace(c.net, c.theta, c.X, c.y, 1.3, structure=curvature)
     Xs = np.random.default_rng(5).standard_normal((6, c.net.input_dim))
-    J = minifim.output_jacobians(c.net, c.theta, Xs, method="autograd")
+    J = minifim.output_jacobians(c.net, c.theta, Xs, backend="autograd")
     S = np.linalg.inv(la.posterior_precision())
     ref_cov = np.einsum("mcp,pq,mdq->mcd", J, S, J)
     f = c.net.forward(c.theta, Xs)
@@ -410,7 +410,7 @@ def test_predictive_collapses_to_map_with_a_huge_prior_precision():
     la = Laplace(c.net, c.theta, c.X, c.y, 1e12)
     Xs = np.random.default_rng(6).standard_normal((5, 3))
     p_map = c.net.predict(c.theta, Xs)
-    for kw in ({}, {"link_approx": "mc", "rng": 0}, {"method": "mc", "rng": 0}):
+    for kw in ({}, {"link_approx": "mc", "rng": 0}, {"pred_type": "nn", "rng": 0}):
         assert np.max(np.abs(la.predictive(Xs, **kw) - p_map)) < 1e-5
 
 
@@ -425,8 +425,8 @@ def test_sigmoid_predictive_routes_against_quadrature():
     x, wq = np.polynomial.hermite_e.hermegauss(80)
     s = np.sqrt(cov[:, 0, 0])
     exact = (1 / (1 + np.exp(-(mu[:, :1] + s[:, None] * x[None])))) @ wq / np.sqrt(2 * np.pi)
-    for n, kw in ((40000, {"link_approx": "mc"}), (8000, {"method": "mc"})):
-        p = la.predictive(Xs, n_samples=n, rng=3, **kw)[:, 0]
+    for n, kw in ((40000, {"link_approx": "mc"}), (8000, {"pred_type": "nn"})):
+        p = la.predictive(Xs, n_draws=n, rng=3, **kw)[:, 0]
         assert np.all(np.abs(p - exact) <= 5 * np.sqrt(exact * (1 - exact) / n))
     probit = la.predictive(Xs)[:, 0]
     assert np.all(np.abs(probit - exact) < 0.02)
@@ -474,12 +474,12 @@ def test_bad_prior_precision(alpha, err):
 
 def test_bad_arguments():
     c = CLASSIFIER
-    with pytest.raises(ValueError, match="curvature"):
-        Laplace(c.net, c.theta, c.X, c.y, curvature="kron")
+    with pytest.raises(ValueError, match="structure"):  # "kron" is now laplace-torch's alias
+        Laplace(c.net, c.theta, c.X, c.y, structure="kronecker")
     with pytest.raises(ValueError, match="fisher"):
         Laplace(c.net, c.theta, c.X, c.y, fisher="argmax")
     with pytest.raises(ValueError, match="bias"):
-        Laplace(c.net, c.theta, c.X, c.y, curvature="kfac", bias="none")
+        Laplace(c.net, c.theta, c.X, c.y, structure="kfac", bias="none")
     with pytest.raises(ValueError, match="theta_map"):
         Laplace(c.net, c.theta[:-1], c.X, c.y)
     with pytest.raises(ValueError, match="X"):
@@ -493,12 +493,12 @@ def test_bad_arguments():
         la.sample(0, 1)
     with pytest.raises(TypeError, match="rng"):
         la.sample(3, None)
-    with pytest.raises(ValueError, match="method"):
-        la.predictive(c.X, method="laplace")
+    with pytest.raises(ValueError, match="pred_type"):
+        la.predictive(c.X, pred_type="laplace")
     with pytest.raises(ValueError, match="link_approx"):
         la.predictive(c.X, link_approx="bridge")
     with pytest.raises(TypeError, match="rng"):
-        la.predictive(c.X, method="mc")
+        la.predictive(c.X, pred_type="nn")
     with pytest.raises(ValueError, match="X"):
         la.predictive(c.X[0])
     with pytest.raises(ValueError, match="v"):
@@ -527,10 +527,10 @@ def test_dense_requests_over_the_memory_budget():
             la.posterior_covariance()
         with pytest.raises(minifim.MemoryBudgetError, match="precision"):
             la.posterior_precision()
-        with pytest.raises(minifim.MemoryBudgetError, match="curvature='kfac'"):
-            Laplace(c.net, c.theta, c.X, c.y, curvature="full")
+        with pytest.raises(minifim.MemoryBudgetError, match="structure='kfac'"):
+            Laplace(c.net, c.theta, c.X, c.y, structure="full")
         # the cheap routes still work under the same budget
-        kf = Laplace(c.net, c.theta, c.X, c.y, curvature="kfac")
+        kf = Laplace(c.net, c.theta, c.X, c.y, structure="kfac")
         assert kf.posterior_variance().shape == (c.P,)
         assert la.posterior_variance().shape == (c.P,)
         assert la.sample(2, 0).shape == (2, c.P)
@@ -600,12 +600,12 @@ y = rng.integers(0, 6, 40)
 theta = net.init(1)
 res = {}
 for curvature in ("full", "kfac", "diag"):
-    la = minifim.Laplace(net, theta, X, y, prior_precision=0.5, curvature=curvature)
+    la = minifim.Laplace(net, theta, X, y, prior_precision=0.5, structure=curvature)
     res[curvature] = la.sample(4, 123)
     res[curvature + "_eig"] = la.precision_eigenvalues()
     res[curvature + "_theta"] = la.theta_map
-la = minifim.Laplace(net, theta, X, y, prior_precision=0.5, curvature="diag")
-res["link_mc"] = la.predictive(X[:8], link_approx="mc", n_samples=16, rng=5)
+la = minifim.Laplace(net, theta, X, y, prior_precision=0.5, structure="diag")
+res["link_mc"] = la.predictive(X[:8], link_approx="mc", n_draws=16, rng=5)
 np.savez(out, **res)
 """
 
@@ -643,3 +643,31 @@ def test_posterior_samples_do_not_depend_on_the_blas_thread_count(tmp_path):
         err = float(np.linalg.norm(dev1 - dev2) / np.linalg.norm(dev1))
         check(err, bound, f"{curvature} samples across thread counts")
     np.testing.assert_allclose(one["link_mc"], two["link_mc"], rtol=0, atol=1e-8)
+
+
+# --- structure objects and the renamed keyword (issue 13) ----------------------------------
+def test_curvature_keyword_is_deprecated_and_equal():
+    c = CLASSIFIER
+    with pytest.warns(DeprecationWarning, match="'curvature' is deprecated.*'structure'"):
+        old = Laplace(c.net, c.theta, c.X, c.y, 0.7, curvature="kfac")
+    new = Laplace(c.net, c.theta, c.X, c.y, 0.7, structure="kfac")
+    assert old.structure == new.structure == "kfac"
+    np.testing.assert_array_equal(old.posterior_variance(), new.posterior_variance())
+    with pytest.raises(TypeError, match="both"):
+        Laplace(c.net, c.theta, c.X, c.y, curvature="kfac", structure="kfac")
+
+
+@pytest.mark.parametrize("c", CASES, ids=["categorical", "bernoulli", "gaussian"])
+def test_block_precision_is_the_dense_blocks(c):
+    alpha = 0.6
+    la = Laplace(c.net, c.theta, c.X, c.y, alpha, structure="block")
+    assert isinstance(la.curvature, minifim.BlockDiagonal)
+    full = Laplace(c.net, c.theta, c.X, c.y, alpha).posterior_precision()
+    A = np.zeros_like(full)
+    for sl in c.net.layer_param_slices():
+        A[sl, sl] = full[sl, sl]
+    np.testing.assert_array_equal(la.posterior_precision(), A)  # the same sums, entry by entry
+    S = la.posterior_covariance()
+    check_close(S, np.linalg.inv(A), solve_rtol(cond(A), c.P), "block covariance")
+    check(abs(la.log_det_precision() - np.linalg.slogdet(A)[1]),
+          logdet_atol(np.linalg.eigvalsh(A), c.P), "block log det")

@@ -183,7 +183,7 @@ def _wide_routes():
     net, th, X, y = _wide_case()
     P = net.num_params
     fac = minifim.kfac(net, th, X)
-    la = minifim.Laplace(net, th, X, y, curvature="diag")
+    la = minifim.Laplace(net, th, X, y, structure="diag")
     return {
         "kfac": lambda: minifim.kfac(net, th, X),
         "kfac_ggn": lambda: minifim.kfac(net, th, X, fisher="ggn"),
@@ -201,12 +201,12 @@ def _wide_routes():
         "ngd_kfac": lambda: minifim.natural_gradient(net, th, X, y, 1e-1, "kfac"),
         "ngd_diag": lambda: minifim.natural_gradient(net, th, X, y, 1e-1, "diag"),
         "spectrum_lanczos": lambda: minifim.fisher_spectrum(net, th, X, method="lanczos", k=2),
-        "laplace_kfac": lambda: minifim.Laplace(net, th, X, y, curvature="kfac"),
+        "laplace_kfac": lambda: minifim.Laplace(net, th, X, y, structure="kfac"),
         "laplace_functional": lambda: la.functional_posterior(X),
         "laplace_variance": lambda: la.functional_variance(X),
         "laplace_probit": lambda: la.predictive(X),
-        "laplace_link_mc": lambda: la.predictive(X, link_approx="mc", n_samples=64, rng=0),
-        "laplace_mc": lambda: la.predictive(X, method="mc", n_samples=64, rng=0),
+        "laplace_link_mc": lambda: la.predictive(X, link_approx="mc", n_draws=64, rng=0),
+        "laplace_mc": lambda: la.predictive(X, pred_type="nn", n_draws=64, rng=0),
         "merge_block": lambda: minifim.fisher_merge(net, [th, th], data=[(X, y), (X, y)],
                                                     curvature="block", damping=1.0),
         "merge_diag": lambda: minifim.fisher_merge(net, [th, th], data=[(X, y), (X, y)],

@@ -10,24 +10,28 @@ links here the true Fisher equals the GGN) gives
 
     ``q(theta) = N(theta*, A^{-1})``,   ``A = N F + alpha I``   (the posterior precision).
 
-Curvature structures (``curvature=``), each EXACT for its own stated precision:
+Curvature structures (``structure=``, the :mod:`minifim.geometry.structures` objects built by
+:func:`minifim.curvature` with ``reduction="sum"``), each EXACT for its own stated precision:
 
-- ``"full"``: ``A = N F + alpha I`` dense;
-- ``"diag"``: ``A = N diag(F) + alpha I``;
+- ``"full"``: ``A = N F + alpha I`` dense (:class:`~minifim.Dense`);
+- ``"diag"``: ``A = N diag(F) + alpha I`` (:class:`~minifim.Diagonal`);
+- ``"block"``: ``A = N blockdiag(F_ll) + alpha I``, the exact per-layer blocks
+  (:class:`~minifim.BlockDiagonal`);
 - ``"kfac"``: block diagonal over layers, ``A_l = N G_l kron A_l + alpha I`` with the K-FAC
-  factors ``G_l, A_l`` of :func:`minifim.kfac` (here ``A_l`` is the layer-input factor, not the
-  precision), "eigen-damped": with ``G_l = U g U^T``, ``A_l = V a V^T`` the precision has
-  eigenvectors ``U kron V`` and eigenvalues ``N g_i a_j + alpha``. This is the exact inverse of
-  the damped Kronecker product; the other common choice, ``(sqrt(N) G_l + sqrt(alpha) I) kron
-  (sqrt(N) A_l + sqrt(alpha) I)``, adds the cross terms ``sqrt(N alpha) (G_l kron I + I kron
-  A_l)`` to the precision and is not used. With ``bias="separate"`` the bias block is
-  ``N G_l + alpha I``.
+  factors ``G_l, A_l`` of :func:`minifim.kfac` (:class:`~minifim.KFAC`; here ``A_l`` is the
+  layer-input factor, not the precision), "eigen-damped": with ``G_l = U g U^T``,
+  ``A_l = V a V^T`` the precision has eigenvectors ``U kron V`` and eigenvalues
+  ``N g_i a_j + alpha``. This is the exact inverse of the damped Kronecker product; the other
+  common choice, ``(sqrt(N) G_l + sqrt(alpha) I) kron (sqrt(N) A_l + sqrt(alpha) I)``, adds the
+  cross terms ``sqrt(N alpha) (G_l kron I + I kron A_l)`` to the precision and is not used.
+  With ``bias="separate"`` the bias block is ``N G_l + alpha I``.
 
-All three are written ``A = Q diag(w + alpha) Q^T`` with ``Q`` orthogonal (dense, the identity,
-or per-layer ``U kron V``) and ``w >= 0`` the eigenvalues of the curvature part ``N F`` (rounding
-negatives of this PSD matrix are clipped to 0). ``log det A``, samples, covariance products,
-the functional variance and the evidence all go through ``(w, Q)``; they are consistent with
-one another and ``alpha`` can change without recomputing the curvature.
+All are written ``A = Q diag(w + alpha) Q^T`` with ``Q`` orthogonal (dense, the identity, per
+block, or per-layer ``U kron V``: the structure's eigen coordinates) and ``w >= 0`` the
+eigenvalues of the curvature part ``N F`` (rounding negatives of this PSD matrix are clipped to
+0). ``log det A``, samples, covariance products, the functional variance and the evidence all
+go through ``(w, Q)``; they are consistent with one another and ``alpha`` can change without
+recomputing the curvature.
 
 Conventions: ``theta: (P,)``; ``X: (N, D)``; the linearised outputs ``f*: (M, C)`` at ``M`` test
 inputs with covariances ``(M, C, C)``; every random step takes a Generator or a seed.
@@ -40,6 +44,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -55,149 +60,32 @@ from .._validation import (
 )
 from ..core.objective import loss_and_gradient
 from ..core.scores import output_jacobians
-from ..geometry.curvature import curvature_matrix, fisher_diagonal
-from ..geometry.kronecker import _homogeneous_to_flat, kfac
+from ..geometry.kronecker import KFACFactors
+from ..geometry.structures import Structure as CurvatureStructure
+from ..geometry.structures import curvature as structured_curvature
 from ..memory import memory_budget, require_memory
+from ..options import (
+    DEPRECATION_SINCE,
+    DEPRECATION_UNTIL,
+    Bias,
+    LinkApprox,
+    PredType,
+    Structure,
+    as_option,
+    deprecated_keywords,
+)
 
-__all__ = ["Laplace", "calibration", "Calibration", "CURVATURE_STRUCTURES",
-           "LAPLACE_FISHERS"]
+__all__ = ["Laplace", "calibration", "Calibration", "LAPLACE_STRUCTURES",
+           "CURVATURE_STRUCTURES", "LAPLACE_FISHERS"]
 
-CURVATURE_STRUCTURES = ("full", "kfac", "diag")
+LAPLACE_STRUCTURES = Structure.values()
+CURVATURE_STRUCTURES = LAPLACE_STRUCTURES  # the former name, kept importable
 LAPLACE_FISHERS = ("true", "ggn", "empirical", "mc")
-PREDICTIVE_METHODS = ("glm", "mc")
-LINK_APPROXIMATIONS = ("probit", "mc")
 _CHUNK_BYTES = 2**26  # working memory per chunk of test inputs in the GLM predictive
 
 _CHEAPER_COV = ("Laplace.posterior_variance() (the marginal variances, never dense), "
                 ".sample(), .functional_posterior() / .predictive() (J A^-1 J^T without "
-                "forming A^-1), or curvature='kfac' / 'diag'")
-
-
-# --- the three precision structures: A = Q diag(w + alpha) Q^T ------------------------------
-class _DenseEigen:
-    """``N F = Q diag(w) Q^T`` dense; ``Q: (P, P)``."""
-
-    def __init__(self, M: np.ndarray):
-        self.M = M
-        w, self.Q = np.linalg.eigh(M)
-        self.w = np.clip(w, 0.0, None)
-
-    def to_eig(self, V):
-        return self.Q.T @ V
-
-    def from_eig(self, Z):
-        return self.Q @ Z
-
-    def diag_of(self, s):
-        return np.einsum("pk,pk,k->p", self.Q, self.Q, s)
-
-    def dense_of(self, s):
-        return (self.Q * s) @ self.Q.T
-
-    def curvature_dense(self):
-        return self.M.copy()
-
-
-class _DiagEigen:
-    """``N diag(F)``; ``Q = I``."""
-
-    def __init__(self, d: np.ndarray):
-        self.w = np.clip(d, 0.0, None)
-
-    def to_eig(self, V):
-        return np.array(V, copy=True)
-
-    def from_eig(self, Z):
-        return np.array(Z, copy=True)
-
-    def diag_of(self, s):
-        return np.array(s, copy=True)
-
-    def dense_of(self, s):
-        return np.diag(s)
-
-    def curvature_dense(self):
-        return np.diag(self.w)
-
-
-class _KronEigen:
-    """Per layer ``N G kron A = (U kron V) diag(g a^T) (U kron V)^T`` (eigen coordinates of the
-    layer laid out as the ``(out, in~)`` matrix ``g a^T`` row-major; with a separate bias the
-    ``out`` bias coordinates follow, with eigenvalues ``g``)."""
-
-    def __init__(self, factors):
-        self.factors = factors
-        self.separate = factors.bias == "separate"
-        self.layers, ws, off = [], [], 0
-        for (o, i), G, A in zip(factors.shapes, factors.G, factors.A):
-            g, U = np.linalg.eigh(G)
-            a, V = np.linalg.eigh(A)
-            g, a = np.clip(g, 0.0, None), np.clip(a, 0.0, None)
-            self.layers.append((o, i, off, g, U, a, V))
-            ws.append(np.outer(g, a).ravel())
-            if self.separate:
-                ws.append(g)
-            off += o * i + o
-        self.w = np.concatenate(ws)
-
-    def _map(self, X, forward: bool):
-        """``Q^T X`` (``forward``) or ``Q X`` for ``X: (P, m)``."""
-        out = np.empty_like(X, dtype=np.float64)
-        m = X.shape[1]
-        for o, i, off, _, U, _, V in self.layers:
-            w_end, stop = off + o * i, off + o * i + o
-            L, R = (U.T, V) if forward else (U, V.T)
-            if self.separate:
-                W = X[off:w_end].T.reshape(m, o, i)
-                out[off:w_end] = (L @ W @ R).reshape(m, o * i).T
-                out[w_end:stop] = L @ X[w_end:stop]
-            elif forward:  # flat [W, b] -> homogeneous (o, i + 1) -> eigen coordinates
-                T = np.concatenate([X[off:w_end].T.reshape(m, o, i),
-                                    X[w_end:stop].T[:, :, None]], axis=2)
-                out[off:stop] = (L @ T @ R).reshape(m, o * (i + 1)).T
-            else:  # eigen coordinates -> homogeneous -> flat [W, b]
-                T = L @ X[off:stop].T.reshape(m, o, i + 1) @ R
-                out[off:w_end] = T[:, :, :i].reshape(m, o * i).T
-                out[w_end:stop] = T[:, :, i].T
-        return out
-
-    def to_eig(self, V):
-        return self._map(V, True)
-
-    def from_eig(self, Z):
-        return self._map(Z, False)
-
-    def diag_of(self, s):
-        out = np.empty(self.w.shape[0])
-        for o, i, off, _, U, _, V in self.layers:
-            w_end, stop = off + o * i, off + o * i + o
-            U2, V2 = U * U, V * V
-            if self.separate:
-                out[off:w_end] = (U2 @ s[off:w_end].reshape(o, i) @ V2.T).ravel()
-                out[w_end:stop] = U2 @ s[w_end:stop]
-            else:
-                T = U2 @ s[off:stop].reshape(o, i + 1) @ V2.T
-                out[off:w_end] = T[:, :i].ravel()
-                out[w_end:stop] = T[:, i]
-        return out
-
-    def dense_of(self, s):
-        P = self.w.shape[0]
-        M = np.zeros((P, P))
-        for o, i, off, _, U, _, V in self.layers:
-            w_end, stop = off + o * i, off + o * i + o
-            if self.separate:
-                K = np.kron(U, V)
-                M[off:w_end, off:w_end] = (K * s[off:w_end]) @ K.T
-                M[w_end:stop, w_end:stop] = (U * s[w_end:stop]) @ U.T
-            else:
-                K = np.kron(U, V)
-                perm = _homogeneous_to_flat(o, i)
-                M[off:stop, off:stop] = ((K * s[off:stop]) @ K.T)[np.ix_(perm, perm)]
-        return M
-
-    def curvature_dense(self):
-        return self.factors.to_dense()
+                "forming A^-1), or structure='kfac' / 'diag'")
 
 
 # --- the Laplace approximation -------------------------------------------------------------
@@ -215,18 +103,25 @@ class Laplace:
         The training targets (used by the evidence and by ``fisher="empirical"``).
     prior_precision : float > 0
         ``alpha``.
-    curvature : {"full", "kfac", "diag"}
+    structure : {"full", "diag", "block", "kfac"}
+        The structure of the curvature (module docstring); ``curvature=`` is its deprecated
+        former name (``DeprecationWarning``).
     fisher : {"true", "ggn", "empirical", "mc"}
         Which curvature stands for the Hessian of the summed NLL (means over samples, scaled
         by ``N``). ``"true"`` and ``"ggn"`` are equal here (canonical links).
     bias : {"folded", "separate"}
-        K-FAC bias convention (``curvature="kfac"`` only).
+        K-FAC bias convention (``structure="kfac"`` only).
     n_samples, rng : Monte-Carlo labels per input and their generator (``fisher="mc"``).
     chunk_size : int or None
         Samples per chunk when assembling the curvature.
 
     Attributes
     ----------
+    structure : str
+        The ``structure=`` word.
+    curvature : minifim.geometry.structures.Structure
+        The curvature part ``N F`` as a structure object (``Dense``, ``Diagonal``,
+        ``BlockDiagonal`` or ``KFAC``, from :func:`minifim.curvature` with ``reduction="sum"``).
     theta_map : ndarray, shape (P,), read-only
     prior_precision : float
     num_samples : int, ``N``
@@ -235,7 +130,8 @@ class Laplace:
         ``|grad (sum_n -log p + alpha/2 |theta|^2)|`` at ``theta_map``: 0 at an exact MAP.
     curvature_eigenvalues : ndarray, shape (P,)
         ``w``, eigenvalues of the curvature part ``N F`` of the chosen structure (K-FAC: the
-        products ``N g_i a_j``, layer by layer, then separate-bias ``N g_i``).
+        products ``N g_i a_j``, layer by layer, then separate-bias ``N g_i``; block: block by
+        block).
 
     Examples
     --------
@@ -248,13 +144,14 @@ class Laplace:
     (3, 3)
     """
 
+    @deprecated_keywords(curvature="structure")
     def __init__(self, net, theta_map, X, y, prior_precision: float = 1.0,
-                 curvature: str = "full", fisher: str = "true", *, bias: str = "folded",
-                 n_samples: int = 1, rng=None, chunk_size: int | None = None):
+                 structure: str = "full", fisher: str = "true", *, bias: str = "folded",
+                 n_samples: int = 1, rng=None, chunk_size: int | None = None) -> None:
         check_net(net)
-        check_choice(curvature, "curvature", CURVATURE_STRUCTURES)
+        structure = as_option(structure, Structure, "structure").value
         check_choice(fisher, "fisher", LAPLACE_FISHERS)
-        check_choice(bias, "bias", ("folded", "separate"))
+        bias = as_option(bias, Bias, "bias").value
         theta = net.check_theta(theta_map, "theta_map")
         X = net.check_inputs(X)
         y = net.check_targets(y, X.shape[0])
@@ -263,23 +160,20 @@ class Laplace:
             raise TypeError("rng: fisher='mc' samples labels; pass a numpy.random.Generator "
                             "or a seed, received None")
         P = net.num_params
-        self.net, self.curvature, self.fisher, self.bias = net, curvature, fisher, bias
+        self.net, self.structure, self.fisher, self.bias = net, structure, fisher, bias
         self.num_samples, self.num_params = X.shape[0], P
-        kwargs = {"n_samples": n_samples, "rng": rng, "reduction": "sum",
-                  "chunk_size": chunk_size}
-        if curvature == "full":
+        if structure == "full":
             require_memory(3 * 8 * P * P, f"full Laplace precision and its eigenvectors 3 x "
-                           f"(P, P) = 3 x ({P}, {P}) float64", "curvature='kfac' (Kronecker "
-                           "blocks) or curvature='diag'")
-            self._eig = _DenseEigen(curvature_matrix(net, theta, X, y, fisher, **kwargs))
-        elif curvature == "diag":
-            self._eig = _DiagEigen(fisher_diagonal(net, theta, X, y, fisher, **kwargs))
-        else:
-            self._eig = _KronEigen(kfac(net, theta, X, y, fisher, bias=bias, **kwargs))
+                           f"(P, P) = 3 x ({P}, {P}) float64", "structure='kfac' (Kronecker "
+                           "blocks) or structure='diag'")
+        self.curvature: CurvatureStructure = structured_curvature(
+            net, theta, X, y, fisher, structure, reduction="sum", bias=bias,
+            n_samples=n_samples, rng=rng, chunk_size=chunk_size)
+        self._w = self.curvature.eigenvalues()
         self._theta = theta.copy()
         self._theta.flags.writeable = False
-        self.curvature_eigenvalues = self._eig.w
-        self.curvature_eigenvalues.flags.writeable = False
+        self._w.flags.writeable = False
+        self.curvature_eigenvalues = self._w
         value, g = loss_and_gradient(net, theta, X, y, reduction="sum")
         self.log_likelihood = -value
         self._nll_grad = g
@@ -300,15 +194,15 @@ class Laplace:
         return float(np.linalg.norm(self._nll_grad + self._alpha * self._theta))
 
     @property
-    def kfac_factors(self):
+    def kfac_factors(self) -> KFACFactors:
         """The :class:`minifim.KFACFactors` with ``reduction="sum"`` (``G`` carries ``N``)."""
-        if self.curvature != "kfac":
-            raise AttributeError(f"kfac_factors: only for curvature='kfac', this Laplace has "
-                                 f"curvature={self.curvature!r}")
-        return self._eig.factors
+        if self.structure != "kfac":
+            raise AttributeError(f"kfac_factors: only for structure='kfac', this Laplace has "
+                                 f"structure={self.structure!r}")
+        return self.curvature.factors  # type: ignore[attr-defined]
 
     def __repr__(self) -> str:
-        return (f"Laplace({self.net!r}, N={self.num_samples}, curvature={self.curvature!r}, "
+        return (f"Laplace({self.net!r}, N={self.num_samples}, structure={self.structure!r}, "
                 f"fisher={self.fisher!r}, prior_precision={self._alpha!r})")
 
     def with_prior_precision(self, prior_precision: float) -> Laplace:
@@ -329,7 +223,7 @@ class Laplace:
     # --- the posterior --------------------------------------------------------------------
     def precision_eigenvalues(self, prior_precision: float | None = None) -> np.ndarray:
         """Eigenvalues ``w + alpha`` of the posterior precision ``A``, shape ``(P,)``."""
-        return self._eig.w + self._alpha_or(prior_precision)
+        return self._w + self._alpha_or(prior_precision)
 
     def log_det_precision(self, prior_precision: float | None = None) -> float:
         """``log det A = sum_i log(w_i + alpha)``."""
@@ -338,14 +232,15 @@ class Laplace:
     def posterior_precision(self) -> np.ndarray:
         """Dense posterior precision ``A: (P, P)`` (memory-guarded).
 
-        ``"full"``: ``N F + alpha I`` (the assembled curvature, not reconstructed from the
-        eigenvectors); ``"diag"``: ``diag(N diag(F)) + alpha I``; ``"kfac"``: block diagonal
-        ``N G_l kron A_l + alpha I`` (``KFACFactors.to_dense``).
+        ``curvature.to_dense() + alpha I``: ``"full"``: ``N F + alpha I`` (the assembled
+        curvature, not reconstructed from the eigenvectors); ``"diag"``: ``diag(N diag(F)) +
+        alpha I``; ``"block"``: the per-layer blocks; ``"kfac"``: block diagonal ``N G_l kron
+        A_l + alpha I`` (``KFACFactors.to_dense``).
         """
         P = self.num_params
         require_memory(8 * P * P, f"dense Laplace posterior precision (P, P) = ({P}, {P}) "
-                       "float64", "Laplace.precision_eigenvalues() or curvature='kfac' / 'diag'")
-        M = self._eig.curvature_dense()
+                       "float64", "Laplace.precision_eigenvalues() or structure='kfac' / 'diag'")
+        M = self.curvature.to_dense()
         M[np.diag_indices(P)] += self._alpha
         return M
 
@@ -359,7 +254,7 @@ class Laplace:
         P = self.num_params
         require_memory(8 * P * P, f"dense Laplace posterior covariance (P, P) = ({P}, {P}) "
                        "float64", _CHEAPER_COV)
-        return self._eig.dense_of(1.0 / self.precision_eigenvalues())
+        return self.curvature.spectral(1.0 / self.precision_eigenvalues()).to_dense()
 
     def posterior_variance(self) -> np.ndarray:
         """Marginal posterior variances ``diag(A^{-1})``, shape ``(P,)``, never forming ``A^{-1}``.
@@ -369,7 +264,7 @@ class Laplace:
         ``diag(Q diag(s) Q^T) = (Q * Q) s`` with ``s = 1 / (w + alpha)`` (per layer
         ``(U * U) S (V * V)^T`` for K-FAC).
         """
-        return self._eig.diag_of(1.0 / self.precision_eigenvalues())
+        return self.curvature.spectral(1.0 / self.precision_eigenvalues()).diagonal()
 
     def covariance_matvec(self, v) -> np.ndarray:
         """``A^{-1} v`` for ``v: (P,)`` or ``(P, m)``, without forming ``A^{-1}``."""
@@ -378,12 +273,19 @@ class Laplace:
             raise ValueError(f"v: expected shape ({self.num_params},) or ({self.num_params}, "
                              f"m), received shape {v.shape}")
         V = v.reshape(self.num_params, -1)
-        s = 1.0 / self.precision_eigenvalues()
-        out = self._eig.from_eig(self._eig.to_eig(V) * s[:, None])
+        out = self.curvature.spectral(1.0 / self.precision_eigenvalues()).matmat(V)
         return out[:, 0] if v.ndim == 1 else out
 
-    def sample(self, n: int, rng) -> np.ndarray:
-        """``n`` draws ``theta ~ N(theta*, A^{-1})``, shape ``(n, P)``.
+    @deprecated_keywords(n="n_draws")
+    def sample(self, n_draws: int, rng: np.random.Generator | int) -> np.ndarray:
+        """``n_draws`` draws ``theta ~ N(theta*, A^{-1})``, shape ``(n_draws, P)``.
+
+        Parameters
+        ----------
+        n_draws : int
+            Posterior parameter draws (``n_samples`` means Monte-Carlo labels per input
+            elsewhere in minifim; the keyword ``n=`` is deprecated).
+        rng : numpy.random.Generator or int
 
         Notes
         -----
@@ -394,13 +296,12 @@ class Laplace:
         depends on the signs of the eigenvectors and on the basis chosen inside repeated
         eigenvalues), so the draws from one seed depend on the BLAS (kernel, thread count)
         only through roundoff: relative changes ``<= 1/2 cond(A)`` times that of ``A``.
+        The draws are :meth:`minifim.geometry.structures.Structure.sample` of the curvature
+        with ``damping = alpha``.
         """
-        n = check_int(n, "n", 1)
+        n_draws = check_int(n_draws, "n_draws", 1)
         rng = as_generator(rng)
-        z = rng.standard_normal((n, self.num_params))
-        scale = 1.0 / np.sqrt(self.precision_eigenvalues())
-        return self._theta[None, :] + self._eig.from_eig(self._eig.to_eig(z.T)
-                                                         * scale[:, None]).T
+        return self._theta[None, :] + self.curvature.sample(rng, self._alpha, n_draws)
 
     # --- the evidence -----------------------------------------------------------------------
     def log_prior(self, prior_precision: float | None = None) -> float:
@@ -457,7 +358,7 @@ class Laplace:
             When ``theta* = 0`` (the evidence grows without bound in ``alpha``) or the
             curvature is zero (it grows as ``alpha -> 0``).
         """
-        w = self._eig.w
+        w = self._w
         sq = float(self._theta @ self._theta)
         if sq == 0.0:
             raise ValueError("theta_map: is exactly zero, so the evidence increases without "
@@ -488,12 +389,12 @@ class Laplace:
         sample = 8 * 3 * C * P + per_sample  # J, Q^T J^T and its scaled copy, + the caller's
         require_memory(sample, f"the linearised predictive of one test input: output "
                        f"Jacobian (C, P) = ({C}, {P}) and its eigen-coordinates, 3 x float64",
-                       "Laplace.predictive(method='mc') (parameter samples, O(P) per draw)")
+                       "Laplace.predictive(pred_type='nn') (parameter draws, O(P) per draw)")
         step = max(1, min(_CHUNK_BYTES, memory_budget() // 2) // sample)
         for start in range(0, M, step):
             sl = slice(start, min(M, start + step))
             J = output_jacobians(self.net, self._theta, X[sl])  # (m, C, P)
-            Z = self._eig.to_eig(J.reshape(-1, P).T)
+            Z = self.curvature.to_eigenbasis(J.reshape(-1, P).T)
             del J
             Z *= root[:, None]
             yield sl, Z.reshape(P, -1, C)
@@ -547,23 +448,30 @@ class Laplace:
             var[sl] = np.einsum("pmc,pmc->mc", Z, Z)
         return mean, var
 
-    def predictive(self, X, method: str = "glm", link_approx: str = "probit", *,
-                   n_samples: int = 100, rng=None):
+    @deprecated_keywords(method="pred_type", n_samples="n_draws")
+    def predictive(self, X, pred_type: str | PredType = "glm",
+                   link_approx: str | LinkApprox = "probit", *, n_draws: int = 100,
+                   rng: np.random.Generator | int | None = None
+                   ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Posterior predictive at test inputs ``X: (M, D)``.
 
         Parameters
         ----------
         X : ndarray, shape (M, D)
-        method : {"glm", "mc"}
+        pred_type : {"glm", "nn"}
             ``"glm"``: the linearised model's output distribution
-            (:meth:`functional_posterior`) pushed through the likelihood; ``"mc"``: average
-            over ``n_samples`` parameter draws :meth:`sample` of the NONLINEAR network.
+            (:meth:`functional_posterior`) pushed through the likelihood; ``"nn"``: average
+            over ``n_draws`` parameter draws :meth:`sample` of the NONLINEAR network
+            (laplace-torch's names; ``"nn"`` was ``method="mc"``, and the keyword ``method=``
+            and the value ``"mc"`` are deprecated).
         link_approx : {"probit", "mc"}
-            Classification with ``method="glm"``: the probit approximation or ``n_samples``
+            Classification with ``pred_type="glm"``: the probit approximation or ``n_draws``
             draws of ``f*``. Ignored for regression (the GLM predictive is exactly Gaussian)
-            and for ``method="mc"``.
-        n_samples : int
-            Draws for the Monte-Carlo routes.
+            and for ``pred_type="nn"``.
+        n_draws : int
+            Draws for the Monte-Carlo routes: parameter draws (``pred_type="nn"``) or output
+            draws (``link_approx="mc"``); formerly ``n_samples=`` (deprecated), which means
+            Monte-Carlo labels per input elsewhere in minifim.
         rng : numpy.random.Generator or int
             Required by the Monte-Carlo routes.
 
@@ -580,26 +488,33 @@ class Laplace:
         categorical ``softmax(mu / sqrt(1 + pi/8 diag(Sigma)))``, Bernoulli
         ``sigmoid(mu_c / sqrt(1 + pi/8 Sigma_cc))`` per output.
         """
-        check_choice(method, "method", PREDICTIVE_METHODS)
-        check_choice(link_approx, "link_approx", LINK_APPROXIMATIONS)
+        if isinstance(pred_type, str) and str.__str__(pred_type) == "mc":
+            warnings.warn("Laplace.predictive: pred_type/method 'mc' is deprecated since "
+                          f"minifim {DEPRECATION_SINCE} and will be removed in "
+                          f"{DEPRECATION_UNTIL}; use pred_type='nn'", DeprecationWarning,
+                          stacklevel=3)
+            pred_type = PredType.NN
+        pred_type = as_option(pred_type, PredType, "pred_type")
+        link_approx = as_option(link_approx, LinkApprox, "link_approx")
         X = self.net.check_inputs(X)
         lik = self.net.likelihood
         regression = lik.name == "gaussian"
-        needs_rng = method == "mc" or (link_approx == "mc" and not regression)
+        needs_rng = pred_type == "nn" or (link_approx == "mc" and not regression)
         if needs_rng:
-            n_samples = check_int(n_samples, "n_samples", 1)
+            n_draws = check_int(n_draws, "n_draws", 1)
             if rng is None:
-                raise TypeError(f"rng: method={method!r}, link_approx={link_approx!r} samples; "
-                                "pass a numpy.random.Generator or a seed, received None")
+                raise TypeError(f"rng: pred_type={pred_type.value!r}, "
+                                f"link_approx={link_approx.value!r} samples; pass a "
+                                "numpy.random.Generator or a seed, received None")
             rng = as_generator(rng)
         M, C = X.shape[0], self.net.output_dim
-        if method == "mc":
-            # one parameter draw at a time: running sums, never (n_samples, M, C)
+        if pred_type == "nn":
+            # one parameter draw at a time: running sums, never (n_draws, M, C)
             require_memory(8 * M * C * (C + 3) if regression else 8 * 3 * M * C,
                            f"Monte-Carlo predictive sums over (M, C) = ({M}, {C})"
                            + (" and (M, C, C)" if regression else ""), "fewer test inputs "
                            "per call")
-            thetas = self.sample(n_samples, rng)
+            thetas = self.sample(n_draws, rng)
             fs = (np.asarray(self.net.forward(t, X)) for t in thetas)
             if regression:
                 ref = np.asarray(self.net.forward(self._theta, X))  # shift: stable moments
@@ -608,30 +523,30 @@ class Laplace:
                     d = f - ref
                     total += d
                     outer += d[:, :, None] * d[:, None, :]
-                dmean = total / n_samples
-                cov = outer / n_samples - dmean[:, :, None] * dmean[:, None, :]
+                dmean = total / n_draws
+                cov = outer / n_draws - dmean[:, :, None] * dmean[:, None, :]
                 return ref + dmean, cov + lik.sigma**2 * np.eye(C)[None]
             total = np.zeros((M, C))
             for f in fs:
                 total += lik.mean(f)
-            return total / n_samples
+            return total / n_draws
         if regression:
             mean, cov = self.functional_posterior(X)
             return mean, cov + lik.sigma**2 * np.eye(C)[None]
         if link_approx == "probit":
             mean, var = self.functional_variance(X)
             return lik.mean(mean / np.sqrt(1.0 + math.pi / 8.0 * var))
-        require_memory(8 * M * C * (4 * C + 3 * n_samples), f"GLM predictive with "
+        require_memory(8 * M * C * (4 * C + 3 * n_draws), f"GLM predictive with "
                        f"link_approx='mc': covariances (M, C, C) = ({M}, {C}, {C}), their "
-                       f"factors and (n_samples, M, C) = ({n_samples}, {M}, {C}) draws",
-                       "link_approx='probit' (the (M, C) variances only), fewer n_samples "
+                       f"factors and (n_draws, M, C) = ({n_draws}, {M}, {C}) draws",
+                       "link_approx='probit' (the (M, C) variances only), fewer n_draws "
                        "or fewer test inputs per call")
         mean, cov = self.functional_posterior(X)
         w, Qc = np.linalg.eigh(cov)
         # the symmetric square root R = Q diag(sqrt w) Q^T (R^T R = cov): unique, so the draws
         # do not depend on the eigenvectors' signs (BLAS kernel / thread count)
         R = np.matmul(Qc * np.sqrt(np.clip(w, 0.0, None))[:, None, :], Qc.transpose(0, 2, 1))
-        z = rng.standard_normal((n_samples,) + mean.shape)
+        z = rng.standard_normal((n_draws,) + mean.shape)
         fs = mean[None] + np.einsum("smk,mkc->smc", z, R)
         return np.mean([lik.mean(f) for f in fs], axis=0)
 
