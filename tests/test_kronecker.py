@@ -212,11 +212,11 @@ def test_factored_damping_against_explicit_kron(bias, pi_correction):
     v = np.random.default_rng(2).standard_normal(case.P)
     for damping in (1e-2, 0.5):
         M = _factored_reference(K, damping, pi_correction)
-        x = K.solve(v, damping, method="factored", pi_correction=pi_correction)
+        x = K.solve(v, damping, damping_type="factored", pi_correction=pi_correction)
         check_close(x, np.linalg.solve(M, v), solve_rtol(cond(M), case.P), "factored")
     if pi_correction:  # the correction matters here, so the test distinguishes the two
-        x0 = K.solve(v, 0.5, method="factored", pi_correction=False)
-        assert np.abs(x0 - K.solve(v, 0.5, method="factored")).max() > 1e-6
+        x0 = K.solve(v, 0.5, damping_type="factored", pi_correction=False)
+        assert np.abs(x0 - K.solve(v, 0.5, damping_type="factored")).max() > 1e-6
 
 
 def test_undamped_solve_on_nonsingular_factors():
@@ -226,7 +226,7 @@ def test_undamped_solve_on_nonsingular_factors():
     ref = np.linalg.solve(K.to_dense(), v)
     tol = solve_rtol(cond(K.to_dense()), case.P)
     check_close(K.solve(v, 0.0), ref, tol, "eigen")
-    check_close(K.solve(v, 0.0, method="factored"), ref, tol, "factored")
+    check_close(K.solve(v, 0.0, damping_type="factored"), ref, tol, "factored")
 
 
 def test_reduction_and_chunks(case):
@@ -283,10 +283,10 @@ def test_bad_input():
         K.solve(np.ones(31), np.nan)
     with pytest.raises(TypeError, match="damping: expected a real number"):
         K.solve(np.ones(31), "1")
-    with pytest.raises(ValueError, match=r"method: expected one of \['eigen', 'factored'\]"):
-        K.solve(np.ones(31), 1.0, method="cholesky")
+    with pytest.raises(ValueError, match=r"damping_type: expected one of \['eigen', 'factored'\]"):
+        K.solve(np.ones(31), 1.0, damping_type="cholesky")
     # a single sample makes the factors singular: undamped solves are refused
     K1 = kfac(net, theta, X[:1], y[:1], "empirical")
     for method in ("eigen", "factored"):
         with pytest.raises(ValueError, match="damping: the K-FAC factors are singular"):
-            K1.solve(np.ones(31), 0.0, method=method)
+            K1.solve(np.ones(31), 0.0, damping_type=method)

@@ -29,13 +29,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._linalg import check_conditioned, is_numerically_singular
-from .._validation import as_float_array, check_choice, check_int, check_net, check_nonnegative
+from .._validation import as_float_array, check_int, check_net, check_nonnegative
 from ..memory import format_bytes, memory_budget, require_memory
-from .curvature import FISHER_KINDS, _scale, curvature_factors
+from ..options import Bias, FisherKind, KFACDamping, as_option, deprecated_keywords
+from .curvature import _scale, curvature_factors
 
 __all__ = ["KFACFactors", "KFACInverse", "kfac"]
 
-BIAS_CONVENTIONS = ("folded", "separate")
+BIAS_CONVENTIONS: tuple[Bias, ...] = tuple(Bias)  # the former constant, kept importable
 
 
 @dataclass(frozen=True)
@@ -179,25 +180,28 @@ class KFACFactors:
         return self._apply(v, lambda l, V: self.G[l] @ V @ self.A[l],
                            lambda l, b: self.G[l] @ b)
 
-    def solve(self, v, damping: float, method: str = "eigen", pi_correction: bool = True
-              ) -> np.ndarray:
+    @deprecated_keywords(method="damping_type")
+    def solve(self, v, damping: float, damping_type: str | KFACDamping = "eigen",
+              pi_correction: bool = True) -> np.ndarray:
         """Damped inverse products per layer, ``(P,)``: ``self.inverse(...).apply(v)``.
 
-        ``method="eigen"``: ``(G kron A + damping I)^{-1} v`` exactly, through the
+        ``damping_type="eigen"``: ``(G kron A + damping I)^{-1} v`` exactly, through the
         eigendecompositions ``G = Q_G g Q_G^T``, ``A = Q_A a Q_A^T``:
-        ``Q_G [(Q_G^T V Q_A) / (g a^T + damping)] Q_A^T``. ``method="factored"``: factored
+        ``Q_G [(Q_G^T V Q_A) / (g a^T + damping)] Q_A^T``. ``damping_type="factored"``: factored
         Tikhonov damping ``((G + sqrt(damping)/pi I) kron (A + pi sqrt(damping) I))^{-1} v``
         with ``pi = sqrt((tr A / dim A) / (tr G / dim G))`` (``pi = 1`` without the
         correction). A separate bias block is solved with ``G + damping I``. See
-        :meth:`inverse` (which keeps the per-layer inverse for repeated products).
+        :meth:`inverse` (which keeps the per-layer inverse for repeated products). The keyword
+        ``damping_type`` (:class:`minifim.options.KFACDamping`) was ``method=`` (deprecated).
         """
-        return self.inverse(damping, method, pi_correction).apply(v)
+        return self.inverse(damping, damping_type, pi_correction).apply(v)
 
-    def inverse(self, damping: float, method: str = "eigen", pi_correction: bool = True
-                ) -> KFACInverse:
+    @deprecated_keywords(method="damping_type")
+    def inverse(self, damping: float, damping_type: str | KFACDamping = "eigen",
+                pi_correction: bool = True) -> KFACInverse:
         """The per-layer damped inverse of :meth:`solve`, for repeated products.
 
-        ``method="eigen"`` keeps the factors' eigendecompositions (the damping enters at
+        ``damping_type="eigen"`` keeps the factors' eigendecompositions (the damping enters at
         :meth:`KFACInverse.apply`, which may use another one); ``"factored"`` keeps the
         inverses of the damped factors ``(G + sqrt(damping)/pi I)^{-1}``, ``(A + pi
         sqrt(damping) I)^{-1}`` (and ``(G + damping I)^{-1}`` for a separate bias). Every
@@ -207,16 +211,16 @@ class KFACFactors:
         numerically singular factors with ``damping = 0``.
         """
         damping = check_nonnegative(damping, "damping")
-        check_choice(method, "method", ("eigen", "factored"))
+        damping_type = as_option(damping_type, KFACDamping, "damping_type")
         if damping == 0 and any(is_numerically_singular(F) for F in self.G + self.A):
             raise ValueError("damping: the K-FAC factors are singular (numerically) and "
                              "damping = 0; use damping > 0")
-        if method == "eigen":
+        if damping_type == "eigen":
             layers = []
             for G, A in zip(self.G, self.A):
                 (eG, QG), (eA, QA) = np.linalg.eigh(G), np.linalg.eigh(A)
                 layers.append({"QA": QA, "eA": eA, "QG": QG, "eG": eG})
-            return KFACInverse("eigen", self.bias, self.shapes, tuple(layers), damping)
+            return KFACInverse(KFACDamping.EIGEN, self.bias, self.shapes, tuple(layers), damping)
         sq = np.sqrt(damping)
         layers = []
         for l, (G, A) in enumerate(zip(self.G, self.A)):
@@ -232,7 +236,7 @@ class KFACFactors:
                 check_conditioned(wG + damping, damping, f"G_{l} + damping I (bias)")
                 layer["Gbinv"] = np.linalg.inv(G + damping * np.eye(G.shape[0]))
             layers.append(layer)
-        return KFACInverse("factored", self.bias, self.shapes, tuple(layers), damping)
+        return KFACInverse(KFACDamping.FACTORED, self.bias, self.shapes, tuple(layers), damping)
 
 
 @dataclass(frozen=True)
@@ -241,7 +245,8 @@ class KFACInverse:
 
     Attributes
     ----------
-    method : {"eigen", "factored"}
+    damping_type : {"eigen", "factored"}
+        :class:`minifim.options.KFACDamping`.
     bias : {"folded", "separate"}
     shapes : tuple of ``(out_l, in_l)``
     layers : tuple of dict of ndarray
@@ -253,7 +258,7 @@ class KFACInverse:
         The damping the inverse was made with (the default of :meth:`apply`).
     """
 
-    method: str
+    damping_type: KFACDamping
     bias: str
     shapes: tuple
     layers: tuple
@@ -263,7 +268,7 @@ class KFACInverse:
         """``"eigen"``: refuse (``ValueError`` naming ``damping``) a damped layer system
         ``G_l kron A_l + damping I`` (or a separate bias ``G_l + damping I``) with condition
         number ``>= 1 / (n eps)``. ``"factored"`` is checked when made."""
-        if self.method != "eigen":
+        if self.damping_type != "eigen":
             return
         for l, layer in enumerate(self.layers):
             check_conditioned(np.outer(layer["eG"], layer["eA"]) + damping, damping,
@@ -284,7 +289,7 @@ class KFACInverse:
             damping = self.damping
         else:
             damping = check_nonnegative(damping, "damping")
-            if self.method == "factored" and damping != self.damping:
+            if self.damping_type == "factored" and damping != self.damping:
                 raise ValueError(f"damping: a factored K-FAC inverse applies the damping it "
                                  f"was made with ({self.damping!r}), received {damping!r}; "
                                  "make a new one with KFACFactors.inverse")
@@ -299,7 +304,7 @@ class KFACInverse:
             V, vb = v[w0:b0].reshape(o, i), v[b0:stop]
             if self.bias == "folded":
                 V = np.concatenate([V, vb[:, None]], axis=1)
-            if self.method == "eigen":
+            if self.damping_type == "eigen":
                 QG, eG, QA, eA = layer["QG"], layer["eG"], layer["QA"], layer["eA"]
                 D = QG @ ((QG.T @ V @ QA) / (np.outer(eG, eA) + damping)) @ QA.T
                 db = None if self.bias == "folded" else QG @ ((QG.T @ vb) / (eG + damping))
@@ -341,8 +346,8 @@ def kfac(net, theta, X, y=None, fisher: str = "true", *, bias: str = "folded",
         ``.to_dense()`` gives the implied ``(P, P)`` matrix on request.
     """
     check_net(net)
-    check_choice(fisher, "fisher", FISHER_KINDS)
-    check_choice(bias, "bias", BIAS_CONVENTIONS)
+    fisher = as_option(fisher, FisherKind, "fisher")
+    bias = as_option(bias, Bias, "bias")
     X = net.check_inputs(X)
     N = X.shape[0]
     scale = _scale(reduction, N)

@@ -18,6 +18,7 @@ from scipy.sparse.linalg import LinearOperator
 from .._validation import check_net
 from ..core.scores import forward_cache, jvp_cached, vjp_cached
 from ..memory import require_memory
+from ..options import FisherKind, as_option
 from .curvature import _prepare, _scale, output_seeds
 
 __all__ = ["fisher_operator", "ggn_operator", "hessian_operator"]
@@ -36,8 +37,8 @@ def _require_operator_memory(net, N: int, fisher: str, n_samples: int) -> None:
                    "fisher_diagonal (chunked over samples)")
 
 
-def fisher_operator(net, theta, X, y=None, fisher: str = "true", *, n_samples: int = 1,
-                    rng=None, reduction: str = "mean") -> LinearOperator:
+def fisher_operator(net, theta, X, y=None, fisher: str | FisherKind = "true", *,
+                    n_samples: int = 1, rng=None, reduction: str = "mean") -> LinearOperator:
     """Symmetric ``(P, P)`` LinearOperator of the curvature ``fisher``, never formed.
 
     Parameters
@@ -64,6 +65,7 @@ def fisher_operator(net, theta, X, y=None, fisher: str = "true", *, n_samples: i
     >>> bool(np.allclose(op @ v, minifim.true_fisher(net, theta, X) @ v))
     True
     """
+    fisher = as_option(fisher, FisherKind, "fisher")
     theta, X, y, y_samples = _prepare(net, theta, X, y, fisher, n_samples, rng)
     N, P = X.shape[0], net.num_params
     scale = _scale(reduction, N)

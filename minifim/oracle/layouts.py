@@ -15,13 +15,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .._validation import as_float_array, check_choice, check_net
+from .._validation import as_float_array, check_net
+from ..options import Layout, Reduction, as_option
 
 __all__ = ["LAYOUTS", "REDUCTIONS", "layout_permutation", "to_minifim_layout",
            "from_minifim_layout"]
 
-LAYOUTS = ("pytorch", "in-out", "jax")
-REDUCTIONS = ("mean", "sum")
+LAYOUTS: tuple[Layout, ...] = tuple(Layout)  # the vocabularies, as public constants
+REDUCTIONS: tuple[Reduction, ...] = tuple(Reduction)
 
 
 def layout_permutation(net, layout: str) -> np.ndarray:
@@ -33,7 +34,7 @@ def layout_permutation(net, layout: str) -> np.ndarray:
     ``(in, out)`` row-major.
     """
     check_net(net)
-    check_choice(layout, "layout", LAYOUTS)
+    layout = as_option(layout, Layout, "layout")
     if layout == "pytorch":
         return np.arange(net.num_params)
     blocks = []
