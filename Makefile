@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
-SRC    := setup.cfg pyproject.toml
+SRC    := pyproject.toml
 export MPLBACKEND := Agg
 
 .PHONY: test test-kernels test-thorough experiments bench lint typecheck format crosscheck clean venv
@@ -30,7 +30,7 @@ venv: $(VENV)/.stamp-test
 
 # The test cases are tiny matrices: one BLAS thread avoids threading overhead and the
 # pathological slow-down of spinning BLAS threads on an oversubscribed machine.
-# `minifim` collects the docstring examples (--doctest-modules, set in setup.cfg).
+# `minifim` collects the docstring examples (--doctest-modules, set in pyproject.toml).
 test: $(VENV)/.stamp-test
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(PY) -m pytest tests minifim
 
