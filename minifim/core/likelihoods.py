@@ -12,7 +12,10 @@ Each likelihood gives, for outputs ``F: (N, C)``:
 - ``hessian_outputs(F) -> (N, C, C)``: the Hessian of ``-log p`` with respect to ``f``. The
   three likelihoods have canonical links, so it equals ``Lambda`` and does not depend on ``y``;
 - ``sample(F, rng, n_samples=None)``: labels drawn from the model;
-- ``mean(F)``: ``E[y | f]`` (class probabilities, Bernoulli probabilities, Gaussian means).
+- ``mean(F)``: ``E[y | f]`` (class probabilities, Bernoulli probabilities, Gaussian means);
+- ``outcomes(F) -> (w, Y)``: the label distribution as weighted outcomes, so that
+  ``E_{y ~ p(y | f_n)}[h(y)] = sum_o w[n, o] h(Y[n, o])`` (exact for every ``h`` for the
+  categorical and Bernoulli labels, a Gauss-Hermite rule for the Gaussian).
 
 Targets: ``categorical`` integer labels ``y: (N,)`` in ``[0, C)``; ``bernoulli`` 0/1 labels
 ``y: (N, C)`` (``C`` independent binary outputs); ``gaussian`` real targets ``y: (N, C)``.
@@ -22,7 +25,7 @@ Validation: every public method checks ``F`` (:meth:`Likelihood.check_outputs`: 
 finite) and ``y`` (:meth:`Likelihood.check_targets` against ``F``'s ``(N, C)``) once, and
 refuses, never broadcasts: label ``-1`` or ``C``, non-integer or ``(N, 1)`` categorical labels,
 non-0/1 Bernoulli labels and ``(N,)`` targets for ``C = 1`` outputs raise ``ValueError``. Outputs
-that are ``autograd`` boxes (the ``method="autograd"`` routes differentiate :meth:`log_prob`)
+that are ``autograd`` boxes (the ``backend="autograd"`` routes differentiate :meth:`log_prob`)
 get the shape checks only. Subclasses implement the private ``_log_prob``,
 ``_grad_log_prob``, ``_fisher_factor``, ``_hessian_outputs``, ``_sample``, ``_mean`` and
 ``_most_likely`` (optionally ``_fisher_outputs``) on validated inputs; minifim's own callers
@@ -140,6 +143,46 @@ class Likelihood:
         """The mode of ``p(y | f)``: argmax labels, rounded probabilities, or the means."""
         return self._most_likely(self.check_outputs(F))
 
+    def num_outcomes(self, C: int) -> int:
+        """How many outcomes :meth:`outcomes` enumerates per sample for ``C`` outputs."""
+        return self._num_outcomes(check_int(C, "C", 1))
+
+    def outcomes(self, F) -> tuple[np.ndarray, np.ndarray]:
+        """The label distribution of every sample as weighted outcomes: ``(w, Y)``.
+
+        Parameters
+        ----------
+        F : ndarray, shape (N, C)
+
+        Returns
+        -------
+        w : ndarray, shape (N, O)
+            Probabilities (weights) of the outcomes, summing to 1 per sample.
+        Y : ndarray, shape (N, O) or (N, O, C)
+            The outcomes: ``Y[:, o]`` is a target array for ``F`` (categorical: class
+            indices ``(N, O)``, int64; Bernoulli and Gaussian: ``(N, O, C)`` float64).
+
+        Notes
+        -----
+        ``E_{y ~ p(y | f_n)}[h(y)] = sum_o w[n, o] h(Y[n, o])``. Categorical: the ``O = C``
+        classes with ``w = softmax(f)``; Bernoulli: the ``O = 2^C`` joint 0/1 label vectors
+        with ``w = prod_c p_c^y_c (1 - p_c)^(1 - y_c)``; both exact for every ``h``. Gaussian
+        (not enumerable): the tensor 5-point Gauss-Hermite rule, ``O = 5^C`` nodes
+        ``y = f + sigma x``, exact for polynomials of degree <= 9 in each output, hence for the
+        score (affine in ``y``), the Fisher (quadratic) and the fourth moments of the score
+        used by :func:`minifim.geometry.moments.mc_error_moments`. With ``g_o = d log p(Y_o |
+        f) / d f``: ``sum_o w_o g_o = 0`` and ``sum_o w_o g_o g_o^T = Lambda`` (the output
+        Fisher). The result takes ``N O C`` floats (memory-guarded): :meth:`num_outcomes`
+        says ``O`` beforehand.
+        """
+        F = self.check_outputs(F)
+        N, C = F.shape
+        O = self._num_outcomes(C)
+        require_memory(8 * N * O * (C + 1), f"{self.name} outcomes (N, O, C) = ({N}, {O}, {C})",
+                       "fewer outputs (the outcomes grow like 2^C or 5^C) or chunks of the rows "
+                       "of F")
+        return self._outcomes(F)
+
     # --- implementations (validated inputs; subclasses override) -----------------------------
     def _log_prob(self, F, y):
         raise NotImplementedError
@@ -165,6 +208,12 @@ class Likelihood:
         raise NotImplementedError
 
     def _most_likely(self, F):
+        raise NotImplementedError
+
+    def _num_outcomes(self, C: int) -> int:
+        raise NotImplementedError
+
+    def _outcomes(self, F):
         raise NotImplementedError
 
     # --- description --------------------------------------------------------------------------
@@ -233,6 +282,13 @@ class Categorical(Likelihood):
         g = -self._mean(F)
         g[np.arange(g.shape[0]), y] += 1.0
         return g
+
+    def _num_outcomes(self, C):
+        return C
+
+    def _outcomes(self, F):
+        N, C = F.shape
+        return self._mean(F), np.broadcast_to(np.arange(C), (N, C)).copy()
 
     @staticmethod
     def _one_minus(p):
@@ -314,6 +370,18 @@ class Bernoulli(Likelihood):
 
     def _grad_log_prob(self, F, y):
         return y - self._mean(F)
+
+    def _num_outcomes(self, C):
+        return 2**C
+
+    def _outcomes(self, F):
+        N, C = F.shape
+        O = 2**C
+        bits = ((np.arange(O)[:, None] >> np.arange(C)[None, :]) & 1).astype(np.float64)
+        logp1 = -np.logaddexp(0.0, -F)  # log sigmoid(f)
+        logp0 = -np.logaddexp(0.0, F)   # log (1 - sigmoid(f))
+        w = np.exp(logp1 @ bits.T + logp0 @ (1 - bits).T)  # (N, O)
+        return w, np.broadcast_to(bits, (N, O, C)).copy()
 
     def _variance(self, F):
         F = np.asarray(F)
@@ -397,6 +465,25 @@ class Gaussian(Likelihood):
 
     def _hessian_outputs(self, F):
         return self._fisher_outputs(F)
+
+    #: Gauss-Hermite points per output of :meth:`outcomes` (exact to degree 2 * 5 - 1 = 9).
+    QUADRATURE_POINTS = 5
+
+    def _num_outcomes(self, C):
+        return self.QUADRATURE_POINTS**C
+
+    def _outcomes(self, F):
+        from numpy.polynomial.hermite_e import hermegauss
+
+        N, C = F.shape
+        x, wx = hermegauss(self.QUADRATURE_POINTS)  # nodes and weights for exp(-x^2 / 2)
+        wx = wx / wx.sum()
+        grids = np.meshgrid(*([x] * C), indexing="ij")
+        nodes = np.stack([g.ravel() for g in grids], axis=1)  # (O, C)
+        wgrid = np.prod(np.meshgrid(*([wx] * C), indexing="ij"), axis=0).ravel()
+        O = nodes.shape[0]
+        return (np.broadcast_to(wgrid, (N, O)).copy(),
+                F[:, None, :] + self.sigma * nodes[None, :, :])
 
     def _sample(self, F, rng, n_samples=None):
         k = 1 if n_samples is None else n_samples

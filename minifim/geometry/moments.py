@@ -25,54 +25,32 @@ def output_outcomes(net, theta, X) -> tuple[np.ndarray, np.ndarray]:
 
     ``w: (N, O)`` are weights summing to 1 per input and ``U: (N, O, P)`` the scores
     ``grad_theta log p(y_o | x_n)`` of the outcomes, such that
-    ``E_{y ~ p(y | x_n)}[h(s)] = sum_o w[n, o] h(U[n, o])`` exactly: for every ``h`` when the
-    labels are discrete (categorical: the ``C`` classes; Bernoulli: the ``2^C`` label
-    vectors), and for polynomials of degree <= 9 per output (5-point Gauss-Hermite rule per
-    output, ``5^C`` nodes) for the Gaussian, enough for the fourth moments of the Fisher
-    estimator used by :func:`mc_error_moments`.
+    ``E_{y ~ p(y | x_n)}[h(s)] = sum_o w[n, o] h(U[n, o])``: the outcomes are those of
+    :meth:`minifim.Likelihood.outcomes` (exact for every ``h`` for discrete labels; for
+    polynomials of degree <= 9 per output for the Gaussian, enough for the fourth moments of
+    the Fisher estimator used by :func:`mc_error_moments`). At most :data:`MAX_OUTCOMES`
+    outcomes per input (``ValueError`` otherwise).
     """
     check_net(net)
     theta = net.check_theta(theta)
     X = net.check_inputs(X)
     lik = net.likelihood
     N, C = X.shape[0], net.output_dim
-    cache = forward_cache(net, theta, X)
-    F = cache.outputs
-    if lik.name == "categorical":
-        O = C
-        w = lik.mean(F)
-        labels = np.eye(C)
-        seeds = labels[None, :, :] - w[:, None, :]
-    elif lik.name == "bernoulli":
-        O = 2**C
-        _check_outcomes(O, f"2^C = 2^{C} Bernoulli label vectors")
-        Y = ((np.arange(O)[:, None] >> np.arange(C)[None, :]) & 1).astype(np.float64)
-        logp1 = -np.logaddexp(0.0, -F)  # log sigmoid(f)
-        logp0 = -np.logaddexp(0.0, F)
-        w = np.exp(logp1 @ Y.T + logp0 @ (1 - Y).T)  # (N, O): prod_c p_c^y_c (1 - p_c)^(1-y_c)
-        seeds = Y[None, :, :] - lik.mean(F)[:, None, :]
-    else:
-        from numpy.polynomial.hermite_e import hermegauss
-        O = 5**C
-        _check_outcomes(O, f"5^C = 5^{C} Gauss-Hermite nodes")
-        x, wx = hermegauss(5)
-        wx = wx / wx.sum()
-        grids = np.meshgrid(*([x] * C), indexing="ij")
-        nodes = np.stack([g.ravel() for g in grids], axis=1)  # (O, C)
-        wgrid = np.prod(np.meshgrid(*([wx] * C), indexing="ij"), axis=0).ravel()
-        w = np.broadcast_to(wgrid, (N, O)).copy()
-        seeds = np.broadcast_to(nodes / lik.sigma, (N, O, C)).copy()
+    O = lik.num_outcomes(C)
+    if O > MAX_OUTCOMES:
+        raise ValueError(f"the output distribution has {O} outcomes per input ({lik.name}, "
+                         f"C = {C}), over the enumeration limit {MAX_OUTCOMES}; the exact "
+                         "Monte-Carlo band needs fewer outputs")
     require_memory(8 * N * O * net.num_params, f"outcome scores (N, O, P) = ({N}, {O}, "
                    f"{net.num_params}) float64", "fewer samples or a diagonal candidate")
+    cache = forward_cache(net, theta, X)
+    F = cache.outputs
+    w, Y = lik.outcomes(F)
+    # output-space scores g = d log p(y_o | f_n) / d f_n of every outcome, (N, O, C)
+    seeds = lik.grad_log_prob(np.repeat(F, O, axis=0), Y.reshape((N * O,) + Y.shape[2:])
+                              ).reshape(N, O, C)
     U = expand_gradients(net, cache.acts, backprop_seeds(net, cache, seeds))
     return w, U
-
-
-def _check_outcomes(O: int, what: str) -> None:
-    if O > MAX_OUTCOMES:
-        raise ValueError(f"the output distribution has {what} = {O} outcomes, over the "
-                         f"enumeration limit {MAX_OUTCOMES}; the exact Monte-Carlo band needs "
-                         "fewer outputs")
 
 
 def mc_error_moments(net, theta, X, n_samples: int, *, diagonal: bool = False
