@@ -66,15 +66,15 @@ N_TASKS = 5
 METHODS = {
     "fine-tuning": None,
     "L2": "l2",
-    "EWC diag true": {"curvature": "diag", "fisher": "true"},
-    "EWC diag empirical": {"curvature": "diag", "fisher": "empirical"},
-    "EWC diag sq-mean-grad": {"curvature": "diag", "fisher": "square_of_mean_gradient",
+    "EWC diag true": {"structure": "diag", "fisher": "true"},
+    "EWC diag empirical": {"structure": "diag", "fisher": "empirical"},
+    "EWC diag sq-mean-grad": {"structure": "diag", "fisher": "square_of_mean_gradient",
                               "batch_size": CFG["batch_size"]},
-    "EWC K-FAC": {"curvature": "kfac", "fisher": "true"},
-    "EWC full": {"curvature": "full", "fisher": "true"},
-    "online EWC": {"curvature": "diag", "fisher": "true", "mode": "online",
+    "EWC K-FAC": {"structure": "kfac", "fisher": "true"},
+    "EWC full": {"structure": "full", "fisher": "true"},
+    "online EWC": {"structure": "diag", "fisher": "true", "mode": "online",
                    "gamma": CFG["gamma"]},
-    "recursive Laplace": {"curvature": "full", "fisher": "true", "mode": "recursive"},
+    "recursive Laplace": {"structure": "full", "fisher": "true", "mode": "recursive"},
     "joint": "joint",
 }
 
@@ -136,7 +136,7 @@ def run(method, strength, seed, n_classes, tasks):
         rec, (X1, y1) = ewc.tasks[0], tasks[0][:2]
         actual = (minifim.loss(net, theta, X1, y1, reduction="sum")
                   - minifim.loss(net, rec.theta_star, X1, y1, reduction="sum"))
-        model = quadratic_penalty(quadratics([rec], ewc.curvature), ewc.curvature, theta)
+        model = quadratic_penalty(quadratics([rec], ewc.structure), ewc.structure, theta)
         ratio = actual / model
     return R_val, R_test, ratio
 

@@ -79,7 +79,7 @@ def two_tasks(case, seed=0):
 # --- exactness on linear-Gaussian regression (Huszar 2018) -----------------------------------
 def test_recursive_full_reproduces_joint_least_squares_after_each_task(linear_tasks):
     net, tasks = linear_tasks
-    ewc = minifim.EWC(net, curvature="full", fisher="true", mode="recursive", strength=1.0)
+    ewc = minifim.EWC(net, structure="full", fisher="true", mode="recursive", strength=1.0)
     for t, (X, y) in enumerate(tasks):
         theta = solve_penalised(net, ewc, X, y)
         joint = least_squares([X for X, _ in tasks[:t + 1]], [y for _, y in tasks[:t + 1]])
@@ -95,8 +95,8 @@ def test_recursive_full_reproduces_joint_least_squares_after_each_task(linear_ta
 
 def test_separate_double_counts_beyond_two_tasks_by_the_predicted_amount(linear_tasks):
     net, tasks = linear_tasks
-    sep = minifim.EWC(net, curvature="full", mode="separate")
-    rec = minifim.EWC(net, curvature="full", mode="recursive")
+    sep = minifim.EWC(net, structure="full", mode="separate")
+    rec = minifim.EWC(net, structure="full", mode="recursive")
     sols = []
     for X, y in tasks:
         th_s, th_r = solve_penalised(net, sep, X, y), solve_penalised(net, rec, X, y)
@@ -133,8 +133,8 @@ def test_separate_double_counts_beyond_two_tasks_by_the_predicted_amount(linear_
 @pytest.mark.parametrize("kind", KINDS)
 def test_online_gamma_one_equals_recursive(kind):
     case = make_case((3, 4, 3), "tanh", "categorical", N=6, seed=3)
-    online = minifim.EWC(case.net, curvature=kind, mode="online", gamma=1.0)
-    rec = minifim.EWC(case.net, curvature=kind, mode="recursive")
+    online = minifim.EWC(case.net, structure=kind, mode="online", gamma=1.0)
+    rec = minifim.EWC(case.net, structure=kind, mode="recursive")
     rng = np.random.default_rng(0)
     for k in range(3):
         th = case.theta + 0.2 * k * rng.standard_normal(case.P)
@@ -151,7 +151,7 @@ def test_online_gamma_one_equals_recursive(kind):
 def test_penalty_and_grad_equal_dense_quadratic_forms(case, kind, mode):
     net = case.net
     strength, gamma = 0.8, (0.6 if mode == "online" else 1.0)
-    ewc = minifim.EWC(net, curvature=kind, mode=mode, strength=strength, gamma=gamma)
+    ewc = minifim.EWC(net, structure=kind, mode=mode, strength=strength, gamma=gamma)
     terms = []  # (centre, coefficient, dense structure)
     for th, X in two_tasks(case):
         ewc.add_task(th, X)
@@ -182,7 +182,7 @@ def test_penalty_and_grad_equal_dense_quadratic_forms(case, kind, mode):
 def test_grad_matches_central_differences_of_the_penalty(kind):
     """A quadratic's central difference is exact: only rounding separates the two routes."""
     case = make_case((2, 3, 4, 2), "tanh", "categorical", N=6, seed=101)
-    ewc = minifim.EWC(case.net, curvature=kind, mode="separate")
+    ewc = minifim.EWC(case.net, structure=kind, mode="separate")
     for th, X in two_tasks(case):
         ewc.add_task(th, X)
     rng = np.random.default_rng(2)
@@ -199,7 +199,7 @@ def test_kfac_equals_full_where_kfac_is_exact():
     case = make_case((4, 3), "identity", "gaussian", N=7, seed=102)
     pens = {}
     for kind in ("kfac", "full"):
-        ewc = minifim.EWC(case.net, curvature=kind, mode="recursive")
+        ewc = minifim.EWC(case.net, structure=kind, mode="recursive")
         for th, X in two_tasks(case):
             ewc.add_task(th, X)
         pens[kind] = ewc
@@ -213,7 +213,7 @@ def test_kfac_equals_full_where_kfac_is_exact():
 def test_kfac_penalty_is_trace_form_per_layer(bias):
     """1/2 c sum_l tr(D~^T G D~ A) (folded) or tr(dW^T G dW A) + db^T G db (separate)."""
     case = make_case((2, 3, 4, 2), "tanh", "categorical", N=6, seed=101)
-    ewc = minifim.EWC(case.net, curvature="kfac", bias=bias)
+    ewc = minifim.EWC(case.net, structure="kfac", bias=bias)
     rec = ewc.add_task(case.theta, case.X)
     theta = case.theta + np.random.default_rng(4).standard_normal(case.P)
     total = 0.0
@@ -233,7 +233,7 @@ def test_other_fisher_kinds_use_the_named_curvature(fisher, kind):
     case = make_case((3, 4, 3), "tanh", "categorical", N=6, seed=5)
     net = case.net
     kw = {"n_samples": 3, "rng": 11} if fisher == "mc" else {}
-    ewc = minifim.EWC(net, curvature=kind, fisher=fisher, **kw)
+    ewc = minifim.EWC(net, structure=kind, fisher=fisher, **kw)
     rec = ewc.add_task(case.theta, case.X, case.y)
     ref_kw = {"n_samples": 3, "rng": np.random.default_rng(11)} if fisher == "mc" else {}
     y = case.y if fisher == "empirical" else None
@@ -339,12 +339,12 @@ def test_square_of_mean_gradient_matches_curvature_route(kind):
 def test_incremental_state_equals_pure_core_and_replays(kind, mode):
     case = make_case((3, 4, 3), "tanh", "categorical", N=6, seed=8)
     gamma = 0.5 if mode == "online" else 1.0
-    ewc = minifim.EWC(case.net, curvature=kind, mode=mode, strength=2.0, gamma=gamma)
+    ewc = minifim.EWC(case.net, structure=kind, mode=mode, strength=2.0, gamma=gamma)
     rng = np.random.default_rng(0)
     for k in range(3):
         ewc.add_task(case.theta + 0.3 * rng.standard_normal(case.P), case.X * (1 + k))
     quads = ewc_mod.quadratics(ewc.tasks, kind, mode, 2.0, gamma)
-    replay = minifim.EWC(case.net, curvature=kind, mode=mode, strength=2.0, gamma=gamma,
+    replay = minifim.EWC(case.net, structure=kind, mode=mode, strength=2.0, gamma=gamma,
                          tasks=ewc.tasks)
     theta = case.theta + rng.standard_normal(case.P)
     want = ewc_mod.quadratic_penalty(quads, kind, theta)
@@ -367,7 +367,7 @@ def test_no_tasks_no_penalty_and_record_is_a_copy():
     theta += 1.0
     np.testing.assert_array_equal(rec.theta_star, case.theta)
     assert ewc.penalty(case.theta) == 0.0 and repr(ewc).startswith("EWC(")
-    assert ewc.config()["curvature"] == "diag"
+    assert ewc.config()["structure"] == "diag"
 
 
 def test_lambda_mapping_to_the_mean_loss_convention():
@@ -389,9 +389,9 @@ def test_lambda_mapping_to_the_mean_loss_convention():
 def test_penalty_is_a_nonnegative_quadratic_in_the_offset(t, s):
     case = make_case((3, 4, 3), "tanh", "categorical", N=6, seed=8)
     d = np.random.default_rng(0).standard_normal(case.P)
-    ewc1 = minifim.EWC(case.net, curvature="kfac", strength=1.0)
+    ewc1 = minifim.EWC(case.net, structure="kfac", strength=1.0)
     ewc1.add_task(case.theta, case.X)
-    ewcs = minifim.EWC(case.net, curvature="kfac", strength=s, tasks=ewc1.tasks)
+    ewcs = minifim.EWC(case.net, structure="kfac", strength=s, tasks=ewc1.tasks)
     base = ewc1.penalty(case.theta + d)
     assert base > 0
     assert ewc1.penalty(case.theta + t * d) == pytest.approx(t * t * base, rel=1e-12, abs=1e-15)
@@ -403,7 +403,7 @@ def test_works_as_a_train_penalty(linear_tasks):
     if not hasattr(minifim, "train"):
         pytest.skip("minifim.train not available")
     net, tasks = linear_tasks
-    ewc = minifim.EWC(net, curvature="full", mode="recursive")
+    ewc = minifim.EWC(net, structure="full", mode="recursive")
     (X1, y1), (X2, y2) = tasks[:2]
     ewc.add_task(least_squares([X1], [y1]), X1, y1)
     H = (minifim.hessian(net, np.zeros(4), X2, y2, reduction="sum") + ewc.hessian()) / len(X2)
@@ -422,7 +422,7 @@ def small():
 def test_bad_names_and_numbers(small):
     net = small.net
     for kwargs, exc, words in [
-        ({"curvature": "diagonal"}, ValueError, "curvature"),
+        ({"structure": "diagonal"}, ValueError, "structure"),
         ({"fisher": "Fisher"}, ValueError, "fisher"),
         ({"fisher": "ggn"}, ValueError, "fisher"),
         ({"mode": "joint"}, ValueError, "mode"),
@@ -439,8 +439,8 @@ def test_bad_names_and_numbers(small):
         ({"batch_size": 4}, ValueError, "batch_size"),
         ({"fisher": "square_of_mean_gradient", "batch_size": 0}, ValueError, "batch_size"),
         ({"bias": "folded"}, ValueError, "bias"),
-        ({"curvature": "kfac", "bias": "homogeneous"}, ValueError, "bias"),
-        ({"curvature": "kfac", "fisher": "square_of_mean_gradient"}, ValueError, "K-FAC"),
+        ({"structure": "kfac", "bias": "homogeneous"}, ValueError, "bias"),
+        ({"structure": "kfac", "fisher": "square_of_mean_gradient"}, ValueError, "K-FAC"),
         ({"tasks": [1]}, TypeError, "tasks"),
     ]:
         with pytest.raises(exc, match=words):
@@ -469,7 +469,7 @@ def test_bad_add_task_and_penalty_inputs(small):
     with pytest.raises(ValueError, match=r"tasks\[\]\.curvature"):
         minifim.EWC(net, tasks=[bad])
     with pytest.raises(TypeError, match="KFACFactors"):
-        minifim.EWC(net, curvature="kfac", tasks=[minifim.EWCTask(small.theta, 6, np.ones(3))])
+        minifim.EWC(net, structure="kfac", tasks=[minifim.EWCTask(small.theta, 6, np.ones(3))])
     with pytest.raises(ValueError, match="strength"):
         minifim.ewc_lambda(-1.0, 10, 10)
     with pytest.raises(ValueError, match="n_current"):
@@ -480,11 +480,11 @@ def test_bad_add_task_and_penalty_inputs(small):
 def test_dense_curvature_over_budget_names_the_cheaper_curvature(small, kind):
     net = small.net
     with minifim.memory_limit(64), pytest.raises(minifim.MemoryBudgetError,
-                                                 match="curvature='kfac'.*curvature='diag'"):
-        minifim.EWC(net, curvature=kind)
-    ewc = minifim.EWC(net, curvature=kind)  # budget lowered after construction
+                                                 match="structure='kfac'.*structure='diag'"):
+        minifim.EWC(net, structure=kind)
+    ewc = minifim.EWC(net, structure=kind)  # budget lowered after construction
     with minifim.memory_limit(64), pytest.raises(minifim.MemoryBudgetError,
-                                                 match="curvature='kfac'"):
+                                                 match="structure='kfac'"):
         ewc.add_task(small.theta, small.X)
     assert ewc.tasks == ()
 
@@ -543,7 +543,7 @@ def test_torch_ewc_loops_match():
 # --- the pure helpers validate like the core (issue 12) ----------------------------------------
 @pytest.fixture
 def recorded(small):
-    ewc = minifim.EWC(small.net, curvature="diag")
+    ewc = minifim.EWC(small.net, structure="diag")
     ewc.add_task(small.theta, small.X)
     return ewc
 
@@ -607,7 +607,7 @@ def test_quadratic_penalty_and_grad_refuse_bad_input(small, recorded):
     with pytest.raises(ValueError, match=r"quads\[0\]\.terms\[0\] coefficient"):
         ewc_mod.quadratic_grad([bad], "diag", theta)
     # the (kind, representation) pair must agree: a K-FAC record under kind="diag" is refused
-    kf = minifim.EWC(small.net, curvature="kfac")
+    kf = minifim.EWC(small.net, structure="kfac")
     kf.add_task(small.theta, small.X)
     with pytest.raises(TypeError, match=r"quads\[0\]\.terms\[0\]: expected a 1-D array .*"
                                         r"received KFACFactors"):
@@ -642,13 +642,13 @@ def test_ewc_functions_refuse_a_non_net(small):
 
 
 def test_task_curvature_refuses_arguments_its_configuration_ignores(small):
-    """Like EWC(...): n_samples/rng only with fisher='mc', bias only with curvature='kfac',
+    """Like EWC(...): n_samples/rng only with fisher='mc', bias only with structure='kfac',
     batch_size only with 'square_of_mean_gradient' (each used to be dropped silently)."""
     net, theta, X, y = small.net, small.theta, small.X, small.y
     for kwargs, msg in [
         ({"rng": 0}, "rng: only fisher='mc' samples labels"),
         ({"n_samples": 4}, "n_samples: only fisher='mc' samples labels"),
-        ({"bias": "separate"}, "bias: only curvature='kfac' has a bias convention"),
+        ({"bias": "separate"}, "bias: only structure='kfac' has a bias convention"),
         ({"batch_size": 2}, "batch_size: only fisher='square_of_mean_gradient' uses"),
     ]:
         with pytest.raises(ValueError, match=msg):
@@ -663,3 +663,41 @@ def test_task_curvature_refuses_arguments_its_configuration_ignores(small):
     # y is validated and ignored by the kinds that do not use it (documented)
     with pytest.raises(ValueError, match="y"):
         ewc_mod.task_curvature(net, theta, X, y[:-1], "diag", "true")
+
+
+# --- the renamed keyword and the structure objects (issue 13) -------------------------------
+def test_curvature_keyword_is_deprecated_and_equal(small):
+    net, theta, X = small.net, small.theta, small.X
+    with pytest.warns(DeprecationWarning, match="'curvature' is deprecated.*'structure'"):
+        old = minifim.EWC(net, curvature="kfac", mode="recursive")
+    new = minifim.EWC(net, structure="kfac", mode="recursive")
+    for e in (old, new):
+        e.add_task(theta, X)
+        e.add_task(theta + 0.1, X[::-1])
+    assert old.structure == new.structure == "kfac"
+    assert old.penalty(theta + 0.3) == new.penalty(theta + 0.3)
+    with pytest.warns(DeprecationWarning, match="EWC.curvature is deprecated"):
+        assert new.curvature == "kfac"
+    with pytest.warns(DeprecationWarning, match="'curvature' is deprecated"):
+        d_old = ewc_mod.task_curvature(net, theta, X, curvature="diag")
+    np.testing.assert_array_equal(d_old, ewc_mod.task_curvature(net, theta, X, structure="diag"))
+    with pytest.raises(TypeError, match="both"):
+        minifim.EWC(net, curvature="diag", structure="diag")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_records_are_the_data_of_the_structure_objects(small, kind):
+    """task_curvature returns the representation of minifim.curvature's object; the merged
+    precision of "recursive" is the structures' sum (K-FAC: the list of Kronecker terms)."""
+    net, theta, X = small.net, small.theta, small.X
+    rec = ewc_mod.task_curvature(net, theta, X, structure=kind)
+    S = minifim.curvature(net, theta, X, structure=kind)
+    np.testing.assert_array_equal(ewc_mod.curvature_dense(kind, rec), S.to_dense())
+    ewc = minifim.EWC(net, structure=kind, mode="recursive", strength=2.0)
+    ewc.add_task(theta, X)
+    ewc.add_task(theta + 0.2, X[::-1] * 0.5)
+    S2 = minifim.curvature(net, theta + 0.2, X[::-1] * 0.5, structure=kind)
+    total = 2.0 * X.shape[0] * S + 2.0 * X.shape[0] * S2
+    assert type(total) is type(S)
+    np.testing.assert_allclose(ewc.hessian(), total.to_dense(), rtol=0,
+                               atol=8 * np.finfo(float).eps * np.abs(total.to_dense()).max())

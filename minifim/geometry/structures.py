@@ -71,9 +71,18 @@ __all__ = [
     "SpectralFunction",
     "curvature",
     "STRUCTURES",
+    "STRUCTURE_CLASSES",
 ]
 
 STRUCTURES: tuple[str, ...] = StructureOption.values()
+
+
+def _frozen(a: np.ndarray, copy: bool) -> np.ndarray:
+    """A read-only copy of ``a`` (``copy=True``) or a read-only view of it (``copy=False``: no
+    allocation; the caller promises not to modify ``a`` afterwards)."""
+    out = np.array(a, copy=True) if copy else a.view()
+    out.flags.writeable = False
+    return out
 
 
 def _scalar(s: Any, name: str = "scale") -> float | None:
@@ -138,6 +147,11 @@ class Structure(LinearOperator):
     def num_params(self) -> int:
         """``P``."""
         return int(self.shape[0])
+
+    @property
+    def data(self) -> Any:  # pragma: no cover - abstract
+        """The representation the structure wraps (``STRUCTURE_CLASSES[name](data)``)."""
+        raise NotImplementedError
 
     # --- the representation (subclasses) ---
     def to_dense(self) -> np.ndarray:  # pragma: no cover - abstract
@@ -316,22 +330,29 @@ class Dense(Structure):
     psd : bool
         Positive semi-definite (a Fisher, GGN): eigenvalues clipped at 0, Cholesky solves;
         ``False`` (a Hessian): kept as computed, symmetric indefinite solves.
+    copy : bool
+        Copy ``M`` (default); ``False`` wraps it without copying (read-only view; the caller
+        must not modify ``M`` afterwards).
     """
 
     name = "full"
 
-    def __init__(self, M: Any, psd: bool = True):
+    def __init__(self, M: Any, psd: bool = True, *, copy: bool = True):
         M = as_float_array(M, "M", ndim=2)
         if M.shape[0] != M.shape[1]:
             raise ValueError(f"M: expected a square matrix (P, P), received shape {M.shape}")
         super().__init__(M.shape[0])
-        self.matrix = M.copy() if M.flags.writeable else M
-        self.matrix.flags.writeable = False
+        self.matrix = _frozen(M, copy)
         self.psd = bool(psd)
         self._eig: tuple[np.ndarray, np.ndarray] | None = None
 
     def __repr__(self) -> str:
         return f"Dense(P={self.num_params}, psd={self.psd})"
+
+    @property
+    def data(self) -> np.ndarray:
+        """The representation: ``M: (P, P)`` (read-only)."""
+        return self.matrix
 
     def _matmat(self, V: np.ndarray) -> np.ndarray:
         return self.matrix @ V
@@ -398,19 +419,24 @@ class Dense(Structure):
 
 # --- Diagonal --------------------------------------------------------------------------------
 class Diagonal(Structure):
-    """A diagonal curvature ``diag(d)``, ``d: (P,)`` (``Q = I``)."""
+    """A diagonal curvature ``diag(d)``, ``d: (P,)`` (``Q = I``); ``psd``, ``copy`` as for
+    :class:`Dense`."""
 
     name = "diag"
 
-    def __init__(self, d: Any, psd: bool = True):
+    def __init__(self, d: Any, psd: bool = True, *, copy: bool = True):
         d = as_float_array(d, "d", ndim=1)
         super().__init__(d.shape[0])
-        self.entries = d.copy()
-        self.entries.flags.writeable = False
+        self.entries = _frozen(d, copy)
         self.psd = bool(psd)
 
     def __repr__(self) -> str:
         return f"Diagonal(P={self.num_params})"
+
+    @property
+    def data(self) -> np.ndarray:
+        """The representation: the entries ``d: (P,)`` (read-only)."""
+        return self.entries
 
     def _matmat(self, V: np.ndarray) -> np.ndarray:
         return self.entries[:, None] * V
@@ -472,13 +498,13 @@ class BlockDiagonal(Structure):
     ----------
     blocks : sequence of array_like, ``blocks[l]: (P_l, P_l)`` symmetric
         E.g. the per-layer blocks over ``(W_l, b_l)`` of :func:`minifim.block_diagonal`.
-    psd : bool
+    psd, copy : bool
         As for :class:`Dense`.
     """
 
     name = "block"
 
-    def __init__(self, blocks: Any, psd: bool = True):
+    def __init__(self, blocks: Any, psd: bool = True, *, copy: bool = True):
         if isinstance(blocks, np.ndarray) or not isinstance(blocks, (list, tuple)):
             raise TypeError(f"blocks: expected a list of square 2-D arrays, received "
                             f"{type(blocks).__name__}")
@@ -488,9 +514,7 @@ class BlockDiagonal(Structure):
             if b.shape[0] != b.shape[1]:
                 raise ValueError(f"blocks[{l}]: expected a square 2-D array (P_l, P_l), "
                                  f"received shape {b.shape}")
-            b = b.copy()
-            b.flags.writeable = False
-            out.append(b)
+            out.append(_frozen(b, copy))
         self.blocks: tuple[np.ndarray, ...] = tuple(out)
         self.sizes = tuple(b.shape[0] for b in out)
         self.offsets = tuple(int(o) for o in np.cumsum((0,) + self.sizes))
@@ -500,6 +524,11 @@ class BlockDiagonal(Structure):
 
     def __repr__(self) -> str:
         return f"BlockDiagonal(sizes={list(self.sizes)}, psd={self.psd})"
+
+    @property
+    def data(self) -> list[np.ndarray]:
+        """The representation: the blocks ``[(P_l, P_l), ...]`` (read-only arrays)."""
+        return list(self.blocks)
 
     def _slices(self):
         return [slice(a, b) for a, b in zip(self.offsets[:-1], self.offsets[1:])]
@@ -646,6 +675,11 @@ class KFAC(Structure):
 
     def __repr__(self) -> str:
         return f"KFAC(shapes={list(self.shapes)}, bias={self.bias!r}, terms={len(self.terms)})"
+
+    @property
+    def data(self) -> KFACFactors:
+        """The representation of a single term: :attr:`factors`."""
+        return self.factors
 
     @property
     def factors(self) -> KFACFactors:
@@ -826,14 +860,19 @@ class KFAC(Structure):
         return KFAC(list(self.terms) + list(other.terms))
 
 
-# --- the factory -----------------------------------------------------------------------------
-_BUILDERS = {
+# --- the registry and the factory -------------------------------------------------------------
+#: The class of each ``structure=`` word; ``STRUCTURE_CLASSES[word](data)`` wraps a
+#: representation (``(P, P)``, ``(P,)``, a list of blocks, :class:`KFACFactors`).
+STRUCTURE_CLASSES: dict[str, type[Structure]] = {
+    "full": Dense, "diag": Diagonal, "block": BlockDiagonal, "kfac": KFAC}
+
+_BUILDERS = {  # the arrays are fresh: wrapped without a copy
     "full": lambda net, theta, X, y, fisher, bias, kw: Dense(
-        curvature_matrix(net, theta, X, y, fisher, **kw)),
+        curvature_matrix(net, theta, X, y, fisher, **kw), copy=False),
     "diag": lambda net, theta, X, y, fisher, bias, kw: Diagonal(
-        fisher_diagonal(net, theta, X, y, fisher, **kw)),
+        fisher_diagonal(net, theta, X, y, fisher, **kw), copy=False),
     "block": lambda net, theta, X, y, fisher, bias, kw: BlockDiagonal(
-        block_diagonal(net, theta, X, y, fisher, **kw)),
+        block_diagonal(net, theta, X, y, fisher, **kw), copy=False),
     "kfac": lambda net, theta, X, y, fisher, bias, kw: KFAC(
         kfac(net, theta, X, y, fisher, bias=bias, **kw)),
 }

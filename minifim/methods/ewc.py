@@ -26,14 +26,19 @@ penalty reproduces the joint posterior exactly (Laplace).
               (Schwarz et al. 2018); ``gamma = 1`` is "recursive"
 ============  ==================================================================================
 
-*Curvature representations* (of one mean ``F_t``, as returned by :func:`task_curvature`):
-``"diag"`` ``(P,)``; ``"block"`` ``[(P_l, P_l)]`` per layer over ``(W_l, b_l)``; ``"kfac"`` a
-:class:`~minifim.KFACFactors` (Ritter et al. 2018), whose quadratic form is
-``sum_l tr(D_l^T G_l D_l A_l)`` with ``D_l = [dW_l | db_l]`` (never formed densely); ``"full"``
-the dense ``(P, P)`` matrix (memory-guarded). An accumulated precision (``"recursive"``,
-``"online"``) is a sum of such terms: for ``"diag"``, ``"block"`` and ``"full"`` the sum is formed
-exactly; for ``"kfac"`` the per-task Kronecker terms are kept and their quadratic forms summed,
-because a sum of Kronecker products is not a Kronecker product. The K-FAC penalty is therefore
+*Curvature structures* (``structure=``; the records of one mean ``F_t``, as returned by
+:func:`task_curvature`, are the representations of the structure objects of
+:mod:`minifim.geometry.structures`): ``"diag"`` ``(P,)`` (:class:`~minifim.Diagonal`);
+``"block"`` ``[(P_l, P_l)]`` per layer over ``(W_l, b_l)`` (:class:`~minifim.BlockDiagonal`);
+``"kfac"`` a :class:`~minifim.KFACFactors` (:class:`~minifim.KFAC`; Ritter et al. 2018), whose
+quadratic form is ``sum_l tr(D_l^T G_l D_l A_l)`` with ``D_l = [dW_l | db_l]`` (never formed
+densely); ``"full"`` the dense ``(P, P)`` matrix (:class:`~minifim.Dense`, memory-guarded). The
+products, quadratic forms and dense views are those objects' methods. An accumulated precision
+(``"recursive"``, ``"online"``) is a sum of such terms, formed by the structures' scaling and
+addition: for ``"diag"``, ``"block"`` and ``"full"`` the sum is formed exactly; for ``"kfac"``
+the per-task Kronecker terms are kept (a sum of :class:`~minifim.KFAC` terms stays a list of
+terms) and their quadratic forms summed, because a sum of Kronecker products is not a
+Kronecker product. The K-FAC penalty is therefore
 exactly the sum of the per-task K-FAC quadratic forms; no further approximation is made.
 
 *Fisher kinds.* ``"true"`` (exact expectation over the model's labels), ``"empirical"`` (the
@@ -72,14 +77,18 @@ from .._validation import (
     check_nonnegative,
 )
 from ..core.objective import gradient
-from ..geometry.curvature import block_diagonal, curvature_matrix, fisher_diagonal
-from ..geometry.kronecker import KFACFactors, kfac
+from ..geometry.kronecker import KFACFactors
+from ..geometry.structures import KFAC, STRUCTURE_CLASSES, BlockDiagonal
+from ..geometry.structures import Structure as CurvatureStructure
+from ..geometry.structures import curvature as structured_curvature
 from ..memory import require_memory
+from ..options import Structure, as_option, deprecated_keywords
 
 __all__ = [
     "EWC",
     "EWCTask",
     "Quadratic",
+    "EWC_STRUCTURES",
     "EWC_CURVATURES",
     "EWC_FISHERS",
     "EWC_MODES",
@@ -93,14 +102,15 @@ __all__ = [
     "ewc_strength",
 ]
 
-EWC_CURVATURES = ("diag", "block", "kfac", "full")
+EWC_STRUCTURES = ("diag", "block", "kfac", "full")
+EWC_CURVATURES = EWC_STRUCTURES  # the former name, kept importable
 EWC_FISHERS = ("true", "empirical", "mc", "argmax", "square_of_mean_gradient")
 EWC_MODES = ("separate", "recursive", "online")
 
 _CHEAPER = {
-    "full": "curvature='kfac' (Kronecker factors per layer), curvature='block' (exact per-layer "
-            "blocks) or curvature='diag' (exact diagonal)",
-    "block": "curvature='kfac' (Kronecker factors per layer) or curvature='diag' (exact "
+    "full": "structure='kfac' (Kronecker factors per layer), structure='block' (exact per-layer "
+            "blocks) or structure='diag' (exact diagonal)",
+    "block": "structure='kfac' (Kronecker factors per layer) or structure='diag' (exact "
              "diagonal)",
 }
 
@@ -117,7 +127,7 @@ class EWCTask:
     n_samples : int
         ``N_t``, the number of samples the curvature was averaged over.
     curvature : ndarray or list of ndarray or KFACFactors
-        The MEAN curvature ``F_t`` at ``theta_star`` in the representation of the curvature kind
+        The MEAN curvature ``F_t`` at ``theta_star`` in the representation of the structure
         (see the module docstring); the precision is ``strength * N_t * F_t``.
     """
 
@@ -134,7 +144,8 @@ class Quadratic:
     ----------
     centre : ndarray, shape (P,)
     terms : tuple of (float, curvature)
-        Coefficients ``c_k`` and curvatures ``M_k`` in one representation (module docstring).
+        Coefficients ``c_k`` and curvatures ``M_k`` in one structure's representation (module
+        docstring).
     """
 
     centre: np.ndarray
@@ -154,25 +165,34 @@ def _block_sizes(net):
     return [o * i + o for o, i in net.shapes]
 
 
-def _require(kind, net):
-    """Memory guard for the dense representations, naming the cheaper curvature."""
+def _require(structure, net):
+    """Memory guard for the dense representations, naming the cheaper structure."""
     P = net.num_params
-    if kind == "full":
-        require_memory(8 * P * P, f"EWC curvature='full': dense (P, P) = ({P}, {P}) float64",
-                       _CHEAPER["full"])
-    elif kind == "block":
-        sizes = _block_sizes(net)
-        require_memory(8 * sum(s * s for s in sizes),
-                       f"EWC curvature='block': per-layer blocks of sizes {sizes}",
-                       _CHEAPER["block"])
+    dense = {"full": (8 * P * P, f"dense (P, P) = ({P}, {P}) float64"),
+             "block": (8 * sum(s * s for s in _block_sizes(net)),
+                       f"per-layer blocks of sizes {_block_sizes(net)}")}
+    if structure in dense:
+        need, what = dense[structure]
+        require_memory(need, f"EWC structure={structure!r}: {what}", _CHEAPER[structure])
 
 
-def _check_options(curvature, fisher, n_samples, rng, bias, batch_size):
-    """The options of one ``(curvature, fisher)`` configuration, refusing those it ignores.
+def _check_structure(structure) -> str:
+    """The ``structure=`` word (a :class:`minifim.options.Structure` or its string)."""
+    return as_option(structure, Structure, "structure").value
+
+
+def _structure(kind: str, M, copy: bool = True) -> CurvatureStructure:
+    """The structure object of a (validated) representation ``M`` of ``kind``."""
+    cls = STRUCTURE_CLASSES[kind]
+    return cls(M) if kind == "kfac" else cls(M, copy=copy)  # type: ignore[call-arg]
+
+
+def _check_options(structure, fisher, n_samples, rng, bias, batch_size):
+    """The options of one ``(structure, fisher)`` configuration, refusing those it ignores.
 
     Returns ``(n_samples, rng, bias, batch_size)``: ``n_samples`` (default 1) and ``rng``
     (required) only for ``fisher="mc"``, ``bias`` (default ``"folded"``) only for
-    ``curvature="kfac"``, ``batch_size`` only for ``"square_of_mean_gradient"``; elsewhere
+    ``structure="kfac"``, ``batch_size`` only for ``"square_of_mean_gradient"``; elsewhere
     they must be ``None`` (passing one there can only be a mistake: it would change nothing).
     """
     if fisher == "mc":
@@ -189,27 +209,28 @@ def _check_options(curvature, fisher, n_samples, rng, bias, batch_size):
             raise ValueError(f"rng: only fisher='mc' samples labels; expected None with "
                              f"fisher={fisher!r}, received {type(rng).__name__}")
         n_samples = 1
-    if curvature == "kfac":
+    if structure == "kfac":
         bias = check_choice("folded" if bias is None else bias, "bias", ("folded", "separate"))
     elif bias is not None:
-        raise ValueError(f"bias: only curvature='kfac' has a bias convention; expected None "
-                         f"with curvature={curvature!r}, received {bias!r}")
+        raise ValueError(f"bias: only structure='kfac' has a bias convention; expected None "
+                         f"with structure={structure!r}, received {bias!r}")
     if batch_size is not None:
         if fisher != "square_of_mean_gradient":
             raise ValueError(f"batch_size: only fisher='square_of_mean_gradient' uses "
                              f"mini-batches; expected None with fisher={fisher!r}, received "
                              f"{batch_size!r}")
         batch_size = check_int(batch_size, "batch_size", 1)
-    if fisher == "square_of_mean_gradient" and curvature == "kfac":
-        raise ValueError("curvature: fisher='square_of_mean_gradient' has no K-FAC form; "
+    if fisher == "square_of_mean_gradient" and structure == "kfac":
+        raise ValueError("structure: fisher='square_of_mean_gradient' has no K-FAC form; "
                          "expected one of ['block', 'diag', 'full'], received 'kfac'")
     return n_samples, rng, bias, batch_size
 
 
-def task_curvature(net, theta, X, y=None, curvature: str = "diag", fisher: str = "true", *,
+@deprecated_keywords(curvature="structure")
+def task_curvature(net, theta, X, y=None, structure: str = "diag", fisher: str = "true", *,
                    n_samples: int | None = None, rng=None, bias: str | None = None,
-                   batch_size: int | None = None):
-    """The mean curvature ``F_t`` of one task at ``theta`` in the representation ``curvature``.
+                   batch_size: int | None = None) -> Any:
+    """The mean curvature ``F_t`` of one task at ``theta`` in the representation of ``structure``.
 
     Parameters
     ----------
@@ -219,11 +240,12 @@ def task_curvature(net, theta, X, y=None, curvature: str = "diag", fisher: str =
     y : targets, optional
         Required by ``fisher="empirical"`` and ``"square_of_mean_gradient"``; validated and
         ignored by the other kinds (so one call site can serve every kind).
-    curvature : {"diag", "block", "kfac", "full"}
+    structure : {"diag", "block", "kfac", "full"}
+        ``curvature=`` is its deprecated former name (``DeprecationWarning``).
     fisher : {"true", "empirical", "mc", "argmax", "square_of_mean_gradient"}
     n_samples, rng : int (default 1) and Generator or seed, ``fisher="mc"`` only
         Sampled labels per input and their generator (``rng`` required).
-    bias : {"folded", "separate"}, ``curvature="kfac"`` only
+    bias : {"folded", "separate"}, ``structure="kfac"`` only
         The K-FAC bias convention (default ``"folded"``).
     batch_size : int, ``fisher="square_of_mean_gradient"`` only
         Mini-batch size (``None``: the whole task, one batch).
@@ -234,7 +256,8 @@ def task_curvature(net, theta, X, y=None, curvature: str = "diag", fisher: str =
     Returns
     -------
     ``(P,)`` (diag), list of ``(P_l, P_l)`` (block), :class:`~minifim.KFACFactors` (kfac) or
-    ``(P, P)`` (full); a mean over the ``N`` samples.
+    ``(P, P)`` (full); a mean over the ``N`` samples: the ``.data`` of the structure object
+    (read-only arrays; :func:`minifim.curvature` gives the object itself).
 
     Notes
     -----
@@ -244,13 +267,13 @@ def task_curvature(net, theta, X, y=None, curvature: str = "diag", fisher: str =
     task for ``batch_size = None``. It has no K-FAC form.
     """
     check_net(net)
-    check_choice(curvature, "curvature", EWC_CURVATURES)
+    structure = _check_structure(structure)
     check_choice(fisher, "fisher", EWC_FISHERS)
-    n_samples, rng, bias, batch_size = _check_options(curvature, fisher, n_samples, rng, bias,
+    n_samples, rng, bias, batch_size = _check_options(structure, fisher, n_samples, rng, bias,
                                                       batch_size)
     theta = net.check_theta(theta)
     X = net.check_inputs(X)
-    _require(curvature, net)
+    _require(structure, net)
     if fisher == "square_of_mean_gradient":
         if y is None:
             raise ValueError("y: fisher='square_of_mean_gradient' needs the task's targets y, "
@@ -258,45 +281,29 @@ def task_curvature(net, theta, X, y=None, curvature: str = "diag", fisher: str =
         y = net.check_targets(y, X.shape[0])
         Gb = _mean_gradients(net, theta, X, y, batch_size)
         nb = Gb.shape[0]
-        if curvature == "diag":
-            return np.einsum("bp,bp->p", Gb, Gb) / nb
-        if curvature == "block":
-            return [Gb[:, s].T @ Gb[:, s] / nb for s in net.layer_param_slices()]
-        return Gb.T @ Gb / nb
+        som = {"diag": lambda: np.einsum("bp,bp->p", Gb, Gb) / nb,  # 1/B sum_b g_b g_b^T
+               "block": lambda: [Gb[:, s].T @ Gb[:, s] / nb for s in net.layer_param_slices()],
+               "full": lambda: Gb.T @ Gb / nb}
+        return _structure(structure, som[structure](), copy=False).data
     if fisher == "empirical" and y is None:
         raise ValueError("y: fisher='empirical' needs the task's targets y, received None")
     if y is not None:
         y = net.check_targets(y, X.shape[0])
-    kw = {"n_samples": n_samples, "rng": rng}
-    if curvature == "diag":
-        return fisher_diagonal(net, theta, X, y, fisher, **kw)
-    if curvature == "block":
-        return block_diagonal(net, theta, X, y, fisher, **kw)
-    if curvature == "kfac":
-        return kfac(net, theta, X, y, fisher, bias=bias, **kw)
-    return curvature_matrix(net, theta, X, y, fisher, **kw)
+    return structured_curvature(net, theta, X, y, fisher, structure, bias=bias or "folded",
+                                n_samples=n_samples, rng=rng).data
 
 
 def _check_representation(kind, M, net, name):
-    """Validate a curvature representation of kind ``kind`` for ``net``."""
-    P = net.num_params
-    if kind == "diag":
-        return as_float_array(M, name, shape=(P,))
-    if kind == "full":
-        return as_float_array(M, name, shape=(P, P))
-    if kind == "block":
-        sizes = _block_sizes(net)
-        if not isinstance(M, (list, tuple)) or len(M) != len(sizes):
-            raise ValueError(f"{name}: expected a list of {len(sizes)} per-layer blocks, "
-                             f"received {type(M).__name__}")
-        return [as_float_array(b, f"{name}[{l}]", shape=(s, s))
-                for l, (b, s) in enumerate(zip(M, sizes))]
-    if not isinstance(M, KFACFactors):
-        raise TypeError(f"{name}: expected KFACFactors for curvature='kfac', received "
-                        f"{type(M).__name__}")
-    if tuple(M.shapes) != tuple(net.shapes):
+    """Validate a record of ``kind`` for ``net``: its size, block sizes or layer shapes."""
+    M = _check_curvature(kind, M, name, net.num_params)[0]
+    S = _structure(kind, M, copy=False)
+    sizes = tuple(_block_sizes(net))
+    if isinstance(S, BlockDiagonal) and S.sizes != sizes:
+        raise ValueError(f"{name}: expected {len(sizes)} per-layer blocks of sizes "
+                         f"{list(sizes)}, received sizes {list(S.sizes)}")
+    if isinstance(S, KFAC) and S.shapes != tuple(net.shapes):
         raise ValueError(f"{name}: expected K-FAC factors for layer shapes {tuple(net.shapes)}, "
-                         f"received {tuple(M.shapes)}")
+                         f"received {S.shapes}")
     return M
 
 
@@ -343,7 +350,7 @@ def _check_curvature(kind: str, M, name: str, P: int | None = None):
 
 
 def _check_kind(kind: str) -> str:
-    return check_choice(kind, "kind", EWC_CURVATURES)
+    return as_option(kind, Structure, "kind").value
 
 
 def _check_quadratics(quads, kind: str, name: str = "quads"):
@@ -385,27 +392,16 @@ def _check_point(theta, P, name="theta"):
 def curvature_matvec(kind: str, M, v) -> np.ndarray:
     """``M v`` for a curvature representation ``M`` of kind ``kind``; ``v: (P,) -> (P,)``.
 
-    K-FAC is applied per layer as ``G V A`` (:meth:`KFACFactors.matvec`), never densely.
-    ``kind``, ``M`` and ``v`` are validated (``v`` must have shape ``(P,)`` exactly).
+    The product of the structure object (:class:`~minifim.Diagonal`, :class:`~minifim.Dense`,
+    :class:`~minifim.BlockDiagonal`, :class:`~minifim.KFAC`, the latter per layer as ``G V A``,
+    never densely). ``kind``, ``M`` and ``v`` are validated (``v`` must have shape ``(P,)``).
     """
     M, P = _check_curvature(_check_kind(kind), M, "M")
     return _matvec(kind, M, as_float_array(v, "v", shape=(P,)))
 
 
 def _matvec(kind: str, M, v: np.ndarray) -> np.ndarray:
-    if kind == "diag":
-        return M * v
-    if kind == "full":
-        return M @ v
-    if kind == "kfac":
-        return M.matvec(v)
-    out = np.empty_like(v)
-    start = 0
-    for b in M:
-        stop = start + b.shape[0]
-        out[start:stop] = b @ v[start:stop]
-        start = stop
-    return out
+    return _structure(kind, M, copy=False).matvec(v)
 
 
 def curvature_dense(kind: str, M) -> np.ndarray:
@@ -415,32 +411,23 @@ def curvature_dense(kind: str, M) -> np.ndarray:
 
 
 def _dense(kind: str, M, P: int) -> np.ndarray:
-    if kind == "kfac":
-        return M.to_dense()
-    if kind == "full":
-        return np.array(M, dtype=float)
     require_memory(8 * P * P, f"dense EWC precision (P, P) = ({P}, {P}) float64",
                    "EWC.hessian_matvec (matrix-free products)")
-    if kind == "diag":
-        return np.diag(M)
-    out = np.zeros((P, P))
-    start = 0
-    for b in M:
-        stop = start + b.shape[0]
-        out[start:stop, start:stop] = b
-        start = stop
-    return out
+    return _structure(kind, M, copy=False).to_dense()
 
 
 def _merge(kind: str, terms: tuple) -> tuple:
-    """Sum the terms into one where the representation is closed under addition."""
-    if kind == "kfac" or len(terms) <= 1:
+    """Sum the terms ``(c_k, M_k)`` by the structures' scaling and addition.
+
+    One term ``(1, data)`` where the structure is closed under addition; K-FAC: the sum of
+    :class:`~minifim.KFAC` objects is the list of its Kronecker terms, returned as such.
+    """
+    if len(terms) <= 1:
         return tuple(terms)
-    if kind == "block":
-        total = [sum(c * M[l] for c, M in terms) for l in range(len(terms[0][1]))]
-    else:
-        total = sum(c * M for c, M in terms)
-    return ((1.0, total),)
+    total = sum(c * _structure(kind, M, copy=False) for c, M in terms)
+    if isinstance(total, KFAC):
+        return total.terms
+    return ((1.0, total.data),)
 
 
 def _check_tasks(tasks, kind: str) -> tuple:
@@ -575,7 +562,9 @@ class EWC:
     Parameters
     ----------
     net : MLP
-    curvature : {"diag", "block", "kfac", "full"}
+    structure : {"diag", "block", "kfac", "full"}
+        The structure of each task's curvature (module docstring); ``curvature=`` is its
+        deprecated former name (``DeprecationWarning``).
     fisher : {"true", "empirical", "mc", "argmax", "square_of_mean_gradient"}
         The last two are named mistakes, for diagnosis.
     mode : {"separate", "recursive", "online"}
@@ -589,7 +578,7 @@ class EWC:
         Generator of the sampled labels (required by ``fisher="mc"``, refused otherwise); each
         :meth:`add_task` draws from it in turn.
     bias : {"folded", "separate"}, optional
-        K-FAC bias convention (``curvature="kfac"`` only; default ``"folded"``).
+        K-FAC bias convention (``structure="kfac"`` only; default ``"folded"``).
     batch_size : int, optional
         Mini-batch size of ``fisher="square_of_mean_gradient"`` (default: the whole task).
     tasks : sequence of EWCTask, optional
@@ -600,14 +589,14 @@ class EWC:
     ``penalty(theta) = sum_q 1/2 (theta - c_q)^T Lambda_q (theta - c_q)`` with the centres and
     precisions of the module table, ``Lambda_t = strength * N_t * F_t``; it is added to the
     SUMMED negative log-likelihood of the current task. ``strength = 1`` with ``mode=
-    "recursive"`` and ``curvature="full"`` is the recursive Laplace approximation, exact for
+    "recursive"`` and ``structure="full"`` is the recursive Laplace approximation, exact for
     linear-Gaussian regression.
 
     Examples
     --------
     >>> import numpy as np, minifim
     >>> net = minifim.MLP([2, 1], activation="identity", likelihood="gaussian")
-    >>> ewc = minifim.EWC(net, curvature="full", mode="recursive")
+    >>> ewc = minifim.EWC(net, structure="full", mode="recursive")
     >>> X = np.random.default_rng(0).standard_normal((10, 2))
     >>> rec = ewc.add_task(np.zeros(3), X)
     >>> bool(np.allclose(ewc.hessian(), minifim.true_fisher(net, np.zeros(3), X,
@@ -615,12 +604,13 @@ class EWC:
     True
     """
 
-    def __init__(self, net, curvature: str = "diag", fisher: str = "true",
+    @deprecated_keywords(curvature="structure")
+    def __init__(self, net, structure: str = "diag", fisher: str = "true",
                  mode: str = "separate", strength: float = 1.0, gamma: float = 1.0, *,
                  n_samples: int | None = None, rng=None, bias: str | None = None,
-                 batch_size: int | None = None, tasks=()):
+                 batch_size: int | None = None, tasks=()) -> None:
         self.net = check_net(net)
-        self.curvature = check_choice(curvature, "curvature", EWC_CURVATURES)
+        self.structure = _check_structure(structure)
         self.fisher = check_choice(fisher, "fisher", EWC_FISHERS)
         self.mode = check_choice(mode, "mode", EWC_MODES)
         self.strength = check_nonnegative(strength, "strength")
@@ -631,8 +621,8 @@ class EWC:
             raise ValueError(f"gamma: only mode='online' decays the precision; expected "
                              f"gamma=1.0 with mode={mode!r}, received {gamma!r}")
         self.n_samples, self.rng, self.bias, self.batch_size = _check_options(
-            curvature, fisher, n_samples, rng, bias, batch_size)
-        _require(self.curvature, net)  # fail before any task is learnt
+            self.structure, fisher, n_samples, rng, bias, batch_size)
+        _require(self.structure, net)  # fail before any task is learnt
         self._tasks: tuple[EWCTask, ...] = ()
         self._quads: tuple[Quadratic, ...] = ()
         for t in tasks:
@@ -640,7 +630,7 @@ class EWC:
                 raise TypeError(f"tasks: expected EWCTask records, received {type(t).__name__}")
             self._append(EWCTask(net.check_theta(t.theta_star, "tasks[].theta_star"),
                                  check_int(t.n_samples, "tasks[].n_samples", 1),
-                                 _check_representation(self.curvature, t.curvature, net,
+                                 _check_representation(self.structure, t.curvature, net,
                                                        "tasks[].curvature")))
 
     # --- state -----------------------------------------------------------------------------
@@ -654,15 +644,27 @@ class EWC:
         """The penalty terms (centres and precision terms); see :func:`quadratics`."""
         return self._quads
 
+    @property
+    def curvature(self) -> str:
+        """Deprecated former name of :attr:`structure` (``DeprecationWarning``)."""
+        import warnings
+
+        from ..options import DEPRECATION_SINCE, DEPRECATION_UNTIL
+
+        warnings.warn(f"EWC.curvature is deprecated since minifim {DEPRECATION_SINCE} and will "
+                      f"be removed in {DEPRECATION_UNTIL}; use EWC.structure",
+                      DeprecationWarning, stacklevel=2)
+        return self.structure
+
     def config(self) -> dict:
         """The constructor arguments (without ``net``, ``rng`` and ``tasks``)."""
-        return {"curvature": self.curvature, "fisher": self.fisher, "mode": self.mode,
+        return {"structure": self.structure, "fisher": self.fisher, "mode": self.mode,
                 "strength": self.strength, "gamma": self.gamma,
                 "n_samples": self.n_samples if self.fisher == "mc" else None,
                 "bias": self.bias, "batch_size": self.batch_size}
 
     def __repr__(self) -> str:
-        return (f"EWC(curvature={self.curvature!r}, fisher={self.fisher!r}, mode={self.mode!r}, "
+        return (f"EWC(structure={self.structure!r}, fisher={self.fisher!r}, mode={self.mode!r}, "
                 f"strength={self.strength!r}, gamma={self.gamma!r}, tasks={len(self._tasks)})")
 
     def _append(self, task: EWCTask) -> None:
@@ -673,7 +675,7 @@ class EWC:
         else:  # Lambda~_T = gamma Lambda~_{T-1} + strength N_T F_T, centred at theta*_T
             g = self.gamma if self.mode == "online" else 1.0
             old = tuple((g * c, M) for c, M in self._quads[0].terms)
-            self._quads = (Quadratic(task.theta_star, _merge(self.curvature, old + (new,))),)
+            self._quads = (Quadratic(task.theta_star, _merge(self.structure, old + (new,))),)
         self._tasks = self._tasks + (task,)
 
     def add_task(self, theta_star, X, y=None) -> EWCTask:
@@ -696,11 +698,11 @@ class EWC:
         kw = {}
         if self.fisher == "mc":
             kw = {"n_samples": self.n_samples, "rng": self.rng}
-        if self.curvature == "kfac":
+        if self.bias is not None:  # structure="kfac"
             kw["bias"] = self.bias
         if self.fisher == "square_of_mean_gradient":
             kw["batch_size"] = self.batch_size
-        M = task_curvature(self.net, theta_star, X, y, self.curvature, self.fisher, **kw)
+        M = task_curvature(self.net, theta_star, X, y, self.structure, self.fisher, **kw)
         task = EWCTask(theta_star, X.shape[0], M)
         self._append(task)
         return task
@@ -709,12 +711,12 @@ class EWC:
     def penalty(self, theta) -> float:
         """``Omega(theta)`` on the summed-NLL scale (a float; 0 without tasks)."""
         theta = self.net.check_theta(theta)
-        return _penalty(self._quads, self.curvature, theta)
+        return _penalty(self._quads, self.structure, theta)
 
     def grad(self, theta) -> np.ndarray:
         """``grad Omega(theta) = sum_q Lambda_q (theta - c_q)``, shape ``(P,)``."""
         theta = self.net.check_theta(theta)
-        return _grad(self._quads, self.curvature, theta)
+        return _grad(self._quads, self.structure, theta)
 
     def hessian_matvec(self, v) -> np.ndarray:
         """``(sum_q Lambda_q) v``, the Hessian of the penalty times ``v: (P,)``."""
@@ -722,7 +724,7 @@ class EWC:
         out = np.zeros_like(v)
         for q in self._quads:
             for c, M in q.terms:
-                out += c * _matvec(self.curvature, M, v)
+                out += c * _matvec(self.structure, M, v)
         return out
 
     def hessian(self) -> np.ndarray:
@@ -737,5 +739,5 @@ class EWC:
         out = np.zeros((P, P))
         for q in self._quads:
             for c, M in q.terms:
-                out += c * _dense(self.curvature, M, P)
+                out += c * _dense(self.structure, M, P)
         return out
