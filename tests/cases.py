@@ -6,7 +6,7 @@ labels, autograd Jacobians and Hessians, finite differences) stay cheap.
 
 from __future__ import annotations
 
-import itertools
+import dataclasses
 from dataclasses import dataclass
 
 import autograd
@@ -78,33 +78,12 @@ def assert_close(actual, expected, rtol=1e-12, what=""):
 
 
 def outcomes(lik, F):
-    """Every outcome of ``p(y | f)`` with its probability: a list of ``(w: (N,), y)``.
-
-    Categorical: the ``C`` classes; Bernoulli: all ``2^C`` joint 0/1 vectors. Gaussian (not
-    enumerable): the ``2C`` points ``f +- sigma sqrt(C) e_c`` with weight ``1/(2C)``, a cubature
-    rule with the mean and covariance of ``N(f, sigma^2 I)``, hence exact for expectations of
-    polynomials of degree <= 3 in ``y`` (scores are affine in ``y``, ``s s^T`` and the Hessian
-    of ``-log p`` are quadratic and affine, so these expectations are exact).
-    """
-    F = np.asarray(F, dtype=float)
-    N, C = F.shape
-    if lik.name == "categorical":
-        p = lik.mean(F)
-        return [(p[:, c], np.full(N, c)) for c in range(C)]
-    if lik.name == "bernoulli":
-        logp1 = -np.logaddexp(0.0, -F)  # log sigmoid(f)
-        logp0 = -np.logaddexp(0.0, F)   # log (1 - sigmoid(f))
-        out = []
-        for bits in itertools.product((0.0, 1.0), repeat=C):
-            y = np.broadcast_to(np.array(bits), (N, C)).copy()
-            w = np.exp(np.sum(np.where(y == 1.0, logp1, logp0), axis=1))
-            out.append((w, y))
-        return out
-    if lik.name == "gaussian":
-        r = lik.sigma * np.sqrt(C)
-        return [(np.full(N, 1.0 / (2 * C)), F + sign * r * np.eye(C)[c])
-                for c in range(C) for sign in (1.0, -1.0)]
-    raise AssertionError(lik.name)
+    """Every outcome of ``p(y | f)`` with its probability: a list of ``(w: (N,), y)``, from
+    :meth:`minifim.Likelihood.outcomes` (categorical: the ``C`` classes; Bernoulli: all
+    ``2^C`` joint 0/1 vectors; Gaussian: the 5-point Gauss-Hermite rule per output, exact for
+    polynomials of degree <= 9 in ``y``, so for scores, ``s s^T`` and the Hessian)."""
+    w, Y = lik.outcomes(np.asarray(F, dtype=float))
+    return [(w[:, o], Y[:, o]) for o in range(w.shape[1])]
 
 
 def enumerated_fisher(net, theta, X, method="autograd"):
@@ -166,3 +145,45 @@ def get_case(name):
         if c.name == name:
             return c
     raise KeyError(name)
+
+
+# --- named case groups -----------------------------------------------------------------------
+# Each group holds the cases with one property that an identity needs; tests/test_cases.py checks
+# the property itself, so a group cannot silently lose it when a case changes.
+def log_odds(lik, F):
+    """The largest log-odds of the model's outputs: ``max_n (max_c f_nc - min_c f_nc)`` for
+    the (shift-invariant) softmax, ``max_nc |f_nc|`` for Bernoulli and Gaussian outputs."""
+    F = np.asarray(F, dtype=float)
+    return float(np.max(np.ptp(F, axis=1)) if lik.name == "categorical" else np.max(np.abs(F)))
+
+
+def _saturated(case, logit=50.0, seed=0):
+    """``case`` with its last layer scaled so that :func:`log_odds` is ``logit``; targets
+    redrawn from the saturated model."""
+    net, theta = case.net, case.theta.copy()
+    scale = logit / log_odds(net.likelihood, net.forward(theta, case.X))
+    theta[net.layer_param_slices()[-1]] *= scale  # the outputs are linear in the last layer
+    y = net.likelihood.sample(net.forward(theta, case.X), np.random.default_rng(seed))
+    return dataclasses.replace(case, name=f"{case.name}-saturated", theta=theta, y=y)
+
+
+#: One sample (N = 1): every curvature has rank <= C, and K-FAC is exact per layer.
+SINGLE_SAMPLE_CASES = [
+    dataclasses.replace(c, name=f"{c.name}-N1")
+    for c in (make_case((2, 3, 4, 2), "tanh", "categorical", N=1, seed=11),
+              make_case((3, 4, 3), "relu", "bernoulli", N=1, seed=11),
+              make_case((2, 5, 2), "softplus", "gaussian", N=1, seed=11))
+]
+
+#: Folded K-FAC equals the exact per-layer blocks: one sample (``sum_k (b_k a^T)(b_k a^T)^T``
+#: factorises), or one linear layer with a Gaussian likelihood (``G_n = I / sigma^2`` for all n).
+KFAC_EXACT_CASES = SINGLE_SAMPLE_CASES + [get_case("gaussian-identity-4x3")]
+
+#: Log-odds of 50: an outcome probability near ``e^-50 ~ 2e-22 < EPS``, so ``1 - p`` of its
+#: complement is lost to rounding; the output Fisher must be formed without that cancellation.
+SATURATED_CASES = [_saturated(get_case(n)) for n in
+                   ("categorical-tanh-3x4x3", "bernoulli-tanh-3x4x3", "categorical-identity-3x4")]
+
+#: ``N C < P``: the Fisher, GGN and empirical Fisher are singular (rank <= N C), so undamped
+#: solves must be refused and spectra have an exact zero cluster.
+RANK_DEFICIENT_CASES = [c for c in CASES if c.N * c.net.output_dim < c.P]
