@@ -27,6 +27,7 @@ __all__ = [
     "as_generator",
     "check_net",
     "is_box",
+    "check_bool",
 ]
 
 
@@ -137,7 +138,7 @@ def is_box(x: object) -> bool:
     """True for an ``autograd`` tracer box (a value being differentiated).
 
     Boxed arrays pass through the shape checks of the differentiable methods (the
-    ``method="autograd"`` routes call them on boxes); dtype and finiteness are checked on
+    ``backend="autograd"`` routes call them on boxes); dtype and finiteness are checked on
     plain arrays only, since inspecting a box's values would cut the derivative.
     """
     return isinstance(x, Box)
@@ -162,3 +163,11 @@ def check_net(net: Any, name: str = "net") -> MLP:
                     "MLP.from_state_dict)")
         raise TypeError(f"{name}: expected a minifim.MLP, received {_describe(net)}{hint}")
     return net
+
+
+def check_bool(value: object, name: str) -> bool:
+    """``value`` if it is ``True``/``False`` (a NumPy bool too), else ``TypeError`` naming it."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected True or False, received {type(value).__name__} "
+                        f"{value!r}")
+    return bool(value)

@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ._validation import as_float_array, check_choice, check_int
-from .geometry.spectrum import _dimension, _eigenvalues, default_rank_tolerance
+from .geometry.statistics import default_rank_tolerance, eigenvalue_array, spectrum_dimension
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -69,7 +69,7 @@ def log_bins(spectra: np.ndarray | Sequence[ArrayLike], bins: int = 40, *,
         spectra = [spectra]
     lows, highs = [], []
     for j, s in enumerate(spectra):
-        lam = _eigenvalues(s, f"spectra[{j}]")
+        lam = eigenvalue_array(s, f"spectra[{j}]")
         above = lam[lam > _floor(lam, None, floor)]
         if above.size:
             lows.append(above.min())
@@ -109,8 +109,8 @@ def spectrum_histogram(eigenvalues: ArrayLike, bins: int | ArrayLike = 40, *,
     near_zero : int
         Number of eigenvalues ``<= floor``, implicit zeros included.
     """
-    lam = _eigenvalues(eigenvalues)
-    P = _dimension(lam, num_params)
+    lam = eigenvalue_array(eigenvalues)
+    P = spectrum_dimension(lam, num_params)
     floor = _floor(lam, P, floor)
     above = lam[lam > floor]
     if isinstance(bins, (int, np.integer)) and not isinstance(bins, bool):
@@ -132,8 +132,8 @@ def cumulative_mass(eigenvalues: ArrayLike, *, num_params: int | None = None
     Returns ``index: (m,)`` (``1..m``) and ``fraction: (m,)`` for the eigenvalues sorted in
     descending order; ``num_params`` only checks the dimension (implicit zeros add no mass).
     """
-    lam = np.sort(_eigenvalues(eigenvalues))[::-1]
-    _dimension(lam, num_params)
+    lam = np.sort(eigenvalue_array(eigenvalues))[::-1]
+    spectrum_dimension(lam, num_params)
     total = lam.sum()
     if not total > 0:
         raise ValueError(f"eigenvalues: expected a positive trace, received {total!r}")
@@ -165,8 +165,8 @@ def plot_spectrum(eigenvalues: ArrayLike, ax: Axes | None = None, *,
     """
     check_choice(kind, "kind", ("hist", "density"))
     ax = _axes(ax)
-    lam = _eigenvalues(eigenvalues)
-    P = _dimension(lam, num_params)
+    lam = eigenvalue_array(eigenvalues)
+    P = spectrum_dimension(lam, num_params)
     edges, fractions, near_zero = spectrum_histogram(lam, bins, num_params=P, floor=floor)
     text = f"{label + ': ' if label else ''}{near_zero}/{P} near zero"
     if kind == "hist":
@@ -201,8 +201,8 @@ def plot_cumulative_mass(eigenvalues: ArrayLike, ax: Axes | None = None, *,
     ``{"N (C - 1)": N * (C - 1)}``.
     """
     ax = _axes(ax)
-    lam = _eigenvalues(eigenvalues)
-    P = _dimension(lam, num_params)
+    lam = eigenvalue_array(eigenvalues)
+    P = spectrum_dimension(lam, num_params)
     index, fraction = cumulative_mass(lam, num_params=P)
     x = index / P if relative_index else index
     ax.step(x, fraction, where="post", label=label, color=color, lw=1.5)
@@ -223,8 +223,8 @@ def plot_scree(eigenvalues: ArrayLike, ax: Axes | None = None, *,
     """Eigenvalues in descending order against their index, log-log (values ``<= floor`` are
     dropped, so the curve ends where the numerically zero tail begins)."""
     ax = _axes(ax)
-    lam = np.sort(_eigenvalues(eigenvalues))[::-1]
-    P = _dimension(lam, num_params)
+    lam = np.sort(eigenvalue_array(eigenvalues))[::-1]
+    P = spectrum_dimension(lam, num_params)
     keep = lam > _floor(lam, P, floor)
     ax.plot(np.arange(1, lam.size + 1)[keep], lam[keep], label=label, color=color, lw=1.5)
     ax.set_xscale("log")

@@ -440,7 +440,7 @@ def test_bad_input_to_spectra():
         minifim.fisher_spectrum(net, theta, X, method="qr")
     with pytest.raises(TypeError, match="method"):
         minifim.fisher_spectrum(net, theta, X, method=None)
-    with pytest.raises(ValueError, match="curvature"):
+    with pytest.raises(ValueError, match="fisher"):
         minifim.curvature_spectrum(net, theta, X, y, "fisher")
     with pytest.raises(ValueError, match="k"):
         minifim.fisher_spectrum(net, theta, X, k=0)

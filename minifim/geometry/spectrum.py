@@ -1,15 +1,17 @@
-"""Exact eigenvalue spectra of the curvature family, and the statistics built on them.
+"""Exact eigenvalue spectra of the curvature family (the statistics of a spectrum are in
+:mod:`minifim.geometry.statistics`, re-exported here).
 
 Contract
 --------
 - A spectrum is that of the matrix :mod:`minifim.geometry.curvature` assembles:
   ``M = c sum_n ...``, a MEAN over the ``N`` samples (``c = 1/N``) unless ``reduction="sum"``
-  (``c = 1``).
+  (``c = 1``; see :doc:`/conventions`).
 - Eigenvalues are returned in DESCENDING order; eigenvectors are the orthonormal columns of
   ``V: (P, m)`` with ``M V = V diag(values)``.
-- ``curvature`` is one of ``"true"``, ``"empirical"``, ``"mc"``, ``"argmax"``, ``"ggn"`` (the
-  seeds of :mod:`minifim.geometry.curvature`, ``M = c U^T U`` with ``U: (N K, P)`` the stacked
-  per-seed gradients, ``K`` seeds per sample) or ``"hessian"`` (the Hessian of the NLL).
+- ``fisher`` (the curvature kind; ``curvature=`` before 0.2, deprecated) is one of ``"true"``,
+  ``"empirical"``, ``"mc"``, ``"argmax"``, ``"ggn"`` (the seeds of
+  :mod:`minifim.geometry.curvature`, ``M = c U^T U`` with ``U: (N K, P)`` the stacked per-seed
+  gradients, ``K`` seeds per sample) or ``"hessian"`` (the Hessian of the NLL).
 
 Routes (``method``)
 -------------------
@@ -42,16 +44,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from typing import NamedTuple
 
 import numpy as np
 import scipy.linalg
 from scipy.sparse.linalg import ArpackNoConvergence, eigsh
-from scipy.special import logsumexp
 
-from .._validation import as_float_array, check_choice, check_int, check_net, check_nonnegative
+from .._validation import check_bool, check_choice, check_int, check_net, check_nonnegative
 from ..core.scores import forward_cache, jvp_cached
 from ..memory import format_bytes, memory_budget, require_memory
+from ..options import Curvature, as_option, deprecated_keywords
 from .curvature import (
     FISHER_KINDS,
     _prepare,
@@ -62,6 +63,19 @@ from .curvature import (
 )
 from .gram import seed_factors
 from .operators import fisher_operator, hessian_operator
+from .statistics import (
+    KarakidaStatistics,
+    abbas_effective_dimension,
+    damped_condition_number,
+    damped_logdet,
+    default_rank_tolerance,
+    effective_dimension,
+    karakida_statistics,
+    numerical_rank,
+    spectral_frobenius_norm,
+    spectral_trace,
+    spectrum_statistics,
+)
 
 __all__ = [
     "CURVATURES",
@@ -140,10 +154,10 @@ class SpectrumInfo:
 
 
 # --- helpers -------------------------------------------------------------------------------
-def _num_seeds(net, curvature: str, n_samples: int) -> int:
-    if curvature in ("true", "ggn"):
+def _num_seeds(net, fisher: str, n_samples: int) -> int:
+    if fisher in ("true", "ggn"):
         return net.output_dim
-    if curvature == "mc":
+    if fisher == "mc":
         return check_int(n_samples, "n_samples", 1)
     return 1
 
@@ -157,13 +171,6 @@ def _check_k(k, upper: int, what: str) -> int | None:
     return k
 
 
-def _check_bool(value, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name}: expected True or False, received {type(value).__name__} "
-                        f"{value!r}")
-    return bool(value)
-
-
 def _gram_bytes(rows: int, vectors: bool) -> int:
     # G, one product temporary and eigh's copy; eigenvectors add dsyevd's 2 rows^2 workspace
     return 8 * rows * rows * (5 if vectors else 3)
@@ -174,10 +181,10 @@ def _dense_bytes(P: int, vectors: bool) -> int:
     return 8 * P * P * (4 if vectors else 2)
 
 
-def _choose(net, curvature, N, K, k, vectors, P):
+def _choose(net, fisher, N, K, k, vectors, P):
     """``(method, reason)`` of the auto policy (see :func:`curvature_spectrum`)."""
     budget = memory_budget()
-    rows = None if curvature == "hessian" else N * K
+    rows = None if fisher == "hessian" else N * K
     dense_b = _dense_bytes(P, vectors)
     if rows is not None and rows < P:
         gram_b = _gram_bytes(rows, vectors)
@@ -194,7 +201,7 @@ def _choose(net, curvature, N, K, k, vectors, P):
         return "lanczos", (f"lanczos: top k = {k} of P = {P} matrix-free (dense eigh would need "
                            f"~{format_bytes(dense_b)}, budget {format_bytes(budget)})")
     # nothing exact fits: let the memory guard explain, naming the cheaper routes
-    require_memory(dense_b, f"dense {curvature} spectrum (P, P) = ({P}, {P}) float64",
+    require_memory(dense_b, f"dense {fisher} spectrum (P, P) = ({P}, {P}) float64",
                    "curvature_spectrum(..., k=<number of top eigenvalues>) (Lanczos, "
                    "matrix-free)" + ("" if rows is None else
                                      f", or fewer samples so that N*K (= {rows}) < P (Gram)"))
@@ -229,17 +236,17 @@ def _eigh_top(M: np.ndarray, k: int | None, vectors: bool):
     return w[::-1].copy(), None
 
 
-def _gram_route(net, theta, X, y, curvature, k, vectors, n_samples, rng, reduction,
+def _gram_route(net, theta, X, y, fisher, k, vectors, n_samples, rng, reduction,
                 chunk_size):
     N, P = X.shape[0], net.num_params
     scale = _scale(reduction, N)
-    rows = N * _num_seeds(net, curvature, n_samples)
+    rows = N * _num_seeds(net, fisher, n_samples)
     widths = sum(o + i for o, i in net.shapes)
     require_memory(_gram_bytes(rows, vectors) + 8 * rows * widths,
                    f"Gram matrix (N*K, N*K) = ({rows}, {rows}) float64, its eigh and the "
                    f"factors (N*K, sum of widths) = ({rows}, {widths})",
                    "curvature_spectrum(..., method='lanczos', k=...) (top k, matrix-free)")
-    factors = seed_factors(net, theta, X, y, curvature, n_samples, rng, chunk_size)
+    factors = seed_factors(net, theta, X, y, fisher, n_samples, rng, chunk_size)
     if vectors:
         require_memory(8 * P * min(rows, P) if k is None else 8 * P * k,
                        f"eigenvectors (P, m) with P = {P}",
@@ -260,12 +267,12 @@ def _gram_route(net, theta, X, y, curvature, k, vectors, n_samples, rng, reducti
     return mu, V
 
 
-def _lanczos_route(net, theta, X, y, curvature, k, vectors, n_samples, rng, reduction, tol,
+def _lanczos_route(net, theta, X, y, fisher, k, vectors, n_samples, rng, reduction, tol,
                    maxiter):
-    if curvature == "hessian":
+    if fisher == "hessian":
         op = hessian_operator(net, theta, X, y, reduction=reduction)
     else:
-        op = fisher_operator(net, theta, X, y, curvature, n_samples=n_samples, rng=rng,
+        op = fisher_operator(net, theta, X, y, fisher, n_samples=n_samples, rng=rng,
                              reduction=reduction)
     v0 = np.random.default_rng(0).standard_normal(op.shape[0])
     try:
@@ -282,7 +289,8 @@ def _lanczos_route(net, theta, X, y, curvature, k, vectors, n_samples, rng, redu
 
 
 # --- spectra -------------------------------------------------------------------------------
-def curvature_spectrum(net, theta, X, y=None, curvature: str = "true", *,
+@deprecated_keywords(curvature="fisher")
+def curvature_spectrum(net, theta, X, y=None, fisher: str = "true", *,
                        method: str = "auto", k: int | None = None, vectors: bool = False,
                        n_samples: int = 1, rng=None, reduction: str = "mean",
                        tol: float = 0.0, maxiter: int | None = None,
@@ -294,8 +302,10 @@ def curvature_spectrum(net, theta, X, y=None, curvature: str = "true", *,
     net : MLP
     theta : ndarray, shape (P,)
     X : ndarray, shape (N, D)
-    y : targets, needed for ``curvature="empirical"`` and ``"hessian"``
-    curvature : {"true", "empirical", "mc", "argmax", "ggn", "hessian"}
+    y : targets, needed for ``fisher="empirical"`` and ``"hessian"``
+    fisher : {"true", "empirical", "mc", "argmax", "ggn", "hessian"}
+        The curvature kind (:class:`minifim.options.Curvature`; ``"type-2"`` is ``"true"``).
+        The keyword was ``curvature=`` before minifim 0.2 (still accepted, deprecated).
     method : {"auto", "dense", "gram", "lanczos"}
         See the module table. ``"gram"`` is not available for the Hessian; ``"lanczos"``
         needs ``k``. ``"auto"`` picks, in order: ``"gram"`` when the factor has fewer rows
@@ -310,7 +320,7 @@ def curvature_spectrum(net, theta, X, y=None, curvature: str = "true", *,
         route) when ``None``.
     vectors : bool
         Also return the eigenvectors.
-    n_samples, rng : Monte-Carlo labels per input and their generator (``curvature="mc"``);
+    n_samples, rng : Monte-Carlo labels per input and their generator (``fisher="mc"``);
         an integer seed gives the same labels on every route.
     reduction : {"mean", "sum"}
     tol : float
@@ -355,42 +365,42 @@ def curvature_spectrum(net, theta, X, y=None, curvature: str = "true", *,
     True
     """
     check_net(net)
-    check_choice(curvature, "curvature", CURVATURES)
+    fisher = as_option(fisher, Curvature, "fisher", CURVATURES).value
     check_choice(method, "method", SPECTRUM_METHODS)
-    vectors = _check_bool(vectors, "vectors")
-    return_info = _check_bool(return_info, "return_info")
+    vectors = check_bool(vectors, "vectors")
+    return_info = check_bool(return_info, "return_info")
     tol = check_nonnegative(tol, "tol")
     theta = net.check_theta(theta)
     X = net.check_inputs(X)
     N, P = X.shape[0], net.num_params
-    if curvature == "hessian":
+    if fisher == "hessian":
         if y is None:
             raise ValueError("y: the Hessian of the NLL needs the data targets y, received None")
         y = net.check_targets(y, N)
         K = None
     else:
-        K = _num_seeds(net, curvature, n_samples)
+        K = _num_seeds(net, fisher, n_samples)
     rows = None if K is None else N * K
     k = _check_k(k, P, f"P = {P}")
 
     if method == "auto":
-        route, reason = _choose(net, curvature, N, K, k, vectors, P)
-        logger.info("curvature_spectrum(curvature=%r): %s", curvature, reason)
+        route, reason = _choose(net, fisher, N, K, k, vectors, P)
+        logger.info("curvature_spectrum(fisher=%r): %s", fisher, reason)
     else:
         route, reason = method, f"{method}: requested"
     if route == "gram":
-        if curvature == "hessian":
+        if fisher == "hessian":
             raise ValueError("method: 'gram' needs a factor M = c U^T U, which the Hessian does "
-                             "not have; use 'dense' or 'lanczos' for curvature='hessian'")
+                             "not have; use 'dense' or 'lanczos' for fisher='hessian'")
         k = _check_k(k, min(rows, P), f"the Gram route has min(N*K, P) = {min(rows, P)} "
                      "eigenvalues")
-        values, V = _gram_route(net, theta, X, y, curvature, k, vectors, n_samples, rng,
+        values, V = _gram_route(net, theta, X, y, fisher, k, vectors, n_samples, rng,
                                 reduction, chunk_size)
     elif route == "dense":
-        if curvature == "hessian":
+        if fisher == "hessian":
             M = hessian(net, theta, X, y, reduction=reduction)
         else:
-            M = curvature_matrix(net, theta, X, y, curvature, n_samples=n_samples, rng=rng,
+            M = curvature_matrix(net, theta, X, y, fisher, n_samples=n_samples, rng=rng,
                                  reduction=reduction, chunk_size=chunk_size)
         values, V = _eigh_top(M, k, vectors)
     else:
@@ -398,9 +408,9 @@ def curvature_spectrum(net, theta, X, y=None, curvature: str = "true", *,
             raise ValueError(f"k: the Lanczos route computes the top k eigenvalues; pass an "
                              f"integer 1 <= k < P = {P}, received None")
         k = _check_k(k, P - 1, f"ARPACK needs k < P = {P}")
-        values, V = _lanczos_route(net, theta, X, y, curvature, k, vectors, n_samples, rng,
+        values, V = _lanczos_route(net, theta, X, y, fisher, k, vectors, n_samples, rng,
                                    reduction, tol, maxiter)
-    info = SpectrumInfo(method=route, requested=method, reason=reason, curvature=curvature,
+    info = SpectrumInfo(method=route, requested=method, reason=reason, curvature=fisher,
                         num_params=P, num_rows=rows, num_values=int(values.shape[0]),
                         complete=(route != "lanczos" and k is None),
                         tol=tol if route == "lanczos" else None)
@@ -414,7 +424,7 @@ def fisher_spectrum(net, theta, X, method: str = "auto", k: int | None = None,
                     vectors: bool = False, **kwargs):
     """Eigenvalues (descending) and optionally eigenvectors of the TRUE Fisher.
 
-    ``curvature_spectrum(net, theta, X, curvature="true", method=method, k=k,
+    ``curvature_spectrum(net, theta, X, fisher="true", method=method, k=k,
     vectors=vectors, **kwargs)``: a 1-D array of eigenvalues when ``vectors=False``,
     ``(values, vectors)`` when ``vectors=True``, with a trailing :class:`SpectrumInfo` when
     ``return_info=True``. See :func:`curvature_spectrum` for the routes and keywords
@@ -430,281 +440,17 @@ def fisher_spectrum(net, theta, X, method: str = "auto", k: int | None = None,
     20
     """
     check_net(net)
-    for bad in ("y", "curvature"):
+    for bad in ("y", "fisher", "curvature"):
         if bad in kwargs:
             raise TypeError(f"{bad}: fisher_spectrum is the true Fisher; use "
-                            "curvature_spectrum(..., curvature=...) for the other kinds")
+                            "curvature_spectrum(..., fisher=...) for the other kinds")
     return curvature_spectrum(net, theta, X, None, "true", method=method, k=k,
                               vectors=vectors, **kwargs)
 
 
-# --- statistics of a spectrum -------------------------------------------------------------
-def _eigenvalues(values, name: str = "eigenvalues") -> np.ndarray:
-    arr = as_float_array(values, name, ndim=1)
-    if arr.size == 0:
-        raise ValueError(f"{name}: expected at least one eigenvalue, received an empty array")
-    return arr
-
-
-def _dimension(values: np.ndarray, num_params) -> int:
-    if num_params is None:
-        return values.shape[0]
-    P = check_int(num_params, "num_params", 1)
-    if P < values.shape[0]:
-        raise ValueError(f"num_params: expected at least the number of eigenvalues "
-                         f"({values.shape[0]}), received {P}")
-    return P
-
-
-def default_rank_tolerance(eigenvalues, *, num_params: int | None = None) -> float:
-    """``P * eps * max |lambda|``: the threshold below which an eigenvalue counts as zero.
-
-    It is NumPy's ``matrix_rank`` default (``S.max() * max(M, N) * eps``) for a symmetric
-    ``P x P`` matrix, ``P = num_params`` (default ``len(eigenvalues)``).
-    """
-    lam = _eigenvalues(eigenvalues)
-    P = _dimension(lam, num_params)
-    return float(P * np.finfo(np.float64).eps * np.max(np.abs(lam)))
-
-
-def spectral_trace(eigenvalues) -> float:
-    """``tr M = sum_i lambda_i`` (implicit zero eigenvalues do not contribute)."""
-    return float(np.sum(_eigenvalues(eigenvalues)))
-
-
-def spectral_frobenius_norm(eigenvalues) -> float:
-    """``||M||_F = sqrt(tr M^2) = sqrt(sum_i lambda_i^2)`` for a symmetric ``M``."""
-    return float(np.sqrt(np.sum(_eigenvalues(eigenvalues) ** 2)))
-
-
-def numerical_rank(eigenvalues, *, num_params: int | None = None,
-                   tol: float | None = None) -> int:
-    """Number of eigenvalues with ``|lambda_i| > tol``.
-
-    Parameters
-    ----------
-    eigenvalues : ndarray, shape (m,)
-    num_params : int, optional
-        ``P``, the dimension of the matrix (sets the default tolerance).
-    tol : float, optional
-        Absolute threshold; default :func:`default_rank_tolerance`,
-        ``P * eps * max |lambda|`` (NumPy's ``matrix_rank`` convention).
-    """
-    lam = _eigenvalues(eigenvalues)
-    tol = (default_rank_tolerance(lam, num_params=num_params) if tol is None
-           else check_nonnegative(tol, "tol"))
-    return int(np.count_nonzero(np.abs(lam) > tol))
-
-
-def _damped(values, damping, num_params):
-    lam = _eigenvalues(values)
-    damping = check_nonnegative(damping, "damping")
-    P = _dimension(lam, num_params)
-    shifted = lam + damping
-    if P > lam.shape[0]:
-        shifted = np.concatenate([shifted, [damping]])  # the implicit zeros
-    return shifted, P, damping
-
-
-def damped_condition_number(eigenvalues, damping: float, *,
-                            num_params: int | None = None) -> float:
-    """2-norm condition number of ``M + damping I``: ``max_i |lambda_i + d| / min_i |...|``.
-
-    For a positive semi-definite ``M`` this is ``(lambda_max + d) / (lambda_min + d)``, with
-    ``lambda_min = 0`` when ``num_params`` exceeds the number of eigenvalues given. Returns
-    ``inf`` for a singular damped matrix.
-    """
-    shifted, _, _ = _damped(eigenvalues, damping, num_params)
-    a = np.abs(shifted)
-    return float(np.inf) if a.min() == 0.0 else float(a.max() / a.min())
-
-
-def damped_logdet(eigenvalues, damping: float, *, num_params: int | None = None) -> float:
-    """``log det(M + damping I) = sum_i log(lambda_i + d) + (P - m) log d``.
-
-    ``P - m`` implicit zero eigenvalues (``num_params = P``, ``m = len(eigenvalues)``) each
-    contribute ``log d``. Raises ``ValueError`` if ``M + d I`` is not positive definite.
-    """
-    shifted, P, damping = _damped(eigenvalues, damping, num_params)
-    if shifted.min() <= 0.0:
-        raise ValueError(f"damping: M + damping I must be positive definite for its log-"
-                         f"determinant; its smallest eigenvalue is {shifted.min()!r} "
-                         f"(damping = {damping!r}); pass a larger damping")
-    m = np.shape(eigenvalues)[0]
-    logdet = float(np.sum(np.log(shifted[:m])))
-    if P > m:
-        logdet += (P - m) * float(np.log(damping))
-    return logdet
-
-
-def effective_dimension(eigenvalues, z):
-    """MacKay's effective number of parameters ``d_eff(z) = sum_i lambda_i / (lambda_i + z)``.
-
-    Parameters
-    ----------
-    eigenvalues : ndarray, shape (m,)
-        Implicit zero eigenvalues contribute nothing.
-    z : float or ndarray, shape (q,)
-        Positive prior precision(s) / damping(s).
-
-    Returns
-    -------
-    float, or ndarray of shape (q,) for an array ``z``.
-    """
-    lam = _eigenvalues(eigenvalues)
-    zs = as_float_array(z, "z")
-    if zs.ndim > 1:
-        raise ValueError(f"z: expected a number or a 1-D array, received shape {zs.shape}")
-    if np.any(zs <= 0):
-        raise ValueError(f"z: expected positive values, received {zs[zs <= 0].ravel()[0]!r}")
-    out = np.sum(lam[None, :] / (lam[None, :] + zs.reshape(-1, 1)), axis=1)
-    return float(out[0]) if zs.ndim == 0 else out
-
-
-def abbas_effective_dimension(spectra, n, *, num_params: int | None = None,
-                              gamma: float = 1.0, normalized: bool = True):
-    """The effective dimension of Abbas et al. (2021), from Fisher spectra at sampled thetas.
-
-    Parameters
-    ----------
-    spectra : ndarray, shape (m_theta, P) or (P,), or a sequence of 1-D arrays
-        Eigenvalues of the per-input MEAN Fisher ``F(theta_j)`` at ``m_theta`` parameter draws
-        (uniform over the parameter space in the paper; a single trained ``theta`` gives the
-        local version). Arrays may be shorter than ``P`` (Gram route): the missing
-        eigenvalues are zeros and contribute nothing.
-    n : int or float, or ndarray of shape (q,)
-        Number of data samples ``n``; needs ``kappa = gamma n / (2 pi log n) > 1``.
-    num_params : int, optional
-        ``d = P``; default the common length of the spectra.
-    gamma : float in (0, 1]
-    normalized : bool
-        Return ``d_{gamma,n} / d`` (the "normalised effective dimension" of the paper's
-        figures) instead of ``d_{gamma,n}``.
-
-    Returns
-    -------
-    float, or ndarray of shape (q,) for an array ``n``.
-
-    Notes
-    -----
-    Abbas, Sutter, Zoufal, Lucchi, Figalli, Woerner (2021), "The power of quantum neural
-    networks", Nat. Comput. Sci., Eq. (2), with the normalised Fisher
-    ``F_hat(theta) = d F(theta) / E_theta[tr F(theta)]`` (so ``E_theta tr F_hat = d``) and
-    ``kappa = gamma n / (2 pi log n)``:
-
-    ``d_{gamma,n} = 2 log( E_theta[ sqrt(det(I_d + kappa F_hat(theta))) ] ) / log(kappa)``,
-
-    the expectation over ``theta`` estimated by the mean over the ``m_theta`` spectra (in
-    log-space: ``log E = logsumexp_j(r_j) - log m_theta`` with
-    ``r_j = 1/2 sum_i log1p(kappa d lambda_ij / mean_j tr F_j)``). For finite ``n`` the
-    value can slightly exceed ``d``; it tends to the rank-based dimension as ``n`` grows.
-    """
-    if isinstance(spectra, np.ndarray) and spectra.ndim == 2:
-        rows = [spectra[j] for j in range(spectra.shape[0])]
-    elif isinstance(spectra, np.ndarray) or np.isscalar(spectra):
-        rows = [spectra]
-    else:
-        rows = list(spectra)
-        if rows and np.ndim(rows[0]) == 0:  # a flat list of numbers is one spectrum
-            rows = [rows]
-    if not rows:
-        raise ValueError("spectra: expected at least one spectrum, received none")
-    lams = [_eigenvalues(r, f"spectra[{j}]") for j, r in enumerate(rows)]
-    longest = max(lam.shape[0] for lam in lams)
-    if num_params is None:
-        if any(lam.shape[0] != longest for lam in lams):
-            raise ValueError("num_params: spectra of different lengths need num_params = P "
-                             "(the missing eigenvalues are zeros)")
-        d = longest
-    else:
-        d = check_int(num_params, "num_params", 1)
-        if d < longest:
-            raise ValueError(f"num_params: expected at least the longest spectrum ({longest}), "
-                             f"received {d}")
-    gamma = check_nonnegative(gamma, "gamma")
-    if not 0.0 < gamma <= 1.0:
-        raise ValueError(f"gamma: expected a number in (0, 1], received {gamma!r}")
-    normalized = _check_bool(normalized, "normalized")
-    ns = as_float_array(n, "n")
-    if ns.ndim > 1:
-        raise ValueError(f"n: expected a number or a 1-D array, received shape {ns.shape}")
-    if np.any(ns <= 1):
-        raise ValueError(f"n: expected sample sizes > 1, received {ns[ns <= 1].ravel()[0]!r}")
-    kappa = gamma * ns / (2.0 * np.pi * np.log(ns))
-    if np.any(kappa <= 1):
-        bad = ns.ravel()[np.argmin(kappa.ravel() > 1)]
-        raise ValueError(f"n: the effective dimension needs gamma n / (2 pi log n) > 1 (its "
-                         f"log is the denominator); received n = {bad!r} with gamma = {gamma}")
-    mean_trace = np.mean([np.sum(lam) for lam in lams])
-    if not mean_trace > 0:
-        raise ValueError(f"spectra: expected a positive mean trace, received {mean_trace!r}")
-    kap = kappa.reshape(-1)
-    r = np.stack([0.5 * np.sum(np.log1p(kap[:, None] * d * lam[None, :] / mean_trace), axis=1)
-                  for lam in lams], axis=1)  # (q, m_theta)
-    dims = 2.0 * (logsumexp(r, axis=1) - np.log(len(lams))) / np.log(kap)
-    if normalized:
-        dims = dims / d
-    return float(dims[0]) if ns.ndim == 0 else dims
-
-
-class KarakidaStatistics(NamedTuple):
-    """Karakida, Akaho, Amari (2019) moments of a Fisher spectrum of dimension ``P``.
-
-    ``mean = tr F / P``, ``second_moment = tr F^2 / P``, ``max = lambda_max``.
-    """
-
-    mean: float
-    second_moment: float
-    max: float
-
-
-def karakida_statistics(eigenvalues, *, num_params: int | None = None) -> KarakidaStatistics:
-    """``(m1, m2, lambda_max) = (tr F / P, tr F^2 / P, max_i lambda_i)``.
-
-    ``P = num_params`` (default ``len(eigenvalues)``); implicit zeros lower the moments.
-    Karakida et al. (2019): for wide random networks ``m1 -> 0`` like ``1 / width`` while
-    ``lambda_max`` grows like the width, i.e. the spectrum is pathologically skewed.
-    """
-    lam = _eigenvalues(eigenvalues)
-    P = _dimension(lam, num_params)
-    return KarakidaStatistics(float(np.sum(lam) / P), float(np.sum(lam * lam) / P),
-                              float(np.max(lam)))
-
-
-def spectrum_statistics(eigenvalues, *, damping: float, num_params: int | None = None,
-                        z: float | None = None, rank_tol: float | None = None) -> dict:
-    """Every statistic of one spectrum, as a dict of floats.
-
-    Keys: ``num_params``, ``trace``, ``frobenius_norm``, ``rank``, ``rank_tol``,
-    ``near_zero_fraction`` (``1 - rank / P``), ``condition_number`` and ``logdet`` (of
-    ``M + damping I``), ``effective_dimension`` (at ``z``, default ``damping``), ``mean``,
-    ``second_moment``, ``max`` (Karakida). ``eigenvalues`` must be the complete spectrum,
-    up to ``num_params - len(eigenvalues)`` implicit zeros.
-    """
-    lam = _eigenvalues(eigenvalues)
-    P = _dimension(lam, num_params)
-    tol = default_rank_tolerance(lam, num_params=P) if rank_tol is None else rank_tol
-    rank = numerical_rank(lam, num_params=P, tol=tol)
-    kar = karakida_statistics(lam, num_params=P)
-    damping = check_nonnegative(damping, "damping")
-    return {
-        "num_params": P,
-        "trace": spectral_trace(lam),
-        "frobenius_norm": spectral_frobenius_norm(lam),
-        "rank": rank,
-        "rank_tol": float(tol),
-        "near_zero_fraction": 1.0 - rank / P,
-        "condition_number": damped_condition_number(lam, damping, num_params=P),
-        "logdet": damped_logdet(lam, damping, num_params=P),
-        "effective_dimension": effective_dimension(lam, damping if z is None else z),
-        "mean": kar.mean,
-        "second_moment": kar.second_moment,
-        "max": kar.max,
-    }
-
-
 # --- statistics of (net, theta, X) ---------------------------------------------------------
-def fisher_rao_norm(net, theta, X, y=None, curvature: str = "true", *, v=None,
+@deprecated_keywords(curvature="fisher")
+def fisher_rao_norm(net, theta, X, y=None, fisher: str = "true", *, v=None,
                     n_samples: int = 1, rng=None, reduction: str = "mean",
                     squared: bool = True) -> float:
     """The Fisher-Rao norm ``theta^T M(theta) theta`` (Liang et al. 2019), matrix-free.
@@ -715,8 +461,9 @@ def fisher_rao_norm(net, theta, X, y=None, curvature: str = "true", *, v=None,
     theta : ndarray, shape (P,)
         Where the curvature is evaluated.
     X : ndarray, shape (N, D)
-    y : targets (``curvature="empirical"`` or ``"hessian"``)
-    curvature : {"true", "empirical", "mc", "argmax", "ggn", "hessian"}
+    y : targets (``fisher="empirical"`` or ``"hessian"``)
+    fisher : {"true", "empirical", "mc", "argmax", "ggn", "hessian"}
+        The curvature kind (was ``curvature=``, deprecated).
     v : ndarray, shape (P,), optional
         The vector of the quadratic form; default ``theta``.
     n_samples, rng, reduction : as in :func:`curvature_spectrum`
@@ -735,17 +482,17 @@ def fisher_rao_norm(net, theta, X, y=None, curvature: str = "true", *, v=None,
     (Euler), so ``theta^T F theta = L^2 c sum_n E_{y~p}[<d log p / d f, f_n>^2]``.
     """
     check_net(net)
-    check_choice(curvature, "curvature", CURVATURES)
-    squared = _check_bool(squared, "squared")
+    fisher = as_option(fisher, Curvature, "fisher", CURVATURES).value
+    squared = check_bool(squared, "squared")
     theta = net.check_theta(theta)
     v = theta if v is None else net.check_theta(v, "v")
-    if curvature == "hessian":
+    if fisher == "hessian":
         q = float(v @ (hessian_operator(net, theta, X, y, reduction=reduction) @ v))
     else:
-        theta, X, y, y_samples = _prepare(net, theta, X, y, curvature, n_samples, rng)
+        theta, X, y, y_samples = _prepare(net, theta, X, y, fisher, n_samples, rng)
         scale = _scale(reduction, X.shape[0])
         cache = forward_cache(net, theta, X)
-        E = output_seeds(net, cache.outputs, curvature, y, y_samples)  # (N, K, C)
+        E = output_seeds(net, cache.outputs, fisher, y, y_samples)  # (N, K, C)
         Jv = jvp_cached(net, cache, v[:, None])[:, :, 0]  # (N, C)
         q = float(scale * np.sum(np.einsum("nkc,nc->nk", E, Jv) ** 2))
     if squared:
@@ -756,7 +503,8 @@ def fisher_rao_norm(net, theta, X, y=None, curvature: str = "true", *, v=None,
     return float(np.sqrt(q))
 
 
-def curvature_statistics(net, theta, X, y=None, curvature: str = "true", *, damping: float,
+@deprecated_keywords(curvature="fisher")
+def curvature_statistics(net, theta, X, y=None, fisher: str = "true", *, damping: float,
                          z: float | None = None, method: str = "auto", n_samples: int = 1,
                          rng=None, reduction: str = "mean", chunk_size: int | None = None
                          ) -> dict:
@@ -770,11 +518,11 @@ def curvature_statistics(net, theta, X, y=None, curvature: str = "true", *, damp
     if method == "lanczos":
         raise ValueError("method: the statistics need the complete spectrum; use 'auto', "
                          "'gram' or 'dense', received 'lanczos'")
-    values, info = curvature_spectrum(net, theta, X, y, curvature, method=method,
+    values, info = curvature_spectrum(net, theta, X, y, fisher, method=method,
                                       n_samples=n_samples, rng=rng, reduction=reduction,
                                       chunk_size=chunk_size, return_info=True)
     stats = spectrum_statistics(values, damping=damping, num_params=info.num_params, z=z)
-    stats["fisher_rao_norm"] = fisher_rao_norm(net, theta, X, y, curvature,
+    stats["fisher_rao_norm"] = fisher_rao_norm(net, theta, X, y, fisher,
                                                n_samples=n_samples, rng=rng,
                                                reduction=reduction)
     stats["method"] = info.method
