@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import minifim
 from minifim.methods import ewc as ewc_mod
 
-from .cases import make_case
+from .cases import KFAC_EXACT_CASES, make_case
 from .tolerances import check, check_close, cond, solve_rtol
 
 KINDS = ("diag", "block", "kfac", "full")
@@ -194,9 +194,10 @@ def test_grad_matches_central_differences_of_the_penalty(kind):
         assert fd == pytest.approx(g @ v, rel=1e-8, abs=1e-10)
 
 
-def test_kfac_equals_full_where_kfac_is_exact():
+@pytest.mark.parametrize("case", [c for c in KFAC_EXACT_CASES if c.net.num_layers == 1],
+                         ids=lambda c: c.name)
+def test_kfac_equals_full_where_kfac_is_exact(case):
     """One linear layer with a Gaussian likelihood: G_n = I / sigma^2, K-FAC is the Fisher."""
-    case = make_case((4, 3), "identity", "gaussian", N=7, seed=102)
     pens = {}
     for kind in ("kfac", "full"):
         ewc = minifim.EWC(case.net, structure=kind, mode="recursive")

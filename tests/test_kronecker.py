@@ -8,7 +8,13 @@ import pytest
 import minifim
 from minifim import kfac
 
-from .cases import assert_close, get_case, homogeneous_to_flat, make_case
+from .cases import (
+    SINGLE_SAMPLE_CASES,
+    assert_close,
+    get_case,
+    homogeneous_to_flat,
+    make_case,
+)
 from .tolerances import (
     check_close,
     check_elementwise,
@@ -87,15 +93,11 @@ def test_factors_against_definitions(case, kind):
 
 # --- exactness ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("name", ["categorical-tanh-2x3x4x2", "bernoulli-relu-3x4x3",
-                                  "gaussian-softplus-2x5x2"])
-def test_exact_for_a_single_sample(name, kind):
+@pytest.mark.parametrize("case", SINGLE_SAMPLE_CASES, ids=lambda c: c.name)
+def test_exact_for_a_single_sample(case, kind):
     """With N = 1, ``sum_k (b_k a~^T) (b_k a~^T)^T = (sum_k b_k b_k^T) kron a~ a~^T``: folded K-FAC
     equals the exact per-layer blocks; separate K-FAC equals them with the weight-bias cross
     terms dropped (its convention), the weight and bias blocks being exact."""
-    full = get_case(name)
-    case = make_case(full.net.sizes, full.net.activation.name, full.net.likelihood.name,
-                     N=1, seed=11)
     M = dense(case, kind)
     tol = curvature_rtol(case)
     assert_close(factors(case, kind, "folded").to_dense(), block_diag_part(case.net, M), tol)
