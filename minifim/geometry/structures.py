@@ -48,6 +48,7 @@ cheaper route. :func:`curvature` builds the structure of a curvature kind for a 
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -530,10 +531,11 @@ class BlockDiagonal(Structure):
         """The representation: the blocks ``[(P_l, P_l), ...]`` (read-only arrays)."""
         return list(self.blocks)
 
-    def _slices(self):
+    def _slices(self) -> list[slice]:
         return [slice(a, b) for a, b in zip(self.offsets[:-1], self.offsets[1:])]
 
-    def _per_block(self, V: np.ndarray, op) -> np.ndarray:
+    def _per_block(self, V: np.ndarray,
+                   op: Callable[[int, np.ndarray], np.ndarray]) -> np.ndarray:
         out = np.empty_like(V, dtype=np.float64)
         for l, sl in enumerate(self._slices()):
             out[sl] = op(l, V[sl])
@@ -711,7 +713,10 @@ class KFAC(Structure):
         return M
 
     def diagonal(self) -> np.ndarray:
-        return sum(c * F.diagonal() for c, F in self.terms)
+        out = np.zeros(self.num_params)
+        for c, F in self.terms:
+            out += c * F.diagonal()
+        return out
 
     def to_block(self) -> BlockDiagonal:
         """The dense layer blocks ``sum_k c_k G_{k,l} kron A_{k,l}`` (exact; cached,
@@ -752,7 +757,7 @@ class KFAC(Structure):
     def _sum_route(self) -> BlockDiagonal | None:
         return self.to_block() if len(self.terms) != 1 else None
 
-    def _layers(self):
+    def _layers(self) -> Iterator[tuple[int, int, int, int, int, KroneckerEigh]]:
         """``(o, i, start, bias_start, stop, KroneckerEigh)`` per layer."""
         off = 0
         for (o, i), e in zip(self.shapes, self.eigh()):

@@ -66,6 +66,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .._validation import (
     _describe,
@@ -76,6 +77,7 @@ from .._validation import (
     check_net,
     check_nonnegative,
 )
+from ..core.model import MLP
 from ..core.objective import gradient
 from ..geometry.kronecker import KFACFactors
 from ..geometry.structures import KFAC, STRUCTURE_CLASSES, BlockDiagonal
@@ -153,7 +155,8 @@ class Quadratic:
 
 
 # --- curvature of one task -----------------------------------------------------------------
-def _mean_gradients(net, theta, X, y, batch_size):
+def _mean_gradients(net: MLP, theta: np.ndarray, X: np.ndarray, y: np.ndarray,
+                    batch_size: int | None) -> np.ndarray:
     """Rows: gradients of the batch-MEAN loss on consecutive mini-batches, ``(n_batches, P)``."""
     N = X.shape[0]
     step = N if batch_size is None else min(batch_size, N)
@@ -161,11 +164,11 @@ def _mean_gradients(net, theta, X, y, batch_size):
                      for s in range(0, N, step)])
 
 
-def _block_sizes(net):
+def _block_sizes(net: MLP) -> list[int]:
     return [o * i + o for o, i in net.shapes]
 
 
-def _require(structure, net):
+def _require(structure: str, net: MLP) -> None:
     """Memory guard for the dense representations, naming the cheaper structure."""
     P = net.num_params
     dense = {"full": (8 * P * P, f"dense (P, P) = ({P}, {P}) float64"),
@@ -176,18 +179,20 @@ def _require(structure, net):
         require_memory(need, f"EWC structure={structure!r}: {what}", _CHEAPER[structure])
 
 
-def _check_structure(structure) -> str:
+def _check_structure(structure: str | Structure) -> str:
     """The ``structure=`` word (a :class:`minifim.options.Structure` or its string)."""
     return as_option(structure, Structure, "structure").value
 
 
-def _structure(kind: str, M, copy: bool = True) -> CurvatureStructure:
+def _structure(kind: str, M: Any, copy: bool = True) -> CurvatureStructure:
     """The structure object of a (validated) representation ``M`` of ``kind``."""
     cls = STRUCTURE_CLASSES[kind]
     return cls(M) if kind == "kfac" else cls(M, copy=copy)  # type: ignore[call-arg]
 
 
-def _check_options(structure, fisher, n_samples, rng, bias, batch_size):
+def _check_options(structure: str, fisher: str, n_samples: int | None, rng: Any,
+                   bias: str | None, batch_size: int | None
+                   ) -> tuple[int, Any, str | None, int | None]:
     """The options of one ``(structure, fisher)`` configuration, refusing those it ignores.
 
     Returns ``(n_samples, rng, bias, batch_size)``: ``n_samples`` (default 1) and ``rng``
@@ -227,9 +232,10 @@ def _check_options(structure, fisher, n_samples, rng, bias, batch_size):
 
 
 @deprecated_keywords(curvature="structure")
-def task_curvature(net, theta, X, y=None, structure: str = "diag", fisher: str = "true", *,
-                   n_samples: int | None = None, rng=None, bias: str | None = None,
-                   batch_size: int | None = None) -> Any:
+def task_curvature(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike | None = None,
+                   structure: str | Structure = "diag", fisher: str = "true", *,
+                   n_samples: int | None = None, rng: np.random.Generator | int | None = None,
+                   bias: str | None = None, batch_size: int | None = None) -> Any:
     """The mean curvature ``F_t`` of one task at ``theta`` in the representation of ``structure``.
 
     Parameters
@@ -293,7 +299,7 @@ def task_curvature(net, theta, X, y=None, structure: str = "diag", fisher: str =
                                 n_samples=n_samples, rng=rng).data
 
 
-def _check_representation(kind, M, net, name):
+def _check_representation(kind: str, M: Any, net: MLP, name: str) -> Any:
     """Validate a record of ``kind`` for ``net``: its size, block sizes or layer shapes."""
     M = _check_curvature(kind, M, name, net.num_params)[0]
     S = _structure(kind, M, copy=False)
@@ -308,7 +314,7 @@ def _check_representation(kind, M, net, name):
 
 
 # --- quadratic forms (pure functions) ---------------------------------------------------------
-def _check_curvature(kind: str, M, name: str, P: int | None = None):
+def _check_curvature(kind: str, M: Any, name: str, P: int | None = None) -> tuple[Any, int]:
     """Validate a curvature representation of kind ``kind`` (no net needed); return ``(M, P)``.
 
     ``P`` is the parameter count it must have (``None``: inferred from ``M``).
@@ -353,7 +359,8 @@ def _check_kind(kind: str) -> str:
     return as_option(kind, Structure, "kind").value
 
 
-def _check_quadratics(quads, kind: str, name: str = "quads"):
+def _check_quadratics(quads: Any, kind: str, name: str = "quads"
+                      ) -> tuple[tuple[Quadratic, ...], int | None]:
     """Validate a sequence of :class:`Quadratic` terms of kind ``kind``; return ``(quads, P)``."""
     if isinstance(quads, Quadratic) or not isinstance(quads, (list, tuple)):
         raise TypeError(f"{name}: expected a sequence of Quadratic terms (e.g. "
@@ -383,13 +390,13 @@ def _check_quadratics(quads, kind: str, name: str = "quads"):
     return tuple(out), P
 
 
-def _check_point(theta, P, name="theta"):
+def _check_point(theta: ArrayLike, P: int | None, name: str = "theta") -> np.ndarray:
     if P is None:
         return as_float_array(theta, name, ndim=1)
     return as_float_array(theta, name, shape=(P,))
 
 
-def curvature_matvec(kind: str, M, v) -> np.ndarray:
+def curvature_matvec(kind: str, M: Any, v: ArrayLike) -> np.ndarray:
     """``M v`` for a curvature representation ``M`` of kind ``kind``; ``v: (P,) -> (P,)``.
 
     The product of the structure object (:class:`~minifim.Diagonal`, :class:`~minifim.Dense`,
@@ -400,17 +407,17 @@ def curvature_matvec(kind: str, M, v) -> np.ndarray:
     return _matvec(kind, M, as_float_array(v, "v", shape=(P,)))
 
 
-def _matvec(kind: str, M, v: np.ndarray) -> np.ndarray:
+def _matvec(kind: str, M: Any, v: np.ndarray) -> np.ndarray:
     return _structure(kind, M, copy=False).matvec(v)
 
 
-def curvature_dense(kind: str, M) -> np.ndarray:
+def curvature_dense(kind: str, M: Any) -> np.ndarray:
     """The dense ``(P, P)`` matrix of a curvature representation (validated, memory-guarded)."""
     M, P = _check_curvature(_check_kind(kind), M, "M")
     return _dense(kind, M, P)
 
 
-def _dense(kind: str, M, P: int) -> np.ndarray:
+def _dense(kind: str, M: Any, P: int) -> np.ndarray:
     require_memory(8 * P * P, f"dense EWC precision (P, P) = ({P}, {P}) float64",
                    "EWC.hessian_matvec (matrix-free products)")
     return _structure(kind, M, copy=False).to_dense()
@@ -430,7 +437,7 @@ def _merge(kind: str, terms: tuple) -> tuple:
     return ((1.0, total.data),)
 
 
-def _check_tasks(tasks, kind: str) -> tuple:
+def _check_tasks(tasks: Any, kind: str) -> tuple[EWCTask, ...]:
     if isinstance(tasks, EWCTask) or not isinstance(tasks, (list, tuple)):
         raise TypeError(f"tasks: expected a sequence of EWCTask records (e.g. EWC.tasks), "
                         f"received {_describe(tasks)}")
@@ -451,7 +458,7 @@ def _check_tasks(tasks, kind: str) -> tuple:
     return tuple(out)
 
 
-def quadratics(tasks, kind: str, mode: str = "separate", strength: float = 1.0,
+def quadratics(tasks: Any, kind: str, mode: str = "separate", strength: float = 1.0,
                gamma: float = 1.0) -> tuple[Quadratic, ...]:
     """The penalty terms of ``tasks`` (a sequence of :class:`EWCTask`, oldest first).
 
@@ -483,7 +490,7 @@ def quadratics(tasks, kind: str, mode: str = "separate", strength: float = 1.0,
     return (Quadratic(tasks[-1].theta_star, _merge(kind, terms)),)
 
 
-def quadratic_penalty(quads, kind: str, theta) -> float:
+def quadratic_penalty(quads: Any, kind: str, theta: ArrayLike) -> float:
     """``sum_q 1/2 sum_k c_k d_q^T M_k d_q`` with ``d_q = theta - centre_q`` (a float).
 
     ``quads`` (a sequence of :class:`Quadratic`, e.g. :attr:`EWC.quadratics`), ``kind`` and
@@ -493,7 +500,7 @@ def quadratic_penalty(quads, kind: str, theta) -> float:
     return _penalty(quads, kind, _check_point(theta, P))
 
 
-def _penalty(quads, kind, theta) -> float:
+def _penalty(quads: tuple[Quadratic, ...], kind: str, theta: np.ndarray) -> float:
     total = 0.0
     for q in quads:
         d = theta - q.centre
@@ -501,13 +508,13 @@ def _penalty(quads, kind, theta) -> float:
     return float(total)
 
 
-def quadratic_grad(quads, kind: str, theta) -> np.ndarray:
+def quadratic_grad(quads: Any, kind: str, theta: ArrayLike) -> np.ndarray:
     """Gradient of :func:`quadratic_penalty`: ``sum_q sum_k c_k M_k d_q``, shape ``(P,)``."""
     quads, P = _check_quadratics(quads, _check_kind(kind))
     return _grad(quads, kind, _check_point(theta, P))
 
 
-def _grad(quads, kind, theta) -> np.ndarray:
+def _grad(quads: tuple[Quadratic, ...], kind: str, theta: np.ndarray) -> np.ndarray:
     out = np.zeros(np.shape(theta))
     for q in quads:
         d = theta - q.centre
@@ -605,10 +612,11 @@ class EWC:
     """
 
     @deprecated_keywords(curvature="structure")
-    def __init__(self, net, structure: str = "diag", fisher: str = "true",
+    def __init__(self, net: MLP, structure: str | Structure = "diag", fisher: str = "true",
                  mode: str = "separate", strength: float = 1.0, gamma: float = 1.0, *,
-                 n_samples: int | None = None, rng=None, bias: str | None = None,
-                 batch_size: int | None = None, tasks=()) -> None:
+                 n_samples: int | None = None, rng: np.random.Generator | int | None = None,
+                 bias: str | None = None, batch_size: int | None = None,
+                 tasks: Any = ()) -> None:
         self.net = check_net(net)
         self.structure = _check_structure(structure)
         self.fisher = check_choice(fisher, "fisher", EWC_FISHERS)
@@ -678,7 +686,8 @@ class EWC:
             self._quads = (Quadratic(task.theta_star, _merge(self.structure, old + (new,))),)
         self._tasks = self._tasks + (task,)
 
-    def add_task(self, theta_star, X, y=None) -> EWCTask:
+    def add_task(self, theta_star: ArrayLike, X: ArrayLike, y: ArrayLike | None = None
+                 ) -> EWCTask:
         """Record the curvature of the task just learnt at its solution; return the record.
 
         Parameters
@@ -693,32 +702,32 @@ class EWC:
         EWCTask
             ``(theta_star (copy), N_t, F_t)`` as appended to :attr:`tasks`.
         """
-        theta_star = self.net.check_theta(theta_star, "theta_star").copy()
+        theta = self.net.check_theta(theta_star, "theta_star").copy()
         X = self.net.check_inputs(X)
-        kw = {}
+        kw: dict[str, Any] = {}
         if self.fisher == "mc":
             kw = {"n_samples": self.n_samples, "rng": self.rng}
         if self.bias is not None:  # structure="kfac"
             kw["bias"] = self.bias
         if self.fisher == "square_of_mean_gradient":
             kw["batch_size"] = self.batch_size
-        M = task_curvature(self.net, theta_star, X, y, self.structure, self.fisher, **kw)
-        task = EWCTask(theta_star, X.shape[0], M)
+        M = task_curvature(self.net, theta, X, y, self.structure, self.fisher, **kw)
+        task = EWCTask(theta, X.shape[0], M)
         self._append(task)
         return task
 
     # --- the penalty -------------------------------------------------------------------------
-    def penalty(self, theta) -> float:
+    def penalty(self, theta: ArrayLike) -> float:
         """``Omega(theta)`` on the summed-NLL scale (a float; 0 without tasks)."""
         theta = self.net.check_theta(theta)
         return _penalty(self._quads, self.structure, theta)
 
-    def grad(self, theta) -> np.ndarray:
+    def grad(self, theta: ArrayLike) -> np.ndarray:
         """``grad Omega(theta) = sum_q Lambda_q (theta - c_q)``, shape ``(P,)``."""
         theta = self.net.check_theta(theta)
         return _grad(self._quads, self.structure, theta)
 
-    def hessian_matvec(self, v) -> np.ndarray:
+    def hessian_matvec(self, v: ArrayLike) -> np.ndarray:
         """``(sum_q Lambda_q) v``, the Hessian of the penalty times ``v: (P,)``."""
         v = as_float_array(v, "v", shape=(self.net.num_params,))
         out = np.zeros_like(v)

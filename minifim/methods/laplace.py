@@ -45,9 +45,11 @@ from __future__ import annotations
 import copy
 import math
 import warnings
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.optimize import brentq
 
 from .._validation import (
@@ -58,9 +60,11 @@ from .._validation import (
     check_net,
     check_positive,
 )
+from ..core.model import MLP
 from ..core.objective import loss_and_gradient
 from ..core.scores import output_jacobians
 from ..geometry.kronecker import KFACFactors
+from ..geometry.structures import KFAC
 from ..geometry.structures import Structure as CurvatureStructure
 from ..geometry.structures import curvature as structured_curvature
 from ..memory import memory_budget, require_memory
@@ -145,9 +149,11 @@ class Laplace:
     """
 
     @deprecated_keywords(curvature="structure")
-    def __init__(self, net, theta_map, X, y, prior_precision: float = 1.0,
-                 structure: str = "full", fisher: str = "true", *, bias: str = "folded",
-                 n_samples: int = 1, rng=None, chunk_size: int | None = None) -> None:
+    def __init__(self, net: MLP, theta_map: ArrayLike, X: ArrayLike, y: ArrayLike,
+                 prior_precision: float = 1.0, structure: str | Structure = "full",
+                 fisher: str = "true", *, bias: str | Bias = "folded", n_samples: int = 1,
+                 rng: np.random.Generator | int | None = None,
+                 chunk_size: int | None = None) -> None:
         check_net(net)
         structure = as_option(structure, Structure, "structure").value
         check_choice(fisher, "fisher", LAPLACE_FISHERS)
@@ -199,7 +205,8 @@ class Laplace:
         if self.structure != "kfac":
             raise AttributeError(f"kfac_factors: only for structure='kfac', this Laplace has "
                                  f"structure={self.structure!r}")
-        return self.curvature.factors  # type: ignore[attr-defined]
+        assert isinstance(self.curvature, KFAC)
+        return self.curvature.factors
 
     def __repr__(self) -> str:
         return (f"Laplace({self.net!r}, N={self.num_samples}, structure={self.structure!r}, "
@@ -215,7 +222,7 @@ class Laplace:
         new._alpha = alpha
         return new
 
-    def _alpha_or(self, prior_precision) -> float:
+    def _alpha_or(self, prior_precision: float | None) -> float:
         if prior_precision is None:
             return self._alpha
         return check_positive(prior_precision, "prior_precision")
@@ -266,7 +273,7 @@ class Laplace:
         """
         return self.curvature.spectral(1.0 / self.precision_eigenvalues()).diagonal()
 
-    def covariance_matvec(self, v) -> np.ndarray:
+    def covariance_matvec(self, v: ArrayLike) -> np.ndarray:
         """``A^{-1} v`` for ``v: (P,)`` or ``(P, m)``, without forming ``A^{-1}``."""
         v = as_float_array(v, "v")
         if v.ndim not in (1, 2) or v.shape[0] != self.num_params:
@@ -367,7 +374,7 @@ class Laplace:
             raise ValueError("curvature: the curvature N F is zero, so the evidence increases "
                              "as prior_precision -> 0; no finite maximiser exists")
 
-        def slope(t):  # 2 d(evidence)/d(log alpha)
+        def slope(t: float) -> float:  # 2 d(evidence)/d(log alpha)
             alpha = math.exp(t)
             return float(np.sum(w / (w + alpha))) - alpha * sq
 
@@ -380,7 +387,8 @@ class Laplace:
         return self.with_prior_precision(math.exp(t))
 
     # --- predictions ------------------------------------------------------------------------
-    def _jacobian_chunks(self, X, per_sample: int):
+    def _jacobian_chunks(self, X: np.ndarray, per_sample: int
+                         ) -> Iterator[tuple[slice, np.ndarray]]:
         """Yield ``(slice, Z)`` over chunks of the test inputs, ``Z = diag((w + alpha)^{-1/2})
         Q^T J*^T: (P, m, C)``; chunks sized so that the Jacobians, ``Z`` and the
         caller's ``per_sample`` bytes fit ``min(64 MiB, budget / 2)`` (memory-guarded)."""
@@ -399,7 +407,7 @@ class Laplace:
             Z *= root[:, None]
             yield sl, Z.reshape(P, -1, C)
 
-    def functional_posterior(self, X) -> tuple[np.ndarray, np.ndarray]:
+    def functional_posterior(self, X: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """Linearised (GLM) output distribution ``f* ~ N(f(x*, theta*), J* A^{-1} J*^T)``.
 
         Parameters
@@ -431,7 +439,7 @@ class Laplace:
             cov[sl] = np.einsum("pmc,pmd->mcd", Z, Z)
         return mean, cov
 
-    def functional_variance(self, X) -> tuple[np.ndarray, np.ndarray]:
+    def functional_variance(self, X: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """Mean and marginal variances of the linearised outputs, never forming ``(M, C, C)``.
 
         Returns
@@ -570,7 +578,7 @@ class Calibration(NamedTuple):
     bin_count: np.ndarray
 
 
-def calibration(probs, y, n_bins: int = 15) -> Calibration:
+def calibration(probs: ArrayLike, y: ArrayLike, n_bins: int = 15) -> Calibration:
     """Expected calibration error (Guo et al. 2017) of class probabilities.
 
     Parameters
