@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 SRC    := pyproject.toml
 export MPLBACKEND := Agg
 
-.PHONY: test test-kernels test-thorough experiments bench lint typecheck format crosscheck clean venv
+.PHONY: test test-kernels test-thorough experiments bench lint typecheck format crosscheck clean venv docs
 
 $(VENV)/.stamp-base:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ $(VENV)/.stamp-test: $(VENV)/.stamp-base $(SRC)
 
 $(VENV)/.stamp-experiments: $(VENV)/.stamp-test $(SRC)
 	$(PIP) install --quiet -e ".[test,experiments]"
+	touch $@
+
+$(VENV)/.stamp-docs: $(VENV)/.stamp-base $(SRC)
+	$(PIP) install --quiet -e ".[docs]"
 	touch $@
 
 $(VENV)/.stamp-crosscheck: $(VENV)/.stamp-test $(SRC)
@@ -50,6 +54,11 @@ experiments: $(VENV)/.stamp-experiments
 bench: $(VENV)/.stamp-experiments
 	$(PY) -m minifim.tools.bench
 
+# The documentation site (Sphinx + numpydoc + MyST, docs/) into docs/_build/html; any warning
+# fails. -E: a fresh environment, so docstring edits always show (Sphinx does not track them).
+docs: $(VENV)/.stamp-docs
+	$(VENV)/bin/sphinx-build -E -W --keep-going -b html docs docs/_build/html
+
 lint: $(VENV)/.stamp-test
 	$(VENV)/bin/ruff check minifim tests experiments tools
 
@@ -66,5 +75,5 @@ crosscheck: $(VENV)/.stamp-crosscheck
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(PY) -m pytest tests -k torch -rs
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis .ruff_cache experiments/results
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis .ruff_cache experiments/results docs/_build
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,6 +1,6 @@
-"""The README's ```python blocks run as written and print what their comments say.
+"""The ```python blocks of README.md and docs/*.md run as written and print what their comments say.
 
-Conventions (stated in the README's "Development" section):
+Conventions (stated in docs/development.md, "Examples that run"):
 
 - Every ```python block is self-contained: it runs on its own in a fresh namespace, in a
   fresh working directory, with nothing from the blocks before it.
@@ -10,7 +10,7 @@ Conventions (stated in the README's "Development" section):
 - A block that imports ``torch`` is skipped when torch is not importable.
 - A block whose last statement is documented to raise ends with the comment
   ``# raises ExceptionName``; the exception's message must then match the next fenced block of
-  the README that starts with ``ExceptionName:`` (whitespace normalised).
+  the same file that starts with ``ExceptionName:`` (whitespace normalised).
 """
 
 from __future__ import annotations
@@ -26,7 +26,10 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+#: the markdown files whose python blocks are executed: the README and every page of the site
+DOCUMENTS = [README, *sorted((ROOT / "docs").glob("*.md"))]
 _FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.M | re.S)
 _RAISES = re.compile(r"#\s*raises\s+(\w+)\s*$")
 _CHECKER = doctest.OutputChecker()
@@ -111,18 +114,21 @@ def _error_after(text: str, block_line: int, name: str) -> str | None:
     return None
 
 
-TEXT = README.read_text(encoding="utf-8")
-BLOCKS = python_blocks(TEXT)
+TEXTS = {doc.relative_to(ROOT).as_posix(): doc.read_text(encoding="utf-8") for doc in DOCUMENTS}
+BLOCKS = [(name, line, src) for name, text in TEXTS.items() for line, src in python_blocks(text)]
 
 
-def test_readme_has_blocks():
+def test_documents_have_blocks():
+    assert "README.md" in TEXTS and len(TEXTS) >= 10, sorted(TEXTS)  # the README and the site
+    assert any(name == "README.md" for name, _, _ in BLOCKS)  # the README's one example
     assert len(BLOCKS) >= 10
-    # the extractor sees every expected output the README states
-    assert sum(len(expected_outputs(src)) for _, src in BLOCKS) >= 6
+    # the extractor sees every expected output the documents state
+    assert sum(len(expected_outputs(src)) for _, _, src in BLOCKS) >= 6
 
 
-@pytest.mark.parametrize("line,source", BLOCKS, ids=[f"README.md:{ln}" for ln, _ in BLOCKS])
-def test_readme_block(line, source, tmp_path, monkeypatch):
+@pytest.mark.parametrize("name,line,source", BLOCKS,
+                         ids=[f"{name}:{ln}" for name, ln, _ in BLOCKS])
+def test_document_block(name, line, source, tmp_path, monkeypatch):
     if re.search(r"^\s*(import torch|from torch)", source, re.M) or "minifim.oracle.torch" in source:
         if importlib.util.find_spec("torch") is None:
             pytest.skip("the block needs torch")
@@ -130,7 +136,7 @@ def test_readme_block(line, source, tmp_path, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "Agg")
     expected = expected_outputs(source)
     printed: dict[int, list[str]] = {}
-    filename = f"README.md:{line}"
+    filename = f"{name}:{line}"
 
     def recording_print(*args, sep=" ", end="\n", file=None, flush=False):
         import sys
@@ -145,12 +151,12 @@ def test_readme_block(line, source, tmp_path, monkeypatch):
     last = source.rstrip().splitlines()[-1]
     raises = _RAISES.search(last)
     code = compile(source, filename, "exec")
-    namespace = {"__name__": "__readme__", "print": recording_print}
+    namespace = {"__name__": "__docs__", "print": recording_print}
     if raises:
         with pytest.raises(BaseException) as info:
             exec(code, namespace)
         assert type(info.value).__name__ == raises.group(1), info.value
-        want = _error_after(TEXT, line, raises.group(1))
+        want = _error_after(TEXTS[name], line, raises.group(1))
         assert want is not None, f"no fenced block after line {line} shows the {raises[1]}"
         assert _matches(want, str(info.value)), (str(info.value), want)
     else:

@@ -1,6 +1,6 @@
 """The probabilistic model: a fully connected network plus its likelihood, ``p_theta(y | x)``.
 
-Conventions (stated once, used everywhere):
+Conventions (stated once, used everywhere; see :doc:`/conventions`):
 
 - layer sizes ``[D, H1, ..., C]``; ``L = len(sizes) - 1`` dense layers; the activation acts on
   every hidden layer, the last layer is linear and gives the outputs ``f: (N, C)`` (logits for
@@ -24,7 +24,7 @@ import autograd.numpy as anp
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .._validation import as_float_array, as_generator, check_int, is_box
+from .._validation import NetworkBase, as_float_array, as_generator, check_int, is_box
 from ..options import InitScheme, deprecated_keywords
 from .activations import ACTIVATIONS, Activation, get_activation
 from .likelihoods import Likelihood, get_likelihood
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["MLP"]
 
 
-class MLP:
+class MLP(NetworkBase):
     """A multilayer perceptron with a likelihood: the model ``p_theta(y | x)``.
 
     Parameters
@@ -228,9 +228,15 @@ class MLP:
         theta = self._check_theta_or_box(theta)
         if not is_box(X):
             X = self.check_inputs(X)
-        return self._forward(theta, X)
+        return self.apply(theta, X)
 
-    def _forward(self, theta: Any, X: Any) -> Any:
+    def apply(self, theta: Any, X: Any) -> Any:
+        """Network outputs ``f: (N, C)`` WITHOUT validation: the forward pass for callers that
+        have validated ``theta: (P,)`` and ``X: (N, D)`` already (or differentiate through it).
+
+        :meth:`forward` is the validated entry point. ``theta`` and ``X`` may be autograd
+        boxes; wrong shapes fail with NumPy's errors, not with minifim's messages.
+        """
         a = X
         layers = self._unflatten(theta)
         for l, (W, b) in enumerate(layers):
@@ -238,12 +244,14 @@ class MLP:
             a = self.activation.phi(z) if l < self.num_layers - 1 else z
         return a
 
+    _forward = apply  # the former private name, for tests being edited elsewhere (to remove)
+
     def log_prob(self, theta: Any, X: ArrayLike, y: ArrayLike) -> Any:
         """``log p_theta(y_n | x_n)``, shape ``(N,)``."""
         theta = self._check_theta_or_box(theta)
         X = self.check_inputs(X)
         y = self.check_targets(y, X.shape[0])
-        return self.likelihood._log_prob(self._forward(theta, X), y)
+        return self.likelihood._log_prob(self.apply(theta, X), y)
 
     def predict(self, theta: ArrayLike, X: ArrayLike) -> np.ndarray:
         """``E[y | x]: (N, C)``: class or Bernoulli probabilities, or Gaussian means."""

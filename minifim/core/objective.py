@@ -3,6 +3,7 @@
 ``loss(theta) = c sum_n -log p_theta(y_n | x_n)`` with ``c = 1/N`` (``reduction="mean"``, the
 default) or ``1`` (``"sum"``); :func:`gradient` is its exact gradient by one batched
 backward pass (``-c sum_n J_n^T g_n`` with ``g_n`` the output-space score).
+See :doc:`/conventions` for the symbols and the reductions.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .._validation import check_net
-from ..geometry.curvature import _scale
+from .conventions import reduction_scale
 from .scores import forward_cache, vjp_cached
 
 if TYPE_CHECKING:
@@ -43,15 +44,15 @@ def loss(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike, *,
     reduction : {"mean", "sum"}
     """
     theta, X, y = _checked(net, theta, X, y)
-    scale = _scale(reduction, X.shape[0])
-    return float(-scale * np.sum(net.likelihood._log_prob(net._forward(theta, X), y)))
+    scale = reduction_scale(reduction, X.shape[0])
+    return float(-scale * np.sum(net.likelihood._log_prob(net.apply(theta, X), y)))
 
 
 def loss_and_gradient(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike, *,
                       reduction: str = "mean") -> tuple[float, np.ndarray]:
     """``(loss, gradient: (P,))`` from one forward and one backward pass."""
     theta, X, y = _checked(net, theta, X, y)
-    scale = _scale(reduction, X.shape[0])
+    scale = reduction_scale(reduction, X.shape[0])
     cache = forward_cache(net, theta, X)
     lik = net.likelihood
     value = float(-scale * np.sum(lik._log_prob(cache.outputs, y)))  # validated above
@@ -75,5 +76,5 @@ def accuracy(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike) -> float:
     if net.likelihood.name == "gaussian":
         raise ValueError("net: accuracy is defined for categorical and bernoulli likelihoods, "
                          "received a gaussian likelihood (use loss)")
-    pred = net.likelihood._most_likely(net._forward(theta, X))
+    pred = net.likelihood._most_likely(net.apply(theta, X))
     return float(np.mean(pred == y))
