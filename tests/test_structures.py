@@ -308,3 +308,34 @@ def test_block_structures_agree_with_dense_on_random_psd(n_blocks, size, damping
               logdet_atol(np.linalg.eigvalsh(damped(Dr, damping)), P), "logdet")
     d = np.diag(D)
     check_close(Diagonal(d).solve(v, damping), v / (d + damping), identity_tol(), "diag solve")
+
+
+@pytest.mark.parametrize("structure, bias", STRUCTS, ids=IDS)
+def test_data_round_trips_through_the_registry(case, structure, bias):
+    from minifim.geometry.structures import STRUCTURE_CLASSES
+
+    M = build(case, structure, bias)
+    again = STRUCTURE_CLASSES[structure](M.data)
+    assert type(again) is type(M)
+    np.testing.assert_array_equal(again.to_dense(), M.to_dense())
+
+
+def test_copy_false_wraps_without_copying_and_never_mutates_the_input():
+    A = np.diag([1.0, 2.0, 3.0])
+    D, C = Dense(A, copy=False), Dense(A)
+    assert np.shares_memory(D.matrix, A) and not np.shares_memory(C.matrix, A)
+    assert A.flags.writeable and not D.matrix.flags.writeable and not C.matrix.flags.writeable
+    d = np.array([1.0, 2.0])
+    assert np.shares_memory(Diagonal(d, copy=False).entries, d) and d.flags.writeable
+    B = BlockDiagonal([A], copy=False)
+    assert np.shares_memory(B.blocks[0], A)
+
+
+def test_laplace_holds_the_structure_and_samples_through_it(case):
+    la = minifim.Laplace(case.net, case.theta, case.X, case.y, 0.8, structure="kfac")
+    assert isinstance(la.curvature, KFAC)
+    np.testing.assert_array_equal(la.curvature.to_dense(), minifim.kfac(
+        case.net, case.theta, case.X, case.y, reduction="sum").to_dense())
+    draws = la.sample(3, np.random.default_rng(4))
+    ref = case.theta + la.curvature.sample(np.random.default_rng(4), 0.8, 3)
+    np.testing.assert_array_equal(draws, ref)
