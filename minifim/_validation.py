@@ -28,13 +28,27 @@ __all__ = [
     "check_net",
     "is_box",
     "check_bool",
+    "describe",
+    "NetworkBase",
 ]
 
 
-def _describe(x: object) -> str:
+class NetworkBase:
+    """Marker base class of :class:`minifim.MLP`: :func:`check_net` recognises the network
+    without this foundation module importing the model (a higher layer)."""
+
+    __slots__ = ()
+
+
+def describe(x: object) -> str:
+    """How an unexpected argument is named in error messages: an array's shape and dtype, or
+    the type's name."""
     if isinstance(x, np.ndarray):
         return f"array of shape {x.shape} and dtype {x.dtype}"
     return f"{type(x).__name__}"
+
+
+_describe = describe  # the former private name, still imported by methods/ewc.py (to remove)
 
 
 def as_float_array(x: Any, name: str, *, ndim: int | None = None,
@@ -46,7 +60,7 @@ def as_float_array(x: Any, name: str, *, ndim: int | None = None,
     input and ``ValueError`` for a wrong shape or NaN/Inf.
     """
     if isinstance(x, (str, bytes)) or x is None:
-        raise TypeError(f"{name}: expected a real numeric array, received {_describe(x)}")
+        raise TypeError(f"{name}: expected a real numeric array, received {describe(x)}")
     try:
         arr = np.asarray(x)
     except ValueError as err:  # ragged nested sequences
@@ -54,7 +68,7 @@ def as_float_array(x: Any, name: str, *, ndim: int | None = None,
                          f"{type(x).__name__} ({err})") from None
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
                                    or arr.dtype == np.bool_):
-        raise TypeError(f"{name}: expected a real numeric array, received {_describe(arr)}")
+        raise TypeError(f"{name}: expected a real numeric array, received {describe(arr)}")
     if np.iscomplexobj(arr):
         raise TypeError(f"{name}: expected a real array, received complex dtype {arr.dtype}")
     if ndim is not None and arr.ndim != ndim:
@@ -150,9 +164,7 @@ def check_net(net: Any, name: str = "net") -> MLP:
     Raises ``TypeError`` naming the argument and the type received (a torch module, a list of
     layer sizes or a parameter vector passed in its place are the usual mistakes).
     """
-    from .core.model import MLP  # the model imports this module
-
-    if not isinstance(net, MLP):
+    if not isinstance(net, NetworkBase):
         hint = ""
         if isinstance(net, (list, tuple)):
             hint = " (build one with minifim.MLP(sizes))"
@@ -161,7 +173,7 @@ def check_net(net: Any, name: str = "net") -> MLP:
         elif hasattr(net, "parameters") and hasattr(net, "forward"):
             hint = (" (a torch module: describe it with minifim.MLP and load its weights with "
                     "MLP.from_state_dict)")
-        raise TypeError(f"{name}: expected a minifim.MLP, received {_describe(net)}{hint}")
+        raise TypeError(f"{name}: expected a minifim.MLP, received {describe(net)}{hint}")
     return net
 
 

@@ -15,12 +15,12 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ._validation import (
-    _describe,
     as_float_array,
     as_generator,
     check_int,
     check_net,
     check_nonnegative,
+    describe,
 )
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def _numeric(x: Any, name: str) -> np.ndarray:
     arr = np.asarray(x)
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
                                    or arr.dtype == np.bool_) or np.iscomplexobj(arr):
-        raise TypeError(f"{name}: expected a real numeric array, received {_describe(arr)}")
+        raise TypeError(f"{name}: expected a real numeric array, received {describe(arr)}")
     return arr
 
 

@@ -106,7 +106,7 @@ def expected_hessian(net, theta, X):
     outs = outcomes(lik, net.forward(theta, X))
 
     def objective(th):
-        f = net._forward(th, X)
+        f = net.apply(th, X)
         return -sum(anp.sum(w * lik.log_prob(f, y)) for w, y in outs) / X.shape[0]
 
     return np.asarray(autograd.hessian(objective)(theta))

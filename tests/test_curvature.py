@@ -153,7 +153,7 @@ def test_hessian_central_differences_of_gradient(case):
     lik = net.likelihood
 
     def nll(th):
-        return -autograd.numpy.mean(lik.log_prob(net._forward(th, case.X), case.y))
+        return -autograd.numpy.mean(lik.log_prob(net.apply(th, case.X), case.y))
 
     g = autograd.grad(nll)
     H = minifim.hessian(net, case.theta, case.X, case.y)

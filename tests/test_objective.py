@@ -33,7 +33,7 @@ def test_gradient_autograd_and_scores(case):
     net, theta, X, y = case.net, case.theta, case.X, case.y
 
     def nll(th):
-        return -anp.mean(net.likelihood.log_prob(net._forward(th, X), y))
+        return -anp.mean(net.likelihood.log_prob(net.apply(th, X), y))
 
     value, g = minifim.loss_and_gradient(net, theta, X, y)
     assert isinstance(value, float) and g.shape == (case.P,)

@@ -151,7 +151,7 @@ def per_sample_scores(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike,
                    "(fisher_diagonal) or operator (fisher_operator), which never form S")
     if backend == "autograd":
         lik = net.likelihood
-        return jacobian(lambda th: lik._log_prob(net._forward(th, X), y))(theta)
+        return jacobian(lambda th: lik._log_prob(net.apply(th, X), y))(theta)
     cache = forward_cache(net, theta, X)
     seeds = net.likelihood._grad_log_prob(cache.outputs, y)[:, None, :]
     Bs = backprop_seeds(net, cache, seeds)
@@ -174,7 +174,7 @@ def output_jacobians(net: MLP, theta: ArrayLike, X: ArrayLike,
                    "jacobian_vector_product / vector_jacobian_product (matrix-free), or "
                    "fewer samples per call")
     if backend == "autograd":
-        return jacobian(lambda th: net._forward(th, X))(theta)
+        return jacobian(lambda th: net.apply(th, X))(theta)
     cache = forward_cache(net, theta, X)
     seeds = np.broadcast_to(np.eye(C), (N, C, C))
     return expand_gradients(net, cache.acts, backprop_seeds(net, cache, seeds))

@@ -8,13 +8,14 @@ Every curvature except the Hessian is ``M = c * sum_n sum_k u_nk u_nk^T`` with
 ============  =====================================================  =========================
 "true"        ``R_n``, ``R_n^T R_n = Lambda_n`` (enumerated classes)  ``E_{y~p}[s s^T]`` (exact)
 "empirical"   ``g_n(y_n)`` at the data labels                         ``s_n s_n^T``
-"mc"          ``g_n(y_nj) / sqrt(k)``, ``y_nj ~ p_theta(y | x_n)``     Monte-Carlo Fisher
+"mc"          ``g_n(y_nj) / sqrt(S)``, ``y_nj ~ p_theta(y | x_n)``     Monte-Carlo Fisher
 "argmax"      ``g_n(argmax_y p)`` (a common mistake, for diagnosis)    "argmax" Fisher
 "ggn"         ``H_n^{1/2}`` of the Hessian of ``-log p`` w.r.t. ``f``   ``J^T H J``
 ============  =====================================================  =========================
 
-Reduction: ``c = 1/N`` (``reduction="mean"``, the default everywhere) or ``c = 1``
-(``reduction="sum"``).
+``S = n_samples`` is the number of Monte-Carlo labels per input (``j = 1..S``), the meaning of
+``n_samples`` everywhere in minifim. Reduction: ``c = 1/N`` (``reduction="mean"``, the default
+everywhere) or ``c = 1`` (``reduction="sum"``). See :doc:`/conventions`.
 
 Dense assembly never multiplies out the ``(N K, P)`` factor. With ``B_l: (N, K, out_l)`` the
 seeds carried back to layer ``l`` and ``a_l`` its inputs, the ``(W_l, W_m)`` block is
@@ -31,10 +32,11 @@ from autograd import grad
 from autograd import hessian as _autograd_hessian
 from scipy.linalg import blas
 
-from .._validation import as_generator, check_int, check_net
+from .._validation import check_int, check_net
+from ..core.conventions import prepare_inputs, reduction_scale
 from ..core.scores import backprop_seeds, expand_gradients, forward_cache
 from ..memory import memory_budget, require_memory
-from ..options import FisherKind, Reduction, as_option
+from ..options import FisherKind, as_option
 
 __all__ = [
     "FISHER_KINDS",
@@ -52,7 +54,8 @@ __all__ = [
 ]
 
 FISHER_KINDS: tuple[FisherKind, ...] = tuple(FisherKind)  # public alias of the vocabulary
-REDUCTIONS: tuple[Reduction, ...] = tuple(Reduction)
+# the former private names, still imported by methods/ modules being edited elsewhere (to remove)
+_scale, _prepare = reduction_scale, prepare_inputs
 _CHUNK_BYTES = 2**27  # working memory per chunk of samples (128 MiB)
 
 _CHEAPER = ("fisher_diagonal (exact diagonal), kfac (Kronecker factors), block_diagonal "
@@ -71,7 +74,7 @@ def output_seeds(net, F: np.ndarray, fisher: str, y=None, y_samples=None) -> np.
     """Output-space seeds ``E: (N, K, C)`` of the curvature ``fisher`` (see module table).
 
     ``F: (N, C)`` are the outputs; ``y`` the data targets (``"empirical"``); ``y_samples`` the
-    ``k`` sampled targets with a leading axis (``"mc"``).
+    ``S = n_samples`` sampled targets with a leading axis (``"mc"``).
     """
     check_net(net)
     lik = net.likelihood
@@ -130,25 +133,6 @@ def _chunk_size(net, K: int, chunk_size, fisher: str = "true", N: int | None = N
     return max(1, min(_CHUNK_BYTES, memory_budget() // 2) // per_sample)
 
 
-def _prepare(net, theta, X, y, fisher, n_samples, rng):
-    """Validate inputs and draw Monte-Carlo labels once for all samples (chunk-independent)."""
-    check_net(net)
-    fisher = as_option(fisher, FisherKind, "fisher")
-    theta = net.check_theta(theta)
-    X = net.check_inputs(X)
-    N = X.shape[0]
-    y_samples = None
-    if fisher == "empirical":
-        if y is None:
-            raise ValueError("y: the empirical Fisher needs the data targets y, received None")
-        y = net.check_targets(y, N)
-    elif fisher == "mc":
-        k = check_int(n_samples, "n_samples", 1)
-        rng = as_generator(rng)
-        y_samples = net.likelihood.sample(net._forward(theta, X), rng, k)
-    return theta, X, y, y_samples
-
-
 def _num_seeds(net, fisher, n_samples):
     if fisher in ("true", "ggn"):
         return net.output_dim
@@ -166,7 +150,7 @@ def curvature_factors(net, theta, X, y=None, fisher: str = "true", n_samples: in
     validated when called (a generator is returned), not at the first iteration.
     """
     fisher = as_option(fisher, FisherKind, "fisher")
-    theta, X, y, y_samples = _prepare(net, theta, X, y, fisher, n_samples, rng)
+    theta, X, y, y_samples = prepare_inputs(net, theta, X, y, fisher, n_samples, rng)
     step = _chunk_size(net, _num_seeds(net, fisher, n_samples), chunk_size, fisher,
                        X.shape[0])
     # inputs are validated (and Monte-Carlo labels drawn) now, not at the first iteration
@@ -182,13 +166,6 @@ def _iter_factors(net, theta, X, y, y_samples, fisher, step):
                              None if y is None else y[sl],
                              None if y_samples is None else y_samples[:, sl])
         yield cache.acts, backprop_seeds(net, cache, seeds)
-
-
-def _scale(reduction: str, N: int) -> float:
-    reduction = as_option(reduction, Reduction, "reduction")
-    if N < 1:
-        raise ValueError(f"X: expected at least one sample (N >= 1), received N = {N}")
-    return 1.0 / N if reduction == "mean" else 1.0
 
 
 # --- dense assembly ----------------------------------------------------------------------
@@ -293,7 +270,7 @@ def curvature_matrix(net, theta, X, y=None, fisher: str = "true", *, n_samples: 
     check_net(net)
     fisher = as_option(fisher, FisherKind, "fisher")
     X = net.check_inputs(X)
-    scale = _scale(reduction, X.shape[0])
+    scale = reduction_scale(reduction, X.shape[0])
     _require_dense(net, f"{fisher} curvature")
     factors = curvature_factors(net, theta, X, y, fisher, n_samples, rng, chunk_size)
     M = _dense_from_factors(net, factors, net.num_params)
@@ -306,7 +283,8 @@ def true_fisher(net, theta, X, *, reduction: str = "mean", chunk_size: int | Non
     """The true Fisher ``F = c sum_n E_{y ~ p_theta(y|x_n)}[s s^T] = c sum_n J_n^T Lambda_n J_n``.
 
     Exact: enumeration of the classes (categorical), of both outcomes per output (Bernoulli),
-    closed form ``J^T J / sigma^2`` (Gaussian). Never sampled. ``c = 1/N`` by default.
+    closed form ``J^T J / sigma^2`` (Gaussian). Never sampled. ``c = 1/N`` by default
+    (see :doc:`/conventions`).
 
     Parameters
     ----------
@@ -342,9 +320,9 @@ def empirical_fisher(net, theta, X, y, *, reduction: str = "mean",
 
 def mc_fisher(net, theta, X, n_samples: int = 1, rng=None, *, reduction: str = "mean",
               chunk_size: int | None = None) -> np.ndarray:
-    """Monte-Carlo Fisher ``c sum_n 1/k sum_j s(y_nj) s(y_nj)^T``, ``y_nj ~ p_theta(y | x_n)``.
+    """Monte-Carlo Fisher ``c sum_n 1/S sum_j s(y_nj) s(y_nj)^T``, ``y_nj ~ p_theta(y | x_n)``.
 
-    ``rng`` (Generator or seed) is required; ``n_samples = k`` labels per input. Unbiased for
+    ``rng`` (Generator or seed) is required; ``S = n_samples`` labels per input. Unbiased for
     :func:`true_fisher`; returns ``(P, P)``.
     """
     check_net(net)
@@ -381,12 +359,12 @@ def hessian(net, theta, X, y, *, reduction: str = "mean") -> np.ndarray:
     theta = net.check_theta(theta)
     X = net.check_inputs(X)
     y = net.check_targets(y, X.shape[0])
-    scale = _scale(reduction, X.shape[0])
+    scale = reduction_scale(reduction, X.shape[0])
     _require_dense(net, "Hessian")
     lik = net.likelihood
 
     def nll(th):
-        return -scale * np.sum(lik.log_prob(net._forward(th, X), y))
+        return -scale * np.sum(lik.log_prob(net.apply(th, X), y))
 
     return np.asarray(_autograd_hessian(nll)(theta))
 
@@ -402,9 +380,9 @@ def square_of_mean_gradient(net, theta, X, y, *, reduction: str = "mean",
     theta = net.check_theta(theta)
     X = net.check_inputs(X)
     y = net.check_targets(y, X.shape[0])
-    scale = _scale(reduction, X.shape[0])
+    scale = reduction_scale(reduction, X.shape[0])
     lik = net.likelihood
-    g = grad(lambda th: scale * np.sum(lik.log_prob(net._forward(th, X), y)))(theta)
+    g = grad(lambda th: scale * np.sum(lik.log_prob(net.apply(th, X), y)))(theta)
     if diagonal:
         return g * g
     _require_dense(net, "square of the mean gradient")
@@ -424,7 +402,7 @@ def fisher_diagonal(net, theta, X, y=None, fisher: str = "true", *, n_samples: i
     check_net(net)
     fisher = as_option(fisher, FisherKind, "fisher")
     X = net.check_inputs(X)
-    scale = _scale(reduction, X.shape[0])
+    scale = reduction_scale(reduction, X.shape[0])
     d = np.zeros(net.num_params)
     for acts, Bs in curvature_factors(net, theta, X, y, fisher, n_samples, rng, chunk_size):
         for (ws, bs), a, B in zip(net.layer_slices, acts, Bs):
@@ -445,7 +423,7 @@ def block_diagonal(net, theta, X, y=None, fisher: str = "true", *, n_samples: in
     check_net(net)
     fisher = as_option(fisher, FisherKind, "fisher")
     X = net.check_inputs(X)
-    scale = _scale(reduction, X.shape[0])
+    scale = reduction_scale(reduction, X.shape[0])
     sizes = [o * i + o for o, i in net.shapes]
     require_memory(8 * sum(s * s for s in sizes), f"per-layer blocks of sizes {sizes}",
                    "fisher_diagonal or kfac")

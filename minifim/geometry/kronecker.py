@@ -30,9 +30,10 @@ import numpy as np
 
 from .._linalg import check_conditioned, is_numerically_singular
 from .._validation import as_float_array, check_int, check_net, check_nonnegative
+from ..core.conventions import reduction_scale
 from ..memory import format_bytes, memory_budget, require_memory
 from ..options import Bias, FisherKind, KFACDamping, as_option, deprecated_keywords
-from .curvature import _scale, curvature_factors
+from .curvature import curvature_factors
 
 __all__ = ["KFACFactors", "KFACInverse", "kfac"]
 
@@ -350,7 +351,7 @@ def kfac(net, theta, X, y=None, fisher: str = "true", *, bias: str = "folded",
     bias = as_option(bias, Bias, "bias")
     X = net.check_inputs(X)
     N = X.shape[0]
-    scale = _scale(reduction, N)
+    scale = reduction_scale(reduction, N)
     extra = 1 if bias == "folded" else 0
     A = [np.zeros((i + extra, i + extra)) for _, i in net.shapes]
     G = [np.zeros((o, o)) for o, _ in net.shapes]

@@ -16,10 +16,11 @@ from autograd import grad
 from scipy.sparse.linalg import LinearOperator
 
 from .._validation import check_net
+from ..core.conventions import prepare_inputs, reduction_scale
 from ..core.scores import forward_cache, jvp_cached, vjp_cached
 from ..memory import require_memory
 from ..options import FisherKind, as_option
-from .curvature import _prepare, _scale, output_seeds
+from .curvature import output_seeds
 
 __all__ = ["fisher_operator", "ggn_operator", "hessian_operator"]
 
@@ -66,9 +67,9 @@ def fisher_operator(net, theta, X, y=None, fisher: str | FisherKind = "true", *,
     True
     """
     fisher = as_option(fisher, FisherKind, "fisher")
-    theta, X, y, y_samples = _prepare(net, theta, X, y, fisher, n_samples, rng)
+    theta, X, y, y_samples = prepare_inputs(net, theta, X, y, fisher, n_samples, rng)
     N, P = X.shape[0], net.num_params
-    scale = _scale(reduction, N)
+    scale = reduction_scale(reduction, N)
     _require_operator_memory(net, N, fisher, n_samples)
     cache = forward_cache(net, theta, X)
     E = output_seeds(net, cache.outputs, fisher, y, y_samples)  # (N, K, C)
@@ -100,11 +101,11 @@ def hessian_operator(net, theta, X, y, *, reduction: str = "mean") -> LinearOper
     theta = net.check_theta(theta)
     X = net.check_inputs(X)
     y = net.check_targets(y, X.shape[0])
-    scale = _scale(reduction, X.shape[0])
+    scale = reduction_scale(reduction, X.shape[0])
     lik, P = net.likelihood, net.num_params
 
     def nll(th):
-        return -scale * np.sum(lik.log_prob(net._forward(th, X), y))
+        return -scale * np.sum(lik.log_prob(net.apply(th, X), y))
 
     hvp = grad(lambda th, v: np.dot(grad(nll)(th), v))
 

@@ -50,17 +50,11 @@ import scipy.linalg
 from scipy.sparse.linalg import ArpackNoConvergence, eigsh
 
 from .._validation import check_bool, check_choice, check_int, check_net, check_nonnegative
+from ..core.conventions import prepare_inputs, reduction_scale
 from ..core.scores import forward_cache, jvp_cached
 from ..memory import format_bytes, memory_budget, require_memory
 from ..options import Curvature, as_option, deprecated_keywords
-from .curvature import (
-    FISHER_KINDS,
-    _prepare,
-    _scale,
-    curvature_matrix,
-    hessian,
-    output_seeds,
-)
+from .curvature import FISHER_KINDS, curvature_matrix, hessian, output_seeds
 from .gram import seed_factors
 from .operators import fisher_operator, hessian_operator
 from .statistics import (
@@ -239,7 +233,7 @@ def _eigh_top(M: np.ndarray, k: int | None, vectors: bool):
 def _gram_route(net, theta, X, y, fisher, k, vectors, n_samples, rng, reduction,
                 chunk_size):
     N, P = X.shape[0], net.num_params
-    scale = _scale(reduction, N)
+    scale = reduction_scale(reduction, N)
     rows = N * _num_seeds(net, fisher, n_samples)
     widths = sum(o + i for o, i in net.shapes)
     require_memory(_gram_bytes(rows, vectors) + 8 * rows * widths,
@@ -489,8 +483,8 @@ def fisher_rao_norm(net, theta, X, y=None, fisher: str = "true", *, v=None,
     if fisher == "hessian":
         q = float(v @ (hessian_operator(net, theta, X, y, reduction=reduction) @ v))
     else:
-        theta, X, y, y_samples = _prepare(net, theta, X, y, fisher, n_samples, rng)
-        scale = _scale(reduction, X.shape[0])
+        theta, X, y, y_samples = prepare_inputs(net, theta, X, y, fisher, n_samples, rng)
+        scale = reduction_scale(reduction, X.shape[0])
         cache = forward_cache(net, theta, X)
         E = output_seeds(net, cache.outputs, fisher, y, y_samples)  # (N, K, C)
         Jv = jvp_cached(net, cache, v[:, None])[:, :, 0]  # (N, C)

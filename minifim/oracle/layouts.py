@@ -16,13 +16,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from .._validation import as_float_array, check_net
-from ..options import Layout, Reduction, as_option
+from ..core.conventions import REDUCTIONS
+from ..options import Layout, as_option
 
 __all__ = ["LAYOUTS", "REDUCTIONS", "layout_permutation", "to_minifim_layout",
            "from_minifim_layout"]
 
-LAYOUTS: tuple[Layout, ...] = tuple(Layout)  # the vocabularies, as public constants
-REDUCTIONS: tuple[Reduction, ...] = tuple(Reduction)
+LAYOUTS: tuple[Layout, ...] = tuple(Layout)  # the vocabulary, as a public constant
 
 
 def layout_permutation(net, layout: str) -> np.ndarray:
