@@ -207,7 +207,8 @@ class Bias(Option):
 class Reduction(Option):
     """How a loss or curvature sums over the ``N`` samples (keyword ``reduction=``).
 
-    ``mean``: ``c = 1/N``; ``sum``: ``c = 1`` (the curvlinops convention).
+    ``mean``: ``c = 1/N``; ``sum``: ``c = 1`` (the curvlinops convention). See
+    :doc:`/conventions`.
     """
 
     MEAN = "mean"
@@ -219,7 +220,7 @@ class Layout(Option):
 
     ``pytorch``: per layer ``W (out, in)`` row-major then ``b`` (minifim's own order);
     ``in-out``: ``W`` stored ``(in, out)``; ``jax``: flax ``ravel_pytree`` order
-    (alphabetical keys, ``bias`` before ``kernel (in, out)``).
+    (alphabetical keys, ``bias`` before ``kernel (in, out)``). See :doc:`/conventions`.
     """
 
     PYTORCH = "pytorch"
