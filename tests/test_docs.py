@@ -178,3 +178,17 @@ def test_expected_outputs_convention():
     assert not _matches("got 0.0023716698754189616.", "got 0.0023716698754.")
     assert _matches("err 0.24, rel 1", "err 0.2427, rel 1")  # written to 2 decimals
     assert not _matches("err 0.24, rel 1", "err 0.2527, rel 1")
+
+
+_LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+@pytest.mark.parametrize("name", sorted(TEXTS))
+def test_relative_links_point_to_files(name):
+    """Every relative markdown link of the README and the pages names a file that exists."""
+    base = (ROOT / name).parent
+    prose = _FENCE.sub("", TEXTS[name])
+    broken = [target for target in _LINK.findall(prose)
+              if not re.match(r"[a-z]+:", target) and not target.startswith("#")
+              and not (base / target.split("#")[0]).exists()]
+    assert not broken, f"{name}: links to missing files: {broken}"
