@@ -305,6 +305,12 @@ class Laplace:
         only through roundoff: relative changes ``<= 1/2 cond(A)`` times that of ``A``.
         The draws are :meth:`minifim.geometry.structures.Structure.sample` of the curvature
         with ``damping = alpha``.
+
+        Raises
+        ------
+        ValueError
+            When ``A`` has no correct digit in working precision (``cond(A) >= 1 / (P eps)``,
+            the structures' criterion, named ``damping`` there): increase ``prior_precision``.
         """
         n_draws = check_int(n_draws, "n_draws", 1)
         rng = as_generator(rng)
