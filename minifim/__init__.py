@@ -1,8 +1,9 @@
 """minifim: exact Fisher-information geometry for small neural networks (float64, NumPy).
 
-The public API is re-exported here and listed in ``__all__``; see README.md for the conventions
-(flat parameter order ``W0, b0, W1, b1, ...`` with ``W: (out, in)``; curvature matrices are means
-over samples). Namespaces kept as modules: :mod:`minifim.data`, :mod:`minifim.optim`,
+The public API is re-exported here and listed in ``__all__``; the conventions are stated once in
+the documentation's ``docs/conventions.md`` (``make docs``): flat parameter order
+``W0, b0, W1, b1, ...`` with ``W: (out, in)``; curvature matrices are means over samples.
+Namespaces kept as modules: :mod:`minifim.data`, :mod:`minifim.optim`,
 :mod:`minifim.fixtures`, :mod:`minifim.oracle`, :mod:`minifim.plotting`. No public name
 shadows a submodule: ``minifim.kfac`` is the function, its module is ``minifim.geometry.kronecker``;
 ``minifim.sensitivity`` is the function, its module is ``minifim.methods.sensitivities``.
@@ -30,9 +31,9 @@ from .core.scores import (
 # training objective
 from .core.objective import accuracy, gradient, loss, loss_and_gradient
 
-# option vocabularies (string enums; the plain strings are accepted everywhere)
+# option vocabularies: string enums in the namespace minifim.options (FisherKind, Structure, ...;
+# the plain strings are accepted everywhere)
 from . import options
-from .options import Bias, Curvature, FisherKind, Layout, Reduction, Structure
 
 # memory budget
 from .memory import (
@@ -129,13 +130,6 @@ __all__ = [
     "Gaussian",
     "get_likelihood",
     "MLP",
-    # option vocabularies
-    "FisherKind",
-    "Curvature",
-    "Structure",
-    "Bias",
-    "Reduction",
-    "Layout",
     # exact curvature
     "FISHER_KINDS",
     "true_fisher",

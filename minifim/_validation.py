@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Collection
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from autograd.tracer import Box
@@ -174,7 +174,7 @@ def check_net(net: Any, name: str = "net") -> MLP:
             hint = (" (a torch module: describe it with minifim.MLP and load its weights with "
                     "MLP.from_state_dict)")
         raise TypeError(f"{name}: expected a minifim.MLP, received {describe(net)}{hint}")
-    return net
+    return cast("MLP", net)  # MLP is the only NetworkBase
 
 
 def check_bool(value: object, name: str) -> bool:
