@@ -11,7 +11,8 @@ for one release with a ``DeprecationWarning``.
 The vocabularies, with their keyword and values (aliases in parentheses):
 
 * :class:`FisherKind`, ``fisher=``: true (type-2), empirical, mc, argmax, ggn
-* :class:`Curvature`, ``curvature=``: the Fisher kinds + hessian
+* :class:`Curvature`, ``fisher=`` where the Hessian is accepted too (``natural_gradient``,
+  ``curvature_spectrum``, ...): the Fisher kinds + hessian
 * :class:`Structure`, ``structure=``: full, diag, block, kfac (kron)
 * :class:`Bias`, ``bias=``: folded, separate
 * :class:`Reduction`, ``reduction=``: mean, sum
@@ -22,7 +23,7 @@ The vocabularies, with their keyword and values (aliases in parentheses):
 * :class:`PredType`, ``pred_type=``: glm, nn
 * :class:`LinkApprox`, ``link_approx=``: probit, mc
 * :class:`ScoreBackend`, ``backend=``: backprop, autograd
-* :class:`PruningCriterion`, ``method=``: magnitude, obd, obs
+* :class:`PruningCriterion`, ``criterion=``: magnitude, obd, obs
 * :class:`Prunable`, ``prunable=``: weights, all
 * :class:`EWCMode`, ``mode=``: separate, recursive, online
 * :class:`MergeStructure`, ``structure=`` (merging): isotropic, diag, block, full
@@ -148,7 +149,8 @@ _set_aliases(FisherKind, {"type-2": FisherKind.TRUE})
 
 
 class Curvature(Option):
-    """A curvature kind (keyword ``curvature=``): the Fisher kinds plus the Hessian.
+    """A curvature kind: the Fisher kinds plus the Hessian (keyword ``fisher=`` of the
+    functions that also accept the Hessian, such as ``natural_gradient``).
 
     Equal as strings to :class:`FisherKind`'s members (``Curvature.TRUE == FisherKind.TRUE``);
     ``hessian`` is the Hessian of the loss, indefinite away from a minimum.
@@ -304,7 +306,7 @@ class ScoreBackend(Option):
 
 
 class PruningCriterion(Option):
-    """The saliency of a pruning step (``prune(method=)``).
+    """The saliency of a pruning step (``prune(criterion=)``, formerly ``method=``).
 
     ``magnitude``: ``|theta_q|``; ``obd``: Optimal Brain Damage ``F_qq theta_q^2 / 2``;
     ``obs``: Optimal Brain Surgeon ``theta_q^2 / (2 [F^{-1}]_qq)`` with the compensating update.
