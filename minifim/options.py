@@ -49,7 +49,7 @@ import inspect
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 __all__ = [
     "Option",
@@ -85,6 +85,7 @@ DEPRECATION_SINCE = "0.2.0"
 DEPRECATION_UNTIL = "0.3.0"
 
 E = TypeVar("E", bound="Option")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Option(str, Enum):
@@ -440,7 +441,7 @@ def renamed_keyword(old: str, new: str, kwargs: dict[str, Any], where: str = "",
 
 
 def deprecated_keywords(since: str = DEPRECATION_SINCE, until: str = DEPRECATION_UNTIL,
-                        **renames: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+                        **renames: str) -> Callable[[F], F]:
     """Decorator keeping renamed keywords working for one release.
 
     ``@deprecated_keywords(seed_or_rng="rng")`` maps a call's ``seed_or_rng=`` to ``rng=``
@@ -449,7 +450,7 @@ def deprecated_keywords(since: str = DEPRECATION_SINCE, until: str = DEPRECATION
     new one.
     """
 
-    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+    def decorate(func: F) -> F:
         params = inspect.signature(func).parameters
         for old, new in renames.items():
             if new not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
@@ -474,6 +475,6 @@ def deprecated_keywords(since: str = DEPRECATION_SINCE, until: str = DEPRECATION
             return func(*args, **kwargs)
 
         wrapper.__deprecated_keywords__ = dict(renames)  # type: ignore[attr-defined]
-        return wrapper
+        return cast(F, wrapper)
 
     return decorate

@@ -24,9 +24,12 @@ linear layer with a Gaussian likelihood (``G_n = I / sigma^2``).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .._linalg import check_conditioned, is_numerically_singular
 from .._validation import as_float_array, check_int, check_net, check_nonnegative
@@ -34,6 +37,9 @@ from ..core.conventions import reduction_scale
 from ..memory import format_bytes, memory_budget, require_memory
 from ..options import Bias, FisherKind, KFACDamping, as_option, deprecated_keywords
 from .curvature import curvature_factors
+
+if TYPE_CHECKING:
+    from ..core.model import MLP
 
 __all__ = ["KFACFactors", "KFACInverse", "kfac"]
 
@@ -61,7 +67,7 @@ class KFACFactors:
     def num_params(self) -> int:
         return sum(o * i + o for o, i in self.shapes)
 
-    def _layer_offsets(self):
+    def _layer_offsets(self) -> Iterator[tuple[int, int, int]]:
         off = 0
         for o, i in self.shapes:
             yield off, off + o * i, off + o * i + o
@@ -93,7 +99,7 @@ class KFACFactors:
         G, A = self.G[l], self.A[l]
         w = o * i
 
-        def put(rows, cols, a_rows, a_cols):
+        def put(rows: Any, cols: Any, a_rows: Any, a_cols: Any) -> None:
             # out[rows, cols] viewed as (o, i_r, o, i_c) <- G[a, b] * A[rows_in, cols_in]
             sub = out[rows, cols]
             view = np.reshape(sub, (o, sub.shape[0] // o, o, sub.shape[1] // o), copy=False)
@@ -159,7 +165,8 @@ class KFACFactors:
         return np.concatenate(out)
 
     # --- matrix-free products ---------------------------------------------------------------
-    def _apply(self, v, on_matrix, on_bias):
+    def _apply(self, v: ArrayLike, on_matrix: Callable[[int, np.ndarray], np.ndarray],
+               on_bias: Callable[[int, np.ndarray], np.ndarray]) -> np.ndarray:
         """Apply ``on_matrix(l, V~: (o, i~)) -> (o, i~)`` per layer (``on_bias(l, b)`` for a
         separate bias block) to ``v: (P,)``."""
         v = as_float_array(v, "v", shape=(self.num_params,))
@@ -176,13 +183,13 @@ class KFACFactors:
                 out[b0:stop] = R[:, i]
         return out
 
-    def matvec(self, v) -> np.ndarray:
+    def matvec(self, v: ArrayLike) -> np.ndarray:
         """``M v`` per layer as ``G V A`` (``(G kron A) vec(V) = vec(G V A^T)``), ``(P,)``."""
         return self._apply(v, lambda l, V: self.G[l] @ V @ self.A[l],
                            lambda l, b: self.G[l] @ b)
 
     @deprecated_keywords(method="damping_type")
-    def solve(self, v, damping: float, damping_type: str | KFACDamping = "eigen",
+    def solve(self, v: ArrayLike, damping: float, damping_type: str | KFACDamping = "eigen",
               pi_correction: bool = True) -> np.ndarray:
         """Damped inverse products per layer, ``(P,)``: ``self.inverse(...).apply(v)``.
 
@@ -259,7 +266,7 @@ class KFACInverse:
         The damping the inverse was made with (the default of :meth:`apply`).
     """
 
-    damping_type: KFACDamping
+    damping_type: str  # a KFACDamping value
     bias: str
     shapes: tuple
     layers: tuple
@@ -278,7 +285,7 @@ class KFACInverse:
                 check_conditioned(layer["eG"] + damping, damping,
                                   f"K-FAC G_{l} + damping I (bias)")
 
-    def apply(self, v, damping: float | None = None) -> np.ndarray:
+    def apply(self, v: ArrayLike, damping: float | None = None) -> np.ndarray:
         """The damped inverse times ``v: (P,)``, shape ``(P,)``.
 
         ``damping`` (``"eigen"`` only; default :attr:`damping`): the eigendecompositions do
@@ -325,8 +332,9 @@ def _homogeneous_to_flat(o: int, i: int) -> np.ndarray:
     return np.concatenate([(rows + np.arange(i)[None, :]).ravel(), rows[:, 0] + i])
 
 
-def kfac(net, theta, X, y=None, fisher: str = "true", *, bias: str = "folded",
-         n_samples: int = 1, rng=None, reduction: str = "mean",
+def kfac(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike | None = None,
+         fisher: str | FisherKind = "true", *, bias: str | Bias = "folded", n_samples: int = 1,
+         rng: np.random.Generator | int | None = None, reduction: str = "mean",
          chunk_size: int | None = None) -> KFACFactors:
     """K-FAC factors of the curvature ``fisher`` (see the module docstring for conventions).
 
