@@ -69,13 +69,13 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .._validation import (
-    _describe,
     as_float_array,
     as_generator,
     check_choice,
     check_int,
     check_net,
     check_nonnegative,
+    describe,
 )
 from ..core.model import MLP
 from ..core.objective import gradient
@@ -322,12 +322,12 @@ def _check_curvature(kind: str, M: Any, name: str, P: int | None = None) -> tupl
     if kind == "kfac":
         if not isinstance(M, KFACFactors):
             raise TypeError(f"{name}: expected KFACFactors for kind='kfac', received "
-                            f"{_describe(M)}")
+                            f"{describe(M)}")
         size = M.num_params
     elif kind == "block":
         if not isinstance(M, (list, tuple)):
             raise TypeError(f"{name}: expected a list of square per-layer blocks for "
-                            f"kind='block', received {_describe(M)}")
+                            f"kind='block', received {describe(M)}")
         blocks = []
         for l, b in enumerate(M):
             if isinstance(b, KFACFactors):
@@ -344,7 +344,7 @@ def _check_curvature(kind: str, M: Any, name: str, P: int | None = None) -> tupl
             2, "a square 2-D array (P, P)")
         if isinstance(M, KFACFactors):
             raise TypeError(f"{name}: expected {what} for kind={kind!r}, received "
-                            f"{_describe(M)}")
+                            f"{describe(M)}")
         M = as_float_array(M, name)
         if M.ndim != ndim or (ndim == 2 and M.shape[0] != M.shape[1]):
             raise ValueError(f"{name}: expected {what} for kind={kind!r}, received shape "
@@ -364,11 +364,11 @@ def _check_quadratics(quads: Any, kind: str, name: str = "quads"
     """Validate a sequence of :class:`Quadratic` terms of kind ``kind``; return ``(quads, P)``."""
     if isinstance(quads, Quadratic) or not isinstance(quads, (list, tuple)):
         raise TypeError(f"{name}: expected a sequence of Quadratic terms (e.g. "
-                        f"EWC.quadratics), received {_describe(quads)}")
+                        f"EWC.quadratics), received {describe(quads)}")
     out, P = [], None
     for i, q in enumerate(quads):
         if not isinstance(q, Quadratic):
-            raise TypeError(f"{name}[{i}]: expected a Quadratic, received {_describe(q)}")
+            raise TypeError(f"{name}[{i}]: expected a Quadratic, received {describe(q)}")
         centre = as_float_array(q.centre, f"{name}[{i}].centre", ndim=1)
         if P is None:
             P = centre.shape[0]
@@ -377,13 +377,13 @@ def _check_quadratics(quads: Any, kind: str, name: str = "quads"
                              f"received shape {centre.shape}")
         if not isinstance(q.terms, (list, tuple)):
             raise TypeError(f"{name}[{i}].terms: expected a tuple of (coefficient, curvature) "
-                            f"pairs, received {_describe(q.terms)}")
+                            f"pairs, received {describe(q.terms)}")
         terms = []
         for k, term in enumerate(q.terms):
             tname = f"{name}[{i}].terms[{k}]"
             if not isinstance(term, (list, tuple)) or len(term) != 2:
                 raise TypeError(f"{tname}: expected a (coefficient, curvature) pair, received "
-                                f"{_describe(term)}")
+                                f"{describe(term)}")
             c = check_nonnegative(term[0], f"{tname} coefficient")
             terms.append((c, _check_curvature(kind, term[1], tname, P)[0]))
         out.append(Quadratic(centre, tuple(terms)))
@@ -440,11 +440,11 @@ def _merge(kind: str, terms: tuple) -> tuple:
 def _check_tasks(tasks: Any, kind: str) -> tuple[EWCTask, ...]:
     if isinstance(tasks, EWCTask) or not isinstance(tasks, (list, tuple)):
         raise TypeError(f"tasks: expected a sequence of EWCTask records (e.g. EWC.tasks), "
-                        f"received {_describe(tasks)}")
+                        f"received {describe(tasks)}")
     out, P = [], None
     for t, task in enumerate(tasks):
         if not isinstance(task, EWCTask):
-            raise TypeError(f"tasks[{t}]: expected an EWCTask, received {_describe(task)}")
+            raise TypeError(f"tasks[{t}]: expected an EWCTask, received {describe(task)}")
         theta = as_float_array(task.theta_star, f"tasks[{t}].theta_star", ndim=1)
         if P is None:
             P = theta.shape[0]
