@@ -54,7 +54,7 @@ def clf_methods(net):
         "EF-NGD": (optim.ngd(0.3, 1e-2, "empirical"), "lr 0.3, damping 1e-2"),
         "K-FAC": (optim.kfac(net, 0.3, 1e-1, decay=0.95, inverse_period=5),
                   "lr 0.3, damping 1e-1, decay 0.95, inverses every 5 steps, factored"),
-        "diagonal Fisher": (optim.ngd(0.1, 1e-1, "diag"), "lr 0.1, damping 1e-1"),
+        "diagonal Fisher": (optim.ngd(0.1, 1e-1, structure="diag"), "lr 0.1, damping 1e-1"),
     }
 
 

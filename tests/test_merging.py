@@ -51,22 +51,22 @@ def _disjoint_linear_models(sizes=(11, 17, 25), D=4, C=2, seed=0):
 
 def test_full_fisher_merging_of_linear_gaussian_models_is_joint_training():
     net, thetas, parts, joint = _disjoint_linear_models()
-    merged = fisher_merge(net, thetas, data=parts, curvature="full")
+    merged = fisher_merge(net, thetas, data=parts, structure="full")
     Fs = [minifim.true_fisher(net, t, X) for t, (X, _) in zip(thetas, parts)]
     Ns = [X.shape[0] for X, _ in parts]
     # the merge solves the joint normal equations; lstsq is within cond(X~) EPS of joint
     tol = _merge_tol(sum(n * F for n, F in zip(Ns, Fs)), thetas)
     check(rel_err(merged, joint), tol, "data")
     # the same with the curvatures given: N_i F_i as fishers, or F_i with weights N_i
-    check(rel_err(fisher_merge(net, thetas, [n * F for n, F in zip(Ns, Fs)], curvature="full"),
+    check(rel_err(fisher_merge(net, thetas, [n * F for n, F in zip(Ns, Fs)], structure="full"),
                   joint), tol, "N_i F_i")
-    check(rel_err(fisher_merge(net, thetas, Fs, curvature="full", weights=Ns), joint), tol,
+    check(rel_err(fisher_merge(net, thetas, Fs, structure="full", weights=Ns), joint), tol,
           "weights")
     # a single dense layer: its one block is the whole Fisher
-    check(rel_err(fisher_merge(net, thetas, data=parts, curvature="block"), joint), tol, "block")
+    check(rel_err(fisher_merge(net, thetas, data=parts, structure="block"), joint), tol, "block")
     # the isotropic average and the diagonal merge are not joint training here
-    assert _rel(fisher_merge(net, thetas, curvature="isotropic"), joint) > 1e-3
-    assert _rel(fisher_merge(net, thetas, data=parts, curvature="diag"), joint) > 1e-3
+    assert _rel(fisher_merge(net, thetas, structure="isotropic"), joint) > 1e-3
+    assert _rel(fisher_merge(net, thetas, data=parts, structure="diag"), joint) > 1e-3
 
 
 def _ridge(net, X, y, alpha, mu):
@@ -94,14 +94,14 @@ def test_merging_ridge_models_with_the_prior_counted_once_is_joint_ridge(curvatu
         thetas = [_ridge(net, X, y, alpha, mu) for X, y in parts]
         joint = _ridge(net, np.vstack([X for X, _ in parts]), np.vstack([y for _, y in parts]),
                        alpha, mu)
-        merged = fisher_merge(net, thetas, data=parts, curvature=curvature,
+        merged = fisher_merge(net, thetas, data=parts, structure=curvature,
                               prior_precision=alpha,
                               prior_mean=None if not mu.any() else mu)
         Fs = [minifim.true_fisher(net, t, X) * len(X) for t, (X, _) in zip(thetas, parts)]
         A = sum(Fs) + alpha * np.eye(net.num_params)
         check(rel_err(merged, joint), _merge_tol(A, thetas), "joint ridge")
         # without the prior correction the merge is not the joint MAP
-        assert _rel(fisher_merge(net, thetas, data=parts, curvature=curvature), joint) > 1e-4
+        assert _rel(fisher_merge(net, thetas, data=parts, structure=curvature), joint) > 1e-4
 
 
 def test_equal_fisher_weights_give_the_count_weighted_average():
@@ -109,12 +109,12 @@ def test_equal_fisher_weights_give_the_count_weighted_average():
     F = minifim.true_fisher(net, thetas[0], parts[0][0])
     Ns = np.array([X.shape[0] for X, _ in parts], float)
     ref = Ns @ np.array(thetas) / Ns.sum()
-    check(rel_err(fisher_merge(net, thetas, [F] * 3, curvature="full", weights=Ns), ref),
+    check(rel_err(fisher_merge(net, thetas, [F] * 3, structure="full", weights=Ns), ref),
           _merge_tol(Ns.sum() * F, thetas), "full")
     # a weighted mean of 3 vectors: 3 products and sums, one division per entry
     tol = product_rtol(3) + identity_tol()
-    assert _rel(fisher_merge(net, thetas, curvature="isotropic", data=parts), ref) < tol
-    assert _rel(fisher_merge(net, thetas, curvature="isotropic", weights=Ns), ref) < tol
+    assert _rel(fisher_merge(net, thetas, structure="isotropic", data=parts), ref) < tol
+    assert _rel(fisher_merge(net, thetas, structure="isotropic", weights=Ns), ref) < tol
 
 
 def test_diag_merge_is_the_elementwise_formula(case):
@@ -141,9 +141,9 @@ def test_block_merge_equals_full_merge_with_block_diagonal_fishers():
     Xs = [rng.standard_normal((n, 3)) for n in (5, 7, 9)]
     blocks = [minifim.block_diagonal(net, t, X) for t, X in zip(thetas, Xs)]
     full = [block_diag(*b) for b in blocks]
-    a = fisher_merge(net, thetas, blocks, curvature="block", damping=1e-2)
-    b = fisher_merge(net, thetas, full, curvature="full", damping=1e-2)
-    c = fisher_merge(net, thetas, data=Xs, curvature="block", damping=1e-2,
+    a = fisher_merge(net, thetas, blocks, structure="block", damping=1e-2)
+    b = fisher_merge(net, thetas, full, structure="full", damping=1e-2)
+    c = fisher_merge(net, thetas, data=Xs, structure="block", damping=1e-2,
                      weights=[1.0, 1.0, 1.0])
     Ab = sum(block_diag(*b) for b in blocks) + 1e-2 * np.eye(net.num_params)
     check(rel_err(a, b), _merge_tol(Ab, thetas), "block vs full")
@@ -152,7 +152,7 @@ def test_block_merge_equals_full_merge_with_block_diagonal_fishers():
     Fs = [minifim.true_fisher(net, t, X) for t, X in zip(thetas, Xs)]
     A = sum(len(X) * F for X, F in zip(Xs, Fs)) + 1e-2 * np.eye(net.num_params)
     rhs = sum(len(X) * F @ t for X, F, t in zip(Xs, Fs, thetas)) + 1e-2 * np.mean(thetas, 0)
-    merged = fisher_merge(net, thetas, data=Xs, curvature="full", damping=1e-2)
+    merged = fisher_merge(net, thetas, data=Xs, structure="full", damping=1e-2)
     check(rel_err(merged, np.linalg.solve(A, rhs)), _merge_tol(A, thetas), "dense solve")
 
 
@@ -177,7 +177,7 @@ def test_merge_invariances(seed, M, curvature):
     net, rng = case.net, np.random.default_rng(seed)
     thetas = [net.init(rng) for _ in range(M)]
     Xs = [rng.standard_normal((int(rng.integers(2, 6)), 2)) for _ in range(M)]
-    kw = dict(curvature=curvature, damping=1e-3)
+    kw = dict(structure=curvature, damping=1e-3)
     data = None if curvature == "isotropic" else Xs
     same = fisher_merge(net, [thetas[0]] * M, data=None if data is None else Xs, **kw)
     assert _rel(same, thetas[0]) < 1e-10
@@ -194,7 +194,7 @@ def test_damping_falls_back_to_the_plain_average():
     thetas = np.stack([case.theta, net.init(3), net.init(4)])
     zero = np.zeros(net.num_params)
     for curvature, F in [("diag", zero), ("full", np.zeros((net.num_params,) * 2))]:
-        merged = fisher_merge(net, thetas, [F] * 3, curvature=curvature, damping=0.5)
+        merged = fisher_merge(net, thetas, [F] * 3, structure=curvature, damping=0.5)
         assert _rel(merged, thetas.mean(0)) < 1e-14
     huge = fisher_merge(net, thetas, data=[case.X] * 3, damping=1e12)
     assert _rel(huge, thetas.mean(0)) < 1e-9
@@ -206,13 +206,13 @@ def test_bad_input():
     P = net.num_params
     thetas = [case.theta, net.init(2)]
     with pytest.raises(ValueError, match=r"thetas\[1\]: expected shape"):
-        fisher_merge(net, [case.theta, case.theta[:-1]], curvature="isotropic")
+        fisher_merge(net, [case.theta, case.theta[:-1]], structure="isotropic")
     with pytest.raises(ValueError, match="thetas"):
-        fisher_merge(net, [], curvature="isotropic")
+        fisher_merge(net, [], structure="isotropic")
     with pytest.raises(TypeError, match="thetas"):
-        fisher_merge(net, 3.0, curvature="isotropic")
-    with pytest.raises(ValueError, match="curvature"):
-        fisher_merge(net, thetas, curvature="kfac")
+        fisher_merge(net, 3.0, structure="isotropic")
+    with pytest.raises(ValueError, match="structure"):
+        fisher_merge(net, thetas, structure="kfac")
     with pytest.raises(ValueError, match="fisher"):
         fisher_merge(net, thetas, data=[X, X], fisher="hessian")
     with pytest.raises(ValueError, match="exactly one"):
@@ -220,7 +220,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match="exactly one"):
         fisher_merge(net, thetas, [np.ones(P)] * 2, data=[X, X])
     with pytest.raises(ValueError, match="fishers"):
-        fisher_merge(net, thetas, [np.ones(P)] * 2, curvature="isotropic")
+        fisher_merge(net, thetas, [np.ones(P)] * 2, structure="isotropic")
     with pytest.raises(ValueError, match="fishers: expected 2"):
         fisher_merge(net, thetas, [np.ones(P)])
     with pytest.raises(ValueError, match="data: expected 2"):
@@ -240,21 +240,21 @@ def test_bad_input():
     with pytest.raises(ValueError, match="prior_mean"):
         fisher_merge(net, thetas, [np.ones(P)] * 2, prior_mean=np.ones(3))
     with pytest.raises(ValueError, match="prior_precision"):
-        fisher_merge(net, thetas, curvature="isotropic", prior_precision=1.0)
+        fisher_merge(net, thetas, structure="isotropic", prior_precision=1.0)
     with pytest.raises(ValueError, match=r"fishers\[1\]: expected shape"):
         fisher_merge(net, thetas, [np.ones(P), np.ones(P - 1)])
     with pytest.raises(ValueError, match="non-negative"):
         fisher_merge(net, thetas, [np.ones(P), -np.ones(P)])
     with pytest.raises(ValueError, match="symmetric"):
-        fisher_merge(net, thetas, [np.triu(np.ones((P, P)))] * 2, curvature="full")
+        fisher_merge(net, thetas, [np.triu(np.ones((P, P)))] * 2, structure="full")
     with pytest.raises(ValueError, match="blocks"):
-        fisher_merge(net, thetas, [[np.eye(P)]] * 2, curvature="block")
+        fisher_merge(net, thetas, [[np.eye(P)]] * 2, structure="block")
     # singular summed precision without damping: clear error naming damping
     with pytest.raises(ValueError, match="damping > 0"):
-        fisher_merge(net, thetas, data=[X, X], curvature="full")
+        fisher_merge(net, thetas, data=[X, X], structure="full")
     with pytest.raises(ValueError, match="damping > 0"):
-        fisher_merge(net, thetas, data=[X, X], curvature="block")
+        fisher_merge(net, thetas, data=[X, X], structure="block")
     with pytest.raises(ValueError, match="damping > 0"):
         fisher_merge(net, thetas, [np.zeros(P)] * 2)
     with minifim.memory_limit(1000), pytest.raises(minifim.MemoryBudgetError, match="block"):
-        fisher_merge(net, thetas, data=[X, X], curvature="full", damping=1.0)
+        fisher_merge(net, thetas, data=[X, X], structure="full", damping=1.0)

@@ -106,20 +106,22 @@ def test_diag_and_block_equal_solves_with_parts_of_the_dense_matrix(case, fisher
     damping = 1e-2
     M = dense_curvature(case, fisher)
     g = minifim.gradient(case.net, case.theta, case.X, case.y)
-    d = natural_gradient(case.net, case.theta, case.X, case.y, damping, "diag", fisher=fisher)
+    d = natural_gradient(case.net, case.theta, case.X, case.y, damping, fisher,
+                         structure="diag")
     # entrywise: a diagonal (sum of squares, no cancellation) within curvature_rtol, 2 roundings
     check(rel(d, g / (np.diag(M) + damping)), curvature_rtol(case) + identity_tol(ulps=2), "diag")
-    d = natural_gradient(case.net, case.theta, case.X, case.y, damping, "block", fisher=fisher)
+    d = natural_gradient(case.net, case.theta, case.X, case.y, damping, fisher,
+                         structure="block")
     ref = np.concatenate([np.linalg.solve(M[s, s] + damping * np.eye(s.stop - s.start), g[s])
                           for s in case.net.layer_param_slices()])
     check(rel(d, ref), route_bound(block_diag_part(case.net, M), damping, "dense"), "block")
     structure = {"diag": np.diag(np.diag(M)), "block": block_diag_part(case.net, M),
                  "kfac": minifim.kfac(case.net, case.theta, case.X, case.y, fisher).to_dense()}
     for curvature in ("diag", "block", "kfac"):  # the dense check route of each structure
-        a = natural_gradient(case.net, case.theta, case.X, case.y, damping, curvature,
-                             "structured", fisher=fisher)
-        b = natural_gradient(case.net, case.theta, case.X, case.y, damping, curvature,
-                             "dense", fisher=fisher)
+        a = natural_gradient(case.net, case.theta, case.X, case.y, damping, fisher,
+                             "structured", structure=curvature)
+        b = natural_gradient(case.net, case.theta, case.X, case.y, damping, fisher,
+                             "dense", structure=curvature)
         check(rel(a, b), route_bound(structure[curvature], damping, "dense"), curvature)
 
 
@@ -129,7 +131,7 @@ def test_kfac_is_the_damped_inverse_of_its_dense_matrix(bias):
     damping = 0.03
     g = minifim.gradient(c.net, c.theta, c.X, c.y)
     K = minifim.kfac(c.net, c.theta, c.X, bias=bias).to_dense()
-    d = natural_gradient(c.net, c.theta, c.X, c.y, damping, "kfac", kfac_bias=bias)
+    d = natural_gradient(c.net, c.theta, c.X, c.y, damping, structure="kfac", bias=bias)
     check(rel(d, np.linalg.solve(K + damping * np.eye(c.P), g)), route_bound(K, damping, "dense"),
           "eigen")
     # factored Tikhonov damping with the pi-correction, against dense damped factors
@@ -147,8 +149,8 @@ def test_kfac_is_the_damped_inverse_of_its_dense_matrix(bias):
         blocks.append(block)
     ref = np.concatenate([np.linalg.solve(B, g[s])
                           for B, s in zip(blocks, c.net.layer_param_slices())])
-    d = natural_gradient(c.net, c.theta, c.X, c.y, damping, "kfac", kfac_bias=bias,
-                         kfac_solve="factored")
+    d = natural_gradient(c.net, c.theta, c.X, c.y, damping, structure="kfac", bias=bias,
+                         damping_type="factored")
     check(rel(d, ref), solve_rtol(max(cond(B) for B in blocks), c.P), "factored")
 
 
@@ -195,7 +197,8 @@ def test_auto_says_which_route_it_picked():
     with minifim.memory_limit(4000):  # neither Gram nor P x P fits
         d, info = natural_gradient(big.net, big.theta, big.X, big.y, 0.1, return_info=True)
     assert info["method"] == "cg" and info["residual"] <= 1e-10 and info["tol"] == 1e-10
-    _, info = natural_gradient(c.net, c.theta, c.X, c.y, 0.1, "kfac", return_info=True)
+    _, info = natural_gradient(c.net, c.theta, c.X, c.y, 0.1, structure="kfac",
+                               return_info=True)
     assert info["method"] == "structured"
     _, info = natural_gradient(c.net, c.theta, c.X, c.y, 0.1, "hessian", return_info=True)
     assert info["method"] == "dense"
@@ -314,8 +317,8 @@ def test_kfac_invariant_to_affine_layer_input_transforms():
 
     # (the full Fisher of a deep linear net is singular: W1 M^-1, M W0 is a symmetry)
     for curvature, invariant in (("kfac", True), ("block", True), ("diag", False)):
-        d = natural_gradient(net, theta, X, y, 0.0, curvature)
-        d_p = natural_gradient(net, theta_p, X_p, y, 0.0, curvature)
+        d = natural_gradient(net, theta, X, y, 0.0, structure=curvature)
+        d_p = natural_gradient(net, theta_p, X_p, y, 0.0, structure=curvature)
         err = rel(back(d_p), d)
         if invariant:  # both solves' errors, the transformed one mapped back through Bk
             kappa = cond(matrix(theta, X, curvature)) \
@@ -323,12 +326,12 @@ def test_kfac_invariant_to_affine_layer_input_transforms():
             check(err, solve_rtol(kappa, P), curvature)
         else:
             assert err > 1e-2, (curvature, err)
-    d = natural_gradient(net, theta, X, y, 0.0, "kfac", kfac_bias="separate")
-    d_p = natural_gradient(net, theta_p, X_p, y, 0.0, "kfac", kfac_bias="separate")
+    d = natural_gradient(net, theta, X, y, 0.0, structure="kfac", bias="separate")
+    d_p = natural_gradient(net, theta_p, X_p, y, 0.0, structure="kfac", bias="separate")
     assert rel(back(d_p), d) > 1e-2
     # damping breaks the invariance (it is not transformed with the parameters)
-    d = natural_gradient(net, theta, X, y, 1.0, "kfac")
-    d_p = natural_gradient(net, theta_p, X_p, y, 1.0, "kfac")
+    d = natural_gradient(net, theta, X, y, 1.0, structure="kfac")
+    d_p = natural_gradient(net, theta_p, X_p, y, 1.0, structure="kfac")
     assert rel(back(d_p), d) > 1e-3
 
 
@@ -338,9 +341,10 @@ def test_kfac_equals_exact_ngd_for_a_single_linear_gaussian_layer():
     for damping in (0.0, 1e-3, 0.7):
         tol = solve_rtol(damped_cond(F, damping), c.P)
         exact = natural_gradient(c.net, c.theta, c.X, c.y, damping, "true", "dense")
-        block = natural_gradient(c.net, c.theta, c.X, c.y, damping, "block")
+        block = natural_gradient(c.net, c.theta, c.X, c.y, damping, structure="block")
         for bias in ("folded",):
-            k = natural_gradient(c.net, c.theta, c.X, c.y, damping, "kfac", kfac_bias=bias)
+            k = natural_gradient(c.net, c.theta, c.X, c.y, damping, structure="kfac",
+                                 bias=bias)
             check(rel(k, exact), tol, "kfac")
             check(rel(block, exact), tol, "block")
 
@@ -354,12 +358,12 @@ def test_bad_input():
             natural_gradient(*args, damping)
     with pytest.raises(TypeError, match="damping"):
         natural_gradient(*args, "small")
-    with pytest.raises(ValueError, match="curvature.*'fisher'"):
+    with pytest.raises(ValueError, match="fisher.*'fisher'"):
         natural_gradient(*args, 0.1, "fisher")
     with pytest.raises(ValueError, match="method"):
         natural_gradient(*args, 0.1, "true", "lu")
     with pytest.raises(ValueError, match="fisher"):
-        natural_gradient(*args, 0.1, "diag", fisher="hessian")
+        natural_gradient(*args, 0.1, "hessian", structure="diag")
     with pytest.raises(ValueError, match="theta"):
         natural_gradient(c.net, c.theta[:-1], c.X, c.y)
     with pytest.raises(ValueError, match="X"):
@@ -373,11 +377,12 @@ def test_bad_input():
     with pytest.raises(ValueError, match="structured"):
         natural_gradient(*args, 0.1, "true", "structured")
     with pytest.raises(ValueError, match="woodbury"):
-        natural_gradient(*args, 0.1, "kfac", "woodbury")
+        natural_gradient(*args, 0.1, "true", "woodbury", structure="kfac")
     with pytest.raises(ValueError, match="woodbury"):
         natural_gradient(*args, 0.1, "hessian", "woodbury")
     with pytest.raises(ValueError, match="factored"):
-        natural_gradient(*args, 0.1, "kfac", "dense", kfac_solve="factored")
+        natural_gradient(*args, 0.1, "true", "dense", structure="kfac",
+                         damping_type="factored")
     with pytest.raises(ValueError, match="tol"):
         natural_gradient(*args, 0.1, tol=0.0)
     with pytest.raises(RuntimeError, match="tol"):
@@ -395,18 +400,19 @@ def test_singular_dense_and_structured_systems_name_the_damping():
     # N K >= P but every input identical: rank F <= C (dense rcond check)
     c = make_case((2, 2), "identity", "gaussian", N=8, seed=1)
     X = np.ones_like(c.X)
-    for curvature in ("true", "hessian", "block", "kfac"):
+    for fisher, structure in (("true", "full"), ("hessian", "full"), ("true", "block"),
+                              ("true", "kfac")):
         with pytest.raises(ValueError, match="damping"):
-            natural_gradient(c.net, c.theta, X, c.y, 0.0, curvature, "auto")
+            natural_gradient(c.net, c.theta, X, c.y, 0.0, fisher, "auto", structure=structure)
     # the categorical output factor G of K-FAC is singular (softmax sums to one)
     c = CASES[0]
     with pytest.raises(ValueError, match="damping"):
-        natural_gradient(c.net, c.theta, c.X, c.y, 0.0, "kfac")
+        natural_gradient(c.net, c.theta, c.X, c.y, 0.0, structure="kfac")
     # a zero diagonal entry: a dead input feature
     X = c.X.copy()
     X[:, 0] = 0.0
     with pytest.raises(ValueError, match="damping"):
-        natural_gradient(c.net, c.theta, X, c.y, 0.0, "diag")
+        natural_gradient(c.net, c.theta, X, c.y, 0.0, structure="diag")
 
 
 def test_damped_solve_checks():
@@ -517,10 +523,10 @@ def test_kfac_solves_refuse_near_singular_factors():
     g = minifim.gradient(net, th, X, y)
     for method in ("eigen", "factored"):
         with pytest.raises(ValueError, match=r"damping.*condition number"):
-            fac.solve(g, 1e-300, method=method)
+            fac.solve(g, 1e-300, damping_type=method)
         with pytest.raises(ValueError, match="damping"):
-            natural_gradient(net, th, X, y, 1e-300, "kfac", kfac_solve=method)
-        d = fac.solve(g, 1e-2, method=method)  # well conditioned: solves
+            natural_gradient(net, th, X, y, 1e-300, structure="kfac", damping_type=method)
+        d = fac.solve(g, 1e-2, damping_type=method)  # well conditioned: solves
         assert np.all(np.isfinite(d))
 
 

@@ -230,7 +230,7 @@ def clf():
 def _curvature_optimizers(net):
     return {"ngd": optim.ngd(0.5, 1e-2), "gauss_newton": optim.gauss_newton(0.5, 0.1),
             "kfac": optim.kfac(net, 0.2, 0.1), "kfac-eigen-separate":
-            optim.kfac(net, 0.2, 0.1, solve="eigen", bias="separate", adapt_damping=True)}
+            optim.kfac(net, 0.2, 0.1, damping_type="eigen", bias="separate", adapt_damping=True)}
 
 
 def test_curvature_optimizers_get_params_of_init(clf):
@@ -258,10 +258,11 @@ def test_ngd_update_is_the_natural_gradient_step(clf):
     net, theta, X, y = clf
     batch = optim.Batch(net, X, y, None, len(X))
     g = minifim.gradient(net, theta, X, y)
-    for curvature in ("true", "empirical", "diag", "block", "kfac", "hessian"):
-        init, update, get = optim.ngd(0.3, 0.05, curvature)
+    for fisher, structure in (("true", "full"), ("empirical", "full"), ("true", "diag"),
+                              ("true", "block"), ("true", "kfac"), ("hessian", "full")):
+        init, update, get = optim.ngd(0.3, 0.05, fisher, structure=structure)
         s = update(0, g, init(theta), batch)
-        d = minifim.natural_gradient(net, theta, X, y, 0.05, curvature)
+        d = minifim.natural_gradient(net, theta, X, y, 0.05, fisher, structure=structure)
         np.testing.assert_array_equal(s["direction"], d)
         np.testing.assert_allclose(get(s), theta - 0.3 * d, rtol=0, atol=1e-15)
 
@@ -270,7 +271,7 @@ def test_ngd_monte_carlo_is_replayable(clf):
     net, theta, X, y = clf
     batch = optim.Batch(net, X, y, None, len(X))
     g = minifim.gradient(net, theta, X, y)
-    init, update, _ = optim.ngd(0.3, 0.05, "mc", n_samples=2, seed=4)
+    init, update, _ = optim.ngd(0.3, 0.05, "mc", n_samples=2, rng=4)
     s = init(theta)
     a, b = update(3, g, s, batch), update(3, g, s, batch)
     c = update(4, g, s, batch)
@@ -318,14 +319,14 @@ def test_kfac_without_averaging_is_the_kfac_natural_gradient(clf, bias, solve):
     net, theta, X, y = clf
     batch = optim.Batch(net, X, y, None, len(X))
     init, update, get = optim.kfac(net, 0.4, 0.02, decay=0.0, inverse_period=1, bias=bias,
-                                   solve=solve)
+                                   damping_type=solve)
     s = init(theta)
     for step in range(3):
         th = get(s)
         g = minifim.gradient(net, th, X, y)
         s = update(step, g, s, batch)
-        ref = minifim.natural_gradient(net, th, X, y, 0.02, "kfac", kfac_bias=bias,
-                                       kfac_solve=solve)
+        ref = minifim.natural_gradient(net, th, X, y, 0.02, structure="kfac", bias=bias,
+                                       damping_type=solve)
         np.testing.assert_allclose(s["direction"], ref, rtol=1e-11, atol=1e-14)
         np.testing.assert_allclose(get(s), th - 0.4 * ref, rtol=1e-12, atol=1e-14)
 
@@ -365,7 +366,7 @@ def test_kfac_running_averages_and_inverse_period(clf):
     f = minifim.KFACFactors((states[3]["A0"], states[3]["A1"]), (states[3]["G0"],
                             states[3]["G1"]), "folded", tuple(net.shapes))
     np.testing.assert_allclose(states[4]["direction"],
-                               f.solve(g4, 0.05, method="factored"), rtol=1e-10)
+                               f.solve(g4, 0.05, damping_type="factored"), rtol=1e-10)
 
 
 def test_kfac_levenberg_marquardt_damping(clf):
@@ -412,8 +413,8 @@ def test_curvature_optimizer_bad_input(clf):
         optim.kfac(net, fisher="ggn")
     with pytest.raises(ValueError, match="lm_omega"):
         optim.kfac(net, lm_omega=1.5)
-    with pytest.raises(ValueError, match="curvature"):
-        optim.ngd(curvature="fisher")
+    with pytest.raises(ValueError, match="fisher"):
+        optim.ngd(fisher="fisher")
     with pytest.raises(ValueError, match="damping"):
         optim.ngd(damping=-1.0)
     init, update, _ = optim.ngd()
@@ -507,8 +508,8 @@ def test_kfac_optimizer_refuses_a_damping_its_solve_cannot_use(solve):
     net = minifim.MLP([3, 4, 2])
     X = rng.standard_normal((3, 3))  # 3 samples: A (4 x 4 folded) is singular
     y = rng.integers(0, 2, 3)
-    opt = minifim.optim.kfac(net, lr=0.1, damping=1e-300, solve=solve)
+    opt = minifim.optim.kfac(net, lr=0.1, damping=1e-300, damping_type=solve)
     with pytest.raises(ValueError, match="damping.*condition number"):
         minifim.train(net, net.init(0), X, y, opt, 2, progress=False)
-    minifim.train(net, net.init(0), X, y, minifim.optim.kfac(net, damping=1e-2, solve=solve), 2,
-                  progress=False)
+    minifim.train(net, net.init(0), X, y,
+                  minifim.optim.kfac(net, damping=1e-2, damping_type=solve), 2, progress=False)

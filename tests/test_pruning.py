@@ -245,7 +245,7 @@ def test_bad_input():
         prune_path(net, theta, X, None, [0.5, 0.2])
     with pytest.raises(ValueError, match="at least one"):
         prune_path(net, theta, X, None, [])
-    with pytest.raises(ValueError, match="method"):
+    with pytest.raises(ValueError, match="criterion"):
         prune(net, theta, X, None, 0.5, "random")
     with pytest.raises(ValueError, match="fisher"):
         prune(net, theta, X, None, 0.5, "obd", fisher="hessian")

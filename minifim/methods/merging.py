@@ -7,7 +7,8 @@ for models that share an initialisation or are otherwise aligned; nothing here p
 units). Model ``i`` contributes a precision ``W_i = w_i F_i``:
 
 - ``fishers=`` gives ``F_i`` directly (``(P,)`` diagonals, ``(P, P)`` matrices, or per-layer
-  block lists, according to ``curvature``), with weights ``w_i`` (default 1);
+  block lists, according to ``structure``, or curvature structure objects such as
+  :func:`minifim.curvature` returns), with weights ``w_i`` (default 1);
 - ``data=`` gives each model's data ``(X_i, y_i)``; ``F_i`` is then the *mean* curvature of kind
   ``fisher`` at ``theta_i`` on ``X_i`` and the default weight is ``w_i = N_i`` (the number of
   samples), so ``W_i = N_i F_i`` is model ``i``'s summed Fisher: the precision of its Laplace
@@ -30,25 +31,32 @@ once (``prior_precision=alpha``, ``prior_mean=mu``, default ``0``) gives
 
 which for linear-Gaussian models (ridge regression) on disjoint data is exactly the joint ridge
 solution. ``alpha`` is on the scale of the summed Fishers ``N_i F_i``.
-``curvature``: ``"isotropic"`` (``F_i = I``: the weighted average, the baseline), ``"diag"``
-(elementwise, Matena & Raffel's choice), ``"block"`` (exact per-layer blocks, one small solve
-per layer), ``"full"`` (the dense ``(P, P)`` solve).
+``structure`` (:class:`minifim.options.MergeStructure`): ``"isotropic"`` (``F_i = I``: the
+weighted average, the baseline; merging's own value), ``"diag"`` (elementwise, Matena &
+Raffel's choice), ``"block"`` (exact per-layer blocks, one small solve per layer), ``"full"``
+(the dense ``(P, P)`` solve). Each ``F_i`` is a structure object
+(:mod:`minifim.geometry.structures`): the summed precision is their sum ``sum_i w_i F_i``
+(which keeps the structure) and the merge is its ``solve``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from .._linalg import damped_solve
-from .._validation import as_float_array, check_choice, check_net, check_nonnegative, check_positive
-from ..geometry.curvature import FISHER_KINDS, block_diagonal, curvature_matrix, fisher_diagonal
+from .._validation import as_float_array, check_net, check_nonnegative, check_positive
+from ..geometry.structures import BlockDiagonal, Dense, Diagonal, curvature
+from ..geometry.structures import Structure as StructureObject
 from ..memory import require_memory
+from ..options import FisherKind, MergeStructure, as_option, deprecated_keywords
 
-__all__ = ["fisher_merge", "MERGE_CURVATURES"]
+__all__ = ["fisher_merge", "MERGE_STRUCTURES", "MERGE_CURVATURES"]
 
-MERGE_CURVATURES = ("isotropic", "diag", "block", "full")
+#: The ``structure=`` values of :func:`fisher_merge` (:class:`minifim.options.MergeStructure`).
+MERGE_STRUCTURES = MergeStructure.values()
+MERGE_CURVATURES = MERGE_STRUCTURES  # the former name, kept importable
 
 
 def _as_list(value, name: str) -> list:
@@ -115,32 +123,59 @@ def _check_symmetric(F: np.ndarray, name: str) -> np.ndarray:
     return F
 
 
-def _check_fisher(net, F, curvature: str, name: str):
+def _diagonal(net, F, name: str) -> Diagonal:
+    d = as_float_array(F, name, shape=(net.num_params,))
+    if np.any(d < 0):
+        raise ValueError(f"{name}: expected a non-negative Fisher diagonal, received "
+                         f"{int(np.sum(d < 0))} negative entries")
+    return Diagonal(d)
+
+
+def _dense(net, F, name: str) -> Dense:
     P = net.num_params
-    if curvature == "diag":
-        d = as_float_array(F, name, shape=(P,))
-        if np.any(d < 0):
-            raise ValueError(f"{name}: expected a non-negative Fisher diagonal, received "
-                             f"{int(np.sum(d < 0))} negative entries")
-        return d
-    if curvature == "full":
-        return _check_symmetric(as_float_array(F, name, shape=(P, P)), name)
-    return _check_block_list(net, F, name)
+    return Dense(_check_symmetric(as_float_array(F, name, shape=(P, P)), name))
 
 
-def _compute_fisher(net, theta, X, y, curvature, fisher, n_samples, rng, chunk_size):
-    kwargs = dict(n_samples=n_samples, rng=rng, chunk_size=chunk_size)
-    if curvature == "diag":
-        return fisher_diagonal(net, theta, X, y, fisher, **kwargs)
-    if curvature == "full":
-        return curvature_matrix(net, theta, X, y, fisher, **kwargs)
-    return block_diagonal(net, theta, X, y, fisher, **kwargs)
+def _blocks(net, F, name: str) -> BlockDiagonal:
+    return BlockDiagonal(_check_block_list(net, F, name))
 
 
-def fisher_merge(net, thetas, fishers=None, *, data=None, curvature: str = "diag",
-                 fisher: str = "true", weights=None, damping: float = 0.0,
-                 prior_precision: float = 0.0, prior_mean=None, n_samples: int = 1,
-                 rng=None, chunk_size: int | None = None) -> np.ndarray:
+#: How a given Fisher array is read, per structure.
+_READERS = {"diag": _diagonal, "full": _dense, "block": _blocks}
+
+
+def _given_fisher(net, F, structure: str, name: str) -> StructureObject:
+    """A given ``F_i`` as a structure object (a structure object is used as it is)."""
+    if isinstance(F, StructureObject):
+        P = net.num_params
+        if F.shape != (P, P):
+            raise ValueError(f"{name}: expected a curvature of shape ({P}, {P}), received "
+                             f"{F.shape}")
+        return F
+    return _READERS[structure](net, F, name)
+
+
+def _check_memory(net, structure: str) -> None:
+    """Guard the summed precision, one model's precision and the sum's temporaries."""
+    P = net.num_params
+    if structure == "full":  # the dense (P, P) summed precision: the biggest case
+        require_memory(4 * 8 * P * P, f"full Fisher merging: summed precision, one model's "
+                       f"precision and their sum (4 x ({P}, {P}) float64)",
+                       "structure='block' (per-layer blocks) or structure='diag'")
+    elif structure == "block":
+        sizes = [s.stop - s.start for s in net.layer_param_slices()]
+        require_memory(4 * 8 * sum(s * s for s in sizes),
+                       f"block Fisher merging: summed per-layer precision blocks of sizes "
+                       f"{sizes}, one model's blocks and their sum (4 copies) float64",
+                       "structure='diag' (the exact diagonal, P floats per model)")
+
+
+@deprecated_keywords(curvature="structure")
+def fisher_merge(net: Any, thetas: Any, fishers: Any = None, *, data: Any = None,
+                 structure: str = "diag", fisher: str = "true", weights: Any = None,
+                 damping: float = 0.0, prior_precision: float = 0.0, prior_mean: Any = None,
+                 n_samples: int = 1, rng: Any = None,
+                 chunk_size: int | None = None) -> np.ndarray:
     """Merge models by Fisher-weighted averaging.
 
     Parameters
@@ -150,13 +185,18 @@ def fisher_merge(net, thetas, fishers=None, *, data=None, curvature: str = "diag
     thetas : sequence of M ndarrays, shape (P,), or ndarray, shape (M, P)
     fishers : sequence of M curvatures, optional
         Per model: ``(P,)`` for ``"diag"``, ``(P, P)`` for ``"full"``, a list of ``L`` blocks
-        ``(P_l, P_l)`` (as :func:`minifim.block_diagonal`) for ``"block"``.
+        ``(P_l, P_l)`` (as :func:`minifim.block_diagonal`) for ``"block"``; or structure
+        objects (:class:`minifim.Dense`, :class:`minifim.Diagonal`,
+        :class:`minifim.BlockDiagonal`, :class:`minifim.KFAC`, e.g. from
+        :func:`minifim.curvature`), used as they are.
     data : sequence of M entries ``X_i: (N_i, D)`` or ``(X_i, y_i)``, optional
         Compute ``F_i`` (mean curvature of kind ``fisher`` at ``theta_i`` on ``X_i``) instead;
         the default weights are then ``N_i``. ``y_i`` is needed for ``fisher="empirical"``.
-        Give exactly one of ``fishers`` and ``data`` unless ``curvature="isotropic"`` (where
+        Give exactly one of ``fishers`` and ``data`` unless ``structure="isotropic"`` (where
         ``data`` only supplies the counts ``N_i`` as weights).
-    curvature : {"isotropic", "diag", "block", "full"}
+    structure : {"isotropic", "diag", "block", "full"}
+        How each model's curvature enters (module docstring); ``"isotropic"`` is merging's
+        own value (no curvature). Formerly ``curvature=`` (deprecated until 0.3.0).
     fisher : {"true", "empirical", "mc", "argmax", "ggn"}
         Kind of curvature computed from ``data``.
     weights : sequence of M positive floats, optional
@@ -188,14 +228,14 @@ def fisher_merge(net, thetas, fishers=None, *, data=None, curvature: str = "diag
     >>> import numpy as np, minifim
     >>> net = minifim.MLP([2, 1], activation="identity", likelihood="gaussian")
     >>> a, b = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 2.0])
-    >>> minifim.fisher_merge(net, [a, b], curvature="isotropic")
+    >>> minifim.fisher_merge(net, [a, b], structure="isotropic")
     array([0.5, 0.5, 1. ])
     >>> minifim.fisher_merge(net, [a, b], [np.array([3.0, 1, 1]), np.array([1.0, 1, 1])])
     array([0.75, 0.5 , 1.  ])
     """
     check_net(net)
-    check_choice(curvature, "curvature", MERGE_CURVATURES)
-    check_choice(fisher, "fisher", FISHER_KINDS)
+    structure = as_option(structure, MergeStructure, "structure").value
+    fisher = as_option(fisher, FisherKind, "fisher").value
     Th = _check_thetas(net, thetas)
     M, P = Th.shape
     w = _check_weights(weights, M)
@@ -208,72 +248,37 @@ def fisher_merge(net, thetas, fishers=None, *, data=None, curvature: str = "diag
         w = (np.ones(M) if checked_data is None
              else np.array([float(X.shape[0]) for X, _ in checked_data]))
 
-    if curvature == "isotropic":
+    if structure == "isotropic":
         if fishers is not None:
             raise ValueError("fishers: isotropic merging uses no curvature; received fishers "
-                             "with curvature='isotropic'")
+                             "with structure='isotropic'")
         if alpha != 0 or prior_mean is not None:
             raise ValueError("prior_precision, prior_mean: isotropic merging uses no "
-                             "precisions; received a prior with curvature='isotropic'")
+                             "precisions; received a prior with structure='isotropic'")
         return (w @ Th) / w.sum()
     if (fishers is None) == (checked_data is None):
-        raise ValueError(f"fishers, data: expected exactly one of them for curvature="
-                         f"{curvature!r}, received "
+        raise ValueError(f"fishers, data: expected exactly one of them for structure="
+                         f"{structure!r}, received "
                          f"{'neither' if fishers is None else 'both'}")
     if fishers is not None:
         fishers = _as_list(fishers, "fishers")
         if len(fishers) != M:
             raise ValueError(f"fishers: expected {M} entries (one per model), received "
                              f"{len(fishers)}")
-    if curvature == "full":
-        require_memory(2 * 8 * P * P, f"full Fisher merging: summed precision and one "
-                       f"model's Fisher (2 x ({P}, {P}) float64)",
-                       "curvature='block' (per-layer blocks) or curvature='diag'")
+    _check_memory(net, structure)
     # the constant parts: (alpha + damping) I and alpha (sum theta_i - (M-1) mu) + damping theta_bar
     shift = alpha + damping
-    base = alpha * (Th.sum(axis=0) - (M - 1) * mu) + damping * Th.mean(axis=0)
-
-    def model_fisher(i):
-        if fishers is not None:
-            return _check_fisher(net, fishers[i], curvature, f"fishers[{i}]")
-        X, y = checked_data[i]
-        return _compute_fisher(net, Th[i], X, y, curvature, fisher, n_samples, rng,
-                               chunk_size)
-
-    if curvature == "diag":
-        prec, rhs = np.full(P, shift), base.copy()
-        for i in range(M):
-            d = w[i] * model_fisher(i)
-            prec += d
-            rhs += d * Th[i]
-        if np.any(prec <= 0):
-            bad = np.flatnonzero(prec <= 0)
-            raise ValueError(f"damping: {bad.size} parameters (first: index {bad[0]}) have zero "
-                             f"summed Fisher and damping={damping!r} (prior_precision="
-                             f"{alpha!r}); pass damping > 0 to fall back to the plain average "
-                             "there")
-        return rhs / prec
-    if curvature == "full":
-        prec, rhs = np.zeros((P, P)), base.copy()
-        for i in range(M):
-            F = w[i] * model_fisher(i)
-            prec += F
-            rhs += F @ Th[i]
-        return damped_solve(prec, rhs, shift, what="summed precision (with prior_precision + "
-                            "damping as the damping)", overwrite_m=True)
-    slices = net.layer_param_slices()
-    sizes = [s.stop - s.start for s in slices]
-    copies = 1 if fishers is not None else 2  # the summed blocks (+ one model's, computed)
-    require_memory(copies * 8 * sum(s * s for s in sizes),
-                   f"block Fisher merging: summed per-layer precision blocks of sizes {sizes}"
-                   + (" and one model's blocks" if copies == 2 else "") + " float64",
-                   "curvature='diag' (the exact diagonal, P floats per model)")
-    precs = [np.zeros((s.stop - s.start,) * 2) for s in slices]
-    rhss = [base[s].copy() for s in slices]
+    rhs = alpha * (Th.sum(axis=0) - (M - 1) * mu) + damping * Th.mean(axis=0)
+    total = None
     for i in range(M):
-        for l, (B, s) in enumerate(zip(model_fisher(i), slices)):
-            precs[l] += w[i] * B
-            rhss[l] += w[i] * (B @ Th[i, s])
-    return np.concatenate([damped_solve(A, b, shift, what=f"summed precision block of layer {l}",
-                                        overwrite_m=True)
-                           for l, (A, b) in enumerate(zip(precs, rhss))])
+        if fishers is not None:
+            F = _given_fisher(net, fishers[i], structure, f"fishers[{i}]")
+        else:
+            X, y = checked_data[i]
+            F = curvature(net, Th[i], X, y, fisher, structure, n_samples=n_samples, rng=rng,
+                          chunk_size=chunk_size)
+        Wi = w[i] * F  # model i's precision W_i = w_i F_i, in F_i's structure
+        rhs += Wi @ Th[i]
+        total = Wi if total is None else total + Wi
+        del F, Wi
+    return total.solve(rhs, shift)

@@ -6,40 +6,46 @@ The direction (the oracle quantity) is
 
 with ``g`` the gradient of the mean negative log-likelihood (:func:`minifim.gradient`, or a
 gradient passed in, e.g. one that includes a penalty) and ``M`` the MEAN curvature over the
-``N`` samples given (the convention of :mod:`minifim.geometry.curvature`), chosen by ``curvature``:
+``N`` samples given (the convention of :mod:`minifim.geometry.curvature`). ``M`` has a kind,
+``fisher=``, and a structure, ``structure=`` (:mod:`minifim.geometry.structures`):
 
 =============  ===============================================================================
+``fisher``
 ``"true"``     exact Fisher ``1/N sum_n J_n^T Lambda_n J_n`` (NGD)
 ``"empirical"`` empirical Fisher ``1/N sum_n s_n s_n^T`` at the data labels (EF-NGD)
 ``"mc"``       Monte-Carlo Fisher, ``n_samples`` labels per input drawn with ``rng``
 ``"ggn"``      generalised Gauss-Newton ``1/N sum_n J_n^T H_n J_n`` (equals ``"true"`` here)
-``"hessian"``  Hessian of the mean NLL: the damped Newton direction
-``"diag"``     exact diagonal of the ``fisher`` curvature (default the true Fisher)
-``"block"``    exact per-layer blocks of the ``fisher`` curvature
-``"kfac"``     K-FAC of the ``fisher`` curvature, inverted per layer
+``"hessian"``  Hessian of the mean NLL: the damped Newton direction (``structure="full"``)
+``structure``
+``"full"``     the exact matrix of that kind (default)
+``"diag"``     its exact diagonal (:class:`minifim.Diagonal`)
+``"block"``    its exact per-layer blocks (:class:`minifim.BlockDiagonal`)
+``"kfac"``     its K-FAC approximation, inverted per layer (:class:`minifim.KFAC`)
 =============  ===============================================================================
 
 Routes (``method``), all giving the same ``d`` to rounding (tested to 1e-10 relative):
 
-- ``"dense"``: the ``(P, P)`` matrix (memory-guarded), Cholesky of ``M + damping I`` and
-  ``cho_solve``; for ``"hessian"``, which may be indefinite, a symmetric ``LDL^T`` solve.
-  For ``"diag"``/``"block"``/``"kfac"`` it forms the approximation's dense matrix (a check route).
-- ``"woodbury"``: for ``M = 1/N U^T U`` with the factor ``U: (N K, P)`` of
-  :func:`minifim.curvature_factors` (``K = C`` for ``"true"``/``"ggn"``, ``n_samples`` for
+- ``"dense"``: the ``(P, P)`` matrix (memory-guarded, the structure's ``to_dense()``),
+  Cholesky of ``M + damping I`` and ``cho_solve`` (:func:`minifim._linalg.damped_solve`); for
+  ``"hessian"``, which may be indefinite, a symmetric ``LDL^T`` solve. For
+  ``"diag"``/``"block"``/``"kfac"`` it is a check route of the structured solve.
+- ``"woodbury"`` (``structure="full"``): for ``M = 1/N U^T U`` with the factor ``U: (N K, P)``
+  of :func:`minifim.curvature_factors` (``K = C`` for ``"true"``/``"ggn"``, ``n_samples`` for
   ``"mc"``, ``1`` for ``"empirical"``), the push-through identity
   ``d = (g - U^T (1/N U U^T + damping I)^{-1} (1/N U g)) / damping``. Neither ``U`` nor any
   ``P x P`` matrix is formed: the Gram matrix is ``U U^T = sum_l (B_l B_l^T) * (a_l a_l^T + 1)``
   from the per-layer factors (backpropagated seeds ``B_l``, layer inputs ``a_l``), and ``U g``,
-  ``U^T z`` are per-layer products. Cost ``O((N K)^2 sum_l width_l + (N K)^3)``, memory
-  ``O((N K)^2)``. Needs ``damping > 0``.
-- ``"cg"``: conjugate gradients (restarted GMRES(100) for the possibly indefinite
-  ``"hessian"``; MINRES stagnates near 1e-12 there) on the matrix-free
+  ``U^T z`` are per-layer products (:class:`minifim.geometry.gram.SeedFactors`). Cost
+  ``O((N K)^2 sum_l width_l + (N K)^3)``, memory ``O((N K)^2)``. Needs ``damping > 0``.
+- ``"cg"`` (``structure="full"``): conjugate gradients (restarted GMRES(100) for the possibly
+  indefinite ``"hessian"``; MINRES stagnates near 1e-12 there) on the matrix-free
   :func:`minifim.fisher_operator` / :func:`minifim.hessian_operator` plus ``damping I``, with up
   to 5 restarts on the true residual, until ``|(M + damping I) d - g| <= tol |g|`` (default
   ``tol = 1e-10``, ``maxiter = 10 P`` operator products); a run that does not reach ``tol``
   raises ``RuntimeError`` (the attainable floor is about ``eps * cond``).
-- ``"structured"``: ``"diag"`` (elementwise), ``"block"`` (a Cholesky per layer), ``"kfac"``
-  (per layer through the Kronecker factors, :meth:`minifim.KFACFactors.solve`).
+- ``"structured"``: the structure's own ``solve(g, damping)``: ``"diag"`` (elementwise),
+  ``"block"`` (a Cholesky per layer), ``"kfac"`` (per layer through the Kronecker factors,
+  :meth:`minifim.KFACFactors.solve`, with ``damping_type="eigen"`` or ``"factored"``).
 - ``"auto"``: ``"structured"`` for ``diag``/``block``/``kfac``; otherwise ``"woodbury"`` when
   ``N K < P`` and the ``(N K)^2`` Gram matrix fits the memory budget, else ``"dense"`` when
   ``P x P`` fits, else ``"cg"``. With ``return_info=True`` the choice and the reason are
@@ -52,38 +58,49 @@ An undamped singular system raises ``ValueError`` naming ``damping``: always whe
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 import scipy.linalg as sla
+from numpy.typing import ArrayLike
 from scipy.sparse.linalg import LinearOperator, cg, gmres
 
-from .._linalg import damped_solve, diagonal_solve, singular_error
+from .._linalg import damped_solve, singular_error
 from .._validation import (
     as_float_array,
-    check_choice,
     check_int,
     check_net,
     check_nonnegative,
     check_positive,
 )
 from ..core.objective import gradient as _gradient
-from ..geometry.curvature import (
-    block_diagonal,
-    curvature_matrix,
-    fisher_diagonal,
-    hessian,
-)
+from ..geometry.curvature import hessian
 from ..geometry.gram import seed_factors
-from ..geometry.kronecker import kfac
 from ..geometry.operators import fisher_operator, hessian_operator
+from ..geometry.structures import Dense, curvature
+from ..geometry.structures import Structure as StructureObject
 from ..memory import memory_budget, require_memory
+from ..options import (
+    Bias,
+    Curvature,
+    KFACDamping,
+    SolveMethod,
+    Structure,
+    as_option,
+    deprecated_keywords,
+)
+from ._legacy import split_curvature
 
-__all__ = ["natural_gradient", "CURVATURES", "METHODS"]
+if TYPE_CHECKING:
+    from ..core.model import MLP
 
-FACTOR_CURVATURES = ("true", "empirical", "mc", "ggn")
-STRUCTURED = ("diag", "block", "kfac")
-CURVATURES = FACTOR_CURVATURES + ("hessian",) + STRUCTURED
-METHODS = ("auto", "dense", "woodbury", "cg", "structured")
-BASE_FISHERS = ("true", "empirical", "mc", "ggn")
+__all__ = ["natural_gradient", "FISHERS", "METHODS"]
+
+#: Kinds with a factor ``M = 1/N U^T U`` (the Woodbury route).
+FACTOR_KINDS = ("true", "empirical", "mc", "ggn")
+#: The kinds ``fisher=`` accepts: the factor kinds and the Hessian.
+FISHERS = FACTOR_KINDS + ("hessian",)
+METHODS = SolveMethod.values()
 EPS = np.finfo(np.float64).eps
 _REFINEMENTS = 5  # restarts of CG/GMRES on the true residual (iterative refinement)
 _GMRES_RESTART = 100  # Krylov basis size of GMRES for the Hessian (memory 100 P floats)
@@ -95,52 +112,21 @@ def _num_seeds(net, curvature: str, n_samples: int) -> int:
     return n_samples if curvature == "mc" else 1
 
 
-def _dense_matrix(net, theta, X, y, curvature, fisher, n_samples, rng, kfac_bias):
-    """The dense ``(P, P)`` matrix ``M`` of ``curvature`` (memory-guarded by the callees)."""
-    if curvature in FACTOR_CURVATURES:
-        return curvature_matrix(net, theta, X, y, curvature, n_samples=n_samples, rng=rng)
-    if curvature == "hessian":
-        return hessian(net, theta, X, y)
-    P = net.num_params
-    require_memory(8 * P * P, f"dense {curvature} approximation (P, P) = ({P}, {P}) float64",
-                   "method='structured' (solves per layer or per coordinate)")
-    if curvature == "diag":
-        return np.diag(fisher_diagonal(net, theta, X, y, fisher, n_samples=n_samples, rng=rng))
-    if curvature == "block":
-        M = np.zeros((P, P))
-        blocks = block_diagonal(net, theta, X, y, fisher, n_samples=n_samples, rng=rng)
-        for sl, B in zip(net.layer_param_slices(), blocks):
-            M[sl, sl] = B
-        return M
-    return kfac(net, theta, X, y, fisher, bias=kfac_bias, n_samples=n_samples,
-                rng=rng).to_dense()
+# --- the structure and its solves ---------------------------------------------------------
+def _structure(net, theta, X, y, fisher, structure, bias, n_samples, rng, chunk_size
+               ) -> StructureObject:
+    """``M`` as a structure object (memory-guarded by the callees)."""
+    if fisher == "hessian":  # not a Fisher kind: indefinite, dense only (checked by the caller)
+        return Dense(hessian(net, theta, X, y), psd=False)
+    return curvature(net, theta, X, y, fisher, structure, bias=bias, n_samples=n_samples,
+                     rng=rng, chunk_size=chunk_size)
 
 
-# --- structured solves -----------------------------------------------------------------------
-def _structured(net, theta, X, y, g, damping, curvature, fisher, n_samples, rng, kfac_bias,
-                kfac_solve):
-    if curvature == "diag":
-        d = fisher_diagonal(net, theta, X, y, fisher, n_samples=n_samples, rng=rng)
-        return diagonal_solve(d, g, damping, what="diag(M)")
-    if curvature == "block":
-        out = np.empty_like(g)
-        blocks = block_diagonal(net, theta, X, y, fisher, n_samples=n_samples, rng=rng)
-        for l, (sl, B) in enumerate(zip(net.layer_param_slices(), blocks)):
-            out[sl] = damped_solve(B, g[sl], damping, what=f"block M_{l} of layer {l}",
-                                   overwrite_m=True)
-        return out
-    factors = kfac(net, theta, X, y, fisher, bias=kfac_bias, n_samples=n_samples, rng=rng)
-    if kfac_solve == "eigen" and damping == 0:
-        for l, (A, G) in enumerate(zip(factors.A, factors.G)):
-            for name, F in (("A", A), ("G", G)):
-                w = np.linalg.eigvalsh(F)
-                if not w[0] > F.shape[0] * EPS * max(w[-1], np.finfo(float).tiny):
-                    raise singular_error(f"K-FAC factor {name}_{l} kron ...", damping,
-                                         f"smallest eigenvalue {w[0]:.3g}")
-    try:
-        return factors.solve(g, damping, method=kfac_solve)
-    except ValueError as err:
-        raise singular_error("K-FAC", damping, str(err)) from None
+def _structured(S: StructureObject, g, damping, damping_type):
+    """``(M + damping I)^{-1} g`` by the structure's own solve (K-FAC: ``damping_type``)."""
+    if damping_type == KFACDamping.FACTORED:  # a K-FAC structure (checked by the caller)
+        return S.factors.solve(g, damping, KFACDamping.FACTORED)
+    return S.solve(g, damping)
 
 
 # --- Woodbury / push-through -----------------------------------------------------------------
@@ -276,13 +262,13 @@ def _materialise(fn, P):
 
 
 # --- route choice -----------------------------------------------------------------------------
-def _choose(net, N, curvature, n_samples, has_extra):
+def _choose(net, N, fisher, structure, n_samples, has_extra):
     P = net.num_params
     budget = memory_budget()
-    if curvature in STRUCTURED:
-        return "structured", "diag/block/kfac are solved per coordinate or per layer"
-    if curvature in FACTOR_CURVATURES and not has_extra:
-        NK = N * _num_seeds(net, curvature, n_samples)
+    if structure != Structure.FULL:
+        return "structured", f"structure={structure.value!r} is solved per coordinate or per layer"
+    if fisher in FACTOR_KINDS and not has_extra:
+        NK = N * _num_seeds(net, fisher, n_samples)
         if NK < P and 3 * 8 * NK * NK <= budget:
             return "woodbury", (f"N K = {NK} < P = {P}: the ({NK}, {NK}) Gram matrix is "
                                 "smaller than P x P")
@@ -291,12 +277,40 @@ def _choose(net, N, curvature, n_samples, has_extra):
     return "cg", f"P x P = ({P}, {P}) exceeds the memory budget"
 
 
-def natural_gradient(net, theta, X, y, damping: float = 1e-3, curvature: str = "true",
-                     method: str = "auto", *, fisher: str = "true", n_samples: int = 1,
-                     rng=None, grad=None, kfac_bias: str = "folded", kfac_solve: str = "eigen",
-                     tol: float = 1e-10, maxiter: int | None = None,
-                     chunk_size: int | None = None, extra_curvature=None,
-                     return_info: bool = False):
+def _check_route(method, fisher, structure, damping_type):
+    """Refuse a route that does not apply to the kind and structure (``ValueError``)."""
+    full = structure == Structure.FULL
+    if method == "structured" and full:
+        raise ValueError(f"method: 'structured' applies to structure in ['block', 'diag', "
+                         f"'kfac'], received structure='full' (fisher={fisher.value!r}); use "
+                         "'dense', 'woodbury' or 'cg'")
+    if method in ("woodbury", "cg") and not full:
+        raise ValueError(f"method: {method!r} is not a route for structure="
+                         f"{structure.value!r}; use 'structured' (or 'dense' to check it)")
+    if method == "woodbury" and fisher == "hessian":
+        raise ValueError("method: 'woodbury' needs a curvature with a factor M = U^T U / N "
+                         f"(fisher one of {list(FACTOR_KINDS)}), received fisher='hessian'; "
+                         "use 'dense' or 'cg'")
+    if fisher == "hessian" and not full:
+        raise ValueError(f"structure: the Hessian is solved as structure='full' only, received "
+                         f"structure={structure.value!r} with fisher='hessian'")
+    if damping_type == KFACDamping.FACTORED and structure != Structure.KFAC:
+        raise ValueError(f"damping_type: 'factored' is K-FAC's damping (structure='kfac'), "
+                         f"received structure={structure.value!r}")
+    if method == "dense" and damping_type == KFACDamping.FACTORED:
+        raise ValueError("damping_type: 'factored' damping is only implemented per layer; use "
+                         "method='structured' (or damping_type='eigen' with method='dense')")
+
+
+@split_curvature(position=5)
+@deprecated_keywords(kfac_bias="bias", kfac_solve="damping_type")
+def natural_gradient(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike,
+                     damping: float = 1e-3, fisher: str = "true", method: str = "auto", *,
+                     structure: str = "full", n_samples: int = 1, rng: Any = None,
+                     grad: ArrayLike | None = None, bias: str = "folded",
+                     damping_type: str = "eigen", tol: float = 1e-10,
+                     maxiter: int | None = None, chunk_size: int | None = None,
+                     extra_curvature: Any = None, return_info: bool = False) -> Any:
     """The damped natural-gradient direction ``(M + damping I)^{-1} g``, shape ``(P,)``.
 
     Parameters
@@ -307,22 +321,24 @@ def natural_gradient(net, theta, X, y, damping: float = 1e-3, curvature: str = "
     y : targets of the likelihood (``(N,)`` labels or ``(N, C)``); the gradient's labels
     damping : float >= 0
         Tikhonov damping ``lambda`` added to the mean curvature.
-    curvature : {"true", "empirical", "mc", "ggn", "hessian", "diag", "block", "kfac"}
-        ``M``; see the module docstring.
+    fisher : {"true", "empirical", "mc", "ggn", "hessian"}
+        The kind of ``M`` (module docstring); ``"hessian"`` with ``structure="full"`` only.
     method : {"auto", "dense", "woodbury", "cg", "structured"}
         The route; see the module docstring.
-    fisher : {"true", "empirical", "mc", "ggn"}
-        The curvature approximated by ``"diag"``, ``"block"`` and ``"kfac"``.
+    structure : {"full", "diag", "block", "kfac"}
+        The structure of ``M``: the exact matrix, or an approximation solved per coordinate
+        or per layer (:func:`minifim.curvature`).
     n_samples, rng : int, Generator or seed
-        Monte-Carlo labels for ``"mc"`` (or ``fisher="mc"``).
+        Monte-Carlo labels for ``fisher="mc"``.
     grad : ndarray, shape (P,), optional
         The vector to precondition; default :func:`minifim.gradient` (mean NLL on ``X, y``).
-    kfac_bias : {"folded", "separate"}
-        Bias convention of ``"kfac"`` (see :mod:`minifim.geometry.kronecker`).
-    kfac_solve : {"eigen", "factored"}
-        ``"eigen"``: the exact ``(G kron A + damping I)^{-1}`` per layer; ``"factored"``:
-        Martens & Grosse's factored Tikhonov damping with the pi-correction
-        (``method="structured"`` only).
+    bias : {"folded", "separate"}
+        Bias convention of ``structure="kfac"`` (see :mod:`minifim.geometry.kronecker`).
+    damping_type : {"eigen", "factored"}
+        How the damping enters K-FAC (:class:`minifim.options.KFACDamping`): ``"eigen"``: the
+        exact ``(G kron A + damping I)^{-1}`` per layer; ``"factored"``: Martens & Grosse's
+        factored Tikhonov damping with the pi-correction (``structure="kfac"``,
+        ``method="structured"``).
     tol, maxiter : float, int
         Relative residual and iteration cap of ``method="cg"``.
     chunk_size : int, optional
@@ -332,9 +348,9 @@ def natural_gradient(net, theta, X, y, damping: float = 1e-3, curvature: str = "
         :func:`minifim.optim.ngd` does); routes ``"dense"`` (a callable is materialised with
         ``P`` products) and ``"cg"`` only; ``"auto"`` then picks between those two.
     return_info : bool
-        Also return a dict: ``"method"`` (the route used), ``"reason"``, ``"curvature"``,
-        ``"damping"``, ``"residual"`` (``|(M + damping I) d - g| / |g|`` where the route gives
-        it: ``"cg"``), ``"iterations"`` (``"cg"``).
+        Also return a dict: ``"method"`` (the route used), ``"reason"``, ``"fisher"``,
+        ``"structure"``, ``"damping"``, ``"residual"`` (``|(M + damping I) d - g| / |g|``
+        where the route gives it: ``"cg"``, ``"woodbury"``), ``"iterations"`` (``"cg"``).
 
     Returns
     -------
@@ -343,10 +359,14 @@ def natural_gradient(net, theta, X, y, damping: float = 1e-3, curvature: str = "
 
     Notes
     -----
-    ``d = (M + lambda I)^{-1} g``; the step is ``theta - lr d``. With ``curvature="true"``,
+    ``d = (M + lambda I)^{-1} g``; the step is ``theta - lr d``. With ``fisher="true"``,
     ``lr = 1`` and ``lambda -> 0`` a linear-Gaussian model lands on the least-squares solution
     in one step (Gauss-Newton). The exact natural gradient is covariant under
     ``theta = A phi``: ``d_theta = A d_phi`` (with the damping transformed accordingly).
+
+    Deprecated (until minifim 0.3.0, with a ``DeprecationWarning``): ``curvature=`` (a kind
+    or a structure: now ``fisher=`` and ``structure=``), ``kfac_bias=`` (now ``bias=``),
+    ``kfac_solve=`` (now ``damping_type=``).
 
     Examples
     --------
@@ -359,13 +379,14 @@ def natural_gradient(net, theta, X, y, damping: float = 1e-3, curvature: str = "
     >>> d2 = minifim.natural_gradient(net, theta, X, y, 1e-2, method="dense")
     >>> bool(np.allclose(d, d2, rtol=1e-10, atol=0))
     True
+    >>> dk = minifim.natural_gradient(net, theta, X, y, 1e-2, structure="kfac")
     """
     check_net(net)
-    check_choice(curvature, "curvature", CURVATURES)
-    check_choice(method, "method", METHODS)
-    check_choice(fisher, "fisher", BASE_FISHERS)
-    check_choice(kfac_bias, "kfac_bias", ("folded", "separate"))
-    check_choice(kfac_solve, "kfac_solve", ("eigen", "factored"))
+    fisher = as_option(fisher, Curvature, "fisher", FISHERS)
+    structure = as_option(structure, Structure, "structure")
+    method = as_option(method, SolveMethod, "method").value
+    bias = as_option(bias, Bias, "bias").value
+    damping_type = as_option(damping_type, KFACDamping, "damping_type")
     damping = check_nonnegative(damping, "damping")
     n_samples = check_int(n_samples, "n_samples", 1)
     tol = check_positive(tol, "tol")
@@ -373,54 +394,48 @@ def natural_gradient(net, theta, X, y, damping: float = 1e-3, curvature: str = "
     X = net.check_inputs(X)
     N, P = X.shape[0], net.num_params
     y = net.check_targets(y, N)
-    mc = curvature == "mc" or (curvature in STRUCTURED and fisher == "mc")
-    if mc and rng is None:
+    if fisher == "mc" and rng is None:
         raise TypeError("rng: the Monte-Carlo Fisher samples labels; pass a "
                         "numpy.random.Generator or a seed, received None")
     g = _gradient(net, theta, X, y) if grad is None else as_float_array(grad, "grad",
                                                                         shape=(P,))
     if method == "auto":
-        method, reason = _choose(net, N, curvature, n_samples, extra_curvature is not None)
+        method, reason = _choose(net, N, fisher, structure, n_samples,
+                                 extra_curvature is not None)
     else:
         reason = "requested"
-    if method == "structured" and curvature not in STRUCTURED:
-        raise ValueError(f"method: 'structured' applies to curvature in {list(STRUCTURED)}, "
-                         f"received curvature={curvature!r}; use 'dense', 'woodbury' or 'cg'")
-    if method in ("woodbury", "cg") and curvature in STRUCTURED:
-        raise ValueError(f"method: {method!r} is not a route for curvature={curvature!r}; use "
-                         "'structured' (or 'dense' to check it)")
-    if method == "woodbury" and curvature == "hessian":
-        raise ValueError("method: 'woodbury' needs a curvature with a factor M = U^T U / N "
-                         f"(one of {list(FACTOR_CURVATURES)}), received curvature='hessian'; "
-                         "use 'dense' or 'cg'")
-    if method == "dense" and curvature == "kfac" and kfac_solve == "factored":
-        raise ValueError("kfac_solve: 'factored' damping is only implemented per layer; use "
-                         "method='structured' (or kfac_solve='eigen' with method='dense')")
+    _check_route(method, fisher, structure, damping_type)
     extra = _check_extra(extra_curvature, P)
     if extra is not None and method not in ("dense", "cg"):
         raise ValueError(f"extra_curvature: supported by method='dense' and 'cg', received "
-                         f"method={method!r} (curvature={curvature!r})")
-    if curvature in FACTOR_CURVATURES and damping == 0 and extra is None:
-        NK = N * _num_seeds(net, curvature, n_samples)
+                         f"method={method!r} (structure={structure.value!r})")
+    kind = fisher.value
+    if structure == Structure.FULL and fisher in FACTOR_KINDS and damping == 0 \
+            and extra is None:
+        NK = N * _num_seeds(net, kind, n_samples)
         if NK < P:
-            raise singular_error(f"{curvature} curvature", damping,
+            raise singular_error(f"{kind} curvature", damping,
                                  f"rank M <= N K = {NK} < P = {P}")
-    info = {"method": method, "reason": reason, "curvature": curvature, "damping": damping}
-    if method == "dense":
-        M = _dense_matrix(net, theta, X, y, curvature, fisher, n_samples, rng, kfac_bias)
-        if extra is not None:
-            M = M + (extra if isinstance(extra, np.ndarray) else _materialise(extra, P))
-        d = damped_solve(M, g, damping, what=f"{curvature} curvature",
-                         symmetric_indefinite=curvature == "hessian", overwrite_m=True)
-    elif method == "woodbury":
-        d, stats = _woodbury(net, theta, X, y, g, damping, curvature, n_samples, rng,
-                             chunk_size)
+    info = {"method": method, "reason": reason, "fisher": kind, "structure": structure.value,
+            "damping": damping}
+    if method == "woodbury":
+        d, stats = _woodbury(net, theta, X, y, g, damping, kind, n_samples, rng, chunk_size)
         info.update(stats)
     elif method == "cg":
-        d, stats = _cg(net, theta, X, y, g, damping, curvature, n_samples, rng, tol, maxiter,
+        d, stats = _cg(net, theta, X, y, g, damping, kind, n_samples, rng, tol, maxiter,
                        extra)
         info.update(stats, tol=tol)
     else:
-        d = _structured(net, theta, X, y, g, damping, curvature, fisher, n_samples, rng,
-                        kfac_bias, kfac_solve)
+        S = _structure(net, theta, X, y, kind, structure.value, bias, n_samples, rng,
+                       chunk_size)
+        if method == "structured":
+            d = _structured(S, g, damping, damping_type)
+        else:  # "dense": the structure's (P, P) matrix, factored in place
+            M = S.to_dense()
+            psd = S.psd
+            del S
+            if extra is not None:
+                M += extra if isinstance(extra, np.ndarray) else _materialise(extra, P)
+            d = damped_solve(M, g, damping, what=f"{kind} curvature ({structure.value})",
+                             symmetric_indefinite=not psd, overwrite_m=True)
     return (d, info) if return_info else d

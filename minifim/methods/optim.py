@@ -62,7 +62,6 @@ from scipy.optimize import minimize
 from .._validation import (
     as_float_array,
     as_generator,
-    check_choice,
     check_int,
     check_net,
     check_nonnegative,
@@ -72,7 +71,18 @@ from ..core.objective import loss_and_gradient
 from ..geometry.kronecker import KFACFactors, KFACInverse
 from ..geometry.kronecker import kfac as _kfac_factors
 from ..geometry.operators import fisher_operator
-from .ngd import BASE_FISHERS, CURVATURES, METHODS, natural_gradient
+from ..options import (
+    Bias,
+    Curvature,
+    FisherKind,
+    KFACDamping,
+    SolveMethod,
+    Structure,
+    as_option,
+    deprecated_keywords,
+)
+from ._legacy import split_curvature
+from .ngd import FISHERS, natural_gradient
 
 __all__ = [
     "Optimizer",
@@ -287,6 +297,18 @@ def _penalty_hvp(batch):
     return lambda v: scale * np.asarray(fn(v), dtype=np.float64)
 
 
+def _base_seed(rng: Any) -> int:
+    """The base seed of the per-step streams ``default_rng([seed, step])``: an int ``>= 0``,
+    or one draw from a Generator."""
+    if isinstance(rng, np.random.Generator):
+        return int(rng.integers(2**63))
+    if isinstance(rng, bool) or not isinstance(rng, numbers.Integral):
+        raise TypeError(f"rng: expected an int seed >= 0 or a numpy.random.Generator (the "
+                        f"per-step streams are default_rng([seed, step])), received "
+                        f"{type(rng).__name__} {rng!r}")
+    return check_int(rng, "rng", 0)
+
+
 def _check_batch(batch, who: str) -> Batch:
     if not isinstance(batch, Batch):
         raise TypeError(f"batch: {who} builds its curvature from the batch; expected a "
@@ -295,9 +317,11 @@ def _check_batch(batch, who: str) -> Batch:
     return batch
 
 
-def ngd(lr=1.0, damping: float = 1e-3, curvature: str = "true", method: str = "auto", *,
-        fisher: str = "true", n_samples: int = 1, seed: int = 0, kfac_bias: str = "folded",
-        kfac_solve: str = "eigen", tol: float = 1e-10, penalty_curvature: bool = True,
+@split_curvature(position=2)
+@deprecated_keywords(kfac_bias="bias", kfac_solve="damping_type", seed="rng")
+def ngd(lr: Any = 1.0, damping: float = 1e-3, fisher: str = "true", method: str = "auto", *,
+        structure: str = "full", n_samples: int = 1, rng: Any = 0, bias: str = "folded",
+        damping_type: str = "eigen", tol: float = 1e-10, penalty_curvature: bool = True,
         max_kl: float | None = None) -> Optimizer:
     """Natural gradient descent ``theta <- theta - eta (M + damping I)^{-1} grad``.
 
@@ -305,20 +329,22 @@ def ngd(lr=1.0, damping: float = 1e-3, curvature: str = "true", method: str = "a
     ----------
     lr : float or callable ``step -> float``
     damping : float >= 0
-    curvature, method, fisher, n_samples, kfac_bias, kfac_solve, tol
+    fisher, method, structure, n_samples, bias, damping_type, tol
         As in :func:`minifim.natural_gradient`; ``M`` is the MEAN curvature of the NLL on the
         step's batch at the current parameters.
-    seed : int
-        Monte-Carlo labels (``"mc"``) of step ``t`` come from ``default_rng([seed, t])``.
+    rng : int or numpy.random.Generator
+        Monte-Carlo labels (``fisher="mc"``) of step ``t`` come from
+        ``default_rng([rng, t])`` (a replayable stream per step); a Generator gives the base
+        seed by one draw at construction.
     penalty_curvature : bool
         When the batch's penalty has ``hessian_matvec(v)`` (e.g. :class:`minifim.EWC`), add
         its Hessian divided by ``N`` to ``M`` (routes ``"dense"``/``"cg"``; ``"auto"`` picks
-        one of them). Ignored for ``"diag"``, ``"block"`` and ``"kfac"``.
+        one of them). Ignored for ``structure`` ``"diag"``, ``"block"`` and ``"kfac"``.
     max_kl : float or None
         KL clipping (a trust region on the model's predictive distribution): the step size is
         ``eta = min(lr, sqrt(2 max_kl / (d^T M d)))``, so that the second-order KL estimate
         ``1/2 eta^2 d^T M d`` of the step is at most ``max_kl``. ``d^T M d = g^T d - damping
-        |d|^2`` (exact for the solves here; for ``kfac_solve="factored"`` it is the factored
+        |d|^2`` (exact for the solves here; for ``damping_type="factored"`` it is the factored
         matrix's). Like the undamped direction, ``eta`` is invariant to reparameterisation.
         ``None`` (default): ``eta = lr``.
 
@@ -333,15 +359,21 @@ def ngd(lr=1.0, damping: float = 1e-3, curvature: str = "true", method: str = "a
     ``grad`` (from the caller) is the gradient of the whole objective, penalty included: the
     penalty always enters the direction through the gradient, and through the curvature only
     as described under ``penalty_curvature``.
+
+    Deprecated (until minifim 0.3.0, with a ``DeprecationWarning``): ``curvature=`` (now
+    ``fisher=`` and ``structure=``), ``kfac_bias=`` (``bias=``), ``kfac_solve=``
+    (``damping_type=``), ``seed=`` (``rng=``).
     """
     lr = _schedule(lr)
     damping = check_nonnegative(damping, "damping")
-    check_choice(curvature, "curvature", CURVATURES)
-    check_choice(method, "method", METHODS)
-    check_choice(fisher, "fisher", BASE_FISHERS)
+    fisher = as_option(fisher, Curvature, "fisher", FISHERS).value
+    structure = as_option(structure, Structure, "structure").value
+    method = as_option(method, SolveMethod, "method").value
+    bias = as_option(bias, Bias, "bias").value
+    damping_type = as_option(damping_type, KFACDamping, "damping_type").value
     n_samples = check_int(n_samples, "n_samples", 1)
-    seed = check_int(seed, "seed", 0)
-    structured = curvature in ("diag", "block", "kfac")
+    seed = _base_seed(rng)
+    structured = structure != "full"
     max_kl = None if max_kl is None else check_positive(max_kl, "max_kl")
 
     def init(theta):
@@ -353,16 +385,16 @@ def ngd(lr=1.0, damping: float = 1e-3, curvature: str = "true", method: str = "a
         batch = _check_batch(batch, "ngd")
         g = _check_grad(grad, state)
         extra = None if (structured or not penalty_curvature) else _penalty_hvp(batch)
-        mc = curvature == "mc" or (structured and fisher == "mc")
-        rng = np.random.default_rng([seed, check_int(step, "step", 0)]) if mc else None
-        d = natural_gradient(batch.net, state["theta"], batch.X, batch.y, damping, curvature,
-                             method, fisher=fisher, n_samples=n_samples, rng=rng, grad=g,
-                             kfac_bias=kfac_bias, kfac_solve=kfac_solve, tol=tol,
+        step_rng = (np.random.default_rng([seed, check_int(step, "step", 0)])
+                    if fisher == "mc" else None)
+        d = natural_gradient(batch.net, state["theta"], batch.X, batch.y, damping, fisher,
+                             method, structure=structure, n_samples=n_samples, rng=step_rng,
+                             grad=g, bias=bias, damping_type=damping_type, tol=tol,
                              extra_curvature=extra)
         if not np.all(np.isfinite(d)):
             raise FloatingPointError(f"ngd: the direction of step {step} is not finite "
-                                     f"(damping = {damping!r}, curvature={curvature!r}); "
-                                     "increase damping")
+                                     f"(damping = {damping!r}, fisher={fisher!r}, "
+                                     f"structure={structure!r}); increase damping")
         eta = lr(step)
         if max_kl is not None:
             quad = float(g @ d - damping * (d @ d))  # d^T M d
@@ -382,7 +414,7 @@ def gauss_newton(lr=1.0, damping: float = 0.0, method: str = "auto", *, tol: flo
     true Fisher for the canonical links here). Undamped by default: a singular ``G`` (e.g.
     ``N C < P``) raises ``ValueError`` naming the damping. With ``lr = 1`` and no damping,
     one step solves a linear least-squares problem exactly. Same state and penalty handling
-    as :func:`ngd` (``curvature="ggn"``).
+    as :func:`ngd` (``fisher="ggn"``).
     """
     return ngd(lr, damping, "ggn", method, tol=tol, penalty_curvature=penalty_curvature)
 
@@ -398,9 +430,11 @@ def _kfac_checked(compute):
         raise ValueError(f"{err} (optim.kfac: raise damping, or adapt_damping=True)") from None
 
 
-def kfac(net, lr=0.1, damping: float = 1e-3, decay: float = 0.95, inverse_period: int = 20, *,
-         fisher: str = "true", bias: str = "folded", solve: str = "factored",
-         n_samples: int = 1, seed: int = 0, adapt_damping: bool = False, lm_period: int = 5,
+@deprecated_keywords(solve="damping_type", seed="rng")
+def kfac(net: Any, lr: Any = 0.1, damping: float = 1e-3, decay: float = 0.95,
+         inverse_period: int = 20, *, fisher: str = "true", bias: str = "folded",
+         damping_type: str = "factored", n_samples: int = 1, rng: Any = 0,
+         adapt_damping: bool = False, lm_period: int = 5,
          lm_omega: float | None = None) -> Optimizer:
     """K-FAC (Martens & Grosse 2015) with explicit state.
 
@@ -425,16 +459,22 @@ def kfac(net, lr=0.1, damping: float = 1e-3, decay: float = 0.95, inverse_period
         kept in the state in between.
     fisher : {"true", "empirical", "mc"}
         Factors of the exact Fisher (expectation over the model's labels), the empirical one,
-        or the Monte-Carlo one with ``n_samples`` labels from ``default_rng([seed, t])``
+        or the Monte-Carlo one with ``n_samples`` labels from ``default_rng([rng, t])``
         (the paper samples one label per input).
     bias : {"folded", "separate"}
         Bias in homogeneous coordinates of ``A`` (the paper) or a separate ``G`` block.
-    solve : {"factored", "eigen"}
+    damping_type : {"factored", "eigen"}
         ``"factored"`` (the paper): ``(G + sqrt(lambda)/pi I)^{-1} V (A + pi sqrt(lambda)
         I)^{-1}`` with ``pi = sqrt((tr A / dim A) / (tr G / dim G))``, a separate bias block
         solved with ``G + lambda I``; the inverses use the damping of the step they were
         computed at. ``"eigen"``: the exact ``(G kron A + lambda I)^{-1}`` through stored
-        eigendecompositions, with the current damping.
+        eigendecompositions, with the current damping. Both are
+        :meth:`minifim.KFACFactors.inverse` of the averaged factors, stored in the state and
+        applied by :meth:`minifim.geometry.kronecker.KFACInverse.apply`. (The default differs
+        from :func:`minifim.natural_gradient`'s ``"eigen"``: ``"factored"`` is the paper's.)
+    rng : int or numpy.random.Generator
+        Base seed of the per-step Monte-Carlo streams ``default_rng([rng, t])``
+        (``fisher="mc"``); a Generator gives it by one draw at construction.
     adapt_damping : bool
         Levenberg-Marquardt adaptation (the paper's sec. 6.5): at steps with
         ``t % lm_period == 0``, the reduction ratio ``rho = (h(theta + delta) - h(theta)) /
@@ -443,7 +483,7 @@ def kfac(net, lr=0.1, damping: float = 1e-3, decay: float = 0.95, inverse_period
         Hessian / N when it has ``hessian_matvec``); ``rho > 3/4``: ``lambda <- omega lambda``;
         ``rho < 1/4``: ``lambda <- lambda / omega``; ``omega = (19/20)^lm_period`` unless
         ``lm_omega`` is given. The new damping applies from the next step (with
-        ``solve="factored"``: from the next recomputation of the inverses). Clipped to
+        ``damping_type="factored"``: from the next recomputation of the inverses). Clipped to
         ``[1e-12, 1e12]``.
 
     Returns
@@ -462,6 +502,9 @@ def kfac(net, lr=0.1, damping: float = 1e-3, decay: float = 0.95, inverse_period
     Factors follow :mod:`minifim.geometry.kronecker` (``A`` mean of ``a~ a~^T``, ``G`` the mean
     over samples of the seed outer products, i.e. the mean-NLL curvature). The penalty enters the
     direction through ``grad`` only; its curvature is not added to the factors.
+
+    Deprecated (until minifim 0.3.0, with a ``DeprecationWarning``): ``solve=`` (now
+    ``damping_type=``), ``seed=`` (now ``rng=``).
     """
     lr = _schedule(lr)
     damping0 = check_positive(damping, "damping")
@@ -469,11 +512,11 @@ def kfac(net, lr=0.1, damping: float = 1e-3, decay: float = 0.95, inverse_period
     if decay >= 1:
         raise ValueError(f"decay: expected a number in [0, 1), received {decay!r}")
     inverse_period = check_int(inverse_period, "inverse_period", 1)
-    check_choice(fisher, "fisher", ("true", "empirical", "mc"))
-    check_choice(bias, "bias", ("folded", "separate"))
-    check_choice(solve, "solve", ("factored", "eigen"))
+    fisher = as_option(fisher, FisherKind, "fisher", ("true", "empirical", "mc")).value
+    bias = as_option(bias, Bias, "bias").value
+    solve = as_option(damping_type, KFACDamping, "damping_type").value
     n_samples = check_int(n_samples, "n_samples", 1)
-    seed = check_int(seed, "seed", 0)
+    seed = _base_seed(rng)
     lm_period = check_int(lm_period, "lm_period", 1)
     omega = (19 / 20) ** lm_period if lm_omega is None else check_positive(lm_omega, "lm_omega")
     if not omega < 1:

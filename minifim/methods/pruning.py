@@ -10,8 +10,8 @@ gradient term is dropped and removing weights with a change ``delta`` costs, to 
 ``dL = 1/2 delta^T A delta`` ("predicted increase", in units of the mean NLL). For a
 linear-Gaussian model at its least-squares solution with ``damping=0`` this is exact.
 
-Methods
--------
+Criteria (``criterion=``, :class:`minifim.options.PruningCriterion`)
+--------------------------------------------------------------------
 ``"magnitude"``
     Remove the prunable weights with the smallest ``|theta_i|``; no curvature, no update.
 ``"obd"`` (LeCun, Denker & Solla 1990)
@@ -43,19 +43,33 @@ rounded to the nearest count.
 from __future__ import annotations
 
 import numbers
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from .._linalg import damped_inverse
-from .._validation import as_float_array, check_choice, check_int, check_net, check_nonnegative
-from ..geometry.curvature import FISHER_KINDS, curvature_matrix, fisher_diagonal
+from .._validation import as_float_array, check_int, check_net, check_nonnegative
+from ..geometry.structures import Structure as StructureObject
+from ..geometry.structures import curvature as make_curvature
 from ..memory import require_memory
+from ..options import (
+    DEPRECATION_SINCE,
+    DEPRECATION_UNTIL,
+    FisherKind,
+    Prunable,
+    PruningCriterion,
+    as_option,
+    deprecated_keywords,
+)
 
-__all__ = ["PruningResult", "prune", "prune_path", "PRUNING_METHODS"]
+__all__ = ["PruningResult", "prune", "prune_path", "PRUNING_CRITERIA", "PRUNING_METHODS"]
 
-PRUNING_METHODS = ("magnitude", "obd", "obs")
+#: The ``criterion=`` values (:class:`minifim.options.PruningCriterion`).
+PRUNING_CRITERIA = PruningCriterion.values()
+PRUNING_METHODS = PRUNING_CRITERIA  # the former name, kept importable
 
 
 @dataclass(frozen=True)
@@ -75,10 +89,11 @@ class PruningResult:
         The ranking score of each removed parameter when it was removed: ``|theta_i|``
         (magnitude), ``1/2 A_ii theta_i^2`` (OBD), ``theta_q^2 / (2 [A^{-1}]_qq)`` (OBS).
     predicted_increase : float
-        The method's second-order prediction of the increase of the mean NLL: the sum of the
+        The criterion's second-order prediction of the increase of the mean NLL: the sum of the
         OBD saliencies, the sum of the OBS step costs (``= 1/2 delta^T A delta``); ``nan`` for
         magnitude pruning, which has no curvature.
-    method : str
+    criterion : str
+        The saliency criterion: ``"magnitude"``, ``"obd"`` or ``"obs"``.
     sparsity : float
         The achieved fraction ``K / (number of prunable parameters)``.
     """
@@ -88,14 +103,22 @@ class PruningResult:
     pruned: np.ndarray
     scores: np.ndarray
     predicted_increase: float
-    method: str
+    criterion: str
     sparsity: float
+
+    @property
+    def method(self) -> str:
+        """The former name of :attr:`criterion` (deprecated until minifim 0.3.0)."""
+        warnings.warn(f"PruningResult.method is deprecated since minifim {DEPRECATION_SINCE} "
+                      f"and will be removed in {DEPRECATION_UNTIL}; use .criterion",
+                      DeprecationWarning, stacklevel=2)
+        return self.criterion
 
 
 def _prunable_mask(net, prunable) -> np.ndarray:
     P = net.num_params
     if isinstance(prunable, str):
-        check_choice(prunable, "prunable", ("weights", "all"))
+        prunable = as_option(prunable, Prunable, "prunable").value
         mask = np.zeros(P, dtype=bool)
         for ws, bs in net.layer_slices:
             mask[ws] = True
@@ -135,35 +158,43 @@ def _check_fraction(value, name: str) -> float:
     return float(value)
 
 
-def _curvature(net, theta, X, y, fisher, method, curvature, n_samples, rng, chunk_size):
-    """The undamped curvature: ``(P,)`` diagonal for OBD, ``(P, P)`` for OBS."""
+def _curvature(net, theta, X, y, fisher, criterion, curvature, n_samples, rng, chunk_size):
+    """The undamped curvature: ``(P,)`` diagonal for OBD, ``(P, P)`` for OBS.
+
+    ``curvature`` (given) is an array or a structure object; otherwise the curvature of kind
+    ``fisher`` is computed in the structure the criterion reads (:func:`minifim.curvature`):
+    the exact diagonal for OBD (never dense), the full matrix for OBS.
+    """
     P = net.num_params
+    if isinstance(curvature, StructureObject):
+        if curvature.shape != (P, P):
+            raise ValueError(f"curvature: expected a curvature of shape ({P}, {P}), received "
+                             f"{curvature.shape}")
+        return curvature.diagonal() if criterion == "obd" else curvature.to_dense()
     if curvature is not None:
         C = as_float_array(curvature, "curvature")
-        if method == "obd" and C.shape == (P,):
+        if criterion == "obd" and C.shape == (P,):
             return C
         if C.shape != (P, P):
-            allowed = f"({P}, {P})" + (f" or ({P},)" if method == "obd" else "")
-            raise ValueError(f"curvature: expected shape {allowed} for method={method!r}, "
-                             f"received shape {C.shape}")
+            allowed = f"({P}, {P})" + (f" or ({P},)" if criterion == "obd" else "")
+            raise ValueError(f"curvature: expected shape {allowed} or a structure object for "
+                             f"criterion={criterion!r}, received shape {C.shape}")
         if not np.allclose(C, C.T, rtol=1e-10, atol=1e-12 * max(1.0, np.abs(C).max())):
             raise ValueError("curvature: expected a symmetric matrix")
-        return np.diag(C).copy() if method == "obd" else C
+        return np.diag(C).copy() if criterion == "obd" else C
     if X is None:
-        raise ValueError(f"X: method={method!r} computes the {fisher!r} curvature from the "
-                         "inputs; received None (or pass curvature=)")
-    if method == "obd":
-        return fisher_diagonal(net, theta, X, y, fisher, n_samples=n_samples, rng=rng,
-                               chunk_size=chunk_size)
-    return curvature_matrix(net, theta, X, y, fisher, n_samples=n_samples, rng=rng,
-                            chunk_size=chunk_size)
+        raise ValueError(f"X: criterion={criterion!r} computes the {fisher!r} curvature from "
+                         "the inputs; received None (or pass curvature=)")
+    S = make_curvature(net, theta, X, y, fisher, "diag" if criterion == "obd" else "full",
+                       n_samples=n_samples, rng=rng, chunk_size=chunk_size)
+    return S.diagonal() if criterion == "obd" else S.to_dense()
 
 
 def _targets(sparsities, n_prunable):
     return [int(round(s * n_prunable)) for s in sparsities]
 
 
-def _static_path(theta, scores, prunable, counts, method, n_prunable, costs=None):
+def _static_path(theta, scores, prunable, counts, criterion, n_prunable, costs=None):
     """Magnitude and OBD: one fixed ranking, no update; nested masks along the path."""
     idx = np.flatnonzero(prunable)
     order = idx[np.argsort(scores[idx], kind="stable")]
@@ -175,7 +206,7 @@ def _static_path(theta, scores, prunable, counts, method, n_prunable, costs=None
         pruned_theta = np.where(mask, theta, 0.0)
         predicted = float(np.sum(costs[removed])) if costs is not None else float("nan")
         results.append(PruningResult(pruned_theta, mask, removed.copy(),
-                                     scores[removed].copy(), predicted, method,
+                                     scores[removed].copy(), predicted, criterion,
                                      K / n_prunable))
     return results
 
@@ -239,10 +270,12 @@ def _obs_path(theta, M, damping, prunable, counts, block_size, n_prunable,
     return results
 
 
-def prune_path(net, theta, X, y, sparsities, method: str = "magnitude", fisher: str = "true",
-               *, damping: float = 0.0, prunable="weights", block_size: int = 1,
-               recompute_every: int | None = None, curvature=None, n_samples: int = 1,
-               rng=None, chunk_size: int | None = None) -> list[PruningResult]:
+@deprecated_keywords(method="criterion")
+def prune_path(net: Any, theta: Any, X: Any, y: Any, sparsities: Any,
+               criterion: str = "magnitude", fisher: str = "true", *, damping: float = 0.0,
+               prunable: Any = "weights", block_size: int = 1,
+               recompute_every: int | None = None, curvature: Any = None, n_samples: int = 1,
+               rng: Any = None, chunk_size: int | None = None) -> list[PruningResult]:
     """Prune ``theta`` along increasing sparsity levels; one result per level.
 
     The levels share one path: the masks are nested and, for OBS, each level continues from the
@@ -254,47 +287,48 @@ def prune_path(net, theta, X, y, sparsities, method: str = "magnitude", fisher: 
     list of PruningResult, one per level
     """
     check_net(net)
-    check_choice(method, "method", PRUNING_METHODS)
-    check_choice(fisher, "fisher", FISHER_KINDS)
+    criterion = as_option(criterion, PruningCriterion, "criterion").value
+    fisher = as_option(fisher, FisherKind, "fisher").value
     theta = net.check_theta(theta)
     levels = _check_sparsities(sparsities)
     damping = check_nonnegative(damping, "damping")
     block_size = check_int(block_size, "block_size", 1)
     if recompute_every is not None:
         recompute_every = check_int(recompute_every, "recompute_every", 1)
-        if method != "obs":
-            raise ValueError(f"recompute_every: only used by method='obs', received "
-                             f"{recompute_every} with method={method!r}")
+        if criterion != "obs":
+            raise ValueError(f"recompute_every: only used by criterion='obs', received "
+                             f"{recompute_every} with criterion={criterion!r}")
         if curvature is not None:
             raise ValueError("recompute_every: the curvature is recomputed from X at the "
                              "current parameters, so a fixed curvature= cannot be given with it")
     mask = _prunable_mask(net, prunable)
     n_prunable = int(mask.sum())
     counts = _targets(levels, n_prunable)
-    if method == "magnitude":
-        return _static_path(theta, np.abs(theta), mask, counts, method, n_prunable)
-    if method == "obd":
-        d = _curvature(net, theta, X, y, fisher, method, curvature, n_samples, rng,
+    if criterion == "magnitude":
+        return _static_path(theta, np.abs(theta), mask, counts, criterion, n_prunable)
+    if criterion == "obd":
+        d = _curvature(net, theta, X, y, fisher, criterion, curvature, n_samples, rng,
                        chunk_size) + damping
         sal = 0.5 * d * theta * theta
-        return _static_path(theta, sal, mask, counts, method, n_prunable, costs=sal)
+        return _static_path(theta, sal, mask, counts, criterion, n_prunable, costs=sal)
     P = net.num_params
     require_memory(3 * 8 * P * P, f"Optimal Brain Surgeon: curvature, factor and inverse "
-                   f"(3 x ({P}, {P}) float64)", "method='obd' (exact diagonal, no dense "
+                   f"(3 x ({P}, {P}) float64)", "criterion='obd' (exact diagonal, no dense "
                    "matrix) or a smaller network")
-    M = _curvature(net, theta, X, y, fisher, method, curvature, n_samples, rng, chunk_size)
+    M = _curvature(net, theta, X, y, fisher, criterion, curvature, n_samples, rng, chunk_size)
 
     def curvature_at(th):
-        return _curvature(net, th, X, y, fisher, method, None, n_samples, rng, chunk_size)
+        return _curvature(net, th, X, y, fisher, criterion, None, n_samples, rng, chunk_size)
 
     return _obs_path(theta, M, damping, mask, counts, block_size, n_prunable,
                      recompute_every, curvature_at)
 
 
-def prune(net, theta, X, y, sparsity: float, method: str = "magnitude", fisher: str = "true",
-          *, damping: float = 0.0, prunable="weights", block_size: int = 1,
-          recompute_every: int | None = None, curvature=None, n_samples: int = 1, rng=None,
-          chunk_size: int | None = None) -> PruningResult:
+@deprecated_keywords(method="criterion")
+def prune(net: Any, theta: Any, X: Any, y: Any, sparsity: float, criterion: str = "magnitude",
+          fisher: str = "true", *, damping: float = 0.0, prunable: Any = "weights",
+          block_size: int = 1, recompute_every: int | None = None, curvature: Any = None,
+          n_samples: int = 1, rng: Any = None, chunk_size: int | None = None) -> PruningResult:
     """Remove a fraction ``sparsity`` of the prunable parameters of ``net`` at ``theta``.
 
     Parameters
@@ -308,7 +342,9 @@ def prune(net, theta, X, y, sparsity: float, method: str = "magnitude", fisher: 
         Needed for ``fisher="empirical"``.
     sparsity : float in [0, 1)
         Fraction of the prunable parameters to remove (rounded to the nearest count).
-    method : {"magnitude", "obd", "obs"}
+    criterion : {"magnitude", "obd", "obs"}
+        The saliency criterion (module docstring; :class:`minifim.options.PruningCriterion`).
+        Formerly ``method=`` (deprecated until minifim 0.3.0).
     fisher : {"true", "empirical", "mc", "argmax", "ggn"}
         Kind of the mean curvature ``M`` (module docstring).
     damping : float >= 0
@@ -324,9 +360,12 @@ def prune(net, theta, X, y, sparsity: float, method: str = "magnitude", fisher: 
         invert it on the remaining weights (Hassibi & Stork's loop "go to step 2"). Default
         ``None``: one curvature at the given ``theta``, exact for a quadratic loss. With
         recomputation each step's cost is under its own local quadratic model.
-    curvature : ndarray, shape (P, P) (or (P,) for OBD), optional
-        Use this curvature instead of computing ``M`` (e.g. :func:`minifim.hessian`); it
-        defines the units of ``predicted_increase``.
+    curvature : ndarray, shape (P, P) (or (P,) for OBD), or a structure object, optional
+        A precomputed curvature used instead of computing ``M``: an array (e.g.
+        :func:`minifim.hessian`) or a :class:`minifim.Dense` / :class:`minifim.Diagonal` /
+        :class:`minifim.BlockDiagonal` / :class:`minifim.KFAC` (OBD reads its
+        ``diagonal()``, OBS its ``to_dense()``); it defines the units of
+        ``predicted_increase``.
     n_samples, rng : Monte-Carlo labels (``fisher="mc"``)
     chunk_size : samples per chunk
 
@@ -352,7 +391,7 @@ def prune(net, theta, X, y, sparsity: float, method: str = "magnitude", fisher: 
     """
     check_net(net)
     sparsity = _check_fraction(sparsity, "sparsity")
-    return prune_path(net, theta, X, y, [sparsity], method, fisher, damping=damping,
+    return prune_path(net, theta, X, y, [sparsity], criterion, fisher, damping=damping,
                       prunable=prunable, block_size=block_size,
                       recompute_every=recompute_every, curvature=curvature,
                       n_samples=n_samples, rng=rng, chunk_size=chunk_size)[0]

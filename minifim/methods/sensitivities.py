@@ -6,7 +6,8 @@ The sensitivity of a parameter is the exact diagonal entry ``M_ii`` of the curva
 kind ``fisher`` (see :mod:`minifim.geometry.curvature`; a mean over the ``N`` samples unless
 ``reduction="sum"``). To second order, moving ``theta_i`` by ``eps`` changes the model's output
 distribution by ``KL = eps^2 M_ii / 2`` on average over the inputs (true Fisher). Nothing dense
-is formed: the diagonal comes from :func:`minifim.fisher_diagonal` (one GEMM per layer) and the
+is formed: the diagonal is the ``structure="diag"`` curvature (:class:`minifim.Diagonal`, from
+:func:`minifim.fisher_diagonal`, one GEMM per layer) and the
 unit "gate" scores from the same per-layer factors.
 
 Aggregations (``per``):
@@ -40,14 +41,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .._validation import check_choice, check_int, check_net
-from ..geometry.curvature import FISHER_KINDS, _scale, curvature_factors, fisher_diagonal
+from .._validation import check_int, check_net
+from ..core.conventions import reduction_scale
+from ..geometry.curvature import curvature_factors
+from ..geometry.structures import curvature
+from ..options import FisherKind, Reduction, SensitivityLevel, UnitAggregate, as_option
 
 __all__ = ["sensitivity", "SENSITIVITY_LEVELS", "UNIT_AGGREGATES"]
 
-SENSITIVITY_LEVELS = ("parameter", "unit", "input")
-UNIT_AGGREGATES = ("incoming", "outgoing", "both", "gate")
-_INPUT_AGGREGATES = ("outgoing", "gate")
+SENSITIVITY_LEVELS = SensitivityLevel.values()
+UNIT_AGGREGATES = UnitAggregate.values()
+_INPUT_AGGREGATES = (UnitAggregate.OUTGOING, UnitAggregate.GATE)
 
 
 def _check_input_shape(net, input_shape):
@@ -61,6 +65,12 @@ def _check_input_shape(net, input_shape):
         raise ValueError(f"input_shape: expected a shape with {net.input_dim} entries (the "
                          f"input dimension D), received {shape} with {int(np.prod(shape))}")
     return shape
+
+
+def _diagonal(net, theta, X, y, fisher, n_samples, rng, reduction, chunk_size) -> np.ndarray:
+    """``diag(M)``, ``(P,)``: the diagonal structure of the curvature (:func:`curvature`)."""
+    return curvature(net, theta, X, y, fisher, "diag", reduction=reduction, n_samples=n_samples,
+                     rng=rng, chunk_size=chunk_size).diagonal()
 
 
 def _gate_fisher(net, theta, X, y, fisher, n_samples, rng, reduction, chunk_size):
@@ -80,7 +90,7 @@ def _gate_fisher(net, theta, X, y, fisher, n_samples, rng, reduction, chunk_size
             back = Bs[l] @ W  # (n, K, in_l): seed derivative w.r.t. the layer's input a_l
             gate = back * acts[l][:, None, :]
             out[l] += np.einsum("nki,nki->i", gate, gate)
-    scale = _scale(reduction, N)
+    scale = reduction_scale(reduction, N)
     return [g * scale for g in out]
 
 
@@ -135,9 +145,9 @@ def sensitivity(net, theta, X, y=None, fisher: str = "true", per: str = "paramet
     (3,)
     """
     check_net(net)
-    check_choice(fisher, "fisher", FISHER_KINDS)
-    check_choice(per, "per", SENSITIVITY_LEVELS)
-    check_choice(reduction, "reduction", ("mean", "sum"))
+    fisher = as_option(fisher, FisherKind, "fisher").value
+    per = as_option(per, SensitivityLevel, "per").value
+    reduction = as_option(reduction, Reduction, "reduction").value
     if y is not None and fisher != "empirical":  # validated, then ignored (documented)
         net.check_targets(y, net.check_inputs(X).shape[0])
     if per == "parameter":
@@ -147,20 +157,19 @@ def sensitivity(net, theta, X, y=None, fisher: str = "true", per: str = "paramet
         if aggregate is not None:
             raise ValueError("aggregate: only used with per='unit' or per='input', received "
                              f"{aggregate!r} with per='parameter'")
-        return fisher_diagonal(net, theta, X, y, fisher, n_samples=n_samples, rng=rng,
-                               reduction=reduction, chunk_size=chunk_size)
+        return _diagonal(net, theta, X, y, fisher, n_samples, rng, reduction, chunk_size)
     if per == "unit":
         if input_shape is not None:
             raise ValueError("input_shape: only used with per='input', received "
                              f"{input_shape!r} with per='unit'")
-        aggregate = check_choice("incoming" if aggregate is None else aggregate, "aggregate",
-                                 UNIT_AGGREGATES)
+        aggregate = as_option("incoming" if aggregate is None else aggregate, UnitAggregate,
+                              "aggregate").value
         if net.num_layers < 2:
             raise ValueError(f"per: 'unit' scores hidden units, but {net!r} has no hidden "
                              "layer; use per='parameter' or per='input'")
     else:
-        aggregate = check_choice("outgoing" if aggregate is None else aggregate, "aggregate",
-                                 _INPUT_AGGREGATES)
+        aggregate = as_option("outgoing" if aggregate is None else aggregate, UnitAggregate,
+                              "aggregate", _INPUT_AGGREGATES).value
         shape = _check_input_shape(net, input_shape)
 
     if aggregate == "gate":
@@ -169,8 +178,7 @@ def sensitivity(net, theta, X, y=None, fisher: str = "true", per: str = "paramet
             return gates[1:]
         return gates[0] if shape is None else gates[0].reshape(shape)
 
-    d = fisher_diagonal(net, theta, X, y, fisher, n_samples=n_samples, rng=rng,
-                        reduction=reduction, chunk_size=chunk_size)
+    d = _diagonal(net, theta, X, y, fisher, n_samples, rng, reduction, chunk_size)
     blocks = [(d[ws].reshape(shp), d[bs]) for shp, (ws, bs) in zip(net.shapes,
                                                                     net.layer_slices)]
     if per == "input":

@@ -285,7 +285,7 @@ def item_ngd(repeat: int) -> list[dict[str, Any]]:
     rows = [{"item": "exact damped NGD step (dense)", "seconds": t,
              "floor": "Fisher + Cholesky", "floor_seconds": tf, "target": "<= 1.3x floor",
              "threads": _count(big)}]
-    tk = _best(lambda: natural_gradient(net, theta, X, y, damping=1e-3, curvature="kfac"),
+    tk = _best(lambda: natural_gradient(net, theta, X, y, damping=1e-3, structure="kfac"),
                repeat, small)
     ts = _best(lambda: minifim.gradient(net, theta, X, y), repeat, small)
     rows.append({"item": "K-FAC direction vs SGD gradient", "seconds": tk,
