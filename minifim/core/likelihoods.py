@@ -39,6 +39,7 @@ import math
 import autograd.numpy as anp
 import numpy as np
 from autograd.scipy.special import logsumexp
+from numpy.typing import ArrayLike
 
 from .._validation import as_float_array, as_generator, check_int, check_positive, is_box
 from ..memory import require_memory
@@ -147,7 +148,7 @@ class Likelihood:
         """How many outcomes :meth:`outcomes` enumerates per sample for ``C`` outputs."""
         return self._num_outcomes(check_int(C, "C", 1))
 
-    def outcomes(self, F) -> tuple[np.ndarray, np.ndarray]:
+    def outcomes(self, F: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """The label distribution of every sample as weighted outcomes: ``(w, Y)``.
 
         Parameters

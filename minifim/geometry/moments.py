@@ -8,9 +8,12 @@ error ``|F_mc - F|_F^2`` of a ``k``-sample Monte-Carlo Fisher (the sampling band
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .._validation import check_int, check_net
+from ..core.model import MLP
 from ..core.scores import backprop_seeds, expand_gradients, forward_cache
 from ..memory import require_memory
 
@@ -20,7 +23,7 @@ __all__ = ["MAX_OUTCOMES", "output_outcomes", "mc_error_moments"]
 MAX_OUTCOMES = 4096
 
 
-def output_outcomes(net, theta, X) -> tuple[np.ndarray, np.ndarray]:
+def output_outcomes(net: MLP, theta: Any, X: Any) -> tuple[np.ndarray, np.ndarray]:
     """The output distribution of every input as weighted outcomes: ``(w, U)``.
 
     ``w: (N, O)`` are weights summing to 1 per input and ``U: (N, O, P)`` the scores
@@ -53,7 +56,7 @@ def output_outcomes(net, theta, X) -> tuple[np.ndarray, np.ndarray]:
     return w, U
 
 
-def mc_error_moments(net, theta, X, n_samples: int, *, diagonal: bool = False
+def mc_error_moments(net: MLP, theta: Any, X: Any, n_samples: int, *, diagonal: bool = False
                      ) -> tuple[float, float]:
     """Exact mean and variance of ``D = |F_mc - F|_F^2`` for ``k = n_samples`` labels per input.
 

@@ -12,7 +12,7 @@ helpers). :mod:`minifim.geometry.spectrum` computes the eigenvalues.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy.special import logsumexp
@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 
-def eigenvalue_array(values, name: str = "eigenvalues") -> np.ndarray:
+def eigenvalue_array(values: Any, name: str = "eigenvalues") -> np.ndarray:
     """``values`` as a non-empty 1-D float64 array (``ValueError``/``TypeError`` naming
     ``name`` otherwise): the check every statistic below applies to its eigenvalues."""
     arr = as_float_array(values, name, ndim=1)
@@ -58,7 +58,7 @@ def spectrum_dimension(values: np.ndarray, num_params: int | None) -> int:
     return P
 
 
-def default_rank_tolerance(eigenvalues, *, num_params: int | None = None) -> float:
+def default_rank_tolerance(eigenvalues: Any, *, num_params: int | None = None) -> float:
     """``P * eps * max |lambda|``: the threshold below which an eigenvalue counts as zero.
 
     It is NumPy's ``matrix_rank`` default (``S.max() * max(M, N) * eps``) for a symmetric
@@ -69,17 +69,17 @@ def default_rank_tolerance(eigenvalues, *, num_params: int | None = None) -> flo
     return float(P * np.finfo(np.float64).eps * np.max(np.abs(lam)))
 
 
-def spectral_trace(eigenvalues) -> float:
+def spectral_trace(eigenvalues: Any) -> float:
     """``tr M = sum_i lambda_i`` (implicit zero eigenvalues do not contribute)."""
     return float(np.sum(eigenvalue_array(eigenvalues)))
 
 
-def spectral_frobenius_norm(eigenvalues) -> float:
+def spectral_frobenius_norm(eigenvalues: Any) -> float:
     """``||M||_F = sqrt(tr M^2) = sqrt(sum_i lambda_i^2)`` for a symmetric ``M``."""
     return float(np.sqrt(np.sum(eigenvalue_array(eigenvalues) ** 2)))
 
 
-def numerical_rank(eigenvalues, *, num_params: int | None = None,
+def numerical_rank(eigenvalues: Any, *, num_params: int | None = None,
                    tol: float | None = None) -> int:
     """Number of eigenvalues with ``|lambda_i| > tol``.
 
@@ -98,7 +98,7 @@ def numerical_rank(eigenvalues, *, num_params: int | None = None,
     return int(np.count_nonzero(np.abs(lam) > tol))
 
 
-def _damped(values, damping, num_params):
+def _damped(values: Any, damping: Any, num_params: Any) -> tuple[np.ndarray, int, float]:
     lam = eigenvalue_array(values)
     damping = check_nonnegative(damping, "damping")
     P = spectrum_dimension(lam, num_params)
@@ -108,7 +108,7 @@ def _damped(values, damping, num_params):
     return shifted, P, damping
 
 
-def damped_condition_number(eigenvalues, damping: float, *,
+def damped_condition_number(eigenvalues: Any, damping: float, *,
                             num_params: int | None = None) -> float:
     """2-norm condition number of ``M + damping I``: ``max_i |lambda_i + d| / min_i |...|``.
 
@@ -121,7 +121,7 @@ def damped_condition_number(eigenvalues, damping: float, *,
     return float(np.inf) if a.min() == 0.0 else float(a.max() / a.min())
 
 
-def damped_logdet(eigenvalues, damping: float, *, num_params: int | None = None) -> float:
+def damped_logdet(eigenvalues: Any, damping: float, *, num_params: int | None = None) -> float:
     """``log det(M + damping I) = sum_i log(lambda_i + d) + (P - m) log d``.
 
     ``P - m`` implicit zero eigenvalues (``num_params = P``, ``m = len(eigenvalues)``) each
@@ -139,7 +139,7 @@ def damped_logdet(eigenvalues, damping: float, *, num_params: int | None = None)
     return logdet
 
 
-def effective_dimension(eigenvalues, z):
+def effective_dimension(eigenvalues: Any, z: Any) -> Any:
     """MacKay's effective number of parameters ``d_eff(z) = sum_i lambda_i / (lambda_i + z)``.
 
     Parameters
@@ -163,8 +163,8 @@ def effective_dimension(eigenvalues, z):
     return float(out[0]) if zs.ndim == 0 else out
 
 
-def abbas_effective_dimension(spectra, n, *, num_params: int | None = None,
-                              gamma: float = 1.0, normalized: bool = True):
+def abbas_effective_dimension(spectra: Any, n: Any, *, num_params: int | None = None,
+                              gamma: float = 1.0, normalized: bool = True) -> Any:
     """The effective dimension of Abbas et al. (2021), from Fisher spectra at sampled thetas.
 
     Parameters
@@ -260,7 +260,7 @@ class KarakidaStatistics(NamedTuple):
     max: float
 
 
-def karakida_statistics(eigenvalues, *, num_params: int | None = None) -> KarakidaStatistics:
+def karakida_statistics(eigenvalues: Any, *, num_params: int | None = None) -> KarakidaStatistics:
     """``(m1, m2, lambda_max) = (tr F / P, tr F^2 / P, max_i lambda_i)``.
 
     ``P = num_params`` (default ``len(eigenvalues)``); implicit zeros lower the moments.
@@ -273,7 +273,7 @@ def karakida_statistics(eigenvalues, *, num_params: int | None = None) -> Karaki
                               float(np.max(lam)))
 
 
-def spectrum_statistics(eigenvalues, *, damping: float, num_params: int | None = None,
+def spectrum_statistics(eigenvalues: Any, *, damping: float, num_params: int | None = None,
                         z: float | None = None, rank_tol: float | None = None) -> dict:
     """Every statistic of one spectrum, as a dict of floats.
 

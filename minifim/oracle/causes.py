@@ -9,6 +9,7 @@ empirical Fisher or argmax labels) and is reported when the candidate matches it
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import scipy.linalg
@@ -107,7 +108,7 @@ def _computed_alternatives(fixture: Fixture, key: str) -> list[tuple[np.ndarray,
     return out
 
 
-def likely_causes(fixture: Fixture, key: str, candidate, *, layout: str = "pytorch",
+def likely_causes(fixture: Fixture, key: str, candidate: Any, *, layout: str = "pytorch",
                   cause_tol: float = CAUSE_TOL) -> list[str]:
     """Recognised explanations of why ``candidate`` differs from ``fixture[key]``, best first.
 

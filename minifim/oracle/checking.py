@@ -10,6 +10,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +25,7 @@ from .comparison import (
     join_notes,
 )
 from .diagnosis import diagnose
-from .fixtures import Fixture, load_fixture
+from .fixtures import Fixture, FixtureLike, load_fixture
 from .keys import convert, resolve_key
 from .layouts import LAYOUTS, REDUCTIONS
 
@@ -108,7 +109,7 @@ class CheckResult:
         return "\n".join(lines)
 
 
-def _jsonable(obj):
+def _jsonable(obj: Any) -> Any:
     """Plain JSON types; non-finite floats become the strings "inf", "-inf", "nan"."""
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
@@ -121,7 +122,7 @@ def _jsonable(obj):
     return obj
 
 
-def compare_key(fixture: Fixture, key: str, array, candidate_name: str, what: str, *,
+def compare_key(fixture: Fixture, key: str, array: Any, candidate_name: str, what: str, *,
                 layout: str, reduction: str, rtol: float, atol: float | None) -> Comparison:
     """Compare one candidate array with fixture array ``key``: convert, compare, explain.
 
@@ -145,8 +146,9 @@ def compare_key(fixture: Fixture, key: str, array, candidate_name: str, what: st
     return comp
 
 
-def check(fixture, candidate: Mapping[str, np.ndarray], *, mapping: Mapping[str, str] | None
-          = None, layout: str = "pytorch", reduction: str = "mean", rtol: float = DEFAULT_RTOL,
+def check(fixture: FixtureLike, candidate: Mapping[str, np.ndarray], *,
+          mapping: Mapping[str, str] | None = None, layout: str = "pytorch",
+          reduction: str = "mean", rtol: float = DEFAULT_RTOL,
           atol: float | None = None, keys: Sequence[str] | None = None,
           diagnose_keys: Sequence[str] = (), mc_samples: int | None = None,
           candidate_label: str = "<arrays>") -> CheckResult:
@@ -176,10 +178,10 @@ def check(fixture, candidate: Mapping[str, np.ndarray], *, mapping: Mapping[str,
     check_choice(reduction, "reduction", REDUCTIONS)
     rtol = check_nonnegative(rtol, "rtol")
     mapping = dict(mapping or {})
-    for cand_key, ref_key in mapping.items():
-        if ref_key not in fx.arrays:
-            raise ValueError(f"mapping: {cand_key!r} -> {ref_key!r}, but the fixture has no "
-                             f"array {ref_key!r}; available: {', '.join(fx.keys())}")
+    for cand_key, target in mapping.items():
+        if target not in fx.arrays:
+            raise ValueError(f"mapping: {cand_key!r} -> {target!r}, but the fixture has no "
+                             f"array {target!r}; available: {', '.join(fx.keys())}")
     if not isinstance(candidate, Mapping) and not hasattr(candidate, "files"):
         raise TypeError(f"candidate: expected a mapping of name -> array, received "
                         f"{type(candidate).__name__}")
@@ -193,7 +195,8 @@ def check(fixture, candidate: Mapping[str, np.ndarray], *, mapping: Mapping[str,
     for k in diagnose_keys:
         if k not in names and k not in candidate:
             raise ValueError(f"diagnose: {k!r} is not in the candidate; it holds {names}")
-    comparisons, unmatched = [], []
+    comparisons: list[Comparison] = []
+    unmatched: list[str] = []
     for cand_key in names:
         ref_key = resolve_key(fx, cand_key, mapping)
         if ref_key is None:
@@ -209,7 +212,7 @@ def check(fixture, candidate: Mapping[str, np.ndarray], *, mapping: Mapping[str,
                        comparisons, unmatched, diagnoses)
 
 
-def assert_matches(fixture, name: str, array, rtol: float = DEFAULT_RTOL,
+def assert_matches(fixture: FixtureLike, name: str, array: Any, rtol: float = DEFAULT_RTOL,
                    atol: float | None = None, *, layout: str = "pytorch",
                    reduction: str = "mean") -> Comparison:
     """Assert that ``array`` equals the fixture's array ``name`` to the tolerance.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -87,7 +88,7 @@ class Comparison:
         return text
 
 
-def _entry_label(fixture: Fixture | None, name: str, index: tuple, param_axes) -> str:
+def _entry_label(fixture: Fixture | None, name: str, index: tuple, param_axes: Any) -> str:
     if fixture is None:
         return f"{name}[{', '.join(str(int(i)) for i in index)}]"
     net = fixture.net
@@ -104,7 +105,8 @@ def _entry_label(fixture: Fixture | None, name: str, index: tuple, param_axes) -
     return f"{name}[{', '.join(parts)}]"
 
 
-def _stats(ref: np.ndarray, cand: np.ndarray, rtol: float, atol: float | None):
+def _stats(ref: np.ndarray, cand: np.ndarray, rtol: float, atol: float | None
+           ) -> tuple[bool, float, float, float, float, tuple[int, ...]]:
     diff = np.abs(cand - ref)
     mag = np.abs(ref)
     scale = float(mag.max()) if mag.size else 0.0
@@ -125,7 +127,7 @@ def _stats(ref: np.ndarray, cand: np.ndarray, rtol: float, atol: float | None):
         int(i) for i in worst)
 
 
-def candidate_array(array, name: str) -> tuple[np.ndarray, np.dtype]:
+def candidate_array(array: Any, name: str) -> tuple[np.ndarray, np.dtype]:
     """A candidate as float64 (a ``torch.Tensor`` is accepted) and its original dtype.
 
     Complex, object, string and ragged input is refused (``TypeError``/``ValueError``
@@ -168,7 +170,8 @@ def relative_distance(a: np.ndarray, b: np.ndarray) -> float:
     return d / nb if nb > 0 else (0.0 if d == 0 else math.inf)
 
 
-def _nonfinite_report(ref, cand, bad, fixture, name, param_axes) -> list[str]:
+def _nonfinite_report(ref: np.ndarray, cand: np.ndarray, bad: np.ndarray, fixture: Fixture | None,
+                      name: str, param_axes: Any) -> list[str]:
     """Sentences naming the first :data:`MAX_LISTED` NaN/Inf mismatches, by group."""
     fin_c, fin_r = np.isfinite(cand), np.isfinite(ref)
     groups = [(bad & ~fin_c & fin_r, "the candidate has {n} NaN/Inf entr{ies} where the "
@@ -193,7 +196,7 @@ def _nonfinite_report(ref, cand, bad, fixture, name, param_axes) -> list[str]:
     return out
 
 
-def compare(reference, candidate, *, name: str = "array", rtol: float = DEFAULT_RTOL,
+def compare(reference: Any, candidate: Any, *, name: str = "array", rtol: float = DEFAULT_RTOL,
             atol: float | None = None, fixture: Fixture | None = None,
             candidate_name: str | None = None, param_axes: Sequence[int] = ()) -> Comparison:
     """Compare ``candidate`` with ``reference`` entry by entry (see the module docstring).

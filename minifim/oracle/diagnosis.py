@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -14,7 +15,7 @@ from .._validation import check_choice, check_int
 from ..geometry.curvature import curvature_matrix, fisher_diagonal, square_of_mean_gradient
 from ..geometry.moments import mc_error_moments
 from .comparison import MAX_LISTED, candidate_array, dtype_note, relative_distance
-from .fixtures import load_fixture, param_label
+from .fixtures import FixtureLike, load_fixture, param_label
 from .layouts import LAYOUTS, REDUCTIONS, from_minifim_layout, layout_permutation, to_minifim_layout
 
 __all__ = ["MATCH_TOL", "Diagnosis", "fisher_variants", "diagnose"]
@@ -22,7 +23,7 @@ __all__ = ["MATCH_TOL", "Diagnosis", "fisher_variants", "diagnose"]
 MATCH_TOL = 1e-6
 
 
-def _finite_or_str(value):
+def _finite_or_str(value: Any) -> Any:
     """``value``, or its string for a non-finite float (JSON has no inf/nan)."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
@@ -100,7 +101,8 @@ class Diagnosis:
         return "\n".join(lines)
 
 
-def fisher_variants(fixture, *, diagonal: bool = False) -> list[tuple[str, str, np.ndarray]]:
+def fisher_variants(fixture: FixtureLike, *, diagonal: bool = False
+                    ) -> list[tuple[str, str, np.ndarray]]:
     """The Fisher and its common mistaken variants, computed exactly on the fixture.
 
     Returns ``[(name, description, matrix), ...]`` with dense ``(P, P)`` matrices, or their
@@ -111,7 +113,7 @@ def fisher_variants(fixture, *, diagonal: bool = False) -> list[tuple[str, str, 
     net, theta, X, y, N = fx.net, fx.theta, fx.X, fx.y, fx.N
     sigma = float(fx.manifest["model"].get("sigma", 1.0))
 
-    def mat(kind):
+    def mat(kind: str) -> np.ndarray:
         if diagonal:
             return fisher_diagonal(net, theta, X, y if kind == "empirical" else None, kind)
         return curvature_matrix(net, theta, X, y if kind == "empirical" else None, kind)
@@ -145,7 +147,7 @@ def fisher_variants(fixture, *, diagonal: bool = False) -> list[tuple[str, str, 
                 ("mse-ggn", "Hessian / GGN of the MSE |y - f|^2: 2 J^T J", 2 * sigma**2 * F),
                 ("mse-squared-gradients", "squared gradients of the MSE |y - f|^2: "
                                           "4 sigma^2 J^T J", 4 * sigma**4 * F)]
-    kept = []
+    kept: list[tuple[str, str, np.ndarray]] = []
     for name, desc, M in out:
         if any(M.shape == K.shape and np.array_equal(M, K) for _, _, K in kept) or (
                 name != "true" and relative_distance(M, F) < 1e-14):
@@ -154,8 +156,9 @@ def fisher_variants(fixture, *, diagonal: bool = False) -> list[tuple[str, str, 
     return kept
 
 
-def diagnose(fixture, candidate, *, n_samples: int | None = None, layout: str = "pytorch",
-             reduction: str = "mean", match_tol: float = MATCH_TOL, z_band: float = 3.0,
+def diagnose(fixture: FixtureLike, candidate: Any, *, n_samples: int | None = None,
+             layout: str = "pytorch", reduction: str = "mean", match_tol: float = MATCH_TOL,
+             z_band: float = 3.0,
              name: str = "candidate") -> Diagnosis:
     """Say which Fisher variant ``candidate`` is, with the distance to each.
 
@@ -232,12 +235,13 @@ def diagnose(fixture, candidate, *, n_samples: int | None = None, layout: str = 
     except (ValueError, MemoryError) as err:  # too many outcomes, or over the memory budget
         e1, mc_skipped = None, str(err)
     observed = float(np.sum((c - F) ** 2))
-    mc = None
+    mc: dict[str, Any] | None = None
     if e1 is not None:
         mc = {"k": n_samples, "k_eff": (e1 / observed) if observed > 0 else math.inf,
               "observed": observed}
     mc_ok, mc_text = False, ""
     if n_samples is not None and e1 is not None:
+        assert mc is not None  # set with e1
         mean, var = mc_error_moments(net, theta, X, n_samples, diagonal=diagonal)
         std = math.sqrt(var)
         z = (observed - mean) / std if std > 0 else (0.0 if observed == mean else math.inf)
@@ -271,7 +275,7 @@ def diagnose(fixture, candidate, *, n_samples: int | None = None, layout: str = 
         if not ok:
             true_dist = dict((v, x) for v, _, x in distances)["true"]
             verdict += f"; the true Fisher is at {true_dist:.3g}"
-    elif mc_ok:
+    elif mc_ok and mc is not None:
         ok = True
         verdict = (f"consistent with a Monte-Carlo estimate of the true Fisher with k = "
                    f"{n_samples} samples per input (|c - F|^2 = {observed:.3e}, z = "

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from .._validation import as_float_array, check_net
 from ..core.conventions import REDUCTIONS
+from ..core.model import MLP
 from ..options import Layout, as_option
 
 __all__ = ["LAYOUTS", "REDUCTIONS", "layout_permutation", "to_minifim_layout",
@@ -25,7 +27,7 @@ __all__ = ["LAYOUTS", "REDUCTIONS", "layout_permutation", "to_minifim_layout",
 LAYOUTS: tuple[Layout, ...] = tuple(Layout)  # the vocabulary, as a public constant
 
 
-def layout_permutation(net, layout: str) -> np.ndarray:
+def layout_permutation(net: MLP, layout: str) -> np.ndarray:
     """``perm: (P,)`` with ``candidate[k] = theta[perm[k]]`` for a candidate in ``layout``.
 
     ``"pytorch"``: the identity. ``"in-out"``: per layer ``W.T.ravel()`` then ``b``.
@@ -48,13 +50,13 @@ def layout_permutation(net, layout: str) -> np.ndarray:
     return np.concatenate([np.concatenate((blocks[l][1], blocks[l][0])) for l in order])
 
 
-def _permute_axes(arr: np.ndarray, axes, index: np.ndarray) -> np.ndarray:
+def _permute_axes(arr: np.ndarray, axes: Any, index: np.ndarray) -> np.ndarray:
     for ax in axes:
         arr = np.take(arr, index, axis=ax)
     return arr
 
 
-def _check_layout_args(net, arr, param_axes) -> tuple[np.ndarray, list[int]]:
+def _check_layout_args(net: MLP, arr: Any, param_axes: Any) -> tuple[np.ndarray, list[int]]:
     """``arr`` as float64 and ``param_axes`` as distinct non-negative axes of length ``P``."""
     check_net(net)
     arr = as_float_array(arr, "arr", finite=False)
@@ -82,7 +84,7 @@ def _check_layout_args(net, arr, param_axes) -> tuple[np.ndarray, list[int]]:
     return arr, axes
 
 
-def to_minifim_layout(net, arr, param_axes: Sequence[int], layout: str) -> np.ndarray:
+def to_minifim_layout(net: MLP, arr: Any, param_axes: Sequence[int], layout: str) -> np.ndarray:
     """Reorder the parameter axes ``param_axes`` of ``arr`` from ``layout`` to minifim's.
 
     Parameters
@@ -103,7 +105,7 @@ def to_minifim_layout(net, arr, param_axes: Sequence[int], layout: str) -> np.nd
     return _permute_axes(arr, axes, np.argsort(perm))
 
 
-def from_minifim_layout(net, arr, param_axes: Sequence[int], layout: str) -> np.ndarray:
+def from_minifim_layout(net: MLP, arr: Any, param_axes: Sequence[int], layout: str) -> np.ndarray:
     """Reorder the parameter axes ``param_axes`` of ``arr`` from minifim's order to ``layout``.
 
     Inverse of :func:`to_minifim_layout` (same arguments); e.g.
