@@ -553,10 +553,10 @@ def test_curvature_matvec_and_dense_refuse_bad_input(small):
     P = small.P
     d = np.abs(np.random.default_rng(0).standard_normal(P))
     v = np.ones(P)
-    with pytest.raises(ValueError, match=r"kind: expected one of \['block', 'diag', 'full', "
+    with pytest.raises(ValueError, match=r"structure: expected one of \['block', 'diag', 'full', "
                                          r"'kfac'\], received 'diagonal'"):
         ewc_mod.curvature_matvec("diagonal", d, v)  # used to be treated as a list of blocks
-    with pytest.raises(ValueError, match="kind"):
+    with pytest.raises(ValueError, match="structure"):
         ewc_mod.curvature_dense("dense", np.diag(d))
     # v: (P, 1) against a diagonal used to broadcast to a (P, P) "product"
     with pytest.raises(ValueError, match=rf"v: expected shape \({P},\), received shape "
@@ -594,7 +594,7 @@ def test_quadratic_penalty_and_grad_refuse_bad_input(small, recorded):
         ewc_mod.quadratic_grad(quads, "diag", theta[:-1])
     with pytest.raises(ValueError, match="theta: expected finite"):
         ewc_mod.quadratic_grad(quads, "diag", np.full(P, np.inf))
-    with pytest.raises(ValueError, match="kind"):
+    with pytest.raises(ValueError, match="structure"):
         ewc_mod.quadratic_penalty(quads, "diagonal", theta)
     with pytest.raises(TypeError, match=r"quads\[0\]: expected a Quadratic"):
         ewc_mod.quadratic_penalty([recorded.tasks[0]], "diag", theta)
@@ -702,3 +702,29 @@ def test_records_are_the_data_of_the_structure_objects(small, kind):
     assert type(total) is type(S)
     np.testing.assert_allclose(ewc.hessian(), total.to_dense(), rtol=0,
                                atol=8 * np.finfo(float).eps * np.abs(total.to_dense()).max())
+
+
+def test_kind_keyword_of_the_pure_functions_is_deprecated(small, recorded):
+    d = recorded.tasks[0].curvature
+    v = np.ones(small.P)
+    theta = small.theta + 0.1
+    quads = ewc_mod.quadratics(recorded.tasks, "diag")
+    for f, args, new in [
+        (ewc_mod.curvature_matvec, (d, v), lambda: ewc_mod.curvature_matvec("diag", d, v)),
+        (ewc_mod.curvature_dense, (d,), lambda: ewc_mod.curvature_dense("diag", d)),
+        (ewc_mod.quadratic_penalty, (quads,), None),
+    ]:
+        if new is None:
+            with pytest.warns(DeprecationWarning, match="'kind' is deprecated"):
+                got = ewc_mod.quadratic_penalty(quads, kind="diag", theta=theta)
+            assert got == ewc_mod.quadratic_penalty(quads, structure="diag", theta=theta)
+            continue
+        with pytest.warns(DeprecationWarning, match="'kind' is deprecated.*'structure'"):
+            got = f(kind="diag", M=args[0], **({"v": args[1]} if len(args) > 1 else {}))
+        np.testing.assert_array_equal(got, new())
+    with pytest.warns(DeprecationWarning, match="'kind' is deprecated"):
+        old = ewc_mod.quadratics(recorded.tasks, kind="diag")
+    np.testing.assert_array_equal(old[0].terms[0][1], quads[0].terms[0][1])
+    with pytest.warns(DeprecationWarning, match="'kind' is deprecated"):
+        g = ewc_mod.quadratic_grad(quads, kind="diag", theta=theta)
+    np.testing.assert_array_equal(g, ewc_mod.quadratic_grad(quads, "diag", theta))

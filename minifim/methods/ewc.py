@@ -321,13 +321,13 @@ def _check_curvature(kind: str, M: Any, name: str, P: int | None = None) -> tupl
     """
     if kind == "kfac":
         if not isinstance(M, KFACFactors):
-            raise TypeError(f"{name}: expected KFACFactors for kind='kfac', received "
+            raise TypeError(f"{name}: expected KFACFactors for structure='kfac', received "
                             f"{describe(M)}")
         size = M.num_params
     elif kind == "block":
         if not isinstance(M, (list, tuple)):
             raise TypeError(f"{name}: expected a list of square per-layer blocks for "
-                            f"kind='block', received {describe(M)}")
+                            f"structure='block', received {describe(M)}")
         blocks = []
         for l, b in enumerate(M):
             if isinstance(b, KFACFactors):
@@ -343,11 +343,11 @@ def _check_curvature(kind: str, M: Any, name: str, P: int | None = None) -> tupl
         ndim, what = (1, "a 1-D array (the diagonal, shape (P,))") if kind == "diag" else (
             2, "a square 2-D array (P, P)")
         if isinstance(M, KFACFactors):
-            raise TypeError(f"{name}: expected {what} for kind={kind!r}, received "
+            raise TypeError(f"{name}: expected {what} for structure={kind!r}, received "
                             f"{describe(M)}")
         M = as_float_array(M, name)
         if M.ndim != ndim or (ndim == 2 and M.shape[0] != M.shape[1]):
-            raise ValueError(f"{name}: expected {what} for kind={kind!r}, received shape "
+            raise ValueError(f"{name}: expected {what} for structure={kind!r}, received shape "
                              f"{M.shape}")
         size = M.shape[0]
     if P is not None and size != P:
@@ -356,7 +356,7 @@ def _check_curvature(kind: str, M: Any, name: str, P: int | None = None) -> tupl
 
 
 def _check_kind(kind: str) -> str:
-    return as_option(kind, Structure, "kind").value
+    return as_option(kind, Structure, "structure").value
 
 
 def _check_quadratics(quads: Any, kind: str, name: str = "quads"
@@ -396,14 +396,17 @@ def _check_point(theta: ArrayLike, P: int | None, name: str = "theta") -> np.nda
     return as_float_array(theta, name, shape=(P,))
 
 
-def curvature_matvec(kind: str, M: Any, v: ArrayLike) -> np.ndarray:
-    """``M v`` for a curvature representation ``M`` of kind ``kind``; ``v: (P,) -> (P,)``.
+@deprecated_keywords(kind="structure")
+def curvature_matvec(structure: str, M: Any, v: ArrayLike) -> np.ndarray:
+    """``M v`` for a curvature representation ``M`` of ``structure``; ``v: (P,) -> (P,)``.
 
     The product of the structure object (:class:`~minifim.Diagonal`, :class:`~minifim.Dense`,
     :class:`~minifim.BlockDiagonal`, :class:`~minifim.KFAC`, the latter per layer as ``G V A``,
-    never densely). ``kind``, ``M`` and ``v`` are validated (``v`` must have shape ``(P,)``).
+    never densely). ``structure``, ``M`` and ``v`` are validated (``v`` must have shape
+    ``(P,)``); ``kind=`` is the deprecated former name of ``structure=``.
     """
-    M, P = _check_curvature(_check_kind(kind), M, "M")
+    kind = _check_kind(structure)
+    M, P = _check_curvature(kind, M, "M")
     return _matvec(kind, M, as_float_array(v, "v", shape=(P,)))
 
 
@@ -411,9 +414,11 @@ def _matvec(kind: str, M: Any, v: np.ndarray) -> np.ndarray:
     return _structure(kind, M, copy=False).matvec(v)
 
 
-def curvature_dense(kind: str, M: Any) -> np.ndarray:
+@deprecated_keywords(kind="structure")
+def curvature_dense(structure: str, M: Any) -> np.ndarray:
     """The dense ``(P, P)`` matrix of a curvature representation (validated, memory-guarded)."""
-    M, P = _check_curvature(_check_kind(kind), M, "M")
+    kind = _check_kind(structure)
+    M, P = _check_curvature(kind, M, "M")
     return _dense(kind, M, P)
 
 
@@ -458,12 +463,14 @@ def _check_tasks(tasks: Any, kind: str) -> tuple[EWCTask, ...]:
     return tuple(out)
 
 
-def quadratics(tasks: Any, kind: str, mode: str = "separate", strength: float = 1.0,
+@deprecated_keywords(kind="structure")
+def quadratics(tasks: Any, structure: str, mode: str = "separate", strength: float = 1.0,
                gamma: float = 1.0) -> tuple[Quadratic, ...]:
     """The penalty terms of ``tasks`` (a sequence of :class:`EWCTask`, oldest first).
 
     Every record is validated: an :class:`EWCTask` with ``theta_star: (P,)`` (the same ``P``
-    for all), ``n_samples >= 1`` and a curvature of kind ``kind`` and size ``P``.
+    for all), ``n_samples >= 1`` and a curvature of ``structure`` and size ``P`` (``kind=`` is
+    the deprecated former name of ``structure=``).
 
     Returns
     -------
@@ -473,7 +480,7 @@ def quadratics(tasks: Any, kind: str, mode: str = "separate", strength: float = 
         F_t), ...))`` (``gamma`` is used by ``"online"`` only, ``"recursive"`` has 1) with the
         terms summed where the representation allows (not for K-FAC); empty without tasks.
     """
-    _check_kind(kind)
+    kind = _check_kind(structure)
     check_choice(mode, "mode", EWC_MODES)
     strength = check_nonnegative(strength, "strength")
     gamma = check_nonnegative(gamma, "gamma")
@@ -490,13 +497,15 @@ def quadratics(tasks: Any, kind: str, mode: str = "separate", strength: float = 
     return (Quadratic(tasks[-1].theta_star, _merge(kind, terms)),)
 
 
-def quadratic_penalty(quads: Any, kind: str, theta: ArrayLike) -> float:
+@deprecated_keywords(kind="structure")
+def quadratic_penalty(quads: Any, structure: str, theta: ArrayLike) -> float:
     """``sum_q 1/2 sum_k c_k d_q^T M_k d_q`` with ``d_q = theta - centre_q`` (a float).
 
-    ``quads`` (a sequence of :class:`Quadratic`, e.g. :attr:`EWC.quadratics`), ``kind`` and
+    ``quads`` (a sequence of :class:`Quadratic`, e.g. :attr:`EWC.quadratics`), ``structure`` and
     ``theta: (P,)`` are validated; nothing is broadcast.
     """
-    quads, P = _check_quadratics(quads, _check_kind(kind))
+    kind = _check_kind(structure)
+    quads, P = _check_quadratics(quads, kind)
     return _penalty(quads, kind, _check_point(theta, P))
 
 
@@ -508,9 +517,11 @@ def _penalty(quads: tuple[Quadratic, ...], kind: str, theta: np.ndarray) -> floa
     return float(total)
 
 
-def quadratic_grad(quads: Any, kind: str, theta: ArrayLike) -> np.ndarray:
+@deprecated_keywords(kind="structure")
+def quadratic_grad(quads: Any, structure: str, theta: ArrayLike) -> np.ndarray:
     """Gradient of :func:`quadratic_penalty`: ``sum_q sum_k c_k M_k d_q``, shape ``(P,)``."""
-    quads, P = _check_quadratics(quads, _check_kind(kind))
+    kind = _check_kind(structure)
+    quads, P = _check_quadratics(quads, kind)
     return _grad(quads, kind, _check_point(theta, P))
 
 
