@@ -41,7 +41,8 @@ beside them. The Monte-Carlo moments live in :mod:`minifim.geometry.moments`.
 
 from __future__ import annotations
 
-# ``X as X``: the defaults and limits, importable from here as before the split (not in __all__)
+# ``X as X``: the defaults, limits and fixture helpers importable from here before the split
+# (not in __all__)
 from ..geometry.moments import MAX_OUTCOMES as MAX_OUTCOMES
 from ..geometry.moments import mc_error_moments, output_outcomes
 from .causes import CAUSE_TOL as CAUSE_TOL
@@ -52,6 +53,9 @@ from .comparison import MAX_LISTED as MAX_LISTED
 from .comparison import Comparison, compare
 from .diagnosis import MATCH_TOL as MATCH_TOL
 from .diagnosis import Diagnosis, diagnose, fisher_variants
+from .fixtures import Fixture as Fixture
+from .fixtures import load_fixture as load_fixture
+from .fixtures import param_label as param_label
 from .keys import ALIASES
 from .layouts import LAYOUTS, from_minifim_layout, layout_permutation, to_minifim_layout
 from .layouts import REDUCTIONS as REDUCTIONS
