@@ -24,6 +24,7 @@ import warnings
 
 import numpy as np
 import scipy.linalg as sla
+from numpy.typing import ArrayLike
 
 from ._validation import as_float_array, check_nonnegative
 
@@ -60,7 +61,7 @@ def singular_error(what: str, damping: float, detail: str) -> ValueError:
                       "(or a larger damping)")
 
 
-def check_conditioned(eigenvalues, damping: float, what: str) -> None:
+def check_conditioned(eigenvalues: ArrayLike, damping: float, what: str) -> None:
     """Refuse a damped symmetric system from its eigenvalues.
 
     Parameters
@@ -90,7 +91,7 @@ def check_conditioned(eigenvalues, damping: float, what: str) -> None:
                          "cannot be accurate)")
 
 
-def is_numerically_singular(M) -> bool:
+def is_numerically_singular(M: ArrayLike) -> bool:
     """Whether a symmetric PSD ``M: (n, n)`` is singular: ``lambda_min <= n eps lambda_max``.
 
     Also ``True`` for ``lambda_max <= 0`` (a zero matrix).
@@ -148,7 +149,7 @@ def cholesky_factor(A: np.ndarray, *, what: str, damping: float, lower: bool = F
     return c, low
 
 
-def _damped_copy(M, damping: float, overwrite: bool) -> np.ndarray:
+def _damped_copy(M: ArrayLike, damping: float, overwrite: bool) -> np.ndarray:
     """``M + damping I`` as a float64 square matrix (in place when allowed)."""
     M = as_float_array(M, "M", ndim=2)
     n = M.shape[0]
@@ -159,8 +160,8 @@ def _damped_copy(M, damping: float, overwrite: bool) -> np.ndarray:
     return A
 
 
-def damped_solve(M, g, damping: float, *, what: str = "M", symmetric_indefinite: bool = False,
-                 overwrite_m: bool = False) -> np.ndarray:
+def damped_solve(M: ArrayLike, g: ArrayLike, damping: float, *, what: str = "M",
+                 symmetric_indefinite: bool = False, overwrite_m: bool = False) -> np.ndarray:
     """``(M + damping I)^{-1} g`` for a dense symmetric ``M``.
 
     Parameters
@@ -208,7 +209,7 @@ def damped_solve(M, g, damping: float, *, what: str = "M", symmetric_indefinite:
             raise singular_error(what, damping, f"symmetric solve: {err}") from None
 
 
-def damped_inverse(M, damping: float, *, what: str = "M", hint: str | None = None,
+def damped_inverse(M: ArrayLike, damping: float, *, what: str = "M", hint: str | None = None,
                    overwrite_m: bool = False) -> np.ndarray:
     """``(M + damping I)^{-1}`` of a dense symmetric PSD ``M``, symmetrised.
 
@@ -227,7 +228,8 @@ def damped_inverse(M, damping: float, *, what: str = "M", hint: str | None = Non
     return 0.5 * (X + X.T)
 
 
-def diagonal_solve(d, g, damping: float, *, what: str = "diag(M)") -> np.ndarray:
+def diagonal_solve(d: ArrayLike, g: ArrayLike, damping: float, *,
+                   what: str = "diag(M)") -> np.ndarray:
     """``g / (d + damping)`` for a diagonal curvature ``d: (n,)`` and ``g: (n,)``.
 
     Refused (``ValueError`` naming ``damping``) when an entry of ``d + damping`` is at most

@@ -26,12 +26,7 @@ HELPERS = {"tools", "data", "plotting", "__init__", "__main__"}
 #: Violations in files other helpers are still editing: ``(importer, imported, name)`` for a
 #: private name, ``(importer, imported, None)`` for an upward import. To remove: the list must
 #: end empty.
-ALLOWED: set[tuple[str, str, str | None]] = {
-    # to remove: methods/sensitivities.py -> minifim.core.conventions.reduction_scale
-    ("minifim.methods.sensitivities", "minifim.geometry.curvature", "_scale"),
-    # to remove: methods/ewc.py -> minifim._validation.describe
-    ("minifim.methods.ewc", "minifim._validation", "_describe"),
-}
+ALLOWED: set[tuple[str, str, str | None]] = set()
 
 
 def _module_name(path: Path) -> str:

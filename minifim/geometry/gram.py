@@ -24,8 +24,10 @@ and ``(c U^T U + lambda I)^{-1} g = (g - U^T (c U U^T + lambda I)^{-1} c U g) / 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .curvature import curvature_factors
 
@@ -89,7 +91,7 @@ class SeedFactors:
         G *= scale
         return G
 
-    def matvec(self, v) -> np.ndarray:
+    def matvec(self, v: ArrayLike) -> np.ndarray:
         """``U v``: ``v: (P,)`` to ``(N K,)``, or ``v: (P, m)`` to ``(N K, m)``.
 
         Per layer ``(U v)[(n, k)] += B_l[n, k] . (V_W a_l[n] + v_b)`` with ``V_W: (out_l, in_l)``
@@ -107,7 +109,7 @@ class SeedFactors:
         out = out.reshape(N * K, m)
         return out[:, 0] if v.ndim == 1 else out
 
-    def rmatvec(self, w) -> np.ndarray:
+    def rmatvec(self, w: ArrayLike) -> np.ndarray:
         """``U^T w``: ``w: (N K,)`` to ``(P,)``, or ``w: (N K, m)`` to ``(P, m)``.
 
         Per layer the ``W_l`` block is ``sum_(n, k) w[(n, k)] B_l[n, k] outer a_l[n]`` and the
@@ -133,7 +135,8 @@ class SeedFactors:
         return out[:, 0] if w.ndim == 1 else out
 
 
-def seed_factors(net, theta, X, y=None, fisher: str = "true", n_samples: int = 1, rng=None,
+def seed_factors(net: Any, theta: ArrayLike, X: ArrayLike, y: ArrayLike | None = None,
+                 fisher: str = "true", n_samples: int = 1, rng: Any = None,
                  chunk_size: int | None = None) -> SeedFactors:
     """The per-layer factors of the curvature ``fisher`` for all ``N`` samples.
 

@@ -59,7 +59,7 @@ MERGE_STRUCTURES = MergeStructure.values()
 MERGE_CURVATURES = MERGE_STRUCTURES  # the former name, kept importable
 
 
-def _as_list(value, name: str) -> list:
+def _as_list(value: Any, name: str) -> list:
     if isinstance(value, np.ndarray):
         return list(value)
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
@@ -68,14 +68,14 @@ def _as_list(value, name: str) -> list:
     return list(value)
 
 
-def _check_thetas(net, thetas) -> np.ndarray:
+def _check_thetas(net: Any, thetas: Any) -> np.ndarray:
     thetas = _as_list(thetas, "thetas")
     if not thetas:
         raise ValueError("thetas: expected at least one model, received none")
     return np.stack([net.check_theta(t, f"thetas[{i}]") for i, t in enumerate(thetas)])
 
 
-def _check_weights(weights, M: int) -> np.ndarray | None:
+def _check_weights(weights: Any, M: int) -> np.ndarray | None:
     if weights is None:
         return None
     weights = _as_list(weights, "weights")
@@ -85,7 +85,7 @@ def _check_weights(weights, M: int) -> np.ndarray | None:
     return np.array([check_positive(w, f"weights[{i}]") for i, w in enumerate(weights)])
 
 
-def _check_data(net, data, M: int) -> list[tuple]:
+def _check_data(net: Any, data: Any, M: int) -> list[tuple]:
     data = _as_list(data, "data")
     if len(data) != M:
         raise ValueError(f"data: expected {M} entries (one per model), received {len(data)}")
@@ -105,7 +105,7 @@ def _check_data(net, data, M: int) -> list[tuple]:
     return out
 
 
-def _check_block_list(net, F, name: str) -> list[np.ndarray]:
+def _check_block_list(net: Any, F: Any, name: str) -> list[np.ndarray]:
     sizes = [o * i + o for o, i in net.shapes]
     blocks = _as_list(F, name)
     if len(blocks) != len(sizes):
@@ -123,7 +123,7 @@ def _check_symmetric(F: np.ndarray, name: str) -> np.ndarray:
     return F
 
 
-def _diagonal(net, F, name: str) -> Diagonal:
+def _diagonal(net: Any, F: Any, name: str) -> Diagonal:
     d = as_float_array(F, name, shape=(net.num_params,))
     if np.any(d < 0):
         raise ValueError(f"{name}: expected a non-negative Fisher diagonal, received "
@@ -131,12 +131,12 @@ def _diagonal(net, F, name: str) -> Diagonal:
     return Diagonal(d)
 
 
-def _dense(net, F, name: str) -> Dense:
+def _dense(net: Any, F: Any, name: str) -> Dense:
     P = net.num_params
     return Dense(_check_symmetric(as_float_array(F, name, shape=(P, P)), name))
 
 
-def _blocks(net, F, name: str) -> BlockDiagonal:
+def _blocks(net: Any, F: Any, name: str) -> BlockDiagonal:
     return BlockDiagonal(_check_block_list(net, F, name))
 
 
@@ -144,7 +144,7 @@ def _blocks(net, F, name: str) -> BlockDiagonal:
 _READERS = {"diag": _diagonal, "full": _dense, "block": _blocks}
 
 
-def _given_fisher(net, F, structure: str, name: str) -> StructureObject:
+def _given_fisher(net: Any, F: Any, structure: str, name: str) -> StructureObject:
     """A given ``F_i`` as a structure object (a structure object is used as it is)."""
     if isinstance(F, StructureObject):
         P = net.num_params
@@ -155,7 +155,7 @@ def _given_fisher(net, F, structure: str, name: str) -> StructureObject:
     return _READERS[structure](net, F, name)
 
 
-def _check_memory(net, structure: str) -> None:
+def _check_memory(net: Any, structure: str) -> None:
     """Guard the summed precision, one model's precision and the sum's temporaries."""
     P = net.num_params
     if structure == "full":  # the dense (P, P) summed precision: the biggest case
@@ -269,11 +269,12 @@ def fisher_merge(net: Any, thetas: Any, fishers: Any = None, *, data: Any = None
     # the constant parts: (alpha + damping) I and alpha (sum theta_i - (M-1) mu) + damping theta_bar
     shift = alpha + damping
     rhs = alpha * (Th.sum(axis=0) - (M - 1) * mu) + damping * Th.mean(axis=0)
-    total = None
+    total: Any = None
     for i in range(M):
         if fishers is not None:
             F = _given_fisher(net, fishers[i], structure, f"fishers[{i}]")
         else:
+            assert checked_data is not None
             X, y = checked_data[i]
             F = curvature(net, Th[i], X, y, fisher, structure, n_samples=n_samples, rng=rng,
                           chunk_size=chunk_size)

@@ -101,20 +101,21 @@ FACTOR_KINDS = ("true", "empirical", "mc", "ggn")
 #: The kinds ``fisher=`` accepts: the factor kinds and the Hessian.
 FISHERS = FACTOR_KINDS + ("hessian",)
 METHODS = SolveMethod.values()
+_FISHER_OPTIONS = tuple(Curvature(k) for k in FISHERS)
 EPS = np.finfo(np.float64).eps
 _REFINEMENTS = 5  # restarts of CG/GMRES on the true residual (iterative refinement)
 _GMRES_RESTART = 100  # Krylov basis size of GMRES for the Hessian (memory 100 P floats)
 
 
-def _num_seeds(net, curvature: str, n_samples: int) -> int:
+def _num_seeds(net: Any, curvature: str, n_samples: int) -> int:
     if curvature in ("true", "ggn"):
         return net.output_dim
     return n_samples if curvature == "mc" else 1
 
 
 # --- the structure and its solves ---------------------------------------------------------
-def _structure(net, theta, X, y, fisher, structure, bias, n_samples, rng, chunk_size
-               ) -> StructureObject:
+def _structure(net: Any, theta: np.ndarray, X: np.ndarray, y: Any, fisher: str, structure: str,
+               bias: str, n_samples: int, rng: Any, chunk_size: int | None) -> StructureObject:
     """``M`` as a structure object (memory-guarded by the callees)."""
     if fisher == "hessian":  # not a Fisher kind: indefinite, dense only (checked by the caller)
         return Dense(hessian(net, theta, X, y), psd=False)
@@ -122,7 +123,8 @@ def _structure(net, theta, X, y, fisher, structure, bias, n_samples, rng, chunk_
                      rng=rng, chunk_size=chunk_size)
 
 
-def _structured(S: StructureObject, g, damping, damping_type):
+def _structured(S: StructureObject, g: np.ndarray, damping: float,
+                damping_type: KFACDamping) -> np.ndarray:
     """``(M + damping I)^{-1} g`` by the structure's own solve (K-FAC: ``damping_type``)."""
     if damping_type == KFACDamping.FACTORED:  # a K-FAC structure (checked by the caller)
         return S.factors.solve(g, damping, KFACDamping.FACTORED)
@@ -130,7 +132,9 @@ def _structured(S: StructureObject, g, damping, damping_type):
 
 
 # --- Woodbury / push-through -----------------------------------------------------------------
-def _woodbury(net, theta, X, y, g, damping, curvature, n_samples, rng, chunk_size):
+def _woodbury(net: Any, theta: np.ndarray, X: np.ndarray, y: Any, g: np.ndarray, damping: float,
+              curvature: str, n_samples: int, rng: Any, chunk_size: int | None
+              ) -> tuple[np.ndarray, dict[str, Any]]:
     """Push-through solve on the per-layer factors (see the module docstring).
 
     Returns ``(d, info)`` with the relative residual and the refinement steps taken. The
@@ -166,7 +170,7 @@ def _woodbury(net, theta, X, y, g, damping, curvature, n_samples, rng, chunk_siz
     except sla.LinAlgError:
         raise singular_error("Gram matrix", damping, "Cholesky failed; " + advice) from None
 
-    def solve(rhs):
+    def solve(rhs: np.ndarray) -> np.ndarray:
         z = sla.cho_solve(c, scale * factors.matvec(rhs), check_finite=False)
         return (rhs - factors.rmatvec(z)) / damping
 
@@ -190,17 +194,19 @@ def _woodbury(net, theta, X, y, g, damping, curvature, n_samples, rng, chunk_siz
 
 
 # --- conjugate gradients ---------------------------------------------------------------------
-def _cg(net, theta, X, y, g, damping, curvature, n_samples, rng, tol, maxiter, extra=None):
+def _cg(net: Any, theta: np.ndarray, X: np.ndarray, y: Any, g: np.ndarray, damping: float,
+        curvature: str, n_samples: int, rng: Any, tol: float, maxiter: int | None,
+        extra: Any = None) -> tuple[np.ndarray, dict[str, Any]]:
     P = net.num_params
     if curvature == "hessian":
         op = hessian_operator(net, theta, X, y)
     else:
         op = fisher_operator(net, theta, X, y, curvature, n_samples=n_samples, rng=rng)
     if extra is None:
-        def matvec(v):
+        def matvec(v: np.ndarray) -> np.ndarray:
             return op @ v + damping * v
     else:
-        def matvec(v):
+        def matvec(v: np.ndarray) -> np.ndarray:
             v = np.ravel(v)
             return op @ v + damping * v + (extra @ v if isinstance(extra, np.ndarray)
                                            else extra(v))
@@ -211,13 +217,13 @@ def _cg(net, theta, X, y, g, damping, curvature, n_samples, rng, tol, maxiter, e
         return np.zeros_like(g), {"iterations": 0, "residual": 0.0}
     count = [0]
 
-    def cb(_):
+    def cb(_: Any) -> None:
         count[0] += 1
 
     if curvature == "hessian":  # symmetric but possibly indefinite: restarted GMRES
         restart = min(P, _GMRES_RESTART)
 
-        def solver(A, b, rtol, maxiter, callback):
+        def solver(A: Any, b: np.ndarray, rtol: float, maxiter: int, callback: Any) -> Any:
             return gmres(A, b, rtol=rtol, restart=restart, maxiter=max(1, maxiter // restart),
                          callback=callback, callback_type="pr_norm")
         solver.__name__ = "gmres"
@@ -243,14 +249,14 @@ def _cg(net, theta, X, y, g, damping, curvature, n_samples, rng, tol, maxiter, e
     return d, {"iterations": count[0], "residual": residual}
 
 
-def _check_extra(extra, P):
+def _check_extra(extra: Any, P: int) -> Any:
     if extra is None or callable(extra):
         return extra
     M = as_float_array(extra, "extra_curvature", shape=(P, P))
     return M
 
 
-def _materialise(fn, P):
+def _materialise(fn: Any, P: int) -> np.ndarray:
     require_memory(8 * P * P, f"dense extra_curvature (P, P) = ({P}, {P}) float64",
                    "method='cg' (matrix-free)")
     out = np.empty((P, P))
@@ -262,7 +268,8 @@ def _materialise(fn, P):
 
 
 # --- route choice -----------------------------------------------------------------------------
-def _choose(net, N, fisher, structure, n_samples, has_extra):
+def _choose(net: Any, N: int, fisher: str, structure: Structure, n_samples: int,
+            has_extra: bool) -> tuple[str, str]:
     P = net.num_params
     budget = memory_budget()
     if structure != Structure.FULL:
@@ -277,7 +284,8 @@ def _choose(net, N, fisher, structure, n_samples, has_extra):
     return "cg", f"P x P = ({P}, {P}) exceeds the memory budget"
 
 
-def _check_route(method, fisher, structure, damping_type):
+def _check_route(method: str, fisher: Curvature, structure: Structure,
+                 damping_type: KFACDamping) -> None:
     """Refuse a route that does not apply to the kind and structure (``ValueError``)."""
     full = structure == Structure.FULL
     if method == "structured" and full:
@@ -382,7 +390,7 @@ def natural_gradient(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike,
     >>> dk = minifim.natural_gradient(net, theta, X, y, 1e-2, structure="kfac")
     """
     check_net(net)
-    fisher = as_option(fisher, Curvature, "fisher", FISHERS)
+    fisher = as_option(fisher, Curvature, "fisher", _FISHER_OPTIONS)
     structure = as_option(structure, Structure, "structure")
     method = as_option(method, SolveMethod, "method").value
     bias = as_option(bias, Bias, "bias").value

@@ -22,9 +22,9 @@ In the style of JAX's ``example_libraries.optimizers``, every optimiser construc
   mutation, ``update`` returns a new dict, and each state can be stored (``numpy.savez``) and
   compared step by step with another library's. ``state["theta"]`` holds the parameters.
 - Invariant (tested): ``get_params(init(theta)) == theta`` bit for bit (a copy, not a view).
-- Randomness (``ngd(curvature="mc")``, ``kfac(fisher="mc")``) is drawn from
-  ``numpy.random.default_rng([seed, step])``: a replay of ``update`` from a stored state
-  gives the same result.
+- Randomness (``ngd(fisher="mc")``, ``kfac(fisher="mc")``) is drawn from
+  ``numpy.random.default_rng([rng, step])`` (``rng=`` an int seed, or a Generator giving it by
+  one draw): a replay of ``update`` from a stored state gives the same result.
 - Learning rates are a float or a schedule ``step -> float``.
 - Curvature optimisers use the MEAN curvature of the NLL on the step's batch (the convention
   of :mod:`minifim.geometry.curvature`), so ``lr = 1`` with no damping is a full Gauss-Newton step.
@@ -53,10 +53,11 @@ from __future__ import annotations
 import numbers
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.optimize import minimize
 
 from .._validation import (
@@ -140,7 +141,7 @@ class Batch(NamedTuple):
         return 1.0 / n
 
 
-def _check_penalty(penalty) -> None:
+def _check_penalty(penalty: Any) -> None:
     if penalty is None:
         return
     for name in ("penalty", "grad"):
@@ -150,7 +151,7 @@ def _check_penalty(penalty) -> None:
                             f"without a callable .{name}")
 
 
-def objective_and_gradient(batch: Batch, theta) -> tuple[float, np.ndarray]:
+def objective_and_gradient(batch: Batch, theta: ArrayLike) -> tuple[float, np.ndarray]:
     """``(objective, gradient: (P,))`` on ``batch`` (see the module docstring).
 
     Notes
@@ -167,13 +168,13 @@ def objective_and_gradient(batch: Batch, theta) -> tuple[float, np.ndarray]:
     return value, g
 
 
-def objective(batch: Batch, theta) -> float:
+def objective(batch: Batch, theta: ArrayLike) -> float:
     """The objective on ``batch`` (see the module docstring), a float."""
     return objective_and_gradient(batch, theta)[0]
 
 
 # --- learning rates and state helpers --------------------------------------------------------
-def _schedule(lr, name: str = "lr") -> Callable[[int], float]:
+def _schedule(lr: Any, name: str = "lr") -> Callable[[int], float]:
     """A float or a callable ``step -> float`` as a callable."""
     if callable(lr):
         return lr
@@ -184,7 +185,7 @@ def _schedule(lr, name: str = "lr") -> Callable[[int], float]:
     return lambda step: value
 
 
-def _init_params(theta) -> np.ndarray:
+def _init_params(theta: ArrayLike) -> np.ndarray:
     theta = as_float_array(theta, "theta", ndim=1)
     return theta.copy()
 
@@ -196,12 +197,12 @@ def _get_params(state: State) -> np.ndarray:
     return state["theta"]
 
 
-def _check_grad(grad, state: State) -> np.ndarray:
+def _check_grad(grad: ArrayLike, state: State) -> np.ndarray:
     return as_float_array(grad, "grad", shape=state["theta"].shape)
 
 
 # --- first-order baselines -----------------------------------------------------------------
-def sgd(lr=0.1) -> Optimizer:
+def sgd(lr: Any = 0.1) -> Optimizer:
     """Plain gradient descent ``theta <- theta - lr * g``.
 
     Parameters
@@ -215,17 +216,17 @@ def sgd(lr=0.1) -> Optimizer:
     """
     lr = _schedule(lr)
 
-    def init(theta):
+    def init(theta: ArrayLike) -> State:
         return {"theta": _init_params(theta)}
 
-    def update(step, grad, state, batch=None):
+    def update(step: int, grad: ArrayLike, state: State, batch: Any = None) -> State:
         g = _check_grad(grad, state)
         return {"theta": state["theta"] - lr(step) * g}
 
     return Optimizer(init, update, _get_params)
 
 
-def momentum(lr=0.1, mass: float = 0.9) -> Optimizer:
+def momentum(lr: Any = 0.1, mass: float = 0.9) -> Optimizer:
     """Heavy-ball momentum (JAX's convention): ``v <- mass v + g``, ``theta <- theta - lr v``.
 
     Returns
@@ -238,11 +239,11 @@ def momentum(lr=0.1, mass: float = 0.9) -> Optimizer:
     if mass >= 1:
         raise ValueError(f"mass: expected a number in [0, 1), received {mass!r}")
 
-    def init(theta):
+    def init(theta: ArrayLike) -> State:
         theta = _init_params(theta)
         return {"theta": theta, "velocity": np.zeros_like(theta)}
 
-    def update(step, grad, state, batch=None):
+    def update(step: int, grad: ArrayLike, state: State, batch: Any = None) -> State:
         g = _check_grad(grad, state)
         v = mass * state["velocity"] + g
         return {"theta": state["theta"] - lr(step) * v, "velocity": v}
@@ -250,7 +251,7 @@ def momentum(lr=0.1, mass: float = 0.9) -> Optimizer:
     return Optimizer(init, update, _get_params)
 
 
-def adam(lr=1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Optimizer:
+def adam(lr: Any = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Optimizer:
     """Adam (Kingma & Ba 2015) with bias correction.
 
     Notes
@@ -269,11 +270,11 @@ def adam(lr=1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Opti
             raise ValueError(f"{name}: expected a number in [0, 1), received {value!r}")
     eps = check_positive(eps, "eps")
 
-    def init(theta):
+    def init(theta: ArrayLike) -> State:
         theta = _init_params(theta)
         return {"theta": theta, "m": np.zeros_like(theta), "v": np.zeros_like(theta)}
 
-    def update(step, grad, state, batch=None):
+    def update(step: int, grad: ArrayLike, state: State, batch: Any = None) -> State:
         g = _check_grad(grad, state)
         t = check_int(step, "step", 0) + 1
         m = b1 * state["m"] + (1 - b1) * g
@@ -287,7 +288,7 @@ def adam(lr=1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Opti
 
 
 # --- curvature optimisers --------------------------------------------------------------------
-def _penalty_hvp(batch):
+def _penalty_hvp(batch: Any) -> Callable[[np.ndarray], np.ndarray] | None:
     """``v -> penalty Hessian v / N`` when the penalty exposes ``hessian_matvec``, else None."""
     pen = getattr(batch, "penalty", None)
     fn = getattr(pen, "hessian_matvec", None)
@@ -309,7 +310,7 @@ def _base_seed(rng: Any) -> int:
     return check_int(rng, "rng", 0)
 
 
-def _check_batch(batch, who: str) -> Batch:
+def _check_batch(batch: Any, who: str) -> Batch:
     if not isinstance(batch, Batch):
         raise TypeError(f"batch: {who} builds its curvature from the batch; expected a "
                         f"minifim.optim.Batch(net, X, y, penalty, n_total), received "
@@ -366,7 +367,7 @@ def ngd(lr: Any = 1.0, damping: float = 1e-3, fisher: str = "true", method: str 
     """
     lr = _schedule(lr)
     damping = check_nonnegative(damping, "damping")
-    fisher = as_option(fisher, Curvature, "fisher", FISHERS).value
+    fisher = as_option(fisher, Curvature, "fisher", [Curvature(k) for k in FISHERS]).value
     structure = as_option(structure, Structure, "structure").value
     method = as_option(method, SolveMethod, "method").value
     bias = as_option(bias, Bias, "bias").value
@@ -376,12 +377,12 @@ def ngd(lr: Any = 1.0, damping: float = 1e-3, fisher: str = "true", method: str 
     structured = structure != "full"
     max_kl = None if max_kl is None else check_positive(max_kl, "max_kl")
 
-    def init(theta):
+    def init(theta: ArrayLike) -> State:
         theta = _init_params(theta)
         return {"theta": theta, "direction": np.zeros_like(theta),
                 "step_size": np.asarray(0.0)}
 
-    def update(step, grad, state, batch):
+    def update(step: int, grad: ArrayLike, state: State, batch: Any) -> State:
         batch = _check_batch(batch, "ngd")
         g = _check_grad(grad, state)
         extra = None if (structured or not penalty_curvature) else _penalty_hvp(batch)
@@ -406,7 +407,7 @@ def ngd(lr: Any = 1.0, damping: float = 1e-3, fisher: str = "true", method: str 
     return Optimizer(init, update, _get_params)
 
 
-def gauss_newton(lr=1.0, damping: float = 0.0, method: str = "auto", *, tol: float = 1e-10,
+def gauss_newton(lr: Any = 1.0, damping: float = 0.0, method: str = "auto", *, tol: float = 1e-10,
                  penalty_curvature: bool = True) -> Optimizer:
     """(Damped) Gauss-Newton: ``theta <- theta - lr (G + damping I)^{-1} grad``.
 
@@ -422,7 +423,7 @@ def gauss_newton(lr=1.0, damping: float = 0.0, method: str = "auto", *, tol: flo
 _DAMPING_RANGE = (1e-12, 1e12)
 
 
-def _kfac_checked(compute):
+def _kfac_checked(compute: Callable[[], Any]) -> Any:
     """``compute()``, with the optimiser's advice appended to a refused damped system."""
     try:
         return compute()
@@ -512,7 +513,8 @@ def kfac(net: Any, lr: Any = 0.1, damping: float = 1e-3, decay: float = 0.95,
     if decay >= 1:
         raise ValueError(f"decay: expected a number in [0, 1), received {decay!r}")
     inverse_period = check_int(inverse_period, "inverse_period", 1)
-    fisher = as_option(fisher, FisherKind, "fisher", ("true", "empirical", "mc")).value
+    fisher = as_option(fisher, FisherKind, "fisher",
+                       (FisherKind.TRUE, FisherKind.EMPIRICAL, FisherKind.MC)).value
     bias = as_option(bias, Bias, "bias").value
     solve = as_option(damping_type, KFACDamping, "damping_type").value
     n_samples = check_int(n_samples, "n_samples", 1)
@@ -528,7 +530,7 @@ def kfac(net: Any, lr: Any = 0.1, damping: float = 1e-3, decay: float = 0.95,
     keys = (("QA", "eA", "QG", "eG") if solve == "eigen"
             else ("Ainv", "Ginv", "pi") + (("Gbinv",) if bias == "separate" else ()))
 
-    def init(theta):
+    def init(theta: ArrayLike) -> State:
         theta = net.check_theta(_init_params(theta))
         state = {"theta": theta, "direction": np.zeros_like(theta),
                  "damping": np.asarray(damping0), "rho": np.asarray(np.nan)}
@@ -546,7 +548,7 @@ def kfac(net: Any, lr: Any = 0.1, damping: float = 1e-3, decay: float = 0.95,
                     state[f"Gbinv{l}"] = np.zeros((o, o))
         return state
 
-    def update(step, grad, state, batch):
+    def update(step: int, grad: ArrayLike, state: State, batch: Any) -> State:
         batch = _check_batch(batch, "kfac")
         step = check_int(step, "step", 0)
         g = _check_grad(grad, state)
@@ -597,7 +599,7 @@ def kfac(net: Any, lr: Any = 0.1, damping: float = 1e-3, decay: float = 0.95,
 
 
 # --- the training loop -----------------------------------------------------------------------
-def _batches(N: int, batch_size: int | None, rng):
+def _batches(N: int, batch_size: int | None, rng: Any) -> Iterator[np.ndarray]:
     """Infinite iterator of index arrays: the full batch, or epochs of shuffled minibatches."""
     if batch_size is None:
         full = np.arange(N)
@@ -610,12 +612,13 @@ def _batches(N: int, batch_size: int | None, rng):
             yield perm[k * batch_size:(k + 1) * batch_size]
 
 
-def _take(y, idx):
+def _take(y: Any, idx: np.ndarray) -> Any:
     return y[idx]
 
 
-def train(net, theta, X, y, optimizer, steps: int, batch_size: int | None = None, rng=None,
-          penalty=None, callback=None, progress: bool = True
+def train(net: Any, theta: ArrayLike, X: ArrayLike, y: ArrayLike, optimizer: Any, steps: int,
+          batch_size: int | None = None, rng: Any = None, penalty: Any = None,
+          callback: Any = None, progress: bool = True
           ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Run ``steps`` updates of ``optimizer`` on the objective; return ``(theta, history)``.
 
@@ -753,11 +756,11 @@ class GaussianPrior:
         Centre of the prior (default zero).
     """
 
-    def __init__(self, precision: float, mean=None):
+    def __init__(self, precision: float, mean: ArrayLike | None = None):
         self.precision = check_nonnegative(precision, "precision")
         self.mean = None if mean is None else as_float_array(mean, "mean", ndim=1)
 
-    def _delta(self, theta):
+    def _delta(self, theta: ArrayLike) -> np.ndarray:
         theta = np.asarray(theta, dtype=np.float64)
         if self.mean is None:
             return theta
@@ -766,16 +769,16 @@ class GaussianPrior:
                              f"received shape {theta.shape}")
         return theta - self.mean
 
-    def penalty(self, theta) -> float:
+    def penalty(self, theta: ArrayLike) -> float:
         """``alpha/2 |theta - mean|^2``."""
         d = self._delta(theta)
         return 0.5 * self.precision * float(d @ d)
 
-    def grad(self, theta) -> np.ndarray:
+    def grad(self, theta: ArrayLike) -> np.ndarray:
         """``alpha (theta - mean)``, shape ``(P,)``."""
         return self.precision * self._delta(theta)
 
-    def hessian_matvec(self, v) -> np.ndarray:
+    def hessian_matvec(self, v: ArrayLike) -> np.ndarray:
         """``alpha v``, shape ``(P,)``."""
         return self.precision * np.asarray(v, dtype=np.float64)
 
@@ -783,7 +786,8 @@ class GaussianPrior:
         return f"GaussianPrior(precision={self.precision!r})"
 
 
-def fit_map(net, theta0, X, y, prior_precision: float = 1.0, *, gtol: float = 1e-8,
+def fit_map(net: Any, theta0: ArrayLike, X: ArrayLike, y: ArrayLike,
+            prior_precision: float = 1.0, *, gtol: float = 1e-8,
             max_iter: int = 10000) -> tuple[np.ndarray, dict]:
     """MAP estimate by deterministic full-batch L-BFGS (scipy), for small problems.
 
@@ -822,7 +826,7 @@ def fit_map(net, theta0, X, y, prior_precision: float = 1.0, *, gtol: float = 1e
     max_iter = check_int(max_iter, "max_iter", 1)
     batch = Batch(net, X, y, prior, X.shape[0])
 
-    def fun(theta):
+    def fun(theta: np.ndarray) -> tuple[float, np.ndarray]:
         return objective_and_gradient(batch, theta)
 
     res = minimize(fun, theta0.copy(), jac=True, method="L-BFGS-B",

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import numbers
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,7 +115,7 @@ class PruningResult:
         return self.criterion
 
 
-def _prunable_mask(net, prunable) -> np.ndarray:
+def _prunable_mask(net: Any, prunable: Any) -> np.ndarray:
     P = net.num_params
     if isinstance(prunable, str):
         prunable = as_option(prunable, Prunable, "prunable").value
@@ -135,7 +135,7 @@ def _prunable_mask(net, prunable) -> np.ndarray:
     return arr.copy()
 
 
-def _check_sparsities(sparsities) -> list[float]:
+def _check_sparsities(sparsities: Any) -> list[float]:
     if isinstance(sparsities, (str, bytes)) or not isinstance(sparsities, Sequence
                                                              | np.ndarray):
         raise TypeError(f"sparsities: expected a sequence of fractions in [0, 1), received "
@@ -149,7 +149,7 @@ def _check_sparsities(sparsities) -> list[float]:
     return out
 
 
-def _check_fraction(value, name: str) -> float:
+def _check_fraction(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name}: expected a fraction in [0, 1), received "
                         f"{type(value).__name__} {value!r}")
@@ -158,7 +158,8 @@ def _check_fraction(value, name: str) -> float:
     return float(value)
 
 
-def _curvature(net, theta, X, y, fisher, criterion, curvature, n_samples, rng, chunk_size):
+def _curvature(net: Any, theta: np.ndarray, X: Any, y: Any, fisher: str, criterion: str,
+               curvature: Any, n_samples: int, rng: Any, chunk_size: int | None) -> np.ndarray:
     """The undamped curvature: ``(P,)`` diagonal for OBD, ``(P, P)`` for OBS.
 
     ``curvature`` (given) is an array or a structure object; otherwise the curvature of kind
@@ -190,11 +191,13 @@ def _curvature(net, theta, X, y, fisher, criterion, curvature, n_samples, rng, c
     return S.diagonal() if criterion == "obd" else S.to_dense()
 
 
-def _targets(sparsities, n_prunable):
+def _targets(sparsities: list[float], n_prunable: int) -> list[int]:
     return [int(round(s * n_prunable)) for s in sparsities]
 
 
-def _static_path(theta, scores, prunable, counts, criterion, n_prunable, costs=None):
+def _static_path(theta: np.ndarray, scores: np.ndarray, prunable: np.ndarray, counts: list[int],
+                 criterion: str, n_prunable: int,
+                 costs: np.ndarray | None = None) -> list[PruningResult]:
     """Magnitude and OBD: one fixed ranking, no update; nested masks along the path."""
     idx = np.flatnonzero(prunable)
     order = idx[np.argsort(scores[idx], kind="stable")]
@@ -211,7 +214,7 @@ def _static_path(theta, scores, prunable, counts, criterion, n_prunable, costs=N
     return results
 
 
-def _inverse(M, damping, overwrite=False):
+def _inverse(M: np.ndarray, damping: float, overwrite: bool = False) -> np.ndarray:
     """``(M + damping I)^{-1}`` of the undamped curvature ``M: (P, P)``, refused (``ValueError``
     naming ``damping``) when the damped matrix is not positive definite or its reciprocal
     condition number (LAPACK ``dpocon``) is at most ``P eps`` (no correct digit in the
@@ -221,8 +224,11 @@ def _inverse(M, damping, overwrite=False):
     return damped_inverse(M, damping, what="curvature", hint=hint, overwrite_m=overwrite)
 
 
-def _obs_path(theta, M, damping, prunable, counts, block_size, n_prunable,
-              recompute_every=None, curvature_at=None):
+def _obs_path(theta: np.ndarray, M: np.ndarray, damping: float, prunable: np.ndarray,
+              counts: list[int], block_size: int, n_prunable: int,
+              recompute_every: int | None = None,
+              curvature_at: Callable[[np.ndarray], np.ndarray] | None = None
+              ) -> list[PruningResult]:
     """Optimal Brain Surgeon along a path of removal counts (see the module docstring).
 
     ``M`` is the undamped curvature at ``theta`` (the quadratic model is ``M + damping I``).
@@ -234,11 +240,14 @@ def _obs_path(theta, M, damping, prunable, counts, block_size, n_prunable,
     Hinv = _inverse(M, damping)
     active = np.arange(theta.shape[0])  # flat indices of the free parameters (rows of Hinv)
     free_prunable = prunable.copy()     # over `active`
-    order, scores, total, steps = [], [], 0.0, 0
+    order: list[int] = []
+    scores: list[float] = []
+    total, steps = 0.0, 0
     results = []
     for K in counts:
         while len(order) < K:
-            if recompute_every is not None and steps > 0 and steps % recompute_every == 0:
+            if (recompute_every is not None and curvature_at is not None and steps > 0
+                    and steps % recompute_every == 0):
                 Hinv = _inverse(curvature_at(theta)[np.ix_(active, active)], damping,
                                 overwrite=True)
             k = min(block_size, K - len(order))
@@ -317,7 +326,7 @@ def prune_path(net: Any, theta: Any, X: Any, y: Any, sparsities: Any,
                    "matrix) or a smaller network")
     M = _curvature(net, theta, X, y, fisher, criterion, curvature, n_samples, rng, chunk_size)
 
-    def curvature_at(th):
+    def curvature_at(th: np.ndarray) -> np.ndarray:
         return _curvature(net, th, X, y, fisher, criterion, None, n_samples, rng, chunk_size)
 
     return _obs_path(theta, M, damping, mask, counts, block_size, n_prunable,

@@ -38,6 +38,7 @@ of the full curvature. Both are tested against the dense matrix.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -54,7 +55,7 @@ UNIT_AGGREGATES = UnitAggregate.values()
 _INPUT_AGGREGATES = (UnitAggregate.OUTGOING, UnitAggregate.GATE)
 
 
-def _check_input_shape(net, input_shape):
+def _check_input_shape(net: Any, input_shape: Any) -> tuple[int, ...] | None:
     if input_shape is None:
         return None
     if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence):
@@ -67,13 +68,15 @@ def _check_input_shape(net, input_shape):
     return shape
 
 
-def _diagonal(net, theta, X, y, fisher, n_samples, rng, reduction, chunk_size) -> np.ndarray:
+def _diagonal(net: Any, theta: Any, X: Any, y: Any, fisher: str, n_samples: int, rng: Any,
+              reduction: str, chunk_size: int | None) -> np.ndarray:
     """``diag(M)``, ``(P,)``: the diagonal structure of the curvature (:func:`curvature`)."""
     return curvature(net, theta, X, y, fisher, "diag", reduction=reduction, n_samples=n_samples,
                      rng=rng, chunk_size=chunk_size).diagonal()
 
 
-def _gate_fisher(net, theta, X, y, fisher, n_samples, rng, reduction, chunk_size):
+def _gate_fisher(net: Any, theta: Any, X: Any, y: Any, fisher: str, n_samples: int, rng: Any,
+                 reduction: str, chunk_size: int | None) -> list[np.ndarray]:
     """Exact Fisher of multiplicative gates on the inputs and on every hidden unit.
 
     Returns ``[g_input: (D,), g_0: (H_0,), ..., g_{L-2}: (H_{L-2},)]`` where the gate on
@@ -94,10 +97,11 @@ def _gate_fisher(net, theta, X, y, fisher, n_samples, rng, reduction, chunk_size
     return [g * scale for g in out]
 
 
-def sensitivity(net, theta, X, y=None, fisher: str = "true", per: str = "parameter", *,
-                aggregate: str | None = None, input_shape: Sequence[int] | None = None,
-                n_samples: int = 1, rng=None, reduction: str = "mean",
-                chunk_size: int | None = None):
+def sensitivity(net: Any, theta: Any, X: Any, y: Any = None, fisher: str = "true",
+                per: str = "parameter", *, aggregate: str | None = None,
+                input_shape: Sequence[int] | None = None, n_samples: int = 1, rng: Any = None,
+                reduction: str = "mean", chunk_size: int | None = None
+                ) -> np.ndarray | list[np.ndarray]:
     """Fisher sensitivity of the parameters, hidden units or inputs of ``net`` at ``theta``.
 
     Parameters
