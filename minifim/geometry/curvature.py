@@ -27,9 +27,13 @@ the upper block triangle is computed. Samples are processed in chunks, so memory
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 from autograd import grad
 from autograd import hessian as _autograd_hessian
+from numpy.typing import ArrayLike
 from scipy.linalg import blas
 
 from .._validation import check_int, check_net
@@ -37,6 +41,13 @@ from ..core.conventions import prepare_inputs, reduction_scale
 from ..core.scores import backprop_seeds, expand_gradients, forward_cache
 from ..memory import memory_budget, require_memory
 from ..options import FisherKind, as_option
+
+if TYPE_CHECKING:
+    from ..core.model import MLP
+
+#: One chunk of a curvature's factor: the layer inputs ``acts[l]: (n, in_l)`` and the
+#: backpropagated seeds ``Bs[l]: (n, K, out_l)``.
+FactorChunk = tuple[list[np.ndarray], list[np.ndarray]]
 
 __all__ = [
     "FISHER_KINDS",
@@ -70,7 +81,8 @@ def _sqrt_psd(H: np.ndarray) -> np.ndarray:
     return np.sqrt(np.clip(w, 0.0, None))[:, :, None] * Q.transpose(0, 2, 1)
 
 
-def output_seeds(net, F: np.ndarray, fisher: str, y=None, y_samples=None) -> np.ndarray:
+def output_seeds(net: MLP, F: np.ndarray, fisher: str, y: ArrayLike | None = None,
+                 y_samples: np.ndarray | None = None) -> np.ndarray:
     """Output-space seeds ``E: (N, K, C)`` of the curvature ``fisher`` (see module table).
 
     ``F: (N, C)`` are the outputs; ``y`` the data targets (``"empirical"``); ``y_samples`` the
@@ -85,6 +97,9 @@ def output_seeds(net, F: np.ndarray, fisher: str, y=None, y_samples=None) -> np.
     if fisher == "argmax":
         return lik.grad_log_prob(F, lik.most_likely(F))[:, None, :]
     if fisher == "mc":
+        if y_samples is None:
+            raise ValueError("y_samples: expected the sampled targets (S, N, ...) for "
+                             "fisher='mc', received None")
         k = y_samples.shape[0]
         g = np.stack([lik.grad_log_prob(F, ys) for ys in y_samples], axis=1)
         return g / np.sqrt(k)
@@ -93,7 +108,7 @@ def output_seeds(net, F: np.ndarray, fisher: str, y=None, y_samples=None) -> np.
     raise ValueError(f"fisher: expected one of {list(FISHER_KINDS)}, received {fisher!r}")
 
 
-def _sample_bytes(net, K: int, fisher: str) -> int:
+def _sample_bytes(net: MLP, K: int, fisher: str) -> int:
     """Upper estimate of the working bytes per sample of a chunk of curvature factors.
 
     The forward cache and the backpropagated seeds (``(1 + K)`` times the layer widths), the
@@ -114,7 +129,8 @@ def _sample_bytes(net, K: int, fisher: str) -> int:
     return 8 * ((2 + 2 * K) * widths + out_space + work)
 
 
-def _chunk_size(net, K: int, chunk_size, fisher: str = "true", N: int | None = None) -> int:
+def _chunk_size(net: MLP, K: int, chunk_size: int | None, fisher: str = "true",
+                N: int | None = None) -> int:
     """Samples per chunk: ``chunk_size`` if given, else from the working-memory target
     ``min(128 MiB, budget / 2)``; memory-guarded either way (one chunk's working set)."""
     per_sample = _sample_bytes(net, K, fisher)
@@ -133,14 +149,16 @@ def _chunk_size(net, K: int, chunk_size, fisher: str = "true", N: int | None = N
     return max(1, min(_CHUNK_BYTES, memory_budget() // 2) // per_sample)
 
 
-def _num_seeds(net, fisher, n_samples):
+def _num_seeds(net: MLP, fisher: str, n_samples: int) -> int:
     if fisher in ("true", "ggn"):
         return net.output_dim
     return n_samples if fisher == "mc" else 1
 
 
-def curvature_factors(net, theta, X, y=None, fisher: str = "true", n_samples: int = 1,
-                      rng=None, chunk_size: int | None = None):
+def curvature_factors(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike | None = None,
+                      fisher: str | FisherKind = "true", n_samples: int = 1,
+                      rng: np.random.Generator | int | None = None, chunk_size: int | None = None
+                      ) -> Iterator[FactorChunk]:
     """Yield ``(acts, Bs)`` per chunk of samples: the factor of the curvature ``fisher``.
 
     ``acts[l]: (n, in_l)`` layer inputs and ``Bs[l]: (n, K, out_l)`` backpropagated seeds of a
@@ -157,7 +175,9 @@ def curvature_factors(net, theta, X, y=None, fisher: str = "true", n_samples: in
     return _iter_factors(net, theta, X, y, y_samples, fisher, step)
 
 
-def _iter_factors(net, theta, X, y, y_samples, fisher, step):
+def _iter_factors(net: MLP, theta: np.ndarray, X: np.ndarray, y: np.ndarray | None,
+                  y_samples: np.ndarray | None, fisher: str, step: int
+                  ) -> Iterator[FactorChunk]:
     N = X.shape[0]
     for start in range(0, N, step):
         sl = slice(start, min(N, start + step))
@@ -169,7 +189,8 @@ def _iter_factors(net, theta, X, y, y_samples, fisher, step):
 
 
 # --- dense assembly ----------------------------------------------------------------------
-def _add_block(M, net, l, m, acts, Bs, rows, cols):
+def _add_block(M: np.ndarray, net: MLP, l: int, m: int, acts: list[np.ndarray],
+               Bs: list[np.ndarray], rows: int, cols: int) -> None:
     """Add the (layer l, layer m) block ``sum_n (B_l^T B_m)_n kron (a~_l a~_m^T)_n`` into M.
 
     ``rows``/``cols`` are the offsets of the two layers' ``(W, b)`` blocks inside ``M``.
@@ -192,7 +213,7 @@ def _add_block(M, net, l, m, acts, Bs, rows, cols):
     M[bl:bl + o_l, bm:bm + o_m] += G.sum(axis=0).reshape(o_l, o_m)
 
 
-def _dense_from_factors(net, factors, P: int) -> np.ndarray:
+def _dense_from_factors(net: MLP, factors: Iterable[FactorChunk], P: int) -> np.ndarray:
     """Sum over chunks of ``U^T U``.
 
     One seed per sample: a SYRK on the ``(n, P)`` factor accumulating in place into one
@@ -200,17 +221,17 @@ def _dense_from_factors(net, factors, P: int) -> np.ndarray:
     upper block triangle by Kronecker blocks (:func:`_add_block`). The other triangle is
     mirrored once at the end, so the peak memory is ``M`` plus one chunk's working set.
     """
-    M = None
+    M: np.ndarray | None = None
+    lower_filled = False
     offsets = [s.start for s in net.layer_param_slices()]
     for acts, Bs in factors:
         if Bs[0].shape[1] == 1:
             U = expand_gradients(net, acts, Bs)[:, 0, :]
-            first = M is None
-            if first:
-                M = np.empty((P, P))
+            beta = 1.0
+            if M is None:
+                M, beta = np.empty((P, P)), 0.0
             # M.T is M's memory in Fortran order: its upper triangle is M's lower triangle
-            blas.dsyrk(1.0, U.T, beta=0.0 if first else 1.0, c=M.T, trans=0, lower=0,
-                       overwrite_c=1)
+            blas.dsyrk(1.0, U.T, beta=beta, c=M.T, trans=0, lower=0, overwrite_c=1)
             lower_filled = True
             continue
         if M is None:
@@ -242,14 +263,15 @@ def _mirror_lower_to_upper(M: np.ndarray, panel: int = 256) -> None:
         D[iu] = D.T[iu]
 
 
-def _require_dense(net, what):
+def _require_dense(net: MLP, what: str) -> None:
     P = net.num_params
     require_memory(8 * P * P, f"dense {what} (P, P) = ({P}, {P}) float64", _CHEAPER)
 
 
-def curvature_matrix(net, theta, X, y=None, fisher: str = "true", *, n_samples: int = 1,
-                     rng=None, reduction: str = "mean", chunk_size: int | None = None
-                     ) -> np.ndarray:
+def curvature_matrix(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike | None = None,
+                     fisher: str | FisherKind = "true", *, n_samples: int = 1,
+                     rng: np.random.Generator | int | None = None, reduction: str = "mean",
+                     chunk_size: int | None = None) -> np.ndarray:
     """Dense curvature ``(P, P)`` of kind ``fisher`` (see the module table).
 
     Parameters
@@ -278,8 +300,8 @@ def curvature_matrix(net, theta, X, y=None, fisher: str = "true", *, n_samples: 
     return M
 
 
-def true_fisher(net, theta, X, *, reduction: str = "mean", chunk_size: int | None = None
-                ) -> np.ndarray:
+def true_fisher(net: MLP, theta: ArrayLike, X: ArrayLike, *, reduction: str = "mean",
+                chunk_size: int | None = None) -> np.ndarray:
     """The true Fisher ``F = c sum_n E_{y ~ p_theta(y|x_n)}[s s^T] = c sum_n J_n^T Lambda_n J_n``.
 
     Exact: enumeration of the classes (categorical), of both outcomes per output (Bernoulli),
@@ -308,8 +330,8 @@ def true_fisher(net, theta, X, *, reduction: str = "mean", chunk_size: int | Non
                             chunk_size=chunk_size)
 
 
-def empirical_fisher(net, theta, X, y, *, reduction: str = "mean",
-                     chunk_size: int | None = None) -> np.ndarray:
+def empirical_fisher(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike, *,
+                     reduction: str = "mean", chunk_size: int | None = None) -> np.ndarray:
     """The empirical Fisher ``EF = c sum_n s_n s_n^T = c S^T S`` at the data labels ``y``.
 
     Returns ``(P, P)``; ``c = 1/N`` by default. Not the Fisher: see Kunstner et al. (2019).
@@ -318,7 +340,8 @@ def empirical_fisher(net, theta, X, y, *, reduction: str = "mean",
                             chunk_size=chunk_size)
 
 
-def mc_fisher(net, theta, X, n_samples: int = 1, rng=None, *, reduction: str = "mean",
+def mc_fisher(net: MLP, theta: ArrayLike, X: ArrayLike, n_samples: int = 1,
+              rng: np.random.Generator | int | None = None, *, reduction: str = "mean",
               chunk_size: int | None = None) -> np.ndarray:
     """Monte-Carlo Fisher ``c sum_n 1/S sum_j s(y_nj) s(y_nj)^T``, ``y_nj ~ p_theta(y | x_n)``.
 
@@ -333,8 +356,8 @@ def mc_fisher(net, theta, X, n_samples: int = 1, rng=None, *, reduction: str = "
                             reduction=reduction, chunk_size=chunk_size)
 
 
-def ggn(net, theta, X, y=None, *, reduction: str = "mean", chunk_size: int | None = None
-        ) -> np.ndarray:
+def ggn(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike | None = None, *,
+        reduction: str = "mean", chunk_size: int | None = None) -> np.ndarray:
     """Generalised Gauss-Newton ``G = c sum_n J_n^T H_n J_n``, shape ``(P, P)``.
 
     ``H_n`` is the Hessian of ``-log p(y | f)`` with respect to the outputs, factored by a
@@ -349,7 +372,8 @@ def ggn(net, theta, X, y=None, *, reduction: str = "mean", chunk_size: int | Non
                             chunk_size=chunk_size)
 
 
-def hessian(net, theta, X, y, *, reduction: str = "mean") -> np.ndarray:
+def hessian(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike, *, reduction: str = "mean"
+            ) -> np.ndarray:
     """Hessian of the negative log-likelihood ``c sum_n -log p_theta(y_n | x_n)``, ``(P, P)``.
 
     Computed by ``autograd.hessian`` of the forward pass (exact, reverse-over-reverse);
@@ -363,13 +387,14 @@ def hessian(net, theta, X, y, *, reduction: str = "mean") -> np.ndarray:
     _require_dense(net, "Hessian")
     lik = net.likelihood
 
-    def nll(th):
+    def nll(th: Any) -> Any:
         return -scale * np.sum(lik.log_prob(net.apply(th, X), y))
 
     return np.asarray(_autograd_hessian(nll)(theta))
 
 
-def square_of_mean_gradient(net, theta, X, y, *, reduction: str = "mean",
+def square_of_mean_gradient(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike, *,
+                            reduction: str = "mean",
                             diagonal: bool = False) -> np.ndarray:
     """The common mistake ``g g^T`` with ``g = c sum_n s_n`` (NOT a Fisher; for diagnosis).
 
@@ -390,9 +415,10 @@ def square_of_mean_gradient(net, theta, X, y, *, reduction: str = "mean",
 
 
 # --- structured approximations -------------------------------------------------------------
-def fisher_diagonal(net, theta, X, y=None, fisher: str = "true", *, n_samples: int = 1,
-                    rng=None, reduction: str = "mean", chunk_size: int | None = None
-                    ) -> np.ndarray:
+def fisher_diagonal(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike | None = None,
+                    fisher: str | FisherKind = "true", *, n_samples: int = 1,
+                    rng: np.random.Generator | int | None = None, reduction: str = "mean",
+                    chunk_size: int | None = None) -> np.ndarray:
     """The exact diagonal of the curvature ``fisher`` without forming it, shape ``(P,)``.
 
     Notes
@@ -412,9 +438,10 @@ def fisher_diagonal(net, theta, X, y=None, fisher: str = "true", *, n_samples: i
     return d * scale
 
 
-def block_diagonal(net, theta, X, y=None, fisher: str = "true", *, n_samples: int = 1,
-                   rng=None, reduction: str = "mean", chunk_size: int | None = None
-                   ) -> list[np.ndarray]:
+def block_diagonal(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike | None = None,
+                   fisher: str | FisherKind = "true", *, n_samples: int = 1,
+                   rng: np.random.Generator | int | None = None, reduction: str = "mean",
+                   chunk_size: int | None = None) -> list[np.ndarray]:
     """The exact per-layer diagonal blocks of the curvature ``fisher``.
 
     Returns ``[M_0, ..., M_{L-1}]``, ``M_l: (P_l, P_l)`` over layer ``l``'s parameters

@@ -11,8 +11,11 @@ is never formed, so scipy's ``eigsh``, ``cg``, ``minres`` work on networks of an
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 from autograd import grad
+from numpy.typing import ArrayLike
 from scipy.sparse.linalg import LinearOperator
 
 from .._validation import check_net
@@ -22,10 +25,13 @@ from ..memory import require_memory
 from ..options import FisherKind, as_option
 from .curvature import output_seeds
 
+if TYPE_CHECKING:
+    from ..core.model import MLP
+
 __all__ = ["fisher_operator", "ggn_operator", "hessian_operator"]
 
 
-def _require_operator_memory(net, N: int, fisher: str, n_samples: int) -> None:
+def _require_operator_memory(net: MLP, N: int, fisher: str, n_samples: int) -> None:
     """Guard the largest array a :func:`fisher_operator` builds: the stored
     ``E^T E: (N, C, C)`` (or the seeds ``E: (N, K, C)`` when ``K > C``)."""
     C = net.output_dim
@@ -38,8 +44,10 @@ def _require_operator_memory(net, N: int, fisher: str, n_samples: int) -> None:
                    "fisher_diagonal (chunked over samples)")
 
 
-def fisher_operator(net, theta, X, y=None, fisher: str | FisherKind = "true", *,
-                    n_samples: int = 1, rng=None, reduction: str = "mean") -> LinearOperator:
+def fisher_operator(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike | None = None,
+                    fisher: str | FisherKind = "true", *, n_samples: int = 1,
+                    rng: np.random.Generator | int | None = None, reduction: str = "mean"
+                    ) -> LinearOperator:
     """Symmetric ``(P, P)`` LinearOperator of the curvature ``fisher``, never formed.
 
     Parameters
@@ -76,7 +84,7 @@ def fisher_operator(net, theta, X, y=None, fisher: str | FisherKind = "true", *,
     M_out = np.einsum("nkc,nkd->ncd", E, E)  # (N, C, C)
     del E
 
-    def matmat(V):
+    def matmat(V: ArrayLike) -> np.ndarray:
         V = np.asarray(V, dtype=np.float64).reshape(P, -1)
         JV = jvp_cached(net, cache, V)  # (N, C, m)
         return scale * vjp_cached(net, cache, np.matmul(M_out, JV))
@@ -86,12 +94,14 @@ def fisher_operator(net, theta, X, y=None, fisher: str | FisherKind = "true", *,
                           dtype=np.float64)
 
 
-def ggn_operator(net, theta, X, *, reduction: str = "mean") -> LinearOperator:
+def ggn_operator(net: MLP, theta: ArrayLike, X: ArrayLike, *, reduction: str = "mean"
+                 ) -> LinearOperator:
     """GGN-vector products ``c sum_n J_n^T H_n J_n v`` (see :func:`fisher_operator`)."""
     return fisher_operator(net, theta, X, None, "ggn", reduction=reduction)
 
 
-def hessian_operator(net, theta, X, y, *, reduction: str = "mean") -> LinearOperator:
+def hessian_operator(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike, *,
+                     reduction: str = "mean") -> LinearOperator:
     """Hessian-vector products of the NLL ``c sum_n -log p(y_n | x_n)``, ``(P, P)`` operator.
 
     ``H v = grad_theta (grad_theta L . v)``, reverse-over-reverse through autograd, one
@@ -104,12 +114,12 @@ def hessian_operator(net, theta, X, y, *, reduction: str = "mean") -> LinearOper
     scale = reduction_scale(reduction, X.shape[0])
     lik, P = net.likelihood, net.num_params
 
-    def nll(th):
+    def nll(th: Any) -> Any:
         return -scale * np.sum(lik.log_prob(net.apply(th, X), y))
 
     hvp = grad(lambda th, v: np.dot(grad(nll)(th), v))
 
-    def matmat(V):
+    def matmat(V: ArrayLike) -> np.ndarray:
         V = np.asarray(V, dtype=np.float64).reshape(P, -1)
         return np.stack([hvp(theta, V[:, j]) for j in range(V.shape[1])], axis=1)
 
