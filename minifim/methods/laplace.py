@@ -60,6 +60,7 @@ from .._validation import (
     check_net,
     check_positive,
 )
+from ..core.likelihoods import Gaussian
 from ..core.model import MLP
 from ..core.objective import loss_and_gradient
 from ..core.scores import output_jacobians
@@ -463,7 +464,7 @@ class Laplace:
         return mean, var
 
     @deprecated_keywords(method="pred_type", n_samples="n_draws")
-    def predictive(self, X, pred_type: str | PredType = "glm",
+    def predictive(self, X: ArrayLike, pred_type: str | PredType = "glm",
                    link_approx: str | LinkApprox = "probit", *, n_draws: int = 100,
                    rng: np.random.Generator | int | None = None
                    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
@@ -512,7 +513,8 @@ class Laplace:
         link_approx = as_option(link_approx, LinkApprox, "link_approx")
         X = self.net.check_inputs(X)
         lik = self.net.likelihood
-        regression = lik.name == "gaussian"
+        regression = isinstance(lik, Gaussian)
+        noise = lik.sigma**2 if isinstance(lik, Gaussian) else 0.0  # the observation variance
         needs_rng = pred_type == "nn" or (link_approx == "mc" and not regression)
         if needs_rng:
             n_draws = check_int(n_draws, "n_draws", 1)
@@ -520,7 +522,7 @@ class Laplace:
                 raise TypeError(f"rng: pred_type={pred_type.value!r}, "
                                 f"link_approx={link_approx.value!r} samples; pass a "
                                 "numpy.random.Generator or a seed, received None")
-            rng = as_generator(rng)
+        gen = as_generator(rng) if needs_rng else None
         M, C = X.shape[0], self.net.output_dim
         if pred_type == "nn":
             # one parameter draw at a time: running sums, never (n_draws, M, C)
@@ -528,7 +530,8 @@ class Laplace:
                            f"Monte-Carlo predictive sums over (M, C) = ({M}, {C})"
                            + (" and (M, C, C)" if regression else ""), "fewer test inputs "
                            "per call")
-            thetas = self.sample(n_draws, rng)
+            assert gen is not None
+            thetas = self.sample(n_draws, gen)
             fs = (np.asarray(self.net.forward(t, X)) for t in thetas)
             if regression:
                 ref = np.asarray(self.net.forward(self._theta, X))  # shift: stable moments
@@ -539,14 +542,14 @@ class Laplace:
                     outer += d[:, :, None] * d[:, None, :]
                 dmean = total / n_draws
                 cov = outer / n_draws - dmean[:, :, None] * dmean[:, None, :]
-                return ref + dmean, cov + lik.sigma**2 * np.eye(C)[None]
+                return ref + dmean, cov + noise * np.eye(C)[None]
             total = np.zeros((M, C))
             for f in fs:
                 total += lik.mean(f)
             return total / n_draws
         if regression:
             mean, cov = self.functional_posterior(X)
-            return mean, cov + lik.sigma**2 * np.eye(C)[None]
+            return mean, cov + noise * np.eye(C)[None]
         if link_approx == "probit":
             mean, var = self.functional_variance(X)
             return lik.mean(mean / np.sqrt(1.0 + math.pi / 8.0 * var))
@@ -560,7 +563,8 @@ class Laplace:
         # the symmetric square root R = Q diag(sqrt w) Q^T (R^T R = cov): unique, so the draws
         # do not depend on the eigenvectors' signs (BLAS kernel / thread count)
         R = np.matmul(Qc * np.sqrt(np.clip(w, 0.0, None))[:, None, :], Qc.transpose(0, 2, 1))
-        z = rng.standard_normal((n_draws,) + mean.shape)
+        assert gen is not None
+        z = gen.standard_normal((n_draws,) + mean.shape)
         fs = mean[None] + np.einsum("smk,mkc->smc", z, R)
         return np.mean([lik.mean(f) for f in fs], axis=0)
 
