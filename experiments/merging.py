@@ -72,7 +72,7 @@ def run(seed, X, y):
     for curvature in MERGES:
         prior = {} if curvature == "isotropic" else {"prior_precision": ALPHA}
         thetas[curvature] = minifim.fisher_merge(net, [theta_a, theta_b],
-                                                 data=data, curvature=curvature, **prior)
+                                                 data=data, structure=curvature, **prior)
     scale = np.linalg.norm(theta_j - theta0)
     metrics = {name: (joint_objective(net, th, Xtr, ytr), minifim.accuracy(net, th, Xte, yte),
                       float(np.linalg.norm(th - theta_j) / scale))
@@ -104,7 +104,7 @@ def main():
                    f"({ADAM_STEPS} steps, lr 1e-2) then up to {LBFGS_ITERS} L-BFGS iterations "
                    f"from the shared `net.init(seed)`. Largest final gradient norm "
                    f"{grads.max():.1e} (A, B, joint). Merges: `fisher_merge(net, [theta_A, "
-                   f"theta_B], data=[(X_A, y_A), (X_B, y_B)], curvature=..., "
+                   f"theta_B], data=[(X_A, y_A), (X_B, y_B)], structure=..., "
                    f"prior_precision={ALPHA})` with the exact true Fisher; isotropic = the "
                    "plain average.")
 

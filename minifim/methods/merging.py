@@ -155,19 +155,29 @@ def _given_fisher(net: Any, F: Any, structure: str, name: str) -> StructureObjec
     return _READERS[structure](net, F, name)
 
 
+def _full_bytes(net: Any) -> tuple[int, str, str]:
+    P = net.num_params
+    return (4 * 8 * P * P, f"full Fisher merging: summed precision, one model's precision and "
+            f"their sum (4 x ({P}, {P}) float64)",
+            "structure='block' (per-layer blocks) or structure='diag'")
+
+
+def _block_bytes(net: Any) -> tuple[int, str, str]:
+    sizes = [s.stop - s.start for s in net.layer_param_slices()]
+    return (4 * 8 * sum(s * s for s in sizes), f"block Fisher merging: summed per-layer "
+            f"precision blocks of sizes {sizes}, one model's blocks and their sum (4 copies) "
+            "float64", "structure='diag' (the exact diagonal, P floats per model)")
+
+
+#: The memory of the summed precision, one model's precision and their sum, per structure
+#: (``"diag"``: ``4 P`` floats, not guarded).
+_MEMORY = {"full": _full_bytes, "block": _block_bytes}
+
+
 def _check_memory(net: Any, structure: str) -> None:
     """Guard the summed precision, one model's precision and the sum's temporaries."""
-    P = net.num_params
-    if structure == "full":  # the dense (P, P) summed precision: the biggest case
-        require_memory(4 * 8 * P * P, f"full Fisher merging: summed precision, one model's "
-                       f"precision and their sum (4 x ({P}, {P}) float64)",
-                       "structure='block' (per-layer blocks) or structure='diag'")
-    elif structure == "block":
-        sizes = [s.stop - s.start for s in net.layer_param_slices()]
-        require_memory(4 * 8 * sum(s * s for s in sizes),
-                       f"block Fisher merging: summed per-layer precision blocks of sizes "
-                       f"{sizes}, one model's blocks and their sum (4 copies) float64",
-                       "structure='diag' (the exact diagonal, P floats per model)")
+    if structure in _MEMORY:
+        require_memory(*_MEMORY[structure](net))
 
 
 @deprecated_keywords(curvature="structure")
