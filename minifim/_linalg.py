@@ -101,6 +101,20 @@ def is_numerically_singular(M: ArrayLike) -> bool:
     return bool(w[-1] <= 0 or w[0] <= M.shape[0] * EPS * w[-1])
 
 
+def _fortran_view(A: np.ndarray, lower: bool) -> tuple[np.ndarray, bool]:
+    """A symmetric ``A`` as a Fortran-ordered array without a copy, and the triangle to use.
+
+    LAPACK works on column-major arrays: handed a C-ordered matrix, SciPy's wrappers copy it
+    (one ``(n, n)`` temporary per call, even with ``overwrite_a``). For a symmetric ``A`` the
+    transpose is the same matrix and is Fortran-ordered, so it is used instead, with the
+    other triangle (the upper factor of ``A`` is the lower factor of ``A^T``, in the same
+    memory).
+    """
+    if A.flags.c_contiguous and not A.flags.f_contiguous:
+        return A.T, not lower
+    return A, lower
+
+
 def cholesky_factor(A: np.ndarray, *, what: str, damping: float, lower: bool = False,
                     hint: str | None = None) -> tuple[np.ndarray, bool]:
     """Checked Cholesky factor ``(c, lower)`` of a symmetric positive-definite ``A: (n, n)``.
@@ -126,10 +140,13 @@ def cholesky_factor(A: np.ndarray, *, what: str, damping: float, lower: bool = F
     Returns
     -------
     (c, lower)
-        As ``scipy.linalg.cho_factor``: ready for ``scipy.linalg.cho_solve``.
+        As ``scipy.linalg.cho_factor``: ready for ``scipy.linalg.cho_solve``. ``c`` shares
+        ``A``'s memory (no copy); for a C-ordered ``A`` it is ``A``'s transpose and the
+        returned ``lower`` is the opposite of the argument (the same factor).
     """
     n = A.shape[0]
     tail = "" if hint is None else f"; {hint}"
+    A, lower = _fortran_view(A, lower)
     anorm = float(sla.lapack.dlange("1", A))  # 1-norm without an |A| temporary
     if not anorm > _TINY / EPS:
         raise singular_error(what, damping, f"1-norm {anorm:.3g} at the underflow threshold, "
@@ -197,6 +214,7 @@ def damped_solve(M: ArrayLike, g: ArrayLike, damping: float, *, what: str = "M",
     if not symmetric_indefinite:
         c = cholesky_factor(A, what=what, damping=damping)
         return sla.cho_solve(c, g, check_finite=False)
+    A = _fortran_view(A, False)[0]  # symmetric: the transpose, without LAPACK's copy
     anorm = float(sla.lapack.dlange("1", A))
     if not anorm > _TINY / EPS:
         raise singular_error(what, damping, f"1-norm {anorm:.3g} at the underflow threshold, "

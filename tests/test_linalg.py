@@ -25,6 +25,7 @@ from minifim._linalg import (
 from .tolerances import (
     check,
     check_close,
+    cond,
     damped_cond,
     identity_tol,
     logdet_atol,
@@ -165,3 +166,27 @@ def test_cholesky_logdet_matches_slogdet():
           "log det from the Cholesky factor")
     assert rel_err(np.exp(cholesky_logdet(c)), np.linalg.det(M)) < solve_rtol(
         damped_cond(M, 0.0), 6)
+
+
+@pytest.mark.parametrize("indefinite", [False, True])
+def test_damped_solve_in_place_allocates_no_square_copy(indefinite):
+    """``overwrite_m=True`` factors the caller's C-ordered matrix in its own memory: LAPACK's
+    wrappers copy a C-ordered array, so the symmetric matrix is handed over as its transpose."""
+    import tracemalloc
+
+    n = 400
+    B = np.random.default_rng(3).standard_normal((n, n))
+    M = B @ B.T / n
+    if indefinite:
+        M -= 0.5 * np.eye(n)
+    g = np.ones(n)
+    ref = np.linalg.solve(M + 0.1 * np.eye(n), g)
+    A = np.ascontiguousarray(M)
+    tracemalloc.start()
+    try:
+        d = damped_solve(A, g, 0.1, symmetric_indefinite=indefinite, overwrite_m=True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.5 * 8 * n * n, f"peak {peak} bytes: an (n, n) copy was made"
+    check_close(d, ref, solve_rtol(cond(M + 0.1 * np.eye(n)), n), "in-place solve")

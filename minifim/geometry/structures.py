@@ -411,11 +411,11 @@ class Dense(Structure):
         return X[:, 0] if flat else X
 
     def _scaled(self, s: float) -> Dense:
-        return Dense(s * self.matrix, psd=self.psd)
+        return Dense(s * self.matrix, psd=self.psd, copy=False)  # fresh: no copy
 
     def _sum(self, other: Structure) -> Dense:
         assert isinstance(other, Dense)
-        return Dense(self.matrix + other.matrix, psd=self.psd and other.psd)
+        return Dense(self.matrix + other.matrix, psd=self.psd and other.psd, copy=False)
 
 
 # --- Diagonal --------------------------------------------------------------------------------
@@ -484,11 +484,12 @@ class Diagonal(Structure):
         return X[:, 0] if flat else X
 
     def _scaled(self, s: float) -> Diagonal:
-        return Diagonal(s * self.entries, psd=self.psd)
+        return Diagonal(s * self.entries, psd=self.psd, copy=False)
 
     def _sum(self, other: Structure) -> Diagonal:
         assert isinstance(other, Diagonal)
-        return Diagonal(self.entries + other.entries, psd=self.psd and other.psd)
+        return Diagonal(self.entries + other.entries, psd=self.psd and other.psd,
+                        copy=False)
 
 
 # --- BlockDiagonal ---------------------------------------------------------------------------
@@ -600,14 +601,14 @@ class BlockDiagonal(Structure):
         return X[:, 0] if flat else X
 
     def _scaled(self, s: float) -> BlockDiagonal:
-        return BlockDiagonal([s * b for b in self.blocks], psd=self.psd)
+        return BlockDiagonal([s * b for b in self.blocks], psd=self.psd, copy=False)
 
     def _sum(self, other: Structure) -> BlockDiagonal | None:
         assert isinstance(other, BlockDiagonal)
         if other.sizes != self.sizes:
             return None
         return BlockDiagonal([a + b for a, b in zip(self.blocks, other.blocks)],
-                             psd=self.psd and other.psd)
+                             psd=self.psd and other.psd, copy=False)
 
 
 # --- KFAC ------------------------------------------------------------------------------------
@@ -730,7 +731,7 @@ class KFAC(Structure):
             for l in range(len(self.shapes)):
                 B = sum(c * F.layer_block(l) for c, F in self.terms)
                 blocks.append(B)
-            self._block = BlockDiagonal(blocks)
+            self._block = BlockDiagonal(blocks, copy=False)
         return self._block
 
     def eigh(self) -> list[KroneckerEigh]:

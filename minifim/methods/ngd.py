@@ -74,7 +74,7 @@ from .._validation import (
     check_positive,
 )
 from ..core.objective import gradient as _gradient
-from ..geometry.curvature import hessian
+from ..geometry.curvature import curvature_matrix, hessian
 from ..geometry.gram import seed_factors
 from ..geometry.operators import fisher_operator, hessian_operator
 from ..geometry.structures import Dense, curvature
@@ -118,7 +118,7 @@ def _structure(net: Any, theta: np.ndarray, X: np.ndarray, y: Any, fisher: str, 
                bias: str, n_samples: int, rng: Any, chunk_size: int | None) -> StructureObject:
     """``M`` as a structure object (memory-guarded by the callees)."""
     if fisher == "hessian":  # not a Fisher kind: indefinite, dense only (checked by the caller)
-        return Dense(hessian(net, theta, X, y), psd=False)
+        return Dense(hessian(net, theta, X, y), psd=False, copy=False)
     return curvature(net, theta, X, y, fisher, structure, bias=bias, n_samples=n_samples,
                      rng=rng, chunk_size=chunk_size)
 
@@ -433,17 +433,23 @@ def natural_gradient(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike,
         d, stats = _cg(net, theta, X, y, g, damping, kind, n_samples, rng, tol, maxiter,
                        extra)
         info.update(stats, tol=tol)
-    else:
+    elif method == "structured":
         S = _structure(net, theta, X, y, kind, structure.value, bias, n_samples, rng,
                        chunk_size)
-        if method == "structured":
-            d = _structured(S, g, damping, damping_type)
-        else:  # "dense": the structure's (P, P) matrix, factored in place
-            M = S.to_dense()
-            psd = S.psd
+        d = _structured(S, g, damping, damping_type)
+    else:  # "dense": the (P, P) matrix, factored in place
+        if structure.value == "full":  # assembled fresh, owned here: no second (P, P) copy
+            M = (hessian(net, theta, X, y) if kind == "hessian" else
+                 curvature_matrix(net, theta, X, y, kind, n_samples=n_samples, rng=rng,
+                                  chunk_size=chunk_size))
+            psd = kind != "hessian"
+        else:  # the structure's dense view (a fresh array built from its compact form)
+            S = _structure(net, theta, X, y, kind, structure.value, bias, n_samples, rng,
+                           chunk_size)
+            M, psd = S.to_dense(), S.psd
             del S
-            if extra is not None:
-                M += extra if isinstance(extra, np.ndarray) else _materialise(extra, P)
-            d = damped_solve(M, g, damping, what=f"{kind} curvature ({structure.value})",
-                             symmetric_indefinite=not psd, overwrite_m=True)
+        if extra is not None:
+            M += extra if isinstance(extra, np.ndarray) else _materialise(extra, P)
+        d = damped_solve(M, g, damping, what=f"{kind} curvature ({structure.value})",
+                         symmetric_indefinite=not psd, overwrite_m=True)
     return (d, info) if return_info else d
