@@ -48,7 +48,6 @@ def describe(x: object) -> str:
     return f"{type(x).__name__}"
 
 
-_describe = describe  # the former private name, still imported by methods/ewc.py (to remove)
 
 
 def as_float_array(x: Any, name: str, *, ndim: int | None = None,

@@ -88,7 +88,7 @@ def test_damped_newton_equals_autograd_hessian_solve(case):
     net, X, y = case.net, case.X, case.y
 
     def nll(th):
-        return -anp.mean(net.likelihood.log_prob(net._forward(th, X), y))
+        return -anp.mean(net.likelihood.log_prob(net.apply(th, X), y))
 
     H = ahessian(nll)(case.theta)
     g = agrad(nll)(case.theta)
@@ -234,10 +234,10 @@ def test_one_gauss_newton_step_lands_on_least_squares(method):
 def _phi_coordinates_direction(net, A, phi, X, y):
     """Exact NGD direction in phi coordinates (theta = A phi) by autograd: independent of
     minifim's Fisher (Jacobians through the reparameterised forward pass)."""
-    J = jacobian(lambda p: net._forward(anp.dot(A, p), X))(phi)  # (N, C, P)
+    J = jacobian(lambda p: net.apply(anp.dot(A, p), X))(phi)  # (N, C, P)
     Lam = net.likelihood.fisher_outputs(net.forward(A @ phi, X))
     F = np.einsum("ncp,ncd,ndq->pq", J, Lam, J) / X.shape[0]
-    g = agrad(lambda p: -anp.mean(net.likelihood.log_prob(net._forward(anp.dot(A, p), X),
+    g = agrad(lambda p: -anp.mean(net.likelihood.log_prob(net.apply(anp.dot(A, p), X),
                                                           y)))(phi)
     return np.linalg.solve(F, g), g, F
 

@@ -244,7 +244,6 @@ class MLP(NetworkBase):
             a = self.activation.phi(z) if l < self.num_layers - 1 else z
         return a
 
-    _forward = apply  # the former private name, for tests being edited elsewhere (to remove)
 
     def log_prob(self, theta: Any, X: ArrayLike, y: ArrayLike) -> Any:
         """``log p_theta(y_n | x_n)``, shape ``(N,)``."""

@@ -65,8 +65,6 @@ __all__ = [
 ]
 
 FISHER_KINDS: tuple[FisherKind, ...] = tuple(FisherKind)  # public alias of the vocabulary
-# the former private names, still imported by methods/ modules being edited elsewhere (to remove)
-_scale, _prepare = reduction_scale, prepare_inputs
 _CHUNK_BYTES = 2**27  # working memory per chunk of samples (128 MiB)
 
 _CHEAPER = ("fisher_diagonal (exact diagonal), kfac (Kronecker factors), block_diagonal "
