@@ -35,6 +35,7 @@ that have validated already use them directly.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import autograd.numpy as anp
 import numpy as np
@@ -57,7 +58,7 @@ class Likelihood:
     name: str = ""
 
     # --- validation ------------------------------------------------------------------------
-    def check_outputs(self, F, name: str = "F"):
+    def check_outputs(self, F: Any, name: str = "F") -> Any:
         """Validate network outputs ``F: (N, C)``: real, finite, 2-D; return them as float64.
 
         An ``autograd`` box (outputs being differentiated) is returned as it is after the shape
@@ -79,44 +80,44 @@ class Likelihood:
                              f"entr{'y' if bad == 1 else 'ies'}")
         return arr
 
-    def check_targets(self, y, N: int, C: int, name: str = "y") -> np.ndarray:
+    def check_targets(self, y: ArrayLike, N: int, C: int, name: str = "y") -> np.ndarray:
         """Validate targets for ``N`` samples and ``C`` outputs; return them in canonical dtype."""
         raise NotImplementedError
 
-    def _checked(self, F, y):
+    def _checked(self, F: Any, y: Any) -> tuple[Any, ...]:
         F = self.check_outputs(F)
         N, C = np.shape(F)
         return F, self.check_targets(y, N, C)
 
     # --- public methods: validate once, then the private implementation ---------------------
-    def log_prob(self, F, y):
+    def log_prob(self, F: Any, y: ArrayLike) -> Any:
         """``log p(y_n | f_n)``, shape ``(N,)``; ``F: (N, C)`` may be an autograd box."""
         return self._log_prob(*self._checked(F, y))
 
-    def grad_log_prob(self, F, y) -> np.ndarray:
+    def grad_log_prob(self, F: Any, y: ArrayLike) -> np.ndarray:
         """Output-space score ``d log p(y_n | f_n) / d f_n``, shape ``(N, C)``."""
         return self._grad_log_prob(*self._checked(F, y))
 
-    def _require_output_square(self, F, what: str) -> None:
+    def _require_output_square(self, F: Any, what: str) -> None:
         """Memory guard for the ``(N, C, C)`` float64 output-space array a method returns."""
         N, C = np.shape(F)
         require_memory(8 * N * C * C, f"{self.name} {what} (N, C, C) = ({N}, {C}, {C})",
                        "call it on chunks of the rows of F, or use the matrix-free "
                        "minifim.fisher_operator / ggn_operator on chunks of X")
 
-    def fisher_outputs(self, F) -> np.ndarray:
+    def fisher_outputs(self, F: Any) -> np.ndarray:
         """``Lambda_n = E_y[g g^T]``, shape ``(N, C, C)`` (memory-guarded)."""
         F = self.check_outputs(F)
         self._require_output_square(F, "output-space Fisher Lambda")
         return self._fisher_outputs(F)
 
-    def fisher_factor(self, F) -> np.ndarray:
+    def fisher_factor(self, F: Any) -> np.ndarray:
         """``R_n`` with ``R_n^T R_n = Lambda_n``, shape ``(N, K, C)`` (memory-guarded)."""
         F = self.check_outputs(F)
         self._require_output_square(F, "output-space Fisher factor R")
         return self._fisher_factor(F)
 
-    def hessian_outputs(self, F) -> np.ndarray:
+    def hessian_outputs(self, F: Any) -> np.ndarray:
         """Hessian of ``-log p(y | f)`` with respect to ``f``, shape ``(N, C, C)``.
 
         The likelihoods here have canonical links: it does not depend on ``y``, which is
@@ -126,7 +127,8 @@ class Likelihood:
         self._require_output_square(F, "output-space Hessian")
         return self._hessian_outputs(F)
 
-    def sample(self, F, rng, n_samples: int | None = None) -> np.ndarray:
+    def sample(self, F: Any, rng: np.random.Generator | int,
+               n_samples: int | None = None) -> np.ndarray:
         """Targets drawn from ``p(y | f)``; a leading axis of ``n_samples`` when given.
 
         ``rng`` is a ``numpy.random.Generator`` or an integer seed (``None`` is refused).
@@ -136,11 +138,11 @@ class Likelihood:
         k = None if n_samples is None else check_int(n_samples, "n_samples", 1)
         return self._sample(F, rng, k)
 
-    def mean(self, F) -> np.ndarray:
+    def mean(self, F: Any) -> np.ndarray:
         """``E[y | f]``, shape ``(N, C)``."""
         return self._mean(self.check_outputs(F))
 
-    def most_likely(self, F) -> np.ndarray:
+    def most_likely(self, F: Any) -> np.ndarray:
         """The mode of ``p(y | f)``: argmax labels, rounded probabilities, or the means."""
         return self._most_likely(self.check_outputs(F))
 
@@ -185,36 +187,36 @@ class Likelihood:
         return self._outcomes(F)
 
     # --- implementations (validated inputs; subclasses override) -----------------------------
-    def _log_prob(self, F, y):
+    def _log_prob(self, F: Any, y: Any) -> Any:
         raise NotImplementedError
 
-    def _grad_log_prob(self, F, y):
+    def _grad_log_prob(self, F: Any, y: Any) -> Any:
         raise NotImplementedError
 
-    def _fisher_outputs(self, F):
+    def _fisher_outputs(self, F: Any) -> np.ndarray:
         R = self._fisher_factor(F)
         return np.einsum("nkc,nkd->ncd", R, R)
 
-    def _fisher_factor(self, F):
+    def _fisher_factor(self, F: Any) -> Any:
         raise NotImplementedError
 
-    def _hessian_outputs(self, F):
+    def _hessian_outputs(self, F: Any) -> Any:
         raise NotImplementedError
 
-    def _sample(self, F, rng, n_samples):
+    def _sample(self, F: Any, rng: Any, n_samples: Any) -> Any:
         """``n_samples`` is ``None`` (no leading axis) or a validated int >= 1."""
         raise NotImplementedError
 
-    def _mean(self, F):
+    def _mean(self, F: Any) -> Any:
         raise NotImplementedError
 
-    def _most_likely(self, F):
+    def _most_likely(self, F: Any) -> Any:
         raise NotImplementedError
 
     def _num_outcomes(self, C: int) -> int:
         raise NotImplementedError
 
-    def _outcomes(self, F):
+    def _outcomes(self, F: Any) -> Any:
         raise NotImplementedError
 
     # --- description --------------------------------------------------------------------------
@@ -225,7 +227,7 @@ class Likelihood:
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         return type(self) is type(other) and self.config() == other.config()
 
     def __hash__(self) -> int:
@@ -243,7 +245,7 @@ class Categorical(Likelihood):
 
     name = "categorical"
 
-    def check_targets(self, y, N, C, name="y"):
+    def check_targets(self, y: ArrayLike, N: int, C: int, name: str = "y") -> Any:
         if isinstance(y, (str, bytes)) or y is None:
             raise TypeError(f"{name}: expected integer class labels of shape ({N},), received "
                             f"{type(y).__name__}")
@@ -268,31 +270,31 @@ class Categorical(Likelihood):
         return arr
 
     @staticmethod
-    def log_softmax(F):
+    def log_softmax(F: Any) -> Any:
         """``log p: (N, C)``, stable by log-sum-exp."""
         return F - logsumexp(F, axis=1, keepdims=True)
 
-    def _log_prob(self, F, y):
+    def _log_prob(self, F: Any, y: Any) -> Any:
         logp = self.log_softmax(F)
         return logp[np.arange(logp.shape[0]), y]
 
-    def _mean(self, F):
+    def _mean(self, F: Any) -> np.ndarray:
         return np.exp(self.log_softmax(np.asarray(F)))
 
-    def _grad_log_prob(self, F, y):
+    def _grad_log_prob(self, F: Any, y: Any) -> Any:
         g = -self._mean(F)
         g[np.arange(g.shape[0]), y] += 1.0
         return g
 
-    def _num_outcomes(self, C):
+    def _num_outcomes(self, C: int) -> Any:
         return C
 
-    def _outcomes(self, F):
+    def _outcomes(self, F: Any) -> tuple[Any, ...]:
         N, C = F.shape
         return self._mean(F), np.broadcast_to(np.arange(C), (N, C)).copy()
 
     @staticmethod
-    def _one_minus(p):
+    def _one_minus(p: np.ndarray) -> Any:
         """``1 - p_c`` without cancellation: for the argmax class (the only one that can
         exceed 1/2) it is the sum of the other probabilities (saturated logits: ``p_max``
         rounds to 1 while ``1 - p_max`` is ~1e-22, not 0)."""
@@ -303,14 +305,14 @@ class Categorical(Likelihood):
         q[rows, top] = others.sum(axis=1)
         return q
 
-    def _fisher_outputs(self, F):
+    def _fisher_outputs(self, F: Any) -> Any:
         p = self._mean(F)
         Lam = -p[:, :, None] * p[:, None, :]
         idx = np.arange(p.shape[1])
         Lam[:, idx, idx] = p * self._one_minus(p)
         return Lam
 
-    def _fisher_factor(self, F):
+    def _fisher_factor(self, F: Any) -> Any:
         F = np.asarray(F)
         logp = self.log_softmax(F)
         p = np.exp(logp)
@@ -320,10 +322,10 @@ class Categorical(Likelihood):
         R[:, idx, idx] = sqrt_p * self._one_minus(p)
         return R
 
-    def _hessian_outputs(self, F):
+    def _hessian_outputs(self, F: Any) -> Any:
         return self._fisher_outputs(F)
 
-    def _sample(self, F, rng, n_samples=None):
+    def _sample(self, F: Any, rng: Any, n_samples: Any = None) -> Any:
         p = self._mean(F)
         k = 1 if n_samples is None else n_samples
         u = rng.random((k, p.shape[0]))
@@ -331,11 +333,11 @@ class Categorical(Likelihood):
         labels = np.minimum((cdf[None, :, :] < u[:, :, None]).sum(axis=2), p.shape[1] - 1)
         return labels[0] if n_samples is None else labels
 
-    def _most_likely(self, F):
+    def _most_likely(self, F: Any) -> np.ndarray:
         return np.argmax(np.asarray(F), axis=1)
 
 
-def _softplus(F):
+def _softplus(F: Any) -> np.ndarray:
     return np.logaddexp(0.0, F)
 
 
@@ -350,7 +352,7 @@ class Bernoulli(Likelihood):
 
     name = "bernoulli"
 
-    def check_targets(self, y, N, C, name="y"):
+    def check_targets(self, y: ArrayLike, N: int, C: int, name: str = "y") -> Any:
         arr = as_float_array(y, name)
         if arr.shape != (N, C):
             hint = " (use y[:, None] for a single output)" if arr.shape == (N,) else ""
@@ -362,20 +364,20 @@ class Bernoulli(Likelihood):
                              f"{bad!r}")
         return arr
 
-    def _log_prob(self, F, y):
+    def _log_prob(self, F: Any, y: Any) -> Any:
         return anp.sum(y * F - anp.logaddexp(0.0, F), axis=1)
 
-    def _mean(self, F):
+    def _mean(self, F: Any) -> Any:
         F = np.asarray(F)
         return 0.5 * (np.tanh(0.5 * F) + 1.0)
 
-    def _grad_log_prob(self, F, y):
+    def _grad_log_prob(self, F: Any, y: Any) -> Any:
         return y - self._mean(F)
 
-    def _num_outcomes(self, C):
+    def _num_outcomes(self, C: int) -> Any:
         return 2**C
 
-    def _outcomes(self, F):
+    def _outcomes(self, F: Any) -> tuple[Any, ...]:
         N, C = F.shape
         O = 2**C
         bits = ((np.arange(O)[:, None] >> np.arange(C)[None, :]) & 1).astype(np.float64)
@@ -384,18 +386,18 @@ class Bernoulli(Likelihood):
         w = np.exp(logp1 @ bits.T + logp0 @ (1 - bits).T)  # (N, O)
         return w, np.broadcast_to(bits, (N, O, C)).copy()
 
-    def _variance(self, F):
+    def _variance(self, F: Any) -> np.ndarray:
         F = np.asarray(F)
         return np.exp(-_softplus(F) - _softplus(-F))
 
-    def _fisher_outputs(self, F):
+    def _fisher_outputs(self, F: Any) -> Any:
         v = self._variance(F)
         Lam = np.zeros(v.shape + (v.shape[1],))
         idx = np.arange(v.shape[1])
         Lam[:, idx, idx] = v
         return Lam
 
-    def _fisher_factor(self, F):
+    def _fisher_factor(self, F: Any) -> Any:
         F = np.asarray(F)
         s = np.exp(-0.5 * (_softplus(F) + _softplus(-F)))
         R = np.zeros(s.shape + (s.shape[1],))
@@ -403,16 +405,16 @@ class Bernoulli(Likelihood):
         R[:, idx, idx] = s
         return R
 
-    def _hessian_outputs(self, F):
+    def _hessian_outputs(self, F: Any) -> Any:
         return self._fisher_outputs(F)
 
-    def _sample(self, F, rng, n_samples=None):
+    def _sample(self, F: Any, rng: Any, n_samples: Any = None) -> Any:
         p = self._mean(F)
         k = 1 if n_samples is None else n_samples
         y = (rng.random((k,) + p.shape) < p[None]).astype(np.float64)
         return y[0] if n_samples is None else y
 
-    def _most_likely(self, F):
+    def _most_likely(self, F: Any) -> Any:
         return (np.asarray(F) > 0).astype(np.float64)
 
 
@@ -427,16 +429,16 @@ class Gaussian(Likelihood):
 
     name = "gaussian"
 
-    def __init__(self, sigma: float = 1.0):
+    def __init__(self, sigma: float = 1.0) -> None:
         self.sigma = check_positive(sigma, "sigma")
 
-    def config(self):
+    def config(self) -> dict[str, Any]:
         return {"likelihood": self.name, "sigma": self.sigma}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Gaussian(sigma={self.sigma!r})"
 
-    def check_targets(self, y, N, C, name="y"):
+    def check_targets(self, y: Any, N: int, C: int, name: str = "y") -> Any:
         arr = y if is_box(y) else as_float_array(y, name)  # targets may be differentiated
         if np.shape(arr) != (N, C):
             hint = " (use y[:, None] for a single output)" if np.shape(arr) == (N,) else ""
@@ -444,36 +446,36 @@ class Gaussian(Likelihood):
                              f"{arr.shape}{hint}")
         return arr
 
-    def _log_prob(self, F, y):
+    def _log_prob(self, F: Any, y: Any) -> Any:
         C = F.shape[1]
         r = y - F
         return (-0.5 * anp.sum(r * r, axis=1) / self.sigma**2
                 - 0.5 * C * math.log(2.0 * math.pi * self.sigma**2))
 
-    def _mean(self, F):
+    def _mean(self, F: Any) -> np.ndarray:
         return np.array(F, dtype=np.float64, copy=True)
 
-    def _grad_log_prob(self, F, y):
+    def _grad_log_prob(self, F: Any, y: Any) -> Any:
         return (y - np.asarray(F)) / self.sigma**2
 
-    def _fisher_outputs(self, F):
+    def _fisher_outputs(self, F: Any) -> Any:
         N, C = np.shape(F)
         return np.broadcast_to(np.eye(C) / self.sigma**2, (N, C, C)).copy()
 
-    def _fisher_factor(self, F):
+    def _fisher_factor(self, F: Any) -> Any:
         N, C = np.shape(F)
         return np.broadcast_to(np.eye(C) / self.sigma, (N, C, C)).copy()
 
-    def _hessian_outputs(self, F):
+    def _hessian_outputs(self, F: Any) -> Any:
         return self._fisher_outputs(F)
 
     #: Gauss-Hermite points per output of :meth:`outcomes` (exact to degree 2 * 5 - 1 = 9).
     QUADRATURE_POINTS = 5
 
-    def _num_outcomes(self, C):
+    def _num_outcomes(self, C: int) -> Any:
         return self.QUADRATURE_POINTS**C
 
-    def _outcomes(self, F):
+    def _outcomes(self, F: Any) -> tuple[Any, ...]:
         from numpy.polynomial.hermite_e import hermegauss
 
         N, C = F.shape
@@ -486,19 +488,19 @@ class Gaussian(Likelihood):
         return (np.broadcast_to(wgrid, (N, O)).copy(),
                 F[:, None, :] + self.sigma * nodes[None, :, :])
 
-    def _sample(self, F, rng, n_samples=None):
+    def _sample(self, F: Any, rng: Any, n_samples: Any = None) -> Any:
         k = 1 if n_samples is None else n_samples
         y = F[None] + self.sigma * rng.standard_normal((k,) + F.shape)
         return y[0] if n_samples is None else y
 
-    def _most_likely(self, F):
+    def _most_likely(self, F: Any) -> np.ndarray:
         return np.array(F, dtype=np.float64, copy=True)
 
 
 LIKELIHOODS = {"categorical": Categorical, "bernoulli": Bernoulli, "gaussian": Gaussian}
 
 
-def get_likelihood(likelihood="categorical", sigma: float = 1.0) -> Likelihood:
+def get_likelihood(likelihood: Any = "categorical", sigma: float = 1.0) -> Likelihood:
     """Resolve a likelihood name (``categorical``, ``bernoulli``, ``gaussian``) or instance.
 
     ``sigma`` is the Gaussian standard deviation; it is ignored by the other names and by an

@@ -28,7 +28,7 @@ the upper block triangle is computed. Samples are processed in chunks, so memory
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from autograd import grad
@@ -91,7 +91,8 @@ def output_seeds(net: MLP, F: np.ndarray, fisher: str, y: ArrayLike | None = Non
     if fisher == "true":
         return lik.fisher_factor(F)
     if fisher == "empirical":
-        return lik.grad_log_prob(F, y)[:, None, :]
+        # None reaches check_targets, which names y in its TypeError
+        return lik.grad_log_prob(F, cast("ArrayLike", y))[:, None, :]
     if fisher == "argmax":
         return lik.grad_log_prob(F, lik.most_likely(F))[:, None, :]
     if fisher == "mc":

@@ -44,8 +44,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+from numpy.typing import ArrayLike
+
+if TYPE_CHECKING:
+    from ..core.model import MLP
 import scipy.linalg
 from scipy.sparse.linalg import ArpackNoConvergence, eigsh
 
@@ -94,7 +99,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CURVATURES = FISHER_KINDS + ("hessian",)
+CURVATURES: tuple[Any, ...] = FISHER_KINDS + ("hessian",)  # str values of Curvature members
 SPECTRUM_METHODS = ("auto", "dense", "gram", "lanczos")
 AUTO_DENSE_MAX_P = 4000  # with k given, auto prefers Lanczos over dense eigh above this P
 
@@ -148,7 +153,7 @@ class SpectrumInfo:
 
 
 # --- helpers -------------------------------------------------------------------------------
-def _num_seeds(net, fisher: str, n_samples: int) -> int:
+def _num_seeds(net: MLP, fisher: str, n_samples: int) -> int:
     if fisher in ("true", "ggn"):
         return net.output_dim
     if fisher == "mc":
@@ -156,7 +161,7 @@ def _num_seeds(net, fisher: str, n_samples: int) -> int:
     return 1
 
 
-def _check_k(k, upper: int, what: str) -> int | None:
+def _check_k(k: Any, upper: int, what: str) -> int | None:
     if k is None:
         return None
     k = check_int(k, "k", 1)
@@ -175,7 +180,7 @@ def _dense_bytes(P: int, vectors: bool) -> int:
     return 8 * P * P * (4 if vectors else 2)
 
 
-def _choose(net, fisher, N, K, k, vectors, P):
+def _choose(net: MLP, fisher: Any, N: int, K: Any, k: Any, vectors: Any, P: int) -> tuple[Any, ...]:
     """``(method, reason)`` of the auto policy (see :func:`curvature_spectrum`)."""
     budget = memory_budget()
     rows = None if fisher == "hessian" else N * K
@@ -214,7 +219,7 @@ def _complete_basis(V: np.ndarray, n_extra: int) -> np.ndarray:
     return Q
 
 
-def _eigh_top(M: np.ndarray, k: int | None, vectors: bool):
+def _eigh_top(M: np.ndarray, k: int | None, vectors: bool) -> tuple[Any, ...]:
     """Descending eigenvalues (and vectors) of a symmetric matrix, top ``k`` when given."""
     n = M.shape[0]
     subset = None if k is None else [n - k, n - 1]
@@ -230,8 +235,9 @@ def _eigh_top(M: np.ndarray, k: int | None, vectors: bool):
     return w[::-1].copy(), None
 
 
-def _gram_route(net, theta, X, y, fisher, k, vectors, n_samples, rng, reduction,
-                chunk_size):
+def _gram_route(net: MLP, theta: Any, X: Any, y: Any, fisher: Any, k: Any, vectors: Any,
+                n_samples: Any, rng: Any, reduction: str,
+                chunk_size: Any) -> tuple[Any, ...]:
     N, P = X.shape[0], net.num_params
     scale = reduction_scale(reduction, N)
     rows = N * _num_seeds(net, fisher, n_samples)
@@ -261,8 +267,9 @@ def _gram_route(net, theta, X, y, fisher, k, vectors, n_samples, rng, reduction,
     return mu, V
 
 
-def _lanczos_route(net, theta, X, y, fisher, k, vectors, n_samples, rng, reduction, tol,
-                   maxiter):
+def _lanczos_route(net: MLP, theta: Any, X: Any, y: Any, fisher: Any, k: Any, vectors: Any,
+                   n_samples: Any, rng: Any, reduction: str, tol: Any,
+                   maxiter: Any) -> tuple[Any, ...]:
     if fisher == "hessian":
         op = hessian_operator(net, theta, X, y, reduction=reduction)
     else:
@@ -277,6 +284,7 @@ def _lanczos_route(net, theta, X, y, fisher, k, vectors, n_samples, rng, reducti
                            f"({len(err.eigenvalues)} converged) at tol = {tol}; raise maxiter "
                            "or tol, or use method='gram' / 'dense' for the exact spectrum"
                            ) from err
+    V: Any
     w, V = out if vectors else (out, None)
     order = np.argsort(w)[::-1]
     return w[order], (V[:, order] if vectors else None)
@@ -284,11 +292,13 @@ def _lanczos_route(net, theta, X, y, fisher, k, vectors, n_samples, rng, reducti
 
 # --- spectra -------------------------------------------------------------------------------
 @deprecated_keywords(curvature="fisher")
-def curvature_spectrum(net, theta, X, y=None, fisher: str = "true", *,
+def curvature_spectrum(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike | None = None,
+                       fisher: str = "true", *,
                        method: str = "auto", k: int | None = None, vectors: bool = False,
-                       n_samples: int = 1, rng=None, reduction: str = "mean",
+                       n_samples: int = 1, rng: np.random.Generator | int | None = None,
+                       reduction: str = "mean",
                        tol: float = 0.0, maxiter: int | None = None,
-                       chunk_size: int | None = None, return_info: bool = False):
+                       chunk_size: int | None = None, return_info: bool = False) -> Any:
     """Eigenvalues (descending), and optionally eigenvectors, of a curvature matrix.
 
     Parameters
@@ -374,7 +384,7 @@ def curvature_spectrum(net, theta, X, y=None, fisher: str = "true", *,
         K = None
     else:
         K = _num_seeds(net, fisher, n_samples)
-    rows = None if K is None else N * K
+    rows: Any = None if K is None else N * K  # an int on every route that reads it
     k = _check_k(k, P, f"P = {P}")
 
     if method == "auto":
@@ -392,7 +402,7 @@ def curvature_spectrum(net, theta, X, y=None, fisher: str = "true", *,
                                 reduction, chunk_size)
     elif route == "dense":
         if fisher == "hessian":
-            M = hessian(net, theta, X, y, reduction=reduction)
+            M = hessian(net, theta, X, cast("ArrayLike", y), reduction=reduction)
         else:
             M = curvature_matrix(net, theta, X, y, fisher, n_samples=n_samples, rng=rng,
                                  reduction=reduction, chunk_size=chunk_size)
@@ -414,8 +424,9 @@ def curvature_spectrum(net, theta, X, y=None, fisher: str = "true", *,
     return out[0] if len(out) == 1 else out
 
 
-def fisher_spectrum(net, theta, X, method: str = "auto", k: int | None = None,
-                    vectors: bool = False, **kwargs):
+def fisher_spectrum(net: MLP, theta: ArrayLike, X: ArrayLike, method: str = "auto",
+                    k: int | None = None,
+                    vectors: bool = False, **kwargs: Any) -> Any:
     """Eigenvalues (descending) and optionally eigenvectors of the TRUE Fisher.
 
     ``curvature_spectrum(net, theta, X, fisher="true", method=method, k=k,
@@ -444,8 +455,10 @@ def fisher_spectrum(net, theta, X, method: str = "auto", k: int | None = None,
 
 # --- statistics of (net, theta, X) ---------------------------------------------------------
 @deprecated_keywords(curvature="fisher")
-def fisher_rao_norm(net, theta, X, y=None, fisher: str = "true", *, v=None,
-                    n_samples: int = 1, rng=None, reduction: str = "mean",
+def fisher_rao_norm(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike | None = None,
+                    fisher: str = "true", *, v: ArrayLike | None = None,
+                    n_samples: int = 1, rng: np.random.Generator | int | None = None,
+                    reduction: str = "mean",
                     squared: bool = True) -> float:
     """The Fisher-Rao norm ``theta^T M(theta) theta`` (Liang et al. 2019), matrix-free.
 
@@ -481,7 +494,8 @@ def fisher_rao_norm(net, theta, X, y=None, fisher: str = "true", *, v=None,
     theta = net.check_theta(theta)
     v = theta if v is None else net.check_theta(v, "v")
     if fisher == "hessian":
-        q = float(v @ (hessian_operator(net, theta, X, y, reduction=reduction) @ v))
+        q = float(v @ (hessian_operator(net, theta, X, cast("ArrayLike", y), reduction=reduction)
+                       @ v))
     else:
         theta, X, y, y_samples = prepare_inputs(net, theta, X, y, fisher, n_samples, rng)
         scale = reduction_scale(reduction, X.shape[0])
@@ -498,9 +512,11 @@ def fisher_rao_norm(net, theta, X, y=None, fisher: str = "true", *, v=None,
 
 
 @deprecated_keywords(curvature="fisher")
-def curvature_statistics(net, theta, X, y=None, fisher: str = "true", *, damping: float,
+def curvature_statistics(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike | None = None,
+                         fisher: str = "true", *, damping: float,
                          z: float | None = None, method: str = "auto", n_samples: int = 1,
-                         rng=None, reduction: str = "mean", chunk_size: int | None = None
+                         rng: np.random.Generator | int | None = None, reduction: str = "mean",
+                         chunk_size: int | None = None
                          ) -> dict:
     """:func:`spectrum_statistics` of the complete spectrum plus the Fisher-Rao norm.
 
