@@ -61,13 +61,13 @@ docs: $(VENV)/.stamp-docs
 
 lint: $(VENV)/.stamp-test
 	$(VENV)/bin/ruff check minifim tests experiments tools
+	$(VENV)/bin/mypy
 
 # Rewrite the sources with ruff format (configuration in pyproject.toml [tool.ruff.format]).
 format: $(VENV)/.stamp-test
 	$(VENV)/bin/ruff format minifim tests experiments tools
 
-# mypy over the package (configuration in pyproject.toml [tool.mypy]); joins `make lint`
-# once the package is clean.
+# mypy over the package (configuration in pyproject.toml [tool.mypy]); also run by `make lint`.
 typecheck: $(VENV)/.stamp-test
 	$(VENV)/bin/mypy
 
