@@ -61,6 +61,7 @@ docs: $(VENV)/.stamp-docs
 
 lint: $(VENV)/.stamp-test
 	$(VENV)/bin/ruff check minifim tests experiments tools
+	$(VENV)/bin/ruff format --check minifim tests experiments tools
 	$(VENV)/bin/mypy
 
 # Rewrite the sources with ruff format (configuration in pyproject.toml [tool.ruff.format]).

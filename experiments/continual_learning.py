@@ -50,7 +50,7 @@ QUICK = quick()
 BLAS_THREADS = 1
 CFG = {
     "hidden": 8 if QUICK else 20,
-    "steps": 30 if QUICK else 250,        # Adam steps per task
+    "steps": 30 if QUICK else 250,  # Adam steps per task
     "batch_size": 32,
     "lr": 1e-2 if QUICK else 5e-3,
     "max_train": 400 if QUICK else None,  # training samples (None: all)
@@ -68,12 +68,14 @@ METHODS = {
     "L2": "l2",
     "EWC diag true": {"structure": "diag", "fisher": "true"},
     "EWC diag empirical": {"structure": "diag", "fisher": "empirical"},
-    "EWC diag sq-mean-grad": {"structure": "diag", "fisher": "square_of_mean_gradient",
-                              "batch_size": CFG["batch_size"]},
+    "EWC diag sq-mean-grad": {
+        "structure": "diag",
+        "fisher": "square_of_mean_gradient",
+        "batch_size": CFG["batch_size"],
+    },
     "EWC K-FAC": {"structure": "kfac", "fisher": "true"},
     "EWC full": {"structure": "full", "fisher": "true"},
-    "online EWC": {"structure": "diag", "fisher": "true", "mode": "online",
-                   "gamma": CFG["gamma"]},
+    "online EWC": {"structure": "diag", "fisher": "true", "mode": "online", "gamma": CFG["gamma"]},
     "recursive Laplace": {"structure": "full", "fisher": "true", "mode": "recursive"},
     "joint": "joint",
 }
@@ -86,15 +88,20 @@ def make_benchmarks():
     Xtr, ytr, Xte, yte = mdata.train_test_split(X, y, test_fraction=0.25, rng=SEED)
     Xtr, ytr, Xva, yva = mdata.train_test_split(Xtr, ytr, test_fraction=0.2, rng=SEED + 1)
     if CFG["max_train"] is not None:
-        Xtr, ytr = Xtr[:CFG["max_train"]], ytr[:CFG["max_train"]]
+        Xtr, ytr = Xtr[: CFG["max_train"]], ytr[: CFG["max_train"]]
     perms = mdata.permuted_tasks(X, N_TASKS, rng=SEED)
     permuted = [(Xtr[:, p], ytr, Xva[:, p], yva, Xte[:, p], yte) for p in perms]
     groups = [(2 * t, 2 * t + 1) for t in range(N_TASKS)]
     split = []
-    for g, itr, iva, ite in zip(groups, mdata.split_tasks(ytr, groups),
-                                mdata.split_tasks(yva, groups), mdata.split_tasks(yte, groups)):
-        split.append((Xtr[itr], ytr[itr] - g[0], Xva[iva], yva[iva] - g[0],
-                      Xte[ite], yte[ite] - g[0]))
+    for g, itr, iva, ite in zip(
+        groups,
+        mdata.split_tasks(ytr, groups),
+        mdata.split_tasks(yva, groups),
+        mdata.split_tasks(yte, groups),
+    ):
+        split.append(
+            (Xtr[itr], ytr[itr] - g[0], Xva[iva], yva[iva] - g[0], Xte[ite], yte[ite] - g[0])
+        )
     return {"permuted digits": (10, permuted), "split digits": (2, split)}
 
 
@@ -105,8 +112,7 @@ def run(method, strength, seed, n_classes, tasks):
     to the final parameters divided by the rise the method's own quadratic model of task 1
     predicts (``1/2 N_1 d^T F_1 d``, strength 1; NaN without an EWC record)."""
     spec = METHODS[method]
-    net = minifim.MLP([64, CFG["hidden"], n_classes], activation="tanh",
-                      likelihood="categorical")
+    net = minifim.MLP([64, CFG["hidden"], n_classes], activation="tanh", likelihood="categorical")
     rng = np.random.default_rng([seed, 1])
     theta = net.init(rng)
     ewc = None
@@ -123,9 +129,18 @@ def run(method, strength, seed, n_classes, tasks):
             seen_X.append(Xtr)
             seen_y.append(ytr)
             Xtr, ytr = np.concatenate(seen_X), np.concatenate(seen_y)
-        theta, _ = minifim.train(net, theta, Xtr, ytr, minifim.optim.adam(CFG["lr"]),
-                                 CFG["steps"], batch_size=min(CFG["batch_size"], len(Xtr)),
-                                 rng=rng, penalty=penalty, progress=False)
+        theta, _ = minifim.train(
+            net,
+            theta,
+            Xtr,
+            ytr,
+            minifim.optim.adam(CFG["lr"]),
+            CFG["steps"],
+            batch_size=min(CFG["batch_size"], len(Xtr)),
+            rng=rng,
+            penalty=penalty,
+            progress=False,
+        )
         if ewc is not None and t < N_TASKS - 1:
             ewc.add_task(theta, Xtr, ytr)
         for i, (_, _, Xva, yva, Xte, yte) in enumerate(tasks):
@@ -134,8 +149,9 @@ def run(method, strength, seed, n_classes, tasks):
     ratio = np.nan
     if ewc is not None:
         rec, (X1, y1) = ewc.tasks[0], tasks[0][:2]
-        actual = (minifim.loss(net, theta, X1, y1, reduction="sum")
-                  - minifim.loss(net, rec.theta_star, X1, y1, reduction="sum"))
+        actual = minifim.loss(net, theta, X1, y1, reduction="sum") - minifim.loss(
+            net, rec.theta_star, X1, y1, reduction="sum"
+        )
         model = quadratic_penalty(quadratics([rec], ewc.structure), ewc.structure, theta)
         ratio = actual / model
     return R_val, R_test, ratio
@@ -168,7 +184,7 @@ def plot_curves(bench, results):
             m, s = Rs[:, i:, i].mean(axis=0), Rs[:, i:, i].std(axis=0)
             ax.plot(x, m, "o-", color=colors[i], ms=3, label=f"task {i + 1}")
             ax.fill_between(x, m - s, m + s, color=colors[i], alpha=0.2, lw=0)
-        avg = np.array([Rs[:, t, :t + 1].mean(axis=1) for t in range(N_TASKS)])  # (T, seeds)
+        avg = np.array([Rs[:, t, : t + 1].mean(axis=1) for t in range(N_TASKS)])  # (T, seeds)
         ax.plot(np.arange(1, N_TASKS + 1), avg.mean(axis=1), "k--", lw=1.5, label="average")
         ax.set_title(f"{method} (s={results[method]['strength']:g})", fontsize=9)
         ax.set_ylim(0, 1.02)
@@ -178,8 +194,10 @@ def plot_curves(bench, results):
     for ax in axes[:, 0]:
         ax.set_ylabel("test accuracy")
     axes[0, 0].legend(fontsize=7, loc="lower left")
-    fig.suptitle(f"{bench}: accuracy on each task as tasks are added (mean +- std over "
-                 f"{len(CFG['eval_seeds'])} seeds)")
+    fig.suptitle(
+        f"{bench}: accuracy on each task as tasks are added (mean +- std over "
+        f"{len(CFG['eval_seeds'])} seeds)"
+    )
     fig.tight_layout()
     return fig
 
@@ -190,11 +208,13 @@ def plot_summary(summary):
     x = np.arange(len(names))
     w = 0.38
     for k, (bench, rows) in enumerate(summary.items()):
-        acc = np.array([rows[m]["acc"] for m in names])    # (methods, seeds)
+        acc = np.array([rows[m]["acc"] for m in names])  # (methods, seeds)
         fgt = np.array([rows[m]["fgt"] for m in names])
         axes[0].bar(x + (k - 0.5) * w, acc.mean(1), w, yerr=acc.std(1), capsize=2, label=bench)
         axes[1].bar(x + (k - 0.5) * w, fgt.mean(1), w, yerr=fgt.std(1), capsize=2, label=bench)
-    for ax, lab in zip(axes, ["final average test accuracy", "forgetting (after learning - final)"]):
+    for ax, lab in zip(
+        axes, ["final average test accuracy", "forgetting (after learning - final)"]
+    ):
         ax.set_xticks(x, names, rotation=35, ha="right", fontsize=8)
         ax.set_ylabel(lab)
         ax.grid(axis="y", alpha=0.3)
@@ -209,10 +229,13 @@ def plot_summary(summary):
 def main():
     start = time.perf_counter()
     report = Report(
-        "continual_learning", "Continual learning: EWC and its Fisher variants on digits",
+        "continual_learning",
+        "Continual learning: EWC and its Fisher variants on digits",
         "Kirkpatrick et al. (2017): EWC, a quadratic penalty weighted by the Fisher of earlier "
         "tasks, retains old tasks where fine-tuning forgets them, while an unweighted L2 penalty "
-        "to the old solution is too rigid.", SEED)
+        "to the old solution is too rigid.",
+        SEED,
+    )
     benchmarks = make_benchmarks()
     jobs = [(b, m, s) for b in benchmarks for m in METHODS for s in grid_of(m)]
     jobs += [(b, m, None) for b in benchmarks for m in METHODS for _ in CFG["eval_seeds"]]
@@ -247,23 +270,30 @@ def main():
     bar.close()
 
     # --- report ---------------------------------------------------------------------------------
-    P = {b: (64 * CFG["hidden"] + CFG["hidden"]) + (CFG["hidden"] + 1) * C
-         for b, (C, _) in benchmarks.items()}
+    P = {
+        b: (64 * CFG["hidden"] + CFG["hidden"]) + (CFG["hidden"] + 1) * C
+        for b, (C, _) in benchmarks.items()
+    }
     n_train = {b: [len(t[0]) for t in tasks] for b, (_, tasks) in benchmarks.items()}
-    report.section("Set-up", (
-        f"MLP [64, {CFG['hidden']}, C] tanh, categorical likelihood (P = "
-        f"{', '.join(f'{P[b]} ({b})' for b in P)}); Adam lr {CFG['lr']}, {CFG['steps']} steps "
-        f"of mini-batches of {CFG['batch_size']} per task, each task starting from the previous "
-        f"solution. Training samples per task: "
-        f"{'; '.join(f'{b}: {n_train[b]}' for b in n_train)}. Strength grid (minifim's "
-        f"summed-NLL scale, precision strength * N_t * F_t; 1 is the Laplace value): "
-        f"{CFG['grid']} for every EWC variant, {CFG['grid_l2']} for L2 (precision strength * "
-        f"N_t * I). Online EWC gamma = {CFG['gamma']}. Selection: final average validation "
-        f"accuracy over all 5 tasks, seed {CFG['select_seed']}; evaluation seeds "
-        f"{CFG['eval_seeds']} (initialisation and mini-batch order); data split and "
-        f"permutations from seed {SEED}. Forgetting: mean over tasks 1-4 of the test accuracy "
-        "just after learning the task minus the final one. Split digits is domain-incremental "
-        "(one shared 2-way output: first or second digit of the pair)."))
+    report.section(
+        "Set-up",
+        (
+            f"MLP [64, {CFG['hidden']}, C] tanh, categorical likelihood (P = "
+            f"{', '.join(f'{P[b]} ({b})' for b in P)}); Adam lr {CFG['lr']}, {CFG['steps']} steps "
+            f"of mini-batches of {CFG['batch_size']} per task, each task starting from the previous "
+            f"solution. Training samples per task: "
+            f"{'; '.join(f'{b}: {n_train[b]}' for b in n_train)}. Strength grid (minifim's "
+            f"summed-NLL scale, precision strength * N_t * F_t; 1 is the Laplace value): "
+            f"{CFG['grid']} for every EWC variant, {CFG['grid_l2']} for L2 (precision strength * "
+            f"N_t * I). Online EWC gamma = {CFG['gamma']}. Selection: final average validation "
+            f"accuracy over all 5 tasks, seed {CFG['select_seed']}; evaluation seeds "
+            f"{CFG['eval_seeds']} (initialisation and mini-batch order); data split and "
+            f"permutations from seed {SEED}. Forgetting: mean over tasks 1-4 of the test accuracy "
+            "just after learning the task minus the final one. Split digits is domain-incremental "
+            "(one shared 2-way output: first or second digit of the pair)."
+        ),
+    )
+
     def ratio_text(bench, m):
         r = results[bench][m]["ratio"]
         return "-" if np.all(np.isnan(r)) else f"{np.mean(r):.3g}"
@@ -272,22 +302,41 @@ def main():
         rows = []
         for m in METHODS:
             r = summary[bench][m]
-            rows.append((m, f"{results[bench][m]['strength']:g}",
-                         f"{np.mean(r['acc']):.3f} +- {np.std(r['acc']):.3f}",
-                         f"{np.mean(r['fgt']):.3f} +- {np.std(r['fgt']):.3f}",
-                         f"{np.mean(r['new']):.3f}", ratio_text(bench, m),
-                         ", ".join(f"{s:g}: {v:.3f}" for s, v in selection[bench][m].items())))
+            rows.append(
+                (
+                    m,
+                    f"{results[bench][m]['strength']:g}",
+                    f"{np.mean(r['acc']):.3f} +- {np.std(r['acc']):.3f}",
+                    f"{np.mean(r['fgt']):.3f} +- {np.std(r['fgt']):.3f}",
+                    f"{np.mean(r['new']):.3f}",
+                    ratio_text(bench, m),
+                    ", ".join(f"{s:g}: {v:.3f}" for s, v in selection[bench][m].items()),
+                )
+            )
         report.section(f"{bench}: test accuracy (mean +- std over seeds)")
-        report.table(["method", "strength", "final avg acc", "forgetting",
-                      "acc just after learning (plasticity)",
-                      "task-1 NLL rise: actual / quadratic model", "validation score per strength"],
-                     rows)
-        report.figure(plot_curves(bench, results[bench]),
-                      f"curves_{bench.split()[0]}.png",
-                      f"{bench}: test accuracy on each task as tasks are added, per method")
-    report.figure(plot_summary(summary), "summary.png",
-                  "Final average test accuracy and forgetting per method and Fisher variant "
-                  "(error bars: std over seeds)")
+        report.table(
+            [
+                "method",
+                "strength",
+                "final avg acc",
+                "forgetting",
+                "acc just after learning (plasticity)",
+                "task-1 NLL rise: actual / quadratic model",
+                "validation score per strength",
+            ],
+            rows,
+        )
+        report.figure(
+            plot_curves(bench, results[bench]),
+            f"curves_{bench.split()[0]}.png",
+            f"{bench}: test accuracy on each task as tasks are added, per method",
+        )
+    report.figure(
+        plot_summary(summary),
+        "summary.png",
+        "Final average test accuracy and forgetting per method and Fisher variant "
+        "(error bars: std over seeds)",
+    )
 
     def mean(b, m, k="acc"):
         return float(np.mean(summary[b][m][k]))
@@ -303,10 +352,14 @@ def main():
         diag = mean(b, "EWC diag true")
         structured = max(("EWC K-FAC", "EWC full", "recursive Laplace"), key=lambda m: mean(b, m))
         gap = mean(b, structured) - diag
-        label_gap = max(abs(mean(b, m) - diag)
-                        for m in ("EWC diag empirical", "EWC diag sq-mean-grad"))
-        lead = ("Structure matters more than labels" if abs(gap) > label_gap else
-                "The labels matter as much as the structure")
+        label_gap = max(
+            abs(mean(b, m) - diag) for m in ("EWC diag empirical", "EWC diag sq-mean-grad")
+        )
+        lead = (
+            "Structure matters more than labels"
+            if abs(gap) > label_gap
+            else "The labels matter as much as the structure"
+        )
         lines.append(
             f"- **{b}.** {lead}: the best structured penalty "
             f"({structured}, {mean(b, structured):.3f}) beats the true-Fisher diagonal "
@@ -323,7 +376,8 @@ def main():
             f"{ratio_text(b, 'EWC K-FAC')} for K-FAC, {ratio_text(b, 'EWC diag true')} for the "
             f"true diagonal and {ratio_text(b, 'EWC diag sq-mean-grad')} for the square of the "
             "mean gradient: where the ratio is far above 1 the penalty under-prices the "
-            "damage to task 1.")
+            "damage to task 1."
+        )
     report.section("Findings", "\n".join(lines))
 
     # --- verdict ------------------------------------------------------------------------------
@@ -349,18 +403,27 @@ def main():
             f"{mean(b, 'recursive Laplace'):.3f}, online {mean(b, 'online EWC'):.3f}; joint "
             f"{mean(b, 'joint'):.3f}; wrong Fishers vs the true diagonal: empirical "
             f"{mean(b, 'EWC diag empirical') - mean(b, ewc):+.3f}, square of mean gradient "
-            f"{mean(b, 'EWC diag sq-mean-grad') - mean(b, ewc):+.3f}")
+            f"{mean(b, 'EWC diag sq-mean-grad') - mean(b, ewc):+.3f}"
+        )
+
     def where(m1, m2):
         won = [b for b in benchmarks if compare(b, m1, m2) == 1]
         return " and ".join(won) if won else "neither benchmark"
 
     struct = ("EWC K-FAC", "EWC full", "recursive Laplace")
-    both = [b for b in benchmarks if all(compare(b, m, o) == 1 for m in struct
-                                         for o in ("fine-tuning", "L2"))]
-    details.insert(0, (
-        f"In short: diagonal EWC beats fine-tuning on {where('EWC diag true', 'fine-tuning')} "
-        f"and L2 on {where('EWC diag true', 'L2')}; all three structured penalties (K-FAC, "
-        f"full, recursive Laplace) beat both on {' and '.join(both) if both else 'neither'}"))
+    both = [
+        b
+        for b in benchmarks
+        if all(compare(b, m, o) == 1 for m in struct for o in ("fine-tuning", "L2"))
+    ]
+    details.insert(
+        0,
+        (
+            f"In short: diagonal EWC beats fine-tuning on {where('EWC diag true', 'fine-tuning')} "
+            f"and L2 on {where('EWC diag true', 'L2')}; all three structured penalties (K-FAC, "
+            f"full, recursive Laplace) beat both on {' and '.join(both) if both else 'neither'}"
+        ),
+    )
     if QUICK:
         status = "inconclusive"
         details.insert(0, "QUICK mode (1 seed, tiny network, 2 strengths): not evidence")
@@ -370,8 +433,11 @@ def main():
         status = "disagrees"
     else:
         status = "inconclusive"
-    report.verdict(status, "; ".join(details) + ". Final average test accuracy, mean over "
-                   f"{len(CFG['eval_seeds'])} seeds; margin: 2 std over seeds (at least 0.01).")
+    report.verdict(
+        status,
+        "; ".join(details) + ". Final average test accuracy, mean over "
+        f"{len(CFG['eval_seeds'])} seeds; margin: 2 std over seeds (at least 0.01).",
+    )
     report.text(f"Total run time {time.perf_counter() - start:.1f} s.")
     report.save()
     print(f"continual_learning: {time.perf_counter() - start:.1f} s")

@@ -90,7 +90,7 @@ def rescaling_tangents(net, theta):
     W0, B0, W1 = theta[w0].reshape(H, D), theta[b0], theta[w1]
     for j in range(H):
         t = np.zeros(net.num_params)
-        t[w0.start + j * D: w0.start + (j + 1) * D] = W0[j]
+        t[w0.start + j * D : w0.start + (j + 1) * D] = W0[j]
         t[b0.start + j] = B0[j]
         t[w1.start + j] = -W1[j]
         T[:, j] = t / np.linalg.norm(t)
@@ -108,15 +108,37 @@ def logistic(report, rng):
         lam = whitened(E[ok], THETA_LOGREG, NF)[0]
         bias = np.linalg.norm(np.linalg.cholesky(NF).T @ (E[ok].mean(axis=0) - THETA_LOGREG))
         eigs.append(lam)
-        rows.append([N, int(ok.sum()), gnorm, float(lam.mean()), float(lam.min()),
-                     float(lam.max()), float(bias)])
-    report.section("Logistic regression", f"MLP {list(net.sizes)}, theta0 = "
-                   f"{THETA_LOGREG.tolist()}, {R_LOGREG} label resamples per N. Whitened: "
-                   "eigenvalues of (N F)^{1/2} Cov(theta_hat) (N F)^{1/2} (1 when the bound is "
-                   "attained); bias: |(N F)^{1/2} (mean theta_hat - theta0)| (in units of the "
-                   "bound's standard deviation; sampling error ~ sqrt(P / R)).")
-    report.table(["N", "fits used", "median final gradient norm", "mean whitened eigenvalue",
-                  "min", "max", "whitened bias"], rows)
+        rows.append(
+            [
+                N,
+                int(ok.sum()),
+                gnorm,
+                float(lam.mean()),
+                float(lam.min()),
+                float(lam.max()),
+                float(bias),
+            ]
+        )
+    report.section(
+        "Logistic regression",
+        f"MLP {list(net.sizes)}, theta0 = "
+        f"{THETA_LOGREG.tolist()}, {R_LOGREG} label resamples per N. Whitened: "
+        "eigenvalues of (N F)^{1/2} Cov(theta_hat) (N F)^{1/2} (1 when the bound is "
+        "attained); bias: |(N F)^{1/2} (mean theta_hat - theta0)| (in units of the "
+        "bound's standard deviation; sampling error ~ sqrt(P / R)).",
+    )
+    report.table(
+        [
+            "N",
+            "fits used",
+            "median final gradient norm",
+            "mean whitened eigenvalue",
+            "min",
+            "max",
+            "whitened bias",
+        ],
+        rows,
+    )
     return eigs
 
 
@@ -142,95 +164,146 @@ def mlp(report, rng):
         eigs.append(lam)
         fratios.append(ratio)
         spectra = w / N
-        rows.append([N, int((~keep).sum()), angle, gnorm, float(lam.mean()),
-                     float(lam.min()), float(lam.max()), float(np.median(ratio)),
-                     float(ratio.min()), float(ratio.max()), float(null_sd.max())])
-    report.section("ReLU teacher network", f"MLP {list(net.sizes)} (P = {net.num_params}), "
-                   f"sigma = 0.3, theta0 = {THETA_MLP.tolist()}, {R_MLP} label resamples per "
-                   f"N, 20 test inputs for the function-space comparison. Null directions: "
-                   f"eigenvalues of N F below {RANK_TOL:g} of the largest; their angle to the "
-                   "span of the three rescaling tangents is the largest principal angle. "
-                   "Function-space ratio: Var f_hat(x*) / [J (N F)^+ J^T](x*, x*) over the "
-                   "test inputs. 'sd along null': the MLE's largest standard deviation in the "
-                   "null directions, where it is set by the optimiser (started at theta0), "
-                   "not by the data. The ReLU likelihood is only piecewise smooth in theta: "
-                   "the MLE sits where data points cross the units' kinks, and the gradient "
-                   "jumps there by O(1/N), so L-BFGS stops at gradient norms ~1e-3 (the "
-                   "resulting error, O(1/N), is small against the O(1/sqrt(N)) spread "
-                   "compared here).")
-    report.table(["N", "null dims", "null angle (deg)", "median final gradient norm",
-                  "mean whitened eigenvalue", "min", "max", "function ratio median", "min",
-                  "max", "sd along null"], rows)
+        rows.append(
+            [
+                N,
+                int((~keep).sum()),
+                angle,
+                gnorm,
+                float(lam.mean()),
+                float(lam.min()),
+                float(lam.max()),
+                float(np.median(ratio)),
+                float(ratio.min()),
+                float(ratio.max()),
+                float(null_sd.max()),
+            ]
+        )
+    report.section(
+        "ReLU teacher network",
+        f"MLP {list(net.sizes)} (P = {net.num_params}), "
+        f"sigma = 0.3, theta0 = {THETA_MLP.tolist()}, {R_MLP} label resamples per "
+        f"N, 20 test inputs for the function-space comparison. Null directions: "
+        f"eigenvalues of N F below {RANK_TOL:g} of the largest; their angle to the "
+        "span of the three rescaling tangents is the largest principal angle. "
+        "Function-space ratio: Var f_hat(x*) / [J (N F)^+ J^T](x*, x*) over the "
+        "test inputs. 'sd along null': the MLE's largest standard deviation in the "
+        "null directions, where it is set by the optimiser (started at theta0), "
+        "not by the data. The ReLU likelihood is only piecewise smooth in theta: "
+        "the MLE sits where data points cross the units' kinks, and the gradient "
+        "jumps there by O(1/N), so L-BFGS stops at gradient norms ~1e-3 (the "
+        "resulting error, O(1/N), is small against the O(1/sqrt(N)) spread "
+        "compared here).",
+    )
+    report.table(
+        [
+            "N",
+            "null dims",
+            "null angle (deg)",
+            "median final gradient norm",
+            "mean whitened eigenvalue",
+            "min",
+            "max",
+            "function ratio median",
+            "min",
+            "max",
+            "sd along null",
+        ],
+        rows,
+    )
     return eigs, fratios, spectra
 
 
 def main():
-    report = Report("cramer_rao", "The Cramer-Rao bound for the maximum-likelihood estimate",
-                    "For a well-specified model the covariance of the maximum-likelihood "
-                    "estimate tends to (N F)^-1 as N grows (Cramer-Rao bound, attained "
-                    "asymptotically); for an over-parameterised network in the identifiable "
-                    "directions and in function space.", SEED)
+    report = Report(
+        "cramer_rao",
+        "The Cramer-Rao bound for the maximum-likelihood estimate",
+        "For a well-specified model the covariance of the maximum-likelihood "
+        "estimate tends to (N F)^-1 as N grows (Cramer-Rao bound, attained "
+        "asymptotically); for an over-parameterised network in the identifiable "
+        "directions and in function space.",
+        SEED,
+    )
     rng = np.random.default_rng(SEED)
     eig_lr = logistic(report, rng)
     eig_mlp, fratios, spectrum = mlp(report, rng)
 
     fig, axes = plt.subplots(1, 4, figsize=(20, 4.4), gridspec_kw={"wspace": 0.32})
-    for ax, Ns, eigs, R, title in ((axes[0], LOGREG_NS, eig_lr, R_LOGREG,
-                                     "Logistic regression (P = 4)"),
-                                    (axes[1], MLP_NS, eig_mlp, R_MLP,
-                                     "ReLU MLP, identifiable subspace")):
+    for ax, Ns, eigs, R, title in (
+        (axes[0], LOGREG_NS, eig_lr, R_LOGREG, "Logistic regression (P = 4)"),
+        (axes[1], MLP_NS, eig_mlp, R_MLP, "ReLU MLP, identifiable subspace"),
+    ):
         r = len(eigs[0])
         for N, lam in zip(Ns, eigs):
             ax.scatter(np.full(r, N), lam, s=10, c="tab:blue", alpha=0.6)
-        ax.plot(Ns, [lam.mean() for lam in eigs], "o-", c="tab:red",
-                label="mean (tr / r)")
+        ax.plot(Ns, [lam.mean() for lam in eigs], "o-", c="tab:red", label="mean (tr / r)")
         se = math.sqrt(2 / (r * R))
-        ax.fill_between(Ns, 1 - 2 * se, 1 + 2 * se, color="tab:red", alpha=0.15,
-                        label="1 +- 2 s.e. of the mean")
+        ax.fill_between(
+            Ns, 1 - 2 * se, 1 + 2 * se, color="tab:red", alpha=0.15, label="1 +- 2 s.e. of the mean"
+        )
         for edge in ((1 - math.sqrt(r / R)) ** 2, (1 + math.sqrt(r / R)) ** 2):
             ax.axhline(edge, ls=":", c="grey")
         ax.axhline(1.0, c="k", lw=1)
-        ax.set(xscale="log", xlabel="N (samples)", title=title,
-               ylabel="eigenvalues of whitened Cov(theta_hat)")
+        ax.set(
+            xscale="log",
+            xlabel="N (samples)",
+            title=title,
+            ylabel="eigenvalues of whitened Cov(theta_hat)",
+        )
         ax.set_xticks(Ns, [str(N) for N in Ns], minor=False)
         ax.xaxis.set_minor_locator(plt.NullLocator())
         ax.legend(fontsize=7)
     axes[2].semilogy(np.arange(1, len(spectrum) + 1), np.clip(spectrum, 1e-18, None), "o")
     axes[2].axhline(RANK_TOL * spectrum.max(), ls="--", c="grey", label="rank threshold")
-    axes[2].set(xlabel="index", ylabel="eigenvalue of the mean Fisher F",
-                title=f"ReLU MLP: spectrum of F (N = {MLP_NS[-1]})")
+    axes[2].set(
+        xlabel="index",
+        ylabel="eigenvalue of the mean Fisher F",
+        title=f"ReLU MLP: spectrum of F (N = {MLP_NS[-1]})",
+    )
     axes[2].legend(fontsize=7)
     axes[3].boxplot(fratios, positions=range(len(MLP_NS)), widths=0.5)
     axes[3].set_xticks(range(len(MLP_NS)), [str(N) for N in MLP_NS])
     axes[3].axhline(1.0, c="k", lw=1)
-    axes[3].set(xlabel="N (samples)", ylabel="Var f_hat(x*) / [J (N F)^+ J^T]",
-                title="ReLU MLP, function space (20 test inputs)")
-    report.figure(fig, "cramer_rao.png", "Whitened MLE covariance against the Cramer-Rao "
-                  "bound (1 = attained; dotted: Marchenko-Pastur sampling edges for R "
-                  "replicates), the Fisher spectrum of the ReLU net with its three zero "
-                  "eigenvalues (rescaling symmetries), and the function-space variance ratio.")
+    axes[3].set(
+        xlabel="N (samples)",
+        ylabel="Var f_hat(x*) / [J (N F)^+ J^T]",
+        title="ReLU MLP, function space (20 test inputs)",
+    )
+    report.figure(
+        fig,
+        "cramer_rao.png",
+        "Whitened MLE covariance against the Cramer-Rao "
+        "bound (1 = attained; dotted: Marchenko-Pastur sampling edges for R "
+        "replicates), the Fisher spectrum of the ReLU net with its three zero "
+        "eigenvalues (rescaling symmetries), and the function-space variance ratio.",
+    )
 
     def deviation(eigs, R):
         lam = eigs[-1]
         se = math.sqrt(2 / (len(lam) * R))
         return lam.mean(), se, abs(lam.mean() - 1) / se
+
     m_lr, se_lr, z_lr = deviation(eig_lr, R_LOGREG)
     m_mlp, se_mlp, z_mlp = deviation(eig_mlp, R_MLP)
     f_med, se_f = float(np.median(fratios[-1])), math.sqrt(2 / R_MLP)
     z_f = abs(f_med - 1) / se_f
-    detail = (f"at the largest N the mean whitened eigenvalue is {m_lr:.3f} (s.e. {se_lr:.3f}) "
-              f"for logistic regression (N = {LOGREG_NS[-1]}) and {m_mlp:.3f} (s.e. "
-              f"{se_mlp:.3f}) for the ReLU MLP in its {len(eig_mlp[-1])} identifiable "
-              f"directions (N = {MLP_NS[-1]}); median function-space variance ratio "
-              f"{f_med:.3f} (s.e. of one ratio {se_f:.3f}); at the smallest N: "
-              f"{eig_lr[0].mean():.3f} and {eig_mlp[0].mean():.3f}.")
+    detail = (
+        f"at the largest N the mean whitened eigenvalue is {m_lr:.3f} (s.e. {se_lr:.3f}) "
+        f"for logistic regression (N = {LOGREG_NS[-1]}) and {m_mlp:.3f} (s.e. "
+        f"{se_mlp:.3f}) for the ReLU MLP in its {len(eig_mlp[-1])} identifiable "
+        f"directions (N = {MLP_NS[-1]}); median function-space variance ratio "
+        f"{f_med:.3f} (s.e. of one ratio {se_f:.3f}); at the smallest N: "
+        f"{eig_lr[0].mean():.3f} and {eig_mlp[0].mean():.3f}."
+    )
     worst = max(z_lr, z_mlp, z_f)
     if worst <= 3:
         status = "agrees"
     elif max(abs(m_lr - 1), abs(m_mlp - 1), abs(f_med - 1)) <= 0.25:
         status = "inconclusive"
-        detail += (f" The largest deviation is {worst:.1f} standard errors, within 25%: more "
-                   "replicates or larger N (the full run) decide.")
+        detail += (
+            f" The largest deviation is {worst:.1f} standard errors, within 25%: more "
+            "replicates or larger N (the full run) decide."
+        )
     else:
         status = "disagrees"
     report.verdict(status, detail)

@@ -78,39 +78,69 @@ def moons(report):
         conf[f"Laplace {s}"] = opt.predictive(grid).max(axis=1)
     fig, axes = plt.subplots(1, 4, figsize=(17, 4.4), sharey=True)
     for ax, (name, c) in zip(axes, conf.items()):
-        im = ax.contourf(G0, G1, c.reshape(G0.shape), levels=np.linspace(0.5, 1.0, 11),
-                         cmap="viridis")
-        ax.contour(G0, G1, dist.reshape(G0.shape), levels=[FAR], colors="w",
-                   linestyles="dotted", linewidths=1)
-        ax.scatter(*X[y == 0].T, s=8, c="tab:red", edgecolors="k", linewidths=0.3,
-                   label="class 0")
-        ax.scatter(*X[y == 1].T, s=8, c="tab:orange", edgecolors="k", linewidths=0.3,
-                   label="class 1")
-        label = name if name == "MAP" else (f"{name} (alpha = "
-                                            f"{las[name.split()[1]][1].prior_precision:.3g})")
-        ax.set_title(f"{label}\nmean confidence far from data: {c[far].mean():.3f}",
-                     fontsize=9)
+        im = ax.contourf(
+            G0, G1, c.reshape(G0.shape), levels=np.linspace(0.5, 1.0, 11), cmap="viridis"
+        )
+        ax.contour(
+            G0,
+            G1,
+            dist.reshape(G0.shape),
+            levels=[FAR],
+            colors="w",
+            linestyles="dotted",
+            linewidths=1,
+        )
+        ax.scatter(*X[y == 0].T, s=8, c="tab:red", edgecolors="k", linewidths=0.3, label="class 0")
+        ax.scatter(
+            *X[y == 1].T, s=8, c="tab:orange", edgecolors="k", linewidths=0.3, label="class 1"
+        )
+        label = (
+            name
+            if name == "MAP"
+            else (f"{name} (alpha = {las[name.split()[1]][1].prior_precision:.3g})")
+        )
+        ax.set_title(f"{label}\nmean confidence far from data: {c[far].mean():.3f}", fontsize=9)
         ax.set_xlabel("x1")
     axes[0].set_ylabel("x2")
     axes[0].legend(loc="lower left", fontsize=7)
     fig.colorbar(im, ax=axes, label="predictive confidence max_k p(y = k | x)", shrink=0.9)
-    report.section("Two moons", f"MLP {list(net.sizes)} (P = {net.num_params}), "
-                   f"{MOONS_N} points (noise 0.15), MAP with alpha0 = {MOONS_ALPHA0}: "
-                   f"{info['iterations']} L-BFGS iterations, gradient norm "
-                   f"{info['grad_norm']:.1e}, training accuracy {train_acc:.3f}. Laplace predictive (GLM, probit) at the "
-                   "evidence-maximising alpha. Dotted white line: distance {FAR} from the nearest "
-                   "training point; 'far' means beyond it.")
-    report.figure(fig, "moons_confidence.png", "Predictive confidence on two moons: MAP "
-                  "against the Laplace GLM predictive (full, K-FAC, diagonal); titles give "
-                  "the mean confidence on the grid points far from the data.")
+    report.section(
+        "Two moons",
+        f"MLP {list(net.sizes)} (P = {net.num_params}), "
+        f"{MOONS_N} points (noise 0.15), MAP with alpha0 = {MOONS_ALPHA0}: "
+        f"{info['iterations']} L-BFGS iterations, gradient norm "
+        f"{info['grad_norm']:.1e}, training accuracy {train_acc:.3f}. Laplace predictive (GLM, probit) at the "
+        "evidence-maximising alpha. Dotted white line: distance {FAR} from the nearest "
+        "training point; 'far' means beyond it.",
+    )
+    report.figure(
+        fig,
+        "moons_confidence.png",
+        "Predictive confidence on two moons: MAP "
+        "against the Laplace GLM predictive (full, K-FAC, diagonal); titles give "
+        "the mean confidence on the grid points far from the data.",
+    )
     rows = []
     for s, (la, opt) in las.items():
-        rows.append([s, opt.prior_precision, la.log_marginal_likelihood(),
-                     opt.log_marginal_likelihood(), float(conf[f"Laplace {s}"][far].mean())])
-    report.table(["structure", "evidence-optimal alpha", "log evidence at alpha0",
-                  "log evidence at optimum", "mean far confidence"],
-                 [["MAP", float("nan"), float("nan"), float("nan"),
-                   float(conf["MAP"][far].mean())]] + rows)
+        rows.append(
+            [
+                s,
+                opt.prior_precision,
+                la.log_marginal_likelihood(),
+                opt.log_marginal_likelihood(),
+                float(conf[f"Laplace {s}"][far].mean()),
+            ]
+        )
+    report.table(
+        [
+            "structure",
+            "evidence-optimal alpha",
+            "log evidence at alpha0",
+            "log evidence at optimum",
+            "mean far confidence",
+        ],
+        [["MAP", float("nan"), float("nan"), float("nan"), float(conf["MAP"][far].mean())]] + rows,
+    )
     return {name: float(c[far].mean()) for name, c in conf.items()}
 
 
@@ -132,16 +162,28 @@ def digits(report):
     for s, (la, opt) in tqdm(las.items(), desc="predictive", leave=False):
         results[f"Laplace {s}, alpha0"] = metrics(la.predictive(Xte), yte)
         results[f"Laplace {s}, evidence alpha"] = metrics(opt.predictive(Xte), yte)
-    report.section("Digits calibration", f"MLP {list(net.sizes)} (P = {net.num_params}), "
-                   f"{len(Xtr)} training and {len(Xte)} test digits, MAP with alpha0 = "
-                   f"{ALPHA0}: {info['iterations']} L-BFGS iterations, gradient norm "
-                   f"{info['grad_norm']:.1e}. Evidence-optimal alpha: " + ", ".join(
-                       f"{s} {opt.prior_precision:.3g}" for s, (_, opt) in las.items()) + ".")
-    report.table(["predictive", "test accuracy", "test NLL", "ECE (15 bins)",
-                  "mean confidence"],
-                 [[name, acc, nll, cal.ece,
-                   float(np.nansum(cal.bin_confidence * cal.bin_count) / cal.bin_count.sum())]
-                  for name, (acc, nll, cal) in results.items()])
+    report.section(
+        "Digits calibration",
+        f"MLP {list(net.sizes)} (P = {net.num_params}), "
+        f"{len(Xtr)} training and {len(Xte)} test digits, MAP with alpha0 = "
+        f"{ALPHA0}: {info['iterations']} L-BFGS iterations, gradient norm "
+        f"{info['grad_norm']:.1e}. Evidence-optimal alpha: "
+        + ", ".join(f"{s} {opt.prior_precision:.3g}" for s, (_, opt) in las.items())
+        + ".",
+    )
+    report.table(
+        ["predictive", "test accuracy", "test NLL", "ECE (15 bins)", "mean confidence"],
+        [
+            [
+                name,
+                acc,
+                nll,
+                cal.ece,
+                float(np.nansum(cal.bin_confidence * cal.bin_count) / cal.bin_count.sum()),
+            ]
+            for name, (acc, nll, cal) in results.items()
+        ],
+    )
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
     edges = results["MAP"][2].bin_edges
     centres = 0.5 * (edges[1:] + edges[:-1])
@@ -149,50 +191,79 @@ def digits(report):
         if name != "MAP" and "evidence" not in name:
             continue
         ok = cal.bin_count > 0
-        axes[0].plot(cal.bin_confidence[ok], cal.bin_accuracy[ok], "o-", ms=3,
-                     label=f"{name} (ECE {cal.ece:.3f})")
-        axes[1].bar(centres, cal.bin_count / cal.bin_count.sum(), width=1 / 15, alpha=0.35,
-                    label=name)
+        axes[0].plot(
+            cal.bin_confidence[ok],
+            cal.bin_accuracy[ok],
+            "o-",
+            ms=3,
+            label=f"{name} (ECE {cal.ece:.3f})",
+        )
+        axes[1].bar(
+            centres, cal.bin_count / cal.bin_count.sum(), width=1 / 15, alpha=0.35, label=name
+        )
     axes[0].plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
-    axes[0].set(xlabel="mean confidence in bin", ylabel="accuracy in bin",
-                title="Reliability diagram (digits test set)", xlim=(0, 1), ylim=(0, 1.02))
+    axes[0].set(
+        xlabel="mean confidence in bin",
+        ylabel="accuracy in bin",
+        title="Reliability diagram (digits test set)",
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+    )
     axes[0].legend(fontsize=7)
-    axes[1].set(xlabel="confidence max_k p(y = k | x)", ylabel="fraction of test digits",
-                title="Confidence histogram")
+    axes[1].set(
+        xlabel="confidence max_k p(y = k | x)",
+        ylabel="fraction of test digits",
+        title="Confidence histogram",
+    )
     axes[1].legend(fontsize=7)
-    report.figure(fig, "digits_reliability.png", "Reliability diagram and confidence "
-                  "histogram on the digits test set: MAP against the Laplace GLM predictives "
-                  "at the evidence-maximising prior precision.")
+    report.figure(
+        fig,
+        "digits_reliability.png",
+        "Reliability diagram and confidence "
+        "histogram on the digits test set: MAP against the Laplace GLM predictives "
+        "at the evidence-maximising prior precision.",
+    )
     return results
 
 
 def main():
-    report = Report("laplace", "Laplace approximation: confidence and calibration",
-                    "The Laplace GLM predictive is less confident than the MAP network away "
-                    "from the training data (Kristiadi et al. 2020) and better calibrated, with "
-                    "a lower expected calibration error (Daxberger et al. 2021).", SEED)
+    report = Report(
+        "laplace",
+        "Laplace approximation: confidence and calibration",
+        "The Laplace GLM predictive is less confident than the MAP network away "
+        "from the training data (Kristiadi et al. 2020) and better calibrated, with "
+        "a lower expected calibration error (Daxberger et al. 2021).",
+        SEED,
+    )
     far = moons(report)
     res = digits(report)
     lower = all(far[f"Laplace {s}"] < far["MAP"] for s in STRUCTURES)
     ece_map = res["MAP"][2].ece
     ece = {s: res[f"Laplace {s}, evidence alpha"][2].ece for s in STRUCTURES}
     better = [s for s in STRUCTURES if ece[s] < ece_map]
-    detail = (f"two moons, mean confidence far from the data: MAP {far['MAP']:.3f}, Laplace "
-              + ", ".join(f"{s} {far[f'Laplace {s}']:.3f}" for s in STRUCTURES)
-              + f"; digits ECE: MAP {ece_map:.3f}, Laplace (evidence alpha) "
-              + ", ".join(f"{s} {ece[s]:.3f}" for s in STRUCTURES) + ".")
+    detail = (
+        f"two moons, mean confidence far from the data: MAP {far['MAP']:.3f}, Laplace "
+        + ", ".join(f"{s} {far[f'Laplace {s}']:.3f}" for s in STRUCTURES)
+        + f"; digits ECE: MAP {ece_map:.3f}, Laplace (evidence alpha) "
+        + ", ".join(f"{s} {ece[s]:.3f}" for s in STRUCTURES)
+        + "."
+    )
     if lower and len(better) == len(STRUCTURES):
         status = "agrees"
     else:
         status = "disagrees" if not better else "inconclusive"
-        detail += (" The confidence half " + ("holds" if lower else "fails") + "; the "
-                   f"calibration half holds for {better or 'no structure'}.")
+        detail += (
+            " The confidence half " + ("holds" if lower else "fails") + "; the "
+            f"calibration half holds for {better or 'no structure'}."
+        )
         if not better:
-            detail += (" Here the weight-decayed MAP network is already well calibrated and "
-                       "the evidence-tuned all-weights Laplace predictive is underconfident "
-                       "(accuracy kept, mean confidence below accuracy): the Bayesian "
-                       "posterior under this isotropic prior is too wide for prediction, as in "
-                       "the cold-posterior effect (Wenzel et al. 2020).")
+            detail += (
+                " Here the weight-decayed MAP network is already well calibrated and "
+                "the evidence-tuned all-weights Laplace predictive is underconfident "
+                "(accuracy kept, mean confidence below accuracy): the Bayesian "
+                "posterior under this isotropic prior is too wide for prediction, as in "
+                "the cold-posterior effect (Wenzel et al. 2020)."
+            )
     report.verdict(status, detail)
     report.save()
 

@@ -43,36 +43,53 @@ def ablation_curve(net, theta, X, y, order):
 
 
 def main():
-    report = Report("weight_sensitivity", "Weight sensitivity maps of a digits classifier",
-                    "The Fisher diagonal summed over an input pixel's weights ranks pixels by "
-                    "importance: zeroing the least sensitive pixels first costs less test "
-                    "accuracy than zeroing random pixels, and the most sensitive first costs "
-                    "most. The empirical Fisher is not the Fisher (Kunstner et al. 2019): at a "
-                    "well-fitted classifier it is much smaller on the training data.", SEED)
+    report = Report(
+        "weight_sensitivity",
+        "Weight sensitivity maps of a digits classifier",
+        "The Fisher diagonal summed over an input pixel's weights ranks pixels by "
+        "importance: zeroing the least sensitive pixels first costs less test "
+        "accuracy than zeroing random pixels, and the most sensitive first costs "
+        "most. The empirical Fisher is not the Fisher (Kunstner et al. 2019): at a "
+        "well-fitted classifier it is much smaller on the training data.",
+        SEED,
+    )
     X, y = load_digits()
     Xtr, ytr, Xte, yte = train_test_split(X, y, 0.25, rng=SEED)
     net = minifim.MLP([64, HIDDEN, 10], activation="tanh", likelihood="categorical")
-    theta, hist = minifim.train(net, net.init(SEED), Xtr, ytr, minifim.optim.adam(1e-2), STEPS,
-                                penalty=minifim.GaussianPrior(ALPHA))
+    theta, hist = minifim.train(
+        net,
+        net.init(SEED),
+        Xtr,
+        ytr,
+        minifim.optim.adam(1e-2),
+        STEPS,
+        penalty=minifim.GaussianPrior(ALPHA),
+    )
     acc = minifim.accuracy(net, theta, Xte, yte)
-    report.section("Model", f"MLP {list(net.sizes)} (tanh, softmax; P = {net.num_params}), "
-                   f"Adam (lr 1e-2, full batch, {STEPS} steps) with weight decay "
-                   f"{ALPHA}/2 |theta|^2 on the summed NLL from `net.init({SEED})`; "
-                   f"{len(Xtr)} training / {len(Xte)} test digits. Test accuracy {acc:.3f}, "
-                   f"final objective {hist['loss'][-1]:.4f}.")
+    report.section(
+        "Model",
+        f"MLP {list(net.sizes)} (tanh, softmax; P = {net.num_params}), "
+        f"Adam (lr 1e-2, full batch, {STEPS} steps) with weight decay "
+        f"{ALPHA}/2 |theta|^2 on the summed NLL from `net.init({SEED})`; "
+        f"{len(Xtr)} training / {len(Xte)} test digits. Test accuracy {acc:.3f}, "
+        f"final objective {hist['loss'][-1]:.4f}.",
+    )
 
     # --- maps: overall and per class, true and empirical Fisher ---------------------------
     kinds = ("true", "empirical")
     maps = {}
     for kind in kinds:
-        maps[kind] = [minifim.sensitivity(net, theta, Xtr, ytr, kind, per="input",
-                                          input_shape=(8, 8))]
+        maps[kind] = [
+            minifim.sensitivity(net, theta, Xtr, ytr, kind, per="input", input_shape=(8, 8))
+        ]
         for c in range(10):
             sel = ytr == c
-            maps[kind].append(minifim.sensitivity(net, theta, Xtr[sel], ytr[sel], kind,
-                                                  per="input", input_shape=(8, 8)))
-    gate = minifim.sensitivity(net, theta, Xtr, per="input", aggregate="gate",
-                               input_shape=(8, 8))
+            maps[kind].append(
+                minifim.sensitivity(
+                    net, theta, Xtr[sel], ytr[sel], kind, per="input", input_shape=(8, 8)
+                )
+            )
+    gate = minifim.sensitivity(net, theta, Xtr, per="input", aggregate="gate", input_shape=(8, 8))
     fig, axes = plt.subplots(2, 11, figsize=(15, 3.4))
     for r, kind in enumerate(kinds):
         for c, m in enumerate(maps[kind]):
@@ -84,11 +101,17 @@ def main():
                 ax.set_title("all digits" if c == 0 else f"digit {c - 1}", fontsize=9)
             if c == 0:
                 ax.set_ylabel(f"{kind}\nFisher", fontsize=9)
-    fig.suptitle("Input-pixel sensitivity: sum of the Fisher diagonal over each pixel's "
-                 "first-layer weights (each map scaled to its maximum)", fontsize=10)
-    report.figure(fig, "sensitivity_maps.png",
-                  "Sensitivity maps (8 x 8 pixels) over all training digits and per class, "
-                  "true Fisher (top) and empirical Fisher (bottom); bright = sensitive.")
+    fig.suptitle(
+        "Input-pixel sensitivity: sum of the Fisher diagonal over each pixel's "
+        "first-layer weights (each map scaled to its maximum)",
+        fontsize=10,
+    )
+    report.figure(
+        fig,
+        "sensitivity_maps.png",
+        "Sensitivity maps (8 x 8 pixels) over all training digits and per class, "
+        "true Fisher (top) and empirical Fisher (bottom); bright = sensitive.",
+    )
 
     # --- true vs empirical per parameter, on training and test data ------------------------
     rows = []
@@ -98,40 +121,57 @@ def main():
         dE = minifim.sensitivity(net, theta, Xs, ys, "empirical")
         nz = (dF > 0) & (dE > 0)
         rho = spearmanr(dF[nz], dE[nz]).statistic
-        rows.append((name, float(dF.sum()), float(dE.sum()), float(dE.sum() / dF.sum()),
-                     float(rho), int(np.sum(dF == 0))))
+        rows.append(
+            (
+                name,
+                float(dF.sum()),
+                float(dE.sum()),
+                float(dE.sum() / dF.sum()),
+                float(rho),
+                int(np.sum(dF == 0)),
+            )
+        )
         ax.loglog(dF[nz], dE[nz], ".", ms=2, alpha=0.4)
         lim = [min(dF[nz].min(), dE[nz].min()), max(dF.max(), dE.max())]
         ax.plot(lim, lim, "k--", lw=1, label="equal")
         ax.set_xlabel("true Fisher diagonal F_ii")
         ax.set_ylabel("empirical Fisher diagonal EF_ii")
-        ax.set_title(f"{name} data: tr EF / tr F = {dE.sum() / dF.sum():.3g}, "
-                     f"Spearman {rho:.2f}", fontsize=9)
+        ax.set_title(
+            f"{name} data: tr EF / tr F = {dE.sum() / dF.sum():.3g}, Spearman {rho:.2f}", fontsize=9
+        )
         ax.legend()
-    report.figure(fig, "true_vs_empirical.png",
-                  "Per-parameter sensitivity, true vs empirical Fisher diagonal, on the "
-                  "training and the test data (log-log; the dashed line is equality).")
-    report.table(["data", "tr F", "tr EF", "tr EF / tr F", "Spearman(F_ii, EF_ii)",
-                  "params with F_ii = 0"], rows)
+    report.figure(
+        fig,
+        "true_vs_empirical.png",
+        "Per-parameter sensitivity, true vs empirical Fisher diagonal, on the "
+        "training and the test data (log-log; the dashed line is equality).",
+    )
+    report.table(
+        ["data", "tr F", "tr EF", "tr EF / tr F", "Spearman(F_ii, EF_ii)", "params with F_ii = 0"],
+        rows,
+    )
     zero_pixels = int(np.sum(maps["true"][0] == 0))
-    report.text(f"{zero_pixels} pixels are constant zero in the training digits; their "
-                "first-layer weights receive no gradient, so their sensitivity is exactly 0.")
+    report.text(
+        f"{zero_pixels} pixels are constant zero in the training digits; their "
+        "first-layer weights receive no gradient, so their sensitivity is exactly 0."
+    )
 
     # --- pixel ablation: does the ranking identify the important pixels? -------------------
     rng = np.random.default_rng(SEED)
     orders = {
         "least sensitive first (true F)": np.argsort(maps["true"][0].ravel(), kind="stable"),
-        "least sensitive first (empirical F)": np.argsort(maps["empirical"][0].ravel(),
-                                                          kind="stable"),
+        "least sensitive first (empirical F)": np.argsort(
+            maps["empirical"][0].ravel(), kind="stable"
+        ),
         "least sensitive first (gate, true F)": np.argsort(gate.ravel(), kind="stable"),
         "most sensitive first (true F)": np.argsort(-maps["true"][0].ravel(), kind="stable"),
         # a curvature-free baseline: pixels with the least mean squared intensity first
-        "least input energy first (mean x_j^2)": np.argsort(np.mean(Xtr ** 2, axis=0),
-                                                            kind="stable"),
+        "least input energy first (mean x_j^2)": np.argsort(np.mean(Xtr**2, axis=0), kind="stable"),
     }
     curves = {k: ablation_curve(net, theta, Xte, yte, o) for k, o in orders.items()}
-    random_curves = np.array([ablation_curve(net, theta, Xte, yte, rng.permutation(64))
-                              for _ in range(N_RANDOM)])
+    random_curves = np.array(
+        [ablation_curve(net, theta, Xte, yte, rng.permutation(64)) for _ in range(N_RANDOM)]
+    )
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for k, c in curves.items():
         ax.plot(REMOVED, c, "o-", ms=3, label=k)
@@ -142,32 +182,52 @@ def main():
     ax.set_ylabel("test accuracy")
     ax.set_title("Zeroing pixels in order of Fisher sensitivity")
     ax.legend(fontsize=8)
-    report.figure(fig, "pixel_ablation.png",
-                  "Test accuracy after zeroing k input pixels, in order of the sensitivity "
-                  "maps (least or most sensitive first) or at random (band: one std).")
+    report.figure(
+        fig,
+        "pixel_ablation.png",
+        "Test accuracy after zeroing k input pixels, in order of the sensitivity "
+        "maps (least or most sensitive first) or at random (band: one std).",
+    )
     headers = ["pixels zeroed"] + list(curves) + ["random (mean)"]
-    report.table(headers, [[k] + [float(c[i]) for c in curves.values()] + [float(mean[i])]
-                           for i, k in enumerate(REMOVED)], floatfmt=".3f")
+    report.table(
+        headers,
+        [
+            [k] + [float(c[i]) for c in curves.values()] + [float(mean[i])]
+            for i, k in enumerate(REMOVED)
+        ],
+        floatfmt=".3f",
+    )
 
     i = REMOVED.index(32)
-    least, most, rand = (curves["least sensitive first (true F)"][i],
-                         curves["most sensitive first (true F)"][i], mean[i])
+    least, most, rand = (
+        curves["least sensitive first (true F)"][i],
+        curves["most sensitive first (true F)"][i],
+        mean[i],
+    )
     energy = curves["least input energy first (mean x_j^2)"][i]
     ratio_train = rows[0][3]
-    detail = (f"zeroing 32 of 64 pixels: least-sensitive-first keeps test accuracy {least:.3f}, "
-              f"random {rand:.3f} (mean of {N_RANDOM}), most-sensitive-first {most:.3f} "
-              f"(unablated {acc:.3f}; the curvature-free least-energy-first baseline {energy:.3f}); tr EF / tr F = {ratio_train:.3g} on the training data, "
-              f"{rows[1][3]:.3g} on the test data")
+    detail = (
+        f"zeroing 32 of 64 pixels: least-sensitive-first keeps test accuracy {least:.3f}, "
+        f"random {rand:.3f} (mean of {N_RANDOM}), most-sensitive-first {most:.3f} "
+        f"(unablated {acc:.3f}; the curvature-free least-energy-first baseline {energy:.3f}); tr EF / tr F = {ratio_train:.3g} on the training data, "
+        f"{rows[1][3]:.3g} on the test data"
+    )
     gap = np.mean(curves["least sensitive first (true F)"]) - np.mean(
-        curves["least input energy first (mean x_j^2)"])
-    report.text("The Fisher ranking beats random and reversed orders by a wide margin, but the "
-                "curvature-free baseline (zero the pixels of least mean squared intensity "
-                f"first) does about as well: mean accuracy over the curve differs by {gap:+.3f}. "
-                "Much of what the input map sees is the input energy a_j^2 that multiplies "
-                "every first-layer weight's Fisher entry.")
+        curves["least input energy first (mean x_j^2)"]
+    )
+    report.text(
+        "The Fisher ranking beats random and reversed orders by a wide margin, but the "
+        "curvature-free baseline (zero the pixels of least mean squared intensity "
+        f"first) does about as well: mean accuracy over the curve differs by {gap:+.3f}. "
+        "Much of what the input map sees is the input energy a_j^2 that multiplies "
+        "every first-layer weight's Fisher entry."
+    )
     ordered = least > rand > most
-    status = "agrees" if ordered and ratio_train < 1 else (
-        "disagrees" if least <= rand and ratio_train >= 1 else "inconclusive")
+    status = (
+        "agrees"
+        if ordered and ratio_train < 1
+        else ("disagrees" if least <= rand and ratio_train >= 1 else "inconclusive")
+    )
     report.verdict(status, detail)
     report.save()
 

@@ -56,9 +56,11 @@ def singular_error(what: str, damping: float, detail: str) -> ValueError:
     detail : str
         Why: the figure that failed the criterion.
     """
-    return ValueError(f"damping: the system ({what} + damping I) is singular to working "
-                      f"precision with damping = {damping!r} ({detail}); use damping > 0 "
-                      "(or a larger damping)")
+    return ValueError(
+        f"damping: the system ({what} + damping I) is singular to working "
+        f"precision with damping = {damping!r} ({detail}); use damping > 0 "
+        "(or a larger damping)"
+    )
 
 
 def check_conditioned(eigenvalues: ArrayLike, damping: float, what: str) -> None:
@@ -85,10 +87,12 @@ def check_conditioned(eigenvalues: ArrayLike, damping: float, what: str) -> None
     n = w.size
     if not (lo > 0 and lo > n * EPS * hi):
         cond = hi / lo if lo > 0 else float("inf")
-        raise ValueError(f"damping: the system {what} has condition number {cond:.3g} "
-                         f">= 1 / (n eps) = {1 / (n * EPS):.3g} (eigenvalues in [{lo:.3g}, "
-                         f"{hi:.3g}]) with damping = {damping!r}; increase damping (the solve "
-                         "cannot be accurate)")
+        raise ValueError(
+            f"damping: the system {what} has condition number {cond:.3g} "
+            f">= 1 / (n eps) = {1 / (n * EPS):.3g} (eigenvalues in [{lo:.3g}, "
+            f"{hi:.3g}]) with damping = {damping!r}; increase damping (the solve "
+            "cannot be accurate)"
+        )
 
 
 def is_numerically_singular(M: ArrayLike) -> bool:
@@ -115,8 +119,9 @@ def _fortran_view(A: np.ndarray, lower: bool) -> tuple[np.ndarray, bool]:
     return A, lower
 
 
-def cholesky_factor(A: np.ndarray, *, what: str, damping: float, lower: bool = False,
-                    hint: str | None = None) -> tuple[np.ndarray, bool]:
+def cholesky_factor(
+    A: np.ndarray, *, what: str, damping: float, lower: bool = False, hint: str | None = None
+) -> tuple[np.ndarray, bool]:
     """Checked Cholesky factor ``(c, lower)`` of a symmetric positive-definite ``A: (n, n)``.
 
     ``A`` is overwritten (pass a copy to keep it). The factor is refused (``ValueError`` naming
@@ -149,20 +154,28 @@ def cholesky_factor(A: np.ndarray, *, what: str, damping: float, lower: bool = F
     A, lower = _fortran_view(A, lower)
     anorm = float(sla.lapack.dlange("1", A))  # 1-norm without an |A| temporary
     if not anorm > _TINY / EPS:
-        raise singular_error(what, damping, f"1-norm {anorm:.3g} at the underflow threshold, "
-                             "the entries have lost their relative precision" + tail)
+        raise singular_error(
+            what,
+            damping,
+            f"1-norm {anorm:.3g} at the underflow threshold, "
+            "the entries have lost their relative precision" + tail,
+        )
     try:
         c, low = sla.cho_factor(A, lower=lower, overwrite_a=True, check_finite=False)
     except sla.LinAlgError:
-        raise singular_error(what, damping, "Cholesky failed: not positive definite"
-                             + tail) from None
+        raise singular_error(
+            what, damping, "Cholesky failed: not positive definite" + tail
+        ) from None
     if not np.all(np.diag(c) > 0):
         raise singular_error(what, damping, "Cholesky failed: not positive definite" + tail)
     rcond, _ = sla.lapack.dpocon(c, anorm, uplo="L" if low else "U")
     if not rcond > n * EPS:
-        raise singular_error(what, damping, f"reciprocal condition number {rcond:.3g} <= n eps "
-                             f"(condition number ~{1 / rcond if rcond > 0 else np.inf:.3g})"
-                             + tail)
+        raise singular_error(
+            what,
+            damping,
+            f"reciprocal condition number {rcond:.3g} <= n eps "
+            f"(condition number ~{1 / rcond if rcond > 0 else np.inf:.3g})" + tail,
+        )
     return c, low
 
 
@@ -177,8 +190,15 @@ def _damped_copy(M: ArrayLike, damping: float, overwrite: bool) -> np.ndarray:
     return A
 
 
-def damped_solve(M: ArrayLike, g: ArrayLike, damping: float, *, what: str = "M",
-                 symmetric_indefinite: bool = False, overwrite_m: bool = False) -> np.ndarray:
+def damped_solve(
+    M: ArrayLike,
+    g: ArrayLike,
+    damping: float,
+    *,
+    what: str = "M",
+    symmetric_indefinite: bool = False,
+    overwrite_m: bool = False,
+) -> np.ndarray:
     """``(M + damping I)^{-1} g`` for a dense symmetric ``M``.
 
     Parameters
@@ -217,8 +237,12 @@ def damped_solve(M: ArrayLike, g: ArrayLike, damping: float, *, what: str = "M",
     A = _fortran_view(A, False)[0]  # symmetric: the transpose, without LAPACK's copy
     anorm = float(sla.lapack.dlange("1", A))
     if not anorm > _TINY / EPS:
-        raise singular_error(what, damping, f"1-norm {anorm:.3g} at the underflow threshold, "
-                             "the entries have lost their relative precision")
+        raise singular_error(
+            what,
+            damping,
+            f"1-norm {anorm:.3g} at the underflow threshold, "
+            "the entries have lost their relative precision",
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("error", sla.LinAlgWarning)
         try:
@@ -227,8 +251,14 @@ def damped_solve(M: ArrayLike, g: ArrayLike, damping: float, *, what: str = "M",
             raise singular_error(what, damping, f"symmetric solve: {err}") from None
 
 
-def damped_inverse(M: ArrayLike, damping: float, *, what: str = "M", hint: str | None = None,
-                   overwrite_m: bool = False) -> np.ndarray:
+def damped_inverse(
+    M: ArrayLike,
+    damping: float,
+    *,
+    what: str = "M",
+    hint: str | None = None,
+    overwrite_m: bool = False,
+) -> np.ndarray:
     """``(M + damping I)^{-1}`` of a dense symmetric PSD ``M``, symmetrised.
 
     By the checked Cholesky factor (:func:`cholesky_factor`) and ``cho_solve`` with the
@@ -246,8 +276,9 @@ def damped_inverse(M: ArrayLike, damping: float, *, what: str = "M", hint: str |
     return 0.5 * (X + X.T)
 
 
-def diagonal_solve(d: ArrayLike, g: ArrayLike, damping: float, *,
-                   what: str = "diag(M)") -> np.ndarray:
+def diagonal_solve(
+    d: ArrayLike, g: ArrayLike, damping: float, *, what: str = "diag(M)"
+) -> np.ndarray:
     """``g / (d + damping)`` for a diagonal curvature ``d: (n,)`` and ``g: (n,)``.
 
     Refused (``ValueError`` naming ``damping``) when an entry of ``d + damping`` is at most

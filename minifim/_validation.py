@@ -48,11 +48,14 @@ def describe(x: object) -> str:
     return f"{type(x).__name__}"
 
 
-
-
-def as_float_array(x: Any, name: str, *, ndim: int | None = None,
-                   shape: tuple[int | None, ...] | None = None,
-                   finite: bool = True) -> np.ndarray:
+def as_float_array(
+    x: Any,
+    name: str,
+    *,
+    ndim: int | None = None,
+    shape: tuple[int | None, ...] | None = None,
+    finite: bool = True,
+) -> np.ndarray:
     """Return ``x`` as a float64 ndarray after checking kind, dimension, shape and finiteness.
 
     ``shape`` may contain ``None`` for a free axis. Raises ``TypeError`` for non-numeric
@@ -63,35 +66,44 @@ def as_float_array(x: Any, name: str, *, ndim: int | None = None,
     try:
         arr = np.asarray(x)
     except ValueError as err:  # ragged nested sequences
-        raise ValueError(f"{name}: expected a rectangular numeric array, received a ragged "
-                         f"{type(x).__name__} ({err})") from None
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
-                                   or arr.dtype == np.bool_):
+        raise ValueError(
+            f"{name}: expected a rectangular numeric array, received a ragged "
+            f"{type(x).__name__} ({err})"
+        ) from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
         raise TypeError(f"{name}: expected a real numeric array, received {describe(arr)}")
     if np.iscomplexobj(arr):
         raise TypeError(f"{name}: expected a real array, received complex dtype {arr.dtype}")
     if ndim is not None and arr.ndim != ndim:
-        raise ValueError(f"{name}: expected a {ndim}-D array, received {arr.ndim}-D array of "
-                         f"shape {arr.shape}")
+        raise ValueError(
+            f"{name}: expected a {ndim}-D array, received {arr.ndim}-D array of shape {arr.shape}"
+        )
     if shape is not None:
-        if arr.ndim != len(shape) or any(s is not None and s != a
-                                         for s, a in zip(shape, arr.shape)):
-            want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + (
-                ",)" if len(shape) == 1 else ")")
+        if arr.ndim != len(shape) or any(
+            s is not None and s != a for s, a in zip(shape, arr.shape)
+        ):
+            want = (
+                "("
+                + ", ".join("*" if s is None else str(s) for s in shape)
+                + (",)" if len(shape) == 1 else ")")
+            )
             raise ValueError(f"{name}: expected shape {want}, received shape {arr.shape}")
     arr = arr.astype(np.float64, copy=False)
     if finite and not np.all(np.isfinite(arr)):
         bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
-        raise ValueError(f"{name}: expected finite values, received {bad} NaN/Inf "
-                         f"entr{'y' if bad == 1 else 'ies'}")
+        raise ValueError(
+            f"{name}: expected finite values, received {bad} NaN/Inf "
+            f"entr{'y' if bad == 1 else 'ies'}"
+        )
     return arr
 
 
 def check_choice(value: object, name: str, choices: Collection[str]) -> str:
     """Check that ``value`` is one of the strings in ``choices``."""
     if not isinstance(value, str):
-        raise TypeError(f"{name}: expected one of {sorted(choices)}, received "
-                        f"{type(value).__name__} {value!r}")
+        raise TypeError(
+            f"{name}: expected one of {sorted(choices)}, received {type(value).__name__} {value!r}"
+        )
     if value not in choices:
         raise ValueError(f"{name}: expected one of {sorted(choices)}, received {value!r}")
     return value
@@ -99,8 +111,9 @@ def check_choice(value: object, name: str, choices: Collection[str]) -> str:
 
 def _check_real_scalar(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a real number, received {type(value).__name__} "
-                        f"{value!r}")
+        raise TypeError(
+            f"{name}: expected a real number, received {type(value).__name__} {value!r}"
+        )
     value = float(value)
     if not np.isfinite(value):
         raise ValueError(f"{name}: expected a finite number, received {value!r}")
@@ -126,8 +139,7 @@ def check_nonnegative(value: Any, name: str) -> float:
 def check_int(value: Any, name: str, minimum: int | None = None) -> int:
     """Check ``value`` is an integer (not bool), optionally ``>= minimum``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}: expected an integer, received {type(value).__name__} "
-                        f"{value!r}")
+        raise TypeError(f"{name}: expected an integer, received {type(value).__name__} {value!r}")
     value = int(value)
     if minimum is not None and value < minimum:
         raise ValueError(f"{name}: expected an integer >= {minimum}, received {value}")
@@ -143,8 +155,10 @@ def as_generator(rng: Any, name: str = "rng") -> np.random.Generator:
         return rng
     if isinstance(rng, numbers.Integral) and not isinstance(rng, bool):
         return np.random.default_rng(int(rng))
-    raise TypeError(f"{name}: expected a numpy.random.Generator or an integer seed, received "
-                    f"{type(rng).__name__} {rng!r}")
+    raise TypeError(
+        f"{name}: expected a numpy.random.Generator or an integer seed, received "
+        f"{type(rng).__name__} {rng!r}"
+    )
 
 
 def is_box(x: object) -> bool:
@@ -170,8 +184,10 @@ def check_net(net: Any, name: str = "net") -> MLP:
         elif isinstance(net, np.ndarray):
             hint = " (net comes first, then theta)"
         elif hasattr(net, "parameters") and hasattr(net, "forward"):
-            hint = (" (a torch module: describe it with minifim.MLP and load its weights with "
-                    "MLP.from_state_dict)")
+            hint = (
+                " (a torch module: describe it with minifim.MLP and load its weights with "
+                "MLP.from_state_dict)"
+            )
         raise TypeError(f"{name}: expected a minifim.MLP, received {describe(net)}{hint}")
     return cast("MLP", net)  # MLP is the only NetworkBase
 
@@ -179,6 +195,7 @@ def check_net(net: Any, name: str = "net") -> MLP:
 def check_bool(value: object, name: str) -> bool:
     """``value`` if it is ``True``/``False`` (a NumPy bool too), else ``TypeError`` naming it."""
     if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name}: expected True or False, received {type(value).__name__} "
-                        f"{value!r}")
+        raise TypeError(
+            f"{name}: expected True or False, received {type(value).__name__} {value!r}"
+        )
     return bool(value)

@@ -46,8 +46,9 @@ def load_digits(scale: bool = True) -> tuple[np.ndarray, np.ndarray]:
     try:
         from sklearn.datasets import load_digits as _load
     except ImportError as err:  # pragma: no cover - depends on the installed extras
-        raise ImportError("load_digits needs scikit-learn: pip install 'minifim[experiments]'"
-                          ) from err
+        raise ImportError(
+            "load_digits needs scikit-learn: pip install 'minifim[experiments]'"
+        ) from err
     data = _load()
     X = data.data.astype(np.float64)
     return (X / 16.0 if scale else X), data.target.astype(np.int64)
@@ -58,15 +59,18 @@ def _numeric(x: Any, name: str) -> np.ndarray:
     if x is None or isinstance(x, (str, bytes)):
         raise TypeError(f"{name}: expected a real numeric array, received {type(x).__name__}")
     arr = np.asarray(x)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
-                                   or arr.dtype == np.bool_) or np.iscomplexobj(arr):
+    if (
+        arr.dtype == object
+        or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_)
+        or np.iscomplexobj(arr)
+    ):
         raise TypeError(f"{name}: expected a real numeric array, received {describe(arr)}")
     return arr
 
 
-def train_test_split(X: ArrayLike, y: ArrayLike, test_fraction: float = 0.25,
-                     rng: np.random.Generator | int = 0
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def train_test_split(
+    X: ArrayLike, y: ArrayLike, test_fraction: float = 0.25, rng: np.random.Generator | int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Shuffle and split: ``(X_train, y_train, X_test, y_test)``.
 
     Parameters
@@ -82,27 +86,34 @@ def train_test_split(X: ArrayLike, y: ArrayLike, test_fraction: float = 0.25,
     X = _numeric(X, "X")
     y = _numeric(y, "y")
     if X.ndim == 0 or X.shape[0] < 2:
-        raise ValueError(f"X: expected an array of N >= 2 samples (first axis), received "
-                         f"shape {X.shape}")
+        raise ValueError(
+            f"X: expected an array of N >= 2 samples (first axis), received shape {X.shape}"
+        )
     if y.ndim == 0 or y.shape[0] != X.shape[0]:
         got = "a scalar" if y.ndim == 0 else y.shape[0]
         raise ValueError(f"y: expected {X.shape[0]} rows to match X, received {got}")
-    if (isinstance(test_fraction, (bool, np.bool_)) or not isinstance(test_fraction, numbers.Real)
-            or not 0.0 < test_fraction < 1.0):
+    if (
+        isinstance(test_fraction, (bool, np.bool_))
+        or not isinstance(test_fraction, numbers.Real)
+        or not 0.0 < test_fraction < 1.0
+    ):
         raise ValueError(f"test_fraction: expected a number in (0, 1), received {test_fraction}")
     N = X.shape[0]
     n_test = int(round(test_fraction * N))
     if n_test in (0, N):
         part = "test" if n_test == 0 else "training"
-        raise ValueError(f"test_fraction: {test_fraction} of N = {N} samples gives an empty "
-                         f"{part} set; expected a fraction leaving both parts non-empty")
+        raise ValueError(
+            f"test_fraction: {test_fraction} of N = {N} samples gives an empty "
+            f"{part} set; expected a fraction leaving both parts non-empty"
+        )
     idx = rng.permutation(N)
     test, train = idx[:n_test], idx[n_test:]
     return X[train], y[train], X[test], y[test]
 
 
-def permuted_tasks(X: ArrayLike, n_tasks: int, rng: np.random.Generator | int = 0
-                   ) -> list[np.ndarray]:
+def permuted_tasks(
+    X: ArrayLike, n_tasks: int, rng: np.random.Generator | int = 0
+) -> list[np.ndarray]:
     """Permuted-input tasks: ``X[:, perm_t]`` for ``n_tasks`` fixed permutations of the
     features (the first is the identity). Returns the permutations ``(D,)`` per task."""
     rng = as_generator(rng)
@@ -111,8 +122,7 @@ def permuted_tasks(X: ArrayLike, n_tasks: int, rng: np.random.Generator | int = 
     return [np.arange(D)] + [rng.permutation(D) for _ in range(n_tasks - 1)]
 
 
-def split_tasks(y: ArrayLike, groups: Sequence[Sequence[int]] | np.ndarray
-                ) -> list[np.ndarray]:
+def split_tasks(y: ArrayLike, groups: Sequence[Sequence[int]] | np.ndarray) -> list[np.ndarray]:
     """Indices of the samples whose label is in each group, e.g. ``[(0, 1), (2, 3), ...]``.
 
     Parameters
@@ -133,17 +143,20 @@ def split_tasks(y: ArrayLike, groups: Sequence[Sequence[int]] | np.ndarray
     if not (np.issubdtype(y.dtype, np.integer) or y.size == 0):
         raise TypeError(f"y: expected integer labels, received dtype {y.dtype}")
     if isinstance(groups, (str, bytes)) or not isinstance(groups, Sequence | np.ndarray):
-        raise TypeError(f"groups: expected a sequence of label groups such as [(0, 1), (2, 3)], "
-                        f"received {type(groups).__name__}")
+        raise TypeError(
+            f"groups: expected a sequence of label groups such as [(0, 1), (2, 3)], "
+            f"received {type(groups).__name__}"
+        )
     out = []
     for i, g in enumerate(groups):
         if isinstance(g, (str, bytes)) or not isinstance(g, Sequence | np.ndarray):
-            raise TypeError(f"groups[{i}]: expected a sequence of labels such as (0, 1), "
-                            f"received {type(g).__name__} {g!r}")
+            raise TypeError(
+                f"groups[{i}]: expected a sequence of labels such as (0, 1), "
+                f"received {type(g).__name__} {g!r}"
+            )
         labels = tuple(check_int(c, f"groups[{i}][{j}]") for j, c in enumerate(g))
         if not labels:
-            raise ValueError(f"groups[{i}]: expected at least one label, received an empty "
-                             "group")
+            raise ValueError(f"groups[{i}]: expected at least one label, received an empty group")
         idx = np.flatnonzero(np.isin(y, labels))
         if idx.size == 0:
             raise ValueError(f"groups[{i}]: no sample has a label in {labels}")
@@ -151,8 +164,9 @@ def split_tasks(y: ArrayLike, groups: Sequence[Sequence[int]] | np.ndarray
     return out
 
 
-def two_moons(n: int, noise: float = 0.1, rng: np.random.Generator | int = 0
-              ) -> tuple[np.ndarray, np.ndarray]:
+def two_moons(
+    n: int, noise: float = 0.1, rng: np.random.Generator | int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Two interleaving half circles: ``X: (n, 2)``, labels ``y: (n,)`` in {0, 1}."""
     rng = as_generator(rng)
     n = check_int(n, "n", 2)
@@ -168,9 +182,13 @@ def two_moons(n: int, noise: float = 0.1, rng: np.random.Generator | int = 0
     return X[perm], y[perm]
 
 
-def linear_regression_data(n: int, d: int, sigma: float = 1.0,
-                           rng: np.random.Generator | int = 0, w: ArrayLike | None = None
-                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+def linear_regression_data(
+    n: int,
+    d: int,
+    sigma: float = 1.0,
+    rng: np.random.Generator | int = 0,
+    w: ArrayLike | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """``y = X w + b + sigma eps``: returns ``(X: (n, d), y: (n, 1), w: (d,), b)``."""
     rng = as_generator(rng)
     n, d = check_int(n, "n", 1), check_int(d, "d", 1)
@@ -182,8 +200,9 @@ def linear_regression_data(n: int, d: int, sigma: float = 1.0,
     return X, y, w, b
 
 
-def teacher_data(net: MLP, theta: ArrayLike, n: int, rng: np.random.Generator | int = 0
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def teacher_data(
+    net: MLP, theta: ArrayLike, n: int, rng: np.random.Generator | int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Inputs ``X ~ N(0, I): (n, D)`` and targets drawn from the teacher ``p_theta(y | x)``."""
     check_net(net)
     rng = as_generator(rng)
@@ -197,11 +216,14 @@ def one_hot(y: ArrayLike, C: int) -> np.ndarray:
     C = check_int(C, "C", 1)
     y = np.asarray(y)
     if y.ndim != 1 or not (np.issubdtype(y.dtype, np.integer) or y.size == 0):
-        raise ValueError(f"y: expected integer labels of shape (N,), received "
-                         f"{'dtype ' + str(y.dtype) if y.ndim == 1 else 'shape ' + str(y.shape)}")
+        raise ValueError(
+            f"y: expected integer labels of shape (N,), received "
+            f"{'dtype ' + str(y.dtype) if y.ndim == 1 else 'shape ' + str(y.shape)}"
+        )
     if y.size and (y.min() < 0 or y.max() >= C):
-        raise ValueError(f"y: expected labels in [0, {C}), received values in "
-                         f"[{y.min()}, {y.max()}]")
+        raise ValueError(
+            f"y: expected labels in [0, {C}), received values in [{y.min()}, {y.max()}]"
+        )
     out = np.zeros((y.shape[0], C))
     out[np.arange(y.shape[0]), y] = 1.0
     return out

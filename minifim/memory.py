@@ -56,8 +56,10 @@ def _parse_bytes(text: str) -> int:
     except ValueError:
         value = float("nan")
     if not (value >= 1 and value < float("inf")):
-        raise ValueError(f"MINIFIM_MEMORY_BUDGET: expected a positive size such as '4G' or "
-                         f"'500000000', received {text!r}")
+        raise ValueError(
+            f"MINIFIM_MEMORY_BUDGET: expected a positive size such as '4G' or "
+            f"'500000000', received {text!r}"
+        )
     return int(value)
 
 
@@ -128,7 +130,8 @@ def require_memory(nbytes: int, what: str, alternatives: str) -> None:
             f"{what} needs {format_bytes(nbytes)}, over the memory budget of "
             f"{format_bytes(budget)}. Cheaper route: {alternatives}. "
             "(Raise the budget with minifim.set_memory_budget(nbytes), minifim.memory_limit("
-            "nbytes) or the MINIFIM_MEMORY_BUDGET environment variable.)")
+            "nbytes) or the MINIFIM_MEMORY_BUDGET environment variable.)"
+        )
 
 
 def dense_square_bytes(P: int, itemsize: int = 8) -> int:

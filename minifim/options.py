@@ -407,23 +407,33 @@ def as_option(value: Any, cls: type[E], name: str, allowed: Iterable[E] | None =
     """
     allowed = None if allowed is None else tuple(cls(a) for a in allowed)
     if not isinstance(value, str):
-        raise TypeError(f"{name}: expected one of {_choices_text(cls, allowed)}, received "
-                        f"{type(value).__name__} {value!r}")
+        raise TypeError(
+            f"{name}: expected one of {_choices_text(cls, allowed)}, received "
+            f"{type(value).__name__} {value!r}"
+        )
     try:
         member = cls(value)
     except ValueError:
         member = None
     if member is None or (allowed is not None and member not in allowed):
-        raise ValueError(f"{name}: expected one of {_choices_text(cls, allowed)}, received "
-                         f"{str.__str__(value)!r}")
+        raise ValueError(
+            f"{name}: expected one of {_choices_text(cls, allowed)}, received "
+            f"{str.__str__(value)!r}"
+        )
     return member
 
 
 # --- renamed keywords -----------------------------------------------------------------------
 
 
-def renamed_keyword(old: str, new: str, kwargs: dict[str, Any], where: str = "",
-                    since: str = DEPRECATION_SINCE, until: str = DEPRECATION_UNTIL) -> None:
+def renamed_keyword(
+    old: str,
+    new: str,
+    kwargs: dict[str, Any],
+    where: str = "",
+    since: str = DEPRECATION_SINCE,
+    until: str = DEPRECATION_UNTIL,
+) -> None:
     """Move ``kwargs[old]`` to ``kwargs[new]`` in place, with a ``DeprecationWarning``.
 
     Raises ``TypeError`` if both ``old`` and ``new`` are given. Does nothing if ``old`` is
@@ -433,15 +443,21 @@ def renamed_keyword(old: str, new: str, kwargs: dict[str, Any], where: str = "",
         return
     prefix = f"{where}: " if where else ""
     if new in kwargs:
-        raise TypeError(f"{prefix}received both '{old}' (deprecated) and '{new}'; pass only "
-                        f"'{new}'")
-    warnings.warn(f"{prefix}keyword '{old}' is deprecated since minifim {since} and will be "
-                  f"removed in {until}; use '{new}'", DeprecationWarning, stacklevel=3)
+        raise TypeError(
+            f"{prefix}received both '{old}' (deprecated) and '{new}'; pass only '{new}'"
+        )
+    warnings.warn(
+        f"{prefix}keyword '{old}' is deprecated since minifim {since} and will be "
+        f"removed in {until}; use '{new}'",
+        DeprecationWarning,
+        stacklevel=3,
+    )
     kwargs[new] = kwargs.pop(old)
 
 
-def deprecated_keywords(since: str = DEPRECATION_SINCE, until: str = DEPRECATION_UNTIL,
-                        **renames: str) -> Callable[[F], F]:
+def deprecated_keywords(
+    since: str = DEPRECATION_SINCE, until: str = DEPRECATION_UNTIL, **renames: str
+) -> Callable[[F], F]:
     """Decorator keeping renamed keywords working for one release.
 
     ``@deprecated_keywords(seed_or_rng="rng")`` maps a call's ``seed_or_rng=`` to ``rng=``
@@ -454,11 +470,14 @@ def deprecated_keywords(since: str = DEPRECATION_SINCE, until: str = DEPRECATION
         params = inspect.signature(func).parameters
         for old, new in renames.items():
             if new not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-                raise TypeError(f"deprecated_keywords: {func.__qualname__} has no parameter "
-                                f"'{new}' to map '{old}' to")
+                raise TypeError(
+                    f"deprecated_keywords: {func.__qualname__} has no parameter "
+                    f"'{new}' to map '{old}' to"
+                )
             if old in params:
-                raise TypeError(f"deprecated_keywords: {func.__qualname__} still has the old "
-                                f"parameter '{old}'")
+                raise TypeError(
+                    f"deprecated_keywords: {func.__qualname__} still has the old parameter '{old}'"
+                )
         where = func.__qualname__
 
         @functools.wraps(func)
@@ -466,11 +485,16 @@ def deprecated_keywords(since: str = DEPRECATION_SINCE, until: str = DEPRECATION
             for old, new in renames.items():
                 if old in kwargs:
                     if new in kwargs:
-                        raise TypeError(f"{where}: received both '{old}' (deprecated) and "
-                                        f"'{new}'; pass only '{new}'")
-                    warnings.warn(f"{where}: keyword '{old}' is deprecated since minifim "
-                                  f"{since} and will be removed in {until}; use '{new}'",
-                                  DeprecationWarning, stacklevel=2)
+                        raise TypeError(
+                            f"{where}: received both '{old}' (deprecated) and "
+                            f"'{new}'; pass only '{new}'"
+                        )
+                    warnings.warn(
+                        f"{where}: keyword '{old}' is deprecated since minifim "
+                        f"{since} and will be removed in {until}; use '{new}'",
+                        DeprecationWarning,
+                        stacklevel=2,
+                    )
                     kwargs[new] = kwargs.pop(old)
             return func(*args, **kwargs)
 

@@ -37,8 +37,9 @@ def _pyplot() -> Any:
     try:
         import matplotlib.pyplot as plt
     except ImportError as err:  # pragma: no cover - depends on the installed extras
-        raise ImportError("minifim.plotting needs matplotlib: pip install "
-                          "'minifim[experiments]'") from err
+        raise ImportError(
+            "minifim.plotting needs matplotlib: pip install 'minifim[experiments]'"
+        ) from err
     return plt
 
 
@@ -60,8 +61,9 @@ def _floor(lam: np.ndarray, num_params: int | None, floor: float | None) -> floa
     return floor
 
 
-def log_bins(spectra: np.ndarray | Sequence[ArrayLike], bins: int = 40, *,
-             floor: float | None = None) -> np.ndarray:
+def log_bins(
+    spectra: np.ndarray | Sequence[ArrayLike], bins: int = 40, *, floor: float | None = None
+) -> np.ndarray:
     """Common log-spaced bin edges ``(bins + 1,)`` covering the eigenvalues above ``floor``
     of one or several spectra (so their histograms can be overlaid)."""
     bins = check_int(bins, "bins", 1)
@@ -84,9 +86,13 @@ def log_bins(spectra: np.ndarray | Sequence[ArrayLike], bins: int = 40, *,
     return edges
 
 
-def spectrum_histogram(eigenvalues: ArrayLike, bins: int | ArrayLike = 40, *,
-                       num_params: int | None = None, floor: float | None = None
-                       ) -> tuple[np.ndarray, np.ndarray, int]:
+def spectrum_histogram(
+    eigenvalues: ArrayLike,
+    bins: int | ArrayLike = 40,
+    *,
+    num_params: int | None = None,
+    floor: float | None = None,
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Histogram of the eigenvalues above ``floor`` on log-spaced bins.
 
     Parameters
@@ -114,19 +120,25 @@ def spectrum_histogram(eigenvalues: ArrayLike, bins: int | ArrayLike = 40, *,
     floor = _floor(lam, P, floor)
     above = lam[lam > floor]
     if isinstance(bins, (int, np.integer)) and not isinstance(bins, bool):
-        edges = log_bins(lam, int(bins), floor=floor) if above.size else np.logspace(-1, 0,
-                                                                                    int(bins) + 1)
+        edges = (
+            log_bins(lam, int(bins), floor=floor)
+            if above.size
+            else np.logspace(-1, 0, int(bins) + 1)
+        )
     else:
         edges = as_float_array(bins, "bins", ndim=1)
         if edges.size < 2 or np.any(edges <= 0) or np.any(np.diff(edges) <= 0):
-            raise ValueError("bins: expected an int or at least two increasing positive edges, "
-                             f"received {edges!r}")
+            raise ValueError(
+                "bins: expected an int or at least two increasing positive edges, "
+                f"received {edges!r}"
+            )
     counts, _ = np.histogram(above, bins=edges)
     return edges, counts / P, int(P - above.size)
 
 
-def cumulative_mass(eigenvalues: ArrayLike, *, num_params: int | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def cumulative_mass(
+    eigenvalues: ArrayLike, *, num_params: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Share of the trace held by the top eigenvalues: ``(i, sum_{j<=i} lambda_j / tr)``.
 
     Returns ``index: (m,)`` (``1..m``) and ``fraction: (m,)`` for the eigenvalues sorted in
@@ -144,17 +156,25 @@ def _markers(ax: Axes, markers: dict[str, float] | None) -> None:
     if markers is None:
         return
     if not isinstance(markers, dict):
-        raise TypeError(f"markers: expected a dict label -> x position, received "
-                        f"{type(markers).__name__}")
+        raise TypeError(
+            f"markers: expected a dict label -> x position, received {type(markers).__name__}"
+        )
     for i, (name, x) in enumerate(markers.items()):
         ax.axvline(float(x), color="0.3", ls=("--", ":", "-.")[i % 3], lw=1, label=str(name))
 
 
-def plot_spectrum(eigenvalues: ArrayLike, ax: Axes | None = None, *,
-                  bins: int | ArrayLike = 40, kind: str = "hist",
-                  num_params: int | None = None, floor: float | None = None,
-                  label: str | None = None, color: Any = None,
-                  markers: dict[str, float] | None = None) -> Axes:
+def plot_spectrum(
+    eigenvalues: ArrayLike,
+    ax: Axes | None = None,
+    *,
+    bins: int | ArrayLike = 40,
+    kind: str = "hist",
+    num_params: int | None = None,
+    floor: float | None = None,
+    label: str | None = None,
+    color: Any = None,
+    markers: dict[str, float] | None = None,
+) -> Axes:
     """Log-scale histogram (``kind="hist"``) or density (``kind="density"``) of a spectrum.
 
     The y axis is the fraction of all ``P`` eigenvalues per bin (``"hist"``) or per decade
@@ -177,11 +197,13 @@ def plot_spectrum(eigenvalues: ArrayLike, ax: Axes | None = None, *,
 
         above = lam[lam > _floor(lam, P, floor)]
         if above.size < 2 or np.ptp(np.log10(above)) == 0:
-            raise ValueError("kind: 'density' needs at least two distinct eigenvalues above "
-                             "the floor; use kind='hist'")
+            raise ValueError(
+                "kind: 'density' needs at least two distinct eigenvalues above "
+                "the floor; use kind='hist'"
+            )
         grid = np.linspace(np.log10(edges[0]), np.log10(edges[-1]), 400)
         dens = gaussian_kde(np.log10(above))(grid) * above.size / P
-        ax.plot(10.0 ** grid, dens, label=text, color=color, lw=1.5)
+        ax.plot(10.0**grid, dens, label=text, color=color, lw=1.5)
         ax.set_ylabel("fraction of eigenvalues per decade")
     ax.set_xscale("log")
     ax.set_xlabel("eigenvalue")
@@ -190,10 +212,16 @@ def plot_spectrum(eigenvalues: ArrayLike, ax: Axes | None = None, *,
     return ax
 
 
-def plot_cumulative_mass(eigenvalues: ArrayLike, ax: Axes | None = None, *,
-                         num_params: int | None = None, label: str | None = None,
-                         color: Any = None, relative_index: bool = False,
-                         markers: dict[str, float] | None = None) -> Axes:
+def plot_cumulative_mass(
+    eigenvalues: ArrayLike,
+    ax: Axes | None = None,
+    *,
+    num_params: int | None = None,
+    label: str | None = None,
+    color: Any = None,
+    relative_index: bool = False,
+    markers: dict[str, float] | None = None,
+) -> Axes:
     """Cumulative share of the trace held by the top ``i`` eigenvalues, against ``i``.
 
     ``relative_index=True`` puts ``i / P`` on the x axis (networks of different sizes on one
@@ -216,10 +244,16 @@ def plot_cumulative_mass(eigenvalues: ArrayLike, ax: Axes | None = None, *,
     return ax
 
 
-def plot_scree(eigenvalues: ArrayLike, ax: Axes | None = None, *,
-               num_params: int | None = None, floor: float | None = None,
-               label: str | None = None, color: Any = None,
-               markers: dict[str, float] | None = None) -> Axes:
+def plot_scree(
+    eigenvalues: ArrayLike,
+    ax: Axes | None = None,
+    *,
+    num_params: int | None = None,
+    floor: float | None = None,
+    label: str | None = None,
+    color: Any = None,
+    markers: dict[str, float] | None = None,
+) -> Axes:
     """Eigenvalues in descending order against their index, log-log (values ``<= floor`` are
     dropped, so the curve ends where the numerically zero tail begins)."""
     ax = _axes(ax)

@@ -52,13 +52,15 @@ def make_case(sizes, activation="tanh", likelihood="categorical", sigma=0.7, N=5
     return Case(name, net, theta, X, y)
 
 
-CASES = [make_case((3, 4, 3), a, lik, seed=i)
-         for i, (a, lik) in enumerate((a, lik) for lik in LIKELIHOODS for a in ACTIVATIONS)]
+CASES = [
+    make_case((3, 4, 3), a, lik, seed=i)
+    for i, (a, lik) in enumerate((a, lik) for lik in LIKELIHOODS for a in ACTIVATIONS)
+]
 CASES += [
-    make_case((2, 3, 4, 2), "tanh", "categorical", N=6, seed=101),     # deeper
-    make_case((4, 3), "identity", "gaussian", N=7, seed=102),          # linear-Gaussian regression
-    make_case((3, 1), "identity", "bernoulli", N=7, seed=103),         # logistic regression
-    make_case((3, 4), "identity", "categorical", N=7, seed=104),       # softmax regression
+    make_case((2, 3, 4, 2), "tanh", "categorical", N=6, seed=101),  # deeper
+    make_case((4, 3), "identity", "gaussian", N=7, seed=102),  # linear-Gaussian regression
+    make_case((3, 1), "identity", "bernoulli", N=7, seed=103),  # logistic regression
+    make_case((3, 4), "identity", "categorical", N=7, seed=104),  # softmax regression
     make_case((2, 5, 2), "softplus", "gaussian", sigma=0.3, N=4, seed=105),
 ]
 
@@ -170,9 +172,11 @@ def _saturated(case, logit=50.0, seed=0):
 #: One sample (N = 1): every curvature has rank <= C, and K-FAC is exact per layer.
 SINGLE_SAMPLE_CASES = [
     dataclasses.replace(c, name=f"{c.name}-N1")
-    for c in (make_case((2, 3, 4, 2), "tanh", "categorical", N=1, seed=11),
-              make_case((3, 4, 3), "relu", "bernoulli", N=1, seed=11),
-              make_case((2, 5, 2), "softplus", "gaussian", N=1, seed=11))
+    for c in (
+        make_case((2, 3, 4, 2), "tanh", "categorical", N=1, seed=11),
+        make_case((3, 4, 3), "relu", "bernoulli", N=1, seed=11),
+        make_case((2, 5, 2), "softplus", "gaussian", N=1, seed=11),
+    )
 ]
 
 #: Folded K-FAC equals the exact per-layer blocks: one sample (``sum_k (b_k a^T)(b_k a^T)^T``
@@ -181,8 +185,10 @@ KFAC_EXACT_CASES = SINGLE_SAMPLE_CASES + [get_case("gaussian-identity-4x3")]
 
 #: Log-odds of 50: an outcome probability near ``e^-50 ~ 2e-22 < EPS``, so ``1 - p`` of its
 #: complement is lost to rounding; the output Fisher must be formed without that cancellation.
-SATURATED_CASES = [_saturated(get_case(n)) for n in
-                   ("categorical-tanh-3x4x3", "bernoulli-tanh-3x4x3", "categorical-identity-3x4")]
+SATURATED_CASES = [
+    _saturated(get_case(n))
+    for n in ("categorical-tanh-3x4x3", "bernoulli-tanh-3x4x3", "categorical-identity-3x4")
+]
 
 #: ``N C < P``: the Fisher, GGN and empirical Fisher are singular (rank <= N C), so undamped
 #: solves must be refused and spectra have an exact zero cluster.

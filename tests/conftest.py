@@ -15,8 +15,9 @@ from .cases import CASES
 # - "thorough": 300 random examples per property (``make test-thorough``); the properties and
 #   their error bounds (tests/tolerances.py) must hold for any example, not just the CI ones.
 settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True)
-settings.register_profile("thorough", max_examples=300, deadline=None, derandomize=False,
-                          print_blob=True)
+settings.register_profile(
+    "thorough", max_examples=300, deadline=None, derandomize=False, print_blob=True
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 

@@ -18,8 +18,7 @@ Z = np.concatenate([np.linspace(-6.0, -0.05, 40), np.linspace(0.05, 6.0, 40)]).r
 CLOSED_FORMS = {
     "tanh": (np.tanh, lambda z: 1.0 / np.cosh(z) ** 2),
     "relu": (lambda z: np.where(z > 0, z, 0.0), lambda z: (z > 0).astype(float)),
-    "sigmoid": (lambda z: 1.0 / (1.0 + np.exp(-z)),
-                lambda z: np.exp(-z) / (1.0 + np.exp(-z)) ** 2),
+    "sigmoid": (lambda z: 1.0 / (1.0 + np.exp(-z)), lambda z: np.exp(-z) / (1.0 + np.exp(-z)) ** 2),
     "softplus": (lambda z: np.log1p(np.exp(z)), lambda z: 1.0 / (1.0 + np.exp(-z))),
     "identity": (lambda z: z, np.ones_like),
 }

@@ -85,8 +85,10 @@ def test_rank_deficient_cases_have_a_singular_fisher(case):
     """``rank F <= N C < P`` for the true and empirical Fisher."""
     N, C, P = case.N, case.net.output_dim, case.P
     assert N * C < P
-    for F in (minifim.true_fisher(case.net, case.theta, case.X),
-              minifim.empirical_fisher(case.net, case.theta, case.X, case.y)):
+    for F in (
+        minifim.true_fisher(case.net, case.theta, case.X),
+        minifim.empirical_fisher(case.net, case.theta, case.X, case.y),
+    ):
         assert np.linalg.matrix_rank(F) <= N * C < P
 
 

@@ -30,8 +30,10 @@ def fixture_path(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("argv", [[], ["fixture"], ["fixture", "make"], ["fixture", "list"],
-                                  ["fixture", "show"], ["check"]])
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["fixture"], ["fixture", "make"], ["fixture", "list"], ["fixture", "show"], ["check"]],
+)
 def test_every_subcommand_has_help(argv, capsys):
     with pytest.raises(SystemExit) as info:
         main(argv + ["--help"])
@@ -52,8 +54,13 @@ def test_version_and_missing_command(capsys):
 
 
 def test_python_dash_m(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "minifim", "fixture", "list"],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "minifim", "fixture", "list"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert proc.returncode == 0 and "wide-rank-deficient" in proc.stdout
     assert build_parser().prog == "minifim"
 
@@ -75,13 +82,13 @@ def test_fixture_make_is_deterministic(tmp_path, fixture_path):
 
 
 def test_fixture_make_several_and_spec(tmp_path):
-    code, text = run("fixture", "make", "logistic-regression", "linear-regression",
-                     "--out-dir", str(tmp_path))
+    code, text = run(
+        "fixture", "make", "logistic-regression", "linear-regression", "--out-dir", str(tmp_path)
+    )
     assert code == 0 and text.count("wrote") == 2
     assert (tmp_path / "logistic-regression.npz").is_file()
     spec = tmp_path / "mine.json"
-    spec.write_text(json.dumps({"preset": "logistic-regression", "num_samples": 3,
-                                "seed": 11}))
+    spec.write_text(json.dumps({"preset": "logistic-regression", "num_samples": 3, "seed": 11}))
     code, _ = run("fixture", "make", "--spec", str(spec), "-o", str(tmp_path / "m.npz"))
     assert code == 0
     fx = load_fixture(tmp_path / "m.npz")
@@ -91,8 +98,15 @@ def test_fixture_make_several_and_spec(tmp_path):
 
 def test_fixture_make_trajectory(tmp_path):
     out = tmp_path / "t.npz"
-    code, _ = run("fixture", "make", "linear-regression", "--trajectory",
-                  "momentum:steps=3,lr=0.1", "-o", str(out))
+    code, _ = run(
+        "fixture",
+        "make",
+        "linear-regression",
+        "--trajectory",
+        "momentum:steps=3,lr=0.1",
+        "-o",
+        str(out),
+    )
     assert code == 0
     fx = load_fixture(out)
     assert fx["trajectory/theta"].shape == (4, fx.P)
@@ -101,16 +115,19 @@ def test_fixture_make_trajectory(tmp_path):
     assert code == 0 and "trajectory momentum" in text
 
 
-@pytest.mark.parametrize("argv, match", [
-    (["fixture", "make"], "PRESET"),
-    (["fixture", "make", "nope"], "preset"),
-    (["fixture", "make", "a", "b", "-o", "x.npz"], "one file"),
-    (["fixture", "make", "--spec", "missing.json"], "no such file"),
-    (["fixture", "make", "logistic-regression", "--spec", "x.json"], "not both"),
-    (["fixture", "make", "logistic-regression", "--trajectory", "sgd"], "trajectory"),
-    (["fixture", "show", "missing.npz"], "no such file"),
-    (["check", "missing.npz", "c.npz"], "no such file"),
-])
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["fixture", "make"], "PRESET"),
+        (["fixture", "make", "nope"], "preset"),
+        (["fixture", "make", "a", "b", "-o", "x.npz"], "one file"),
+        (["fixture", "make", "--spec", "missing.json"], "no such file"),
+        (["fixture", "make", "logistic-regression", "--spec", "x.json"], "not both"),
+        (["fixture", "make", "logistic-regression", "--trajectory", "sgd"], "trajectory"),
+        (["fixture", "show", "missing.npz"], "no such file"),
+        (["check", "missing.npz", "c.npz"], "no such file"),
+    ],
+)
 def test_usage_errors_exit_2(argv, match, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, _ = run(*argv)
@@ -140,14 +157,20 @@ def test_fixture_show(fixture_path):
 def test_check_passes_and_fails(fixture_path, tmp_path):
     fx = load_fixture(fixture_path)
     good = tmp_path / "good.npz"
-    np.savez(good, F=fx["true_fisher"], grad=fx["gradient"],
-             **{"0.weight": fx["state_dict/0.weight"]})
+    np.savez(
+        good, F=fx["true_fisher"], grad=fx["gradient"], **{"0.weight": fx["state_dict/0.weight"]}
+    )
     code, text = run("check", str(fixture_path), str(good))
     assert code == 0 and "PASSED" in text and "F -> true_fisher" in text
     assert "rtol = 1e-07" in text
     bad = tmp_path / "bad.npz"
-    np.savez(bad, true_fisher=fx["empirical_fisher"], gradient=8 * fx["gradient"],
-             extra=np.ones(2), **{"0.weight": fx["state_dict/0.weight"].T})
+    np.savez(
+        bad,
+        true_fisher=fx["empirical_fisher"],
+        gradient=8 * fx["gradient"],
+        extra=np.ones(2),
+        **{"0.weight": fx["state_dict/0.weight"].T},
+    )
     code, text = run("check", str(fixture_path), str(bad))
     assert code == 1
     assert "empirical Fisher (data labels) instead of the true Fisher" in text
@@ -158,19 +181,22 @@ def test_check_passes_and_fails(fixture_path, tmp_path):
     assert code == 1 and data["passed"] is False and data["unmatched"] == ["extra"]
     worst = {c["name"]: c for c in data["comparisons"]}["true_fisher"]
     assert worst["max_abs_err"] > 0 and len(worst["worst_index"]) == 2
-    code, text = run("check", str(fixture_path), str(bad), "--keys", "gradient",
-                     "--reduction", "sum")
+    code, text = run(
+        "check", str(fixture_path), str(bad), "--keys", "gradient", "--reduction", "sum"
+    )
     assert code == 0
-    code, text = run("check", str(fixture_path), str(bad), "--keys", "extra", "--map",
-                     "extra=nope")
+    code, text = run("check", str(fixture_path), str(bad), "--keys", "extra", "--map", "extra=nope")
     assert code == 2
 
 
 def test_check_layouts_tolerances_and_map(fixture_path, tmp_path):
     fx = load_fixture(fixture_path)
     cand = tmp_path / "jax.npz"
-    np.savez(cand, fisher=from_minifim_layout(fx.net, fx.N * fx["true_fisher"], [0, 1], "jax"),
-             mine=from_minifim_layout(fx.net, fx.N * fx["fisher_diagonal"], [0], "jax"))
+    np.savez(
+        cand,
+        fisher=from_minifim_layout(fx.net, fx.N * fx["true_fisher"], [0, 1], "jax"),
+        mine=from_minifim_layout(fx.net, fx.N * fx["fisher_diagonal"], [0], "jax"),
+    )
     argv = ["check", str(fixture_path), str(cand), "--map", "mine=fisher_diagonal"]
     assert run(*argv)[0] == 1
     code, text = run(*argv, "--layout", "jax", "--reduction", "sum")
@@ -188,15 +214,23 @@ def test_check_diagnose(fixture_path, tmp_path):
     cand = tmp_path / "mc.npz"
     mc = minifim.mc_fisher(fx.net, fx.theta, fx.X, 20, rng=1)
     np.savez(cand, my_fisher=mc, diag=np.diag(fx["empirical_fisher"]).copy())
-    code, text = run("check", str(fixture_path), str(cand), "--diagnose", "my_fisher",
-                     "--mc-samples", "20", "--keys", "my_fisher")
+    code, text = run(
+        "check",
+        str(fixture_path),
+        str(cand),
+        "--diagnose",
+        "my_fisher",
+        "--mc-samples",
+        "20",
+        "--keys",
+        "my_fisher",
+    )
     assert code == 0, text
     assert "consistent with a Monte-Carlo estimate of the true Fisher with k = 20" in text
     assert "square-of-mean-gradient" in text and "within the band" in text
     code, text = run("check", str(fixture_path), str(cand), "--diagnose")
     assert code == 1 and "'empirical' variant" in text  # 'diag' is an alias of the diagonal
-    code, text = run("check", str(fixture_path), str(cand), "--diagnose", "my_fisher",
-                     "--json")
+    code, text = run("check", str(fixture_path), str(cand), "--diagnose", "my_fisher", "--json")
     data = json.loads(text)
     assert data["diagnoses"][0]["closest"] == "true" and data["diagnoses"][0]["ok"] is False
     assert run("check", str(fixture_path), str(cand), "--mc-samples", "3")[0] == 2
@@ -236,12 +270,13 @@ def test_non_finite_candidate_is_a_failure_exit_1(fixture_path, tmp_path, capsys
     np.savez(cand, true_fisher=F, diag=np.full(fx.P, np.inf))
     code, text = run("check", str(fixture_path), str(cand))
     assert code == 1 and "FAILED: 2 problem(s)" in text
-    assert "1 NaN/Inf entry where the reference is finite: true_fisher[W0[0, 2], W0[0, 3]] = " \
-           "nan" in text
+    assert (
+        "1 NaN/Inf entry where the reference is finite: true_fisher[W0[0, 2], W0[0, 3]] = "
+        "nan" in text
+    )
     code, text = run("check", str(fixture_path), str(cand), "--json")
     assert code == 1 and json.loads(text)["comparisons"][0]["num_nonfinite"] == 1
-    code, text = run("check", str(fixture_path), str(cand), "--diagnose", "diag",
-                     "--keys", "diag")
+    code, text = run("check", str(fixture_path), str(cand), "--diagnose", "diag", "--keys", "diag")
     assert code == 1 and "67 NaN/Inf entries" in text
     assert capsys.readouterr().err == ""
 
@@ -259,8 +294,7 @@ def test_bad_fixtures_and_candidates_exit_2_with_one_line(fixture_path, tmp_path
     from numpy.lib import format as npf
 
     header = io.BytesIO()
-    npf.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False,
-                                        "shape": (10**8,)})
+    npf.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (10**8,)})
     liar = tmp_path / "liar.npz"
     with zipfile.ZipFile(liar, "w") as z:
         z.writestr("true_fisher.npy", header.getvalue())
@@ -270,7 +304,7 @@ def test_bad_fixtures_and_candidates_exit_2_with_one_line(fixture_path, tmp_path
     np.savez(good, true_fisher=load_fixture(fixture_path)["true_fisher"])
     cases = [
         (["check", str(liar), str(good)], "no 'manifest' entry"),
-        (["check", str(fixture_path), str(liar)], "over the limit"),   # a candidate bomb
+        (["check", str(fixture_path), str(liar)], "over the limit"),  # a candidate bomb
         (["check", str(tmp_path / "empty.npz"), str(good)], "empty"),
         (["check", str(fixture_path), str(tmp_path / "empty.npz")], "empty"),
         (["check", str(fixture_path), str(tmp_path / "folder.npz")], "no such file"),
@@ -282,13 +316,17 @@ def test_bad_fixtures_and_candidates_exit_2_with_one_line(fixture_path, tmp_path
         assert match in _one_line(capsys), argv
 
 
-@pytest.mark.parametrize("where, err, match", [
-    ("replace", PermissionError(13, "Permission denied"), "Permission denied"),
-    ("fsync", OSError(28, "No space left on device"), "No space left on device"),
-    ("mkstemp", PermissionError(13, "Permission denied"), "Permission denied"),
-])
+@pytest.mark.parametrize(
+    "where, err, match",
+    [
+        ("replace", PermissionError(13, "Permission denied"), "Permission denied"),
+        ("fsync", OSError(28, "No space left on device"), "No space left on device"),
+        ("mkstemp", PermissionError(13, "Permission denied"), "Permission denied"),
+    ],
+)
 def test_write_failures_exit_2_with_one_line_and_no_temporary_file(
-        tmp_path, capsys, monkeypatch, where, err, match):
+    tmp_path, capsys, monkeypatch, where, err, match
+):
     from minifim import _io
 
     def fail(*args, **kwargs):
@@ -309,8 +347,11 @@ def test_output_path_problems_exit_2(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     (tmp_path / "folder.npz").mkdir()
-    for argv in (["--out-dir", str(blocker)], ["-o", str(blocker / "x.npz")],
-                 ["-o", str(tmp_path / "folder.npz")]):
+    for argv in (
+        ["--out-dir", str(blocker)],
+        ["-o", str(blocker / "x.npz")],
+        ["-o", str(tmp_path / "folder.npz")],
+    ):
         assert run("fixture", "make", "logistic-regression", *argv)[0] == 2, argv
         assert "cannot write" in _one_line(capsys), argv
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder.npz"]

@@ -43,6 +43,7 @@ def test_prepare_inputs_draws_the_monte_carlo_labels_once():
 
 def test_apply_is_the_unvalidated_forward():
     for case in CASES[:3]:
-        np.testing.assert_array_equal(case.net.apply(case.theta, case.X),
-                                      case.net.forward(case.theta, case.X))
+        np.testing.assert_array_equal(
+            case.net.apply(case.theta, case.X), case.net.forward(case.theta, case.X)
+        )
     assert isinstance(CASES[0].net, minifim.MLP)

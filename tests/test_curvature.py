@@ -87,14 +87,20 @@ def test_true_fisher_equals_ggn(case):
 def test_true_fisher_equals_enumerated_score_outer_products(case):
     """``F = 1/N sum_n sum_y p(y | x_n) s_n(y) s_n(y)^T`` with scores from the autograd route
     for every label (all 2^C joint outcomes for Bernoulli)."""
-    assert_close(minifim.true_fisher(case.net, case.theta, case.X),
-                 enumerated_fisher(case.net, case.theta, case.X), 1e-13)
+    assert_close(
+        minifim.true_fisher(case.net, case.theta, case.X),
+        enumerated_fisher(case.net, case.theta, case.X),
+        1e-13,
+    )
 
 
 def test_true_fisher_equals_expected_hessian(case):
     """``F = E_{y ~ p_theta}[Hessian_theta -log p(y | x)]`` (autograd Hessian, enumerated)."""
-    assert_close(minifim.true_fisher(case.net, case.theta, case.X),
-                 expected_hessian(case.net, case.theta, case.X), 1e-13)
+    assert_close(
+        minifim.true_fisher(case.net, case.theta, case.X),
+        expected_hessian(case.net, case.theta, case.X),
+        1e-13,
+    )
 
 
 def test_true_fisher_equals_jacobian_sandwich(case):
@@ -104,9 +110,16 @@ def test_true_fisher_equals_jacobian_sandwich(case):
     assert_close(minifim.true_fisher(case.net, case.theta, case.X), ref, 1e-13)
 
 
-@pytest.mark.parametrize("name", ["categorical-tanh-3x4x3", "bernoulli-softplus-3x4x3",
-                                  "gaussian-sigmoid-3x4x3", "categorical-tanh-2x3x4x2",
-                                  "gaussian-identity-4x3"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "categorical-tanh-3x4x3",
+        "bernoulli-softplus-3x4x3",
+        "gaussian-sigmoid-3x4x3",
+        "categorical-tanh-2x3x4x2",
+        "gaussian-identity-4x3",
+    ],
+)
 def test_kl_second_order_expansion(name):
     """``KL(p_theta || p_{theta + eps d}) / (eps^2/2 d^T F d) = 1 + O(eps)``: with the KL in closed
     form per likelihood, the relative error shrinks ~10x per decade of eps (asserted: at least
@@ -118,8 +131,9 @@ def test_kl_second_order_expansion(name):
     f0 = case.net.forward(case.theta, case.X)
     errs = []
     for eps in (1e-2, 1e-3, 1e-4):
-        kl = kl_outputs(case.net.likelihood, f0,
-                        case.net.forward(case.theta + eps * d, case.X)).mean()
+        kl = kl_outputs(
+            case.net.likelihood, f0, case.net.forward(case.theta + eps * d, case.X)
+        ).mean()
         errs.append(abs(kl / (0.5 * eps**2 * d @ F @ d) - 1))
     assert errs[1] <= 0.2 * errs[0] + 1e-8 and errs[2] <= 0.2 * errs[1] + 1e-8, errs
     assert errs[2] < 1e-3, errs
@@ -133,16 +147,22 @@ def test_empirical_fisher_is_score_gram(case):
     g = S.mean(axis=0)
     sq = minifim.square_of_mean_gradient(case.net, case.theta, case.X, case.y)
     assert_close(sq, np.outer(g, g), 1e-13)
-    assert_close(minifim.square_of_mean_gradient(case.net, case.theta, case.X, case.y,
-                                                 diagonal=True), g * g, 1e-13)
+    assert_close(
+        minifim.square_of_mean_gradient(case.net, case.theta, case.X, case.y, diagonal=True),
+        g * g,
+        1e-13,
+    )
 
 
 def test_argmax_fisher_is_empirical_at_the_mode(case):
     lik = case.net.likelihood
     mode = lik.most_likely(case.net.forward(case.theta, case.X))
     S = _scores(case, mode)
-    assert_close(minifim.curvature_matrix(case.net, case.theta, case.X, fisher="argmax"),
-                 S.T @ S / case.N, 1e-13)
+    assert_close(
+        minifim.curvature_matrix(case.net, case.theta, case.X, fisher="argmax"),
+        S.T @ S / case.N,
+        1e-13,
+    )
 
 
 def test_hessian_central_differences_of_gradient(case):
@@ -157,8 +177,9 @@ def test_hessian_central_differences_of_gradient(case):
 
     g = autograd.grad(nll)
     H = minifim.hessian(net, case.theta, case.X, case.y)
-    fd = np.stack([(g(case.theta + e) - g(case.theta - e)) / (2 * h)
-                   for e in np.eye(case.P) * h], axis=1)
+    fd = np.stack(
+        [(g(case.theta + e) - g(case.theta - e)) / (2 * h) for e in np.eye(case.P) * h], axis=1
+    )
     assert_close(H, fd, 1e-7)
     assert_close(H, H.T, 1e-14)
 
@@ -168,8 +189,11 @@ def test_hessian_of_linear_model_is_fisher():
     linear and the NLL Hessian equals the GGN = Fisher for every likelihood."""
     for name in ("bernoulli-identity-3x1", "categorical-identity-3x4", "gaussian-identity-4x3"):
         case = get_case(name)
-        assert_close(minifim.hessian(case.net, case.theta, case.X, case.y),
-                     minifim.true_fisher(case.net, case.theta, case.X), 1e-13)
+        assert_close(
+            minifim.hessian(case.net, case.theta, case.X, case.y),
+            minifim.true_fisher(case.net, case.theta, case.X),
+            1e-13,
+        )
 
 
 # --- sampled estimators: statistical tests with bounds from the exact variance -----------------------
@@ -235,9 +259,16 @@ def test_mc_fisher_error_shrinks_like_inverse_sqrt(name):
     F, var = _exact_moments(case)
     V = var.sum()
     for k in (1, 8, 64):
-        e = np.array([k * np.sum((minifim.mc_fisher(case.net, case.theta, case.X, k,
-                                                    rng=1000 * k + r) - F) ** 2) / V
-                      for r in range(30)])
+        e = np.array(
+            [
+                k
+                * np.sum(
+                    (minifim.mc_fisher(case.net, case.theta, case.X, k, rng=1000 * k + r) - F) ** 2
+                )
+                / V
+                for r in range(30)
+            ]
+        )
         se = e.std(ddof=1) / np.sqrt(len(e))
         assert abs(e.mean() - 1) < 4.5 * se, (k, e.mean(), se)
 
@@ -249,8 +280,9 @@ def test_mc_fisher_reproducible_and_matches_explicit_labels():
     net, theta, X = case.net, case.theta, case.X
     k = 50
     M = minifim.mc_fisher(net, theta, X, k, rng=7)
-    np.testing.assert_array_equal(M, minifim.mc_fisher(net, theta, X, k,
-                                                       rng=np.random.default_rng(7)))
+    np.testing.assert_array_equal(
+        M, minifim.mc_fisher(net, theta, X, k, rng=np.random.default_rng(7))
+    )
     ys = net.likelihood.sample(net.forward(theta, X), np.random.default_rng(7), k)
     ref = sum(minifim.empirical_fisher(net, theta, X, y) for y in ys) / k
     assert_close(M, ref, 1e-13)
@@ -260,8 +292,10 @@ def test_mc_fisher_reproducible_and_matches_explicit_labels():
 # --- structure: symmetry, PSD, rank -----------------------------------------------------------
 def _all_kinds(case):
     kw = dict(y=case.y, n_samples=2, rng=3)
-    return {k: minifim.curvature_matrix(case.net, case.theta, case.X, fisher=k, **kw)
-            for k in FISHER_KINDS}
+    return {
+        k: minifim.curvature_matrix(case.net, case.theta, case.X, fisher=k, **kw)
+        for k in FISHER_KINDS
+    }
 
 
 def test_symmetric_psd(case):
@@ -295,24 +329,31 @@ def test_diagonal_and_blocks_are_dense_entries(case):
             assert_close(b, M[sl, sl], 1e-13, kind)
 
 
-@pytest.mark.parametrize("name", ["categorical-tanh-2x3x4x2", "bernoulli-relu-3x4x3",
-                                  "gaussian-softplus-2x5x2"])
+@pytest.mark.parametrize(
+    "name", ["categorical-tanh-2x3x4x2", "bernoulli-relu-3x4x3", "gaussian-softplus-2x5x2"]
+)
 def test_chunked_equals_unchunked(name):
     case = get_case(name)
     net, theta, X, y = case.net, case.theta, case.X, case.y
     for kind in FISHER_KINDS:
-        for n_samples in ((1, 3) if kind == "mc" else (1,)):
+        for n_samples in (1, 3) if kind == "mc" else (1,):
             kw = dict(y=y, fisher=kind, n_samples=n_samples, rng=5)
             ref = minifim.curvature_matrix(net, theta, X, **kw)
             dref = minifim.fisher_diagonal(net, theta, X, **kw)
             bref = minifim.block_diagonal(net, theta, X, **kw)
             for chunk in (1, 2, 3, case.N + 4):
-                assert_close(minifim.curvature_matrix(net, theta, X, chunk_size=chunk, **kw),
-                             ref, 1e-14, f"{kind} chunk {chunk}")
-                assert_close(minifim.fisher_diagonal(net, theta, X, chunk_size=chunk, **kw),
-                             dref, 1e-14)
-                for b, b0 in zip(minifim.block_diagonal(net, theta, X, chunk_size=chunk, **kw),
-                                 bref):
+                assert_close(
+                    minifim.curvature_matrix(net, theta, X, chunk_size=chunk, **kw),
+                    ref,
+                    1e-14,
+                    f"{kind} chunk {chunk}",
+                )
+                assert_close(
+                    minifim.fisher_diagonal(net, theta, X, chunk_size=chunk, **kw), dref, 1e-14
+                )
+                for b, b0 in zip(
+                    minifim.block_diagonal(net, theta, X, chunk_size=chunk, **kw), bref
+                ):
                     assert_close(b, b0, 1e-14)
 
 
@@ -334,18 +375,20 @@ def test_reduction_sum_is_n_times_mean(case):
             assert_close(total, N**2 * mean, 1e-13, fn.__name__)
         else:
             assert_close(total, N * mean, 1e-13, fn.__name__)
-    for b, b0 in zip(minifim.block_diagonal(net, theta, X, reduction="sum"),
-                     minifim.block_diagonal(net, theta, X)):
+    for b, b0 in zip(
+        minifim.block_diagonal(net, theta, X, reduction="sum"),
+        minifim.block_diagonal(net, theta, X),
+    ):
         assert_close(b, N * b0, 1e-13)
 
 
 def test_curvature_factors_reconstruct_the_matrix(case):
     for kind in ("true", "empirical"):
-        M = minifim.curvature_matrix(case.net, case.theta, case.X, case.y, kind,
-                                     reduction="sum")
+        M = minifim.curvature_matrix(case.net, case.theta, case.X, case.y, kind, reduction="sum")
         acc = np.zeros_like(M)
-        for acts, Bs in minifim.curvature_factors(case.net, case.theta, case.X, case.y, kind,
-                                                  chunk_size=2):
+        for acts, Bs in minifim.curvature_factors(
+            case.net, case.theta, case.X, case.y, kind, chunk_size=2
+        ):
             U = expand_gradients(case.net, acts, Bs)
             acc += np.einsum("nkp,nkq->pq", U, U)
         assert_close(acc, M, 1e-13, kind)
@@ -371,8 +414,9 @@ def small_models(draw):
     act = draw(st.sampled_from(ACTIVATIONS))
     N = draw(st.integers(1, 4))
     seed = draw(st.integers(0, 2**20))
-    return make_case(tuple(sizes), act, lik, sigma=draw(st.sampled_from([0.5, 1.0, 2.0])),
-                     N=N, seed=seed)
+    return make_case(
+        tuple(sizes), act, lik, sigma=draw(st.sampled_from([0.5, 1.0, 2.0])), N=N, seed=seed
+    )
 
 
 @given(small_models())
@@ -398,16 +442,17 @@ def _curvature_calls(case):
     y = case.y
     return {
         "true_fisher": lambda th, X, **kw: minifim.true_fisher(case.net, th, X, **kw),
-        "empirical_fisher": lambda th, X, **kw: minifim.empirical_fisher(case.net, th, X, y,
-                                                                         **kw),
+        "empirical_fisher": lambda th, X, **kw: minifim.empirical_fisher(case.net, th, X, y, **kw),
         "mc_fisher": lambda th, X, **kw: minifim.mc_fisher(case.net, th, X, 2, 0, **kw),
         "ggn": lambda th, X, **kw: minifim.ggn(case.net, th, X, **kw),
         "fisher_diagonal": lambda th, X, **kw: minifim.fisher_diagonal(case.net, th, X, **kw),
         "block_diagonal": lambda th, X, **kw: minifim.block_diagonal(case.net, th, X, **kw),
         "curvature_matrix": lambda th, X, **kw: minifim.curvature_matrix(
-            case.net, th, X, y, "empirical", **kw),
+            case.net, th, X, y, "empirical", **kw
+        ),
         "curvature_factors": lambda th, X, **kw: minifim.curvature_factors(
-            case.net, th, X, **{k: v for k, v in kw.items() if k != "reduction"}),
+            case.net, th, X, **{k: v for k, v in kw.items() if k != "reduction"}
+        ),
     }
 
 
@@ -417,7 +462,8 @@ def test_bad_theta_and_X():
     calls = _curvature_calls(case)
     calls["hessian"] = lambda th, X, **kw: minifim.hessian(case.net, th, X, case.y)
     calls["square_of_mean_gradient"] = lambda th, X, **kw: minifim.square_of_mean_gradient(
-        case.net, th, X, case.y)
+        case.net, th, X, case.y
+    )
     bad = [
         ((theta[:-1], X), ValueError, r"theta: expected shape \(31,\)"),
         ((np.append(theta, 0.0), X), ValueError, r"theta: expected shape \(31,\)"),
@@ -439,17 +485,32 @@ def test_bad_options():
     theta, X = case.theta, case.X
     for name, fn in _curvature_calls(case).items():
         if name != "curvature_factors":
-            with pytest.raises(ValueError, match=r"reduction: expected one of \['mean', 'sum'\], "
-                                                 r"received 'avg'"):
+            with pytest.raises(
+                ValueError,
+                match=r"reduction: expected one of \['mean', 'sum'\], "
+                r"received 'avg'",
+            ):
                 fn(theta, X, reduction="avg")
-        for chunk, err in [(0, ValueError), (-2, ValueError), (1.5, TypeError),
-                           (True, TypeError), ("2", TypeError)]:
+        for chunk, err in [
+            (0, ValueError),
+            (-2, ValueError),
+            (1.5, TypeError),
+            (True, TypeError),
+            ("2", TypeError),
+        ]:
             with pytest.raises(err, match="chunk_size: expected an integer"):
                 fn(theta, X, chunk_size=chunk)
-    for fn in (minifim.curvature_matrix, minifim.fisher_diagonal, minifim.block_diagonal,
-               minifim.curvature_factors):
-        with pytest.raises(ValueError, match=r"fisher: expected one of \['argmax', 'empirical', "
-                                             r"'ggn', 'mc', 'true'\], received 'fake'"):
+    for fn in (
+        minifim.curvature_matrix,
+        minifim.fisher_diagonal,
+        minifim.block_diagonal,
+        minifim.curvature_factors,
+    ):
+        with pytest.raises(
+            ValueError,
+            match=r"fisher: expected one of \['argmax', 'empirical', "
+            r"'ggn', 'mc', 'true'\], received 'fake'",
+        ):
             fn(case.net, theta, X, None, "fake")
         with pytest.raises(TypeError, match="fisher: expected one of"):
             fn(case.net, theta, X, None, 1)
@@ -473,10 +534,14 @@ def test_bad_targets():
     cat = get_case("categorical-tanh-3x4x3")
     bern = get_case("bernoulli-tanh-3x4x3")
     gauss = get_case("gaussian-tanh-3x4x3")
-    fns = [minifim.empirical_fisher, minifim.hessian, minifim.ggn,
-           minifim.square_of_mean_gradient,
-           lambda net, th, X, y: minifim.fisher_diagonal(net, th, X, y, "empirical"),
-           lambda net, th, X, y: minifim.block_diagonal(net, th, X, y, "empirical")]
+    fns = [
+        minifim.empirical_fisher,
+        minifim.hessian,
+        minifim.ggn,
+        minifim.square_of_mean_gradient,
+        lambda net, th, X, y: minifim.fisher_diagonal(net, th, X, y, "empirical"),
+        lambda net, th, X, y: minifim.block_diagonal(net, th, X, y, "empirical"),
+    ]
     bad = [
         (cat, np.full(5, 3), ValueError, r"y: expected labels in \[0, 3\)"),
         (cat, np.full(5, -1), ValueError, r"y: expected labels in \[0, 3\)"),

@@ -113,11 +113,15 @@ def test_teacher_data():
 
 
 def test_one_hot():
-    np.testing.assert_array_equal(data.one_hot(np.array([2, 0, 1]), 3),
-                                  [[0, 0, 1], [1, 0, 0], [0, 1, 0]])
+    np.testing.assert_array_equal(
+        data.one_hot(np.array([2, 0, 1]), 3), [[0, 0, 1], [1, 0, 0], [0, 1, 0]]
+    )
     assert data.one_hot(np.array([], dtype=int), 4).shape == (0, 4)
-    with pytest.raises(ValueError, match=r"y: expected labels in \[0, 3\), received values in "
-                                         r"\[-1, 0\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"y: expected labels in \[0, 3\), received values in "
+        r"\[-1, 0\]",
+    ):
         data.one_hot(np.array([-1, 0]), 3)
     with pytest.raises(ValueError, match=r"y: expected labels in \[0, 3\)"):
         data.one_hot(np.array([3]), 3)
@@ -138,8 +142,12 @@ def test_train_test_split_refuses_bad_arrays_and_empty_parts():
     assert Xtr.shape == (15, 2, 2) and Xte.shape == (5, 2, 2) and Xtr.dtype == images.dtype
     for args, err, msg in [
         ((np.float64(3.0), y), ValueError, r"X: expected an array of N >= 2 samples"),
-        ((X[:1], y[:1]), ValueError, r"X: expected an array of N >= 2 samples .*received shape "
-                                     r"\(1, 2\)"),
+        (
+            (X[:1], y[:1]),
+            ValueError,
+            r"X: expected an array of N >= 2 samples .*received shape "
+            r"\(1, 2\)",
+        ),
         ((np.array([["a", "b"]] * 20), y), TypeError, "X: expected a real numeric array"),
         ((X, np.array(["a"] * 20)), TypeError, "y: expected a real numeric array"),
         ((X, 3), ValueError, "y: expected 20 rows to match X, received a scalar"),
@@ -148,19 +156,29 @@ def test_train_test_split_refuses_bad_arrays_and_empty_parts():
         with pytest.raises(err, match=msg):
             data.train_test_split(*args)
     # 0.01 of 20 samples rounds to an empty test set; 0.99 to an empty training set
-    with pytest.raises(ValueError, match=r"test_fraction: 0.01 of N = 20 samples gives an "
-                                         r"empty test set"):
+    with pytest.raises(
+        ValueError,
+        match=r"test_fraction: 0.01 of N = 20 samples gives an "
+        r"empty test set",
+    ):
         data.train_test_split(X, y, 0.01)
-    with pytest.raises(ValueError, match=r"test_fraction: 0.99 of N = 20 samples gives an "
-                                         r"empty training set"):
+    with pytest.raises(
+        ValueError,
+        match=r"test_fraction: 0.99 of N = 20 samples gives an "
+        r"empty training set",
+    ):
         data.train_test_split(X, y, 0.99)
 
 
 def test_split_tasks_refuses_bad_labels_and_groups():
     y = np.array([0, 3, 1, 2, 3, 0, 4])
     for args, err, msg in [
-        ((y[:, None], [(0,)]), ValueError, r"y: expected integer labels of shape \(N,\), "
-                                           r"received shape \(7, 1\)"),
+        (
+            (y[:, None], [(0,)]),
+            ValueError,
+            r"y: expected integer labels of shape \(N,\), "
+            r"received shape \(7, 1\)",
+        ),
         ((y + 0.5, [(0,)]), TypeError, "y: expected integer labels"),
         ((y, (0, 1)), TypeError, r"groups\[0\]: expected a sequence of labels"),
         ((y, "01"), TypeError, "groups: expected a sequence of label groups"),

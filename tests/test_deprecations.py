@@ -38,12 +38,12 @@ def test_mlp_init_seed_or_rng_is_rng():
 def test_scores_and_jacobians_method_is_backend(backend):
     c = get_case("categorical-tanh-3x4x3")
     S = _new(minifim.per_sample_scores, c.net, c.theta, c.X, c.y, backend=backend)
-    S_old = _old(minifim.per_sample_scores, "method", "backend", c.net, c.theta, c.X, c.y,
-                 method=backend)
+    S_old = _old(
+        minifim.per_sample_scores, "method", "backend", c.net, c.theta, c.X, c.y, method=backend
+    )
     assert np.array_equal(S, S_old)
     J = _new(minifim.output_jacobians, c.net, c.theta, c.X, backend=backend)
-    J_old = _old(minifim.output_jacobians, "method", "backend", c.net, c.theta, c.X,
-                 method=backend)
+    J_old = _old(minifim.output_jacobians, "method", "backend", c.net, c.theta, c.X, method=backend)
     assert np.array_equal(J, J_old)
     with pytest.raises(TypeError, match="both 'method'"):
         minifim.output_jacobians(c.net, c.theta, c.X, method=backend, backend=backend)
@@ -96,8 +96,10 @@ def test_laplace_predictive_method_mc_is_pred_type_nn():
     glm = _new(la.predictive, c.X, pred_type="glm")
     assert np.array_equal(_old(la.predictive, "method", "pred_type", c.X, method="glm"), glm)
     mc_link = _new(la.predictive, c.X, link_approx="mc", n_draws=9, rng=2)
-    assert np.array_equal(_old(la.predictive, "n_samples", "n_draws", c.X, link_approx="mc",
-                               n_samples=9, rng=2), mc_link)
+    assert np.array_equal(
+        _old(la.predictive, "n_samples", "n_draws", c.X, link_approx="mc", n_samples=9, rng=2),
+        mc_link,
+    )
     with pytest.raises(TypeError, match="both 'method'"):
         la.predictive(c.X, method="glm", pred_type="glm")
     with pytest.raises(ValueError, match=r"pred_type: expected one of \['glm', 'nn'\]"):

@@ -55,16 +55,25 @@ def expected_outputs(source: str) -> dict[int, str]:
     tree = ast.parse(source)
     prints = {}
     for node in ast.walk(tree):
-        if (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
-                and isinstance(node.value.func, ast.Name) and node.value.func.id == "print"):
+        if (
+            isinstance(node, ast.Expr)
+            and isinstance(node.value, ast.Call)
+            and isinstance(node.value.func, ast.Name)
+            and node.value.func.id == "print"
+        ):
             prints[node.end_lineno] = node.lineno
     comments = {}
     code_lines = set()
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
         if tok.type == tokenize.COMMENT:
             comments[tok.start[0]] = (tok.start[1], tok.string[1:].strip())
-        elif tok.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,
-                              tokenize.ENDMARKER):
+        elif tok.type not in (
+            tokenize.NL,
+            tokenize.NEWLINE,
+            tokenize.INDENT,
+            tokenize.DEDENT,
+            tokenize.ENDMARKER,
+        ):
             code_lines.update(range(tok.start[0], tok.end[0] + 1))
     expected = {}
     for end, start in prints.items():
@@ -102,15 +111,14 @@ def _matches(expected: str, got: str) -> bool:
     want, have = " ".join(expected.split()), " ".join(got.split())
     if _NUMBER.split(want) != _NUMBER.split(have):
         return False
-    return all(_number_close(w, g) for w, g in zip(_NUMBER.findall(want),
-                                                     _NUMBER.findall(have)))
+    return all(_number_close(w, g) for w, g in zip(_NUMBER.findall(want), _NUMBER.findall(have)))
 
 
 def _error_after(text: str, block_line: int, name: str) -> str | None:
     """The first fenced block after ``block_line`` whose text starts with ``name:``."""
     for _lang, line, src in fenced_blocks(text):
         if line > block_line and src.lstrip().startswith(name + ":"):
-            return src.strip()[len(name) + 1:].strip()
+            return src.strip()[len(name) + 1 :].strip()
     return None
 
 
@@ -126,10 +134,12 @@ def test_documents_have_blocks():
     assert sum(len(expected_outputs(src)) for _, _, src in BLOCKS) >= 6
 
 
-@pytest.mark.parametrize("name,line,source", BLOCKS,
-                         ids=[f"{name}:{ln}" for name, ln, _ in BLOCKS])
+@pytest.mark.parametrize("name,line,source", BLOCKS, ids=[f"{name}:{ln}" for name, ln, _ in BLOCKS])
 def test_document_block(name, line, source, tmp_path, monkeypatch):
-    if re.search(r"^\s*(import torch|from torch)", source, re.M) or "minifim.oracle.torch" in source:
+    if (
+        re.search(r"^\s*(import torch|from torch)", source, re.M)
+        or "minifim.oracle.torch" in source
+    ):
         if importlib.util.find_spec("torch") is None:
             pytest.skip("the block needs torch")
     monkeypatch.chdir(tmp_path)
@@ -164,13 +174,16 @@ def test_document_block(name, line, source, tmp_path, monkeypatch):
     for at, want in expected.items():
         assert at in printed, f"{filename}+{at - 1}: the print stating {want!r} never ran"
         got = "\n".join(printed[at])
-        assert _matches(want, got), (f"{filename}+{at - 1}: printed {got!r}, "
-                                     f"the comment says {want!r}")
+        assert _matches(want, got), (
+            f"{filename}+{at - 1}: printed {got!r}, the comment says {want!r}"
+        )
 
 
 def test_expected_outputs_convention():
-    src = ("x = 1\nprint(x)   # 1\nprint(x + 1,\n      x)  # 2 1\nprint(x)  # a long\n"
-           "          # message ...\ny = 2  # not a print\nprint(y)\n")
+    src = (
+        "x = 1\nprint(x)   # 1\nprint(x + 1,\n      x)  # 2 1\nprint(x)  # a long\n"
+        "          # message ...\ny = 2  # not a print\nprint(y)\n"
+    )
     assert expected_outputs(src) == {2: "1", 3: "2 1", 5: "a long message ..."}
     assert _matches("a long message ...", "a  long\nmessage and more")
     assert not _matches("(39, 39)", "(44, 44)")
@@ -188,7 +201,11 @@ def test_relative_links_point_to_files(name):
     """Every relative markdown link of the README and the pages names a file that exists."""
     base = (ROOT / name).parent
     prose = _FENCE.sub("", TEXTS[name])
-    broken = [target for target in _LINK.findall(prose)
-              if not re.match(r"[a-z]+:", target) and not target.startswith("#")
-              and not (base / target.split("#")[0]).exists()]
+    broken = [
+        target
+        for target in _LINK.findall(prose)
+        if not re.match(r"[a-z]+:", target)
+        and not target.startswith("#")
+        and not (base / target.split("#")[0]).exists()
+    ]
     assert not broken, f"{name}: links to missing files: {broken}"

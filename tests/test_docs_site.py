@@ -28,8 +28,21 @@ def site(tmp_path_factory) -> Path:
     if missing:
         pytest.skip(f"the docs build needs {', '.join(missing)} (pip install -e '.[docs]')")
     out = tmp_path_factory.mktemp("docs") / "html"
-    cmd = [sys.executable, "-m", "sphinx", "-E", "-W", "--keep-going", "-q", "-b", "html",
-           "-d", str(out.parent / "doctrees"), str(DOCS), str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sphinx",
+        "-E",
+        "-W",
+        "--keep-going",
+        "-q",
+        "-b",
+        "html",
+        "-d",
+        str(out.parent / "doctrees"),
+        str(DOCS),
+        str(out),
+    ]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, f"sphinx-build failed:\n{run.stderr[-5000:]}"
     return out

@@ -82,14 +82,17 @@ def test_recursive_full_reproduces_joint_least_squares_after_each_task(linear_ta
     ewc = minifim.EWC(net, structure="full", fisher="true", mode="recursive", strength=1.0)
     for t, (X, y) in enumerate(tasks):
         theta = solve_penalised(net, ewc, X, y)
-        joint = least_squares([X for X, _ in tasks[:t + 1]], [y for _, y in tasks[:t + 1]])
+        joint = least_squares([X for X, _ in tasks[: t + 1]], [y for _, y in tasks[: t + 1]])
         np.testing.assert_allclose(theta, joint, rtol=1e-10, atol=1e-12)
         ewc.add_task(theta, X, y)
         # the penalty IS the summed NLL of the tasks so far, up to a constant
         rng = np.random.default_rng(t)
         a, b = rng.standard_normal((2, net.num_params))
-        nll = sum(minifim.loss(net, a, Xi, yi, reduction="sum")
-                  - minifim.loss(net, b, Xi, yi, reduction="sum") for Xi, yi in tasks[:t + 1])
+        nll = sum(
+            minifim.loss(net, a, Xi, yi, reduction="sum")
+            - minifim.loss(net, b, Xi, yi, reduction="sum")
+            for Xi, yi in tasks[: t + 1]
+        )
         assert ewc.penalty(a) - ewc.penalty(b) == pytest.approx(nll, rel=1e-10)
 
 
@@ -114,19 +117,26 @@ def test_separate_double_counts_beyond_two_tasks_by_the_predicted_amount(linear_
     # task 3: separate counts task 1 twice (once directly, once through theta*_2)
     alone = [least_squares([X], [y]) for X, y in tasks]
     joint = least_squares([X for X, _ in tasks], [y for _, y in tasks])
-    predicted = np.linalg.solve(H[0] + H[1] + H[2],
-                                H[1] @ np.linalg.solve(H[0] + H[1], H[0] @ (alone[0] - alone[1])))
+    predicted = np.linalg.solve(
+        H[0] + H[1] + H[2], H[1] @ np.linalg.solve(H[0] + H[1], H[0] @ (alone[0] - alone[1]))
+    )
     th_sep, th_rec = sols[2]
     check_close(th_rec, joint, tol, "recursive = joint")
     # a difference of two solutions: their errors at the scale of ||joint||, plus the nested
     # solves of the prediction
     err = np.linalg.norm(th_sep - joint - predicted)
-    check(err, tol * np.linalg.norm(joint) + (tol + tol12) * np.linalg.norm(predicted),
-          "separate - joint = predicted")
+    check(
+        err,
+        tol * np.linalg.norm(joint) + (tol + tol12) * np.linalg.norm(predicted),
+        "separate - joint = predicted",
+    )
     assert np.linalg.norm(predicted) > 0.05 * np.linalg.norm(joint)  # 11% here: visible
     # its cost in the joint objective: exactly 1/2 delta^T (H1 + H2 + H3) delta > 0
-    excess = sum(minifim.loss(net, th_sep, X, y, reduction="sum")
-                 - minifim.loss(net, joint, X, y, reduction="sum") for X, y in tasks)
+    excess = sum(
+        minifim.loss(net, th_sep, X, y, reduction="sum")
+        - minifim.loss(net, joint, X, y, reduction="sum")
+        for X, y in tasks
+    )
     assert excess == pytest.approx(0.5 * predicted @ (H[0] + H[1] + H[2]) @ predicted, rel=1e-8)
 
 
@@ -170,8 +180,9 @@ def test_penalty_and_grad_equal_dense_quadratic_forms(case, kind, mode):
         theta = case.theta + rng.standard_normal(case.P)
         want = dense_penalty(theta)
         assert ewc.penalty(theta) == pytest.approx(want, rel=1e-10, abs=1e-14)
-        np.testing.assert_allclose(ewc.grad(theta), autograd.grad(dense_penalty)(theta),
-                                   rtol=1e-10, atol=1e-13)
+        np.testing.assert_allclose(
+            ewc.grad(theta), autograd.grad(dense_penalty)(theta), rtol=1e-10, atol=1e-13
+        )
     H = sum(c * M for _, c, M in terms)
     np.testing.assert_allclose(ewc.hessian(), H, rtol=1e-10, atol=1e-14)
     v = rng.standard_normal(case.P)
@@ -194,8 +205,9 @@ def test_grad_matches_central_differences_of_the_penalty(kind):
         assert fd == pytest.approx(g @ v, rel=1e-8, abs=1e-10)
 
 
-@pytest.mark.parametrize("case", [c for c in KFAC_EXACT_CASES if c.net.num_layers == 1],
-                         ids=lambda c: c.name)
+@pytest.mark.parametrize(
+    "case", [c for c in KFAC_EXACT_CASES if c.net.num_layers == 1], ids=lambda c: c.name
+)
 def test_kfac_equals_full_where_kfac_is_exact(case):
     """One linear layer with a Gaussian likelihood: G_n = I / sigma^2, K-FAC is the Fisher."""
     pens = {}
@@ -206,8 +218,9 @@ def test_kfac_equals_full_where_kfac_is_exact(case):
         pens[kind] = ewc
     theta = np.random.default_rng(3).standard_normal(case.P)
     assert pens["kfac"].penalty(theta) == pytest.approx(pens["full"].penalty(theta), rel=1e-12)
-    np.testing.assert_allclose(pens["kfac"].grad(theta), pens["full"].grad(theta), rtol=1e-11,
-                               atol=1e-13)
+    np.testing.assert_allclose(
+        pens["kfac"].grad(theta), pens["full"].grad(theta), rtol=1e-11, atol=1e-13
+    )
 
 
 @pytest.mark.parametrize("bias", ["folded", "separate"])
@@ -248,8 +261,9 @@ def test_other_fisher_kinds_use_the_named_curvature(fisher, kind):
     np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-15)
     if fisher != "true":
         T = minifim.true_fisher(net, case.theta, case.X)
-        assert not np.allclose(minifim.curvature_matrix(net, case.theta, case.X, y, fisher,
-                                                        **ref_kw), T)
+        assert not np.allclose(
+            minifim.curvature_matrix(net, case.theta, case.X, y, fisher, **ref_kw), T
+        )
 
 
 def test_mc_draws_consecutively_from_one_generator_and_replays():
@@ -287,8 +301,9 @@ def test_square_of_mean_gradient_differs_from_true_diagonal_as_predicted(logisti
     np.testing.assert_allclose(true - som, [7 / 18, 2 / 9], rtol=1e-14)
     # mini-batches of 1 give the empirical Fisher; of 2: g = (0, 1/2), (1, 1/2) -> (1/2, 1/4)
     for b in (1, 2):
-        got = ewc_mod.task_curvature(net, theta, X, y, "diag", "square_of_mean_gradient",
-                                     batch_size=b)
+        got = ewc_mod.task_curvature(
+            net, theta, X, y, "diag", "square_of_mean_gradient", batch_size=b
+        )
         np.testing.assert_allclose(got, [1 / 2, 1 / 4], rtol=1e-15)
     # the EWC penalties on the summed scale: N/2 sum F_ii d_i^2, N = 3
     d = np.array([0.3, -0.7])
@@ -307,8 +322,9 @@ def test_square_of_mean_gradient_vanishes_at_the_task_optimum():
     y = (rng.random((40, 1)) < 1 / (1 + np.exp(-X @ [[1.0], [-1.0], [0.5]]))).astype(float)
     theta = np.zeros(4)
     for _ in range(25):  # Newton on the logistic log-likelihood
-        theta = theta - np.linalg.solve(minifim.hessian(net, theta, X, y),
-                                        minifim.gradient(net, theta, X, y))
+        theta = theta - np.linalg.solve(
+            minifim.hessian(net, theta, X, y), minifim.gradient(net, theta, X, y)
+        )
     som = ewc_mod.task_curvature(net, theta, X, y, "diag", "square_of_mean_gradient")
     true = ewc_mod.task_curvature(net, theta, X, y, "diag", "true")
     assert np.max(som) < 1e-25 * np.max(true)
@@ -324,14 +340,17 @@ def test_square_of_mean_gradient_matches_curvature_route(kind):
     got = ewc_mod.curvature_dense(kind, got)
     np.testing.assert_allclose(got, dense_structure(kind, full, net), rtol=1e-12, atol=1e-16)
     # batch_size >= N is the whole task; batch_size = 1 is the empirical Fisher
-    whole = ewc_mod.task_curvature(net, case.theta, case.X, case.y, kind,
-                                   "square_of_mean_gradient", batch_size=case.N)
+    whole = ewc_mod.task_curvature(
+        net, case.theta, case.X, case.y, kind, "square_of_mean_gradient", batch_size=case.N
+    )
     np.testing.assert_allclose(ewc_mod.curvature_dense(kind, whole), got, rtol=1e-14, atol=0)
-    one = ewc_mod.task_curvature(net, case.theta, case.X, case.y, kind,
-                                 "square_of_mean_gradient", batch_size=1)
+    one = ewc_mod.task_curvature(
+        net, case.theta, case.X, case.y, kind, "square_of_mean_gradient", batch_size=1
+    )
     EF = minifim.empirical_fisher(net, case.theta, case.X, case.y)
-    np.testing.assert_allclose(ewc_mod.curvature_dense(kind, one), dense_structure(kind, EF, net),
-                               rtol=1e-12, atol=1e-16)
+    np.testing.assert_allclose(
+        ewc_mod.curvature_dense(kind, one), dense_structure(kind, EF, net), rtol=1e-12, atol=1e-16
+    )
 
 
 # --- state, replay, conventions --------------------------------------------------------------
@@ -345,13 +364,15 @@ def test_incremental_state_equals_pure_core_and_replays(kind, mode):
     for k in range(3):
         ewc.add_task(case.theta + 0.3 * rng.standard_normal(case.P), case.X * (1 + k))
     quads = ewc_mod.quadratics(ewc.tasks, kind, mode, 2.0, gamma)
-    replay = minifim.EWC(case.net, structure=kind, mode=mode, strength=2.0, gamma=gamma,
-                         tasks=ewc.tasks)
+    replay = minifim.EWC(
+        case.net, structure=kind, mode=mode, strength=2.0, gamma=gamma, tasks=ewc.tasks
+    )
     theta = case.theta + rng.standard_normal(case.P)
     want = ewc_mod.quadratic_penalty(quads, kind, theta)
     assert ewc.penalty(theta) == pytest.approx(want, rel=1e-13)
-    np.testing.assert_allclose(ewc.grad(theta), ewc_mod.quadratic_grad(quads, kind, theta),
-                               rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(
+        ewc.grad(theta), ewc_mod.quadratic_grad(quads, kind, theta), rtol=1e-13, atol=1e-15
+    )
     assert replay.penalty(theta) == ewc.penalty(theta)
     assert len(ewc.quadratics) == (3 if mode == "separate" else 1)
     assert all(isinstance(t, minifim.EWCTask) and t.n_samples == case.N for t in ewc.tasks)
@@ -409,8 +430,9 @@ def test_works_as_a_train_penalty(linear_tasks):
     ewc.add_task(least_squares([X1], [y1]), X1, y1)
     H = (minifim.hessian(net, np.zeros(4), X2, y2, reduction="sum") + ewc.hessian()) / len(X2)
     lr = 1.0 / np.linalg.eigvalsh(H)[-1]
-    theta, _ = minifim.train(net, np.zeros(4), X2, y2, minifim.optim.sgd(lr), 3000,
-                             progress=False, penalty=ewc)
+    theta, _ = minifim.train(
+        net, np.zeros(4), X2, y2, minifim.optim.sgd(lr), 3000, progress=False, penalty=ewc
+    )
     np.testing.assert_allclose(theta, least_squares([X1, X2], [y1, y2]), rtol=1e-8, atol=1e-9)
 
 
@@ -480,12 +502,16 @@ def test_bad_add_task_and_penalty_inputs(small):
 @pytest.mark.parametrize("kind", ["full", "block"])
 def test_dense_curvature_over_budget_names_the_cheaper_curvature(small, kind):
     net = small.net
-    with minifim.memory_limit(64), pytest.raises(minifim.MemoryBudgetError,
-                                                 match="structure='kfac'.*structure='diag'"):
+    with (
+        minifim.memory_limit(64),
+        pytest.raises(minifim.MemoryBudgetError, match="structure='kfac'.*structure='diag'"),
+    ):
         minifim.EWC(net, structure=kind)
     ewc = minifim.EWC(net, structure=kind)  # budget lowered after construction
-    with minifim.memory_limit(64), pytest.raises(minifim.MemoryBudgetError,
-                                                 match="structure='kfac'"):
+    with (
+        minifim.memory_limit(64),
+        pytest.raises(minifim.MemoryBudgetError, match="structure='kfac'"),
+    ):
         ewc.add_task(small.theta, small.X)
     assert ewc.tasks == ()
 
@@ -497,8 +523,9 @@ def test_torch_ewc_loops_match():
     model's classes (true), then lambda/2 sum F (p - p_old)^2 on the mean loss."""
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
-    seq = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(),
-                              torch.nn.Linear(5, 3)).double()
+    seq = torch.nn.Sequential(
+        torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3)
+    ).double()
     net = minifim.MLP([3, 5, 3], activation="tanh")
     theta = net.from_state_dict(seq.state_dict())
     rng = np.random.default_rng(0)
@@ -513,25 +540,31 @@ def test_torch_ewc_loops_match():
         out, batches = np.zeros(net.num_params), range(0, len(X), B)
         for s in batches:
             seq.zero_grad()
-            torch.nn.functional.cross_entropy(seq(Xt[s:s + B]), yt[s:s + B]).backward()
+            torch.nn.functional.cross_entropy(seq(Xt[s : s + B]), yt[s : s + B]).backward()
             out += flat_grad() ** 2 / len(batches)
         return out
 
     for B in (1, 3, 7):
-        got = ewc_mod.task_curvature(net, theta, X, y, "diag", "square_of_mean_gradient",
-                                     batch_size=B)
+        got = ewc_mod.task_curvature(
+            net, theta, X, y, "diag", "square_of_mean_gradient", batch_size=B
+        )
         np.testing.assert_allclose(got, loader_fisher(B), rtol=1e-12, atol=1e-16)
-    np.testing.assert_allclose(ewc_mod.task_curvature(net, theta, X, y, "diag", "empirical"),
-                               loader_fisher(1), rtol=1e-12, atol=1e-16)
+    np.testing.assert_allclose(
+        ewc_mod.task_curvature(net, theta, X, y, "diag", "empirical"),
+        loader_fisher(1),
+        rtol=1e-12,
+        atol=1e-16,
+    )
     true = np.zeros(net.num_params)
     for n in range(len(X)):
-        probs = torch.softmax(seq(Xt[n:n + 1]), dim=1)[0].detach().numpy()
+        probs = torch.softmax(seq(Xt[n : n + 1]), dim=1)[0].detach().numpy()
         for c in range(3):
             seq.zero_grad()
-            torch.log_softmax(seq(Xt[n:n + 1]), dim=1)[0, c].backward()
+            torch.log_softmax(seq(Xt[n : n + 1]), dim=1)[0, c].backward()
             true += probs[c] * flat_grad() ** 2 / len(X)
-    np.testing.assert_allclose(ewc_mod.task_curvature(net, theta, X, y, "diag", "true"), true,
-                               rtol=1e-12, atol=1e-16)
+    np.testing.assert_allclose(
+        ewc_mod.task_curvature(net, theta, X, y, "diag", "true"), true, rtol=1e-12, atol=1e-16
+    )
     # the usual penalty lambda/2 sum F (p - p_old)^2 on the mean loss of N_cur samples
     ewc = minifim.EWC(net, strength=2.0)
     ewc.add_task(theta, X)
@@ -553,17 +586,26 @@ def test_curvature_matvec_and_dense_refuse_bad_input(small):
     P = small.P
     d = np.abs(np.random.default_rng(0).standard_normal(P))
     v = np.ones(P)
-    with pytest.raises(ValueError, match=r"structure: expected one of \['block', 'diag', 'full', "
-                                         r"'kfac'\], received 'diagonal'"):
+    with pytest.raises(
+        ValueError,
+        match=r"structure: expected one of \['block', 'diag', 'full', "
+        r"'kfac'\], received 'diagonal'",
+    ):
         ewc_mod.curvature_matvec("diagonal", d, v)  # used to be treated as a list of blocks
     with pytest.raises(ValueError, match="structure"):
         ewc_mod.curvature_dense("dense", np.diag(d))
     # v: (P, 1) against a diagonal used to broadcast to a (P, P) "product"
-    with pytest.raises(ValueError, match=rf"v: expected shape \({P},\), received shape "
-                                         rf"\({P}, 1\)"):
+    with pytest.raises(
+        ValueError,
+        match=rf"v: expected shape \({P},\), received shape "
+        rf"\({P}, 1\)",
+    ):
         ewc_mod.curvature_matvec("diag", d, v[:, None])
-    with pytest.raises(ValueError, match=rf"v: expected shape \({P},\), received shape "
-                                         rf"\({P - 1},\)"):
+    with pytest.raises(
+        ValueError,
+        match=rf"v: expected shape \({P},\), received shape "
+        rf"\({P - 1},\)",
+    ):
         ewc_mod.curvature_matvec("full", np.diag(d), v[:-1])
     with pytest.raises(ValueError, match=r"M: expected a square 2-D array"):
         ewc_mod.curvature_matvec("full", np.ones((P, P - 1)), v)
@@ -586,11 +628,17 @@ def test_quadratic_penalty_and_grad_refuse_bad_input(small, recorded):
     theta = small.theta + 0.1
     want = recorded.penalty(theta)
     assert ewc_mod.quadratic_penalty(quads, "diag", theta) == want
-    with pytest.raises(ValueError, match=rf"theta: expected shape \({P},\), received shape "
-                                         rf"\({P}, 1\)"):
+    with pytest.raises(
+        ValueError,
+        match=rf"theta: expected shape \({P},\), received shape "
+        rf"\({P}, 1\)",
+    ):
         ewc_mod.quadratic_penalty(quads, "diag", theta[:, None])  # used to broadcast
-    with pytest.raises(ValueError, match=rf"theta: expected shape \({P},\), received shape "
-                                         rf"\({P - 1},\)"):
+    with pytest.raises(
+        ValueError,
+        match=rf"theta: expected shape \({P},\), received shape "
+        rf"\({P - 1},\)",
+    ):
         ewc_mod.quadratic_grad(quads, "diag", theta[:-1])
     with pytest.raises(ValueError, match="theta: expected finite"):
         ewc_mod.quadratic_grad(quads, "diag", np.full(P, np.inf))
@@ -601,8 +649,11 @@ def test_quadratic_penalty_and_grad_refuse_bad_input(small, recorded):
     with pytest.raises(TypeError, match=r"quads: expected a sequence of Quadratic"):
         ewc_mod.quadratic_grad(quads[0], "diag", theta)
     bad = ewc_mod.Quadratic(quads[0].centre, ((1.0, np.ones(P + 1)),))
-    with pytest.raises(ValueError, match=r"quads\[0\]\.terms\[0\]: expected a curvature of "
-                                         rf"size P = {P}, received {P + 1}"):
+    with pytest.raises(
+        ValueError,
+        match=r"quads\[0\]\.terms\[0\]: expected a curvature of "
+        rf"size P = {P}, received {P + 1}",
+    ):
         ewc_mod.quadratic_penalty([bad], "diag", theta)
     bad = ewc_mod.Quadratic(quads[0].centre, ((np.nan, quads[0].terms[0][1]),))
     with pytest.raises(ValueError, match=r"quads\[0\]\.terms\[0\] coefficient"):
@@ -610,8 +661,11 @@ def test_quadratic_penalty_and_grad_refuse_bad_input(small, recorded):
     # the (kind, representation) pair must agree: a K-FAC record under kind="diag" is refused
     kf = minifim.EWC(small.net, structure="kfac")
     kf.add_task(small.theta, small.X)
-    with pytest.raises(TypeError, match=r"quads\[0\]\.terms\[0\]: expected a 1-D array .*"
-                                        r"received KFACFactors"):
+    with pytest.raises(
+        TypeError,
+        match=r"quads\[0\]\.terms\[0\]: expected a 1-D array .*"
+        r"received KFACFactors",
+    ):
         ewc_mod.quadratic_penalty(kf.quadratics, "diag", theta)
 
 
@@ -624,20 +678,28 @@ def test_quadratics_refuses_bad_tasks(small, recorded):
         ewc_mod.quadratics([ewc_mod.EWCTask(task.theta_star, 0, task.curvature)], "diag")
     with pytest.raises(ValueError, match=r"tasks\[0\]\.theta_star: expected a 1-D array"):
         ewc_mod.quadratics([ewc_mod.EWCTask(task.theta_star[None], 6, task.curvature)], "diag")
-    with pytest.raises(ValueError, match=r"tasks\[0\]\.curvature: expected a curvature of size "
-                                         rf"P = {small.P}"):
+    with pytest.raises(
+        ValueError,
+        match=r"tasks\[0\]\.curvature: expected a curvature of size "
+        rf"P = {small.P}",
+    ):
         ewc_mod.quadratics([ewc_mod.EWCTask(task.theta_star, 6, task.curvature[1:])], "diag")
     other = ewc_mod.EWCTask(task.theta_star[1:], 6, task.curvature[1:])
-    with pytest.raises(ValueError, match=r"tasks\[1\]\.theta_star: expected shape "
-                                         rf"\({small.P},\) like tasks\[0\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"tasks\[1\]\.theta_star: expected shape "
+        rf"\({small.P},\) like tasks\[0\]",
+    ):
         ewc_mod.quadratics([task, other], "diag", "recursive")
     with pytest.raises(TypeError, match="tasks: expected a sequence of EWCTask"):
         ewc_mod.quadratics(task, "diag")
 
 
 def test_ewc_functions_refuse_a_non_net(small):
-    for call in (lambda: minifim.EWC([3, 4, 3]),
-                 lambda: minifim.task_curvature("net", small.theta, small.X)):
+    for call in (
+        lambda: minifim.EWC([3, 4, 3]),
+        lambda: minifim.task_curvature("net", small.theta, small.X),
+    ):
         with pytest.raises(TypeError, match="net: expected a minifim.MLP"):
             call()
 
@@ -700,8 +762,12 @@ def test_records_are_the_data_of_the_structure_objects(small, kind):
     S2 = minifim.curvature(net, theta + 0.2, X[::-1] * 0.5, structure=kind)
     total = 2.0 * X.shape[0] * S + 2.0 * X.shape[0] * S2
     assert type(total) is type(S)
-    np.testing.assert_allclose(ewc.hessian(), total.to_dense(), rtol=0,
-                               atol=8 * np.finfo(float).eps * np.abs(total.to_dense()).max())
+    np.testing.assert_allclose(
+        ewc.hessian(),
+        total.to_dense(),
+        rtol=0,
+        atol=8 * np.finfo(float).eps * np.abs(total.to_dense()).max(),
+    )
 
 
 def test_kind_keyword_of_the_pure_functions_is_deprecated(small, recorded):

@@ -39,8 +39,11 @@ def test_trajectory_arrays_are_described_by_the_trajectory_table():
 def test_array_docs_is_read_from_the_table():
     rows = array_schema(make_fixture("categorical-tanh").net)
     for key, (desc, axes, power) in ARRAY_DOCS.items():
-        assert (desc, axes, power) == (rows[key].description, list(rows[key].param_axes),
-                                       rows[key].reduction_power)
+        assert (desc, axes, power) == (
+            rows[key].description,
+            list(rows[key].param_axes),
+            rows[key].reduction_power,
+        )
     assert "true_fisher" in ARRAY_DOCS and "ngd_step" in ARRAY_DOCS
 
 

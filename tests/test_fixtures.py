@@ -79,8 +79,7 @@ def test_saturated_output_fisher_is_accurate_entrywise():
     logp = f - np.logaddexp.reduce(f, axis=1, keepdims=True)
     p = np.exp(logp)
     C = p.shape[1]
-    others = np.array([[p[n, np.arange(C) != c].sum() for c in range(C)]
-                       for n in range(fx.N)])
+    others = np.array([[p[n, np.arange(C) != c].sum() for c in range(C)] for n in range(fx.N)])
     diag = np.einsum("ncc->nc", fx["output_fisher"])
     np.testing.assert_allclose(diag, p * others, rtol=1e-13, atol=0)
     assert np.min(others[p > 0.5]) < 1e-15  # the case is really saturated
@@ -98,7 +97,8 @@ def test_weights_data_and_outputs(name):
         assert np.array_equal(fx[f"state_dict/{2 * l}.bias"], b)
     assert_close(fx["outputs"], net.forward(fx.theta, fx.X), 1e-15)
     assert float(fx["loss"]) == pytest.approx(
-        -np.mean(net.log_prob(fx.theta, fx.X, fx.y)), rel=1e-13)
+        -np.mean(net.log_prob(fx.theta, fx.X, fx.y)), rel=1e-13
+    )
     if net.likelihood.name == "categorical":
         assert fx.y.dtype == np.int64 and fx["y"].dtype == np.float64
 
@@ -107,10 +107,8 @@ def test_weights_data_and_outputs(name):
 def test_scores_jacobians_gradient(name):
     fx = get(name)
     net, th, X, y = fx.net, fx.theta, fx.X, fx.y
-    assert_close(fx["scores"], minifim.per_sample_scores(net, th, X, y, backend="autograd"),
-                 1e-12)
-    assert_close(fx["jacobians"], minifim.output_jacobians(net, th, X, backend="autograd"),
-                 1e-12)
+    assert_close(fx["scores"], minifim.per_sample_scores(net, th, X, y, backend="autograd"), 1e-12)
+    assert_close(fx["jacobians"], minifim.output_jacobians(net, th, X, backend="autograd"), 1e-12)
     # gradient of the mean NLL = - mean of the per-sample scores (two different passes)
     assert_close(fx["gradient"], -fx["scores"].mean(axis=0), 1e-12)
     # the output-space score is the last layer's bias gradient
@@ -127,8 +125,11 @@ def test_curvatures(name):
     # enumeration over the output distribution with autograd scores
     assert_close(F, enumerated_fisher(net, th, X), 1e-12)
     # J^T Lambda J from the stored Jacobians and output Fisher
-    assert_close(F, np.einsum("ncp,ncd,ndq->pq", fx["jacobians"], fx["output_fisher"],
-                              fx["jacobians"]) / N, 1e-12)
+    assert_close(
+        F,
+        np.einsum("ncp,ncd,ndq->pq", fx["jacobians"], fx["output_fisher"], fx["jacobians"]) / N,
+        1e-12,
+    )
     assert_close(fx["ggn"], F, 1e-12)  # canonical links
     S = fx["scores"]
     assert_close(fx["empirical_fisher"], S.T @ S / N, 1e-13)
@@ -138,8 +139,16 @@ def test_curvatures(name):
         assert np.array_equal(fx[key], fx[key].T), key
 
 
-@pytest.mark.parametrize("name", ["categorical-tanh", "bernoulli-sigmoid", "gaussian-softplus",
-                                  "deep-narrow", "saturated-bernoulli"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "categorical-tanh",
+        "bernoulli-sigmoid",
+        "gaussian-softplus",
+        "deep-narrow",
+        "saturated-bernoulli",
+    ],
+)
 def test_hessian_against_finite_differences_of_the_gradient(name):
     """Autograd reverse-over-reverse vs central differences of the batched backprop gradient."""
     fx = get(name)
@@ -150,8 +159,9 @@ def test_hessian_against_finite_differences_of_the_gradient(name):
     for i in range(P):
         e = np.zeros(P)
         e[i] = h
-        cols.append((minifim.gradient(net, th + e, X, y) - minifim.gradient(net, th - e, X, y))
-                    / (2 * h))
+        cols.append(
+            (minifim.gradient(net, th + e, X, y) - minifim.gradient(net, th - e, X, y)) / (2 * h)
+        )
     assert_close(fx["hessian"], np.array(cols).T, 1e-7)
 
 
@@ -183,8 +193,9 @@ def test_kfac_factors_against_definitions(name):
             assert_close(separate.A[l], a.T @ a / N, 1e-14)
             assert_close(folded.G[l], M[bs, bs], 1e-12)
             assert np.array_equal(folded.G[l], separate.G[l])
-        assert_close(folded.to_dense(),
-                     minifim.kfac(net, fx.theta, fx.X, fx.y, fisher).to_dense(), 1e-15)
+        assert_close(
+            folded.to_dense(), minifim.kfac(net, fx.theta, fx.X, fx.y, fisher).to_dense(), 1e-15
+        )
 
 
 def test_kfac_is_exact_for_linear_regression():
@@ -198,8 +209,11 @@ def test_manifest_contents():
     m = fx.manifest
     assert m["format"] == "minifim-fixture" and m["schema_version"] == SCHEMA_VERSION
     assert m["minifim_version"] == minifim.__version__
-    assert m["model"] == fx.net.config() == {"sizes": [3, 8, 2], "activation": "softplus",
-                                             "likelihood": "gaussian", "sigma": 0.3}
+    assert (
+        m["model"]
+        == fx.net.config()
+        == {"sizes": [3, 8, 2], "activation": "softplus", "likelihood": "gaussian", "sigma": 0.3}
+    )
     assert m["parameter_order"] == ["W0", "b0", "W1", "b1"]
     assert m["reduction"] == "mean" and m["damping"] == 1e-3
     assert m["seeds"]["seed"] == PRESETS["gaussian-softplus"]["seed"]
@@ -262,8 +276,17 @@ def test_spec_with_preset_override_and_explicit_arrays():
     theta = [0.5, -1.0, 0.25, 2.0, 0.1]
     X = [[1.0, 0.0, 0.5, 0.2], [0.3, -1.0, 0.0, 1.0]]
     y = [[1.0], [0.0]]
-    fx2 = make_fixture({"sizes": [4, 1], "activation": "identity", "likelihood": "bernoulli",
-                        "theta": theta, "X": X, "y": y, "name": "mine"})
+    fx2 = make_fixture(
+        {
+            "sizes": [4, 1],
+            "activation": "identity",
+            "likelihood": "bernoulli",
+            "theta": theta,
+            "X": X,
+            "y": y,
+            "name": "mine",
+        }
+    )
     assert fx2.name == "mine" and np.array_equal(fx2.theta, theta)
     assert np.array_equal(fx2.X, X) and np.array_equal(fx2["y"], y)
     assert fx2.manifest["spec"]["theta"] == theta
@@ -272,20 +295,23 @@ def test_spec_with_preset_override_and_explicit_arrays():
     assert_close(fx2["true_fisher"], Xt.T @ (Xt * (p * (1 - p))[:, None]) / 2, 1e-14)
 
 
-@pytest.mark.parametrize("spec, err, match", [
-    ({"sizes": [2, 2], "colour": 1}, ValueError, "unknown key"),
-    ({"activation": "tanh"}, ValueError, "sizes"),
-    ({"sizes": [2, 2], "num_samples": 0}, ValueError, "num_samples"),
-    ({"sizes": [2, 2], "labels": "argmax"}, ValueError, "labels"),
-    ({"sizes": [2, 2], "damping": -1.0}, ValueError, "damping"),
-    ({"sizes": [2, 2], "init": "xavier"}, ValueError, "init"),
-    ({"sizes": [2, 2], "activation": "gelu"}, ValueError, "activation"),
-    ({"sizes": [2, 2], "X": [[1.0, 2.0, 3.0]]}, ValueError, "X"),
-    ({"sizes": [2, 2], "y": [5, 0, 1, 0, 1, 0, 1, 0]}, ValueError, "y"),
-    ({"preset": "nope"}, ValueError, "preset"),
-    ("nope", ValueError, "preset"),
-    (3, TypeError, "spec"),
-])
+@pytest.mark.parametrize(
+    "spec, err, match",
+    [
+        ({"sizes": [2, 2], "colour": 1}, ValueError, "unknown key"),
+        ({"activation": "tanh"}, ValueError, "sizes"),
+        ({"sizes": [2, 2], "num_samples": 0}, ValueError, "num_samples"),
+        ({"sizes": [2, 2], "labels": "argmax"}, ValueError, "labels"),
+        ({"sizes": [2, 2], "damping": -1.0}, ValueError, "damping"),
+        ({"sizes": [2, 2], "init": "xavier"}, ValueError, "init"),
+        ({"sizes": [2, 2], "activation": "gelu"}, ValueError, "activation"),
+        ({"sizes": [2, 2], "X": [[1.0, 2.0, 3.0]]}, ValueError, "X"),
+        ({"sizes": [2, 2], "y": [5, 0, 1, 0, 1, 0, 1, 0]}, ValueError, "y"),
+        ({"preset": "nope"}, ValueError, "preset"),
+        ("nope", ValueError, "preset"),
+        (3, TypeError, "spec"),
+    ],
+)
 def test_bad_specs(spec, err, match):
     with pytest.raises(err, match=match):
         make_fixture(spec)
@@ -302,8 +328,7 @@ def test_custom_activation_cannot_be_stored():
 # --- trajectories ------------------------------------------------------------------------------------
 def test_parse_trajectory():
     assert parse_trajectory("sgd:steps=3,lr=0.5") == ("sgd", 3, {"lr": 0.5})
-    assert parse_trajectory("adam:steps=2,lr=1e-2,b1=0.8") == ("adam", 2, {"lr": 0.01,
-                                                                            "b1": 0.8})
+    assert parse_trajectory("adam:steps=2,lr=1e-2,b1=0.8") == ("adam", 2, {"lr": 0.01, "b1": 0.8})
     for bad in ("sgd", "sgd:lr=0.1", "sgd:steps=0", "sgd:steps=1.5", "sgd:steps=2,lr"):
         with pytest.raises(ValueError, match="trajectory"):
             parse_trajectory(bad)
@@ -347,8 +372,9 @@ def test_ngd_trajectory_solves_the_damped_fisher_system():
         check_close(tr["state/direction"][t + 1], direction, tol, "direction")
         # theta - lr d: the direction's error at the scale of lr d, plus one rounding
         step = 0.5 * np.linalg.norm(direction) / np.linalg.norm(th)
-        check_close(tr["theta"][t + 1], th - 0.5 * direction, tol * step + identity_tol(ulps=2),
-                    "theta")
+        check_close(
+            tr["theta"][t + 1], th - 0.5 * direction, tol * step + identity_tol(ulps=2), "theta"
+        )
     assert fx.manifest["arrays"]["trajectory/state/direction"]["param_axes"] == [1]
 
 
@@ -393,23 +419,30 @@ def test_load_rejects_newer_schema(tmp_path, small):
         load_fixture(_write(tmp_path / "f.npz", manifest, arrays))
 
 
-@pytest.mark.parametrize("edit, match", [
-    (lambda m, a: a.pop("true_fisher"), r"missing array\(s\) \['true_fisher'\]"),
-    (lambda m, a: a.__setitem__("extra", np.ones(2)), "unexpected array"),
-    (lambda m, a: a.__setitem__("gradient", a["gradient"].astype(np.float32)), "dtype float32"),
-    (lambda m, a: (a.__setitem__("hessian", np.ones((4, 4))),
-                   m["arrays"]["hessian"].__setitem__("shape", [4, 4])), "shape"),
-    (lambda m, a: a.__setitem__("ngd_step", np.full(5, np.nan)), "NaN"),
-    (lambda m, a: m.__setitem__("format", "other"), "not a minifim fixture"),
-    (lambda m, a: m.__setitem__("schema_version", "1"), "schema_version"),
-    (lambda m, a: m.__setitem__("model", {"sizes": [4, 1], "activation": "gelu"}),
-     "model"),
-    (lambda m, a: (m["arrays"].pop("loss"), a.pop("loss")), r"required array\(s\) \['loss'\]"),
-    (lambda m, a: m.__setitem__("num_samples", 0), "num_samples"),
-    (lambda m, a: m.__setitem__("arrays", [1]), "'arrays' entry"),
-    (lambda m, a: m.__setitem__("trajectory", {"steps": "3"}), "trajectory"),
-    (lambda m, a: m.pop("damping"), "no 'damping' entry"),
-])
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda m, a: a.pop("true_fisher"), r"missing array\(s\) \['true_fisher'\]"),
+        (lambda m, a: a.__setitem__("extra", np.ones(2)), "unexpected array"),
+        (lambda m, a: a.__setitem__("gradient", a["gradient"].astype(np.float32)), "dtype float32"),
+        (
+            lambda m, a: (
+                a.__setitem__("hessian", np.ones((4, 4))),
+                m["arrays"]["hessian"].__setitem__("shape", [4, 4]),
+            ),
+            "shape",
+        ),
+        (lambda m, a: a.__setitem__("ngd_step", np.full(5, np.nan)), "NaN"),
+        (lambda m, a: m.__setitem__("format", "other"), "not a minifim fixture"),
+        (lambda m, a: m.__setitem__("schema_version", "1"), "schema_version"),
+        (lambda m, a: m.__setitem__("model", {"sizes": [4, 1], "activation": "gelu"}), "model"),
+        (lambda m, a: (m["arrays"].pop("loss"), a.pop("loss")), r"required array\(s\) \['loss'\]"),
+        (lambda m, a: m.__setitem__("num_samples", 0), "num_samples"),
+        (lambda m, a: m.__setitem__("arrays", [1]), "'arrays' entry"),
+        (lambda m, a: m.__setitem__("trajectory", {"steps": "3"}), "trajectory"),
+        (lambda m, a: m.pop("damping"), "no 'damping' entry"),
+    ],
+)
 def test_load_rejects_odd_files(tmp_path, small, edit, match):
     manifest, arrays = small
     edit(manifest, arrays)
@@ -443,8 +476,7 @@ def test_load_refuses_pickled_arrays(tmp_path, small):
     manifest, arrays = small
     arrays["X"] = np.array([{"a": 1}], dtype=object)
     buf = io.BytesIO()
-    np.savez(buf, manifest=np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8),
-             **arrays)
+    np.savez(buf, manifest=np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8), **arrays)
     (tmp_path / "p.npz").write_bytes(buf.getvalue())
     with pytest.raises(FixtureError, match="without pickle"):
         load_fixture(tmp_path / "p.npz")
@@ -463,15 +495,17 @@ def test_save_checks_its_arguments(tmp_path):
 # --- the registry of trajectory optimisers ----------------------------------------------------
 def test_trajectory_optimisers_are_an_explicit_registry():
     assert sorted(fixtures.TRAJECTORY_OPTIMISERS) == sorted(
-        ["sgd", "momentum", "adam", "ngd", "gauss_newton", "kfac"])
+        ["sgd", "momentum", "adam", "ngd", "gauss_newton", "kfac"]
+    )
     for name in ("GaussianPrior", "fit_map", "train", "Optimizer", "Batch", "objective"):
         with pytest.raises(ValueError, match=r"unknown optimiser .*expected one of \['adam'"):
             make_fixture("logistic-regression", trajectory=f"{name}:steps=1,precision=1.0")
 
 
 # --- a spec name is a file name ------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["../x", "/tmp/x", "a/b", "a\\b", "", ".", "..", "x\x00y",
-                                  "tab\tname", "x" * 201])
+@pytest.mark.parametrize(
+    "name", ["../x", "/tmp/x", "a/b", "a\\b", "", ".", "..", "x\x00y", "tab\tname", "x" * 201]
+)
 def test_spec_name_cannot_escape_the_output_folder(name):
     with pytest.raises(ValueError, match=r"spec\['name'\]: expected a file name"):
         make_fixture({"preset": "logistic-regression", "name": name})
@@ -494,7 +528,7 @@ def test_loaded_fixture_is_fresh_per_call_and_read_only(tmp_path):
         first.arrays["true_fisher"][:] = 0.0
     with pytest.raises(ValueError):
         first.arrays["true_fisher"].flags.writeable = True
-    first.arrays["true_fisher"] = np.zeros_like(F)          # item assignment: this copy only
+    first.arrays["true_fisher"] = np.zeros_like(F)  # item assignment: this copy only
     first.manifest["arrays"]["true_fisher"]["reduction_power"] = 0
     first.manifest["model"]["sizes"] = [1, 1]
     second = load_fixture(path)
@@ -512,8 +546,7 @@ def _npy_header(shape, descr="<f8", fortran=False, version=(1, 0)):
 
     buf = io.BytesIO()
     header = {"descr": descr, "fortran_order": fortran, "shape": tuple(shape)}
-    (npf.write_array_header_1_0 if version == (1, 0) else npf.write_array_header_2_0)(
-        buf, header)
+    (npf.write_array_header_1_0 if version == (1, 0) else npf.write_array_header_2_0)(buf, header)
     return buf.getvalue()
 
 
@@ -543,8 +576,9 @@ def _zeros_writer(header, nbytes):
         chunk = bytes(1 << 20)
         left = nbytes
         while left > 0:
-            fh.write(chunk[:min(left, len(chunk))])
+            fh.write(chunk[: min(left, len(chunk))])
             left -= len(chunk)
+
     return write
 
 
@@ -557,8 +591,12 @@ def _bomb(saved, tmp_path, nbytes=64 * 2**20):
     """A deflated member that decompresses to ``nbytes`` of zeros under a header claiming
     the matching shape: a ~65 KB file that asks for 64 MiB."""
     P = int(nbytes // 8)
-    return _rezip(saved, tmp_path / "bomb.npz", compression=zipfile.ZIP_DEFLATED,
-                  replace={"true_fisher.npy": _zeros_writer(_npy_header((P,)), nbytes)})
+    return _rezip(
+        saved,
+        tmp_path / "bomb.npz",
+        compression=zipfile.ZIP_DEFLATED,
+        replace={"true_fisher.npy": _zeros_writer(_npy_header((P,)), nbytes)},
+    )
 
 
 def test_zip_bomb_is_refused_before_decompressing(saved, tmp_path):
@@ -569,8 +607,11 @@ def test_zip_bomb_is_refused_before_decompressing(saved, tmp_path):
     load_fixture(saved)  # warm the imports
     tracemalloc.start()
     try:
-        with pytest.raises(FixtureError, match=r"'true_fisher.npy' declares 67108992 bytes.*"
-                                               r"expected at most"):
+        with pytest.raises(
+            FixtureError,
+            match=r"'true_fisher.npy' declares 67108992 bytes.*"
+            r"expected at most",
+        ):
             load_fixture(bomb)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -582,10 +623,10 @@ def test_lying_npy_header_is_refused_before_allocating(saved, tmp_path):
     import tracemalloc
 
     # a stored member whose header claims 10^8 float64 (800 MB) with no data behind it
-    liar = _rezip(saved, tmp_path / "liar.npz",
-                  replace={"true_fisher.npy": _npy_header((10**8,))})
-    huge = _rezip(saved, tmp_path / "huge.npz",
-                  replace={"true_fisher.npy": _npy_header((10**15, 10**15))})
+    liar = _rezip(saved, tmp_path / "liar.npz", replace={"true_fisher.npy": _npy_header((10**8,))})
+    huge = _rezip(
+        saved, tmp_path / "huge.npz", replace={"true_fisher.npy": _npy_header((10**15, 10**15))}
+    )
     tracemalloc.start()
     try:
         for path in (liar, huge):
@@ -599,9 +640,12 @@ def test_lying_npy_header_is_refused_before_allocating(saved, tmp_path):
 
 def test_manifest_bomb_is_refused(saved, tmp_path):
     nbytes = 32 * 2**20
-    bomb = _rezip(saved, tmp_path / "mbomb.npz", compression=zipfile.ZIP_DEFLATED,
-                  replace={"manifest.npy": _zeros_writer(_npy_header((nbytes,), "|u1"),
-                                                         nbytes)})
+    bomb = _rezip(
+        saved,
+        tmp_path / "mbomb.npz",
+        compression=zipfile.ZIP_DEFLATED,
+        replace={"manifest.npy": _zeros_writer(_npy_header((nbytes,), "|u1"), nbytes)},
+    )
     with pytest.raises(FixtureError, match="manifest.*over the limit"):
         load_fixture(bomb)
 
@@ -611,45 +655,58 @@ def _manifest_edit(saved, tmp_path, edit):
         manifest = json.loads(bytes(z["manifest"]).decode())
     edit(manifest)
     data = json.dumps(manifest).encode()
-    return _rezip(saved, tmp_path / "edited.npz",
-                  replace={"manifest.npy": _npy_header((len(data),), "|u1") + data})
+    return _rezip(
+        saved,
+        tmp_path / "edited.npz",
+        replace={"manifest.npy": _npy_header((len(data),), "|u1") + data},
+    )
 
 
-@pytest.mark.parametrize("edit, match", [
-    (lambda m: m.__setitem__("num_samples", "10"), "num_samples"),
-    (lambda m: m.__setitem__("num_samples", -10), "num_samples"),
-    (lambda m: m.__setitem__("num_samples", True), "num_samples"),
-    (lambda m: m.__setitem__("num_params", "5"), "num_params"),
-    (lambda m: m.__setitem__("num_params", 6), "num_params"),
-    (lambda m: m["model"].__setitem__("sizes", [4, -1]), "model"),
-    (lambda m: m["model"].__setitem__("sizes", ["4", "1"]), "model"),
-    (lambda m: m["model"].__setitem__("colour", 1), "model"),
-    (lambda m: m.__setitem__("model", [4, 1]), "model"),
-    (lambda m: m.__setitem__("damping", "0.001"), "damping"),
-    (lambda m: m.__setitem__("damping", float("nan")), "damping"),
-    (lambda m: m.__setitem__("damping", -1.0), "damping"),
-    (lambda m: m.pop("name"), "no 'name' entry"),
-    (lambda m: m.pop("parameter_order"), "no 'parameter_order' entry"),
-    (lambda m: m.__setitem__("parameter_order", ["b0", "W0"]), "parameter_order"),
-    (lambda m: m.__setitem__("name", 3), "'name'"),
-    (lambda m: m.__setitem__("reduction", "sum"), "reduction"),
-    (lambda m: m.__setitem__("colour", "blue"), r"unknown manifest entr.*'colour'"),
-    (lambda m: m["arrays"]["gradient"].__setitem__("shape", ["5"]), "gradient.*shape"),
-    (lambda m: m["arrays"]["gradient"].__setitem__("shape", [-5]), "gradient.*shape"),
-    (lambda m: m["arrays"]["gradient"].__setitem__("param_axes", [3]), "gradient.*param_axes"),
-    (lambda m: m["arrays"]["gradient"].__setitem__("param_axes", "0"), "gradient.*param_axes"),
-    (lambda m: m["arrays"]["true_fisher"].__setitem__("reduction_power", 0),
-     "true_fisher.*reduction_power"),
-    (lambda m: m["arrays"]["true_fisher"].__setitem__("reduction_power", "1"),
-     "true_fisher.*reduction_power"),
-    (lambda m: m["arrays"]["true_fisher"].__setitem__("description", 3),
-     "true_fisher.*description"),
-    (lambda m: m["arrays"]["true_fisher"].__setitem__("colour", 3),
-     r"true_fisher.*unknown key"),
-    (lambda m: m["arrays"].__setitem__("extra", {"shape": [1]}), "extra"),
-    (lambda m: m.__setitem__("trajectory", {"steps": 10**12, "state_keys": []}),
-     "trajectory"),
-])
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda m: m.__setitem__("num_samples", "10"), "num_samples"),
+        (lambda m: m.__setitem__("num_samples", -10), "num_samples"),
+        (lambda m: m.__setitem__("num_samples", True), "num_samples"),
+        (lambda m: m.__setitem__("num_params", "5"), "num_params"),
+        (lambda m: m.__setitem__("num_params", 6), "num_params"),
+        (lambda m: m["model"].__setitem__("sizes", [4, -1]), "model"),
+        (lambda m: m["model"].__setitem__("sizes", ["4", "1"]), "model"),
+        (lambda m: m["model"].__setitem__("colour", 1), "model"),
+        (lambda m: m.__setitem__("model", [4, 1]), "model"),
+        (lambda m: m.__setitem__("damping", "0.001"), "damping"),
+        (lambda m: m.__setitem__("damping", float("nan")), "damping"),
+        (lambda m: m.__setitem__("damping", -1.0), "damping"),
+        (lambda m: m.pop("name"), "no 'name' entry"),
+        (lambda m: m.pop("parameter_order"), "no 'parameter_order' entry"),
+        (lambda m: m.__setitem__("parameter_order", ["b0", "W0"]), "parameter_order"),
+        (lambda m: m.__setitem__("name", 3), "'name'"),
+        (lambda m: m.__setitem__("reduction", "sum"), "reduction"),
+        (lambda m: m.__setitem__("colour", "blue"), r"unknown manifest entr.*'colour'"),
+        (lambda m: m["arrays"]["gradient"].__setitem__("shape", ["5"]), "gradient.*shape"),
+        (lambda m: m["arrays"]["gradient"].__setitem__("shape", [-5]), "gradient.*shape"),
+        (lambda m: m["arrays"]["gradient"].__setitem__("param_axes", [3]), "gradient.*param_axes"),
+        (lambda m: m["arrays"]["gradient"].__setitem__("param_axes", "0"), "gradient.*param_axes"),
+        (
+            lambda m: m["arrays"]["true_fisher"].__setitem__("reduction_power", 0),
+            "true_fisher.*reduction_power",
+        ),
+        (
+            lambda m: m["arrays"]["true_fisher"].__setitem__("reduction_power", "1"),
+            "true_fisher.*reduction_power",
+        ),
+        (
+            lambda m: m["arrays"]["true_fisher"].__setitem__("description", 3),
+            "true_fisher.*description",
+        ),
+        (
+            lambda m: m["arrays"]["true_fisher"].__setitem__("colour", 3),
+            r"true_fisher.*unknown key",
+        ),
+        (lambda m: m["arrays"].__setitem__("extra", {"shape": [1]}), "extra"),
+        (lambda m: m.__setitem__("trajectory", {"steps": 10**12, "state_keys": []}), "trajectory"),
+    ],
+)
 def test_manifest_with_wrong_types_is_refused(saved, tmp_path, edit, match):
     with pytest.raises(FixtureError, match=match):
         load_fixture(_manifest_edit(saved, tmp_path, edit))
@@ -664,6 +721,7 @@ def test_manifest_of_a_huge_model_is_refused_by_the_memory_budget(saved, tmp_pat
         shapes = fixtures.expected_shapes(minifim.MLP(**m["model"]), m["num_samples"])
         for key, shape in shapes.items():
             m["arrays"][key]["shape"] = list(shape)
+
     path = _manifest_edit(saved, tmp_path, edit)
     tracemalloc.start()
     try:
@@ -707,14 +765,17 @@ def test_odd_members_are_refused(saved, tmp_path):
         (dict(add={"notes.txt": b"hi"}), "notes.txt.*not an .npy"),
         (dict(add={"true_fisher.npy": b""}), "twice"),
         (dict(drop=("true_fisher.npy",)), r"missing array\(s\) \['true_fisher'\]"),
-        (dict(replace={"true_fisher.npy": _npy_header((5, 5), "<f4") + bytes(100)}),
-         "float32"),
-        (dict(replace={"true_fisher.npy": _npy_header((5, 5), ">f8")
-                       + fisher.astype(">f8").tobytes()}), ">f8"),
-        (dict(replace={"true_fisher.npy": _npy_header((5, 5)) + bytes(100)}),
-         "truncated"),
-        (dict(replace={"true_fisher.npy": _npy_header((5, 5)) + bytes(400)}),
-         "trailing"),
+        (dict(replace={"true_fisher.npy": _npy_header((5, 5), "<f4") + bytes(100)}), "float32"),
+        (
+            dict(
+                replace={
+                    "true_fisher.npy": _npy_header((5, 5), ">f8") + fisher.astype(">f8").tobytes()
+                }
+            ),
+            ">f8",
+        ),
+        (dict(replace={"true_fisher.npy": _npy_header((5, 5)) + bytes(100)}), "truncated"),
+        (dict(replace={"true_fisher.npy": _npy_header((5, 5)) + bytes(400)}), "trailing"),
         (dict(replace={"true_fisher.npy": b"\x93NUMPY\x09\x00" + bytes(20)}), "version"),
         (dict(replace={"true_fisher.npy": b"not npy at all"}), "not an .npy"),
         (dict(replace={"true_fisher.npy": _npy_header((5, 5), "|O")}), "pickle|dtype"),
@@ -728,9 +789,15 @@ def test_odd_members_are_refused(saved, tmp_path):
 def test_fortran_order_and_deflate_are_read(saved, tmp_path):
     fx = get("logistic-regression")
     F = fx["true_fisher"]
-    path = _rezip(saved, tmp_path / "f.npz", compression=zipfile.ZIP_DEFLATED,
-                  replace={"true_fisher.npy": _npy_header((5, 5), fortran=True)
-                           + np.asfortranarray(F).tobytes(order="F")})
+    path = _rezip(
+        saved,
+        tmp_path / "f.npz",
+        compression=zipfile.ZIP_DEFLATED,
+        replace={
+            "true_fisher.npy": _npy_header((5, 5), fortran=True)
+            + np.asfortranarray(F).tobytes(order="F")
+        },
+    )
     back = load_fixture(path)
     assert np.array_equal(back["true_fisher"], F) and not back["true_fisher"].flags.writeable
     for key in fx.keys():

@@ -31,18 +31,24 @@ def test_empirical_factor_is_the_score_matrix(case):
     v, w = rng.standard_normal(case.P), rng.standard_normal(case.N)
     n = case.P + case.N
     scale = float(np.abs(S).max())
-    check(float(np.abs(F.matvec(v) - S @ v).max() / (scale * np.abs(v).sum())),
-          product_rtol(n), "U v")
-    check(float(np.abs(F.rmatvec(w) - S.T @ w).max() / (scale * np.abs(w).sum())),
-          product_rtol(n), "U^T w")
+    check(
+        float(np.abs(F.matvec(v) - S @ v).max() / (scale * np.abs(v).sum())), product_rtol(n), "U v"
+    )
+    check(
+        float(np.abs(F.rmatvec(w) - S.T @ w).max() / (scale * np.abs(w).sum())),
+        product_rtol(n),
+        "U^T w",
+    )
     G = F.gram(1.0 / case.N)
-    check(float(np.abs(G - S @ S.T / case.N).max() / np.abs(G).max()),
-          product_rtol(n), "c U U^T")
+    check(float(np.abs(G - S @ S.T / case.N).max() / np.abs(G).max()), product_rtol(n), "c U U^T")
     V = rng.standard_normal((case.P, 3))
     assert F.matvec(V).shape == (case.N, 3) and F.rmatvec(F.matvec(V)).shape == (case.P, 3)
     col = F.matvec(V[:, 1])  # one column equals the batched product (to a product's rounding)
-    check(float(np.abs(F.matvec(V)[:, 1] - col).max() / (scale * np.abs(V[:, 1]).sum())),
-          product_rtol(n), "batched U V")
+    check(
+        float(np.abs(F.matvec(V)[:, 1] - col).max() / (scale * np.abs(V[:, 1]).sum())),
+        product_rtol(n),
+        "batched U V",
+    )
 
 
 @pytest.mark.parametrize("case", SMALL, ids=lambda c: c.name)
@@ -50,9 +56,14 @@ def test_empirical_factor_is_the_score_matrix(case):
 def test_products_and_gram_reproduce_the_dense_curvature(case, fisher):
     net, th, X = case.net, case.theta, case.X
     kw = {"n_samples": 2, "rng": 3} if fisher == "mc" else {}
-    M = minifim.curvature_matrix(net, th, X, None, fisher, **{k: (np.random.default_rng(3)
-                                                                  if k == "rng" else v)
-                                                              for k, v in kw.items()})
+    M = minifim.curvature_matrix(
+        net,
+        th,
+        X,
+        None,
+        fisher,
+        **{k: (np.random.default_rng(3) if k == "rng" else v) for k, v in kw.items()},
+    )
     if fisher == "mc":
         kw["rng"] = np.random.default_rng(3)
     F = seed_factors(net, th, X, None, fisher, **kw)
@@ -65,8 +76,11 @@ def test_products_and_gram_reproduce_the_dense_curvature(case, fisher):
     lam = np.sort(np.linalg.eigvalsh(M))[::-1]
     r = min(F.rows, case.P)
     norm = float(lam[0])
-    check(float(np.abs(mu[:r] - lam[:r]).max()),
-          eig_atol(norm, case.P + F.rows) + tol * norm, "Gram and M share their spectrum")
+    check(
+        float(np.abs(mu[:r] - lam[:r]).max()),
+        eig_atol(norm, case.P + F.rows) + tol * norm,
+        "Gram and M share their spectrum",
+    )
 
 
 def test_chunked_factors_equal_one_chunk():

@@ -49,8 +49,9 @@ def test_savez_round_trip_without_pickle(tmp_path):
 
 def test_savez_refuses_object_arrays(tmp_path):
     with pytest.raises(TypeError, match=r"arrays\['bad'\]: object arrays cannot be stored"):
-        atomic_savez(tmp_path / "x.npz", {"ok": np.ones(2), "bad": np.array([1, "a"],
-                                                                             dtype=object)})
+        atomic_savez(
+            tmp_path / "x.npz", {"ok": np.ones(2), "bad": np.array([1, "a"], dtype=object)}
+        )
     assert not (tmp_path / "x.npz").exists() and _temps(tmp_path) == []
 
 
@@ -72,16 +73,20 @@ def _open_fds():
 def _raise(err):
     def fail(*args, **kwargs):
         raise err
+
     return fail
 
 
-@pytest.mark.parametrize("where, err", [
-    ("fsync", OSError(28, "No space left on device")),       # full disk while flushing
-    ("replace", PermissionError(13, "Permission denied")),   # read-only target
-    ("fchmod", OSError(1, "Operation not permitted")),
-    ("fdopen", OSError(24, "Too many open files")),
-    ("fsync", KeyboardInterrupt()),                           # interrupted
-])
+@pytest.mark.parametrize(
+    "where, err",
+    [
+        ("fsync", OSError(28, "No space left on device")),  # full disk while flushing
+        ("replace", PermissionError(13, "Permission denied")),  # read-only target
+        ("fchmod", OSError(1, "Operation not permitted")),
+        ("fdopen", OSError(24, "Too many open files")),
+        ("fsync", KeyboardInterrupt()),  # interrupted
+    ],
+)
 def test_failed_or_interrupted_write_leaves_nothing_behind(tmp_path, monkeypatch, where, err):
     p = atomic_write_bytes(tmp_path / "keep.bin", b"old")
     before = _open_fds()

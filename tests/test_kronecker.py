@@ -31,8 +31,9 @@ KINDS = ("true", "empirical", "ggn", "mc", "argmax")
 
 
 def dense(case, kind, **kw):
-    return minifim.curvature_matrix(case.net, case.theta, case.X, case.y, kind, n_samples=2,
-                                    rng=4, **kw)
+    return minifim.curvature_matrix(
+        case.net, case.theta, case.X, case.y, kind, n_samples=2, rng=4, **kw
+    )
 
 
 def factors(case, kind, bias, **kw):
@@ -78,8 +79,9 @@ def test_factors_against_definitions(case, kind):
     net = case.net
     M = dense(case, kind)
     Kf, Ks = factors(case, kind, "folded"), factors(case, kind, "separate")
-    for l, ((_ws, bs), a) in enumerate(zip(net.layer_slices, hand_layer_inputs(net, case.theta,
-                                                                              case.X))):
+    for l, ((_ws, bs), a) in enumerate(
+        zip(net.layer_slices, hand_layer_inputs(net, case.theta, case.X))
+    ):
         at = np.hstack([a, np.ones((case.N, 1))])
         # A: a product of inner dimension N (hand forward: up to P roundings per activation)
         assert_close(Kf.A[l], at.T @ at / case.N, product_rtol(case.N + case.P), f"A{l}")
@@ -113,8 +115,11 @@ def test_exact_for_linear_gaussian(kind):
     Kf = factors(case, kind, "folded")
     assert_close(Kf.G[0], np.eye(3) / case.net.likelihood.sigma**2, product_rtol(seeds(case)))
     assert_close(Kf.to_dense(), F, curvature_rtol(case))
-    assert_close(factors(case, kind, "separate").to_dense(), zero_cross_terms(case.net, F),
-                 curvature_rtol(case))
+    assert_close(
+        factors(case, kind, "separate").to_dense(),
+        zero_cross_terms(case.net, F),
+        curvature_rtol(case),
+    )
     # the cross terms are really dropped (mean input is not zero here)
     assert np.abs(F - zero_cross_terms(case.net, F)).max() > 1e-3
 
@@ -140,8 +145,11 @@ def test_folded_separate_relation(case):
         check_elementwise(Af[:i, :i], As, product_atol(a.T, a) / case.N, "A without its 1")
         assert Af[i, i] == 1.0  # a mean of N ones: exact
     # each dense entry is one product g a of entries within product_rtol(N) of each other
-    assert_close(Ks.to_dense(), zero_cross_terms(case.net, Kf.to_dense()),
-                 product_rtol(case.N) + identity_tol())
+    assert_close(
+        Ks.to_dense(),
+        zero_cross_terms(case.net, Kf.to_dense()),
+        product_rtol(case.N) + identity_tol(),
+    )
 
 
 def test_layer_block_layout():
@@ -150,8 +158,9 @@ def test_layer_block_layout():
     K = factors(case, "true", "folded")
     for l, (o, i) in enumerate(case.net.shapes):
         idx = homogeneous_to_flat(o, i)
-        assert_close(K.layer_block(l), np.kron(K.G[l], K.A[l])[np.ix_(idx, idx)],
-                     identity_tol(ulps=1))  # the same products g a, permuted
+        assert_close(
+            K.layer_block(l), np.kron(K.G[l], K.A[l])[np.ix_(idx, idx)], identity_tol(ulps=1)
+        )  # the same products g a, permuted
     assert [b.shape for b in K.blocks()] == [(o * i + o,) * 2 for o, i in case.net.shapes]
 
 
@@ -186,22 +195,26 @@ def _factored_reference(K, damping, pi_correction):
     ``pi = sqrt((tr A / dim A) / (tr G / dim G))``); a separate bias block is ``G + l I``."""
     blocks = []
     for G, A, (o, i) in zip(K.G, K.A, K.shapes):
-        pi = np.sqrt((np.trace(A) / A.shape[0]) / (np.trace(G) / G.shape[0])) \
-            if pi_correction else 1.0
-        kr = np.kron(G + np.sqrt(damping) / pi * np.eye(o),
-                     A + pi * np.sqrt(damping) * np.eye(A.shape[0]))
+        pi = (
+            np.sqrt((np.trace(A) / A.shape[0]) / (np.trace(G) / G.shape[0]))
+            if pi_correction
+            else 1.0
+        )
+        kr = np.kron(
+            G + np.sqrt(damping) / pi * np.eye(o), A + pi * np.sqrt(damping) * np.eye(A.shape[0])
+        )
         if K.bias == "folded":
             idx = homogeneous_to_flat(o, i)
             blocks.append(kr[np.ix_(idx, idx)])
         else:
             b = np.zeros((o * i + o,) * 2)
-            b[:o * i, :o * i] = kr
-            b[o * i:, o * i:] = G + damping * np.eye(o)
+            b[: o * i, : o * i] = kr
+            b[o * i :, o * i :] = G + damping * np.eye(o)
             blocks.append(b)
     P = sum(b.shape[0] for b in blocks)
     M, off = np.zeros((P, P)), 0
     for b in blocks:
-        M[off:off + b.shape[0], off:off + b.shape[0]] = b
+        M[off : off + b.shape[0], off : off + b.shape[0]] = b
         off += b.shape[0]
     return M
 
@@ -251,8 +264,11 @@ def test_reduction_and_chunks(case):
 def test_bad_input():
     case = get_case("categorical-tanh-3x4x3")
     net, theta, X, y = case.net, case.theta, case.X, case.y
-    with pytest.raises(ValueError, match=r"bias: expected one of \['folded', 'separate'\], "
-                                         r"received 'merged'"):
+    with pytest.raises(
+        ValueError,
+        match=r"bias: expected one of \['folded', 'separate'\], "
+        r"received 'merged'",
+    ):
         kfac(net, theta, X, bias="merged")
     with pytest.raises(ValueError, match="fisher: expected one of"):
         kfac(net, theta, X, fisher="hessian")

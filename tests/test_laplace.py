@@ -48,8 +48,12 @@ def posterior_bounds(A, N, C):
     ``log det A`` (absolute, Weyl)."""
     P = A.shape[0]
     inv = solve_rtol(cond(A), P)
-    return {"precision": product_rtol(P + N * max(C, 2)) + identity_tol(), "covariance": inv,
-            "variance": inv * np.sqrt(P), "logdet": logdet_atol(np.linalg.eigvalsh(A), P)}
+    return {
+        "precision": product_rtol(P + N * max(C, 2)) + identity_tol(),
+        "covariance": inv,
+        "variance": inv * np.sqrt(P),
+        "logdet": logdet_atol(np.linalg.eigvalsh(A), P),
+    }
 
 
 def check_posterior(la, A, N, C, S=None):
@@ -73,15 +77,15 @@ class BLR:
     def __init__(self, N=25, D=3, C=1, sigma=0.6, seed=0):
         rng = np.random.default_rng(seed)
         self.D, self.C, self.sigma = D, C, sigma
-        self.net = minifim.MLP([D, C], activation="identity", likelihood="gaussian",
-                               sigma=sigma)
+        self.net = minifim.MLP([D, C], activation="identity", likelihood="gaussian", sigma=sigma)
         self.X = rng.standard_normal((N, D))
         self.Xt = np.hstack([self.X, np.ones((N, 1))])
         Wtrue = rng.standard_normal((C, D + 1))
         self.y = self.Xt @ Wtrue.T + sigma * rng.standard_normal((N, C))
         # flat index of homogeneous entry (c, j): W[c, j] -> c D + j, b[c] -> C D + c
-        self.flat = np.array([c * D + j if j < D else C * D + c
-                              for c in range(C) for j in range(D + 1)])
+        self.flat = np.array(
+            [c * D + j if j < D else C * D + c for c in range(C) for j in range(D + 1)]
+        )
 
     def shared_precision(self, alpha):
         return self.Xt.T @ self.Xt / self.sigma**2 + alpha * np.eye(self.D + 1)
@@ -110,8 +114,7 @@ class BLR:
     def log_evidence(self, alpha):
         N = self.X.shape[0]
         K = self.sigma**2 * np.eye(N) + self.Xt @ self.Xt.T / alpha
-        return sum(multivariate_normal(np.zeros(N), K).logpdf(self.y[:, c])
-                   for c in range(self.C))
+        return sum(multivariate_normal(np.zeros(N), K).logpdf(self.y[:, c]) for c in range(self.C))
 
     def d_log_evidence(self, alpha):
         """d/d alpha of :meth:`log_evidence`, in closed form."""
@@ -119,8 +122,10 @@ class BLR:
         G = self.Xt @ self.Xt.T
         Ki = np.linalg.inv(self.sigma**2 * np.eye(N) + G / alpha)
         dK = -G / alpha**2
-        return sum(0.5 * self.y[:, c] @ Ki @ dK @ Ki @ self.y[:, c] - 0.5 * np.trace(Ki @ dK)
-                   for c in range(self.C))
+        return sum(
+            0.5 * self.y[:, c] @ Ki @ dK @ Ki @ self.y[:, c] - 0.5 * np.trace(Ki @ dK)
+            for c in range(self.C)
+        )
 
     def predictive(self, Xs, alpha):
         Xst = np.hstack([Xs, np.ones((Xs.shape[0], 1))])
@@ -156,7 +161,8 @@ def test_blr_posterior_equals_closed_form(blr, curvature):
 def test_blr_log_marginal_likelihood_equals_closed_form(blr, curvature, alpha):
     la = Laplace(blr.net, blr.mean(alpha), blr.X, blr.y, alpha, structure=curvature)
     assert abs(la.log_marginal_likelihood() - blr.log_evidence(alpha)) <= RTOL * max(
-        1.0, abs(blr.log_evidence(alpha)))
+        1.0, abs(blr.log_evidence(alpha))
+    )
 
 
 @pytest.mark.parametrize("curvature", STRUCTURES_EXACT_FOR_BLR)
@@ -227,13 +233,15 @@ def test_optimize_prior_precision_recovers_blr_evidence_maximiser():
     (envelope theorem); the maximiser comes from the closed-form derivative of the BLR
     evidence with the MAP refit at every alpha."""
     case = BLR(N=30, D=3, C=2, sigma=0.5, seed=8)
-    a_opt = math.exp(brentq(lambda t: case.d_log_evidence(math.exp(t)), -15, 15,
-                            xtol=1e-14, rtol=1e-15))
+    a_opt = math.exp(
+        brentq(lambda t: case.d_log_evidence(math.exp(t)), -15, 15, xtol=1e-14, rtol=1e-15)
+    )
     la = Laplace(case.net, case.mean(a_opt), case.X, case.y, prior_precision=1.0)
     opt = la.optimize_prior_precision()
     assert abs(opt.prior_precision - a_opt) <= 1e-9 * a_opt
     assert abs(opt.log_marginal_likelihood() - case.log_evidence(a_opt)) <= 1e-10 * abs(
-        case.log_evidence(a_opt))
+        case.log_evidence(a_opt)
+    )
     # and the exact evidence is indeed maximal there
     for f in (0.9, 1.1):
         assert case.log_evidence(f * a_opt) < case.log_evidence(a_opt)
@@ -278,8 +286,11 @@ def _case(sizes, likelihood, N=9, seed=0, activation="tanh"):
 
 
 CLASSIFIER = _case((3, 4, 3), "categorical", seed=1)
-CASES = [CLASSIFIER, _case((2, 3, 2, 2), "bernoulli", seed=2),
-         _case((2, 3, 2), "gaussian", seed=3, activation="softplus")]
+CASES = [
+    CLASSIFIER,
+    _case((2, 3, 2, 2), "bernoulli", seed=2),
+    _case((2, 3, 2), "gaussian", seed=3, activation="softplus"),
+]
 
 
 @pytest.mark.parametrize("c", CASES, ids=["categorical", "bernoulli", "gaussian"])
@@ -321,14 +332,17 @@ def test_kfac_precision_blocks(c, bias):
         o, i = c.net.shapes[l]
         Gl, Al = F.G[l], F.A[l]
         if bias == "separate":
-            assert close(A[sl, sl][: o * i, : o * i],
-                         c.N * np.kron(Gl, Al) + alpha * np.eye(o * i))
-            assert close(A[sl, sl][o * i:, o * i:], c.N * Gl + alpha * np.eye(o))
+            assert close(A[sl, sl][: o * i, : o * i], c.N * np.kron(Gl, Al) + alpha * np.eye(o * i))
+            assert close(A[sl, sl][o * i :, o * i :], c.N * Gl + alpha * np.eye(o))
     check_posterior(la, A, c.N, c.net.sizes[-1])
     V = np.random.default_rng(4).standard_normal((c.P, 3))
     # an independent implementation of the eigen-damped solve
-    check_close(la.covariance_matvec(V[:, 0]), F.solve(V[:, 0], alpha / c.N) / c.N,
-                posterior_bounds(A, c.N, c.net.sizes[-1])["covariance"], "K-FAC solve")
+    check_close(
+        la.covariance_matvec(V[:, 0]),
+        F.solve(V[:, 0], alpha / c.N) / c.N,
+        posterior_bounds(A, c.N, c.net.sizes[-1])["covariance"],
+        "K-FAC solve",
+    )
     # the factors kept by the Laplace object carry N (reduction="sum"): a sum vs a mean * N
     assert_close(la.kfac_factors.G[0], c.N * F.G[0], identity_tol(ulps=2), "G carries N")
 
@@ -337,10 +351,15 @@ def test_kfac_equals_full_for_single_linear_gaussian_layer():
     case = BLR(C=3, seed=4)
     full = Laplace(case.net, case.mean(1.0), case.X, case.y, 1.0)
     kf = Laplace(case.net, case.mean(1.0), case.X, case.y, 1.0, structure="kfac")
-    check_close(kf.posterior_covariance(), full.posterior_covariance(),
-                solve_rtol(cond(full.posterior_precision()), case.net.num_params), "covariance")
+    check_close(
+        kf.posterior_covariance(),
+        full.posterior_covariance(),
+        solve_rtol(cond(full.posterior_precision()), case.net.num_params),
+        "covariance",
+    )
     assert abs(kf.log_marginal_likelihood() - full.log_marginal_likelihood()) <= 1e-10 * abs(
-        full.log_marginal_likelihood())
+        full.log_marginal_likelihood()
+    )
 
 
 @pytest.mark.parametrize("curvature", ["full", "kfac", "diag"])
@@ -453,9 +472,17 @@ def test_fit_map_warns_when_not_converged():
 
 
 # --- bad input ------------------------------------------------------------------------------
-@pytest.mark.parametrize("alpha, err", [(0.0, ValueError), (-1.0, ValueError),
-                                        (float("nan"), ValueError), ("1", TypeError),
-                                        (True, TypeError), (None, TypeError)])
+@pytest.mark.parametrize(
+    "alpha, err",
+    [
+        (0.0, ValueError),
+        (-1.0, ValueError),
+        (float("nan"), ValueError),
+        ("1", TypeError),
+        (True, TypeError),
+        (None, TypeError),
+    ],
+)
 def test_bad_prior_precision(alpha, err):
     c = CLASSIFIER
     with pytest.raises(err, match="prior_precision"):
@@ -548,8 +575,11 @@ def test_calibration_against_a_loop():
     edges = np.linspace(0, 1, B + 1)
     ece, counts = 0.0, []
     for b in range(B):
-        members = [n for n in range(300)
-                   if (edges[b] < probs[n].max() <= edges[b + 1]) or (b == 0 and probs[n].max() == 0)]
+        members = [
+            n
+            for n in range(300)
+            if (edges[b] < probs[n].max() <= edges[b + 1]) or (b == 0 and probs[n].max() == 0)
+        ]
         counts.append(len(members))
         if members:
             acc = np.mean([np.argmax(probs[n]) == y[n] for n in members])
@@ -616,10 +646,15 @@ def _run_with_threads(tmp_path, threads: int):
     import sys
 
     path = tmp_path / f"samples_{threads}.npz"
-    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
-               MKL_NUM_THREADS=str(threads))
-    subprocess.run([sys.executable, "-c", _THREAD_SCRIPT, str(path)], check=True, env=env,
-                   timeout=300)
+    env = dict(
+        os.environ,
+        OPENBLAS_NUM_THREADS=str(threads),
+        OMP_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+    )
+    subprocess.run(
+        [sys.executable, "-c", _THREAD_SCRIPT, str(path)], check=True, env=env, timeout=300
+    )
     return dict(np.load(path))
 
 
@@ -669,5 +704,8 @@ def test_block_precision_is_the_dense_blocks(c):
     np.testing.assert_array_equal(la.posterior_precision(), A)  # the same sums, entry by entry
     S = la.posterior_covariance()
     check_close(S, np.linalg.inv(A), solve_rtol(cond(A), c.P), "block covariance")
-    check(abs(la.log_det_precision() - np.linalg.slogdet(A)[1]),
-          logdet_atol(np.linalg.eigvalsh(A), c.P), "block log det")
+    check(
+        abs(la.log_det_precision() - np.linalg.slogdet(A)[1]),
+        logdet_atol(np.linalg.eigvalsh(A), c.P),
+        "block log det",
+    )

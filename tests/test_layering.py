@@ -70,10 +70,16 @@ def _type_only(tree: ast.Module) -> set[int]:
     """``id`` of every import statement under ``if TYPE_CHECKING:``."""
     out = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING",
-                                                                  "typing.TYPE_CHECKING"):
-            out |= {id(n) for stmt in node.body for n in ast.walk(stmt)
-                    if isinstance(n, (ast.Import, ast.ImportFrom))}
+        if isinstance(node, ast.If) and ast.unparse(node.test) in (
+            "TYPE_CHECKING",
+            "typing.TYPE_CHECKING",
+        ):
+            out |= {
+                id(n)
+                for stmt in node.body
+                for n in ast.walk(stmt)
+                if isinstance(n, (ast.Import, ast.ImportFrom))
+            }
     return out
 
 
@@ -105,8 +111,12 @@ def _violations() -> list[tuple[str, str, str | None, str]]:
     for name, path in MODULES.items():
         mine = _layer(name)
         for target, imported, typing_only in _imports(name, path):
-            if (imported is not None and imported.startswith("_")
-                    and not imported.startswith("__") and target != name):
+            if (
+                imported is not None
+                and imported.startswith("_")
+                and not imported.startswith("__")
+                and target != name
+            ):
                 found.append((name, target, imported, "imports a private name"))
             theirs = _layer(target)
             if typing_only:

@@ -33,6 +33,7 @@ def lik(request):
 
 def no_warnings():
     """Context: any warning or floating-point overflow/invalid/divide is an error."""
+
     class _Ctx:
         def __enter__(self):
             self.w = warnings.catch_warnings()
@@ -44,6 +45,7 @@ def no_warnings():
         def __exit__(self, *exc):
             self.e.__exit__(*exc)
             return self.w.__exit__(*exc)
+
     return _Ctx()
 
 
@@ -67,8 +69,7 @@ def test_log_prob_bernoulli_scipy():
 def test_log_prob_gaussian_scipy():
     lik = LIKS["gaussian"]
     y = F0 + RNG.standard_normal((N, C))
-    ref = [scipy.stats.multivariate_normal(F0[n], 0.49 * np.eye(C)).logpdf(y[n])
-           for n in range(N)]
+    ref = [scipy.stats.multivariate_normal(F0[n], 0.49 * np.eye(C)).logpdf(y[n]) for n in range(N)]
     assert_close(lik.log_prob(F0, y), ref, 1e-13)
     ref2 = scipy.stats.norm(F0, 0.7).logpdf(y).sum(axis=1)
     assert_close(lik.log_prob(F0, y), ref2, 1e-13)
@@ -89,8 +90,10 @@ def test_hessian_outputs_autograd(lik):
     for seed in range(3):
         y = targets(lik, F0, seed)
         for n in range(N):
+
             def nll(f, n=n, y=y):
-                return -lik.log_prob(f[None, :], y[n:n + 1])[0]
+                return -lik.log_prob(f[None, :], y[n : n + 1])[0]
+
             assert_close(H[n], autograd.hessian(nll)(F0[n]), 1e-14, f"sample {n}")
 
 
@@ -105,13 +108,18 @@ def test_factor_squares_to_lambda(lik):
 
 def test_lambda_closed_forms():
     p = scipy.special.softmax(F0, axis=1)
-    assert_close(LIKS["categorical"].fisher_outputs(F0),
-                 np.stack([np.diag(q) - np.outer(q, q) for q in p]), 1e-15)
+    assert_close(
+        LIKS["categorical"].fisher_outputs(F0),
+        np.stack([np.diag(q) - np.outer(q, q) for q in p]),
+        1e-15,
+    )
     s = scipy.special.expit(F0)
-    assert_close(LIKS["bernoulli"].fisher_outputs(F0),
-                 np.stack([np.diag(q * (1 - q)) for q in s]), 1e-15)
-    assert_close(LIKS["gaussian"].fisher_outputs(F0),
-                 np.broadcast_to(np.eye(C) / 0.49, (N, C, C)), 1e-15)
+    assert_close(
+        LIKS["bernoulli"].fisher_outputs(F0), np.stack([np.diag(q * (1 - q)) for q in s]), 1e-15
+    )
+    assert_close(
+        LIKS["gaussian"].fisher_outputs(F0), np.broadcast_to(np.eye(C) / 0.49, (N, C, C)), 1e-15
+    )
 
 
 def test_lambda_is_enumerated_score_covariance(lik):
@@ -151,16 +159,25 @@ def test_stable_for_logits_1e3(name):
     with no_warnings():
         p = lik.mean(BIG)
         y = lik.sample(BIG, rng)
-        parts = [lik.log_prob(BIG, y), lik.grad_log_prob(BIG, y), p, lik.fisher_outputs(BIG),
-                 lik.fisher_factor(BIG), lik.hessian_outputs(BIG),
-                 lik.sample(BIG, rng, n_samples=3)]
+        parts = [
+            lik.log_prob(BIG, y),
+            lik.grad_log_prob(BIG, y),
+            p,
+            lik.fisher_outputs(BIG),
+            lik.fisher_factor(BIG),
+            lik.hessian_outputs(BIG),
+            lik.sample(BIG, rng, n_samples=3),
+        ]
     for part in parts:
         assert np.all(np.isfinite(part))
     if name == "categorical":
         # log-sum-exp at magnitude 1e3 is exact to ulp(1e3) ~ 1.1e-13, hence the tolerance
         assert_close(p.sum(axis=1), np.ones(4), 1e-12)
-        assert_close(lik.log_prob(BIG, np.array([2, 0, 0, 2])), [-2000.0, -np.log(3),
-                                                                   -np.log(2), -1200.0], 1e-15)
+        assert_close(
+            lik.log_prob(BIG, np.array([2, 0, 0, 2])),
+            [-2000.0, -np.log(3), -np.log(2), -1200.0],
+            1e-15,
+        )
         assert_close(p[2], [0.5, 0.5, 0.0], 1e-12)
     else:
         y = np.array([[0.0, 1.0, 1.0]] * 4)
@@ -169,8 +186,9 @@ def test_stable_for_logits_1e3(name):
         exact = -np.logaddexp(0, -BIG * (2 * y - 1)).sum(axis=1)
         assert_close(lik.log_prob(BIG, y), exact, 1e-15)
         assert np.isinf(ref).any()  # why the closed form above is used, not scipy
-        assert_close(np.diagonal(lik.fisher_outputs(BIG), axis1=1, axis2=2)[0],
-                     [0.0, 0.25, 0.0], 1e-15)
+        assert_close(
+            np.diagonal(lik.fisher_outputs(BIG), axis1=1, axis2=2)[0], [0.0, 0.25, 0.0], 1e-15
+        )
 
 
 # --- sampling ----------------------------------------------------------------------------------
@@ -179,8 +197,9 @@ def test_sample_frequencies_categorical():
     below 5 (the normal approximation holds with n p >= 40 here; Bonferroni over 12 cells,
     a false alarm has probability < 1e-5)."""
     lik = LIKS["categorical"]
-    F = np.log(np.array([[0.2, 0.3, 0.5], [0.05, 0.9, 0.05], [1 / 3, 1 / 3, 1 / 3],
-                         [0.7, 0.2, 0.1]]))
+    F = np.log(
+        np.array([[0.2, 0.3, 0.5], [0.05, 0.9, 0.05], [1 / 3, 1 / 3, 1 / 3], [0.7, 0.2, 0.1]])
+    )
     n = 4000
     ys = lik.sample(F, np.random.default_rng(3), n_samples=n)
     assert ys.shape == (n, 4) and ys.dtype.kind == "i"
@@ -323,8 +342,13 @@ def test_get_likelihood_bad_input():
         get_likelihood("poisson")
     with pytest.raises(TypeError, match="likelihood: expected one of .* received int"):
         get_likelihood(3)
-    for sigma, err in [(0.0, ValueError), (-1.0, ValueError), (np.inf, ValueError),
-                       ("1", TypeError), (True, TypeError)]:
+    for sigma, err in [
+        (0.0, ValueError),
+        (-1.0, ValueError),
+        (np.inf, ValueError),
+        ("1", TypeError),
+        (True, TypeError),
+    ]:
         with pytest.raises(err, match="sigma"):
             Gaussian(sigma)
 
@@ -364,8 +388,11 @@ def test_categorical_methods_refuse_bad_labels(method):
     lik = LIKS["categorical"]
     y = np.array([0, 1, 2, 2, 1, 0])
     bad = [
-        (np.array([0, 1, 2, 2, 1, -1]), ValueError,
-         r"y: expected labels in \[0, 3\), received values in \[-1, 2\]"),
+        (
+            np.array([0, 1, 2, 2, 1, -1]),
+            ValueError,
+            r"y: expected labels in \[0, 3\), received values in \[-1, 2\]",
+        ),
         (np.array([0, 1, 2, 3, 1, 0]), ValueError, r"y: expected labels in \[0, 3\)"),
         (y[:, None], ValueError, r"y: expected shape \(6,\), received shape \(6, 1\)"),
         (y[:5], ValueError, r"y: expected shape \(6,\), received shape \(5,\)"),
@@ -388,8 +415,11 @@ def test_vector_methods_refuse_bad_targets(name, method):
     lik = LIKS[name]
     F1 = F0[:, :1]
     y1 = lik.sample(F1, 0)
-    with pytest.raises(ValueError, match=r"y: expected .*shape \(6, 1\), received shape \(6,\).*"
-                                         r"y\[:, None\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"y: expected .*shape \(6, 1\), received shape \(6,\).*"
+        r"y\[:, None\]",
+    ):
         getattr(lik, method)(F1, y1[:, 0])
     with pytest.raises(ValueError, match=r"shape \(6, 3\), received shape \(6, 1\)"):
         getattr(lik, method)(F0, y1)

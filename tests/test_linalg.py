@@ -47,11 +47,19 @@ def test_damped_solve_matches_lu(n, rank, damping):
     g = np.random.default_rng(1).standard_normal(n)
     A = M + damping * np.eye(n)
     ref = np.linalg.solve(A, g)
-    check_close(damped_solve(M, g, damping), ref, solve_rtol(damped_cond(M, damping), n),
-                "Cholesky solve vs LU")
+    check_close(
+        damped_solve(M, g, damping),
+        ref,
+        solve_rtol(damped_cond(M, damping), n),
+        "Cholesky solve vs LU",
+    )
     G = np.random.default_rng(2).standard_normal((n, 3))  # several right-hand sides
-    check_close(damped_solve(M, G, damping), np.linalg.solve(A, G),
-                solve_rtol(damped_cond(M, damping), n), "matrix right-hand side")
+    check_close(
+        damped_solve(M, G, damping),
+        np.linalg.solve(A, G),
+        solve_rtol(damped_cond(M, damping), n),
+        "matrix right-hand side",
+    )
 
 
 def test_damped_solve_keeps_or_overwrites_m():
@@ -73,8 +81,12 @@ def test_symmetric_indefinite_solve():
     H = 0.5 * (H + H.T)
     g = rng.standard_normal(6)
     cond = float(np.max(np.abs(w + 0.1)) / np.min(np.abs(w + 0.1)))
-    check_close(damped_solve(H, g, 0.1, symmetric_indefinite=True),
-                np.linalg.solve(H + 0.1 * np.eye(6), g), solve_rtol(cond, 6), "LDL^T vs LU")
+    check_close(
+        damped_solve(H, g, 0.1, symmetric_indefinite=True),
+        np.linalg.solve(H + 0.1 * np.eye(6), g),
+        solve_rtol(cond, 6),
+        "LDL^T vs LU",
+    )
     with pytest.raises(ValueError, match="damping"):  # not positive definite for Cholesky
         damped_solve(H, g, 0.1)
 
@@ -107,11 +119,11 @@ def test_cholesky_factor_reconstructs_and_names_the_hint():
         c, low = cholesky_factor(M.copy(), what="M", damping=0.1, lower=lower)
         R = np.tril(c) if low else np.triu(c)
         back = R @ R.T if low else R.T @ R
-        check(float(np.abs(back - M).max() / np.abs(M).max()), product_rtol(5, 2),
-              "R^T R = A")
+        check(float(np.abs(back - M).max() / np.abs(M).max()), product_rtol(5, 2), "R^T R = A")
     with pytest.raises(ValueError, match="try this"):
-        cholesky_factor(np.zeros((3, 3)) + np.diag([1, 1, -1.0]), what="M", damping=0.0,
-                        hint="try this")
+        cholesky_factor(
+            np.zeros((3, 3)) + np.diag([1, 1, -1.0]), what="M", damping=0.0, hint="try this"
+        )
 
 
 def test_damped_inverse_matches_lu_and_is_symmetric():
@@ -162,10 +174,14 @@ def test_cholesky_logdet_matches_slogdet():
     sign, ref = np.linalg.slogdet(M)
     assert sign == 1
     err = abs(cholesky_logdet(c) - ref)
-    check(err, logdet_atol(np.linalg.eigvalsh(M), 6) + identity_tol(abs(ref)),
-          "log det from the Cholesky factor")
+    check(
+        err,
+        logdet_atol(np.linalg.eigvalsh(M), 6) + identity_tol(abs(ref)),
+        "log det from the Cholesky factor",
+    )
     assert rel_err(np.exp(cholesky_logdet(c)), np.linalg.det(M)) < solve_rtol(
-        damped_cond(M, 0.0), 6)
+        damped_cond(M, 0.0), 6
+    )
 
 
 @pytest.mark.parametrize("indefinite", [False, True])

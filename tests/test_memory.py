@@ -34,20 +34,37 @@ def _guarded_calls():
         ("mc_fisher", lambda: minifim.mc_fisher(net, th, X, 1, 0), DENSE, "fisher_operator"),
         ("ggn", lambda: minifim.ggn(net, th, X), DENSE, "block_diagonal"),
         ("hessian", lambda: minifim.hessian(net, th, X, y), DENSE, "fisher_diagonal"),
-        ("curvature_matrix", lambda: minifim.curvature_matrix(net, th, X, fisher="argmax"),
-         DENSE, "gram"),
-        ("square_of_mean_gradient", lambda: minifim.square_of_mean_gradient(net, th, X, y),
-         DENSE, "fisher_diagonal"),
+        (
+            "curvature_matrix",
+            lambda: minifim.curvature_matrix(net, th, X, fisher="argmax"),
+            DENSE,
+            "gram",
+        ),
+        (
+            "square_of_mean_gradient",
+            lambda: minifim.square_of_mean_gradient(net, th, X, y),
+            DENSE,
+            "fisher_diagonal",
+        ),
         ("kfac.to_dense", lambda: minifim.kfac(net, th, X).to_dense(), DENSE, "blocks()"),
-        ("output_jacobians", lambda: minifim.output_jacobians(net, th, X), 8 * N * C * P,
-         "jacobian_vector_product"),
-        ("per_sample_scores", lambda: minifim.per_sample_scores(net, th, X, y), 8 * N * P,
-         "fisher_diagonal"),
+        (
+            "output_jacobians",
+            lambda: minifim.output_jacobians(net, th, X),
+            8 * N * C * P,
+            "jacobian_vector_product",
+        ),
+        (
+            "per_sample_scores",
+            lambda: minifim.per_sample_scores(net, th, X, y),
+            8 * N * P,
+            "fisher_diagonal",
+        ),
     ]
 
 
-@pytest.mark.parametrize("name,call,needed,route", _guarded_calls(),
-                         ids=[c[0] for c in _guarded_calls()])
+@pytest.mark.parametrize(
+    "name,call,needed,route", _guarded_calls(), ids=[c[0] for c in _guarded_calls()]
+)
 def test_guard_raises_with_bytes_and_cheaper_route(name, call, needed, route):
     with memory_limit(needed - 1):
         with pytest.raises(MemoryBudgetError) as info:
@@ -118,10 +135,19 @@ def test_context_is_thread_local():
     assert seen["budget"] != 64
 
 
-@pytest.mark.parametrize("text,value", [("4G", 4 * 2**30), ("512M", 512 * 2**20),
-                                        ("1.5k", 1536), ("1000", 1000), ("2GiB", 2 * 2**30),
-                                        ("3 GB", 3 * 2**30), (" 7t ", 7 * 2**40),
-                                        ("10b", 10)])
+@pytest.mark.parametrize(
+    "text,value",
+    [
+        ("4G", 4 * 2**30),
+        ("512M", 512 * 2**20),
+        ("1.5k", 1536),
+        ("1000", 1000),
+        ("2GiB", 2 * 2**30),
+        ("3 GB", 3 * 2**30),
+        (" 7t ", 7 * 2**40),
+        ("10b", 10),
+    ],
+)
 def test_environment_parsing(monkeypatch, text, value):
     monkeypatch.setenv("MINIFIM_MEMORY_BUDGET", text)
     assert memory_budget() == value
@@ -196,8 +222,7 @@ def _wide_routes():
         "block_diagonal": lambda: minifim.block_diagonal(net, th, X),
         "fisher_operator": lambda: minifim.fisher_operator(net, th, X) @ np.ones(P),
         "ngd_cg": lambda: minifim.natural_gradient(net, th, X, y, 1.0, method="cg", tol=1e-6),
-        "ngd_woodbury": lambda: minifim.natural_gradient(net, th, X, y, 1.0,
-                                                         method="woodbury"),
+        "ngd_woodbury": lambda: minifim.natural_gradient(net, th, X, y, 1.0, method="woodbury"),
         "ngd_kfac": lambda: minifim.natural_gradient(net, th, X, y, 1e-1, structure="kfac"),
         "ngd_diag": lambda: minifim.natural_gradient(net, th, X, y, 1e-1, structure="diag"),
         "spectrum_lanczos": lambda: minifim.fisher_spectrum(net, th, X, method="lanczos", k=2),
@@ -207,10 +232,12 @@ def _wide_routes():
         "laplace_probit": lambda: la.predictive(X),
         "laplace_link_mc": lambda: la.predictive(X, link_approx="mc", n_draws=64, rng=0),
         "laplace_mc": lambda: la.predictive(X, pred_type="nn", n_draws=64, rng=0),
-        "merge_block": lambda: minifim.fisher_merge(net, [th, th], data=[(X, y), (X, y)],
-                                                    structure="block", damping=1.0),
-        "merge_diag": lambda: minifim.fisher_merge(net, [th, th], data=[(X, y), (X, y)],
-                                                   damping=1.0),
+        "merge_block": lambda: minifim.fisher_merge(
+            net, [th, th], data=[(X, y), (X, y)], structure="block", damping=1.0
+        ),
+        "merge_diag": lambda: minifim.fisher_merge(
+            net, [th, th], data=[(X, y), (X, y)], damping=1.0
+        ),
         "prune_obd": lambda: minifim.prune(net, th, X, y, 0.5, "obd"),
     }
 
@@ -277,7 +304,7 @@ def test_kfac_blocks_equal_the_dense_slices_without_a_kron_temporary():
             np.testing.assert_array_equal(block, dense[sl, sl])
             o, i = fac.shapes[l]
             if bias == "separate":
-                np.testing.assert_array_equal(block[:o * i, :o * i], np.kron(fac.G[l], fac.A[l]))
+                np.testing.assert_array_equal(block[: o * i, : o * i], np.kron(fac.G[l], fac.A[l]))
 
 
 @pytest.mark.parametrize("likelihood", ["categorical", "bernoulli", "gaussian"])

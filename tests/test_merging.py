@@ -58,10 +58,16 @@ def test_full_fisher_merging_of_linear_gaussian_models_is_joint_training():
     tol = _merge_tol(sum(n * F for n, F in zip(Ns, Fs)), thetas)
     check(rel_err(merged, joint), tol, "data")
     # the same with the curvatures given: N_i F_i as fishers, or F_i with weights N_i
-    check(rel_err(fisher_merge(net, thetas, [n * F for n, F in zip(Ns, Fs)], structure="full"),
-                  joint), tol, "N_i F_i")
-    check(rel_err(fisher_merge(net, thetas, Fs, structure="full", weights=Ns), joint), tol,
-          "weights")
+    check(
+        rel_err(
+            fisher_merge(net, thetas, [n * F for n, F in zip(Ns, Fs)], structure="full"), joint
+        ),
+        tol,
+        "N_i F_i",
+    )
+    check(
+        rel_err(fisher_merge(net, thetas, Fs, structure="full", weights=Ns), joint), tol, "weights"
+    )
     # a single dense layer: its one block is the whole Fisher
     check(rel_err(fisher_merge(net, thetas, data=parts, structure="block"), joint), tol, "block")
     # the isotropic average and the diagonal merge are not joint training here
@@ -92,11 +98,17 @@ def test_merging_ridge_models_with_the_prior_counted_once_is_joint_ridge(curvatu
     alpha = 3.0
     for mu in (np.zeros(net.num_params), np.linspace(-1, 1, net.num_params)):
         thetas = [_ridge(net, X, y, alpha, mu) for X, y in parts]
-        joint = _ridge(net, np.vstack([X for X, _ in parts]), np.vstack([y for _, y in parts]),
-                       alpha, mu)
-        merged = fisher_merge(net, thetas, data=parts, structure=curvature,
-                              prior_precision=alpha,
-                              prior_mean=None if not mu.any() else mu)
+        joint = _ridge(
+            net, np.vstack([X for X, _ in parts]), np.vstack([y for _, y in parts]), alpha, mu
+        )
+        merged = fisher_merge(
+            net,
+            thetas,
+            data=parts,
+            structure=curvature,
+            prior_precision=alpha,
+            prior_mean=None if not mu.any() else mu,
+        )
         Fs = [minifim.true_fisher(net, t, X) * len(X) for t, (X, _) in zip(thetas, parts)]
         A = sum(Fs) + alpha * np.eye(net.num_params)
         check(rel_err(merged, joint), _merge_tol(A, thetas), "joint ridge")
@@ -109,8 +121,11 @@ def test_equal_fisher_weights_give_the_count_weighted_average():
     F = minifim.true_fisher(net, thetas[0], parts[0][0])
     Ns = np.array([X.shape[0] for X, _ in parts], float)
     ref = Ns @ np.array(thetas) / Ns.sum()
-    check(rel_err(fisher_merge(net, thetas, [F] * 3, structure="full", weights=Ns), ref),
-          _merge_tol(Ns.sum() * F, thetas), "full")
+    check(
+        rel_err(fisher_merge(net, thetas, [F] * 3, structure="full", weights=Ns), ref),
+        _merge_tol(Ns.sum() * F, thetas),
+        "full",
+    )
     # a weighted mean of 3 vectors: 3 products and sums, one division per entry
     tol = product_rtol(3) + identity_tol()
     assert _rel(fisher_merge(net, thetas, structure="isotropic", data=parts), ref) < tol
@@ -143,8 +158,7 @@ def test_block_merge_equals_full_merge_with_block_diagonal_fishers():
     full = [block_diag(*b) for b in blocks]
     a = fisher_merge(net, thetas, blocks, structure="block", damping=1e-2)
     b = fisher_merge(net, thetas, full, structure="full", damping=1e-2)
-    c = fisher_merge(net, thetas, data=Xs, structure="block", damping=1e-2,
-                     weights=[1.0, 1.0, 1.0])
+    c = fisher_merge(net, thetas, data=Xs, structure="block", damping=1e-2, weights=[1.0, 1.0, 1.0])
     Ab = sum(block_diag(*b) for b in blocks) + 1e-2 * np.eye(net.num_params)
     check(rel_err(a, b), _merge_tol(Ab, thetas), "block vs full")
     assert _rel(c, a) < 1e-14
@@ -169,8 +183,11 @@ def test_empirical_fisher_from_data_needs_and_uses_the_targets():
         fisher_merge(net, thetas, data=[case.X, case.X], fisher="empirical")
 
 
-@given(seed=st.integers(0, 1000), M=st.integers(1, 4),
-       curvature=st.sampled_from(["isotropic", "diag", "block", "full"]))
+@given(
+    seed=st.integers(0, 1000),
+    M=st.integers(1, 4),
+    curvature=st.sampled_from(["isotropic", "diag", "block", "full"]),
+)
 def test_merge_invariances(seed, M, curvature):
     """Identical models merge to themselves; the merge ignores the order of the models."""
     case = make_case((2, 3, 2), "tanh", "categorical", N=4, seed=seed)
@@ -183,8 +200,9 @@ def test_merge_invariances(seed, M, curvature):
     assert _rel(same, thetas[0]) < 1e-10
     perm = rng.permutation(M)
     a = fisher_merge(net, thetas, data=data, **kw)
-    b = fisher_merge(net, [thetas[i] for i in perm],
-                     data=None if data is None else [Xs[i] for i in perm], **kw)
+    b = fisher_merge(
+        net, [thetas[i] for i in perm], data=None if data is None else [Xs[i] for i in perm], **kw
+    )
     assert _rel(a, b) < 1e-10
 
 

@@ -19,10 +19,14 @@ def hand_forward(theta, X, sizes, phi):
         n_in, n_out = sizes[l], sizes[l + 1]
         W = np.array([[theta[off + o * n_in + i] for i in range(n_in)] for o in range(n_out)])
         off += n_in * n_out
-        b = theta[off:off + n_out]
+        b = theta[off : off + n_out]
         off += n_out
-        z = np.array([[sum(W[o, i] * a[n, i] for i in range(n_in)) + b[o]
-                       for o in range(n_out)] for n in range(a.shape[0])])
+        z = np.array(
+            [
+                [sum(W[o, i] * a[n, i] for i in range(n_in)) + b[o] for o in range(n_out)]
+                for n in range(a.shape[0])
+            ]
+        )
         a = phi(z) if l < len(sizes) - 2 else z
     assert off == len(theta)
     return a
@@ -44,8 +48,7 @@ def test_flat_order_indices():
     (W0, b0), (W1, b1) = net.unflatten(theta)
     assert W0.shape == (2, 3) and b0.shape == (2,) and W1.shape == (4, 2) and b1.shape == (4,)
     assert W0[0, 1] == 1 and W0[1, 0] == 3  # row-major (out, in)
-    assert list(b0) == [6, 7] and W1[0, 0] == 8 and W1[3, 1] == 15 and list(b1) == [16, 17,
-                                                                                      18, 19]
+    assert list(b0) == [6, 7] and W1[0, 0] == 8 and W1[3, 1] == 15 and list(b1) == [16, 17, 18, 19]
     assert net.shapes == [(2, 3), (4, 2)]
     assert net.layer_slices == [(slice(0, 6), slice(6, 8)), (slice(8, 16), slice(16, 20))]
     assert net.layer_param_slices() == [slice(0, 8), slice(8, 20)]
@@ -59,8 +62,11 @@ def test_flatten_unflatten_round_trip_bit_exact():
     back = net.flatten(net.unflatten(theta))
     assert back.dtype == np.float64
     np.testing.assert_array_equal(back, theta)
-    layers = [(np.ones((5, 3)), np.zeros(5)), (2 * np.ones((4, 5)), np.ones(4)),
-              (np.ones((2, 4)), np.ones(2))]
+    layers = [
+        (np.ones((5, 3)), np.zeros(5)),
+        (2 * np.ones((4, 5)), np.ones(4)),
+        (np.ones((2, 4)), np.ones(2)),
+    ]
     for (W, b), (W2, b2) in zip(layers, net.unflatten(net.flatten(layers))):
         np.testing.assert_array_equal(W, W2)
         np.testing.assert_array_equal(b, b2)
@@ -103,8 +109,11 @@ def test_state_dict_errors():
     net = MLP([3, 4, 2])
     sd = net.to_state_dict(net.init(0))
     wrong = dict(sd, **{"0.weight": sd["0.weight"].T})
-    with pytest.raises(ValueError, match=r"state_dict: .*W0.*expected shape \(4, 3\), received "
-                                         r"shape \(3, 4\).*PyTorch layout \(out, in\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"state_dict: .*W0.*expected shape \(4, 3\), received "
+        r"shape \(3, 4\).*PyTorch layout \(out, in\)",
+    ):
         net.from_state_dict(wrong)
     missing = {k: v for k, v in sd.items() if k != "2.bias"}
     with pytest.raises(ValueError, match="state_dict: missing entry '2.bias' for layer 1"):
@@ -151,10 +160,14 @@ def test_flax_orders_layers_numerically():
 def test_flax_errors():
     net = MLP([3, 4, 2])
     params = net.to_flax(net.init(0))["params"]
-    bad = dict(params, Dense_0={"kernel": params["Dense_0"]["kernel"].T,
-                                "bias": params["Dense_0"]["bias"]})
-    with pytest.raises(ValueError, match=r"params: .*W0.*expected shape \(4, 3\), received "
-                                         r"shape \(3, 4\).*flax kernels are \(in, out\)"):
+    bad = dict(
+        params, Dense_0={"kernel": params["Dense_0"]["kernel"].T, "bias": params["Dense_0"]["bias"]}
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"params: .*W0.*expected shape \(4, 3\), received "
+        r"shape \(3, 4\).*flax kernels are \(in, out\)",
+    ):
         net.from_flax(bad)
     with pytest.raises(ValueError, match=r"params\['Dense_0'\]: expected a mapping with 'kernel'"):
         net.from_flax(dict(params, Dense_0={"bias": params["Dense_0"]["bias"]}))
@@ -167,14 +180,24 @@ def test_flax_errors():
 def test_torch_state_dict_and_forward():
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
-    seq = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, 4),
-                              torch.nn.Tanh(), torch.nn.Linear(4, 2)).double()
+    seq = torch.nn.Sequential(
+        torch.nn.Linear(3, 5),
+        torch.nn.Tanh(),
+        torch.nn.Linear(5, 4),
+        torch.nn.Tanh(),
+        torch.nn.Linear(4, 2),
+    ).double()
     net = MLP([3, 5, 4, 2], activation="tanh")
     theta = net.from_state_dict(seq.state_dict())
     X = np.random.default_rng(0).standard_normal((6, 3))
     assert_close(net.forward(theta, X), seq(torch.from_numpy(X)).detach().numpy(), 1e-14)
-    seq2 = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, 4),
-                               torch.nn.Tanh(), torch.nn.Linear(4, 2)).double()
+    seq2 = torch.nn.Sequential(
+        torch.nn.Linear(3, 5),
+        torch.nn.Tanh(),
+        torch.nn.Linear(5, 4),
+        torch.nn.Tanh(),
+        torch.nn.Linear(4, 2),
+    ).double()
     seq2.load_state_dict({k: torch.from_numpy(v) for k, v in net.to_state_dict(theta).items()})
     np.testing.assert_array_equal(net.from_state_dict(seq2.state_dict()), theta)
 
@@ -204,8 +227,10 @@ def test_init_schemes():
     assert abs(W0.var() * 200 - 1) < 5 * np.sqrt(2 / W0.size)
     with pytest.raises(ValueError, match="scheme: expected 'pytorch' or 'normal', received 'x'"):
         net.init(0, scheme="x")
-    with pytest.raises(TypeError, match="rng: expected a numpy.random.Generator or an "
-                                        "integer seed, received NoneType"):
+    with pytest.raises(
+        TypeError,
+        match="rng: expected a numpy.random.Generator or an integer seed, received NoneType",
+    ):
         net.init(None)
 
 
@@ -235,6 +260,7 @@ def test_custom_activation_config_refused():
 def test_custom_callable_activation_both_routes():
     """A user activation written with autograd.numpy: its derivative comes from autograd, and
     the batched backprop route agrees with the generic autograd route and a hand forward."""
+
     def swish(z):
         return z / (1.0 + anp.exp(-z))
 
@@ -242,8 +268,11 @@ def test_custom_callable_activation_both_routes():
     rng = np.random.default_rng(0)
     theta, X = net.init(rng), rng.standard_normal((5, 3))
     y = np.array([0, 1, 2, 1, 0])
-    assert_close(net.forward(theta, X),
-                 hand_forward(theta, X, [3, 4, 3], lambda z: z / (1 + np.exp(-z))), 1e-14)
+    assert_close(
+        net.forward(theta, X),
+        hand_forward(theta, X, [3, 4, 3], lambda z: z / (1 + np.exp(-z))),
+        1e-14,
+    )
     S1 = minifim.per_sample_scores(net, theta, X, y)
     S2 = minifim.per_sample_scores(net, theta, X, y, backend="autograd")
     assert_close(S1, S2, 1e-12)
@@ -260,8 +289,9 @@ def test_log_prob_and_predict():
     assert_close(net.predict(theta, X), np.exp(f) / np.exp(f).sum(1, keepdims=True), 1e-15)
     # lists and integer arrays are converted losslessly, inputs are not modified
     Xi = np.arange(12).reshape(4, 3)
-    np.testing.assert_array_equal(net.forward(list(theta), Xi.tolist()),
-                                  net.forward(theta, Xi.astype(float)))
+    np.testing.assert_array_equal(
+        net.forward(list(theta), Xi.tolist()), net.forward(theta, Xi.astype(float))
+    )
     Xc = X.copy()
     net.forward(theta, X)
     np.testing.assert_array_equal(X, Xc)
@@ -280,8 +310,11 @@ def test_constructor_bad_input():
         (dict(sizes=[3, 2], activation=1), TypeError, "activation: expected a name"),
         (dict(sizes=[3, 2], likelihood="poisson"), ValueError, "likelihood: expected one of"),
         (dict(sizes=[3, 2], likelihood=None), TypeError, "likelihood: expected one of"),
-        (dict(sizes=[3, 2], likelihood="gaussian", sigma=0), ValueError,
-         "sigma: expected a positive number, received 0.0"),
+        (
+            dict(sizes=[3, 2], likelihood="gaussian", sigma=0),
+            ValueError,
+            "sigma: expected a positive number, received 0.0",
+        ),
         (dict(sizes=[3, 2], likelihood="gaussian", sigma="1"), TypeError, "sigma"),
     ]
     for kwargs, err, msg in cases:
@@ -294,8 +327,12 @@ def test_forward_bad_input():
     net = MLP([3, 4, 2])
     theta, X = net.init(0), np.ones((5, 3))
     bad_theta = [
-        (theta[:-1], ValueError, r"theta: expected shape \(26,\) for MLP\(\[3, 4, 2\].*received "
-                                 r"shape \(25,\)"),
+        (
+            theta[:-1],
+            ValueError,
+            r"theta: expected shape \(26,\) for MLP\(\[3, 4, 2\].*received "
+            r"shape \(25,\)",
+        ),
         (theta[None], ValueError, r"theta: expected shape \(26,\)"),
         (np.where(np.arange(26) == 3, np.nan, theta), ValueError, "theta: expected finite"),
         (np.where(np.arange(26) == 3, np.inf, theta), ValueError, "theta: expected finite"),
@@ -307,8 +344,12 @@ def test_forward_bad_input():
         with pytest.raises(err, match=msg):
             net.forward(th, X)
     bad_X = [
-        (np.ones(3), ValueError, r"X: expected a 2-D array of shape \(N, 3\), received shape "
-                                 r"\(3,\) \(use X\[None, :\] for one sample\)"),
+        (
+            np.ones(3),
+            ValueError,
+            r"X: expected a 2-D array of shape \(N, 3\), received shape "
+            r"\(3,\) \(use X\[None, :\] for one sample\)",
+        ),
         (np.ones((2, 3, 1)), ValueError, "X: expected a 2-D array"),
         (np.ones((5, 2)), ValueError, r"X: expected 3 input features .*received shape \(5, 2\)"),
         (np.ones((0, 3)), ValueError, "X: expected at least one sample"),

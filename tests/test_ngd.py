@@ -76,12 +76,16 @@ def test_factor_curvature_routes_agree(case, curvature):
     g = minifim.gradient(case.net, case.theta, case.X, case.y)
     ref = np.linalg.solve(M + damping * np.eye(case.P), g)
     for method in ("dense", "woodbury", "cg"):
-        d = natural_gradient(case.net, case.theta, case.X, case.y, damping, curvature, method,
-                             rng=0, tol=1e-12)
+        d = natural_gradient(
+            case.net, case.theta, case.X, case.y, damping, curvature, method, rng=0, tol=1e-12
+        )
         check(rel(d, ref), route_bound(M, damping, method, 1e-12), method)
         # residual (M + damping I) d = g
-        check(rel((M + damping * np.eye(case.P)) @ d, g),
-              residual_bound(M, damping, method, 1e-12), f"{method} residual")
+        check(
+            rel((M + damping * np.eye(case.P)) @ d, g),
+            residual_bound(M, damping, method, 1e-12),
+            f"{method} residual",
+        )
 
 
 def test_damped_newton_equals_autograd_hessian_solve(case):
@@ -97,8 +101,11 @@ def test_damped_newton_equals_autograd_hessian_solve(case):
     for method in ("dense", "cg"):  # cg: restarted GMRES on the indefinite Hessian
         d = natural_gradient(net, case.theta, X, y, damping, "hessian", method, tol=1e-12)
         check(rel(d, ref), route_bound(H, damping, method, 1e-12), method)
-        check(rel((H + damping * np.eye(case.P)) @ d, g),
-              residual_bound(H, damping, method, 1e-12), f"{method} residual")
+        check(
+            rel((H + damping * np.eye(case.P)) @ d, g),
+            residual_bound(H, damping, method, 1e-12),
+            f"{method} residual",
+        )
 
 
 @pytest.mark.parametrize("fisher", ["true", "empirical"])
@@ -106,22 +113,29 @@ def test_diag_and_block_equal_solves_with_parts_of_the_dense_matrix(case, fisher
     damping = 1e-2
     M = dense_curvature(case, fisher)
     g = minifim.gradient(case.net, case.theta, case.X, case.y)
-    d = natural_gradient(case.net, case.theta, case.X, case.y, damping, fisher,
-                         structure="diag")
+    d = natural_gradient(case.net, case.theta, case.X, case.y, damping, fisher, structure="diag")
     # entrywise: a diagonal (sum of squares, no cancellation) within curvature_rtol, 2 roundings
     check(rel(d, g / (np.diag(M) + damping)), curvature_rtol(case) + identity_tol(ulps=2), "diag")
-    d = natural_gradient(case.net, case.theta, case.X, case.y, damping, fisher,
-                         structure="block")
-    ref = np.concatenate([np.linalg.solve(M[s, s] + damping * np.eye(s.stop - s.start), g[s])
-                          for s in case.net.layer_param_slices()])
+    d = natural_gradient(case.net, case.theta, case.X, case.y, damping, fisher, structure="block")
+    ref = np.concatenate(
+        [
+            np.linalg.solve(M[s, s] + damping * np.eye(s.stop - s.start), g[s])
+            for s in case.net.layer_param_slices()
+        ]
+    )
     check(rel(d, ref), route_bound(block_diag_part(case.net, M), damping, "dense"), "block")
-    structure = {"diag": np.diag(np.diag(M)), "block": block_diag_part(case.net, M),
-                 "kfac": minifim.kfac(case.net, case.theta, case.X, case.y, fisher).to_dense()}
+    structure = {
+        "diag": np.diag(np.diag(M)),
+        "block": block_diag_part(case.net, M),
+        "kfac": minifim.kfac(case.net, case.theta, case.X, case.y, fisher).to_dense(),
+    }
     for curvature in ("diag", "block", "kfac"):  # the dense check route of each structure
-        a = natural_gradient(case.net, case.theta, case.X, case.y, damping, fisher,
-                             "structured", structure=curvature)
-        b = natural_gradient(case.net, case.theta, case.X, case.y, damping, fisher,
-                             "dense", structure=curvature)
+        a = natural_gradient(
+            case.net, case.theta, case.X, case.y, damping, fisher, "structured", structure=curvature
+        )
+        b = natural_gradient(
+            case.net, case.theta, case.X, case.y, damping, fisher, "dense", structure=curvature
+        )
         check(rel(a, b), route_bound(structure[curvature], damping, "dense"), curvature)
 
 
@@ -132,8 +146,11 @@ def test_kfac_is_the_damped_inverse_of_its_dense_matrix(bias):
     g = minifim.gradient(c.net, c.theta, c.X, c.y)
     K = minifim.kfac(c.net, c.theta, c.X, bias=bias).to_dense()
     d = natural_gradient(c.net, c.theta, c.X, c.y, damping, structure="kfac", bias=bias)
-    check(rel(d, np.linalg.solve(K + damping * np.eye(c.P), g)), route_bound(K, damping, "dense"),
-          "eigen")
+    check(
+        rel(d, np.linalg.solve(K + damping * np.eye(c.P), g)),
+        route_bound(K, damping, "dense"),
+        "eigen",
+    )
     # factored Tikhonov damping with the pi-correction, against dense damped factors
     f = minifim.kfac(c.net, c.theta, c.X, bias=bias)
     A, G, blocks = [], [], []
@@ -145,12 +162,14 @@ def test_kfac_is_the_damped_inverse_of_its_dense_matrix(bias):
     for l, (o, i) in enumerate(f.shapes):
         block = damped.layer_block(l)
         if bias == "separate":  # the separate bias block is damped additively
-            block[o * i:, o * i:] = f.G[l] + damping * np.eye(o)
+            block[o * i :, o * i :] = f.G[l] + damping * np.eye(o)
         blocks.append(block)
-    ref = np.concatenate([np.linalg.solve(B, g[s])
-                          for B, s in zip(blocks, c.net.layer_param_slices())])
-    d = natural_gradient(c.net, c.theta, c.X, c.y, damping, structure="kfac", bias=bias,
-                         damping_type="factored")
+    ref = np.concatenate(
+        [np.linalg.solve(B, g[s]) for B, s in zip(blocks, c.net.layer_param_slices())]
+    )
+    d = natural_gradient(
+        c.net, c.theta, c.X, c.y, damping, structure="kfac", bias=bias, damping_type="factored"
+    )
     check(rel(d, ref), solve_rtol(max(cond(B) for B in blocks), c.P), "factored")
 
 
@@ -197,8 +216,7 @@ def test_auto_says_which_route_it_picked():
     with minifim.memory_limit(4000):  # neither Gram nor P x P fits
         d, info = natural_gradient(big.net, big.theta, big.X, big.y, 0.1, return_info=True)
     assert info["method"] == "cg" and info["residual"] <= 1e-10 and info["tol"] == 1e-10
-    _, info = natural_gradient(c.net, c.theta, c.X, c.y, 0.1, structure="kfac",
-                               return_info=True)
+    _, info = natural_gradient(c.net, c.theta, c.X, c.y, 0.1, structure="kfac", return_info=True)
     assert info["method"] == "structured"
     _, info = natural_gradient(c.net, c.theta, c.X, c.y, 0.1, "hessian", return_info=True)
     assert info["method"] == "dense"
@@ -208,8 +226,11 @@ def test_grad_argument_is_preconditioned(case):
     v = np.random.default_rng(1).standard_normal(case.P)
     F = minifim.true_fisher(case.net, case.theta, case.X)
     d = natural_gradient(case.net, case.theta, case.X, case.y, 0.5, grad=v, method="woodbury")
-    check(rel(d, np.linalg.solve(F + 0.5 * np.eye(case.P), v)), route_bound(F, 0.5, "woodbury"),
-          "woodbury")
+    check(
+        rel(d, np.linalg.solve(F + 0.5 * np.eye(case.P), v)),
+        route_bound(F, 0.5, "woodbury"),
+        "woodbury",
+    )
 
 
 # --- exact statements --------------------------------------------------------------------------
@@ -237,8 +258,7 @@ def _phi_coordinates_direction(net, A, phi, X, y):
     J = jacobian(lambda p: net.apply(anp.dot(A, p), X))(phi)  # (N, C, P)
     Lam = net.likelihood.fisher_outputs(net.forward(A @ phi, X))
     F = np.einsum("ncp,ncd,ndq->pq", J, Lam, J) / X.shape[0]
-    g = agrad(lambda p: -anp.mean(net.likelihood.log_prob(net.apply(anp.dot(A, p), X),
-                                                          y)))(phi)
+    g = agrad(lambda p: -anp.mean(net.likelihood.log_prob(net.apply(anp.dot(A, p), X), y)))(phi)
     return np.linalg.solve(F, g), g, F
 
 
@@ -274,7 +294,7 @@ def _affine_reparam_case(seed, bias):
     Om0 = np.eye(D) + 0.4 * rng.standard_normal((D, D))
     c0 = rng.standard_normal(D)
     Phi0 = np.eye(H) + 0.4 * rng.standard_normal((H, H))  # layer-0 pre-activations / layer-1
-    e0 = rng.standard_normal(H)                            # input: a1' = Phi0 a1 + e0
+    e0 = rng.standard_normal(H)  # input: a1' = Phi0 a1 + e0
 
     def hom(Om, c):
         T = np.eye(len(c) + 1)
@@ -321,8 +341,9 @@ def test_kfac_invariant_to_affine_layer_input_transforms():
         d_p = natural_gradient(net, theta_p, X_p, y, 0.0, structure=curvature)
         err = rel(back(d_p), d)
         if invariant:  # both solves' errors, the transformed one mapped back through Bk
-            kappa = cond(matrix(theta, X, curvature)) \
-                + cond(Bk) * cond(matrix(theta_p, X_p, curvature))
+            kappa = cond(matrix(theta, X, curvature)) + cond(Bk) * cond(
+                matrix(theta_p, X_p, curvature)
+            )
             check(err, solve_rtol(kappa, P), curvature)
         else:
             assert err > 1e-2, (curvature, err)
@@ -343,8 +364,7 @@ def test_kfac_equals_exact_ngd_for_a_single_linear_gaussian_layer():
         exact = natural_gradient(c.net, c.theta, c.X, c.y, damping, "true", "dense")
         block = natural_gradient(c.net, c.theta, c.X, c.y, damping, structure="block")
         for bias in ("folded",):
-            k = natural_gradient(c.net, c.theta, c.X, c.y, damping, structure="kfac",
-                                 bias=bias)
+            k = natural_gradient(c.net, c.theta, c.X, c.y, damping, structure="kfac", bias=bias)
             check(rel(k, exact), tol, "kfac")
             check(rel(block, exact), tol, "block")
 
@@ -381,8 +401,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match="woodbury"):
         natural_gradient(*args, 0.1, "hessian", "woodbury")
     with pytest.raises(ValueError, match="factored"):
-        natural_gradient(*args, 0.1, "true", "dense", structure="kfac",
-                         damping_type="factored")
+        natural_gradient(*args, 0.1, "true", "dense", structure="kfac", damping_type="factored")
     with pytest.raises(ValueError, match="tol"):
         natural_gradient(*args, 0.1, tol=0.0)
     with pytest.raises(RuntimeError, match="tol"):
@@ -400,8 +419,12 @@ def test_singular_dense_and_structured_systems_name_the_damping():
     # N K >= P but every input identical: rank F <= C (dense rcond check)
     c = make_case((2, 2), "identity", "gaussian", N=8, seed=1)
     X = np.ones_like(c.X)
-    for fisher, structure in (("true", "full"), ("hessian", "full"), ("true", "block"),
-                              ("true", "kfac")):
+    for fisher, structure in (
+        ("true", "full"),
+        ("hessian", "full"),
+        ("true", "block"),
+        ("true", "kfac"),
+    ):
         with pytest.raises(ValueError, match="damping"):
             natural_gradient(c.net, c.theta, X, c.y, 0.0, fisher, "auto", structure=structure)
     # the categorical output factor G of K-FAC is singular (softmax sums to one)
@@ -424,9 +447,11 @@ def test_damped_solve_checks():
         damped_solve(np.zeros((2, 2)), np.ones(2), 0.0)
     with pytest.raises(ValueError, match="damping"):
         damped_solve(np.zeros((2, 2)), np.ones(2), 0.0, symmetric_indefinite=True)
-    np.testing.assert_allclose(damped_solve(np.diag([1.0, -3.0]), np.ones(2), 1.0,
-                                            symmetric_indefinite=True), [0.5, -0.5],
-                               rtol=solve_rtol(1.0, 2))  # diag(2, -2): cond 1
+    np.testing.assert_allclose(
+        damped_solve(np.diag([1.0, -3.0]), np.ones(2), 1.0, symmetric_indefinite=True),
+        [0.5, -0.5],
+        rtol=solve_rtol(1.0, 2),
+    )  # diag(2, -2): cond 1
 
 
 def test_torch_cross_check_of_the_natural_gradient():
@@ -469,14 +494,23 @@ def test_extra_curvature_is_added_to_the_matrix(case):
     ref = np.linalg.solve(F + E + 0.01 * np.eye(case.P), g)
     for extra in (E, lambda v: E @ v):
         for method in ("auto", "dense", "cg"):
-            d, info = natural_gradient(case.net, case.theta, case.X, case.y, 0.01,
-                                       method=method, extra_curvature=extra, tol=1e-12,
-                                       return_info=True)
+            d, info = natural_gradient(
+                case.net,
+                case.theta,
+                case.X,
+                case.y,
+                0.01,
+                method=method,
+                extra_curvature=extra,
+                tol=1e-12,
+                return_info=True,
+            )
             assert info["method"] in ("dense", "cg")
             check(rel(d, ref), route_bound(F + E, 0.01, info["method"], 1e-12), method)
     with pytest.raises(ValueError, match="extra_curvature"):
-        natural_gradient(case.net, case.theta, case.X, case.y, 0.01, method="woodbury",
-                         extra_curvature=E)
+        natural_gradient(
+            case.net, case.theta, case.X, case.y, 0.01, method="woodbury", extra_curvature=E
+        )
     with pytest.raises(ValueError, match="extra_curvature"):
         natural_gradient(case.net, case.theta, case.X, case.y, 0.01, extra_curvature=E[:2])
 

@@ -45,8 +45,12 @@ def test_gradient_autograd_and_scores(case):
 
 def test_gradient_central_differences(case):
     net, theta, X, y, h = case.net, case.theta, case.X, case.y, 1e-6
-    fd = np.array([(minifim.loss(net, theta + e, X, y) - minifim.loss(net, theta - e, X, y))
-                   / (2 * h) for e in np.eye(case.P) * h])
+    fd = np.array(
+        [
+            (minifim.loss(net, theta + e, X, y) - minifim.loss(net, theta - e, X, y)) / (2 * h)
+            for e in np.eye(case.P) * h
+        ]
+    )
     assert_close(minifim.gradient(net, theta, X, y), fd, 1e-6)
 
 

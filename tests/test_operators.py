@@ -23,8 +23,14 @@ def test_products_equal_dense(case, kind):
     rng = np.random.default_rng(0)
     v, V = rng.standard_normal(case.P), rng.standard_normal((case.P, 4))
     scale = np.abs(M).max() * np.abs(V).max() * case.P
-    for got, want in [(op @ v, M @ v), (op.matvec(v), M @ v), (op @ V, M @ V),
-                      (op.matmat(V), M @ V), (op.rmatvec(v), M @ v), (op.H @ V, M @ V)]:
+    for got, want in [
+        (op @ v, M @ v),
+        (op.matvec(v), M @ v),
+        (op @ V, M @ V),
+        (op.matmat(V), M @ V),
+        (op.rmatvec(v), M @ v),
+        (op.H @ V, M @ V),
+    ]:
         assert got.shape == want.shape
         assert np.abs(got - want).max() <= 1e-14 * max(scale, 1e-300)
     assert (op @ v[:, None]).shape == (case.P, 1)
@@ -34,8 +40,7 @@ def test_reduction_and_ggn_operator(case):
     net, theta, X = case.net, case.theta, case.X
     v = np.random.default_rng(1).standard_normal(case.P)
     mean = minifim.fisher_operator(net, theta, X) @ v
-    assert_close(minifim.fisher_operator(net, theta, X, reduction="sum") @ v, case.N * mean,
-                 1e-14)
+    assert_close(minifim.fisher_operator(net, theta, X, reduction="sum") @ v, case.N * mean, 1e-14)
     assert_close(minifim.ggn_operator(net, theta, X) @ v, minifim.ggn(net, theta, X) @ v, 1e-13)
     assert_close(minifim.ggn_operator(net, theta, X, reduction="sum") @ v, case.N * mean, 1e-13)
 
@@ -59,41 +64,55 @@ def test_mc_operator_uses_the_same_labels_as_mc_fisher():
     assert_close(op @ np.eye(case.P), M, 1e-13)
 
 
-@pytest.mark.parametrize("name", ["categorical-tanh-2x3x4x2", "bernoulli-softplus-3x4x3",
-                                  "gaussian-tanh-3x4x3"])
+@pytest.mark.parametrize(
+    "name", ["categorical-tanh-2x3x4x2", "bernoulli-softplus-3x4x3", "gaussian-tanh-3x4x3"]
+)
 def test_scipy_eigsh_and_cg(name):
     case = get_case(name)
     F = minifim.true_fisher(case.net, case.theta, case.X)
     op = minifim.fisher_operator(case.net, case.theta, case.X)
-    top = sla.eigsh(op, k=3, which="LA", tol=1e-13, return_eigenvectors=False,
-                    v0=np.ones(case.P))
+    top = sla.eigsh(op, k=3, which="LA", tol=1e-13, return_eigenvectors=False, v0=np.ones(case.P))
     # ARPACK stops at ||r|| <= tol |theta|, a bound on the eigenvalue error (symmetric), plus
     # the Weyl bound of the dense reference
     ref = np.linalg.eigvalsh(F)
-    check_elementwise(np.sort(top), ref[-3:], 1e-13 * ref[-3:] + eig_atol(ref[-1], case.P),
-                      "Fisher operator top eigenvalues")
+    check_elementwise(
+        np.sort(top),
+        ref[-3:],
+        1e-13 * ref[-3:] + eig_atol(ref[-1], case.P),
+        "Fisher operator top eigenvalues",
+    )
     damping = 1e-2
     A = op + damping * sla.aslinearoperator(np.eye(case.P))
     b = np.random.default_rng(3).standard_normal(case.P)
     x, info = sla.cg(A, b, rtol=1e-13, maxiter=10 * case.P)
     assert info == 0
-    check_close(x, np.linalg.solve(F + damping * np.eye(case.P), b),
-                cg_rtol(damped_cond(F, damping), case.P, 1e-13), "cg")
+    check_close(
+        x,
+        np.linalg.solve(F + damping * np.eye(case.P), b),
+        cg_rtol(damped_cond(F, damping), case.P, 1e-13),
+        "cg",
+    )
     H = minifim.hessian(case.net, case.theta, case.X, case.y)
     hop = minifim.hessian_operator(case.net, case.theta, case.X, case.y)
-    w = sla.eigsh(hop, k=2, which="LA", tol=1e-13, return_eigenvectors=False,
-                  v0=np.ones(case.P))
+    w = sla.eigsh(hop, k=2, which="LA", tol=1e-13, return_eigenvectors=False, v0=np.ones(case.P))
     ref = np.linalg.eigvalsh(H)
     scale = np.abs(ref).max()
-    check_elementwise(np.sort(w), ref[-2:], 1e-13 * np.abs(ref[-2:]) + eig_atol(scale, case.P),
-                      "Hessian operator top eigenvalues")
+    check_elementwise(
+        np.sort(w),
+        ref[-2:],
+        1e-13 * np.abs(ref[-2:]) + eig_atol(scale, case.P),
+        "Hessian operator top eigenvalues",
+    )
 
 
 def test_bad_input():
     case = get_case("categorical-tanh-3x4x3")
     net, theta, X, y = case.net, case.theta, case.X, case.y
-    for fn, args in [(minifim.fisher_operator, ()), (minifim.ggn_operator, ()),
-                     (minifim.hessian_operator, (y,))]:
+    for fn, args in [
+        (minifim.fisher_operator, ()),
+        (minifim.ggn_operator, ()),
+        (minifim.hessian_operator, (y,)),
+    ]:
         with pytest.raises(ValueError, match=r"theta: expected shape \(31,\)"):
             fn(net, theta[:-1], X, *args)
         with pytest.raises(ValueError, match="theta: expected finite"):

@@ -37,8 +37,11 @@ class QuadPenalty:
         return self.lam * np.asarray(v)
 
 
-FIRST_ORDER = {"sgd": lambda: optim.sgd(0.1), "momentum": lambda: optim.momentum(0.1, 0.9),
-               "adam": lambda: optim.adam(1e-2)}
+FIRST_ORDER = {
+    "sgd": lambda: optim.sgd(0.1),
+    "momentum": lambda: optim.momentum(0.1, 0.9),
+    "adam": lambda: optim.adam(1e-2),
+}
 
 
 @pytest.mark.parametrize("name", sorted(FIRST_ORDER))
@@ -79,7 +82,7 @@ def test_sgd_momentum_adam_match_their_formulas(rng):
     w1 = 0.2 * 0.8 ** np.arange(t - 1, -1, -1)
     w2 = 0.1 * 0.9 ** np.arange(t - 1, -1, -1)
     np.testing.assert_allclose(s["m"], w1 @ grads, rtol=1e-14)
-    np.testing.assert_allclose(s["v"], w2 @ grads ** 2, rtol=1e-14)
+    np.testing.assert_allclose(s["v"], w2 @ grads**2, rtol=1e-14)
     # first Adam step moves every coordinate by lr * sign(g) (up to eps)
     s1 = optim.adam(0.01).update(0, grads[0], optim.adam(0.01).init(theta0), None)
     np.testing.assert_allclose(s1["theta"], theta0 - 0.01 * np.sign(grads[0]), atol=1e-9)
@@ -115,21 +118,27 @@ def test_objective_with_penalty_is_on_the_summed_scale(linreg):
     N = 40  # size of the "whole" training set, larger than the batch
     batch = optim.Batch(net, X, y, pen, N)
     value, g = optim.objective_and_gradient(batch, theta)
-    assert value == pytest.approx(minifim.loss(net, theta, X, y) + pen.penalty(theta) / N,
-                                  rel=1e-14)
+    assert value == pytest.approx(
+        minifim.loss(net, theta, X, y) + pen.penalty(theta) / N, rel=1e-14
+    )
     # gradient against central finite differences of the objective
     eps = 1e-6
-    fd = np.array([(optim.objective(batch, theta + eps * e) - optim.objective(batch, theta - eps
-                                                                              * e)) / (2 * eps)
-                   for e in np.eye(net.num_params)])
+    fd = np.array(
+        [
+            (optim.objective(batch, theta + eps * e) - optim.objective(batch, theta - eps * e))
+            / (2 * eps)
+            for e in np.eye(net.num_params)
+        ]
+    )
     np.testing.assert_allclose(g, fd, rtol=1e-7, atol=1e-9)
 
 
 def test_train_full_batch_equals_manual_loop(linreg):
     net, theta0, X, y = linreg
     pen = QuadPenalty(np.zeros(net.num_params), 0.5)
-    theta, hist = minifim.train(net, theta0, X, y, optim.momentum(0.05, 0.7), 6, penalty=pen,
-                                progress=False)
+    theta, hist = minifim.train(
+        net, theta0, X, y, optim.momentum(0.05, 0.7), 6, penalty=pen, progress=False
+    )
     init, update, get = optim.momentum(0.05, 0.7)
     s = init(theta0)
     batch = optim.Batch(net, X, y, pen, len(X))
@@ -161,18 +170,36 @@ def test_train_minibatches_are_reproducible_and_cover_epochs(linreg):
     def cb(step, theta, state):
         seen.append(step)
 
-    a = minifim.train(net, theta0, X, y, optim.sgd(0.1), 7, batch_size=5, rng=1,
-                      penalty=Spy(), callback=cb, progress=False)
-    b = minifim.train(net, theta0, X, y, optim.sgd(0.1), 7, batch_size=5, rng=1,
-                      progress=False)
+    a = minifim.train(
+        net,
+        theta0,
+        X,
+        y,
+        optim.sgd(0.1),
+        7,
+        batch_size=5,
+        rng=1,
+        penalty=Spy(),
+        callback=cb,
+        progress=False,
+    )
+    b = minifim.train(net, theta0, X, y, optim.sgd(0.1), 7, batch_size=5, rng=1, progress=False)
     np.testing.assert_array_equal(a[0], b[0])
     assert seen == list(range(7)) and np.all(a[1]["batch_size"] == 5)
 
 
 def test_train_callback_stops_early(linreg):
     net, theta0, X, y = linreg
-    _, hist = minifim.train(net, theta0, X, y, optim.sgd(0.1), 50, progress=False,
-                            callback=lambda step, theta, state: step == 2)
+    _, hist = minifim.train(
+        net,
+        theta0,
+        X,
+        y,
+        optim.sgd(0.1),
+        50,
+        progress=False,
+        callback=lambda step, theta, state: step == 2,
+    )
     assert hist["loss"].shape == (3,)
 
 
@@ -228,9 +255,14 @@ def clf():
 
 
 def _curvature_optimizers(net):
-    return {"ngd": optim.ngd(0.5, 1e-2), "gauss_newton": optim.gauss_newton(0.5, 0.1),
-            "kfac": optim.kfac(net, 0.2, 0.1), "kfac-eigen-separate":
-            optim.kfac(net, 0.2, 0.1, damping_type="eigen", bias="separate", adapt_damping=True)}
+    return {
+        "ngd": optim.ngd(0.5, 1e-2),
+        "gauss_newton": optim.gauss_newton(0.5, 0.1),
+        "kfac": optim.kfac(net, 0.2, 0.1),
+        "kfac-eigen-separate": optim.kfac(
+            net, 0.2, 0.1, damping_type="eigen", bias="separate", adapt_damping=True
+        ),
+    }
 
 
 def test_curvature_optimizers_get_params_of_init(clf):
@@ -258,8 +290,14 @@ def test_ngd_update_is_the_natural_gradient_step(clf):
     net, theta, X, y = clf
     batch = optim.Batch(net, X, y, None, len(X))
     g = minifim.gradient(net, theta, X, y)
-    for fisher, structure in (("true", "full"), ("empirical", "full"), ("true", "diag"),
-                              ("true", "block"), ("true", "kfac"), ("hessian", "full")):
+    for fisher, structure in (
+        ("true", "full"),
+        ("empirical", "full"),
+        ("true", "diag"),
+        ("true", "block"),
+        ("true", "kfac"),
+        ("hessian", "full"),
+    ):
         init, update, get = optim.ngd(0.3, 0.05, fisher, structure=structure)
         s = update(0, g, init(theta), batch)
         d = minifim.natural_gradient(net, theta, X, y, 0.05, fisher, structure=structure)
@@ -277,8 +315,9 @@ def test_ngd_monte_carlo_is_replayable(clf):
     c = update(4, g, s, batch)
     np.testing.assert_array_equal(a["theta"], b["theta"])
     assert not np.array_equal(a["theta"], c["theta"])
-    ref = minifim.natural_gradient(net, theta, X, y, 0.05, "mc", n_samples=2,
-                                   rng=np.random.default_rng([4, 3]))
+    ref = minifim.natural_gradient(
+        net, theta, X, y, 0.05, "mc", n_samples=2, rng=np.random.default_rng([4, 3])
+    )
     np.testing.assert_array_equal(a["direction"], ref)
 
 
@@ -298,8 +337,12 @@ def test_ngd_adds_the_penalty_curvature(clf):
         check_close(d, ref, cg_rtol(kappa, P, 1e-13), method)  # (dense: below solve_rtol)
     init, update, _ = optim.ngd(1.0, 0.01, "true", penalty_curvature=False)
     d = update(0, g, init(theta), batch)["direction"]
-    check_close(d, np.linalg.solve(F + 0.01 * np.eye(P), g),
-                solve_rtol(damped_cond(F, 0.01), P), "no penalty curvature")
+    check_close(
+        d,
+        np.linalg.solve(F + 0.01 * np.eye(P), g),
+        solve_rtol(damped_cond(F, 0.01), P),
+        "no penalty curvature",
+    )
 
 
 def test_gauss_newton_one_step_solves_least_squares(linreg):
@@ -318,15 +361,17 @@ def test_gauss_newton_one_step_solves_least_squares(linreg):
 def test_kfac_without_averaging_is_the_kfac_natural_gradient(clf, bias, solve):
     net, theta, X, y = clf
     batch = optim.Batch(net, X, y, None, len(X))
-    init, update, get = optim.kfac(net, 0.4, 0.02, decay=0.0, inverse_period=1, bias=bias,
-                                   damping_type=solve)
+    init, update, get = optim.kfac(
+        net, 0.4, 0.02, decay=0.0, inverse_period=1, bias=bias, damping_type=solve
+    )
     s = init(theta)
     for step in range(3):
         th = get(s)
         g = minifim.gradient(net, th, X, y)
         s = update(step, g, s, batch)
-        ref = minifim.natural_gradient(net, th, X, y, 0.02, structure="kfac", bias=bias,
-                                       damping_type=solve)
+        ref = minifim.natural_gradient(
+            net, th, X, y, 0.02, structure="kfac", bias=bias, damping_type=solve
+        )
         np.testing.assert_allclose(s["direction"], ref, rtol=1e-11, atol=1e-14)
         np.testing.assert_allclose(get(s), th - 0.4 * ref, rtol=1e-12, atol=1e-14)
 
@@ -356,17 +401,23 @@ def test_kfac_running_averages_and_inverse_period(clf):
         A, G = states[src]["A0"], states[src]["G0"]
         pi = np.sqrt((np.trace(A) / len(A)) / (np.trace(G) / len(G)))
         Ad = A + pi * np.sqrt(0.05) * np.eye(len(A))
-        check_close(states[t]["Ainv0"], np.linalg.inv(Ad), solve_rtol(cond(Ad), len(A)),
-                    "damped inverse")
+        check_close(
+            states[t]["Ainv0"], np.linalg.inv(Ad), solve_rtol(cond(Ad), len(A)), "damped inverse"
+        )
         assert float(states[t]["pi0"]) == pytest.approx(pi, rel=1e-13)
     assert np.array_equal(states[1]["Ginv1"], states[2]["Ginv1"])
     assert not np.array_equal(states[2]["Ginv1"], states[3]["Ginv1"])
     # a stale preconditioner is applied to the current gradient
     g4 = minifim.gradient(net, thetas[4], X, y)
-    f = minifim.KFACFactors((states[3]["A0"], states[3]["A1"]), (states[3]["G0"],
-                            states[3]["G1"]), "folded", tuple(net.shapes))
-    np.testing.assert_allclose(states[4]["direction"],
-                               f.solve(g4, 0.05, damping_type="factored"), rtol=1e-10)
+    f = minifim.KFACFactors(
+        (states[3]["A0"], states[3]["A1"]),
+        (states[3]["G0"], states[3]["G1"]),
+        "folded",
+        tuple(net.shapes),
+    )
+    np.testing.assert_allclose(
+        states[4]["direction"], f.solve(g4, 0.05, damping_type="factored"), rtol=1e-10
+    )
 
 
 def test_kfac_levenberg_marquardt_damping(clf):
@@ -380,8 +431,11 @@ def test_kfac_levenberg_marquardt_damping(clf):
         s = update(0, g, init(theta), batch)
         delta = s["theta"] - theta
         model = g @ delta + 0.5 * delta @ F @ delta
-        rho = ((minifim.loss(net, s["theta"], X, y) - minifim.loss(net, theta, X, y)) / model
-               if model < 0 else -np.inf)  # a step that does not decrease the model
+        rho = (
+            (minifim.loss(net, s["theta"], X, y) - minifim.loss(net, theta, X, y)) / model
+            if model < 0
+            else -np.inf
+        )  # a step that does not decrease the model
         assert float(s["rho"]) == pytest.approx(rho, rel=1e-10)
         assert float(s["damping"]) == pytest.approx(0.1 * expect, rel=1e-14)
         # not adapted between lm_period steps
@@ -438,8 +492,9 @@ def test_ngd_kl_clipping(clf):
     # the second-order KL estimate of the step equals max_kl (the clip is active here)
     assert 0.5 * delta @ F @ delta == pytest.approx(1e-3, rel=1e-9)
     assert float(s["step_size"]) < 1.0
-    np.testing.assert_allclose(delta, -float(s["step_size"]) * s["direction"], rtol=1e-12,
-                               atol=1e-15)
+    np.testing.assert_allclose(
+        delta, -float(s["step_size"]) * s["direction"], rtol=1e-12, atol=1e-15
+    )
     # inactive clip: the step is lr * d
     s = optim.ngd(1e-3, 1e-3, max_kl=10.0).update(0, g, init(theta), batch)
     assert float(s["step_size"]) == 1e-3
@@ -472,8 +527,16 @@ def test_train_with_gaussian_prior_reaches_ridge_solution():
     y = X @ np.array([[1.0], [-1.0], [0.5]]) + 0.1 * rng.standard_normal((30, 1))
     net = minifim.MLP([3, 1], activation="identity", likelihood="gaussian")
     alpha = 3.0
-    theta, _ = minifim.train(net, net.init(0), X, y, optim.sgd(0.3), 2000,
-                             penalty=optim.GaussianPrior(alpha), progress=False)
+    theta, _ = minifim.train(
+        net,
+        net.init(0),
+        X,
+        y,
+        optim.sgd(0.3),
+        2000,
+        penalty=optim.GaussianPrior(alpha),
+        progress=False,
+    )
     Xt = np.hstack([X, np.ones((30, 1))])  # flat order W0 (3), b0 (1)
     ridge = np.linalg.solve(Xt.T @ Xt + alpha * np.eye(4), Xt.T @ y[:, 0])
     np.testing.assert_allclose(theta, ridge, rtol=1e-10, atol=1e-12)
@@ -490,8 +553,15 @@ def test_gauss_newton_training_raises_naming_damping_when_the_ggn_degenerates():
     y = rng.standard_normal((30, 1))
     for method in ("auto", "dense", "cg"):
         with pytest.raises((ValueError, RuntimeError), match="damping"):
-            minifim.train(net, net.init(0), X, y, minifim.optim.gauss_newton(method=method),
-                          100, progress=False)
+            minifim.train(
+                net,
+                net.init(0),
+                X,
+                y,
+                minifim.optim.gauss_newton(method=method),
+                100,
+                progress=False,
+            )
 
 
 def test_curvature_at_the_underflow_threshold_is_refused():
@@ -511,5 +581,12 @@ def test_kfac_optimizer_refuses_a_damping_its_solve_cannot_use(solve):
     opt = minifim.optim.kfac(net, lr=0.1, damping=1e-300, damping_type=solve)
     with pytest.raises(ValueError, match="damping.*condition number"):
         minifim.train(net, net.init(0), X, y, opt, 2, progress=False)
-    minifim.train(net, net.init(0), X, y,
-                  minifim.optim.kfac(net, damping=1e-2, damping_type=solve), 2, progress=False)
+    minifim.train(
+        net,
+        net.init(0),
+        X,
+        y,
+        minifim.optim.kfac(net, damping=1e-2, damping_type=solve),
+        2,
+        progress=False,
+    )

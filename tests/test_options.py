@@ -19,9 +19,13 @@ from minifim.options import (
     renamed_keyword,
 )
 
-VOCABULARIES = [getattr(options, n) for n in options.__all__
-                if isinstance(getattr(options, n), type) and issubclass(getattr(options, n), Option)
-                and getattr(options, n) is not Option]
+VOCABULARIES = [
+    getattr(options, n)
+    for n in options.__all__
+    if isinstance(getattr(options, n), type)
+    and issubclass(getattr(options, n), Option)
+    and getattr(options, n) is not Option
+]
 
 
 def test_every_vocabulary_is_exported_and_nonempty():
@@ -76,8 +80,11 @@ def test_curvature_is_the_fisher_kinds_plus_hessian():
 def test_allowed_subset():
     sub = (FisherKind.TRUE, FisherKind.EMPIRICAL)
     assert as_option("empirical", FisherKind, "fisher", allowed=sub) is FisherKind.EMPIRICAL
-    with pytest.raises(ValueError, match=r"^fisher: expected one of \['empirical', 'true'\], "
-                                         r"received 'mc'$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^fisher: expected one of \['empirical', 'true'\], "
+        r"received 'mc'$",
+    ):
         as_option("mc", FisherKind, "fisher", allowed=sub)
     assert as_option("type-2", FisherKind, "fisher", allowed=("true",)) is FisherKind.TRUE
 
@@ -105,8 +112,11 @@ def _f(x, rng=0, method="a"):
 
 
 def test_deprecated_keyword_warns_and_maps():
-    with pytest.warns(DeprecationWarning, match=r"_f: keyword 'seed_or_rng' is deprecated "
-                                                r"since minifim .* use 'rng'") as rec:
+    with pytest.warns(
+        DeprecationWarning,
+        match=r"_f: keyword 'seed_or_rng' is deprecated "
+        r"since minifim .* use 'rng'",
+    ) as rec:
         assert _f(1, seed_or_rng=5) == (1, 5, "a")
     assert rec[0].filename == __file__  # points at the caller
     with pytest.warns(DeprecationWarning, match="'meth'.*'method'"):

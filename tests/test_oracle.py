@@ -47,8 +47,9 @@ def _ravel_pytree(tree):
 def test_layouts_match_hand_built_orderings(sizes):
     net = minifim.MLP(list(sizes))
     theta = net.init(0)
-    in_out = np.concatenate([np.concatenate([np.asarray(W).T.ravel(), b])
-                             for W, b in net.unflatten(theta)])
+    in_out = np.concatenate(
+        [np.concatenate([np.asarray(W).T.ravel(), b]) for W, b in net.unflatten(theta)]
+    )
     jax = _ravel_pytree(net.to_flax(theta))  # 12 layers: Dense_10 sorts before Dense_2
     for layout, expected in (("pytorch", theta), ("in-out", in_out), ("jax", jax)):
         perm = layout_permutation(net, layout)
@@ -56,8 +57,9 @@ def test_layouts_match_hand_built_orderings(sizes):
         assert np.array_equal(from_minifim_layout(net, theta, [0], layout), expected)
         assert np.array_equal(to_minifim_layout(net, expected, [0], layout), theta)
     M = np.outer(theta, np.arange(net.num_params))
-    assert np.array_equal(to_minifim_layout(net, from_minifim_layout(net, M, [0, 1], "jax"),
-                                            [0, 1], "jax"), M)
+    assert np.array_equal(
+        to_minifim_layout(net, from_minifim_layout(net, M, [0, 1], "jax"), [0, 1], "jax"), M
+    )
     with pytest.raises(ValueError, match="layout"):
         layout_permutation(net, "tensorflow")
 
@@ -90,8 +92,11 @@ def test_compare_semantics():
     assert not compare(nan, ref, name="A").passed
     assert compare(ref, ref, rtol=0.0).passed  # rtol = 0 (and atol = 0): bit-exact
     assert not compare(ref, ref * (1 + 1e-16) + 1e-300, rtol=0.0, atol=0.0).passed
-    for kwargs, err in (({"rtol": -1.0}, ValueError), ({"atol": -1.0}, ValueError),
-                        ({"rtol": "1"}, TypeError)):
+    for kwargs, err in (
+        ({"rtol": -1.0}, ValueError),
+        ({"atol": -1.0}, ValueError),
+        ({"rtol": "1"}, TypeError),
+    ):
         with pytest.raises(err):
             compare(ref, ref, **kwargs)
     with pytest.raises(TypeError, match="candidate"):
@@ -132,15 +137,22 @@ def test_cause_empirical_instead_of_true():
     fx = get("categorical-tanh")
     msg = _fails(fx, "true_fisher", fx["empirical_fisher"])
     assert "Likely cause: the empirical Fisher (data labels) instead of the true Fisher" in msg
-    assert "empirical Fisher's diagonal" in _fails(fx, "fisher_diagonal",
-                                                   fx["empirical_fisher_diagonal"])
+    assert "empirical Fisher's diagonal" in _fails(
+        fx, "fisher_diagonal", fx["empirical_fisher_diagonal"]
+    )
     assert "empirical" in _fails(fx, "kfac/true/folded/G0", fx["kfac/empirical/folded/G0"])
 
 
 def test_cause_sum_vs_mean():
     fx = get("categorical-tanh")
-    for key in ("true_fisher", "gradient", "fisher_diagonal", "fisher_eigenvalues",
-                "kfac/true/separate/G1", "loss"):
+    for key in (
+        "true_fisher",
+        "gradient",
+        "fisher_diagonal",
+        "fisher_eigenvalues",
+        "kfac/true/separate/G1",
+        "loss",
+    ):
         assert "sum instead of mean over the N = 8 samples" in _fails(fx, key, 8 * fx[key])
     assert "divided by N = 8 once too often" in _fails(fx, "hessian", fx["hessian"] / 8)
     # the same candidate passes when its reduction is declared
@@ -157,8 +169,9 @@ def test_cause_transposed_layouts():
     msg = _fails(fx, "true_fisher", from_minifim_layout(net, fx["true_fisher"], [0, 1], "jax"))
     assert "different parameter order" in msg and "layout='jax'" in msg
     # declared, they pass; declared wrongly, the message says so
-    assert_matches(fx, "jacobians", from_minifim_layout(net, fx["jacobians"], [2], "jax"),
-                   layout="jax")
+    assert_matches(
+        fx, "jacobians", from_minifim_layout(net, fx["jacobians"], [2], "jax"), layout="jax"
+    )
     assert_matches(fx, "state_dict/2.weight", fx["state_dict/2.weight"].T, layout="jax")
     assert "drop layout='in-out'" in _fails(fx, "gradient", fx["gradient"], layout="in-out")
 
@@ -189,8 +202,10 @@ def test_cause_scale_and_eigen_order():
     assert "candidate = 3.7 x reference" in _fails(fx, "true_fisher", 3.7 * fx["true_fisher"])
     assert "ascending order" in _fails(fx, "fisher_eigenvalues", fx["fisher_eigenvalues"][::-1])
     assert "empirical Fisher used in the natural-gradient step" in _fails(
-        fx, "ngd_step", np.linalg.solve(fx["empirical_fisher"] + fx.damping * np.eye(fx.P),
-                                        fx["gradient"]))
+        fx,
+        "ngd_step",
+        np.linalg.solve(fx["empirical_fisher"] + fx.damping * np.eye(fx.P), fx["gradient"]),
+    )
 
 
 def test_assert_matches_bad_input():
@@ -211,8 +226,13 @@ def test_assert_matches_bad_input():
 # --- check ----------------------------------------------------------------------------------------
 def test_check_maps_keys_and_reports():
     fx = get("categorical-tanh")
-    cand = {"F": fx["true_fisher"], "grad": 8 * fx["gradient"], "mine": fx["hessian"],
-            "2.bias": fx["state_dict/2.bias"], "unknown": np.ones(2)}
+    cand = {
+        "F": fx["true_fisher"],
+        "grad": 8 * fx["gradient"],
+        "mine": fx["hessian"],
+        "2.bias": fx["state_dict/2.bias"],
+        "unknown": np.ones(2),
+    }
     res = check(fx, cand, mapping={"mine": "hessian"})
     assert not res.passed
     by = {c.candidate_name: c for c in res.comparisons}
@@ -223,8 +243,7 @@ def test_check_maps_keys_and_reports():
     assert "grad -> gradient" in table and "FAIL" in table and "FAILED: 2 problem(s)" in table
     data = json.loads(res.to_json())
     assert data["passed"] is False and data["unmatched"] == ["unknown"]
-    assert {c["candidate_name"] for c in data["comparisons"]} == {"F", "grad", "mine",
-                                                                   "2.bias"}
+    assert {c["candidate_name"] for c in data["comparisons"]} == {"F", "grad", "mine", "2.bias"}
     ok = check(fx, cand, keys=["F", "mine"], mapping={"mine": "hessian"})
     assert ok.passed and "PASSED" in ok.table()
     with pytest.raises(ValueError, match="no array 'nope'"):
@@ -241,8 +260,10 @@ def test_check_maps_keys_and_reports():
 def test_check_with_layout_and_reduction():
     fx = get("deep-narrow")
     net = fx.net
-    cand = {k: from_minifim_layout(net, fx.N * fx[k], fx.array_info(k)["param_axes"], "jax")
-            for k in ("true_fisher", "gradient", "fisher_diagonal", "empirical_fisher")}
+    cand = {
+        k: from_minifim_layout(net, fx.N * fx[k], fx.array_info(k)["param_axes"], "jax")
+        for k in ("true_fisher", "gradient", "fisher_diagonal", "empirical_fisher")
+    }
     assert check(fx, cand, layout="jax", reduction="sum").passed
     assert not check(fx, cand).passed
     res = check(fx, {"ngd_step": fx["ngd_step"]}, reduction="sum")
@@ -256,8 +277,14 @@ def test_diagnose_identifies_every_variant(name, diagonal):
     fx = get(name)
     variants = fisher_variants(fx, diagonal=diagonal)
     names = [v for v, _, _ in variants]
-    assert names[0] == "true" and {"empirical", "argmax", "square-of-mean-gradient",
-                                   "true-sum", "true-in-out-layout", "hessian"} <= set(names)
+    assert names[0] == "true" and {
+        "empirical",
+        "argmax",
+        "square-of-mean-gradient",
+        "true-sum",
+        "true-in-out-layout",
+        "hessian",
+    } <= set(names)
     for v, _, M in variants:
         d = diagnose(fx, M)
         assert d.closest == v and d.distances[0][2] <= 1e-14
@@ -308,8 +335,7 @@ def test_diagnose_accepts_monte_carlo_within_the_band(k, diagonal):
     accepted = 0
     for seed in range(5):
         if diagonal:
-            c = minifim.fisher_diagonal(fx.net, fx.theta, fx.X, fisher="mc", n_samples=k,
-                                        rng=seed)
+            c = minifim.fisher_diagonal(fx.net, fx.theta, fx.X, fisher="mc", n_samples=k, rng=seed)
         else:
             c = minifim.mc_fisher(fx.net, fx.theta, fx.X, k, rng=seed)
         d = diagnose(fx, c, n_samples=k)
@@ -340,8 +366,10 @@ def test_diagnose_monte_carlo_mistakes():
 
 def test_diagnose_k_eff_estimates_the_number_of_samples():
     fx = get("categorical-tanh")
-    keff = [diagnose(fx, minifim.mc_fisher(fx.net, fx.theta, fx.X, 64, rng=s)
-                     ).monte_carlo["k_eff"] for s in range(6)]
+    keff = [
+        diagnose(fx, minifim.mc_fisher(fx.net, fx.theta, fx.X, 64, rng=s)).monte_carlo["k_eff"]
+        for s in range(6)
+    ]
     assert 20 < np.median(keff) < 200
 
 
@@ -366,8 +394,9 @@ def test_output_outcomes_are_the_output_distribution(lik):
     assert np.all(w >= 0)
     mean_score = np.einsum("no,nop->np", w, U)
     assert np.max(np.abs(mean_score)) <= 1e-14 * np.max(np.abs(U))  # E_y[s] = 0
-    assert_close(np.einsum("no,nop,noq->pq", w, U, U) / 5, minifim.true_fisher(net, theta, X),
-                 1e-13)
+    assert_close(
+        np.einsum("no,nop,noq->pq", w, U, U) / 5, minifim.true_fisher(net, theta, X), 1e-13
+    )
 
 
 def _brute_force_moments(net, theta, X, k, diagonal):
@@ -414,8 +443,7 @@ def test_mc_moments_gaussian_mean_closed_form():
     dense = sum(np.trace(f) ** 2 + np.sum(f * f) for f in Fn) / (N * N * k)
     diag = sum(2 * np.sum(np.diag(f) ** 2) for f in Fn) / (N * N * k)
     assert mc_error_moments(net, theta, X, k)[0] == pytest.approx(dense, rel=1e-12)
-    assert mc_error_moments(net, theta, X, k, diagonal=True)[0] == pytest.approx(diag,
-                                                                                 rel=1e-12)
+    assert mc_error_moments(net, theta, X, k, diagonal=True)[0] == pytest.approx(diag, rel=1e-12)
 
 
 @pytest.mark.parametrize("lik", ["gaussian", "categorical"])
@@ -427,8 +455,9 @@ def test_mc_moments_against_simulation(lik):
     X = np.random.default_rng(6).standard_normal((3, 2))
     F = minifim.true_fisher(net, theta, X)
     k = 2
-    D = np.array([np.sum((minifim.mc_fisher(net, theta, X, k, rng=s) - F) ** 2)
-                  for s in range(600)])
+    D = np.array(
+        [np.sum((minifim.mc_fisher(net, theta, X, k, rng=s) - F) ** 2) for s in range(600)]
+    )
     mean, var = mc_error_moments(net, theta, X, k)
     assert abs(D.mean() - mean) <= 4 * np.sqrt(var / len(D))
     assert D.var() == pytest.approx(var, rel=0.25)
@@ -446,8 +475,10 @@ def test_mc_moments_enumeration_limit():
 def test_check_trajectory_arrays():
     fx = make_fixture("logistic-regression", trajectory="kfac:steps=2,lr=0.2,damping=0.01")
     net = fx.net
-    cand = {"trajectory/theta": from_minifim_layout(net, fx["trajectory/theta"], [1], "jax"),
-            "trajectory/state/rho": fx["trajectory/state/rho"].copy()}
+    cand = {
+        "trajectory/theta": from_minifim_layout(net, fx["trajectory/theta"], [1], "jax"),
+        "trajectory/state/rho": fx["trajectory/state/rho"].copy(),
+    }
     assert check(fx, cand, layout="jax").passed
     wrong = fx["trajectory/theta"].copy()
     wrong[2, 4] += 1e-3
@@ -477,8 +508,11 @@ def test_diagnose_without_the_band_says_why():
 def test_complex_candidates_are_refused():
     fx = get("logistic-regression")
     F = fx["true_fisher"] + 0j  # even with a zero imaginary part: the dtype is a mistake
-    with pytest.raises(TypeError, match=r"candidate\['true_fisher'\]: expected a real array, "
-                                        "received complex dtype complex128"):
+    with pytest.raises(
+        TypeError,
+        match=r"candidate\['true_fisher'\]: expected a real array, "
+        "received complex dtype complex128",
+    ):
         check(fx, {"true_fisher": F})
     with pytest.raises(TypeError, match="complex"):
         assert_matches(fx, "true_fisher", F)
@@ -498,8 +532,10 @@ def test_non_finite_candidates_fail_naming_the_entries(bad):
     comp = res.comparisons[0]
     assert comp.num_nonfinite == 3 and comp.max_abs_err == np.inf
     msg = comp.message()
-    assert f"3 NaN/Inf entries where the reference is finite: true_fisher[W0[0, 0], W0[0, 1]] = " \
-           f"{bad!r}" in msg
+    assert (
+        f"3 NaN/Inf entries where the reference is finite: true_fisher[W0[0, 0], W0[0, 1]] = "
+        f"{bad!r}" in msg
+    )
     assert "true_fisher[W1[0, 0], W1[0, 0]]" in msg
     table = res.table()
     assert "FAIL" in table and "true_fisher[W0[0, 0], W0[0, 1]]" in table
@@ -522,8 +558,7 @@ def test_non_finite_reference_entries_must_be_matched():
     ref = fx["trajectory/state/theta"]
     assert check(fx, {"trajectory/state/theta": ref}).passed
     comp = compare(np.array([np.nan, 1.0]), np.array([0.5, 1.0]), name="state")
-    assert not comp.passed and "1 NaN/Inf entry where the candidate is finite" in \
-        comp.message()
+    assert not comp.passed and "1 NaN/Inf entry where the candidate is finite" in comp.message()
 
 
 def test_a_mutated_fixture_cannot_fool_the_next_check(tmp_path):
@@ -581,11 +616,17 @@ def test_layout_helpers_validate_their_arguments():
     with pytest.raises(TypeError, match="layout"):
         layout_permutation(net, 1)
     for fn in (to_minifim_layout, from_minifim_layout):
-        with pytest.raises(ValueError, match=rf"param_axes: axis 1 of arr has length 2, expected "
-                                             rf"P = {P}"):
+        with pytest.raises(
+            ValueError,
+            match=rf"param_axes: axis 1 of arr has length 2, expected "
+            rf"P = {P}",
+        ):
             fn(net, M, [1], "jax")
-        with pytest.raises(ValueError, match=r"param_axes: axis 2 is out of range for arr of "
-                                             r"shape \(26, 2\)"):
+        with pytest.raises(
+            ValueError,
+            match=r"param_axes: axis 2 is out of range for arr of "
+            r"shape \(26, 2\)",
+        ):
             fn(net, M, [2], "jax")
         with pytest.raises(ValueError, match="param_axes: axis 0 is listed twice"):
             fn(net, M, [0, -2], "jax")
@@ -603,5 +644,6 @@ def test_layout_helpers_validate_their_arguments():
             fn([3, 4, 2], M, [0], "jax")
     # negative axes are axes, and the round trip is exact
     V = np.arange(2.0 * P).reshape(2, P)
-    assert np.array_equal(to_minifim_layout(net, from_minifim_layout(net, V, [-1], "jax"),
-                                            [1], "jax"), V)
+    assert np.array_equal(
+        to_minifim_layout(net, from_minifim_layout(net, V, [-1], "jax"), [1], "jax"), V
+    )

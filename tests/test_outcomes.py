@@ -11,8 +11,11 @@ from minifim.geometry.moments import output_outcomes
 from .cases import make_case
 from .tolerances import product_rtol
 
-LIKS = {"categorical": minifim.Categorical(), "bernoulli": minifim.Bernoulli(),
-        "gaussian": minifim.Gaussian(0.6)}
+LIKS = {
+    "categorical": minifim.Categorical(),
+    "bernoulli": minifim.Bernoulli(),
+    "gaussian": minifim.Gaussian(0.6),
+}
 F0 = np.array([[0.3, -1.2, 2.0], [40.0, -40.0, 0.5], [0.0, 0.0, 0.0]])
 
 
@@ -65,12 +68,16 @@ def test_parameter_space_fisher_is_the_weighted_sum_of_outcome_scores(lik):
         S = minifim.per_sample_scores(net, theta, X, Y[:, o])
         F += (S * w[:, o, None]).T @ S / N
     ref = minifim.true_fisher(net, theta, X)
-    assert np.max(np.abs(F - ref)) <= product_rtol(w.shape[1] * N + net.num_params, c=4) * np.max(np.abs(ref))
+    assert np.max(np.abs(F - ref)) <= product_rtol(w.shape[1] * N + net.num_params, c=4) * np.max(
+        np.abs(ref)
+    )
     # the oracle's moments use the same outcomes
     w2, U = output_outcomes(net, theta, X)
     np.testing.assert_array_equal(w2, w)
     F2 = np.einsum("no,nop,noq->pq", w2, U, U) / N
-    assert np.max(np.abs(F2 - ref)) <= product_rtol(w.shape[1] * N + net.num_params, c=4) * np.max(np.abs(ref))
+    assert np.max(np.abs(F2 - ref)) <= product_rtol(w.shape[1] * N + net.num_params, c=4) * np.max(
+        np.abs(ref)
+    )
 
 
 def test_num_outcomes_validates_C():

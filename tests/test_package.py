@@ -14,11 +14,12 @@ import minifim
 
 # the direct submodules and subpackages, and every module below them (dotted names relative to
 # ``minifim``), except the CLI entry point ``__main__`` (importing it runs the CLI)
-SUBMODULES = sorted(m.name for m in pkgutil.iter_modules(minifim.__path__)
-                    if m.name != "__main__")
-ALL_MODULES = sorted(m.name.removeprefix("minifim.")
-                     for m in pkgutil.walk_packages(minifim.__path__, "minifim.")
-                     if not m.name.endswith("__main__"))
+SUBMODULES = sorted(m.name for m in pkgutil.iter_modules(minifim.__path__) if m.name != "__main__")
+ALL_MODULES = sorted(
+    m.name.removeprefix("minifim.")
+    for m in pkgutil.walk_packages(minifim.__path__, "minifim.")
+    if not m.name.endswith("__main__")
+)
 
 
 def _public_api():
@@ -39,16 +40,21 @@ def _own_doc(obj):
 
 
 def test_every_public_callable_and_module_in_all_is_documented():
-    undocumented = [name for name, obj in _public_api()
-                    if (callable(obj) or isinstance(obj, types.ModuleType))
-                    and not (_own_doc(obj) or "").strip()]
+    undocumented = [
+        name
+        for name, obj in _public_api()
+        if (callable(obj) or isinstance(obj, types.ModuleType))
+        and not (_own_doc(obj) or "").strip()
+    ]
     assert undocumented == []
 
 
 def test_every_public_top_level_callable_is_in_all():
-    public = {name for name, obj in vars(minifim).items()
-              if not name.startswith("_") and callable(obj)
-              and not isinstance(obj, types.ModuleType)}
+    public = {
+        name
+        for name, obj in vars(minifim).items()
+        if not name.startswith("_") and callable(obj) and not isinstance(obj, types.ModuleType)
+    }
     assert sorted(public - set(minifim.__all__)) == []
 
 
@@ -97,8 +103,12 @@ def _takes_net(obj):
         return None
     if not params or params[0].name != "net":
         return None
-    return [p for p in params[1:] if p.default is inspect.Parameter.empty
-            and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return [
+        p
+        for p in params[1:]
+        if p.default is inspect.Parameter.empty
+        and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
 
 
 def _net_entry_points():

@@ -26,8 +26,9 @@ def _close_figures():
 def test_importing_minifim_does_not_import_matplotlib():
     code = "import sys, minifim; print('matplotlib' in sys.modules)"
     env = dict(os.environ, MPLBACKEND="Agg")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
     assert out.stdout.strip() == "False"
 
 
@@ -37,8 +38,9 @@ def test_spectrum_histogram_counts_against_numpy():
     floor = minifim.default_rank_tolerance(LAM, num_params=P)
     above = LAM[LAM > floor]
     assert near_zero == P - above.size == 5
-    assert edges.shape == (5,) and edges[0] == pytest.approx(1e-3) and edges[-1] == \
-        pytest.approx(3.0)
+    assert (
+        edges.shape == (5,) and edges[0] == pytest.approx(1e-3) and edges[-1] == pytest.approx(3.0)
+    )
     np.testing.assert_allclose(np.diff(np.log10(edges)), np.log10(3e3) / 4, rtol=1e-12)
     np.testing.assert_array_equal(fractions, np.histogram(above, edges)[0] / P)
     assert fractions.sum() == pytest.approx(above.size / P)  # the extremes are counted
@@ -64,8 +66,7 @@ def test_cumulative_mass():
 
 
 def test_plot_spectrum_draws_the_histogram():
-    ax = plotting.plot_spectrum(LAM, bins=4, num_params=10, label="F",
-                                markers={"1/N": 0.1})
+    ax = plotting.plot_spectrum(LAM, bins=4, num_params=10, label="F", markers={"1/N": 0.1})
     (stairs,) = [p for p in ax.patches if type(p).__name__ == "StepPatch"]
     _, fractions, _ = plotting.spectrum_histogram(LAM, 4, num_params=10)
     np.testing.assert_array_equal(stairs.get_data().values, fractions)
@@ -107,8 +108,7 @@ def test_plot_a_network_spectrum_end_to_end():
     X = np.random.default_rng(0).standard_normal((6, 3))
     lam = minifim.fisher_spectrum(net, theta, X)
     ax = plotting.plot_spectrum(lam, num_params=net.num_params)
-    plotting.plot_cumulative_mass(lam, num_params=net.num_params,
-                                  markers={"N (C - 1)": 12})
+    plotting.plot_cumulative_mass(lam, num_params=net.num_params, markers={"N (C - 1)": 12})
     assert ax.figure is not None
 
 

@@ -37,8 +37,7 @@ def test_obs_predicted_increase_is_exact_for_a_quadratic_loss(block_size):
     """Linear-Gaussian: the mean NLL is exactly quadratic with Hessian = the mean Fisher."""
     net, theta, X, y, _ = _linear_gaussian()
     base = minifim.loss(net, theta, X, y)
-    path = prune_path(net, theta, X, y, [0.0, 0.25, 0.5, 0.75, 0.9], "obs",
-                      block_size=block_size)
+    path = prune_path(net, theta, X, y, [0.0, 0.25, 0.5, 0.75, 0.9], "obs", block_size=block_size)
     assert path[0].predicted_increase == 0.0 and np.array_equal(path[0].theta, theta)
     for res in path[1:]:
         actual = minifim.loss(net, res.theta, X, y) - base
@@ -82,7 +81,8 @@ def test_obd_equals_obs_when_the_fisher_is_diagonal():
             assert _rel(b.theta, a.theta) < 1e-13  # the OBS update is then zero
             assert _rel(b.scores, a.scores) < 1e-13
             assert abs(b.predicted_increase - a.predicted_increase) <= (
-                1e-13 * a.predicted_increase)
+                1e-13 * a.predicted_increase
+            )
 
 
 def test_obd_equals_obs_with_a_given_diagonal_curvature(case):
@@ -104,15 +104,16 @@ def test_obs_closed_form_and_pinned_zeros(case, block_size):
     weights = np.zeros(net.num_params, bool)
     for ws, _ in net.layer_slices:
         weights[ws] = True
-    path = prune_path(net, theta, case.X, None, [0.2, 0.5, 0.8], "obs", damping=damping,
-                      block_size=block_size)
+    path = prune_path(
+        net, theta, case.X, None, [0.2, 0.5, 0.8], "obs", damping=damping, block_size=block_size
+    )
     prev = np.ones(net.num_params, bool)
     for level, res in zip([0.2, 0.5, 0.8], path):
         K = int(round(level * weights.sum()))
         assert res.pruned.size == K == (~res.mask).sum() and len(set(res.pruned)) == K
-        assert np.all(res.theta[~res.mask] == 0.0)            # exactly, not approximately
-        assert np.all(res.mask[~weights])                     # biases are never removed
-        assert np.all(~res.mask[~prev])                       # nested: pruned stays pruned
+        assert np.all(res.theta[~res.mask] == 0.0)  # exactly, not approximately
+        assert np.all(res.mask[~weights])  # biases are never removed
+        assert np.all(~res.mask[~prev])  # nested: pruned stays pruned
         prev = res.mask
         Q = res.pruned
         z = np.linalg.solve(Ainv[np.ix_(Q, Q)], theta[Q])
@@ -121,10 +122,16 @@ def test_obs_closed_form_and_pinned_zeros(case, block_size):
         tol = solve_rtol(cond(A) + cond(Ainv[np.ix_(Q, Q)]), net.num_params)
         check(rel_err(res.theta, theta - Ainv[:, Q] @ z), tol, "theta")
         delta = res.theta - theta
-        check(abs(res.predicted_increase - 0.5 * delta @ A @ delta) / res.predicted_increase,
-              2 * tol, "increase as a quadratic form")  # quadratic in delta: twice its error
-        check(abs(res.predicted_increase - 0.5 * theta[Q] @ z) / res.predicted_increase, tol,
-              "increase as theta_Q^T z")
+        check(
+            abs(res.predicted_increase - 0.5 * delta @ A @ delta) / res.predicted_increase,
+            2 * tol,
+            "increase as a quadratic form",
+        )  # quadratic in delta: twice its error
+        check(
+            abs(res.predicted_increase - 0.5 * theta[Q] @ z) / res.predicted_increase,
+            tol,
+            "increase as theta_Q^T z",
+        )
         # compensation never costs more than zeroing the same weights
         dz = np.where(res.mask, 0.0, -theta)
         assert res.predicted_increase <= 0.5 * dz @ A @ dz * (1 + 1e-12)
@@ -177,8 +184,7 @@ def test_recomputed_obs_second_step_uses_the_curvature_at_the_updated_theta():
 
     th1, q1, free = step(theta, np.arange(P))
     th2, q2, _ = step(th1, free)
-    res = prune(net, theta, X, None, 2 / weights.size, "obs", damping=damping,
-                recompute_every=1)
+    res = prune(net, theta, X, None, 2 / weights.size, "obs", damping=damping, recompute_every=1)
     assert res.pruned.tolist() == [q1, q2]
     A = minifim.true_fisher(net, theta, X) + damping * np.eye(P)
     check(rel_err(res.theta, th2), 2 * solve_rtol(cond(A), P), "two recomputed steps")
@@ -197,7 +203,7 @@ def test_magnitude_and_obd_rankings(case):
     assert np.array_equal(res.theta, np.where(res.mask, theta, 0.0))
     F = minifim.empirical_fisher(net, theta, case.X, case.y)
     res = prune(net, theta, case.X, case.y, 0.4, "obd", fisher="empirical", damping=0.5)
-    sal = 0.5 * (np.diag(F) + 0.5) * theta ** 2
+    sal = 0.5 * (np.diag(F) + 0.5) * theta**2
     assert set(res.pruned) == set(weights[np.argsort(sal[weights])[:K]])
     assert abs(res.predicted_increase - sal[res.pruned].sum()) <= 1e-12 * sal.sum()
     every = prune(net, theta, None, None, 0.5, "magnitude", prunable="all")
@@ -213,8 +219,12 @@ def test_custom_prunable_mask():
     assert res.sparsity == 0.5
 
 
-@given(seed=st.integers(0, 10_000), P=st.integers(2, 12), level=st.floats(0.0, 0.99),
-       block=st.integers(1, 4))
+@given(
+    seed=st.integers(0, 10_000),
+    P=st.integers(2, 12),
+    level=st.floats(0.0, 0.99),
+    block=st.integers(1, 4),
+)
 def test_obs_on_random_quadratics(seed, P, level, block):
     """For any SPD curvature: cost = 1/2 delta^T A delta, pinned zeros, nested path."""
     rng = np.random.default_rng(seed)
@@ -222,12 +232,12 @@ def test_obs_on_random_quadratics(seed, P, level, block):
     B = rng.standard_normal((P + 2, P))
     A = B.T @ B / P + 0.05 * np.eye(P)
     theta = rng.standard_normal(P)
-    res = prune(net, theta, None, None, level, "obs", curvature=A, prunable="all",
-                block_size=block)
+    res = prune(net, theta, None, None, level, "obs", curvature=A, prunable="all", block_size=block)
     assert np.all(res.theta[~res.mask] == 0.0)
     delta = res.theta - theta
     assert abs(res.predicted_increase - 0.5 * delta @ A @ delta) <= 1e-9 * max(
-        res.predicted_increase, 1e-12)
+        res.predicted_increase, 1e-12
+    )
 
 
 def test_bad_input():
@@ -268,8 +278,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match="curvature"):
         prune(net, theta, None, None, 0.5, "obs", curvature=np.ones(net.num_params))
     with pytest.raises(ValueError, match="symmetric"):
-        prune(net, theta, None, None, 0.5, "obs",
-              curvature=np.triu(np.ones((net.num_params,) * 2)))
+        prune(net, theta, None, None, 0.5, "obs", curvature=np.triu(np.ones((net.num_params,) * 2)))
     with pytest.raises(ValueError, match="X"):
         prune(net, theta, None, None, 0.5, "obd")
     with pytest.raises(ValueError, match="y"):

@@ -70,8 +70,11 @@ def test_report_figure_and_index(root, monkeypatch):
 
 def test_bad_verdict_and_unsaved(root):
     rep = Report("bad", "Bad", "claim", seed=0)
-    with pytest.raises(ValueError, match=r"status: expected one of \['agrees', 'disagrees', "
-                                         r"'inconclusive'\], received 'maybe'"):
+    with pytest.raises(
+        ValueError,
+        match=r"status: expected one of \['agrees', 'disagrees', "
+        r"'inconclusive'\], received 'maybe'",
+    ):
         rep.verdict("maybe", "?")
     with pytest.raises(ValueError, match=r"verdict: call Report.verdict"):
         rep.save()
@@ -142,13 +145,18 @@ def test_experiment_pins_blas_threads(script):
     """Each experiment states its BLAS thread count and runs main() under threadpoolctl's
     limit (small solves dominate: free threads made the full run 4x and merging 27x slower)."""
     tree = ast.parse(script.read_text())
-    counts = [n.value.value for n in tree.body if isinstance(n, ast.Assign)
-              and [t.id for t in n.targets if isinstance(t, ast.Name)] == ["BLAS_THREADS"]
-              and isinstance(n.value, ast.Constant)]
+    counts = [
+        n.value.value
+        for n in tree.body
+        if isinstance(n, ast.Assign)
+        and [t.id for t in n.targets if isinstance(t, ast.Name)] == ["BLAS_THREADS"]
+        and isinstance(n.value, ast.Constant)
+    ]
     assert counts and isinstance(counts[0], int) and counts[0] >= 1, "BLAS_THREADS = <int>"
-    main_guard = [n for n in tree.body if isinstance(n, ast.If) and "__main__" in ast.unparse(n.test)]
+    main_guard = [
+        n for n in tree.body if isinstance(n, ast.If) and "__main__" in ast.unparse(n.test)
+    ]
     assert len(main_guard) == 1
     guard = ast.unparse(main_guard[0])
     assert "threadpool_limits(limits=BLAS_THREADS, user_api='blas')" in guard, guard
     assert "main()" in guard
-

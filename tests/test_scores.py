@@ -27,15 +27,19 @@ def test_jacobians_backprop_vs_autograd(case):
     J = minifim.output_jacobians(case.net, case.theta, case.X)
     C = case.net.output_dim
     assert J.shape == (case.N, C, case.P)
-    assert_close(J, minifim.output_jacobians(case.net, case.theta, case.X, backend="autograd"),
-                 1e-12)
+    assert_close(
+        J, minifim.output_jacobians(case.net, case.theta, case.X, backend="autograd"), 1e-12
+    )
 
 
 def test_scores_are_jacobian_transpose_times_output_score(case):
     J = minifim.output_jacobians(case.net, case.theta, case.X, backend="autograd")
     g = case.net.likelihood.grad_log_prob(case.net.forward(case.theta, case.X), case.y)
-    assert_close(minifim.per_sample_scores(case.net, case.theta, case.X, case.y),
-                 np.einsum("ncp,nc->np", J, g), 1e-12)
+    assert_close(
+        minifim.per_sample_scores(case.net, case.theta, case.X, case.y),
+        np.einsum("ncp,nc->np", J, g),
+        1e-12,
+    )
 
 
 def test_scores_central_differences(case):
@@ -43,12 +47,19 @@ def test_scores_central_differences(case):
     ``O(h^2)`` and cancellation ``O(eps / h)``, both far below the 1e-6 tolerance."""
     net, theta, h = case.net, case.theta, 1e-6
     E = np.eye(case.P) * h
-    fd = np.stack([(net.log_prob(theta + e, case.X, case.y) - net.log_prob(theta - e, case.X,
-                                                                          case.y)) / (2 * h)
-                   for e in E], axis=1)
+    fd = np.stack(
+        [
+            (net.log_prob(theta + e, case.X, case.y) - net.log_prob(theta - e, case.X, case.y))
+            / (2 * h)
+            for e in E
+        ],
+        axis=1,
+    )
     assert_close(minifim.per_sample_scores(net, theta, case.X, case.y), fd, 1e-6)
-    fdJ = np.stack([(net.forward(theta + e, case.X) - net.forward(theta - e, case.X)) / (2 * h)
-                    for e in E], axis=2)
+    fdJ = np.stack(
+        [(net.forward(theta + e, case.X) - net.forward(theta - e, case.X)) / (2 * h) for e in E],
+        axis=2,
+    )
     assert_close(minifim.output_jacobians(net, theta, case.X), fdJ, 1e-6)
 
 
@@ -70,11 +81,14 @@ def test_samples_are_independent(case):
     S = minifim.per_sample_scores(case.net, case.theta, case.X, case.y)
     J = minifim.output_jacobians(case.net, case.theta, case.X)
     for n in range(case.N):
-        assert_close(S[n:n + 1], minifim.per_sample_scores(case.net, case.theta,
-                                                           case.X[n:n + 1], case.y[n:n + 1]),
-                     1e-14)
-        assert_close(J[n:n + 1], minifim.output_jacobians(case.net, case.theta,
-                                                          case.X[n:n + 1]), 1e-14)
+        assert_close(
+            S[n : n + 1],
+            minifim.per_sample_scores(case.net, case.theta, case.X[n : n + 1], case.y[n : n + 1]),
+            1e-14,
+        )
+        assert_close(
+            J[n : n + 1], minifim.output_jacobians(case.net, case.theta, case.X[n : n + 1]), 1e-14
+        )
 
 
 def test_jvp_vjp_against_dense_jacobian(case):
@@ -91,8 +105,9 @@ def test_jvp_vjp_against_dense_jacobian(case):
     uj = minifim.vector_jacobian_product(net, theta, X, u)
     assert uj.shape == (case.P,)
     assert_close(uj, np.einsum("ncp,nc->p", J, u), 1e-12)
-    assert_close(minifim.vector_jacobian_product(net, theta, X, U),
-                 np.einsum("ncp,ncm->pm", J, U), 1e-12)
+    assert_close(
+        minifim.vector_jacobian_product(net, theta, X, U), np.einsum("ncp,ncm->pm", J, U), 1e-12
+    )
     # adjoint identity <u, J v> = <J^T u, v>
     assert np.isclose(np.sum(u * jv), uj @ v, rtol=1e-12)
 
@@ -110,8 +125,11 @@ def test_internal_building_blocks():
     assert_close(U, np.einsum("nkc,ncp->nkp", E, J), 1e-12)
     V = np.random.default_rng(2).standard_normal((case.P, 2))
     assert_close(jvp_cached(net, cache, V), J @ V, 1e-12)
-    assert_close(vjp_cached(net, cache, E[:, :2].transpose(0, 2, 1)),
-                 np.einsum("ncp,nkc->pk", J, E[:, :2]), 1e-12)
+    assert_close(
+        vjp_cached(net, cache, E[:, :2].transpose(0, 2, 1)),
+        np.einsum("ncp,nkc->pk", J, E[:, :2]),
+        1e-12,
+    )
 
 
 # --- bad input -----------------------------------------------------------------------------------
@@ -119,9 +137,12 @@ def test_bad_input():
     case = get_case("categorical-tanh-3x4x3")
     net, theta, X, y = case.net, case.theta, case.X, case.y
     N, P, C = case.N, case.P, net.output_dim
-    for fn, args in [(minifim.per_sample_scores, (y,)), (minifim.output_jacobians, ()),
-                     (minifim.jacobian_vector_product, (np.ones(P),)),
-                     (minifim.vector_jacobian_product, (np.ones((N, C)),))]:
+    for fn, args in [
+        (minifim.per_sample_scores, (y,)),
+        (minifim.output_jacobians, ()),
+        (minifim.jacobian_vector_product, (np.ones(P),)),
+        (minifim.vector_jacobian_product, (np.ones((N, C)),)),
+    ]:
         with pytest.raises(ValueError, match=r"theta: expected shape \(31,\)"):
             fn(net, theta[:-1], X, *args)
         with pytest.raises(ValueError, match="theta: expected finite"):
@@ -143,15 +164,21 @@ def test_bad_input():
         minifim.per_sample_scores(net, theta, X, y, backend="fd")
     with pytest.raises(ValueError, match="backend"):
         minifim.output_jacobians(net, theta, X, backend="torch")
-    with pytest.raises(ValueError, match=r"v: expected shape \(31,\) or \(31, m\), received "
-                                         r"shape \(30,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"v: expected shape \(31,\) or \(31, m\), received "
+        r"shape \(30,\)",
+    ):
         minifim.jacobian_vector_product(net, theta, X, np.ones(P - 1))
     with pytest.raises(ValueError, match="v: expected shape"):
         minifim.jacobian_vector_product(net, theta, X, np.ones((P, 2, 2)))
     with pytest.raises(ValueError, match="v: expected finite"):
         minifim.jacobian_vector_product(net, theta, X, np.full(P, np.nan))
-    with pytest.raises(ValueError, match=r"u: expected shape \(5, 3\) or \(5, 3, m\), received "
-                                         r"shape \(5,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"u: expected shape \(5, 3\) or \(5, 3, m\), received "
+        r"shape \(5,\)",
+    ):
         minifim.vector_jacobian_product(net, theta, X, np.ones(N))
     with pytest.raises(ValueError, match="u: expected shape"):
         minifim.vector_jacobian_product(net, theta, X, np.ones((N, C + 1)))
@@ -167,8 +194,15 @@ def test_bad_input():
         minifim.per_sample_scores(gauss.net, gauss.theta, gauss.X, gauss.y[:, 0])
 
 
-@pytest.mark.parametrize("name", ["categorical-tanh-2x3x4x2", "bernoulli-softplus-3x4x3",
-                                  "gaussian-sigmoid-3x4x3", "categorical-relu-3x4x3"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "categorical-tanh-2x3x4x2",
+        "bernoulli-softplus-3x4x3",
+        "gaussian-sigmoid-3x4x3",
+        "categorical-relu-3x4x3",
+    ],
+)
 def test_scores_match_torch_func(name):
     """Third route: ``torch.func.vmap(grad(log p))`` on the same weights (float64)."""
     torch = pytest.importorskip("torch")
@@ -176,16 +210,19 @@ def test_scores_match_torch_func(name):
 
     case = get_case(name)
     net = case.net
-    acts = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "sigmoid": torch.nn.Sigmoid,
-            "softplus": torch.nn.Softplus}
+    acts = {
+        "tanh": torch.nn.Tanh,
+        "relu": torch.nn.ReLU,
+        "sigmoid": torch.nn.Sigmoid,
+        "softplus": torch.nn.Softplus,
+    }
     mods = []
     for l, (o, i) in enumerate(net.shapes):
         mods.append(torch.nn.Linear(i, o))
         if l < net.num_layers - 1:
             mods.append(acts[net.activation.name]())
     seq = torch.nn.Sequential(*mods).double()
-    seq.load_state_dict({k: torch.from_numpy(v) for k, v in
-                         net.to_state_dict(case.theta).items()})
+    seq.load_state_dict({k: torch.from_numpy(v) for k, v in net.to_state_dict(case.theta).items()})
     params = {k: v.detach() for k, v in seq.named_parameters()}
     lik = net.likelihood.name
     sigma = getattr(net.likelihood, "sigma", 1.0)
@@ -198,9 +235,11 @@ def test_scores_match_torch_func(name):
             return -torch.nn.functional.binary_cross_entropy_with_logits(f, y, reduction="sum")
         return -0.5 * torch.sum((y - f) ** 2) / sigma**2
 
-    g = vmap(grad(log_p), in_dims=(None, 0, 0))(params, torch.from_numpy(case.X),
-                                               torch.from_numpy(case.y))
+    g = vmap(grad(log_p), in_dims=(None, 0, 0))(
+        params, torch.from_numpy(case.X), torch.from_numpy(case.y)
+    )
     S_torch = np.concatenate([g[k].reshape(case.N, -1).numpy() for k in params], axis=1)
-    assert list(params) == [f"{2 * l}.{s}" for l in range(net.num_layers)
-                            for s in ("weight", "bias")]  # flat order W0, b0, W1, b1, ...
+    assert list(params) == [
+        f"{2 * l}.{s}" for l in range(net.num_layers) for s in ("weight", "bias")
+    ]  # flat order W0, b0, W1, b1, ...
     assert_close(minifim.per_sample_scores(net, case.theta, case.X, case.y), S_torch, 1e-12)

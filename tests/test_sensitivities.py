@@ -28,8 +28,9 @@ def test_parameter_sensitivity_is_the_dense_diagonal(case, fisher):
 def _dense_diag_blocks(case, fisher="true"):
     M = minifim.curvature_matrix(case.net, case.theta, case.X, case.y, fisher)
     d = np.diag(M)
-    return M, [(d[ws].reshape(s), d[bs]) for s, (ws, bs) in zip(case.net.shapes,
-                                                               case.net.layer_slices)]
+    return M, [
+        (d[ws].reshape(s), d[bs]) for s, (ws, bs) in zip(case.net.shapes, case.net.layer_slices)
+    ]
 
 
 def test_unit_sums_match_the_dense_diagonal(case):
@@ -42,8 +43,7 @@ def test_unit_sums_match_the_dense_diagonal(case):
     assert len(inc) == len(out) == len(both) == case.net.num_layers - 1
     for l in range(case.net.num_layers - 1):
         # loops over units, a route independent of the vectorised sums
-        ref_in = [blocks[l][0][i, :].sum() + blocks[l][1][i]
-                  for i in range(case.net.sizes[l + 1])]
+        ref_in = [blocks[l][0][i, :].sum() + blocks[l][1][i] for i in range(case.net.sizes[l + 1])]
         ref_out = [blocks[l + 1][0][:, i].sum() for i in range(case.net.sizes[l + 1])]
         _close(inc[l], ref_in)
         _close(out[l], ref_out)
@@ -72,14 +72,17 @@ def test_gate_scores_are_quadratic_forms_of_the_dense_fisher(case, fisher):
     net, theta = case.net, case.theta
     M = minifim.curvature_matrix(net, theta, case.X, case.y, fisher)
     gin = sensitivity(net, theta, case.X, case.y, fisher, per="input", aggregate="gate")
-    ref = [v @ M @ v for v in (_outgoing_direction(net, theta, 0, j)
-                               for j in range(net.input_dim))]
+    ref = [v @ M @ v for v in (_outgoing_direction(net, theta, 0, j) for j in range(net.input_dim))]
     _close(gin, ref, 1e-10)
     if net.num_layers > 1:
         gates = sensitivity(net, theta, case.X, case.y, fisher, per="unit", aggregate="gate")
         for l, g in enumerate(gates):
-            ref = [v @ M @ v for v in (_outgoing_direction(net, theta, l + 1, i)
-                                       for i in range(net.sizes[l + 1]))]
+            ref = [
+                v @ M @ v
+                for v in (
+                    _outgoing_direction(net, theta, l + 1, i) for i in range(net.sizes[l + 1])
+                )
+            ]
             _close(g, ref, 1e-10)
 
 
@@ -99,7 +102,7 @@ def test_gate_is_the_fisher_of_a_multiplicative_gate_by_enumeration():
     m1 = np.ones(4)
     dlp = jacobian(log_probs)(m1)  # (N, C, H): d log p(c | x_n) / d m
     p = np.exp(log_probs(m1))
-    ref = np.einsum("nc,nch->h", p, dlp ** 2) / X.shape[0]  # E_{c ~ p}[(d log p / d m)^2]
+    ref = np.einsum("nc,nch->h", p, dlp**2) / X.shape[0]  # E_{c ~ p}[(d log p / d m)^2]
     _close(sensitivity(net, theta, X, per="unit", aggregate="gate")[0], ref, 1e-12)
 
 
@@ -108,8 +111,7 @@ def test_input_shape_and_reduction():
     a = sensitivity(case.net, case.theta, case.X, per="input", input_shape=(2, 3))
     assert a.shape == (2, 3)
     _close(a.ravel(), sensitivity(case.net, case.theta, case.X, per="input"), 0)
-    s = sensitivity(case.net, case.theta, case.X, per="input", aggregate="gate",
-                    reduction="sum")
+    s = sensitivity(case.net, case.theta, case.X, per="input", aggregate="gate", reduction="sum")
     m = sensitivity(case.net, case.theta, case.X, per="input", aggregate="gate")
     _close(s, case.N * m)
 
@@ -121,8 +123,13 @@ def test_sensitivity_is_a_sample_weighted_mean_over_subsets():
     groups = [g for g in groups if g.size]
     for per, agg in [("parameter", None), ("input", None), ("input", "gate")]:
         total = sensitivity(case.net, case.theta, case.X, per=per, aggregate=agg)
-        parts = sum(g.size * sensitivity(case.net, case.theta, case.X[g], per=per,
-                                         aggregate=agg) for g in groups) / case.N
+        parts = (
+            sum(
+                g.size * sensitivity(case.net, case.theta, case.X[g], per=per, aggregate=agg)
+                for g in groups
+            )
+            / case.N
+        )
         _close(parts, total)
 
 

@@ -36,16 +36,24 @@ def _old(match, fn, *args, **kwargs):
 
 
 # --- natural_gradient ---------------------------------------------------------------------------
-@pytest.mark.parametrize("old, new", [
-    ({"curvature": "true"}, {"fisher": "true"}),
-    ({"curvature": "empirical"}, {"fisher": "empirical"}),
-    ({"curvature": "hessian"}, {"fisher": "hessian"}),
-    ({"curvature": "diag"}, {"structure": "diag"}),
-    ({"curvature": "block", "fisher": "empirical"}, {"structure": "block", "fisher": "empirical"}),
-    ({"curvature": "kfac", "kfac_bias": "separate"}, {"structure": "kfac", "bias": "separate"}),
-    ({"curvature": "kfac", "kfac_solve": "factored"},
-     {"structure": "kfac", "damping_type": "factored"}),
-])
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        ({"curvature": "true"}, {"fisher": "true"}),
+        ({"curvature": "empirical"}, {"fisher": "empirical"}),
+        ({"curvature": "hessian"}, {"fisher": "hessian"}),
+        ({"curvature": "diag"}, {"structure": "diag"}),
+        (
+            {"curvature": "block", "fisher": "empirical"},
+            {"structure": "block", "fisher": "empirical"},
+        ),
+        ({"curvature": "kfac", "kfac_bias": "separate"}, {"structure": "kfac", "bias": "separate"}),
+        (
+            {"curvature": "kfac", "kfac_solve": "factored"},
+            {"structure": "kfac", "damping_type": "factored"},
+        ),
+    ],
+)
 def test_natural_gradient_old_keywords_warn_and_agree(old, new):
     a = _old("is deprecated", minifim.natural_gradient, *ARGS, 0.1, **old)
     b = _new(minifim.natural_gradient, *ARGS, 0.1, **new)
@@ -57,25 +65,31 @@ def test_natural_gradient_structure_in_the_old_positional_slot():
     a = _old("positional", minifim.natural_gradient, *ARGS, 0.1, "kfac")
     b = _new(minifim.natural_gradient, *ARGS, 0.1, structure="kfac")
     np.testing.assert_array_equal(a, b)
-    a = _old("positional", minifim.natural_gradient, *ARGS, 0.1, "block", "dense",
-             fisher="empirical")
+    a = _old(
+        "positional", minifim.natural_gradient, *ARGS, 0.1, "block", "dense", fisher="empirical"
+    )
     b = _new(minifim.natural_gradient, *ARGS, 0.1, "empirical", "dense", structure="block")
     np.testing.assert_array_equal(a, b)
     # a kind in that slot means what it meant: no warning
-    np.testing.assert_array_equal(_new(minifim.natural_gradient, *ARGS, 0.1, "empirical"),
-                                  _new(minifim.natural_gradient, *ARGS, 0.1, fisher="empirical"))
+    np.testing.assert_array_equal(
+        _new(minifim.natural_gradient, *ARGS, 0.1, "empirical"),
+        _new(minifim.natural_gradient, *ARGS, 0.1, fisher="empirical"),
+    )
 
 
 def test_natural_gradient_refuses_old_and_new_together():
-    with pytest.raises(TypeError, match="both 'curvature'.*'fisher'"), \
-            pytest.warns(DeprecationWarning):
+    with (
+        pytest.raises(TypeError, match="both 'curvature'.*'fisher'"),
+        pytest.warns(DeprecationWarning),
+    ):
         minifim.natural_gradient(*ARGS, 0.1, curvature="true", fisher="true")
-    with pytest.raises(TypeError, match="both 'curvature'.*'structure'"), \
-            pytest.warns(DeprecationWarning):
+    with (
+        pytest.raises(TypeError, match="both 'curvature'.*'structure'"),
+        pytest.warns(DeprecationWarning),
+    ):
         minifim.natural_gradient(*ARGS, 0.1, curvature="diag", structure="diag")
     with pytest.raises(TypeError, match="both 'kfac_bias'"):
-        minifim.natural_gradient(*ARGS, 0.1, structure="kfac", kfac_bias="folded",
-                                 bias="folded")
+        minifim.natural_gradient(*ARGS, 0.1, structure="kfac", kfac_bias="folded", bias="folded")
 
 
 def test_new_vocabulary_accepts_enums_and_aliases():
@@ -98,12 +112,20 @@ def _step(opt, theta=CASE.theta, step=0):
     return update(step, g, init(theta), batch)
 
 
-@pytest.mark.parametrize("old, new", [
-    ({"curvature": "empirical"}, {"fisher": "empirical"}),
-    ({"curvature": "kfac", "kfac_bias": "separate", "kfac_solve": "factored"},
-     {"structure": "kfac", "bias": "separate", "damping_type": "factored"}),
-    ({"curvature": "mc", "n_samples": 2, "seed": 5}, {"fisher": "mc", "n_samples": 2, "rng": 5}),
-])
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        ({"curvature": "empirical"}, {"fisher": "empirical"}),
+        (
+            {"curvature": "kfac", "kfac_bias": "separate", "kfac_solve": "factored"},
+            {"structure": "kfac", "bias": "separate", "damping_type": "factored"},
+        ),
+        (
+            {"curvature": "mc", "n_samples": 2, "seed": 5},
+            {"fisher": "mc", "n_samples": 2, "rng": 5},
+        ),
+    ],
+)
 def test_optim_ngd_old_keywords_warn_and_agree(old, new):
     with pytest.warns(DeprecationWarning):
         opt_old = optim.ngd(0.3, 0.05, **old)
@@ -147,8 +169,7 @@ def test_fisher_merge_curvature_keyword_warns_and_agrees():
     data = [(CASE.X, CASE.y), (CASE.X[:3], CASE.y[:3])]
     for s in ("isotropic", "diag", "block", "full"):
         kw = {"weights": [1.0, 2.0]} if s == "isotropic" else {"data": data, "damping": 0.1}
-        a = _old("'curvature'.*'structure'", minifim.fisher_merge, net, thetas, curvature=s,
-                 **kw)
+        a = _old("'curvature'.*'structure'", minifim.fisher_merge, net, thetas, curvature=s, **kw)
         b = _new(minifim.fisher_merge, net, thetas, structure=s, **kw)
         np.testing.assert_array_equal(a, b)
 
@@ -165,8 +186,10 @@ def test_fisher_merge_takes_structure_objects():
     K = [minifim.curvature(net, t, X, structure="kfac") for t in thetas]
     merged = _new(minifim.fisher_merge, net, thetas, K, damping=0.1)
     Kd = [k.to_dense() for k in K]
-    ref = np.linalg.solve(sum(Kd) + 0.1 * np.eye(CASE.P),
-                          sum(F @ t for F, t in zip(Kd, thetas)) + 0.1 * np.mean(thetas, 0))
+    ref = np.linalg.solve(
+        sum(Kd) + 0.1 * np.eye(CASE.P),
+        sum(F @ t for F, t in zip(Kd, thetas)) + 0.1 * np.mean(thetas, 0),
+    )
     check_close(merged, ref, solve_rtol(damped_cond(sum(Kd), 0.1), CASE.P), "K-FAC objects")
     assert np.isfinite(A).all()
     with pytest.raises(ValueError, match=r"fishers\[0\]: expected a curvature of shape"):
@@ -195,8 +218,17 @@ def test_prune_takes_a_structure_object_as_the_curvature():
     F = minifim.true_fisher(net, th, X)
     for criterion in ("obd", "obs"):
         a = _new(minifim.prune, net, th, None, None, 0.5, criterion, curvature=F, damping=0.1)
-        b = _new(minifim.prune, net, th, None, None, 0.5, criterion,
-                 curvature=minifim.Dense(F), damping=0.1)
+        b = _new(
+            minifim.prune,
+            net,
+            th,
+            None,
+            None,
+            0.5,
+            criterion,
+            curvature=minifim.Dense(F),
+            damping=0.1,
+        )
         np.testing.assert_array_equal(a.theta, b.theta)
     # OBD reads the structure's diagonal: a Diagonal object is the exact diagonal
     d = minifim.fisher_diagonal(net, th, X)

@@ -51,8 +51,7 @@ def _matrix(case, curvature, rng=7):
 
 
 def _spectrum(case, curvature, **kw):
-    return minifim.curvature_spectrum(case.net, case.theta, case.X, case.y, curvature, rng=7,
-                                      **kw)
+    return minifim.curvature_spectrum(case.net, case.theta, case.X, case.y, curvature, rng=7, **kw)
 
 
 # --- routes agree --------------------------------------------------------------------------
@@ -99,12 +98,12 @@ def test_top_k_subsets(case):
         assert V.shape == (case.P, 2)
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.net.activation.name != "identity"][::3],
-                         ids=lambda c: c.name)
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if c.net.activation.name != "identity"][::3], ids=lambda c: c.name
+)
 def test_lanczos_top_k_matches_dense(case):
     dense = _spectrum(case, "true", method="dense")
-    values, V, info = _spectrum(case, "true", method="lanczos", k=3, vectors=True,
-                                return_info=True)
+    values, V, info = _spectrum(case, "true", method="lanczos", k=3, vectors=True, return_info=True)
     assert info.method == "lanczos" and not info.complete and info.tol == 0.0
     # ARPACK at tol = 0 converges to machine precision: residual and eigenvalue c n EPS ||M||
     check_elementwise(values, dense[:3], eig_tol(case, dense[0]), "lanczos eigenvalues")
@@ -145,8 +144,9 @@ def test_fisher_spectrum_interface():
     assert isinstance(lam, np.ndarray) and lam.ndim == 1
     lam2, V = minifim.fisher_spectrum(case.net, case.theta, case.X, vectors=True)
     check_elementwise(lam, lam2, eig_tol(case, lam[0]), "another LAPACK driver")
-    lam3, V3, info = minifim.fisher_spectrum(case.net, case.theta, case.X, "dense", 4, True,
-                                            return_info=True)
+    lam3, V3, info = minifim.fisher_spectrum(
+        case.net, case.theta, case.X, "dense", 4, True, return_info=True
+    )
     assert info.method == info.requested == "dense" and V3.shape == (case.P, 4)
     check_elementwise(lam3, lam[:4], eig_tol(case, lam[0]), "dense top 4")
     assert isinstance(info.as_dict(), dict)
@@ -154,7 +154,7 @@ def test_fisher_spectrum_interface():
 
 # --- the auto policy -----------------------------------------------------------------------
 def test_auto_policy_and_its_report(caplog):
-    wide = make_case((4, 30, 3), "tanh", "categorical", N=5, seed=1)   # N*C = 15 < P = 243
+    wide = make_case((4, 30, 3), "tanh", "categorical", N=5, seed=1)  # N*C = 15 < P = 243
     narrow = make_case((3, 2, 3), "tanh", "categorical", N=20, seed=2)  # N*C = 60 > P = 17
     with caplog.at_level(logging.INFO, logger="minifim.geometry.spectrum"):
         _, info = _spectrum(wide, "true", return_info=True)
@@ -186,11 +186,9 @@ def _enumerated_expected_score_norm(case):
         J = minifim.output_jacobians(net, theta, X, backend="autograd")
         return np.sum(J * J) / (N * lik.sigma**2)
     total = 0.0
-    labels = (range(C) if lik.name == "categorical"
-              else itertools.product([0.0, 1.0], repeat=C))
+    labels = range(C) if lik.name == "categorical" else itertools.product([0.0, 1.0], repeat=C)
     for lab in labels:
-        y = (np.full(N, lab) if lik.name == "categorical"
-             else np.tile(np.array(lab), (N, 1)))
+        y = np.full(N, lab) if lik.name == "categorical" else np.tile(np.array(lab), (N, 1))
         prob = np.exp(lik.log_prob(F, y))
         S = minifim.per_sample_scores(net, theta, X, y, backend="autograd")
         total += np.sum(prob * np.sum(S * S, axis=1))
@@ -206,9 +204,14 @@ def test_trace_equals_enumerated_expected_score_norm(case):
         assert minifim.spectral_trace(lam) == pytest.approx(ref, rel=case.P * eig_tol(case, 1.0))
 
 
-@pytest.mark.parametrize("likelihood,rank", [("categorical", lambda N, C: N * (C - 1)),
-                                             ("bernoulli", lambda N, C: N * C),
-                                             ("gaussian", lambda N, C: N * C)])
+@pytest.mark.parametrize(
+    "likelihood,rank",
+    [
+        ("categorical", lambda N, C: N * (C - 1)),
+        ("bernoulli", lambda N, C: N * C),
+        ("gaussian", lambda N, C: N * C),
+    ],
+)
 def test_rank_of_a_generic_wide_net(likelihood, rank):
     case = make_case((3, 24, 4), "tanh", likelihood, N=6, seed=21)
     expected = rank(case.N, case.net.output_dim)
@@ -235,8 +238,7 @@ def test_fisher_rao_norm_matches_dense_quadratic_form(case, curvature):
     for vec in (None, v):
         x = case.theta if vec is None else vec
         ref = x @ M @ x
-        got = minifim.fisher_rao_norm(case.net, case.theta, case.X, case.y, curvature, v=vec,
-                                      rng=7)
+        got = minifim.fisher_rao_norm(case.net, case.theta, case.X, case.y, curvature, v=vec, rng=7)
         assert got == pytest.approx(ref, rel=1e-9, abs=1e-12 * np.abs(M).max())
 
 
@@ -253,8 +255,7 @@ def _liang_rhs(net, theta, X, y, curvature):
     if lik.name == "gaussian":  # E[(eps . f)^2] / sigma^4 = |f|^2 / sigma^2
         return L**2 * np.mean(np.sum(F * F, axis=1)) / lik.sigma**2
     total = np.zeros(N)
-    labels = (range(C) if lik.name == "categorical"
-              else itertools.product([0.0, 1.0], repeat=C))
+    labels = range(C) if lik.name == "categorical" else itertools.product([0.0, 1.0], repeat=C)
     for lab in labels:
         yy = np.full(N, lab) if lik.name == "categorical" else np.tile(np.array(lab), (N, 1))
         prob = np.exp(lik.log_prob(F, yy))
@@ -276,15 +277,17 @@ def test_liang_fisher_rao_identity_for_bias_free_relu(likelihood, sizes, curvatu
     for _, bs in net.layer_slices:
         theta[bs] = 0.0  # bias-free: theta is supported on the weights only
     J = minifim.output_jacobians(net, theta, case.X)
-    np.testing.assert_allclose(J @ theta, net.num_layers * net.forward(theta, case.X),
-                               rtol=1e-12, atol=1e-12)  # Euler's identity itself
+    np.testing.assert_allclose(
+        J @ theta, net.num_layers * net.forward(theta, case.X), rtol=1e-12, atol=1e-12
+    )  # Euler's identity itself
     lhs = minifim.fisher_rao_norm(net, theta, case.X, case.y, curvature)
     rhs = _liang_rhs(net, theta, case.X, case.y, curvature)
     assert lhs == pytest.approx(rhs, rel=TOL)
     M = minifim.curvature_matrix(net, theta, case.X, case.y, curvature)
     assert theta @ M @ theta == pytest.approx(rhs, rel=TOL)
-    assert minifim.fisher_rao_norm(net, theta, case.X, case.y, curvature,
-                                   squared=False) == pytest.approx(np.sqrt(rhs), rel=TOL)
+    assert minifim.fisher_rao_norm(
+        net, theta, case.X, case.y, curvature, squared=False
+    ) == pytest.approx(np.sqrt(rhs), rel=TOL)
 
 
 # --- statistics on known spectra ------------------------------------------------------------
@@ -296,23 +299,24 @@ def test_statistics_of_a_diagonal_matrix():
     P, d, z = KNOWN.size, 0.1, 0.3
     lam = np.linalg.eigvalsh(D)[::-1]
     assert minifim.spectral_trace(lam) == pytest.approx(np.trace(D), rel=1e-15)
-    assert minifim.spectral_frobenius_norm(lam) == pytest.approx(np.linalg.norm(D, "fro"),
-                                                                 rel=1e-15)
+    assert minifim.spectral_frobenius_norm(lam) == pytest.approx(
+        np.linalg.norm(D, "fro"), rel=1e-15
+    )
     assert minifim.numerical_rank(lam) == np.linalg.matrix_rank(D) == 5
     assert minifim.numerical_rank(lam, tol=0.01) == 4
     Dd = D + d * np.eye(P)
-    assert minifim.damped_condition_number(lam, d) == pytest.approx(np.linalg.cond(Dd),
-                                                                     rel=1e-14)
+    assert minifim.damped_condition_number(lam, d) == pytest.approx(np.linalg.cond(Dd), rel=1e-14)
     assert minifim.damped_condition_number(lam, 0.0) == np.inf
     assert minifim.damped_logdet(lam, d) == pytest.approx(np.linalg.slogdet(Dd)[1], rel=1e-14)
     deff = np.trace(D @ np.linalg.inv(D + z * np.eye(P)))
     assert minifim.effective_dimension(lam, z) == pytest.approx(deff, rel=1e-14)
-    np.testing.assert_allclose(minifim.effective_dimension(lam, np.array([z, 2 * z])),
-                               [deff, np.trace(D @ np.linalg.inv(D + 2 * z * np.eye(P)))],
-                               rtol=1e-14)
+    np.testing.assert_allclose(
+        minifim.effective_dimension(lam, np.array([z, 2 * z])),
+        [deff, np.trace(D @ np.linalg.inv(D + 2 * z * np.eye(P)))],
+        rtol=1e-14,
+    )
     m1, m2, top = minifim.karakida_statistics(lam)
-    assert (m1, m2, top) == pytest.approx((np.trace(D) / P, np.trace(D @ D) / P, 5.0),
-                                          rel=1e-15)
+    assert (m1, m2, top) == pytest.approx((np.trace(D) / P, np.trace(D @ D) / P, 5.0), rel=1e-15)
     stats = minifim.spectrum_statistics(lam, damping=d, z=z)
     assert stats["rank"] == 5 and stats["near_zero_fraction"] == pytest.approx(3 / 8)
     assert stats["effective_dimension"] == pytest.approx(deff, rel=1e-14)
@@ -322,12 +326,15 @@ def test_implicit_zeros_count_exactly():
     full = KNOWN
     part = KNOWN[:5]  # what the Gram route would return for a rank-5, P = 8 matrix
     P = full.size
-    for fn, kw in [(minifim.damped_logdet, {"damping": 0.2}),
-                   (minifim.damped_condition_number, {"damping": 0.2}),
-                   (minifim.numerical_rank, {})]:
+    for fn, kw in [
+        (minifim.damped_logdet, {"damping": 0.2}),
+        (minifim.damped_condition_number, {"damping": 0.2}),
+        (minifim.numerical_rank, {}),
+    ]:
         assert fn(part, num_params=P, **kw) == pytest.approx(fn(full, **kw), rel=1e-15)
     assert minifim.karakida_statistics(part, num_params=P) == pytest.approx(
-        tuple(minifim.karakida_statistics(full)), rel=1e-15)
+        tuple(minifim.karakida_statistics(full)), rel=1e-15
+    )
     a = minifim.spectrum_statistics(part, damping=0.2, num_params=P)
     b = minifim.spectrum_statistics(full, damping=0.2)
     assert a == pytest.approx(b, rel=1e-14)
@@ -346,7 +353,9 @@ def test_statistics_of_a_network_spectrum_via_gram_and_dense():
     lam = np.clip(dense, 0.0, None)
     damped = lam + d
     bounds = {  # absolute bounds
-        "trace": case.P * e, "mean": e, "max": e,
+        "trace": case.P * e,
+        "mean": e,
+        "max": e,
         "frobenius_norm": e * np.sqrt(case.P),  # ||lam + dlam|| - ||lam|| <= ||dlam||
         "second_moment": 2 * e * lam.sum() / case.P,
         "logdet": logdet_atol(damped, case.P + case.N * 3),  # sum of e / (lambda_i + d)
@@ -355,25 +364,30 @@ def test_statistics_of_a_network_spectrum_via_gram_and_dense():
     for key, bound in bounds.items():
         assert a[key] == pytest.approx(b[key], rel=0, abs=2 * bound), key  # two routes
     assert a["rank"] == b["rank"]
-    assert a["logdet"] == pytest.approx(np.linalg.slogdet(F + d * np.eye(case.P))[1], rel=0,
-                                        abs=2 * bounds["logdet"])
-    assert a["frobenius_norm"] == pytest.approx(np.linalg.norm(F), rel=0,
-                                                abs=2 * bounds["frobenius_norm"])
+    assert a["logdet"] == pytest.approx(
+        np.linalg.slogdet(F + d * np.eye(case.P))[1], rel=0, abs=2 * bounds["logdet"]
+    )
+    assert a["frobenius_norm"] == pytest.approx(
+        np.linalg.norm(F), rel=0, abs=2 * bounds["frobenius_norm"]
+    )
     # cond = (lmax + d) / (lmin + d): relative error e / (lmax + d) + e / (lmin + d)
     kappa = np.linalg.cond(F + d * np.eye(case.P))
-    assert a["condition_number"] == pytest.approx(kappa, rel=2 * e * (1 / damped.max()
-                                                                      + 1 / damped.min()))
+    assert a["condition_number"] == pytest.approx(
+        kappa, rel=2 * e * (1 / damped.max() + 1 / damped.min())
+    )
     stats = minifim.curvature_statistics(case.net, case.theta, case.X, damping=d)
     assert stats["method"] == "gram"
     assert stats["logdet"] == pytest.approx(a["logdet"], rel=0, abs=2 * bounds["logdet"])
     # a quadratic form: |theta|^T |F| |theta| n EPS, relative to theta^T F theta
     quad = np.abs(case.theta) @ np.abs(F) @ np.abs(case.theta)
     assert stats["fisher_rao_norm"] == pytest.approx(
-        case.theta @ F @ case.theta, rel=0, abs=2 * product_rtol(case.P + case.N * 3) * quad)
+        case.theta @ F @ case.theta, rel=0, abs=2 * product_rtol(case.P + case.N * 3) * quad
+    )
 
 
-@given(st.lists(st.floats(0.0, 1e3), min_size=1, max_size=12), st.integers(0, 5),
-       st.floats(1e-3, 10.0))
+@given(
+    st.lists(st.floats(0.0, 1e3), min_size=1, max_size=12), st.integers(0, 5), st.floats(1e-3, 10.0)
+)
 def test_statistics_ignore_order_and_explicit_zeros(values, n_zeros, damping):
     lam = np.array(values)
     padded = np.concatenate([lam, np.zeros(n_zeros)])
@@ -408,14 +422,19 @@ def test_abbas_effective_dimension_against_dense_determinants():
         got = minifim.abbas_effective_dimension(spectra, n, num_params=P, normalized=False)
         assert got == pytest.approx(ref, rel=1e-10)
         assert minifim.abbas_effective_dimension(spectra, n, num_params=P) == pytest.approx(
-            ref / P, rel=1e-10)
+            ref / P, rel=1e-10
+        )
     ns = np.array([100.0, 1e4])
-    np.testing.assert_allclose(minifim.abbas_effective_dimension(spectra, ns, num_params=P),
-                               [_abbas_dense(fishers, n) / P for n in ns], rtol=1e-10)
+    np.testing.assert_allclose(
+        minifim.abbas_effective_dimension(spectra, ns, num_params=P),
+        [_abbas_dense(fishers, n) / P for n in ns],
+        rtol=1e-10,
+    )
     # a local version (one theta), the scale of F does not matter (F_hat is normalised)
     one = minifim.abbas_effective_dimension(spectra[0], 1000, num_params=P)
-    assert one == pytest.approx(minifim.abbas_effective_dimension(7.0 * spectra[0], 1000,
-                                                                  num_params=P), rel=1e-12)
+    assert one == pytest.approx(
+        minifim.abbas_effective_dimension(7.0 * spectra[0], 1000, num_params=P), rel=1e-12
+    )
 
 
 def test_abbas_effective_dimension_closed_forms():
@@ -424,8 +443,9 @@ def test_abbas_effective_dimension_closed_forms():
     for n in (50, 1e5):
         k = kappa_of(n)
         # F = I: F_hat = I, d = P log(1 + kappa) / log(kappa)
-        assert minifim.abbas_effective_dimension(np.ones(P), n, normalized=False) == \
-            pytest.approx(P * np.log1p(k) / np.log(k), rel=1e-13)
+        assert minifim.abbas_effective_dimension(np.ones(P), n, normalized=False) == pytest.approx(
+            P * np.log1p(k) / np.log(k), rel=1e-13
+        )
     # rank r of P: the normalised dimension tends to r / P as n grows
     lam = np.array([1.0, 1.0, 0.0, 0.0, 0.0, 0.0])
     far = minifim.abbas_effective_dimension(lam, 1e250)
@@ -511,5 +531,6 @@ def test_bad_input_to_statistics():
         case = make_case((3, 4, 3), "tanh", "categorical", N=5, seed=0)
         H = minifim.hessian(case.net, case.theta, case.X, case.y)
         w, Q = np.linalg.eigh(H)
-        minifim.fisher_rao_norm(case.net, case.theta, case.X, case.y, "hessian", v=Q[:, 0],
-                                squared=False)
+        minifim.fisher_rao_norm(
+            case.net, case.theta, case.X, case.y, "hessian", v=Q[:, 0], squared=False
+        )

@@ -29,10 +29,12 @@ def test_argument_checks_are_public():
 
 CALLS = {
     "curvature_spectrum": lambda c, **kw: minifim.curvature_spectrum(
-        c.net, c.theta, c.X, c.y, method="dense", **kw),
+        c.net, c.theta, c.X, c.y, method="dense", **kw
+    ),
     "fisher_rao_norm": lambda c, **kw: minifim.fisher_rao_norm(c.net, c.theta, c.X, c.y, **kw),
     "curvature_statistics": lambda c, **kw: minifim.curvature_statistics(
-        c.net, c.theta, c.X, c.y, damping=1e-3, method="dense", **kw)["logdet"],
+        c.net, c.theta, c.X, c.y, damping=1e-3, method="dense", **kw
+    )["logdet"],
 }
 
 

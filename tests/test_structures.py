@@ -29,8 +29,13 @@ from .tolerances import (
     solve_rtol,
 )
 
-STRUCTS = [("full", "folded"), ("diag", "folded"), ("block", "folded"), ("kfac", "folded"),
-           ("kfac", "separate")]
+STRUCTS = [
+    ("full", "folded"),
+    ("diag", "folded"),
+    ("block", "folded"),
+    ("kfac", "folded"),
+    ("kfac", "separate"),
+]
 IDS = ["full", "diag", "block", "kfac-folded", "kfac-separate"]
 DAMPING = 0.1
 
@@ -62,14 +67,14 @@ def damped(D, d=DAMPING):
 def test_representation_against_dense(case, structure, bias):
     M = build(case, structure, bias)
     assert isinstance(M, LinearOperator)
-    assert isinstance(M, {"full": Dense, "diag": Diagonal, "block": BlockDiagonal,
-                          "kfac": KFAC}[structure])
+    assert isinstance(
+        M, {"full": Dense, "diag": Diagonal, "block": BlockDiagonal, "kfac": KFAC}[structure]
+    )
     assert M.shape == (case.P, case.P) and M.dtype == np.float64 and M.name == structure
     D = reference_dense(case, structure, bias)
     np.testing.assert_array_equal(M.to_dense(), D)  # the same sums, entry by entry
     np.testing.assert_array_equal(M.diagonal(), np.diag(D))
-    check(abs(M.trace() - np.trace(D)), product_rtol(case.P) * np.abs(np.diag(D)).sum(),
-          "trace")
+    check(abs(M.trace() - np.trace(D)), product_rtol(case.P) * np.abs(np.diag(D)).sum(), "trace")
     V = np.random.default_rng(3).standard_normal((case.P, 3))
     check_elementwise(M @ V, D @ V, product_atol(D, V, c=2), "matmat")
     check_elementwise(M.matvec(V[:, 0]), D @ V[:, 0], product_atol(D, V[:, 0], c=2), "matvec")
@@ -122,8 +127,9 @@ def test_solve_logdet_and_matrix_functions(case, structure, bias):
     c = damped_cond(D, DAMPING)
     V = np.random.default_rng(4).standard_normal((P, 2))
     check_close(M.solve(V, DAMPING), np.linalg.solve(Dd, V), solve_rtol(c, P), "solve (P, k)")
-    check_close(M.solve(V[:, 0], DAMPING), np.linalg.solve(Dd, V[:, 0]), solve_rtol(c, P),
-                "solve (P,)")
+    check_close(
+        M.solve(V[:, 0], DAMPING), np.linalg.solve(Dd, V[:, 0]), solve_rtol(c, P), "solve (P,)"
+    )
     assert M.solve(V[:, 0], DAMPING).shape == (P,)
     wd = np.linalg.eigvalsh(Dd)
     check(abs(M.logdet(DAMPING) - np.linalg.slogdet(Dd)[1]), logdet_atol(wd, P), "logdet")
@@ -158,8 +164,12 @@ def test_sample_is_the_symmetric_root_of_the_covariance(case, structure, bias):
 def test_scaling_and_addition_keep_the_structure(case, structure, bias):
     M = build(case, structure, bias)
     D = M.to_dense()
-    for S, ref in ((2.0 * M, 2.0 * D), (M * 0.5, 0.5 * D), (M / 4, D / 4),
-                   (np.float64(3.0) * M, 3.0 * D)):
+    for S, ref in (
+        (2.0 * M, 2.0 * D),
+        (M * 0.5, 0.5 * D),
+        (M / 4, D / 4),
+        (np.float64(3.0) * M, 3.0 * D),
+    ):
         assert type(S) is type(M)
         np.testing.assert_array_equal(S.to_dense(), ref)  # powers of two: exact
     T = M + 0.3 * M
@@ -176,8 +186,11 @@ def test_scaling_and_addition_keep_the_structure(case, structure, bias):
     P, c = case.P, damped_cond(Dt, DAMPING)
     v = np.random.default_rng(5).standard_normal(P)
     check_close(T.solve(v, DAMPING), np.linalg.solve(damped(Dt), v), solve_rtol(c, P), "sum solve")
-    check(abs(T.logdet(DAMPING) - np.linalg.slogdet(damped(Dt))[1]),
-          logdet_atol(np.linalg.eigvalsh(damped(Dt)), P), "sum logdet")
+    check(
+        abs(T.logdet(DAMPING) - np.linalg.slogdet(damped(Dt))[1]),
+        logdet_atol(np.linalg.eigvalsh(damped(Dt)), P),
+        "sum logdet",
+    )
     R = T.inv_sqrt(DAMPING).to_dense()
     check_close(R @ R, np.linalg.inv(damped(Dt)), solve_rtol(c, P), "sum inv_sqrt")
     with pytest.raises(ValueError, match="non-negative"):
@@ -194,13 +207,21 @@ def test_kfac_sum_of_different_tasks_is_exact(case):
     np.testing.assert_allclose(M.diagonal(), np.diag(D), rtol=4 * EPS, atol=0)
     c = damped_cond(D, DAMPING)
     v = np.random.default_rng(6).standard_normal(case.P)
-    check_close(M.solve(v, DAMPING), np.linalg.solve(damped(D), v), solve_rtol(c, case.P),
-                "solve through the layer blocks")
+    check_close(
+        M.solve(v, DAMPING),
+        np.linalg.solve(damped(D), v),
+        solve_rtol(c, case.P),
+        "solve through the layer blocks",
+    )
     assert (KFAC(F1) + KFAC(F2)).terms == ((1.0, F1), (1.0, F2))
     # one term with a coefficient: the factors' solve with the damping rescaled
     one = 2.0 * KFAC(F1)
-    check_close(one.solve(v, DAMPING), np.linalg.solve(damped(2.0 * F1.to_dense()), v),
-                solve_rtol(damped_cond(2.0 * F1.to_dense(), DAMPING), case.P), "scaled solve")
+    check_close(
+        one.solve(v, DAMPING),
+        np.linalg.solve(damped(2.0 * F1.to_dense()), v),
+        solve_rtol(damped_cond(2.0 * F1.to_dense(), DAMPING), case.P),
+        "scaled solve",
+    )
     np.testing.assert_array_equal(one.factors.G[0], 2.0 * F1.G[0])
 
 
@@ -262,8 +283,12 @@ def test_factory_vocabulary_and_arguments(case):
     K = curvature(case.net, case.theta, case.X, structure="kron")  # laplace-torch's word
     assert isinstance(K, KFAC)
     S = curvature(case.net, case.theta, case.X, structure="full", reduction="sum")
-    check_close(S.to_dense(), case.N * curvature(case.net, case.theta, case.X).to_dense(),
-                product_rtol(case.P + case.N * 3), "reduction='sum'")
+    check_close(
+        S.to_dense(),
+        case.N * curvature(case.net, case.theta, case.X).to_dense(),
+        product_rtol(case.P + case.N * 3),
+        "reduction='sum'",
+    )
     with pytest.raises(ValueError, match="structure"):
         curvature(case.net, case.theta, case.X, structure="dense")
     with pytest.raises(ValueError, match="bias"):
@@ -282,8 +307,12 @@ def test_indefinite_dense_solves_symmetrically(case):
     v = np.random.default_rng(2).standard_normal(case.P)
     Hd = damped(H, 2.0)
     w = np.abs(np.linalg.eigvalsh(Hd))
-    check_close(M.solve(v, 2.0), np.linalg.solve(Hd, v), solve_rtol(w.max() / w.min(), case.P),
-                "LDL^T solve")
+    check_close(
+        M.solve(v, 2.0),
+        np.linalg.solve(Hd, v),
+        solve_rtol(w.max() / w.min(), case.P),
+        "LDL^T solve",
+    )
     np.testing.assert_array_equal(M.eigenvalues(), np.linalg.eigh(H)[0])  # not clipped
     assert type(-1.0 * M) is Dense
 
@@ -302,10 +331,14 @@ def test_block_structures_agree_with_dense_on_random_psd(n_blocks, size, damping
     v = rng.standard_normal(P)
     for S, Dr in ((M, D), (Dense(D), D), (M + M * 0.5, 1.5 * D)):
         c = damped_cond(Dr, damping)
-        check_close(S.solve(v, damping), np.linalg.solve(damped(Dr, damping), v),
-                    solve_rtol(c, P), "solve")
-        check(abs(S.logdet(damping) - np.linalg.slogdet(damped(Dr, damping))[1]),
-              logdet_atol(np.linalg.eigvalsh(damped(Dr, damping)), P), "logdet")
+        check_close(
+            S.solve(v, damping), np.linalg.solve(damped(Dr, damping), v), solve_rtol(c, P), "solve"
+        )
+        check(
+            abs(S.logdet(damping) - np.linalg.slogdet(damped(Dr, damping))[1]),
+            logdet_atol(np.linalg.eigvalsh(damped(Dr, damping)), P),
+            "logdet",
+        )
     d = np.diag(D)
     check_close(Diagonal(d).solve(v, damping), v / (d + damping), identity_tol(), "diag solve")
 
@@ -334,8 +367,10 @@ def test_copy_false_wraps_without_copying_and_never_mutates_the_input():
 def test_laplace_holds_the_structure_and_samples_through_it(case):
     la = minifim.Laplace(case.net, case.theta, case.X, case.y, 0.8, structure="kfac")
     assert isinstance(la.curvature, KFAC)
-    np.testing.assert_array_equal(la.curvature.to_dense(), minifim.kfac(
-        case.net, case.theta, case.X, case.y, reduction="sum").to_dense())
+    np.testing.assert_array_equal(
+        la.curvature.to_dense(),
+        minifim.kfac(case.net, case.theta, case.X, case.y, reduction="sum").to_dense(),
+    )
     draws = la.sample(3, np.random.default_rng(4))
     ref = case.theta + la.curvature.sample(np.random.default_rng(4), 0.8, 3)
     np.testing.assert_array_equal(draws, ref)

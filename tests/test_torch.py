@@ -16,11 +16,20 @@ import minifim  # noqa: E402
 from minifim.oracle import torch as mt  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(
-    "ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # raised inside torch.func
+    "ignore:`torch.jit.script` is deprecated:DeprecationWarning"
+)  # raised inside torch.func
 
 RTOL = 1e-12
-KEYS = ("scores", "jacobians", "true_fisher", "empirical_fisher", "hessian", "gradient",
-        "outputs", "loss")
+KEYS = (
+    "scores",
+    "jacobians",
+    "true_fisher",
+    "empirical_fisher",
+    "hessian",
+    "gradient",
+    "outputs",
+    "loss",
+)
 
 
 # --- the bridge -------------------------------------------------------------------------------------
@@ -36,8 +45,9 @@ def test_to_torch_and_back_is_bit_exact(case):
     for k in ref:
         assert np.array_equal(sd[k], ref[k]), k
     assert np.array_equal(net.from_state_dict(module.state_dict()), theta)
-    net2, theta2 = mt.mlp_from_torch(module, net.likelihood.name,
-                                     getattr(net.likelihood, "sigma", 1.0))
+    net2, theta2 = mt.mlp_from_torch(
+        module, net.likelihood.name, getattr(net.likelihood, "sigma", 1.0)
+    )
     assert net2.sizes == net.sizes and np.array_equal(theta2, theta)
     if net.num_layers > 1:
         assert net2.activation.name == net.activation.name
@@ -71,8 +81,9 @@ def test_bridge_errors():
     with pytest.raises(ValueError, match="without bias"):
         mt.from_torch(nn.Sequential(nn.Linear(3, 2, bias=False)))
     with pytest.raises(ValueError, match="mixed hidden activations"):
-        mt.from_torch(nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 4), nn.ReLU(),
-                                    nn.Linear(4, 2)))
+        mt.from_torch(
+            nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+        )
     with pytest.raises(ValueError, match="belongs to the likelihood"):
         mt.from_torch(nn.Sequential(nn.Linear(3, 4), nn.Softmax(dim=-1)))
     with pytest.raises(ValueError, match="ends with an activation"):
@@ -104,8 +115,9 @@ def test_bridge_errors():
 
 def test_identity_nets_round_trip_through_sequential_without_activation():
     nn = torch.nn
-    module = nn.Sequential(nn.Linear(3, 4, dtype=torch.float64),
-                           nn.Linear(4, 2, dtype=torch.float64))
+    module = nn.Sequential(
+        nn.Linear(3, 4, dtype=torch.float64), nn.Linear(4, 2, dtype=torch.float64)
+    )
     net, theta = mt.mlp_from_torch(module, "gaussian", 0.5)
     assert net.activation.name == "identity" and net.likelihood.sigma == 0.5
     X = np.random.default_rng(0).standard_normal((4, 3))

@@ -21,8 +21,16 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 
-KERNELS = ("Haswell", "Zen", "Sandybridge", "Prescott", "Nehalem", "SkylakeX", "Cooperlake",
-           "unset")
+KERNELS = (
+    "Haswell",
+    "Zen",
+    "Sandybridge",
+    "Prescott",
+    "Nehalem",
+    "SkylakeX",
+    "Cooperlake",
+    "unset",
+)
 THREADS = (1, 2)
 _COUNT = re.compile(r"(\d+) (passed|failed|error|errors|skipped|xfailed|xpassed)")
 
@@ -32,10 +40,15 @@ def junit_counts(path: str) -> dict[str, int]:
     (independent of the verbosity: ``addopts = -q`` plus ``-q`` drops the summary line)."""
     root = ET.parse(path).getroot()
     suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
-    total = {k: sum(int(s.get(k, 0)) for s in suites)
-             for k in ("tests", "failures", "errors", "skipped")}
-    return {"passed": total["tests"] - total["failures"] - total["errors"] - total["skipped"],
-            "failed": total["failures"], "error": total["errors"], "skipped": total["skipped"]}
+    total = {
+        k: sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "failures", "errors", "skipped")
+    }
+    return {
+        "passed": total["tests"] - total["failures"] - total["errors"] - total["skipped"],
+        "failed": total["failures"],
+        "error": total["errors"],
+        "skipped": total["skipped"],
+    }
 
 
 def summary_counts(output: str) -> dict[str, int]:
@@ -49,8 +62,12 @@ def summary_counts(output: str) -> dict[str, int]:
 
 
 def run_cell(kernel: str, threads: int, pytest_args: list[str]) -> tuple[dict, str, float]:
-    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
-               MPLBACKEND="Agg")
+    env = dict(
+        os.environ,
+        OPENBLAS_NUM_THREADS=str(threads),
+        OMP_NUM_THREADS=str(threads),
+        MPLBACKEND="Agg",
+    )
     if kernel == "unset":
         env.pop("OPENBLAS_CORETYPE", None)
         env.pop("OPENBLAS_L2_SIZE", None)
@@ -58,8 +75,17 @@ def run_cell(kernel: str, threads: int, pytest_args: list[str]) -> tuple[dict, s
         env["OPENBLAS_CORETYPE"] = kernel
     with tempfile.TemporaryDirectory() as tmp:
         xml = os.path.join(tmp, "junit.xml")
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE",
-               f"--junitxml={xml}", *pytest_args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-rfE",
+            f"--junitxml={xml}",
+            *pytest_args,
+        ]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         out = proc.stdout + proc.stderr
@@ -83,14 +109,19 @@ def main(argv: list[str] | None = None) -> int:
             counts, out, secs = run_cell(kernel, t, pytest_args)
             bad = counts.get("failed", 0) + counts.get("error", 0)
             rows.append((kernel, t, counts.get("passed", 0), bad, secs))
-            print(f"{kernel:12s} threads={t}: {counts.get('passed', 0)} passed, {bad} failed "
-                  f"({secs:.0f} s)", flush=True)
+            print(
+                f"{kernel:12s} threads={t}: {counts.get('passed', 0)} passed, {bad} failed "
+                f"({secs:.0f} s)",
+                flush=True,
+            )
             if bad:
                 failed = [l for l in out.splitlines() if l.startswith(("FAILED", "ERROR"))]
                 failures.append((kernel, t, failed or out.splitlines()[-20:]))
     print()
-    print(f"{'kernel':12s} " + " ".join(f"{f'{t} thread' + ('s' if t > 1 else ''):>20s}"
-                                        for t in threads))
+    print(
+        f"{'kernel':12s} "
+        + " ".join(f"{f'{t} thread' + ('s' if t > 1 else ''):>20s}" for t in threads)
+    )
     for kernel in kernels:
         cells = [f"{p} passed/{b} failed" for k, t, p, b, _ in rows if k == kernel]
         print(f"{kernel:12s} " + " ".join(f"{c:>20s}" for c in cells))

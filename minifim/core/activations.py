@@ -49,8 +49,9 @@ ACTIVATIONS: dict[str, Activation] = {
     "tanh": Activation("tanh", anp.tanh, _dtanh),
     "relu": Activation("relu", lambda z: anp.maximum(z, 0.0), lambda z: (z > 0).astype(float)),
     "sigmoid": Activation("sigmoid", _sigmoid, _dsigmoid),
-    "softplus": Activation("softplus", lambda z: anp.logaddexp(0.0, z),
-                           lambda z: 0.5 * (np.tanh(0.5 * z) + 1.0)),
+    "softplus": Activation(
+        "softplus", lambda z: anp.logaddexp(0.0, z), lambda z: 0.5 * (np.tanh(0.5 * z) + 1.0)
+    ),
     "identity": Activation("identity", lambda z: z, lambda z: np.ones_like(z)),
 }
 
@@ -65,11 +66,15 @@ def get_activation(activation: str | Activation | Callable[..., Any]) -> Activat
         return activation
     if isinstance(activation, str):
         if activation not in ACTIVATIONS:
-            raise ValueError(f"activation: expected one of {sorted(ACTIVATIONS)} or a callable, "
-                             f"received {activation!r}")
+            raise ValueError(
+                f"activation: expected one of {sorted(ACTIVATIONS)} or a callable, "
+                f"received {activation!r}"
+            )
         return ACTIVATIONS[activation]
     if callable(activation):
         name = getattr(activation, "__name__", "custom")
         return Activation(name, activation, elementwise_grad(activation))
-    raise TypeError(f"activation: expected a name in {sorted(ACTIVATIONS)} or a callable, "
-                    f"received {type(activation).__name__}")
+    raise TypeError(
+        f"activation: expected a name in {sorted(ACTIVATIONS)} or a callable, "
+        f"received {type(activation).__name__}"
+    )

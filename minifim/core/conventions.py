@@ -39,8 +39,9 @@ def reduction_scale(reduction: str, N: int) -> float:
     return 1.0 / N if reduction == "mean" else 1.0
 
 
-def prepare_inputs(net: MLP, theta: Any, X: Any, y: Any, fisher: str, n_samples: int,
-                   rng: Any) -> tuple[np.ndarray, np.ndarray, Any, np.ndarray | None]:
+def prepare_inputs(
+    net: MLP, theta: Any, X: Any, y: Any, fisher: str, n_samples: int, rng: Any
+) -> tuple[np.ndarray, np.ndarray, Any, np.ndarray | None]:
     """Validate the inputs of a curvature of kind ``fisher`` and draw its Monte-Carlo labels.
 
     Parameters

@@ -45,8 +45,7 @@ from numpy.typing import ArrayLike
 from .._validation import as_float_array, as_generator, check_int, check_positive, is_box
 from ..memory import require_memory
 
-__all__ = ["Likelihood", "Categorical", "Bernoulli", "Gaussian", "get_likelihood",
-           "LIKELIHOODS"]
+__all__ = ["Likelihood", "Categorical", "Bernoulli", "Gaussian", "get_likelihood", "LIKELIHOODS"]
 
 
 class Likelihood:
@@ -66,18 +65,22 @@ class Likelihood:
         """
         if is_box(F):
             if np.ndim(F) != 2:
-                raise ValueError(f"{name}: expected a 2-D array of shape (N, C), received "
-                                 f"shape {np.shape(F)}")
+                raise ValueError(
+                    f"{name}: expected a 2-D array of shape (N, C), received shape {np.shape(F)}"
+                )
             return F
         arr = as_float_array(F, name, finite=False)
         if arr.ndim != 2:
             hint = " (use F[None, :] for one sample)" if arr.ndim == 1 else ""
-            raise ValueError(f"{name}: expected a 2-D array of shape (N, C), received shape "
-                             f"{arr.shape}{hint}")
+            raise ValueError(
+                f"{name}: expected a 2-D array of shape (N, C), received shape {arr.shape}{hint}"
+            )
         if not np.all(np.isfinite(arr)):
             bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
-            raise ValueError(f"{name}: expected finite values, received {bad} NaN/Inf "
-                             f"entr{'y' if bad == 1 else 'ies'}")
+            raise ValueError(
+                f"{name}: expected finite values, received {bad} NaN/Inf "
+                f"entr{'y' if bad == 1 else 'ies'}"
+            )
         return arr
 
     def check_targets(self, y: ArrayLike, N: int, C: int, name: str = "y") -> np.ndarray:
@@ -101,9 +104,12 @@ class Likelihood:
     def _require_output_square(self, F: Any, what: str) -> None:
         """Memory guard for the ``(N, C, C)`` float64 output-space array a method returns."""
         N, C = np.shape(F)
-        require_memory(8 * N * C * C, f"{self.name} {what} (N, C, C) = ({N}, {C}, {C})",
-                       "call it on chunks of the rows of F, or use the matrix-free "
-                       "minifim.fisher_operator / ggn_operator on chunks of X")
+        require_memory(
+            8 * N * C * C,
+            f"{self.name} {what} (N, C, C) = ({N}, {C}, {C})",
+            "call it on chunks of the rows of F, or use the matrix-free "
+            "minifim.fisher_operator / ggn_operator on chunks of X",
+        )
 
     def fisher_outputs(self, F: Any) -> np.ndarray:
         """``Lambda_n = E_y[g g^T]``, shape ``(N, C, C)`` (memory-guarded)."""
@@ -127,8 +133,9 @@ class Likelihood:
         self._require_output_square(F, "output-space Hessian")
         return self._hessian_outputs(F)
 
-    def sample(self, F: Any, rng: np.random.Generator | int,
-               n_samples: int | None = None) -> np.ndarray:
+    def sample(
+        self, F: Any, rng: np.random.Generator | int, n_samples: int | None = None
+    ) -> np.ndarray:
         """Targets drawn from ``p(y | f)``; a leading axis of ``n_samples`` when given.
 
         ``rng`` is a ``numpy.random.Generator`` or an integer seed (``None`` is refused).
@@ -181,9 +188,11 @@ class Likelihood:
         F = self.check_outputs(F)
         N, C = F.shape
         O = self._num_outcomes(C)
-        require_memory(8 * N * O * (C + 1), f"{self.name} outcomes (N, O, C) = ({N}, {O}, {C})",
-                       "fewer outputs (the outcomes grow like 2^C or 5^C) or chunks of the rows "
-                       "of F")
+        require_memory(
+            8 * N * O * (C + 1),
+            f"{self.name} outcomes (N, O, C) = ({N}, {O}, {C})",
+            "fewer outputs (the outcomes grow like 2^C or 5^C) or chunks of the rows of F",
+        )
         return self._outcomes(F)
 
     # --- implementations (validated inputs; subclasses override) -----------------------------
@@ -247,26 +256,34 @@ class Categorical(Likelihood):
 
     def check_targets(self, y: ArrayLike, N: int, C: int, name: str = "y") -> Any:
         if isinstance(y, (str, bytes)) or y is None:
-            raise TypeError(f"{name}: expected integer class labels of shape ({N},), received "
-                            f"{type(y).__name__}")
+            raise TypeError(
+                f"{name}: expected integer class labels of shape ({N},), received "
+                f"{type(y).__name__}"
+            )
         arr = np.asarray(y)
-        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.integer)
-                                       or np.issubdtype(arr.dtype, np.floating)):
+        if arr.dtype == object or not (
+            np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
+        ):
             raise TypeError(f"{name}: expected integer class labels, received dtype {arr.dtype}")
         if arr.shape != (N,):
-            hint = (" (categorical labels are class indices, not one-hot rows)"
-                    if arr.ndim == 2 else "")
+            hint = (
+                " (categorical labels are class indices, not one-hot rows)" if arr.ndim == 2 else ""
+            )
             raise ValueError(f"{name}: expected shape ({N},), received shape {arr.shape}{hint}")
         if np.issubdtype(arr.dtype, np.floating):
             if not np.all(np.isfinite(arr)):
                 raise ValueError(f"{name}: expected finite integer labels, received NaN/Inf")
             if not np.all(arr == np.round(arr)):
-                raise ValueError(f"{name}: expected integer class labels, received non-integer "
-                                 f"values such as {arr[arr != np.round(arr)][0]!r}")
+                raise ValueError(
+                    f"{name}: expected integer class labels, received non-integer "
+                    f"values such as {arr[arr != np.round(arr)][0]!r}"
+                )
         arr = arr.astype(np.int64, copy=False)
         if arr.size and (arr.min() < 0 or arr.max() >= C):
-            raise ValueError(f"{name}: expected labels in [0, {C}), received values in "
-                             f"[{arr.min()}, {arr.max()}]")
+            raise ValueError(
+                f"{name}: expected labels in [0, {C}), received values in "
+                f"[{arr.min()}, {arr.max()}]"
+            )
         return arr
 
     @staticmethod
@@ -356,12 +373,14 @@ class Bernoulli(Likelihood):
         arr = as_float_array(y, name)
         if arr.shape != (N, C):
             hint = " (use y[:, None] for a single output)" if arr.shape == (N,) else ""
-            raise ValueError(f"{name}: expected 0/1 labels of shape ({N}, {C}), received shape "
-                             f"{arr.shape}{hint}")
+            raise ValueError(
+                f"{name}: expected 0/1 labels of shape ({N}, {C}), received shape {arr.shape}{hint}"
+            )
         if not np.all((arr == 0) | (arr == 1)):
             bad = arr[(arr != 0) & (arr != 1)][0]
-            raise ValueError(f"{name}: expected Bernoulli labels in {{0, 1}}, received a value "
-                             f"{bad!r}")
+            raise ValueError(
+                f"{name}: expected Bernoulli labels in {{0, 1}}, received a value {bad!r}"
+            )
         return arr
 
     def _log_prob(self, F: Any, y: Any) -> Any:
@@ -382,7 +401,7 @@ class Bernoulli(Likelihood):
         O = 2**C
         bits = ((np.arange(O)[:, None] >> np.arange(C)[None, :]) & 1).astype(np.float64)
         logp1 = -np.logaddexp(0.0, -F)  # log sigmoid(f)
-        logp0 = -np.logaddexp(0.0, F)   # log (1 - sigmoid(f))
+        logp0 = -np.logaddexp(0.0, F)  # log (1 - sigmoid(f))
         w = np.exp(logp1 @ bits.T + logp0 @ (1 - bits).T)  # (N, O)
         return w, np.broadcast_to(bits, (N, O, C)).copy()
 
@@ -442,15 +461,18 @@ class Gaussian(Likelihood):
         arr = y if is_box(y) else as_float_array(y, name)  # targets may be differentiated
         if np.shape(arr) != (N, C):
             hint = " (use y[:, None] for a single output)" if np.shape(arr) == (N,) else ""
-            raise ValueError(f"{name}: expected real targets of shape ({N}, {C}), received shape "
-                             f"{arr.shape}{hint}")
+            raise ValueError(
+                f"{name}: expected real targets of shape ({N}, {C}), received shape "
+                f"{arr.shape}{hint}"
+            )
         return arr
 
     def _log_prob(self, F: Any, y: Any) -> Any:
         C = F.shape[1]
         r = y - F
-        return (-0.5 * anp.sum(r * r, axis=1) / self.sigma**2
-                - 0.5 * C * math.log(2.0 * math.pi * self.sigma**2))
+        return -0.5 * anp.sum(r * r, axis=1) / self.sigma**2 - 0.5 * C * math.log(
+            2.0 * math.pi * self.sigma**2
+        )
 
     def _mean(self, F: Any) -> np.ndarray:
         return np.array(F, dtype=np.float64, copy=True)
@@ -485,8 +507,10 @@ class Gaussian(Likelihood):
         nodes = np.stack([g.ravel() for g in grids], axis=1)  # (O, C)
         wgrid = np.prod(np.meshgrid(*([wx] * C), indexing="ij"), axis=0).ravel()
         O = nodes.shape[0]
-        return (np.broadcast_to(wgrid, (N, O)).copy(),
-                F[:, None, :] + self.sigma * nodes[None, :, :])
+        return (
+            np.broadcast_to(wgrid, (N, O)).copy(),
+            F[:, None, :] + self.sigma * nodes[None, :, :],
+        )
 
     def _sample(self, F: Any, rng: Any, n_samples: Any = None) -> Any:
         k = 1 if n_samples is None else n_samples
@@ -509,11 +533,14 @@ def get_likelihood(likelihood: Any = "categorical", sigma: float = 1.0) -> Likel
     if isinstance(likelihood, Likelihood):
         return likelihood
     if not isinstance(likelihood, str):
-        raise TypeError(f"likelihood: expected one of {sorted(LIKELIHOODS)} or a Likelihood, "
-                        f"received {type(likelihood).__name__}")
+        raise TypeError(
+            f"likelihood: expected one of {sorted(LIKELIHOODS)} or a Likelihood, "
+            f"received {type(likelihood).__name__}"
+        )
     if likelihood not in LIKELIHOODS:
-        raise ValueError(f"likelihood: expected one of {sorted(LIKELIHOODS)}, received "
-                         f"{likelihood!r}")
+        raise ValueError(
+            f"likelihood: expected one of {sorted(LIKELIHOODS)}, received {likelihood!r}"
+        )
     if likelihood == "gaussian":
         return Gaussian(sigma)
     return LIKELIHOODS[likelihood]()

@@ -58,12 +58,18 @@ class MLP(NetworkBase):
     True
     """
 
-    def __init__(self, sizes: Sequence[int],
-                 activation: str | Activation | Callable[..., Any] = "tanh",
-                 likelihood: str | Likelihood = "categorical", sigma: float = 1.0) -> None:
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        activation: str | Activation | Callable[..., Any] = "tanh",
+        likelihood: str | Likelihood = "categorical",
+        sigma: float = 1.0,
+    ) -> None:
         if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence | np.ndarray):
-            raise TypeError(f"sizes: expected a sequence of layer widths such as [4, 8, 3], "
-                            f"received {type(sizes).__name__}")
+            raise TypeError(
+                f"sizes: expected a sequence of layer widths such as [4, 8, 3], "
+                f"received {type(sizes).__name__}"
+            )
         sizes = tuple(check_int(s, f"sizes[{i}]", 1) for i, s in enumerate(sizes))
         if len(sizes) < 2:
             raise ValueError(f"sizes: expected at least 2 widths [D, ..., C], received {sizes}")
@@ -107,8 +113,10 @@ class MLP(NetworkBase):
     def config(self) -> dict[str, Any]:
         """JSON-serialisable description; ``MLP(**config)`` rebuilds the model."""
         if ACTIVATIONS.get(self.activation.name) is not self.activation:
-            raise ValueError(f"activation: a custom callable ({self.activation.name!r}) cannot "
-                             "be serialised; use a named activation")
+            raise ValueError(
+                f"activation: a custom callable ({self.activation.name!r}) cannot "
+                "be serialised; use a named activation"
+            )
         cfg: dict[str, Any] = {"sizes": list(self.sizes), "activation": self.activation.name}
         lik = self.likelihood.config()
         cfg["likelihood"] = lik["likelihood"]
@@ -118,13 +126,16 @@ class MLP(NetworkBase):
     def __repr__(self) -> str:
         gaussian = self.likelihood.name == "gaussian"
         extra = f", sigma={cast('Gaussian', self.likelihood).sigma!r}" if gaussian else ""
-        return (f"MLP({list(self.sizes)}, activation={self.activation.name!r}, "
-                f"likelihood={self.likelihood.name!r}{extra})")
+        return (
+            f"MLP({list(self.sizes)}, activation={self.activation.name!r}, "
+            f"likelihood={self.likelihood.name!r}{extra})"
+        )
 
     # --- parameters ----------------------------------------------------------------------
     @deprecated_keywords(seed_or_rng="rng")
-    def init(self, rng: np.random.Generator | int, scheme: str | InitScheme = "pytorch"
-             ) -> np.ndarray:
+    def init(
+        self, rng: np.random.Generator | int, scheme: str | InitScheme = "pytorch"
+    ) -> np.ndarray:
         """Random parameters ``theta: (P,)``.
 
         Parameters
@@ -153,8 +164,10 @@ class MLP(NetworkBase):
         """Validate ``theta: (P,)`` finite float64."""
         arr = as_float_array(theta, name, finite=False)
         if arr.shape != (self.num_params,):
-            raise ValueError(f"{name}: expected shape ({self.num_params},) for {self!r}, "
-                             f"received shape {arr.shape}")
+            raise ValueError(
+                f"{name}: expected shape ({self.num_params},) for {self!r}, "
+                f"received shape {arr.shape}"
+            )
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"{name}: expected finite values, received NaN/Inf")
         return arr
@@ -164,8 +177,10 @@ class MLP(NetworkBase):
         if not is_box(theta):
             return self.check_theta(theta)
         if np.shape(theta) != (self.num_params,):
-            raise ValueError(f"theta: expected shape ({self.num_params},) for {self!r}, "
-                             f"received shape {np.shape(theta)}")
+            raise ValueError(
+                f"theta: expected shape ({self.num_params},) for {self!r}, "
+                f"received shape {np.shape(theta)}"
+            )
         return theta
 
     def check_inputs(self, X: ArrayLike, name: str = "X") -> np.ndarray:
@@ -173,14 +188,20 @@ class MLP(NetworkBase):
         arr = as_float_array(X, name, finite=False)
         if arr.ndim != 2:
             hint = " (use X[None, :] for one sample)" if arr.ndim == 1 else ""
-            raise ValueError(f"{name}: expected a 2-D array of shape (N, {self.input_dim}), "
-                             f"received shape {arr.shape}{hint}")
+            raise ValueError(
+                f"{name}: expected a 2-D array of shape (N, {self.input_dim}), "
+                f"received shape {arr.shape}{hint}"
+            )
         if arr.shape[0] == 0:
-            raise ValueError(f"{name}: expected at least one sample (shape (N, "
-                             f"{self.input_dim}) with N >= 1), received shape {arr.shape}")
+            raise ValueError(
+                f"{name}: expected at least one sample (shape (N, "
+                f"{self.input_dim}) with N >= 1), received shape {arr.shape}"
+            )
         if arr.shape[1] != self.input_dim:
-            raise ValueError(f"{name}: expected {self.input_dim} input features (shape (N, "
-                             f"{self.input_dim})), received shape {arr.shape}")
+            raise ValueError(
+                f"{name}: expected {self.input_dim} input features (shape (N, "
+                f"{self.input_dim})), received shape {arr.shape}"
+            )
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"{name}: expected finite values, received NaN/Inf")
         return arr
@@ -198,22 +219,26 @@ class MLP(NetworkBase):
         return self._unflatten(self._check_theta_or_box(theta))
 
     def _unflatten(self, theta: Any) -> list[tuple[Any, Any]]:
-        return [(anp.reshape(theta[ws], shape), theta[bs])
-                for shape, (ws, bs) in zip(self.shapes, self.layer_slices)]
+        return [
+            (anp.reshape(theta[ws], shape), theta[bs])
+            for shape, (ws, bs) in zip(self.shapes, self.layer_slices)
+        ]
 
     def flatten(self, layers: Sequence[Sequence[ArrayLike]]) -> np.ndarray:
         """``[(W0, b0), ...] -> theta: (P,)``; shapes are checked, never broadcast."""
         if not isinstance(layers, Sequence):
-            raise TypeError(f"layers: expected a list of {self.num_layers} (W, b) pairs, "
-                            f"received {type(layers).__name__}")
+            raise TypeError(
+                f"layers: expected a list of {self.num_layers} (W, b) pairs, "
+                f"received {type(layers).__name__}"
+            )
         if len(layers) != self.num_layers:
-            raise ValueError(f"layers: expected {self.num_layers} (W, b) pairs, received "
-                             f"{len(layers)}")
+            raise ValueError(
+                f"layers: expected {self.num_layers} (W, b) pairs, received {len(layers)}"
+            )
         parts = []
         for l, ((out, inp), pair) in enumerate(zip(self.shapes, layers)):
             if len(pair) != 2:
-                raise ValueError(f"layers[{l}]: expected a (W, b) pair, received {len(pair)} "
-                                 "items")
+                raise ValueError(f"layers[{l}]: expected a (W, b) pair, received {len(pair)} items")
             W = as_float_array(pair[0], f"layers[{l}][0] (W{l})", shape=(out, inp))
             b = as_float_array(pair[1], f"layers[{l}][1] (b{l})", shape=(out,))
             parts += [W.ravel(), b]
@@ -244,7 +269,6 @@ class MLP(NetworkBase):
             a = self.activation.phi(z) if l < self.num_layers - 1 else z
         return a
 
-
     def log_prob(self, theta: Any, X: ArrayLike, y: ArrayLike) -> Any:
         """``log p_theta(y_n | x_n)``, shape ``(N,)``."""
         theta = self._check_theta_or_box(theta)
@@ -257,8 +281,9 @@ class MLP(NetworkBase):
         return self.likelihood._mean(self.forward(theta, X))
 
     # --- interchange with other backends ---------------------------------------------------
-    def to_state_dict(self, theta: ArrayLike, keys: Sequence[str] | None = None
-                      ) -> dict[str, np.ndarray]:
+    def to_state_dict(
+        self, theta: ArrayLike, keys: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
         """PyTorch-style state dict of float64 arrays, ``W`` as ``(out, in)``.
 
         ``keys`` are the module prefixes per layer; by default those of
@@ -277,25 +302,31 @@ class MLP(NetworkBase):
             return [str(2 * l) for l in range(self.num_layers)]
         keys = list(keys)
         if len(keys) != self.num_layers:
-            raise ValueError(f"keys: expected {self.num_layers} layer prefixes, received "
-                             f"{len(keys)}")
+            raise ValueError(
+                f"keys: expected {self.num_layers} layer prefixes, received {len(keys)}"
+            )
         return keys
 
-    def from_state_dict(self, state_dict: Mapping[str, Any], keys: Sequence[str] | None = None
-                        ) -> np.ndarray:
+    def from_state_dict(
+        self, state_dict: Mapping[str, Any], keys: Sequence[str] | None = None
+    ) -> np.ndarray:
         """``theta: (P,)`` from a PyTorch-style state dict (arrays or tensors).
 
         Without ``keys``, the layers are the ``*.weight`` entries in the dict's order, each with
         its ``*.bias``. Shapes must match exactly (``(out, in)`` weights).
         """
         if not isinstance(state_dict, Mapping):
-            raise TypeError(f"state_dict: expected a mapping of name -> array, received "
-                            f"{type(state_dict).__name__}")
+            raise TypeError(
+                f"state_dict: expected a mapping of name -> array, received "
+                f"{type(state_dict).__name__}"
+            )
         if keys is None:
             keys = [k[: -len(".weight")] for k in state_dict if k.endswith(".weight")]
             if len(keys) != self.num_layers:
-                raise ValueError(f"state_dict: expected {self.num_layers} '*.weight' entries "
-                                 f"for {self!r}, received {len(keys)}: {keys}")
+                raise ValueError(
+                    f"state_dict: expected {self.num_layers} '*.weight' entries "
+                    f"for {self!r}, received {len(keys)}: {keys}"
+                )
         else:
             keys = self._sequential_keys(keys)
         layers = []
@@ -303,19 +334,25 @@ class MLP(NetworkBase):
             for suffix in ("weight", "bias"):
                 if f"{k}.{suffix}" not in state_dict:
                     raise ValueError(f"state_dict: missing entry '{k}.{suffix}' for layer {l}")
-            layers.append((_to_numpy(state_dict[f"{k}.weight"]),
-                           _to_numpy(state_dict[f"{k}.bias"])))
+            layers.append(
+                (_to_numpy(state_dict[f"{k}.weight"]), _to_numpy(state_dict[f"{k}.bias"]))
+            )
         try:
             return self.flatten(layers)
         except ValueError as err:
-            raise ValueError(f"state_dict: {err} (weights must be in PyTorch layout (out, in))"
-                             ) from None
+            raise ValueError(
+                f"state_dict: {err} (weights must be in PyTorch layout (out, in))"
+            ) from None
 
     def to_flax(self, theta: ArrayLike) -> dict[str, Any]:
         """JAX/flax-style parameters ``{"params": {"Dense_l": {"kernel": (in, out), "bias"}}}``."""
         theta = self.check_theta(theta)
-        return {"params": {f"Dense_{l}": {"kernel": np.array(W).T.copy(), "bias": np.array(b)}
-                           for l, (W, b) in enumerate(self._unflatten(theta))}}
+        return {
+            "params": {
+                f"Dense_{l}": {"kernel": np.array(W).T.copy(), "bias": np.array(b)}
+                for l, (W, b) in enumerate(self._unflatten(theta))
+            }
+        }
 
     def from_flax(self, params: Mapping[str, Any]) -> np.ndarray:
         """``theta: (P,)`` from flax-style ``{"Dense_l": {"kernel": (in, out), "bias"}}``.
@@ -332,8 +369,10 @@ class MLP(NetworkBase):
             # every name matched just above: re.search cannot return None here
             names.sort(key=lambda n: int(re.search(r"(\d+)$", n).group(1)))  # type: ignore[union-attr]
         if len(names) != self.num_layers:
-            raise ValueError(f"params: expected {self.num_layers} dense layers for {self!r}, "
-                             f"received {len(names)}: {names}")
+            raise ValueError(
+                f"params: expected {self.num_layers} dense layers for {self!r}, "
+                f"received {len(names)}: {names}"
+            )
         layers = []
         for n in names:
             entry = params[n]

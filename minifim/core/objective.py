@@ -23,16 +23,18 @@ if TYPE_CHECKING:
 __all__ = ["loss", "gradient", "loss_and_gradient", "accuracy"]
 
 
-def _checked(net: MLP, theta: ArrayLike, X: ArrayLike,
-             y: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _checked(
+    net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     check_net(net)
     theta = net.check_theta(theta)
     X = net.check_inputs(X)
     return theta, X, net.check_targets(y, X.shape[0])
 
 
-def loss(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike, *,
-         reduction: str = "mean") -> float:
+def loss(
+    net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike, *, reduction: str = "mean"
+) -> float:
     """Negative log-likelihood ``c sum_n -log p_theta(y_n | x_n)`` (a float).
 
     Parameters
@@ -48,8 +50,9 @@ def loss(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike, *,
     return float(-scale * np.sum(net.likelihood._log_prob(net.apply(theta, X), y)))
 
 
-def loss_and_gradient(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike, *,
-                      reduction: str = "mean") -> tuple[float, np.ndarray]:
+def loss_and_gradient(
+    net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike, *, reduction: str = "mean"
+) -> tuple[float, np.ndarray]:
     """``(loss, gradient: (P,))`` from one forward and one backward pass."""
     theta, X, y = _checked(net, theta, X, y)
     scale = reduction_scale(reduction, X.shape[0])
@@ -60,8 +63,9 @@ def loss_and_gradient(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike, *,
     return value, vjp_cached(net, cache, g_out[:, :, None])[:, 0]
 
 
-def gradient(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike, *,
-             reduction: str = "mean") -> np.ndarray:
+def gradient(
+    net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike, *, reduction: str = "mean"
+) -> np.ndarray:
     """Gradient of :func:`loss`, shape ``(P,)``: ``-c sum_n J_n^T d log p(y_n | f_n) / d f``."""
     return loss_and_gradient(net, theta, X, y, reduction=reduction)[1]
 
@@ -74,7 +78,9 @@ def accuracy(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike) -> float:
     """
     theta, X, y = _checked(net, theta, X, y)
     if net.likelihood.name == "gaussian":
-        raise ValueError("net: accuracy is defined for categorical and bernoulli likelihoods, "
-                         "received a gaussian likelihood (use loss)")
+        raise ValueError(
+            "net: accuracy is defined for categorical and bernoulli likelihoods, "
+            "received a gaussian likelihood (use loss)"
+        )
     pred = net.likelihood._most_likely(net.apply(theta, X))
     return float(np.mean(pred == y))

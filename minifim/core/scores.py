@@ -123,8 +123,9 @@ def _validated(net: MLP, theta: ArrayLike, X: ArrayLike) -> tuple[np.ndarray, np
 
 
 @deprecated_keywords(method="backend")
-def per_sample_scores(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike,
-                      backend: str | ScoreBackend = "backprop") -> np.ndarray:
+def per_sample_scores(
+    net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike, backend: str | ScoreBackend = "backprop"
+) -> np.ndarray:
     """Per-sample scores ``S: (N, P)``, ``S[n] = grad_theta log p_theta(y_n | x_n)``.
 
     Parameters
@@ -146,9 +147,12 @@ def per_sample_scores(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike,
     backend = as_option(backend, ScoreBackend, "backend")
     y = net.check_targets(y, X.shape[0])
     N = X.shape[0]
-    require_memory(8 * N * net.num_params, f"per-sample scores (N, P) = ({N}, "
-                   f"{net.num_params}) float64", "the empirical Fisher's diagonal "
-                   "(fisher_diagonal) or operator (fisher_operator), which never form S")
+    require_memory(
+        8 * N * net.num_params,
+        f"per-sample scores (N, P) = ({N}, {net.num_params}) float64",
+        "the empirical Fisher's diagonal "
+        "(fisher_diagonal) or operator (fisher_operator), which never form S",
+    )
     if backend == "autograd":
         lik = net.likelihood
         return jacobian(lambda th: lik._log_prob(net.apply(th, X), y))(theta)
@@ -159,8 +163,9 @@ def per_sample_scores(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike,
 
 
 @deprecated_keywords(method="backend")
-def output_jacobians(net: MLP, theta: ArrayLike, X: ArrayLike,
-                     backend: str | ScoreBackend = "backprop") -> np.ndarray:
+def output_jacobians(
+    net: MLP, theta: ArrayLike, X: ArrayLike, backend: str | ScoreBackend = "backprop"
+) -> np.ndarray:
     """Output Jacobians ``J: (N, C, P)``, ``J[n, c] = grad_theta f_c(x_n)``.
 
     ``backend="backprop"`` backpropagates the ``C`` unit seeds of every sample at once;
@@ -170,9 +175,12 @@ def output_jacobians(net: MLP, theta: ArrayLike, X: ArrayLike,
     theta, X = _validated(net, theta, X)
     backend = as_option(backend, ScoreBackend, "backend")
     N, C, P = X.shape[0], net.output_dim, net.num_params
-    require_memory(8 * N * C * P, f"output Jacobians (N, C, P) = ({N}, {C}, {P}) float64",
-                   "jacobian_vector_product / vector_jacobian_product (matrix-free), or "
-                   "fewer samples per call")
+    require_memory(
+        8 * N * C * P,
+        f"output Jacobians (N, C, P) = ({N}, {C}, {P}) float64",
+        "jacobian_vector_product / vector_jacobian_product (matrix-free), or "
+        "fewer samples per call",
+    )
     if backend == "autograd":
         return jacobian(lambda th: net.apply(th, X))(theta)
     cache = forward_cache(net, theta, X)
@@ -214,21 +222,23 @@ def vjp_cached(net: MLP, cache: ForwardCache, U: np.ndarray) -> np.ndarray:
         out[bs] = delta.sum(axis=1).T
         if l > 0:
             W = cache.layers[l][0]
-            delta = ((delta.reshape(m * N, out_l) @ W).reshape(m, N, in_l)
-                     * np.asarray(net.activation.dphi(cache.pres[l - 1]))[None])
+            delta = (delta.reshape(m * N, out_l) @ W).reshape(m, N, in_l) * np.asarray(
+                net.activation.dphi(cache.pres[l - 1])
+            )[None]
     return out
 
 
 def _as_tangents(net: MLP, V: ArrayLike, name: str) -> np.ndarray:
     V = as_float_array(V, name)
     if V.ndim not in (1, 2) or V.shape[0] != net.num_params:
-        raise ValueError(f"{name}: expected shape ({net.num_params},) or ({net.num_params}, m), "
-                         f"received shape {V.shape}")
+        raise ValueError(
+            f"{name}: expected shape ({net.num_params},) or ({net.num_params}, m), "
+            f"received shape {V.shape}"
+        )
     return V
 
 
-def jacobian_vector_product(net: MLP, theta: ArrayLike, X: ArrayLike, v: ArrayLike
-                            ) -> np.ndarray:
+def jacobian_vector_product(net: MLP, theta: ArrayLike, X: ArrayLike, v: ArrayLike) -> np.ndarray:
     """``J_n v`` for every sample: ``v: (P,) -> (N, C)`` (or ``(P, m) -> (N, C, m)``).
 
     Forward-mode differentiation through the cached forward pass; never forms ``J``.
@@ -239,14 +249,12 @@ def jacobian_vector_product(net: MLP, theta: ArrayLike, X: ArrayLike, v: ArrayLi
     return out[:, :, 0] if v.ndim == 1 else out
 
 
-def vector_jacobian_product(net: MLP, theta: ArrayLike, X: ArrayLike, u: ArrayLike
-                            ) -> np.ndarray:
+def vector_jacobian_product(net: MLP, theta: ArrayLike, X: ArrayLike, u: ArrayLike) -> np.ndarray:
     """``sum_n J_n^T u_n``: ``u: (N, C) -> (P,)`` (or ``(N, C, m) -> (P, m)``)."""
     theta, X = _validated(net, theta, X)
     u = as_float_array(u, "u")
     N, C = X.shape[0], net.output_dim
     if u.shape[:2] != (N, C) or u.ndim not in (2, 3):
-        raise ValueError(f"u: expected shape ({N}, {C}) or ({N}, {C}, m), received shape "
-                         f"{u.shape}")
+        raise ValueError(f"u: expected shape ({N}, {C}) or ({N}, {C}, m), received shape {u.shape}")
     out = vjp_cached(net, forward_cache(net, theta, X), u.reshape(N, C, -1))
     return out[:, 0] if u.ndim == 2 else out

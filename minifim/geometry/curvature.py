@@ -67,9 +67,11 @@ __all__ = [
 FISHER_KINDS: tuple[FisherKind, ...] = tuple(FisherKind)  # public alias of the vocabulary
 _CHUNK_BYTES = 2**27  # working memory per chunk of samples (128 MiB)
 
-_CHEAPER = ("fisher_diagonal (exact diagonal), kfac (Kronecker factors), block_diagonal "
-            "(per-layer blocks), fisher_operator (matrix-free products), or "
-            "fisher_spectrum(method='gram') for the eigenvalues")
+_CHEAPER = (
+    "fisher_diagonal (exact diagonal), kfac (Kronecker factors), block_diagonal "
+    "(per-layer blocks), fisher_operator (matrix-free products), or "
+    "fisher_spectrum(method='gram') for the eigenvalues"
+)
 
 
 # --- seeds: which curvature ------------------------------------------------------------------
@@ -79,8 +81,13 @@ def _sqrt_psd(H: np.ndarray) -> np.ndarray:
     return np.sqrt(np.clip(w, 0.0, None))[:, :, None] * Q.transpose(0, 2, 1)
 
 
-def output_seeds(net: MLP, F: np.ndarray, fisher: str, y: ArrayLike | None = None,
-                 y_samples: np.ndarray | None = None) -> np.ndarray:
+def output_seeds(
+    net: MLP,
+    F: np.ndarray,
+    fisher: str,
+    y: ArrayLike | None = None,
+    y_samples: np.ndarray | None = None,
+) -> np.ndarray:
     """Output-space seeds ``E: (N, K, C)`` of the curvature ``fisher`` (see module table).
 
     ``F: (N, C)`` are the outputs; ``y`` the data targets (``"empirical"``); ``y_samples`` the
@@ -97,8 +104,9 @@ def output_seeds(net: MLP, F: np.ndarray, fisher: str, y: ArrayLike | None = Non
         return lik.grad_log_prob(F, lik.most_likely(F))[:, None, :]
     if fisher == "mc":
         if y_samples is None:
-            raise ValueError("y_samples: expected the sampled targets (S, N, ...) for "
-                             "fisher='mc', received None")
+            raise ValueError(
+                "y_samples: expected the sampled targets (S, N, ...) for fisher='mc', received None"
+            )
         k = y_samples.shape[0]
         g = np.stack([lik.grad_log_prob(F, ys) for ys in y_samples], axis=1)
         return g / np.sqrt(k)
@@ -128,23 +136,33 @@ def _sample_bytes(net: MLP, K: int, fisher: str) -> int:
     return 8 * ((2 + 2 * K) * widths + out_space + work)
 
 
-def _chunk_size(net: MLP, K: int, chunk_size: int | None, fisher: str = "true",
-                N: int | None = None) -> int:
+def _chunk_size(
+    net: MLP, K: int, chunk_size: int | None, fisher: str = "true", N: int | None = None
+) -> int:
     """Samples per chunk: ``chunk_size`` if given, else from the working-memory target
     ``min(128 MiB, budget / 2)``; memory-guarded either way (one chunk's working set)."""
     per_sample = _sample_bytes(net, K, fisher)
-    what = (f"working set of the {fisher!r} curvature factors with K = {K} seed(s) per sample "
-            f"and C = {net.output_dim} outputs")
+    what = (
+        f"working set of the {fisher!r} curvature factors with K = {K} seed(s) per sample "
+        f"and C = {net.output_dim} outputs"
+    )
     if chunk_size is not None:
         chunk_size = check_int(chunk_size, "chunk_size", 1)
         n = chunk_size if N is None else min(chunk_size, N)
-        require_memory(n * per_sample, f"{what}, chunk of {n} samples",
-                       "a smaller chunk_size, or chunk_size=None (sized from the budget)")
+        require_memory(
+            n * per_sample,
+            f"{what}, chunk of {n} samples",
+            "a smaller chunk_size, or chunk_size=None (sized from the budget)",
+        )
         return chunk_size
-    require_memory(per_sample, f"{what}, one sample",
-                   "fisher='mc' with few n_samples or fisher='empirical' (one (C,) seed per "
-                   "sample and label instead of (C, C) output-space arrays)"
-                   if fisher in ("true", "ggn") else "fewer n_samples or a smaller network")
+    require_memory(
+        per_sample,
+        f"{what}, one sample",
+        "fisher='mc' with few n_samples or fisher='empirical' (one (C,) seed per "
+        "sample and label instead of (C, C) output-space arrays)"
+        if fisher in ("true", "ggn")
+        else "fewer n_samples or a smaller network",
+    )
     return max(1, min(_CHUNK_BYTES, memory_budget() // 2) // per_sample)
 
 
@@ -154,10 +172,16 @@ def _num_seeds(net: MLP, fisher: str, n_samples: int) -> int:
     return n_samples if fisher == "mc" else 1
 
 
-def curvature_factors(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike | None = None,
-                      fisher: str | FisherKind = "true", n_samples: int = 1,
-                      rng: np.random.Generator | int | None = None, chunk_size: int | None = None
-                      ) -> Iterator[FactorChunk]:
+def curvature_factors(
+    net: MLP,
+    theta: ArrayLike,
+    X: ArrayLike,
+    y: ArrayLike | None = None,
+    fisher: str | FisherKind = "true",
+    n_samples: int = 1,
+    rng: np.random.Generator | int | None = None,
+    chunk_size: int | None = None,
+) -> Iterator[FactorChunk]:
     """Yield ``(acts, Bs)`` per chunk of samples: the factor of the curvature ``fisher``.
 
     ``acts[l]: (n, in_l)`` layer inputs and ``Bs[l]: (n, K, out_l)`` backpropagated seeds of a
@@ -168,28 +192,45 @@ def curvature_factors(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike | N
     """
     fisher = as_option(fisher, FisherKind, "fisher")
     theta, X, y, y_samples = prepare_inputs(net, theta, X, y, fisher, n_samples, rng)
-    step = _chunk_size(net, _num_seeds(net, fisher, n_samples), chunk_size, fisher,
-                       X.shape[0])
+    step = _chunk_size(net, _num_seeds(net, fisher, n_samples), chunk_size, fisher, X.shape[0])
     # inputs are validated (and Monte-Carlo labels drawn) now, not at the first iteration
     return _iter_factors(net, theta, X, y, y_samples, fisher, step)
 
 
-def _iter_factors(net: MLP, theta: np.ndarray, X: np.ndarray, y: np.ndarray | None,
-                  y_samples: np.ndarray | None, fisher: str, step: int
-                  ) -> Iterator[FactorChunk]:
+def _iter_factors(
+    net: MLP,
+    theta: np.ndarray,
+    X: np.ndarray,
+    y: np.ndarray | None,
+    y_samples: np.ndarray | None,
+    fisher: str,
+    step: int,
+) -> Iterator[FactorChunk]:
     N = X.shape[0]
     for start in range(0, N, step):
         sl = slice(start, min(N, start + step))
         cache = forward_cache(net, theta, X[sl])
-        seeds = output_seeds(net, cache.outputs, fisher,
-                             None if y is None else y[sl],
-                             None if y_samples is None else y_samples[:, sl])
+        seeds = output_seeds(
+            net,
+            cache.outputs,
+            fisher,
+            None if y is None else y[sl],
+            None if y_samples is None else y_samples[:, sl],
+        )
         yield cache.acts, backprop_seeds(net, cache, seeds)
 
 
 # --- dense assembly ----------------------------------------------------------------------
-def _add_block(M: np.ndarray, net: MLP, l: int, m: int, acts: list[np.ndarray],
-               Bs: list[np.ndarray], rows: int, cols: int) -> None:
+def _add_block(
+    M: np.ndarray,
+    net: MLP,
+    l: int,
+    m: int,
+    acts: list[np.ndarray],
+    Bs: list[np.ndarray],
+    rows: int,
+    cols: int,
+) -> None:
     """Add the (layer l, layer m) block ``sum_n (B_l^T B_m)_n kron (a~_l a~_m^T)_n`` into M.
 
     ``rows``/``cols`` are the offsets of the two layers' ``(W, b)`` blocks inside ``M``.
@@ -205,11 +246,12 @@ def _add_block(M: np.ndarray, net: MLP, l: int, m: int, acts: list[np.ndarray],
     WW = (G.T @ A).reshape(o_l, o_m, i_l, i_m).transpose(0, 2, 1, 3)
     M[wl:bl, wm:bm].reshape(o_l, i_l, o_m, i_m)[...] += WW
     # (W_l, b_m) and (b_l, W_m)
-    M[wl:bl, bm:bm + o_m].reshape(o_l, i_l, o_m)[...] += (
-        (G.T @ a_l).reshape(o_l, o_m, i_l).transpose(0, 2, 1))
-    M[bl:bl + o_l, wm:bm].reshape(o_l, o_m, i_m)[...] += (G.T @ a_m).reshape(o_l, o_m, i_m)
+    M[wl:bl, bm : bm + o_m].reshape(o_l, i_l, o_m)[...] += (
+        (G.T @ a_l).reshape(o_l, o_m, i_l).transpose(0, 2, 1)
+    )
+    M[bl : bl + o_l, wm:bm].reshape(o_l, o_m, i_m)[...] += (G.T @ a_m).reshape(o_l, o_m, i_m)
     # (b_l, b_m)
-    M[bl:bl + o_l, bm:bm + o_m] += G.sum(axis=0).reshape(o_l, o_m)
+    M[bl : bl + o_l, bm : bm + o_m] += G.sum(axis=0).reshape(o_l, o_m)
 
 
 def _dense_from_factors(net: MLP, factors: Iterable[FactorChunk], P: int) -> np.ndarray:
@@ -267,10 +309,18 @@ def _require_dense(net: MLP, what: str) -> None:
     require_memory(8 * P * P, f"dense {what} (P, P) = ({P}, {P}) float64", _CHEAPER)
 
 
-def curvature_matrix(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike | None = None,
-                     fisher: str | FisherKind = "true", *, n_samples: int = 1,
-                     rng: np.random.Generator | int | None = None, reduction: str = "mean",
-                     chunk_size: int | None = None) -> np.ndarray:
+def curvature_matrix(
+    net: MLP,
+    theta: ArrayLike,
+    X: ArrayLike,
+    y: ArrayLike | None = None,
+    fisher: str | FisherKind = "true",
+    *,
+    n_samples: int = 1,
+    rng: np.random.Generator | int | None = None,
+    reduction: str = "mean",
+    chunk_size: int | None = None,
+) -> np.ndarray:
     """Dense curvature ``(P, P)`` of kind ``fisher`` (see the module table).
 
     Parameters
@@ -299,8 +349,14 @@ def curvature_matrix(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike | No
     return M
 
 
-def true_fisher(net: MLP, theta: ArrayLike, X: ArrayLike, *, reduction: str = "mean",
-                chunk_size: int | None = None) -> np.ndarray:
+def true_fisher(
+    net: MLP,
+    theta: ArrayLike,
+    X: ArrayLike,
+    *,
+    reduction: str = "mean",
+    chunk_size: int | None = None,
+) -> np.ndarray:
     """The true Fisher ``F = c sum_n E_{y ~ p_theta(y|x_n)}[s s^T] = c sum_n J_n^T Lambda_n J_n``.
 
     Exact: enumeration of the classes (categorical), of both outcomes per output (Bernoulli),
@@ -325,23 +381,37 @@ def true_fisher(net: MLP, theta: ArrayLike, X: ArrayLike, *, reduction: str = "m
     >>> F.shape, bool(np.allclose(F, F.T))  # P = 3*5 + 5 + 5*4 + 4
     ((44, 44), True)
     """
-    return curvature_matrix(net, theta, X, None, "true", reduction=reduction,
-                            chunk_size=chunk_size)
+    return curvature_matrix(net, theta, X, None, "true", reduction=reduction, chunk_size=chunk_size)
 
 
-def empirical_fisher(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike, *,
-                     reduction: str = "mean", chunk_size: int | None = None) -> np.ndarray:
+def empirical_fisher(
+    net: MLP,
+    theta: ArrayLike,
+    X: ArrayLike,
+    y: ArrayLike,
+    *,
+    reduction: str = "mean",
+    chunk_size: int | None = None,
+) -> np.ndarray:
     """The empirical Fisher ``EF = c sum_n s_n s_n^T = c S^T S`` at the data labels ``y``.
 
     Returns ``(P, P)``; ``c = 1/N`` by default. Not the Fisher: see Kunstner et al. (2019).
     """
-    return curvature_matrix(net, theta, X, y, "empirical", reduction=reduction,
-                            chunk_size=chunk_size)
+    return curvature_matrix(
+        net, theta, X, y, "empirical", reduction=reduction, chunk_size=chunk_size
+    )
 
 
-def mc_fisher(net: MLP, theta: ArrayLike, X: ArrayLike, n_samples: int = 1,
-              rng: np.random.Generator | int | None = None, *, reduction: str = "mean",
-              chunk_size: int | None = None) -> np.ndarray:
+def mc_fisher(
+    net: MLP,
+    theta: ArrayLike,
+    X: ArrayLike,
+    n_samples: int = 1,
+    rng: np.random.Generator | int | None = None,
+    *,
+    reduction: str = "mean",
+    chunk_size: int | None = None,
+) -> np.ndarray:
     """Monte-Carlo Fisher ``c sum_n 1/S sum_j s(y_nj) s(y_nj)^T``, ``y_nj ~ p_theta(y | x_n)``.
 
     ``rng`` (Generator or seed) is required; ``S = n_samples`` labels per input. Unbiased for
@@ -349,14 +419,31 @@ def mc_fisher(net: MLP, theta: ArrayLike, X: ArrayLike, n_samples: int = 1,
     """
     check_net(net)
     if rng is None:
-        raise TypeError("rng: mc_fisher samples labels; pass a numpy.random.Generator or a "
-                        "seed, received None")
-    return curvature_matrix(net, theta, X, None, "mc", n_samples=n_samples, rng=rng,
-                            reduction=reduction, chunk_size=chunk_size)
+        raise TypeError(
+            "rng: mc_fisher samples labels; pass a numpy.random.Generator or a seed, received None"
+        )
+    return curvature_matrix(
+        net,
+        theta,
+        X,
+        None,
+        "mc",
+        n_samples=n_samples,
+        rng=rng,
+        reduction=reduction,
+        chunk_size=chunk_size,
+    )
 
 
-def ggn(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike | None = None, *,
-        reduction: str = "mean", chunk_size: int | None = None) -> np.ndarray:
+def ggn(
+    net: MLP,
+    theta: ArrayLike,
+    X: ArrayLike,
+    y: ArrayLike | None = None,
+    *,
+    reduction: str = "mean",
+    chunk_size: int | None = None,
+) -> np.ndarray:
     """Generalised Gauss-Newton ``G = c sum_n J_n^T H_n J_n``, shape ``(P, P)``.
 
     ``H_n`` is the Hessian of ``-log p(y | f)`` with respect to the outputs, factored by a
@@ -367,12 +454,12 @@ def ggn(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike | None = None, *,
     check_net(net)
     if y is not None:
         net.check_targets(y, net.check_inputs(X).shape[0])
-    return curvature_matrix(net, theta, X, None, "ggn", reduction=reduction,
-                            chunk_size=chunk_size)
+    return curvature_matrix(net, theta, X, None, "ggn", reduction=reduction, chunk_size=chunk_size)
 
 
-def hessian(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike, *, reduction: str = "mean"
-            ) -> np.ndarray:
+def hessian(
+    net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike, *, reduction: str = "mean"
+) -> np.ndarray:
     """Hessian of the negative log-likelihood ``c sum_n -log p_theta(y_n | x_n)``, ``(P, P)``.
 
     Computed by ``autograd.hessian`` of the forward pass (exact, reverse-over-reverse);
@@ -392,9 +479,15 @@ def hessian(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike, *, reduction
     return np.asarray(_autograd_hessian(nll)(theta))
 
 
-def square_of_mean_gradient(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike, *,
-                            reduction: str = "mean",
-                            diagonal: bool = False) -> np.ndarray:
+def square_of_mean_gradient(
+    net: MLP,
+    theta: ArrayLike,
+    X: ArrayLike,
+    y: ArrayLike,
+    *,
+    reduction: str = "mean",
+    diagonal: bool = False,
+) -> np.ndarray:
     """The common mistake ``g g^T`` with ``g = c sum_n s_n`` (NOT a Fisher; for diagnosis).
 
     Returns ``(P, P)``, or ``g**2: (P,)`` with ``diagonal=True``. It is what one gets by
@@ -414,10 +507,18 @@ def square_of_mean_gradient(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLi
 
 
 # --- structured approximations -------------------------------------------------------------
-def fisher_diagonal(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike | None = None,
-                    fisher: str | FisherKind = "true", *, n_samples: int = 1,
-                    rng: np.random.Generator | int | None = None, reduction: str = "mean",
-                    chunk_size: int | None = None) -> np.ndarray:
+def fisher_diagonal(
+    net: MLP,
+    theta: ArrayLike,
+    X: ArrayLike,
+    y: ArrayLike | None = None,
+    fisher: str | FisherKind = "true",
+    *,
+    n_samples: int = 1,
+    rng: np.random.Generator | int | None = None,
+    reduction: str = "mean",
+    chunk_size: int | None = None,
+) -> np.ndarray:
     """The exact diagonal of the curvature ``fisher`` without forming it, shape ``(P,)``.
 
     Notes
@@ -437,10 +538,18 @@ def fisher_diagonal(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike | Non
     return d * scale
 
 
-def block_diagonal(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike | None = None,
-                   fisher: str | FisherKind = "true", *, n_samples: int = 1,
-                   rng: np.random.Generator | int | None = None, reduction: str = "mean",
-                   chunk_size: int | None = None) -> list[np.ndarray]:
+def block_diagonal(
+    net: MLP,
+    theta: ArrayLike,
+    X: ArrayLike,
+    y: ArrayLike | None = None,
+    fisher: str | FisherKind = "true",
+    *,
+    n_samples: int = 1,
+    rng: np.random.Generator | int | None = None,
+    reduction: str = "mean",
+    chunk_size: int | None = None,
+) -> list[np.ndarray]:
     """The exact per-layer diagonal blocks of the curvature ``fisher``.
 
     Returns ``[M_0, ..., M_{L-1}]``, ``M_l: (P_l, P_l)`` over layer ``l``'s parameters
@@ -451,8 +560,11 @@ def block_diagonal(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike | None
     X = net.check_inputs(X)
     scale = reduction_scale(reduction, X.shape[0])
     sizes = [o * i + o for o, i in net.shapes]
-    require_memory(8 * sum(s * s for s in sizes), f"per-layer blocks of sizes {sizes}",
-                   "fisher_diagonal or kfac")
+    require_memory(
+        8 * sum(s * s for s in sizes),
+        f"per-layer blocks of sizes {sizes}",
+        "fisher_diagonal or kfac",
+    )
     blocks = [np.zeros((s, s)) for s in sizes]
     for acts, Bs in curvature_factors(net, theta, X, y, fisher, n_samples, rng, chunk_size):
         for l in range(net.num_layers):

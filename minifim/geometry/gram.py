@@ -135,9 +135,16 @@ class SeedFactors:
         return out[:, 0] if w.ndim == 1 else out
 
 
-def seed_factors(net: Any, theta: ArrayLike, X: ArrayLike, y: ArrayLike | None = None,
-                 fisher: str = "true", n_samples: int = 1, rng: Any = None,
-                 chunk_size: int | None = None) -> SeedFactors:
+def seed_factors(
+    net: Any,
+    theta: ArrayLike,
+    X: ArrayLike,
+    y: ArrayLike | None = None,
+    fisher: str = "true",
+    n_samples: int = 1,
+    rng: Any = None,
+    chunk_size: int | None = None,
+) -> SeedFactors:
     """The per-layer factors of the curvature ``fisher`` for all ``N`` samples.
 
     Parameters

@@ -81,9 +81,11 @@ class KFACFactors:
         """The routes genuinely cheaper than ``dense_bytes``: the factors themselves, products,
         solves, the diagonal, and ``blocks()`` only when the blocks are smaller and fit."""
         factor_bytes = 8 * sum(A.size + G.size for A, G in zip(self.A, self.G))
-        routes = (f"use the factors .A / .G themselves ({format_bytes(factor_bytes)}), "
-                  ".matvec(v) or .solve(v, damping) (per layer through the factors, O(P) "
-                  "memory), or .diagonal() (P floats)")
+        routes = (
+            f"use the factors .A / .G themselves ({format_bytes(factor_bytes)}), "
+            ".matvec(v) or .solve(v, damping) (per layer through the factors, O(P) "
+            "memory), or .diagonal() (P floats)"
+        )
         blocks = 8 * sum(s * s for s in self._block_sizes())
         if blocks < dense_bytes and blocks <= memory_budget():
             routes += f"; .blocks() (per layer, {format_bytes(blocks)})"
@@ -111,10 +113,10 @@ class KFACFactors:
             out[w:, :w] = 0.0
             out[w:, w:] = G
             return out
-        put(slice(0, w), slice(0, w), slice(0, i), slice(0, i))        # (W, W): G kron A_ww
+        put(slice(0, w), slice(0, w), slice(0, i), slice(0, i))  # (W, W): G kron A_ww
         put(slice(0, w), slice(w, None), slice(0, i), slice(i, i + 1))  # (W, b): G kron A_w1
         put(slice(w, None), slice(0, w), slice(i, i + 1), slice(0, i))  # (b, W): G kron A_1w
-        out[w:, w:] = G * A[i, i]                                        # (b, b): G A_11
+        out[w:, w:] = G * A[i, i]  # (b, b): G A_11
         return out
 
     def layer_block(self, l: int) -> np.ndarray:
@@ -124,11 +126,13 @@ class KFACFactors:
         """
         l = check_int(l, "l", 0)
         if l >= len(self.shapes):
-            raise ValueError(f"l: expected a layer index in [0, {len(self.shapes)}), "
-                             f"received {l}")
+            raise ValueError(f"l: expected a layer index in [0, {len(self.shapes)}), received {l}")
         s = self._block_sizes()[l]
-        require_memory(8 * s * s, f"dense K-FAC block of layer {l} (P_l, P_l) = ({s}, {s}) "
-                       "float64", self._cheaper(8 * s * s))
+        require_memory(
+            8 * s * s,
+            f"dense K-FAC block of layer {l} (P_l, P_l) = ({s}, {s}) float64",
+            self._cheaper(8 * s * s),
+        )
         return self._fill_block(l, np.empty((s, s)))
 
     def blocks(self) -> list[np.ndarray]:
@@ -138,15 +142,15 @@ class KFACFactors:
         """
         sizes = self._block_sizes()
         need = 8 * sum(s * s for s in sizes)
-        require_memory(need, f"dense K-FAC blocks of sizes {sizes} float64",
-                       self._cheaper(need))
+        require_memory(need, f"dense K-FAC blocks of sizes {sizes} float64", self._cheaper(need))
         return [self._fill_block(l, np.empty((s, s))) for l, s in enumerate(sizes)]
 
     def to_dense(self) -> np.ndarray:
         """The block-diagonal ``(P, P)`` matrix the factors imply (memory-guarded, ``8 P^2``)."""
         P = self.num_params
-        require_memory(8 * P * P, f"dense K-FAC matrix (P, P) = ({P}, {P}) float64",
-                       self._cheaper(8 * P * P))
+        require_memory(
+            8 * P * P, f"dense K-FAC matrix (P, P) = ({P}, {P}) float64", self._cheaper(8 * P * P)
+        )
         M = np.zeros((P, P))
         for l, (start, _, stop) in enumerate(self._layer_offsets()):
             self._fill_block(l, M[start:stop, start:stop])
@@ -165,8 +169,12 @@ class KFACFactors:
         return np.concatenate(out)
 
     # --- matrix-free products ---------------------------------------------------------------
-    def _apply(self, v: ArrayLike, on_matrix: Callable[[int, np.ndarray], np.ndarray],
-               on_bias: Callable[[int, np.ndarray], np.ndarray]) -> np.ndarray:
+    def _apply(
+        self,
+        v: ArrayLike,
+        on_matrix: Callable[[int, np.ndarray], np.ndarray],
+        on_bias: Callable[[int, np.ndarray], np.ndarray],
+    ) -> np.ndarray:
         """Apply ``on_matrix(l, V~: (o, i~)) -> (o, i~)`` per layer (``on_bias(l, b)`` for a
         separate bias block) to ``v: (P,)``."""
         v = as_float_array(v, "v", shape=(self.num_params,))
@@ -185,12 +193,16 @@ class KFACFactors:
 
     def matvec(self, v: ArrayLike) -> np.ndarray:
         """``M v`` per layer as ``G V A`` (``(G kron A) vec(V) = vec(G V A^T)``), ``(P,)``."""
-        return self._apply(v, lambda l, V: self.G[l] @ V @ self.A[l],
-                           lambda l, b: self.G[l] @ b)
+        return self._apply(v, lambda l, V: self.G[l] @ V @ self.A[l], lambda l, b: self.G[l] @ b)
 
     @deprecated_keywords(method="damping_type")
-    def solve(self, v: ArrayLike, damping: float, damping_type: str | KFACDamping = "eigen",
-              pi_correction: bool = True) -> np.ndarray:
+    def solve(
+        self,
+        v: ArrayLike,
+        damping: float,
+        damping_type: str | KFACDamping = "eigen",
+        pi_correction: bool = True,
+    ) -> np.ndarray:
         """Damped inverse products per layer, ``(P,)``: ``self.inverse(...).apply(v)``.
 
         ``damping_type="eigen"``: ``(G kron A + damping I)^{-1} v`` exactly, through the
@@ -205,8 +217,9 @@ class KFACFactors:
         return self.inverse(damping, damping_type, pi_correction).apply(v)
 
     @deprecated_keywords(method="damping_type")
-    def inverse(self, damping: float, damping_type: str | KFACDamping = "eigen",
-                pi_correction: bool = True) -> KFACInverse:
+    def inverse(
+        self, damping: float, damping_type: str | KFACDamping = "eigen", pi_correction: bool = True
+    ) -> KFACInverse:
         """The per-layer damped inverse of :meth:`solve`, for repeated products.
 
         ``damping_type="eigen"`` keeps the factors' eigendecompositions (the damping enters at
@@ -221,8 +234,10 @@ class KFACFactors:
         damping = check_nonnegative(damping, "damping")
         damping_type = as_option(damping_type, KFACDamping, "damping_type")
         if damping == 0 and any(is_numerically_singular(F) for F in self.G + self.A):
-            raise ValueError("damping: the K-FAC factors are singular (numerically) and "
-                             "damping = 0; use damping > 0")
+            raise ValueError(
+                "damping: the K-FAC factors are singular (numerically) and "
+                "damping = 0; use damping > 0"
+            )
         if damping_type == "eigen":
             layers = []
             for G, A in zip(self.G, self.A):
@@ -237,9 +252,11 @@ class KFACFactors:
             wG, wA = np.linalg.eigvalsh(G), np.linalg.eigvalsh(A)
             check_conditioned(wG + sq / p, damping, f"G_{l} + sqrt(damping) / pi I")
             check_conditioned(wA + p * sq, damping, f"A_{l} + pi sqrt(damping) I")
-            layer = {"Ainv": np.linalg.inv(A + p * sq * np.eye(A.shape[0])),
-                     "Ginv": np.linalg.inv(G + sq / p * np.eye(G.shape[0])),
-                     "pi": np.asarray(p, dtype=np.float64)}
+            layer = {
+                "Ainv": np.linalg.inv(A + p * sq * np.eye(A.shape[0])),
+                "Ginv": np.linalg.inv(G + sq / p * np.eye(G.shape[0])),
+                "pi": np.asarray(p, dtype=np.float64),
+            }
             if self.bias == "separate":
                 check_conditioned(wG + damping, damping, f"G_{l} + damping I (bias)")
                 layer["Gbinv"] = np.linalg.inv(G + damping * np.eye(G.shape[0]))
@@ -279,11 +296,13 @@ class KFACInverse:
         if self.damping_type != "eigen":
             return
         for l, layer in enumerate(self.layers):
-            check_conditioned(np.outer(layer["eG"], layer["eA"]) + damping, damping,
-                              f"K-FAC G_{l} kron A_{l} + damping I")
+            check_conditioned(
+                np.outer(layer["eG"], layer["eA"]) + damping,
+                damping,
+                f"K-FAC G_{l} kron A_{l} + damping I",
+            )
             if self.bias == "separate":
-                check_conditioned(layer["eG"] + damping, damping,
-                                  f"K-FAC G_{l} + damping I (bias)")
+                check_conditioned(layer["eG"] + damping, damping, f"K-FAC G_{l} + damping I (bias)")
 
     def apply(self, v: ArrayLike, damping: float | None = None) -> np.ndarray:
         """The damped inverse times ``v: (P,)``, shape ``(P,)``.
@@ -298,9 +317,11 @@ class KFACInverse:
         else:
             damping = check_nonnegative(damping, "damping")
             if self.damping_type == "factored" and damping != self.damping:
-                raise ValueError(f"damping: a factored K-FAC inverse applies the damping it "
-                                 f"was made with ({self.damping!r}), received {damping!r}; "
-                                 "make a new one with KFACFactors.inverse")
+                raise ValueError(
+                    f"damping: a factored K-FAC inverse applies the damping it "
+                    f"was made with ({self.damping!r}), received {damping!r}; "
+                    "make a new one with KFACFactors.inverse"
+                )
         self.check(damping)
         P = sum(o * i + o for o, i in self.shapes)
         v = as_float_array(v, "v", shape=(P,))
@@ -332,10 +353,19 @@ def _homogeneous_to_flat(o: int, i: int) -> np.ndarray:
     return np.concatenate([(rows + np.arange(i)[None, :]).ravel(), rows[:, 0] + i])
 
 
-def kfac(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike | None = None,
-         fisher: str | FisherKind = "true", *, bias: str | Bias = "folded", n_samples: int = 1,
-         rng: np.random.Generator | int | None = None, reduction: str = "mean",
-         chunk_size: int | None = None) -> KFACFactors:
+def kfac(
+    net: MLP,
+    theta: ArrayLike,
+    X: ArrayLike,
+    y: ArrayLike | None = None,
+    fisher: str | FisherKind = "true",
+    *,
+    bias: str | Bias = "folded",
+    n_samples: int = 1,
+    rng: np.random.Generator | int | None = None,
+    reduction: str = "mean",
+    chunk_size: int | None = None,
+) -> KFACFactors:
     """K-FAC factors of the curvature ``fisher`` (see the module docstring for conventions).
 
     Parameters

@@ -41,23 +41,30 @@ def output_outcomes(net: MLP, theta: Any, X: Any) -> tuple[np.ndarray, np.ndarra
     N, C = X.shape[0], net.output_dim
     O = lik.num_outcomes(C)
     if O > MAX_OUTCOMES:
-        raise ValueError(f"the output distribution has {O} outcomes per input ({lik.name}, "
-                         f"C = {C}), over the enumeration limit {MAX_OUTCOMES}; the exact "
-                         "Monte-Carlo band needs fewer outputs")
-    require_memory(8 * N * O * net.num_params, f"outcome scores (N, O, P) = ({N}, {O}, "
-                   f"{net.num_params}) float64", "fewer samples or a diagonal candidate")
+        raise ValueError(
+            f"the output distribution has {O} outcomes per input ({lik.name}, "
+            f"C = {C}), over the enumeration limit {MAX_OUTCOMES}; the exact "
+            "Monte-Carlo band needs fewer outputs"
+        )
+    require_memory(
+        8 * N * O * net.num_params,
+        f"outcome scores (N, O, P) = ({N}, {O}, {net.num_params}) float64",
+        "fewer samples or a diagonal candidate",
+    )
     cache = forward_cache(net, theta, X)
     F = cache.outputs
     w, Y = lik.outcomes(F)
     # output-space scores g = d log p(y_o | f_n) / d f_n of every outcome, (N, O, C)
-    seeds = lik.grad_log_prob(np.repeat(F, O, axis=0), Y.reshape((N * O,) + Y.shape[2:])
-                              ).reshape(N, O, C)
+    seeds = lik.grad_log_prob(np.repeat(F, O, axis=0), Y.reshape((N * O,) + Y.shape[2:])).reshape(
+        N, O, C
+    )
     U = expand_gradients(net, cache.acts, backprop_seeds(net, cache, seeds))
     return w, U
 
 
-def mc_error_moments(net: MLP, theta: Any, X: Any, n_samples: int, *, diagonal: bool = False
-                     ) -> tuple[float, float]:
+def mc_error_moments(
+    net: MLP, theta: Any, X: Any, n_samples: int, *, diagonal: bool = False
+) -> tuple[float, float]:
     """Exact mean and variance of ``D = |F_mc - F|_F^2`` for ``k = n_samples`` labels per input.
 
     ``F_mc = 1/N sum_n 1/k sum_j s(y_nj) s(y_nj)^T`` (or its diagonal) with independent
@@ -78,9 +85,11 @@ def mc_error_moments(net: MLP, theta: Any, X: Any, n_samples: int, *, diagonal: 
     k = check_int(n_samples, "n_samples", 1)
     w, U = output_outcomes(net, theta, X)
     N, O, P = U.shape
-    require_memory(3 * 8 * (N * O) ** 2, f"the outcome Gram matrices (N O)^2 = ({N * O})^2 "
-                   "float64, three of them", "fewer samples in the fixture (the band is exact "
-                   "but needs all pairs of outcomes)")
+    require_memory(
+        3 * 8 * (N * O) ** 2,
+        f"the outcome Gram matrices (N O)^2 = ({N * O})^2 float64, three of them",
+        "fewer samples in the fixture (the band is exact but needs all pairs of outcomes)",
+    )
     flat = U.reshape(N * O, P)
     if diagonal:
         Q = flat * flat
@@ -89,13 +98,13 @@ def mc_error_moments(net: MLP, theta: Any, X: Any, n_samples: int, *, diagonal: 
         K = (flat @ flat.T) ** 2
     K = K.reshape(N, O, N, O)
     # centre both arguments: Kc = K - E_o K - E_o' K + E_o E_o' K
-    first = np.einsum("no,nomq->nmq", w, K)[:, None, :, :]    # E over the first outcome
-    second = np.einsum("nomq,mq->nom", K, w)[:, :, :, None]   # E over the second outcome
+    first = np.einsum("no,nomq->nmq", w, K)[:, None, :, :]  # E over the first outcome
+    second = np.einsum("nomq,mq->nom", K, w)[:, :, :, None]  # E over the second outcome
     both = np.einsum("no,nomq,mq->nm", w, K, w)[:, None, :, None]
     Kc = K - first - second + both
     idx = np.arange(N)
-    diag_blocks = Kc[idx, :, idx, :]                           # (N, O, O)
-    self_sq = np.einsum("noo->no", diag_blocks)                # |x_no|^2
+    diag_blocks = Kc[idx, :, idx, :]  # (N, O, O)
+    self_sq = np.einsum("noo->no", diag_blocks)  # |x_no|^2
     e = np.einsum("no,no->n", w, self_sq)
     f = np.einsum("no,no->n", w, self_sq**2)
     t = np.einsum("no,nomq,mq->nm", w, Kc**2, w)

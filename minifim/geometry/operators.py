@@ -36,18 +36,27 @@ def _require_operator_memory(net: MLP, N: int, fisher: str, n_samples: int) -> N
     ``E^T E: (N, C, C)`` (or the seeds ``E: (N, K, C)`` when ``K > C``)."""
     C = net.output_dim
     K = C if fisher in ("true", "ggn") else (n_samples if fisher == "mc" else 1)
-    require_memory(8 * N * C * max(C, K),
-                   f"{fisher!r} operator: output-space Fisher E^T E (N, C, C) = ({N}, {C}, {C}) "
-                   f"and seeds (N, K, C) = ({N}, {K}, {C}) float64",
-                   "the sum of fisher_operator over chunks of X (products are additive over "
-                   "samples: op(X) v = sum_chunks n_chunk / N op(X_chunk) v), or kfac / "
-                   "fisher_diagonal (chunked over samples)")
+    require_memory(
+        8 * N * C * max(C, K),
+        f"{fisher!r} operator: output-space Fisher E^T E (N, C, C) = ({N}, {C}, {C}) "
+        f"and seeds (N, K, C) = ({N}, {K}, {C}) float64",
+        "the sum of fisher_operator over chunks of X (products are additive over "
+        "samples: op(X) v = sum_chunks n_chunk / N op(X_chunk) v), or kfac / "
+        "fisher_diagonal (chunked over samples)",
+    )
 
 
-def fisher_operator(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike | None = None,
-                    fisher: str | FisherKind = "true", *, n_samples: int = 1,
-                    rng: np.random.Generator | int | None = None, reduction: str = "mean"
-                    ) -> LinearOperator:
+def fisher_operator(
+    net: MLP,
+    theta: ArrayLike,
+    X: ArrayLike,
+    y: ArrayLike | None = None,
+    fisher: str | FisherKind = "true",
+    *,
+    n_samples: int = 1,
+    rng: np.random.Generator | int | None = None,
+    reduction: str = "mean",
+) -> LinearOperator:
     """Symmetric ``(P, P)`` LinearOperator of the curvature ``fisher``, never formed.
 
     Parameters
@@ -89,19 +98,26 @@ def fisher_operator(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike | Non
         JV = jvp_cached(net, cache, V)  # (N, C, m)
         return scale * vjp_cached(net, cache, np.matmul(M_out, JV))
 
-    return LinearOperator((P, P), matvec=lambda v: matmat(v)[:, 0], matmat=matmat,
-                          rmatvec=lambda v: matmat(v)[:, 0], rmatmat=matmat,
-                          dtype=np.float64)
+    return LinearOperator(
+        (P, P),
+        matvec=lambda v: matmat(v)[:, 0],
+        matmat=matmat,
+        rmatvec=lambda v: matmat(v)[:, 0],
+        rmatmat=matmat,
+        dtype=np.float64,
+    )
 
 
-def ggn_operator(net: MLP, theta: ArrayLike, X: ArrayLike, *, reduction: str = "mean"
-                 ) -> LinearOperator:
+def ggn_operator(
+    net: MLP, theta: ArrayLike, X: ArrayLike, *, reduction: str = "mean"
+) -> LinearOperator:
     """GGN-vector products ``c sum_n J_n^T H_n J_n v`` (see :func:`fisher_operator`)."""
     return fisher_operator(net, theta, X, None, "ggn", reduction=reduction)
 
 
-def hessian_operator(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike, *,
-                     reduction: str = "mean") -> LinearOperator:
+def hessian_operator(
+    net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike, *, reduction: str = "mean"
+) -> LinearOperator:
     """Hessian-vector products of the NLL ``c sum_n -log p(y_n | x_n)``, ``(P, P)`` operator.
 
     ``H v = grad_theta (grad_theta L . v)``, reverse-over-reverse through autograd, one
@@ -123,6 +139,11 @@ def hessian_operator(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike, *,
         V = np.asarray(V, dtype=np.float64).reshape(P, -1)
         return np.stack([hvp(theta, V[:, j]) for j in range(V.shape[1])], axis=1)
 
-    return LinearOperator((P, P), matvec=lambda v: matmat(v)[:, 0], matmat=matmat,
-                          rmatvec=lambda v: matmat(v)[:, 0], rmatmat=matmat,
-                          dtype=np.float64)
+    return LinearOperator(
+        (P, P),
+        matvec=lambda v: matmat(v)[:, 0],
+        matmat=matmat,
+        rmatvec=lambda v: matmat(v)[:, 0],
+        rmatmat=matmat,
+        dtype=np.float64,
+    )

@@ -188,22 +188,35 @@ def _choose(net: MLP, fisher: Any, N: int, K: Any, k: Any, vectors: Any, P: int)
     if rows is not None and rows < P:
         gram_b = _gram_bytes(rows, vectors)
         if gram_b <= budget and (k is None or k <= rows):
-            return "gram", (f"gram: N*K = {rows} < P = {P}; the Gram matrix route needs "
-                            f"~{format_bytes(gram_b)} (budget {format_bytes(budget)})")
+            return "gram", (
+                f"gram: N*K = {rows} < P = {P}; the Gram matrix route needs "
+                f"~{format_bytes(gram_b)} (budget {format_bytes(budget)})"
+            )
     if dense_b <= budget and (k is None or P <= AUTO_DENSE_MAX_P):
-        why = (f"N*K = {rows} >= P" if rows is not None and rows >= P
-               else "the Hessian has no Gram factor" if rows is None
-               else "the Gram matrix does not fit")
-        return "dense", (f"dense: {why}; dense eigh of P = {P} needs ~{format_bytes(dense_b)} "
-                         f"(budget {format_bytes(budget)})")
+        why = (
+            f"N*K = {rows} >= P"
+            if rows is not None and rows >= P
+            else "the Hessian has no Gram factor"
+            if rows is None
+            else "the Gram matrix does not fit"
+        )
+        return "dense", (
+            f"dense: {why}; dense eigh of P = {P} needs ~{format_bytes(dense_b)} "
+            f"(budget {format_bytes(budget)})"
+        )
     if k is not None:
-        return "lanczos", (f"lanczos: top k = {k} of P = {P} matrix-free (dense eigh would need "
-                           f"~{format_bytes(dense_b)}, budget {format_bytes(budget)})")
+        return "lanczos", (
+            f"lanczos: top k = {k} of P = {P} matrix-free (dense eigh would need "
+            f"~{format_bytes(dense_b)}, budget {format_bytes(budget)})"
+        )
     # nothing exact fits: let the memory guard explain, naming the cheaper routes
-    require_memory(dense_b, f"dense {fisher} spectrum (P, P) = ({P}, {P}) float64",
-                   "curvature_spectrum(..., k=<number of top eigenvalues>) (Lanczos, "
-                   "matrix-free)" + ("" if rows is None else
-                                     f", or fewer samples so that N*K (= {rows}) < P (Gram)"))
+    require_memory(
+        dense_b,
+        f"dense {fisher} spectrum (P, P) = ({P}, {P}) float64",
+        "curvature_spectrum(..., k=<number of top eigenvalues>) (Lanczos, "
+        "matrix-free)"
+        + ("" if rows is None else f", or fewer samples so that N*K (= {rows}) < P (Gram)"),
+    )
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -235,22 +248,36 @@ def _eigh_top(M: np.ndarray, k: int | None, vectors: bool) -> tuple[Any, ...]:
     return w[::-1].copy(), None
 
 
-def _gram_route(net: MLP, theta: Any, X: Any, y: Any, fisher: Any, k: Any, vectors: Any,
-                n_samples: Any, rng: Any, reduction: str,
-                chunk_size: Any) -> tuple[Any, ...]:
+def _gram_route(
+    net: MLP,
+    theta: Any,
+    X: Any,
+    y: Any,
+    fisher: Any,
+    k: Any,
+    vectors: Any,
+    n_samples: Any,
+    rng: Any,
+    reduction: str,
+    chunk_size: Any,
+) -> tuple[Any, ...]:
     N, P = X.shape[0], net.num_params
     scale = reduction_scale(reduction, N)
     rows = N * _num_seeds(net, fisher, n_samples)
     widths = sum(o + i for o, i in net.shapes)
-    require_memory(_gram_bytes(rows, vectors) + 8 * rows * widths,
-                   f"Gram matrix (N*K, N*K) = ({rows}, {rows}) float64, its eigh and the "
-                   f"factors (N*K, sum of widths) = ({rows}, {widths})",
-                   "curvature_spectrum(..., method='lanczos', k=...) (top k, matrix-free)")
+    require_memory(
+        _gram_bytes(rows, vectors) + 8 * rows * widths,
+        f"Gram matrix (N*K, N*K) = ({rows}, {rows}) float64, its eigh and the "
+        f"factors (N*K, sum of widths) = ({rows}, {widths})",
+        "curvature_spectrum(..., method='lanczos', k=...) (top k, matrix-free)",
+    )
     factors = seed_factors(net, theta, X, y, fisher, n_samples, rng, chunk_size)
     if vectors:
-        require_memory(8 * P * min(rows, P) if k is None else 8 * P * k,
-                       f"eigenvectors (P, m) with P = {P}",
-                       "vectors=False, or a smaller k")
+        require_memory(
+            8 * P * min(rows, P) if k is None else 8 * P * k,
+            f"eigenvectors (P, m) with P = {P}",
+            "vectors=False, or a smaller k",
+        )
     n_out = min(rows, P) if k is None else k
     G = factors.gram(scale)
     mu, W = _eigh_top(G, n_out, vectors)
@@ -267,23 +294,37 @@ def _gram_route(net: MLP, theta: Any, X: Any, y: Any, fisher: Any, k: Any, vecto
     return mu, V
 
 
-def _lanczos_route(net: MLP, theta: Any, X: Any, y: Any, fisher: Any, k: Any, vectors: Any,
-                   n_samples: Any, rng: Any, reduction: str, tol: Any,
-                   maxiter: Any) -> tuple[Any, ...]:
+def _lanczos_route(
+    net: MLP,
+    theta: Any,
+    X: Any,
+    y: Any,
+    fisher: Any,
+    k: Any,
+    vectors: Any,
+    n_samples: Any,
+    rng: Any,
+    reduction: str,
+    tol: Any,
+    maxiter: Any,
+) -> tuple[Any, ...]:
     if fisher == "hessian":
         op = hessian_operator(net, theta, X, y, reduction=reduction)
     else:
-        op = fisher_operator(net, theta, X, y, fisher, n_samples=n_samples, rng=rng,
-                             reduction=reduction)
+        op = fisher_operator(
+            net, theta, X, y, fisher, n_samples=n_samples, rng=rng, reduction=reduction
+        )
     v0 = np.random.default_rng(0).standard_normal(op.shape[0])
     try:
-        out = eigsh(op, k=k, which="LA", tol=tol, v0=v0, maxiter=maxiter,
-                    return_eigenvectors=vectors)
+        out = eigsh(
+            op, k=k, which="LA", tol=tol, v0=v0, maxiter=maxiter, return_eigenvectors=vectors
+        )
     except ArpackNoConvergence as err:
-        raise RuntimeError(f"lanczos: ARPACK did not converge for the top k = {k} eigenvalues "
-                           f"({len(err.eigenvalues)} converged) at tol = {tol}; raise maxiter "
-                           "or tol, or use method='gram' / 'dense' for the exact spectrum"
-                           ) from err
+        raise RuntimeError(
+            f"lanczos: ARPACK did not converge for the top k = {k} eigenvalues "
+            f"({len(err.eigenvalues)} converged) at tol = {tol}; raise maxiter "
+            "or tol, or use method='gram' / 'dense' for the exact spectrum"
+        ) from err
     V: Any
     w, V = out if vectors else (out, None)
     order = np.argsort(w)[::-1]
@@ -292,13 +333,24 @@ def _lanczos_route(net: MLP, theta: Any, X: Any, y: Any, fisher: Any, k: Any, ve
 
 # --- spectra -------------------------------------------------------------------------------
 @deprecated_keywords(curvature="fisher")
-def curvature_spectrum(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike | None = None,
-                       fisher: str = "true", *,
-                       method: str = "auto", k: int | None = None, vectors: bool = False,
-                       n_samples: int = 1, rng: np.random.Generator | int | None = None,
-                       reduction: str = "mean",
-                       tol: float = 0.0, maxiter: int | None = None,
-                       chunk_size: int | None = None, return_info: bool = False) -> Any:
+def curvature_spectrum(
+    net: MLP,
+    theta: ArrayLike,
+    X: ArrayLike,
+    y: ArrayLike | None = None,
+    fisher: str = "true",
+    *,
+    method: str = "auto",
+    k: int | None = None,
+    vectors: bool = False,
+    n_samples: int = 1,
+    rng: np.random.Generator | int | None = None,
+    reduction: str = "mean",
+    tol: float = 0.0,
+    maxiter: int | None = None,
+    chunk_size: int | None = None,
+    return_info: bool = False,
+) -> Any:
     """Eigenvalues (descending), and optionally eigenvectors, of a curvature matrix.
 
     Parameters
@@ -394,39 +446,68 @@ def curvature_spectrum(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike | 
         route, reason = method, f"{method}: requested"
     if route == "gram":
         if fisher == "hessian":
-            raise ValueError("method: 'gram' needs a factor M = c U^T U, which the Hessian does "
-                             "not have; use 'dense' or 'lanczos' for fisher='hessian'")
-        k = _check_k(k, min(rows, P), f"the Gram route has min(N*K, P) = {min(rows, P)} "
-                     "eigenvalues")
-        values, V = _gram_route(net, theta, X, y, fisher, k, vectors, n_samples, rng,
-                                reduction, chunk_size)
+            raise ValueError(
+                "method: 'gram' needs a factor M = c U^T U, which the Hessian does "
+                "not have; use 'dense' or 'lanczos' for fisher='hessian'"
+            )
+        k = _check_k(
+            k, min(rows, P), f"the Gram route has min(N*K, P) = {min(rows, P)} eigenvalues"
+        )
+        values, V = _gram_route(
+            net, theta, X, y, fisher, k, vectors, n_samples, rng, reduction, chunk_size
+        )
     elif route == "dense":
         if fisher == "hessian":
             M = hessian(net, theta, X, cast("ArrayLike", y), reduction=reduction)
         else:
-            M = curvature_matrix(net, theta, X, y, fisher, n_samples=n_samples, rng=rng,
-                                 reduction=reduction, chunk_size=chunk_size)
+            M = curvature_matrix(
+                net,
+                theta,
+                X,
+                y,
+                fisher,
+                n_samples=n_samples,
+                rng=rng,
+                reduction=reduction,
+                chunk_size=chunk_size,
+            )
         values, V = _eigh_top(M, k, vectors)
     else:
         if k is None:
-            raise ValueError(f"k: the Lanczos route computes the top k eigenvalues; pass an "
-                             f"integer 1 <= k < P = {P}, received None")
+            raise ValueError(
+                f"k: the Lanczos route computes the top k eigenvalues; pass an "
+                f"integer 1 <= k < P = {P}, received None"
+            )
         k = _check_k(k, P - 1, f"ARPACK needs k < P = {P}")
-        values, V = _lanczos_route(net, theta, X, y, fisher, k, vectors, n_samples, rng,
-                                   reduction, tol, maxiter)
-    info = SpectrumInfo(method=route, requested=method, reason=reason, curvature=fisher,
-                        num_params=P, num_rows=rows, num_values=int(values.shape[0]),
-                        complete=(route != "lanczos" and k is None),
-                        tol=tol if route == "lanczos" else None)
+        values, V = _lanczos_route(
+            net, theta, X, y, fisher, k, vectors, n_samples, rng, reduction, tol, maxiter
+        )
+    info = SpectrumInfo(
+        method=route,
+        requested=method,
+        reason=reason,
+        curvature=fisher,
+        num_params=P,
+        num_rows=rows,
+        num_values=int(values.shape[0]),
+        complete=(route != "lanczos" and k is None),
+        tol=tol if route == "lanczos" else None,
+    )
     out = (values, V) if vectors else (values,)
     if return_info:
         out = out + (info,)
     return out[0] if len(out) == 1 else out
 
 
-def fisher_spectrum(net: MLP, theta: ArrayLike, X: ArrayLike, method: str = "auto",
-                    k: int | None = None,
-                    vectors: bool = False, **kwargs: Any) -> Any:
+def fisher_spectrum(
+    net: MLP,
+    theta: ArrayLike,
+    X: ArrayLike,
+    method: str = "auto",
+    k: int | None = None,
+    vectors: bool = False,
+    **kwargs: Any,
+) -> Any:
     """Eigenvalues (descending) and optionally eigenvectors of the TRUE Fisher.
 
     ``curvature_spectrum(net, theta, X, fisher="true", method=method, k=k,
@@ -447,19 +528,30 @@ def fisher_spectrum(net: MLP, theta: ArrayLike, X: ArrayLike, method: str = "aut
     check_net(net)
     for bad in ("y", "fisher", "curvature"):
         if bad in kwargs:
-            raise TypeError(f"{bad}: fisher_spectrum is the true Fisher; use "
-                            "curvature_spectrum(..., fisher=...) for the other kinds")
-    return curvature_spectrum(net, theta, X, None, "true", method=method, k=k,
-                              vectors=vectors, **kwargs)
+            raise TypeError(
+                f"{bad}: fisher_spectrum is the true Fisher; use "
+                "curvature_spectrum(..., fisher=...) for the other kinds"
+            )
+    return curvature_spectrum(
+        net, theta, X, None, "true", method=method, k=k, vectors=vectors, **kwargs
+    )
 
 
 # --- statistics of (net, theta, X) ---------------------------------------------------------
 @deprecated_keywords(curvature="fisher")
-def fisher_rao_norm(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike | None = None,
-                    fisher: str = "true", *, v: ArrayLike | None = None,
-                    n_samples: int = 1, rng: np.random.Generator | int | None = None,
-                    reduction: str = "mean",
-                    squared: bool = True) -> float:
+def fisher_rao_norm(
+    net: MLP,
+    theta: ArrayLike,
+    X: ArrayLike,
+    y: ArrayLike | None = None,
+    fisher: str = "true",
+    *,
+    v: ArrayLike | None = None,
+    n_samples: int = 1,
+    rng: np.random.Generator | int | None = None,
+    reduction: str = "mean",
+    squared: bool = True,
+) -> float:
     """The Fisher-Rao norm ``theta^T M(theta) theta`` (Liang et al. 2019), matrix-free.
 
     Parameters
@@ -494,8 +586,9 @@ def fisher_rao_norm(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike | Non
     theta = net.check_theta(theta)
     v = theta if v is None else net.check_theta(v, "v")
     if fisher == "hessian":
-        q = float(v @ (hessian_operator(net, theta, X, cast("ArrayLike", y), reduction=reduction)
-                       @ v))
+        q = float(
+            v @ (hessian_operator(net, theta, X, cast("ArrayLike", y), reduction=reduction) @ v)
+        )
     else:
         theta, X, y, y_samples = prepare_inputs(net, theta, X, y, fisher, n_samples, rng)
         scale = reduction_scale(reduction, X.shape[0])
@@ -506,18 +599,29 @@ def fisher_rao_norm(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike | Non
     if squared:
         return q
     if q < 0:
-        raise ValueError(f"squared: the quadratic form is negative ({q!r}, an indefinite "
-                         "Hessian); use squared=True")
+        raise ValueError(
+            f"squared: the quadratic form is negative ({q!r}, an indefinite "
+            "Hessian); use squared=True"
+        )
     return float(np.sqrt(q))
 
 
 @deprecated_keywords(curvature="fisher")
-def curvature_statistics(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike | None = None,
-                         fisher: str = "true", *, damping: float,
-                         z: float | None = None, method: str = "auto", n_samples: int = 1,
-                         rng: np.random.Generator | int | None = None, reduction: str = "mean",
-                         chunk_size: int | None = None
-                         ) -> dict:
+def curvature_statistics(
+    net: MLP,
+    theta: ArrayLike,
+    X: ArrayLike,
+    y: ArrayLike | None = None,
+    fisher: str = "true",
+    *,
+    damping: float,
+    z: float | None = None,
+    method: str = "auto",
+    n_samples: int = 1,
+    rng: np.random.Generator | int | None = None,
+    reduction: str = "mean",
+    chunk_size: int | None = None,
+) -> dict:
     """:func:`spectrum_statistics` of the complete spectrum plus the Fisher-Rao norm.
 
     The spectrum comes from :func:`curvature_spectrum` (``k=None``: Gram or dense route);
@@ -526,14 +630,26 @@ def curvature_statistics(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike 
     check_net(net)
     check_choice(method, "method", SPECTRUM_METHODS)
     if method == "lanczos":
-        raise ValueError("method: the statistics need the complete spectrum; use 'auto', "
-                         "'gram' or 'dense', received 'lanczos'")
-    values, info = curvature_spectrum(net, theta, X, y, fisher, method=method,
-                                      n_samples=n_samples, rng=rng, reduction=reduction,
-                                      chunk_size=chunk_size, return_info=True)
+        raise ValueError(
+            "method: the statistics need the complete spectrum; use 'auto', "
+            "'gram' or 'dense', received 'lanczos'"
+        )
+    values, info = curvature_spectrum(
+        net,
+        theta,
+        X,
+        y,
+        fisher,
+        method=method,
+        n_samples=n_samples,
+        rng=rng,
+        reduction=reduction,
+        chunk_size=chunk_size,
+        return_info=True,
+    )
     stats = spectrum_statistics(values, damping=damping, num_params=info.num_params, z=z)
-    stats["fisher_rao_norm"] = fisher_rao_norm(net, theta, X, y, fisher,
-                                               n_samples=n_samples, rng=rng,
-                                               reduction=reduction)
+    stats["fisher_rao_norm"] = fisher_rao_norm(
+        net, theta, X, y, fisher, n_samples=n_samples, rng=rng, reduction=reduction
+    )
     stats["method"] = info.method
     return stats

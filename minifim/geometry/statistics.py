@@ -53,8 +53,10 @@ def spectrum_dimension(values: np.ndarray, num_params: int | None) -> int:
         return values.shape[0]
     P = check_int(num_params, "num_params", 1)
     if P < values.shape[0]:
-        raise ValueError(f"num_params: expected at least the number of eigenvalues "
-                         f"({values.shape[0]}), received {P}")
+        raise ValueError(
+            f"num_params: expected at least the number of eigenvalues "
+            f"({values.shape[0]}), received {P}"
+        )
     return P
 
 
@@ -79,8 +81,9 @@ def spectral_frobenius_norm(eigenvalues: Any) -> float:
     return float(np.sqrt(np.sum(eigenvalue_array(eigenvalues) ** 2)))
 
 
-def numerical_rank(eigenvalues: Any, *, num_params: int | None = None,
-                   tol: float | None = None) -> int:
+def numerical_rank(
+    eigenvalues: Any, *, num_params: int | None = None, tol: float | None = None
+) -> int:
     """Number of eigenvalues with ``|lambda_i| > tol``.
 
     Parameters
@@ -93,8 +96,11 @@ def numerical_rank(eigenvalues: Any, *, num_params: int | None = None,
         ``P * eps * max |lambda|`` (NumPy's ``matrix_rank`` convention).
     """
     lam = eigenvalue_array(eigenvalues)
-    tol = (default_rank_tolerance(lam, num_params=num_params) if tol is None
-           else check_nonnegative(tol, "tol"))
+    tol = (
+        default_rank_tolerance(lam, num_params=num_params)
+        if tol is None
+        else check_nonnegative(tol, "tol")
+    )
     return int(np.count_nonzero(np.abs(lam) > tol))
 
 
@@ -108,8 +114,9 @@ def _damped(values: Any, damping: Any, num_params: Any) -> tuple[np.ndarray, int
     return shifted, P, damping
 
 
-def damped_condition_number(eigenvalues: Any, damping: float, *,
-                            num_params: int | None = None) -> float:
+def damped_condition_number(
+    eigenvalues: Any, damping: float, *, num_params: int | None = None
+) -> float:
     """2-norm condition number of ``M + damping I``: ``max_i |lambda_i + d| / min_i |...|``.
 
     For a positive semi-definite ``M`` this is ``(lambda_max + d) / (lambda_min + d)``, with
@@ -129,9 +136,11 @@ def damped_logdet(eigenvalues: Any, damping: float, *, num_params: int | None = 
     """
     shifted, P, damping = _damped(eigenvalues, damping, num_params)
     if shifted.min() <= 0.0:
-        raise ValueError(f"damping: M + damping I must be positive definite for its log-"
-                         f"determinant; its smallest eigenvalue is {shifted.min()!r} "
-                         f"(damping = {damping!r}); pass a larger damping")
+        raise ValueError(
+            f"damping: M + damping I must be positive definite for its log-"
+            f"determinant; its smallest eigenvalue is {shifted.min()!r} "
+            f"(damping = {damping!r}); pass a larger damping"
+        )
     m = np.shape(eigenvalues)[0]
     logdet = float(np.sum(np.log(shifted[:m])))
     if P > m:
@@ -163,8 +172,14 @@ def effective_dimension(eigenvalues: Any, z: Any) -> Any:
     return float(out[0]) if zs.ndim == 0 else out
 
 
-def abbas_effective_dimension(spectra: Any, n: Any, *, num_params: int | None = None,
-                              gamma: float = 1.0, normalized: bool = True) -> Any:
+def abbas_effective_dimension(
+    spectra: Any,
+    n: Any,
+    *,
+    num_params: int | None = None,
+    gamma: float = 1.0,
+    normalized: bool = True,
+) -> Any:
     """The effective dimension of Abbas et al. (2021), from Fisher spectra at sampled thetas.
 
     Parameters
@@ -215,14 +230,17 @@ def abbas_effective_dimension(spectra: Any, n: Any, *, num_params: int | None = 
     longest = max(lam.shape[0] for lam in lams)
     if num_params is None:
         if any(lam.shape[0] != longest for lam in lams):
-            raise ValueError("num_params: spectra of different lengths need num_params = P "
-                             "(the missing eigenvalues are zeros)")
+            raise ValueError(
+                "num_params: spectra of different lengths need num_params = P "
+                "(the missing eigenvalues are zeros)"
+            )
         d = longest
     else:
         d = check_int(num_params, "num_params", 1)
         if d < longest:
-            raise ValueError(f"num_params: expected at least the longest spectrum ({longest}), "
-                             f"received {d}")
+            raise ValueError(
+                f"num_params: expected at least the longest spectrum ({longest}), received {d}"
+            )
     gamma = check_nonnegative(gamma, "gamma")
     if not 0.0 < gamma <= 1.0:
         raise ValueError(f"gamma: expected a number in (0, 1], received {gamma!r}")
@@ -235,14 +253,21 @@ def abbas_effective_dimension(spectra: Any, n: Any, *, num_params: int | None = 
     kappa = gamma * ns / (2.0 * np.pi * np.log(ns))
     if np.any(kappa <= 1):
         bad = ns.ravel()[np.argmin(kappa.ravel() > 1)]
-        raise ValueError(f"n: the effective dimension needs gamma n / (2 pi log n) > 1 (its "
-                         f"log is the denominator); received n = {bad!r} with gamma = {gamma}")
+        raise ValueError(
+            f"n: the effective dimension needs gamma n / (2 pi log n) > 1 (its "
+            f"log is the denominator); received n = {bad!r} with gamma = {gamma}"
+        )
     mean_trace = np.mean([np.sum(lam) for lam in lams])
     if not mean_trace > 0:
         raise ValueError(f"spectra: expected a positive mean trace, received {mean_trace!r}")
     kap = kappa.reshape(-1)
-    r = np.stack([0.5 * np.sum(np.log1p(kap[:, None] * d * lam[None, :] / mean_trace), axis=1)
-                  for lam in lams], axis=1)  # (q, m_theta)
+    r = np.stack(
+        [
+            0.5 * np.sum(np.log1p(kap[:, None] * d * lam[None, :] / mean_trace), axis=1)
+            for lam in lams
+        ],
+        axis=1,
+    )  # (q, m_theta)
     dims = 2.0 * (logsumexp(r, axis=1) - np.log(len(lams))) / np.log(kap)
     if normalized:
         dims = dims / d
@@ -269,12 +294,19 @@ def karakida_statistics(eigenvalues: Any, *, num_params: int | None = None) -> K
     """
     lam = eigenvalue_array(eigenvalues)
     P = spectrum_dimension(lam, num_params)
-    return KarakidaStatistics(float(np.sum(lam) / P), float(np.sum(lam * lam) / P),
-                              float(np.max(lam)))
+    return KarakidaStatistics(
+        float(np.sum(lam) / P), float(np.sum(lam * lam) / P), float(np.max(lam))
+    )
 
 
-def spectrum_statistics(eigenvalues: Any, *, damping: float, num_params: int | None = None,
-                        z: float | None = None, rank_tol: float | None = None) -> dict:
+def spectrum_statistics(
+    eigenvalues: Any,
+    *,
+    damping: float,
+    num_params: int | None = None,
+    z: float | None = None,
+    rank_tol: float | None = None,
+) -> dict:
     """Every statistic of one spectrum, as a dict of floats.
 
     Keys: ``num_params``, ``trace``, ``frobenius_norm``, ``rank``, ``rank_tol``,

@@ -88,8 +88,9 @@ def _frozen(a: np.ndarray, copy: bool) -> np.ndarray:
 
 def _scalar(s: Any, name: str = "scale") -> float | None:
     """``float(s)`` for a real scalar, ``None`` otherwise (then the operator route is used)."""
-    if isinstance(s, numbers.Real) or (isinstance(s, np.ndarray) and s.ndim == 0
-                                       and np.isrealobj(s)):
+    if isinstance(s, numbers.Real) or (
+        isinstance(s, np.ndarray) and s.ndim == 0 and np.isrealobj(s)
+    ):
         value = float(s)
         if not np.isfinite(value):
             raise ValueError(f"{name}: expected a finite scalar, received {s!r}")
@@ -106,8 +107,11 @@ def _as_rhs(v: Any, P: int) -> tuple[np.ndarray, bool]:
 
 
 def _dense_guard(P: int, what: str, cheaper: str, copies: int = 1) -> None:
-    require_memory(8 * copies * P * P, f"{what} ({P}, {P}) float64"
-                   + (f" x {copies}" if copies > 1 else ""), cheaper)
+    require_memory(
+        8 * copies * P * P,
+        f"{what} ({P}, {P}) float64" + (f" x {copies}" if copies > 1 else ""),
+        cheaper,
+    )
 
 
 # --- the common interface ----------------------------------------------------------------------
@@ -254,8 +258,10 @@ class Structure(LinearOperator):
 
     def _check_scale(self, s: float) -> float:
         if self.psd and s < 0:
-            raise ValueError(f"scale: expected a non-negative scalar for a positive "
-                             f"semi-definite {type(self).__name__} (psd=True), received {s!r}")
+            raise ValueError(
+                f"scale: expected a non-negative scalar for a positive "
+                f"semi-definite {type(self).__name__} (psd=True), received {s!r}"
+            )
         return s
 
     def __mul__(self, x: Any) -> Any:
@@ -315,8 +321,9 @@ class SpectralFunction(LinearOperator):
     def to_dense(self) -> np.ndarray:
         """``Q diag(s) Q^T`` dense ``(P, P)`` (memory-guarded)."""
         P = self.shape[0]
-        _dense_guard(P, "dense spectral function of a curvature", ".matvec(v) / "
-                     ".diagonal() (never dense)")
+        _dense_guard(
+            P, "dense spectral function of a curvature", ".matvec(v) / .diagonal() (never dense)"
+        )
         return self.base._spectral_dense(self.values)
 
 
@@ -360,8 +367,9 @@ class Dense(Structure):
 
     def to_dense(self) -> np.ndarray:
         """A copy of ``M``, ``(P, P)`` (memory-guarded)."""
-        _dense_guard(self.num_params, "dense copy of a Dense curvature", ".matrix (read-only, "
-                     "no copy)")
+        _dense_guard(
+            self.num_params, "dense copy of a Dense curvature", ".matrix (read-only, no copy)"
+        )
         return np.array(self.matrix, copy=True)
 
     def diagonal(self) -> np.ndarray:
@@ -374,8 +382,12 @@ class Dense(Structure):
         """
         if self._eig is None:
             P = self.num_params
-            _dense_guard(P, "eigenvectors of a Dense curvature", "Diagonal / KFAC / "
-                         "BlockDiagonal structures, or Dense.solve (Cholesky, no eigenvectors)")
+            _dense_guard(
+                P,
+                "eigenvectors of a Dense curvature",
+                "Diagonal / KFAC / "
+                "BlockDiagonal structures, or Dense.solve (Cholesky, no eigenvectors)",
+            )
             w, Q = np.linalg.eigh(self.matrix)
             w.flags.writeable = Q.flags.writeable = False
             self._eig = (w, Q)
@@ -404,10 +416,14 @@ class Dense(Structure):
         Memory: one ``(P, P)`` working copy (guarded).
         """
         V, flat = _as_rhs(v, self.num_params)
-        _dense_guard(self.num_params, "Dense solve working copy", "Diagonal / KFAC / "
-                     "BlockDiagonal structures (solves per coordinate or per layer)")
-        X = damped_solve(self.matrix, V, damping, what="Dense curvature",
-                         symmetric_indefinite=not self.psd)
+        _dense_guard(
+            self.num_params,
+            "Dense solve working copy",
+            "Diagonal / KFAC / BlockDiagonal structures (solves per coordinate or per layer)",
+        )
+        X = damped_solve(
+            self.matrix, V, damping, what="Dense curvature", symmetric_indefinite=not self.psd
+        )
         return X[:, 0] if flat else X
 
     def _scaled(self, s: float) -> Dense:
@@ -444,8 +460,9 @@ class Diagonal(Structure):
 
     def to_dense(self) -> np.ndarray:
         """``diag(d)``, ``(P, P)`` (memory-guarded)."""
-        _dense_guard(self.num_params, "dense Diagonal curvature", ".entries / .diagonal() "
-                     "(P floats)")
+        _dense_guard(
+            self.num_params, "dense Diagonal curvature", ".entries / .diagonal() (P floats)"
+        )
         return np.diag(self.entries)
 
     def diagonal(self) -> np.ndarray:
@@ -476,8 +493,9 @@ class Diagonal(Structure):
         damping = check_nonnegative(damping, "damping")
         denom = self.entries + damping
         if self.psd:  # the diagonal system's criterion (refuses entries <= n eps max)
-            diagonal_solve(self.entries, np.ones(self.num_params), damping,
-                           what="diagonal curvature")
+            diagonal_solve(
+                self.entries, np.ones(self.num_params), damping, what="diagonal curvature"
+            )
         else:
             check_conditioned(np.abs(denom), damping, "|diagonal curvature + damping I|")
         X = V / denom[:, None]
@@ -488,8 +506,7 @@ class Diagonal(Structure):
 
     def _sum(self, other: Structure) -> Diagonal:
         assert isinstance(other, Diagonal)
-        return Diagonal(self.entries + other.entries, psd=self.psd and other.psd,
-                        copy=False)
+        return Diagonal(self.entries + other.entries, psd=self.psd and other.psd, copy=False)
 
 
 # --- BlockDiagonal ---------------------------------------------------------------------------
@@ -508,14 +525,16 @@ class BlockDiagonal(Structure):
 
     def __init__(self, blocks: Any, psd: bool = True, *, copy: bool = True):
         if isinstance(blocks, np.ndarray) or not isinstance(blocks, (list, tuple)):
-            raise TypeError(f"blocks: expected a list of square 2-D arrays, received "
-                            f"{type(blocks).__name__}")
+            raise TypeError(
+                f"blocks: expected a list of square 2-D arrays, received {type(blocks).__name__}"
+            )
         out = []
         for l, b in enumerate(blocks):
             b = as_float_array(b, f"blocks[{l}]", ndim=2)
             if b.shape[0] != b.shape[1]:
-                raise ValueError(f"blocks[{l}]: expected a square 2-D array (P_l, P_l), "
-                                 f"received shape {b.shape}")
+                raise ValueError(
+                    f"blocks[{l}]: expected a square 2-D array (P_l, P_l), received shape {b.shape}"
+                )
             out.append(_frozen(b, copy))
         self.blocks: tuple[np.ndarray, ...] = tuple(out)
         self.sizes = tuple(b.shape[0] for b in out)
@@ -535,8 +554,7 @@ class BlockDiagonal(Structure):
     def _slices(self) -> list[slice]:
         return [slice(a, b) for a, b in zip(self.offsets[:-1], self.offsets[1:])]
 
-    def _per_block(self, V: np.ndarray,
-                   op: Callable[[int, np.ndarray], np.ndarray]) -> np.ndarray:
+    def _per_block(self, V: np.ndarray, op: Callable[[int, np.ndarray], np.ndarray]) -> np.ndarray:
         out = np.empty_like(V, dtype=np.float64)
         for l, sl in enumerate(self._slices()):
             out[sl] = op(l, V[sl])
@@ -547,8 +565,11 @@ class BlockDiagonal(Structure):
 
     def to_dense(self) -> np.ndarray:
         """``blockdiag(B_l)``, ``(P, P)`` (memory-guarded)."""
-        _dense_guard(self.num_params, "dense BlockDiagonal curvature", ".blocks (per block) "
-                     "or .matvec / .solve")
+        _dense_guard(
+            self.num_params,
+            "dense BlockDiagonal curvature",
+            ".blocks (per block) or .matvec / .solve",
+        )
         M = np.zeros(self.shape)
         for b, sl in zip(self.blocks, self._slices()):
             M[sl, sl] = b
@@ -560,9 +581,11 @@ class BlockDiagonal(Structure):
     def eigh(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per block ``(w_l, Q_l)`` with ``B_l = Q_l diag(w_l) Q_l^T`` (not clipped); cached."""
         if self._eig is None:
-            require_memory(8 * sum(s * s for s in self.sizes), f"eigenvectors of the blocks "
-                           f"of sizes {list(self.sizes)} float64", "Diagonal / KFAC "
-                           "structures, or BlockDiagonal.solve (Cholesky per block)")
+            require_memory(
+                8 * sum(s * s for s in self.sizes),
+                f"eigenvectors of the blocks of sizes {list(self.sizes)} float64",
+                "Diagonal / KFAC structures, or BlockDiagonal.solve (Cholesky per block)",
+            )
             eig = []
             for b in self.blocks:
                 w, Q = np.linalg.eigh(b)
@@ -583,8 +606,12 @@ class BlockDiagonal(Structure):
         return self._per_block(Z, lambda l, X: eig[l][1] @ X)
 
     def _spectral_diagonal(self, s: np.ndarray) -> np.ndarray:
-        return np.concatenate([np.einsum("pk,pk,k->p", Q, Q, s[sl])
-                               for (_, Q), sl in zip(self.eigh(), self._slices())])
+        return np.concatenate(
+            [
+                np.einsum("pk,pk,k->p", Q, Q, s[sl])
+                for (_, Q), sl in zip(self.eigh(), self._slices())
+            ]
+        )
 
     def _spectral_dense(self, s: np.ndarray) -> np.ndarray:
         M = np.zeros(self.shape)
@@ -595,9 +622,16 @@ class BlockDiagonal(Structure):
     def solve(self, v: Any, damping: float = 0.0) -> np.ndarray:
         """``(B_l + damping I)^{-1} v_l`` per block (Cholesky, condition-checked)."""
         V, flat = _as_rhs(v, self.num_params)
-        X = self._per_block(V, lambda l, R: damped_solve(
-            self.blocks[l], R, damping, what=f"block {l} of the curvature",
-            symmetric_indefinite=not self.psd))
+        X = self._per_block(
+            V,
+            lambda l, R: damped_solve(
+                self.blocks[l],
+                R,
+                damping,
+                what=f"block {l} of the curvature",
+                symmetric_indefinite=not self.psd,
+            ),
+        )
         return X[:, 0] if flat else X
 
     def _scaled(self, s: float) -> BlockDiagonal:
@@ -607,8 +641,11 @@ class BlockDiagonal(Structure):
         assert isinstance(other, BlockDiagonal)
         if other.sizes != self.sizes:
             return None
-        return BlockDiagonal([a + b for a, b in zip(self.blocks, other.blocks)],
-                             psd=self.psd and other.psd, copy=False)
+        return BlockDiagonal(
+            [a + b for a, b in zip(self.blocks, other.blocks)],
+            psd=self.psd and other.psd,
+            copy=False,
+        )
 
 
 # --- KFAC ------------------------------------------------------------------------------------
@@ -655,21 +692,29 @@ class KFAC(Structure):
         elif isinstance(factors, (list, tuple)) and factors:
             terms = []
             for k, term in enumerate(factors):
-                if not (isinstance(term, (list, tuple)) and len(term) == 2
-                        and isinstance(term[1], KFACFactors)):
-                    raise TypeError(f"factors[{k}]: expected a (coefficient, KFACFactors) "
-                                    f"pair, received {type(term).__name__}")
-                terms.append((check_nonnegative(term[0], f"factors[{k}] coefficient"),
-                              term[1]))
+                if not (
+                    isinstance(term, (list, tuple))
+                    and len(term) == 2
+                    and isinstance(term[1], KFACFactors)
+                ):
+                    raise TypeError(
+                        f"factors[{k}]: expected a (coefficient, KFACFactors) "
+                        f"pair, received {type(term).__name__}"
+                    )
+                terms.append((check_nonnegative(term[0], f"factors[{k}] coefficient"), term[1]))
         else:
-            raise TypeError(f"factors: expected KFACFactors or a non-empty list of "
-                            f"(coefficient, KFACFactors), received {type(factors).__name__}")
+            raise TypeError(
+                f"factors: expected KFACFactors or a non-empty list of "
+                f"(coefficient, KFACFactors), received {type(factors).__name__}"
+            )
         first = terms[0][1]
         for k, (_, F) in enumerate(terms[1:], 1):
             if tuple(F.shapes) != tuple(first.shapes) or F.bias != first.bias:
-                raise ValueError(f"factors[{k}]: expected layer shapes {tuple(first.shapes)} "
-                                 f"and bias={first.bias!r} like factors[0], received "
-                                 f"{tuple(F.shapes)} and bias={F.bias!r}")
+                raise ValueError(
+                    f"factors[{k}]: expected layer shapes {tuple(first.shapes)} "
+                    f"and bias={first.bias!r} like factors[0], received "
+                    f"{tuple(F.shapes)} and bias={F.bias!r}"
+                )
         self.terms: tuple[tuple[float, KFACFactors], ...] = tuple(terms)
         self.shapes, self.bias = tuple(first.shapes), first.bias
         super().__init__(first.num_params)
@@ -688,8 +733,10 @@ class KFAC(Structure):
     def factors(self) -> KFACFactors:
         """The single term's factors with the coefficient carried by ``G`` (one term only)."""
         if len(self.terms) != 1:
-            raise ValueError(f"factors: a sum of {len(self.terms)} K-FAC terms has no single "
-                             "Kronecker factorisation; use .terms")
+            raise ValueError(
+                f"factors: a sum of {len(self.terms)} K-FAC terms has no single "
+                "Kronecker factorisation; use .terms"
+            )
         c, F = self.terms[0]
         if c == 1.0:
             return F
@@ -708,8 +755,11 @@ class KFAC(Structure):
         M = F.to_dense()
         M *= c
         for c, F in self.terms[1:]:
-            _dense_guard(self.num_params, "second dense K-FAC term of a sum", "KFAC.to_block() "
-                         "(the dense layer blocks) or .matvec / .diagonal()")
+            _dense_guard(
+                self.num_params,
+                "second dense K-FAC term of a sum",
+                "KFAC.to_block() (the dense layer blocks) or .matvec / .diagonal()",
+            )
             M += c * F.to_dense()
         return M
 
@@ -724,9 +774,11 @@ class KFAC(Structure):
         memory-guarded ``8 sum_l P_l^2``)."""
         if self._block is None:
             sizes = [o * i + o for o, i in self.shapes]
-            require_memory(8 * sum(s * s for s in sizes), f"dense K-FAC layer blocks of sizes "
-                           f"{sizes} float64", "a single K-FAC term (eigen-solves through "
-                           "the factors) or .matvec")
+            require_memory(
+                8 * sum(s * s for s in sizes),
+                f"dense K-FAC layer blocks of sizes {sizes} float64",
+                "a single K-FAC term (eigen-solves through the factors) or .matvec",
+            )
             blocks = []
             for l in range(len(self.shapes)):
                 B = sum(c * F.layer_block(l) for c, F in self.terms)
@@ -741,9 +793,11 @@ class KFAC(Structure):
         ``.to_block().eigh()`` (the dense layer blocks' eigendecompositions).
         """
         if len(self.terms) != 1:
-            raise ValueError(f"eigh: a sum of {len(self.terms)} K-FAC terms is not a Kronecker "
-                             "product per layer, so its eigenvectors are not U kron V; use "
-                             ".to_block().eigh() (dense layer blocks, exact)")
+            raise ValueError(
+                f"eigh: a sum of {len(self.terms)} K-FAC terms is not a Kronecker "
+                "product per layer, so its eigenvectors are not U kron V; use "
+                ".to_block().eigh() (dense layer blocks, exact)"
+            )
         if self._eig is None:
             c, F = self.terms[0]
             eig = []
@@ -788,8 +842,9 @@ class KFAC(Structure):
                 out[off:w_end] = (L @ W @ R).reshape(m, o * i).T
                 out[w_end:stop] = L @ X[w_end:stop]
             elif forward:  # flat [W, b] -> homogeneous (o, i + 1) -> eigen coordinates
-                T = np.concatenate([X[off:w_end].T.reshape(m, o, i),
-                                    X[w_end:stop].T[:, :, None]], axis=2)
+                T = np.concatenate(
+                    [X[off:w_end].T.reshape(m, o, i), X[w_end:stop].T[:, :, None]], axis=2
+                )
                 out[off:stop] = (L @ T @ R).reshape(m, o * (i + 1)).T
             else:  # eigen coordinates -> homogeneous -> flat [W, b]
                 T = L @ X[off:stop].T.reshape(m, o, i + 1) @ R
@@ -852,8 +907,7 @@ class KFAC(Structure):
                 check_conditioned(np.full(1, damping), damping, "0 + damping I")
                 X = V / damping
             else:
-                X = np.column_stack([F.solve(V[:, j], damping / c) / c
-                                     for j in range(V.shape[1])])
+                X = np.column_stack([F.solve(V[:, j], damping / c) / c for j in range(V.shape[1])])
         return X[:, 0] if flat else X
 
     def _scaled(self, s: float) -> KFAC:
@@ -870,23 +924,42 @@ class KFAC(Structure):
 #: The class of each ``structure=`` word; ``STRUCTURE_CLASSES[word](data)`` wraps a
 #: representation (``(P, P)``, ``(P,)``, a list of blocks, :class:`KFACFactors`).
 STRUCTURE_CLASSES: dict[str, type[Structure]] = {
-    "full": Dense, "diag": Diagonal, "block": BlockDiagonal, "kfac": KFAC}
+    "full": Dense,
+    "diag": Diagonal,
+    "block": BlockDiagonal,
+    "kfac": KFAC,
+}
 
 _BUILDERS = {  # the arrays are fresh: wrapped without a copy
     "full": lambda net, theta, X, y, fisher, bias, kw: Dense(
-        curvature_matrix(net, theta, X, y, fisher, **kw), copy=False),
+        curvature_matrix(net, theta, X, y, fisher, **kw), copy=False
+    ),
     "diag": lambda net, theta, X, y, fisher, bias, kw: Diagonal(
-        fisher_diagonal(net, theta, X, y, fisher, **kw), copy=False),
+        fisher_diagonal(net, theta, X, y, fisher, **kw), copy=False
+    ),
     "block": lambda net, theta, X, y, fisher, bias, kw: BlockDiagonal(
-        block_diagonal(net, theta, X, y, fisher, **kw), copy=False),
+        block_diagonal(net, theta, X, y, fisher, **kw), copy=False
+    ),
     "kfac": lambda net, theta, X, y, fisher, bias, kw: KFAC(
-        kfac(net, theta, X, y, fisher, bias=bias, **kw)),
+        kfac(net, theta, X, y, fisher, bias=bias, **kw)
+    ),
 }
 
 
-def curvature(net: Any, theta: Any, X: Any, y: Any = None, fisher: str = "true",
-              structure: str = "full", *, reduction: str = "mean", bias: str = "folded",
-              n_samples: int = 1, rng: Any = None, chunk_size: int | None = None) -> Structure:
+def curvature(
+    net: Any,
+    theta: Any,
+    X: Any,
+    y: Any = None,
+    fisher: str = "true",
+    structure: str = "full",
+    *,
+    reduction: str = "mean",
+    bias: str = "folded",
+    n_samples: int = 1,
+    rng: Any = None,
+    chunk_size: int | None = None,
+) -> Structure:
     """The curvature ``fisher`` of ``net`` at ``theta`` in the structure ``structure``.
 
     Parameters

@@ -25,9 +25,13 @@ _STRUCTURED = frozenset(s.value for s in Structure if s is not Structure.FULL)
 
 
 def _warn(where: str, what: str) -> None:
-    warnings.warn(f"{where}: {what} is deprecated since minifim {DEPRECATION_SINCE} and will "
-                  f"be removed in {DEPRECATION_UNTIL}; pass the kind as fisher= and the "
-                  "structure as structure=", DeprecationWarning, stacklevel=3)
+    warnings.warn(
+        f"{where}: {what} is deprecated since minifim {DEPRECATION_SINCE} and will "
+        f"be removed in {DEPRECATION_UNTIL}; pass the kind as fisher= and the "
+        "structure as structure=",
+        DeprecationWarning,
+        stacklevel=3,
+    )
 
 
 def split_curvature(position: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -49,18 +53,25 @@ def split_curvature(position: int) -> Callable[[Callable[..., Any]], Callable[..
                 _warn(where, f"keyword 'curvature' (here {old!r})")
                 target = "structure" if isinstance(old, str) and old in _STRUCTURED else "fisher"
                 if target in kwargs or (target == "fisher" and len(args) > position):
-                    raise TypeError(f"{where}: received both 'curvature' (deprecated) and "
-                                    f"'{target}'; pass only '{target}'")
+                    raise TypeError(
+                        f"{where}: received both 'curvature' (deprecated) and "
+                        f"'{target}'; pass only '{target}'"
+                    )
                 kwargs[target] = old
-            elif (len(args) > position and isinstance(args[position], str)
-                  and args[position] in _STRUCTURED):
+            elif (
+                len(args) > position
+                and isinstance(args[position], str)
+                and args[position] in _STRUCTURED
+            ):
                 old = args[position]
                 _warn(where, f"a structure ({old!r}) as the positional curvature argument")
                 if "structure" in kwargs:
-                    raise TypeError(f"{where}: received the structure {old!r} positionally and "
-                                    "structure=; pass only structure=")
+                    raise TypeError(
+                        f"{where}: received the structure {old!r} positionally and "
+                        "structure=; pass only structure="
+                    )
                 kwargs["structure"] = old
-                args = args[:position] + (kwargs.pop("fisher", "true"),) + args[position + 1:]
+                args = args[:position] + (kwargs.pop("fisher", "true"),) + args[position + 1 :]
             return func(*args, **kwargs)
 
         return wrapper

@@ -111,9 +111,8 @@ EWC_MODES = ("separate", "recursive", "online")
 
 _CHEAPER = {
     "full": "structure='kfac' (Kronecker factors per layer), structure='block' (exact per-layer "
-            "blocks) or structure='diag' (exact diagonal)",
-    "block": "structure='kfac' (Kronecker factors per layer) or structure='diag' (exact "
-             "diagonal)",
+    "blocks) or structure='diag' (exact diagonal)",
+    "block": "structure='kfac' (Kronecker factors per layer) or structure='diag' (exact diagonal)",
 }
 
 
@@ -155,13 +154,15 @@ class Quadratic:
 
 
 # --- curvature of one task -----------------------------------------------------------------
-def _mean_gradients(net: MLP, theta: np.ndarray, X: np.ndarray, y: np.ndarray,
-                    batch_size: int | None) -> np.ndarray:
+def _mean_gradients(
+    net: MLP, theta: np.ndarray, X: np.ndarray, y: np.ndarray, batch_size: int | None
+) -> np.ndarray:
     """Rows: gradients of the batch-MEAN loss on consecutive mini-batches, ``(n_batches, P)``."""
     N = X.shape[0]
     step = N if batch_size is None else min(batch_size, N)
-    return np.stack([gradient(net, theta, X[s:s + step], y[s:s + step])
-                     for s in range(0, N, step)])
+    return np.stack(
+        [gradient(net, theta, X[s : s + step], y[s : s + step]) for s in range(0, N, step)]
+    )
 
 
 def _block_sizes(net: MLP) -> list[int]:
@@ -171,9 +172,13 @@ def _block_sizes(net: MLP) -> list[int]:
 def _require(structure: str, net: MLP) -> None:
     """Memory guard for the dense representations, naming the cheaper structure."""
     P = net.num_params
-    dense = {"full": (8 * P * P, f"dense (P, P) = ({P}, {P}) float64"),
-             "block": (8 * sum(s * s for s in _block_sizes(net)),
-                       f"per-layer blocks of sizes {_block_sizes(net)}")}
+    dense = {
+        "full": (8 * P * P, f"dense (P, P) = ({P}, {P}) float64"),
+        "block": (
+            8 * sum(s * s for s in _block_sizes(net)),
+            f"per-layer blocks of sizes {_block_sizes(net)}",
+        ),
+    }
     if structure in dense:
         need, what = dense[structure]
         require_memory(need, f"EWC structure={structure!r}: {what}", _CHEAPER[structure])
@@ -190,9 +195,14 @@ def _structure(kind: str, M: Any, copy: bool = True) -> CurvatureStructure:
     return cls(M) if kind == "kfac" else cls(M, copy=copy)  # type: ignore[call-arg]
 
 
-def _check_options(structure: str, fisher: str, n_samples: int | None, rng: Any,
-                   bias: str | None, batch_size: int | None
-                   ) -> tuple[int, Any, str | None, int | None]:
+def _check_options(
+    structure: str,
+    fisher: str,
+    n_samples: int | None,
+    rng: Any,
+    bias: str | None,
+    batch_size: int | None,
+) -> tuple[int, Any, str | None, int | None]:
     """The options of one ``(structure, fisher)`` configuration, refusing those it ignores.
 
     Returns ``(n_samples, rng, bias, batch_size)``: ``n_samples`` (default 1) and ``rng``
@@ -203,39 +213,60 @@ def _check_options(structure: str, fisher: str, n_samples: int | None, rng: Any,
     if fisher == "mc":
         n_samples = 1 if n_samples is None else check_int(n_samples, "n_samples", 1)
         if rng is None:
-            raise TypeError("rng: fisher='mc' samples labels; pass a numpy.random.Generator or "
-                            "a seed, received None")
+            raise TypeError(
+                "rng: fisher='mc' samples labels; pass a numpy.random.Generator or "
+                "a seed, received None"
+            )
         rng = as_generator(rng)
     else:
         if n_samples is not None:
-            raise ValueError(f"n_samples: only fisher='mc' samples labels; expected None with "
-                             f"fisher={fisher!r}, received {n_samples!r}")
+            raise ValueError(
+                f"n_samples: only fisher='mc' samples labels; expected None with "
+                f"fisher={fisher!r}, received {n_samples!r}"
+            )
         if rng is not None:
-            raise ValueError(f"rng: only fisher='mc' samples labels; expected None with "
-                             f"fisher={fisher!r}, received {type(rng).__name__}")
+            raise ValueError(
+                f"rng: only fisher='mc' samples labels; expected None with "
+                f"fisher={fisher!r}, received {type(rng).__name__}"
+            )
         n_samples = 1
     if structure == "kfac":
         bias = check_choice("folded" if bias is None else bias, "bias", ("folded", "separate"))
     elif bias is not None:
-        raise ValueError(f"bias: only structure='kfac' has a bias convention; expected None "
-                         f"with structure={structure!r}, received {bias!r}")
+        raise ValueError(
+            f"bias: only structure='kfac' has a bias convention; expected None "
+            f"with structure={structure!r}, received {bias!r}"
+        )
     if batch_size is not None:
         if fisher != "square_of_mean_gradient":
-            raise ValueError(f"batch_size: only fisher='square_of_mean_gradient' uses "
-                             f"mini-batches; expected None with fisher={fisher!r}, received "
-                             f"{batch_size!r}")
+            raise ValueError(
+                f"batch_size: only fisher='square_of_mean_gradient' uses "
+                f"mini-batches; expected None with fisher={fisher!r}, received "
+                f"{batch_size!r}"
+            )
         batch_size = check_int(batch_size, "batch_size", 1)
     if fisher == "square_of_mean_gradient" and structure == "kfac":
-        raise ValueError("structure: fisher='square_of_mean_gradient' has no K-FAC form; "
-                         "expected one of ['block', 'diag', 'full'], received 'kfac'")
+        raise ValueError(
+            "structure: fisher='square_of_mean_gradient' has no K-FAC form; "
+            "expected one of ['block', 'diag', 'full'], received 'kfac'"
+        )
     return n_samples, rng, bias, batch_size
 
 
 @deprecated_keywords(curvature="structure")
-def task_curvature(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike | None = None,
-                   structure: str | Structure = "diag", fisher: str = "true", *,
-                   n_samples: int | None = None, rng: np.random.Generator | int | None = None,
-                   bias: str | None = None, batch_size: int | None = None) -> Any:
+def task_curvature(
+    net: MLP,
+    theta: ArrayLike,
+    X: ArrayLike,
+    y: ArrayLike | None = None,
+    structure: str | Structure = "diag",
+    fisher: str = "true",
+    *,
+    n_samples: int | None = None,
+    rng: np.random.Generator | int | None = None,
+    bias: str | None = None,
+    batch_size: int | None = None,
+) -> Any:
     """The mean curvature ``F_t`` of one task at ``theta`` in the representation of ``structure``.
 
     Parameters
@@ -275,28 +306,33 @@ def task_curvature(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike | None
     check_net(net)
     structure = _check_structure(structure)
     check_choice(fisher, "fisher", EWC_FISHERS)
-    n_samples, rng, bias, batch_size = _check_options(structure, fisher, n_samples, rng, bias,
-                                                      batch_size)
+    n_samples, rng, bias, batch_size = _check_options(
+        structure, fisher, n_samples, rng, bias, batch_size
+    )
     theta = net.check_theta(theta)
     X = net.check_inputs(X)
     _require(structure, net)
     if fisher == "square_of_mean_gradient":
         if y is None:
-            raise ValueError("y: fisher='square_of_mean_gradient' needs the task's targets y, "
-                             "received None")
+            raise ValueError(
+                "y: fisher='square_of_mean_gradient' needs the task's targets y, received None"
+            )
         y = net.check_targets(y, X.shape[0])
         Gb = _mean_gradients(net, theta, X, y, batch_size)
         nb = Gb.shape[0]
-        som = {"diag": lambda: np.einsum("bp,bp->p", Gb, Gb) / nb,  # 1/B sum_b g_b g_b^T
-               "block": lambda: [Gb[:, s].T @ Gb[:, s] / nb for s in net.layer_param_slices()],
-               "full": lambda: Gb.T @ Gb / nb}
+        som = {
+            "diag": lambda: np.einsum("bp,bp->p", Gb, Gb) / nb,  # 1/B sum_b g_b g_b^T
+            "block": lambda: [Gb[:, s].T @ Gb[:, s] / nb for s in net.layer_param_slices()],
+            "full": lambda: Gb.T @ Gb / nb,
+        }
         return _structure(structure, som[structure](), copy=False).data
     if fisher == "empirical" and y is None:
         raise ValueError("y: fisher='empirical' needs the task's targets y, received None")
     if y is not None:
         y = net.check_targets(y, X.shape[0])
-    return structured_curvature(net, theta, X, y, fisher, structure, bias=bias or "folded",
-                                n_samples=n_samples, rng=rng).data
+    return structured_curvature(
+        net, theta, X, y, fisher, structure, bias=bias or "folded", n_samples=n_samples, rng=rng
+    ).data
 
 
 def _check_representation(kind: str, M: Any, net: MLP, name: str) -> Any:
@@ -305,11 +341,15 @@ def _check_representation(kind: str, M: Any, net: MLP, name: str) -> Any:
     S = _structure(kind, M, copy=False)
     sizes = tuple(_block_sizes(net))
     if isinstance(S, BlockDiagonal) and S.sizes != sizes:
-        raise ValueError(f"{name}: expected {len(sizes)} per-layer blocks of sizes "
-                         f"{list(sizes)}, received sizes {list(S.sizes)}")
+        raise ValueError(
+            f"{name}: expected {len(sizes)} per-layer blocks of sizes "
+            f"{list(sizes)}, received sizes {list(S.sizes)}"
+        )
     if isinstance(S, KFAC) and S.shapes != tuple(net.shapes):
-        raise ValueError(f"{name}: expected K-FAC factors for layer shapes {tuple(net.shapes)}, "
-                         f"received {S.shapes}")
+        raise ValueError(
+            f"{name}: expected K-FAC factors for layer shapes {tuple(net.shapes)}, "
+            f"received {S.shapes}"
+        )
     return M
 
 
@@ -321,34 +361,42 @@ def _check_curvature(kind: str, M: Any, name: str, P: int | None = None) -> tupl
     """
     if kind == "kfac":
         if not isinstance(M, KFACFactors):
-            raise TypeError(f"{name}: expected KFACFactors for structure='kfac', received "
-                            f"{describe(M)}")
+            raise TypeError(
+                f"{name}: expected KFACFactors for structure='kfac', received {describe(M)}"
+            )
         size = M.num_params
     elif kind == "block":
         if not isinstance(M, (list, tuple)):
-            raise TypeError(f"{name}: expected a list of square per-layer blocks for "
-                            f"structure='block', received {describe(M)}")
+            raise TypeError(
+                f"{name}: expected a list of square per-layer blocks for "
+                f"structure='block', received {describe(M)}"
+            )
         blocks = []
         for l, b in enumerate(M):
             if isinstance(b, KFACFactors):
-                raise TypeError(f"{name}[{l}]: expected a square 2-D array, received "
-                                "KFACFactors")
+                raise TypeError(f"{name}[{l}]: expected a square 2-D array, received KFACFactors")
             b = as_float_array(b, f"{name}[{l}]")
             if b.ndim != 2 or b.shape[0] != b.shape[1]:
-                raise ValueError(f"{name}[{l}]: expected a square 2-D array (P_l, P_l), "
-                                 f"received shape {b.shape}")
+                raise ValueError(
+                    f"{name}[{l}]: expected a square 2-D array (P_l, P_l), received shape {b.shape}"
+                )
             blocks.append(b)
         M, size = blocks, sum(b.shape[0] for b in blocks)
     else:
-        ndim, what = (1, "a 1-D array (the diagonal, shape (P,))") if kind == "diag" else (
-            2, "a square 2-D array (P, P)")
+        ndim, what = (
+            (1, "a 1-D array (the diagonal, shape (P,))")
+            if kind == "diag"
+            else (2, "a square 2-D array (P, P)")
+        )
         if isinstance(M, KFACFactors):
-            raise TypeError(f"{name}: expected {what} for structure={kind!r}, received "
-                            f"{describe(M)}")
+            raise TypeError(
+                f"{name}: expected {what} for structure={kind!r}, received {describe(M)}"
+            )
         M = as_float_array(M, name)
         if M.ndim != ndim or (ndim == 2 and M.shape[0] != M.shape[1]):
-            raise ValueError(f"{name}: expected {what} for structure={kind!r}, received shape "
-                             f"{M.shape}")
+            raise ValueError(
+                f"{name}: expected {what} for structure={kind!r}, received shape {M.shape}"
+            )
         size = M.shape[0]
     if P is not None and size != P:
         raise ValueError(f"{name}: expected a curvature of size P = {P}, received {size}")
@@ -359,12 +407,15 @@ def _check_kind(kind: str) -> str:
     return as_option(kind, Structure, "structure").value
 
 
-def _check_quadratics(quads: Any, kind: str, name: str = "quads"
-                      ) -> tuple[tuple[Quadratic, ...], int | None]:
+def _check_quadratics(
+    quads: Any, kind: str, name: str = "quads"
+) -> tuple[tuple[Quadratic, ...], int | None]:
     """Validate a sequence of :class:`Quadratic` terms of kind ``kind``; return ``(quads, P)``."""
     if isinstance(quads, Quadratic) or not isinstance(quads, (list, tuple)):
-        raise TypeError(f"{name}: expected a sequence of Quadratic terms (e.g. "
-                        f"EWC.quadratics), received {describe(quads)}")
+        raise TypeError(
+            f"{name}: expected a sequence of Quadratic terms (e.g. "
+            f"EWC.quadratics), received {describe(quads)}"
+        )
     out, P = [], None
     for i, q in enumerate(quads):
         if not isinstance(q, Quadratic):
@@ -373,17 +424,22 @@ def _check_quadratics(quads: Any, kind: str, name: str = "quads"
         if P is None:
             P = centre.shape[0]
         elif centre.shape != (P,):
-            raise ValueError(f"{name}[{i}].centre: expected shape ({P},) like {name}[0], "
-                             f"received shape {centre.shape}")
+            raise ValueError(
+                f"{name}[{i}].centre: expected shape ({P},) like {name}[0], "
+                f"received shape {centre.shape}"
+            )
         if not isinstance(q.terms, (list, tuple)):
-            raise TypeError(f"{name}[{i}].terms: expected a tuple of (coefficient, curvature) "
-                            f"pairs, received {describe(q.terms)}")
+            raise TypeError(
+                f"{name}[{i}].terms: expected a tuple of (coefficient, curvature) "
+                f"pairs, received {describe(q.terms)}"
+            )
         terms = []
         for k, term in enumerate(q.terms):
             tname = f"{name}[{i}].terms[{k}]"
             if not isinstance(term, (list, tuple)) or len(term) != 2:
-                raise TypeError(f"{tname}: expected a (coefficient, curvature) pair, received "
-                                f"{describe(term)}")
+                raise TypeError(
+                    f"{tname}: expected a (coefficient, curvature) pair, received {describe(term)}"
+                )
             c = check_nonnegative(term[0], f"{tname} coefficient")
             terms.append((c, _check_curvature(kind, term[1], tname, P)[0]))
         out.append(Quadratic(centre, tuple(terms)))
@@ -423,8 +479,11 @@ def curvature_dense(structure: str, M: Any) -> np.ndarray:
 
 
 def _dense(kind: str, M: Any, P: int) -> np.ndarray:
-    require_memory(8 * P * P, f"dense EWC precision (P, P) = ({P}, {P}) float64",
-                   "EWC.hessian_matvec (matrix-free products)")
+    require_memory(
+        8 * P * P,
+        f"dense EWC precision (P, P) = ({P}, {P}) float64",
+        "EWC.hessian_matvec (matrix-free products)",
+    )
     return _structure(kind, M, copy=False).to_dense()
 
 
@@ -444,8 +503,10 @@ def _merge(kind: str, terms: tuple) -> tuple:
 
 def _check_tasks(tasks: Any, kind: str) -> tuple[EWCTask, ...]:
     if isinstance(tasks, EWCTask) or not isinstance(tasks, (list, tuple)):
-        raise TypeError(f"tasks: expected a sequence of EWCTask records (e.g. EWC.tasks), "
-                        f"received {describe(tasks)}")
+        raise TypeError(
+            f"tasks: expected a sequence of EWCTask records (e.g. EWC.tasks), "
+            f"received {describe(tasks)}"
+        )
     out, P = [], None
     for t, task in enumerate(tasks):
         if not isinstance(task, EWCTask):
@@ -454,18 +515,24 @@ def _check_tasks(tasks: Any, kind: str) -> tuple[EWCTask, ...]:
         if P is None:
             P = theta.shape[0]
         elif theta.shape != (P,):
-            raise ValueError(f"tasks[{t}].theta_star: expected shape ({P},) like tasks[0], "
-                             f"received shape {theta.shape}")
+            raise ValueError(
+                f"tasks[{t}].theta_star: expected shape ({P},) like tasks[0], "
+                f"received shape {theta.shape}"
+            )
         n = check_int(task.n_samples, f"tasks[{t}].n_samples", 1)
         M = _check_curvature(kind, task.curvature, f"tasks[{t}].curvature", P)[0]
-        out.append(task if (theta is task.theta_star and M is task.curvature
-                            and n == task.n_samples) else EWCTask(theta, n, M))
+        out.append(
+            task
+            if (theta is task.theta_star and M is task.curvature and n == task.n_samples)
+            else EWCTask(theta, n, M)
+        )
     return tuple(out)
 
 
 @deprecated_keywords(kind="structure")
-def quadratics(tasks: Any, structure: str, mode: str = "separate", strength: float = 1.0,
-               gamma: float = 1.0) -> tuple[Quadratic, ...]:
+def quadratics(
+    tasks: Any, structure: str, mode: str = "separate", strength: float = 1.0, gamma: float = 1.0
+) -> tuple[Quadratic, ...]:
     """The penalty terms of ``tasks`` (a sequence of :class:`EWCTask`, oldest first).
 
     Every record is validated: an :class:`EWCTask` with ``theta_star: (P,)`` (the same ``P``
@@ -488,12 +555,14 @@ def quadratics(tasks: Any, structure: str, mode: str = "separate", strength: flo
     if not tasks:
         return ()
     if mode == "separate":
-        return tuple(Quadratic(t.theta_star, ((strength * t.n_samples, t.curvature),))
-                     for t in tasks)
+        return tuple(
+            Quadratic(t.theta_star, ((strength * t.n_samples, t.curvature),)) for t in tasks
+        )
     g = 1.0 if mode == "recursive" else gamma
     T = len(tasks)
-    terms = tuple((strength * g ** (T - 1 - i) * t.n_samples, t.curvature)
-                  for i, t in enumerate(tasks))
+    terms = tuple(
+        (strength * g ** (T - 1 - i) * t.n_samples, t.curvature) for i, t in enumerate(tasks)
+    )
     return (Quadratic(tasks[-1].theta_star, _merge(kind, terms)),)
 
 
@@ -623,11 +692,21 @@ class EWC:
     """
 
     @deprecated_keywords(curvature="structure")
-    def __init__(self, net: MLP, structure: str | Structure = "diag", fisher: str = "true",
-                 mode: str = "separate", strength: float = 1.0, gamma: float = 1.0, *,
-                 n_samples: int | None = None, rng: np.random.Generator | int | None = None,
-                 bias: str | None = None, batch_size: int | None = None,
-                 tasks: Any = ()) -> None:
+    def __init__(
+        self,
+        net: MLP,
+        structure: str | Structure = "diag",
+        fisher: str = "true",
+        mode: str = "separate",
+        strength: float = 1.0,
+        gamma: float = 1.0,
+        *,
+        n_samples: int | None = None,
+        rng: np.random.Generator | int | None = None,
+        bias: str | None = None,
+        batch_size: int | None = None,
+        tasks: Any = (),
+    ) -> None:
         self.net = check_net(net)
         self.structure = _check_structure(structure)
         self.fisher = check_choice(fisher, "fisher", EWC_FISHERS)
@@ -637,20 +716,26 @@ class EWC:
         if self.gamma > 1:
             raise ValueError(f"gamma: expected a decay in [0, 1], received {gamma!r}")
         if mode != "online" and self.gamma != 1.0:
-            raise ValueError(f"gamma: only mode='online' decays the precision; expected "
-                             f"gamma=1.0 with mode={mode!r}, received {gamma!r}")
+            raise ValueError(
+                f"gamma: only mode='online' decays the precision; expected "
+                f"gamma=1.0 with mode={mode!r}, received {gamma!r}"
+            )
         self.n_samples, self.rng, self.bias, self.batch_size = _check_options(
-            self.structure, fisher, n_samples, rng, bias, batch_size)
+            self.structure, fisher, n_samples, rng, bias, batch_size
+        )
         _require(self.structure, net)  # fail before any task is learnt
         self._tasks: tuple[EWCTask, ...] = ()
         self._quads: tuple[Quadratic, ...] = ()
         for t in tasks:
             if not isinstance(t, EWCTask):
                 raise TypeError(f"tasks: expected EWCTask records, received {type(t).__name__}")
-            self._append(EWCTask(net.check_theta(t.theta_star, "tasks[].theta_star"),
-                                 check_int(t.n_samples, "tasks[].n_samples", 1),
-                                 _check_representation(self.structure, t.curvature, net,
-                                                       "tasks[].curvature")))
+            self._append(
+                EWCTask(
+                    net.check_theta(t.theta_star, "tasks[].theta_star"),
+                    check_int(t.n_samples, "tasks[].n_samples", 1),
+                    _check_representation(self.structure, t.curvature, net, "tasks[].curvature"),
+                )
+            )
 
     # --- state -----------------------------------------------------------------------------
     @property
@@ -670,21 +755,32 @@ class EWC:
 
         from ..options import DEPRECATION_SINCE, DEPRECATION_UNTIL
 
-        warnings.warn(f"EWC.curvature is deprecated since minifim {DEPRECATION_SINCE} and will "
-                      f"be removed in {DEPRECATION_UNTIL}; use EWC.structure",
-                      DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            f"EWC.curvature is deprecated since minifim {DEPRECATION_SINCE} and will "
+            f"be removed in {DEPRECATION_UNTIL}; use EWC.structure",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return self.structure
 
     def config(self) -> dict:
         """The constructor arguments (without ``net``, ``rng`` and ``tasks``)."""
-        return {"structure": self.structure, "fisher": self.fisher, "mode": self.mode,
-                "strength": self.strength, "gamma": self.gamma,
-                "n_samples": self.n_samples if self.fisher == "mc" else None,
-                "bias": self.bias, "batch_size": self.batch_size}
+        return {
+            "structure": self.structure,
+            "fisher": self.fisher,
+            "mode": self.mode,
+            "strength": self.strength,
+            "gamma": self.gamma,
+            "n_samples": self.n_samples if self.fisher == "mc" else None,
+            "bias": self.bias,
+            "batch_size": self.batch_size,
+        }
 
     def __repr__(self) -> str:
-        return (f"EWC(structure={self.structure!r}, fisher={self.fisher!r}, mode={self.mode!r}, "
-                f"strength={self.strength!r}, gamma={self.gamma!r}, tasks={len(self._tasks)})")
+        return (
+            f"EWC(structure={self.structure!r}, fisher={self.fisher!r}, mode={self.mode!r}, "
+            f"strength={self.strength!r}, gamma={self.gamma!r}, tasks={len(self._tasks)})"
+        )
 
     def _append(self, task: EWCTask) -> None:
         new = (self.strength * task.n_samples, task.curvature)
@@ -697,8 +793,7 @@ class EWC:
             self._quads = (Quadratic(task.theta_star, _merge(self.structure, old + (new,))),)
         self._tasks = self._tasks + (task,)
 
-    def add_task(self, theta_star: ArrayLike, X: ArrayLike, y: ArrayLike | None = None
-                 ) -> EWCTask:
+    def add_task(self, theta_star: ArrayLike, X: ArrayLike, y: ArrayLike | None = None) -> EWCTask:
         """Record the curvature of the task just learnt at its solution; return the record.
 
         Parameters
@@ -754,8 +849,11 @@ class EWC:
         else 1): the modes differ only in the centres.
         """
         P = self.net.num_params
-        require_memory(8 * P * P, f"dense EWC Hessian (P, P) = ({P}, {P}) float64",
-                       "EWC.hessian_matvec (matrix-free products)")
+        require_memory(
+            8 * P * P,
+            f"dense EWC Hessian (P, P) = ({P}, {P}) float64",
+            "EWC.hessian_matvec (matrix-free products)",
+        )
         out = np.zeros((P, P))
         for q in self._quads:
             for c, M in q.terms:

@@ -80,17 +80,25 @@ from ..options import (
     deprecated_keywords,
 )
 
-__all__ = ["Laplace", "calibration", "Calibration", "LAPLACE_STRUCTURES",
-           "CURVATURE_STRUCTURES", "LAPLACE_FISHERS"]
+__all__ = [
+    "Laplace",
+    "calibration",
+    "Calibration",
+    "LAPLACE_STRUCTURES",
+    "CURVATURE_STRUCTURES",
+    "LAPLACE_FISHERS",
+]
 
 LAPLACE_STRUCTURES = Structure.values()
 CURVATURE_STRUCTURES = LAPLACE_STRUCTURES  # the former name, kept importable
 LAPLACE_FISHERS = ("true", "ggn", "empirical", "mc")
 _CHUNK_BYTES = 2**26  # working memory per chunk of test inputs in the GLM predictive
 
-_CHEAPER_COV = ("Laplace.posterior_variance() (the marginal variances, never dense), "
-                ".sample(), .functional_posterior() / .predictive() (J A^-1 J^T without "
-                "forming A^-1), or structure='kfac' / 'diag'")
+_CHEAPER_COV = (
+    "Laplace.posterior_variance() (the marginal variances, never dense), "
+    ".sample(), .functional_posterior() / .predictive() (J A^-1 J^T without "
+    "forming A^-1), or structure='kfac' / 'diag'"
+)
 
 
 # --- the Laplace approximation -------------------------------------------------------------
@@ -150,11 +158,21 @@ class Laplace:
     """
 
     @deprecated_keywords(curvature="structure")
-    def __init__(self, net: MLP, theta_map: ArrayLike, X: ArrayLike, y: ArrayLike,
-                 prior_precision: float = 1.0, structure: str | Structure = "full",
-                 fisher: str = "true", *, bias: str | Bias = "folded", n_samples: int = 1,
-                 rng: np.random.Generator | int | None = None,
-                 chunk_size: int | None = None) -> None:
+    def __init__(
+        self,
+        net: MLP,
+        theta_map: ArrayLike,
+        X: ArrayLike,
+        y: ArrayLike,
+        prior_precision: float = 1.0,
+        structure: str | Structure = "full",
+        fisher: str = "true",
+        *,
+        bias: str | Bias = "folded",
+        n_samples: int = 1,
+        rng: np.random.Generator | int | None = None,
+        chunk_size: int | None = None,
+    ) -> None:
         check_net(net)
         structure = as_option(structure, Structure, "structure").value
         check_choice(fisher, "fisher", LAPLACE_FISHERS)
@@ -164,18 +182,32 @@ class Laplace:
         y = net.check_targets(y, X.shape[0])
         self._alpha = check_positive(prior_precision, "prior_precision")
         if fisher == "mc" and rng is None:
-            raise TypeError("rng: fisher='mc' samples labels; pass a numpy.random.Generator "
-                            "or a seed, received None")
+            raise TypeError(
+                "rng: fisher='mc' samples labels; pass a numpy.random.Generator "
+                "or a seed, received None"
+            )
         P = net.num_params
         self.net, self.structure, self.fisher, self.bias = net, structure, fisher, bias
         self.num_samples, self.num_params = X.shape[0], P
         if structure == "full":
-            require_memory(3 * 8 * P * P, f"full Laplace precision and its eigenvectors 3 x "
-                           f"(P, P) = 3 x ({P}, {P}) float64", "structure='kfac' (Kronecker "
-                           "blocks) or structure='diag'")
+            require_memory(
+                3 * 8 * P * P,
+                f"full Laplace precision and its eigenvectors 3 x (P, P) = 3 x ({P}, {P}) float64",
+                "structure='kfac' (Kronecker blocks) or structure='diag'",
+            )
         self.curvature: CurvatureStructure = structured_curvature(
-            net, theta, X, y, fisher, structure, reduction="sum", bias=bias,
-            n_samples=n_samples, rng=rng, chunk_size=chunk_size)
+            net,
+            theta,
+            X,
+            y,
+            fisher,
+            structure,
+            reduction="sum",
+            bias=bias,
+            n_samples=n_samples,
+            rng=rng,
+            chunk_size=chunk_size,
+        )
         self._w = self.curvature.eigenvalues()
         self._theta = theta.copy()
         self._theta.flags.writeable = False
@@ -204,14 +236,18 @@ class Laplace:
     def kfac_factors(self) -> KFACFactors:
         """The :class:`minifim.KFACFactors` with ``reduction="sum"`` (``G`` carries ``N``)."""
         if self.structure != "kfac":
-            raise AttributeError(f"kfac_factors: only for structure='kfac', this Laplace has "
-                                 f"structure={self.structure!r}")
+            raise AttributeError(
+                f"kfac_factors: only for structure='kfac', this Laplace has "
+                f"structure={self.structure!r}"
+            )
         assert isinstance(self.curvature, KFAC)
         return self.curvature.factors
 
     def __repr__(self) -> str:
-        return (f"Laplace({self.net!r}, N={self.num_samples}, structure={self.structure!r}, "
-                f"fisher={self.fisher!r}, prior_precision={self._alpha!r})")
+        return (
+            f"Laplace({self.net!r}, N={self.num_samples}, structure={self.structure!r}, "
+            f"fisher={self.fisher!r}, prior_precision={self._alpha!r})"
+        )
 
     def with_prior_precision(self, prior_precision: float) -> Laplace:
         """A new Laplace with another ``alpha``, sharing this one's curvature (no recomputation).
@@ -246,8 +282,11 @@ class Laplace:
         A_l + alpha I`` (``KFACFactors.to_dense``).
         """
         P = self.num_params
-        require_memory(8 * P * P, f"dense Laplace posterior precision (P, P) = ({P}, {P}) "
-                       "float64", "Laplace.precision_eigenvalues() or structure='kfac' / 'diag'")
+        require_memory(
+            8 * P * P,
+            f"dense Laplace posterior precision (P, P) = ({P}, {P}) float64",
+            "Laplace.precision_eigenvalues() or structure='kfac' / 'diag'",
+        )
         M = self.curvature.to_dense()
         M[np.diag_indices(P)] += self._alpha
         return M
@@ -260,8 +299,11 @@ class Laplace:
         ``A^{-1} = Q diag(1 / (w + alpha)) Q^T`` through the stored eigendecomposition.
         """
         P = self.num_params
-        require_memory(8 * P * P, f"dense Laplace posterior covariance (P, P) = ({P}, {P}) "
-                       "float64", _CHEAPER_COV)
+        require_memory(
+            8 * P * P,
+            f"dense Laplace posterior covariance (P, P) = ({P}, {P}) float64",
+            _CHEAPER_COV,
+        )
         return self.curvature.spectral(1.0 / self.precision_eigenvalues()).to_dense()
 
     def posterior_variance(self) -> np.ndarray:
@@ -278,8 +320,10 @@ class Laplace:
         """``A^{-1} v`` for ``v: (P,)`` or ``(P, m)``, without forming ``A^{-1}``."""
         v = as_float_array(v, "v")
         if v.ndim not in (1, 2) or v.shape[0] != self.num_params:
-            raise ValueError(f"v: expected shape ({self.num_params},) or ({self.num_params}, "
-                             f"m), received shape {v.shape}")
+            raise ValueError(
+                f"v: expected shape ({self.num_params},) or ({self.num_params}, "
+                f"m), received shape {v.shape}"
+            )
         V = v.reshape(self.num_params, -1)
         out = self.curvature.spectral(1.0 / self.precision_eigenvalues()).matmat(V)
         return out[:, 0] if v.ndim == 1 else out
@@ -322,8 +366,9 @@ class Laplace:
         """``log N(theta*; 0, alpha^{-1} I) = P/2 log(alpha / (2 pi)) - alpha/2 |theta*|^2``."""
         alpha = self._alpha_or(prior_precision)
         P = self.num_params
-        return (0.5 * P * math.log(alpha / (2.0 * math.pi))
-                - 0.5 * alpha * float(self._theta @ self._theta))
+        return 0.5 * P * math.log(alpha / (2.0 * math.pi)) - 0.5 * alpha * float(
+            self._theta @ self._theta
+        )
 
     def log_marginal_likelihood(self, prior_precision: float | None = None) -> float:
         """Laplace approximation of the log evidence ``log p(D | alpha)``.
@@ -346,9 +391,12 @@ class Laplace:
         Bayesian linear regression's marginal likelihood).
         """
         alpha = self._alpha_or(prior_precision)
-        return (self.log_likelihood + self.log_prior(alpha)
-                + 0.5 * self.num_params * math.log(2.0 * math.pi)
-                - 0.5 * self.log_det_precision(alpha))
+        return (
+            self.log_likelihood
+            + self.log_prior(alpha)
+            + 0.5 * self.num_params * math.log(2.0 * math.pi)
+            - 0.5 * self.log_det_precision(alpha)
+        )
 
     def optimize_prior_precision(self) -> Laplace:
         """A new Laplace at the ``alpha`` maximising :meth:`log_marginal_likelihood`.
@@ -375,11 +423,15 @@ class Laplace:
         w = self._w
         sq = float(self._theta @ self._theta)
         if sq == 0.0:
-            raise ValueError("theta_map: is exactly zero, so the evidence increases without "
-                             "bound in prior_precision; no finite maximiser exists")
+            raise ValueError(
+                "theta_map: is exactly zero, so the evidence increases without "
+                "bound in prior_precision; no finite maximiser exists"
+            )
         if not np.any(w > 0):
-            raise ValueError("curvature: the curvature N F is zero, so the evidence increases "
-                             "as prior_precision -> 0; no finite maximiser exists")
+            raise ValueError(
+                "curvature: the curvature N F is zero, so the evidence increases "
+                "as prior_precision -> 0; no finite maximiser exists"
+            )
 
         def slope(t: float) -> float:  # 2 d(evidence)/d(log alpha)
             alpha = math.exp(t)
@@ -394,17 +446,21 @@ class Laplace:
         return self.with_prior_precision(math.exp(t))
 
     # --- predictions ------------------------------------------------------------------------
-    def _jacobian_chunks(self, X: np.ndarray, per_sample: int
-                         ) -> Iterator[tuple[slice, np.ndarray]]:
+    def _jacobian_chunks(
+        self, X: np.ndarray, per_sample: int
+    ) -> Iterator[tuple[slice, np.ndarray]]:
         """Yield ``(slice, Z)`` over chunks of the test inputs, ``Z = diag((w + alpha)^{-1/2})
         Q^T J*^T: (P, m, C)``; chunks sized so that the Jacobians, ``Z`` and the
         caller's ``per_sample`` bytes fit ``min(64 MiB, budget / 2)`` (memory-guarded)."""
         M, C, P = X.shape[0], self.net.output_dim, self.num_params
         root = 1.0 / np.sqrt(self.precision_eigenvalues())
         sample = 8 * 3 * C * P + per_sample  # J, Q^T J^T and its scaled copy, + the caller's
-        require_memory(sample, f"the linearised predictive of one test input: output "
-                       f"Jacobian (C, P) = ({C}, {P}) and its eigen-coordinates, 3 x float64",
-                       "Laplace.predictive(pred_type='nn') (parameter draws, O(P) per draw)")
+        require_memory(
+            sample,
+            f"the linearised predictive of one test input: output "
+            f"Jacobian (C, P) = ({C}, {P}) and its eigen-coordinates, 3 x float64",
+            "Laplace.predictive(pred_type='nn') (parameter draws, O(P) per draw)",
+        )
         step = max(1, min(_CHUNK_BYTES, memory_budget() // 2) // sample)
         for start in range(0, M, step):
             sl = slice(start, min(M, start + step))
@@ -436,10 +492,13 @@ class Laplace:
         """
         X = self.net.check_inputs(X)
         M, C = X.shape[0], self.net.output_dim
-        require_memory(8 * M * C * C, f"functional posterior covariances (M, C, C) = ({M}, "
-                       f"{C}, {C}) float64", "Laplace.functional_variance(X) (the (M, C) "
-                       "variances; what the probit predictive uses), or fewer test inputs "
-                       "per call")
+        require_memory(
+            8 * M * C * C,
+            f"functional posterior covariances (M, C, C) = ({M}, {C}, {C}) float64",
+            "Laplace.functional_variance(X) (the (M, C) "
+            "variances; what the probit predictive uses), or fewer test inputs "
+            "per call",
+        )
         mean = np.asarray(self.net.forward(self._theta, X))
         cov = np.empty((M, C, C))
         for sl, Z in self._jacobian_chunks(X, 8 * C * C):
@@ -464,10 +523,15 @@ class Laplace:
         return mean, var
 
     @deprecated_keywords(method="pred_type", n_samples="n_draws")
-    def predictive(self, X: ArrayLike, pred_type: str | PredType = "glm",
-                   link_approx: str | LinkApprox = "probit", *, n_draws: int = 100,
-                   rng: np.random.Generator | int | None = None
-                   ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    def predictive(
+        self,
+        X: ArrayLike,
+        pred_type: str | PredType = "glm",
+        link_approx: str | LinkApprox = "probit",
+        *,
+        n_draws: int = 100,
+        rng: np.random.Generator | int | None = None,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Posterior predictive at test inputs ``X: (M, D)``.
 
         Parameters
@@ -504,10 +568,13 @@ class Laplace:
         ``sigmoid(mu_c / sqrt(1 + pi/8 Sigma_cc))`` per output.
         """
         if isinstance(pred_type, str) and str.__str__(pred_type) == "mc":
-            warnings.warn("Laplace.predictive: pred_type/method 'mc' is deprecated since "
-                          f"minifim {DEPRECATION_SINCE} and will be removed in "
-                          f"{DEPRECATION_UNTIL}; use pred_type='nn'", DeprecationWarning,
-                          stacklevel=3)
+            warnings.warn(
+                "Laplace.predictive: pred_type/method 'mc' is deprecated since "
+                f"minifim {DEPRECATION_SINCE} and will be removed in "
+                f"{DEPRECATION_UNTIL}; use pred_type='nn'",
+                DeprecationWarning,
+                stacklevel=3,
+            )
             pred_type = PredType.NN
         pred_type = as_option(pred_type, PredType, "pred_type")
         link_approx = as_option(link_approx, LinkApprox, "link_approx")
@@ -519,17 +586,21 @@ class Laplace:
         if needs_rng:
             n_draws = check_int(n_draws, "n_draws", 1)
             if rng is None:
-                raise TypeError(f"rng: pred_type={pred_type.value!r}, "
-                                f"link_approx={link_approx.value!r} samples; pass a "
-                                "numpy.random.Generator or a seed, received None")
+                raise TypeError(
+                    f"rng: pred_type={pred_type.value!r}, "
+                    f"link_approx={link_approx.value!r} samples; pass a "
+                    "numpy.random.Generator or a seed, received None"
+                )
         gen = as_generator(rng) if needs_rng else None
         M, C = X.shape[0], self.net.output_dim
         if pred_type == "nn":
             # one parameter draw at a time: running sums, never (n_draws, M, C)
-            require_memory(8 * M * C * (C + 3) if regression else 8 * 3 * M * C,
-                           f"Monte-Carlo predictive sums over (M, C) = ({M}, {C})"
-                           + (" and (M, C, C)" if regression else ""), "fewer test inputs "
-                           "per call")
+            require_memory(
+                8 * M * C * (C + 3) if regression else 8 * 3 * M * C,
+                f"Monte-Carlo predictive sums over (M, C) = ({M}, {C})"
+                + (" and (M, C, C)" if regression else ""),
+                "fewer test inputs per call",
+            )
             assert gen is not None
             thetas = self.sample(n_draws, gen)
             fs = (np.asarray(self.net.forward(t, X)) for t in thetas)
@@ -553,11 +624,14 @@ class Laplace:
         if link_approx == "probit":
             mean, var = self.functional_variance(X)
             return lik.mean(mean / np.sqrt(1.0 + math.pi / 8.0 * var))
-        require_memory(8 * M * C * (4 * C + 3 * n_draws), f"GLM predictive with "
-                       f"link_approx='mc': covariances (M, C, C) = ({M}, {C}, {C}), their "
-                       f"factors and (n_draws, M, C) = ({n_draws}, {M}, {C}) draws",
-                       "link_approx='probit' (the (M, C) variances only), fewer n_draws "
-                       "or fewer test inputs per call")
+        require_memory(
+            8 * M * C * (4 * C + 3 * n_draws),
+            f"GLM predictive with "
+            f"link_approx='mc': covariances (M, C, C) = ({M}, {C}, {C}), their "
+            f"factors and (n_draws, M, C) = ({n_draws}, {M}, {C}) draws",
+            "link_approx='probit' (the (M, C) variances only), fewer n_draws "
+            "or fewer test inputs per call",
+        )
         mean, cov = self.functional_posterior(X)
         w, Qc = np.linalg.eigh(cov)
         # the symmetric square root R = Q diag(sqrt w) Q^T (R^T R = cov): unique, so the draws
@@ -612,12 +686,16 @@ def calibration(probs: ArrayLike, y: ArrayLike, n_bins: int = 15) -> Calibration
     probs = as_float_array(probs, "probs", ndim=2)
     N, C = probs.shape
     if np.any(probs < 0) or np.any(np.abs(probs.sum(axis=1) - 1.0) > 1e-8):
-        raise ValueError("probs: expected non-negative rows summing to 1 (class "
-                         "probabilities), received rows outside the simplex")
+        raise ValueError(
+            "probs: expected non-negative rows summing to 1 (class "
+            "probabilities), received rows outside the simplex"
+        )
     y = np.asarray(y)
     if y.shape != (N,) or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"y: expected integer labels of shape ({N},), received shape "
-                         f"{y.shape} and dtype {y.dtype}")
+        raise ValueError(
+            f"y: expected integer labels of shape ({N},), received shape "
+            f"{y.shape} and dtype {y.dtype}"
+        )
     if N and (y.min() < 0 or y.max() >= C):
         raise ValueError(f"y: expected labels in [0, {C}), received [{y.min()}, {y.max()}]")
     n_bins = check_int(n_bins, "n_bins", 1)

@@ -63,8 +63,9 @@ def _as_list(value: Any, name: str) -> list:
     if isinstance(value, np.ndarray):
         return list(value)
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise TypeError(f"{name}: expected a sequence with one entry per model, received "
-                        f"{type(value).__name__}")
+        raise TypeError(
+            f"{name}: expected a sequence with one entry per model, received {type(value).__name__}"
+        )
     return list(value)
 
 
@@ -80,8 +81,7 @@ def _check_weights(weights: Any, M: int) -> np.ndarray | None:
         return None
     weights = _as_list(weights, "weights")
     if len(weights) != M:
-        raise ValueError(f"weights: expected {M} weights (one per model), received "
-                         f"{len(weights)}")
+        raise ValueError(f"weights: expected {M} weights (one per model), received {len(weights)}")
     return np.array([check_positive(w, f"weights[{i}]") for i, w in enumerate(weights)])
 
 
@@ -96,8 +96,10 @@ def _check_data(net: Any, data: Any, M: int) -> list[tuple]:
         elif isinstance(entry, tuple | list) and len(entry) == 2:
             X, y = entry
         else:
-            raise TypeError(f"data[{i}]: expected an input array X_i or a pair (X_i, y_i), "
-                            f"received {type(entry).__name__}")
+            raise TypeError(
+                f"data[{i}]: expected an input array X_i or a pair (X_i, y_i), "
+                f"received {type(entry).__name__}"
+            )
         X = net.check_inputs(X, f"data[{i}] inputs")
         if y is not None:
             y = net.check_targets(y, X.shape[0], f"data[{i}] targets")
@@ -109,25 +111,33 @@ def _check_block_list(net: Any, F: Any, name: str) -> list[np.ndarray]:
     sizes = [o * i + o for o, i in net.shapes]
     blocks = _as_list(F, name)
     if len(blocks) != len(sizes):
-        raise ValueError(f"{name}: expected {len(sizes)} per-layer blocks of sizes {sizes}, "
-                         f"received {len(blocks)} entries")
-    return [_check_symmetric(as_float_array(b, f"{name}[{l}]", shape=(s, s)), f"{name}[{l}]")
-            for l, (b, s) in enumerate(zip(blocks, sizes))]
+        raise ValueError(
+            f"{name}: expected {len(sizes)} per-layer blocks of sizes {sizes}, "
+            f"received {len(blocks)} entries"
+        )
+    return [
+        _check_symmetric(as_float_array(b, f"{name}[{l}]", shape=(s, s)), f"{name}[{l}]")
+        for l, (b, s) in enumerate(zip(blocks, sizes))
+    ]
 
 
 def _check_symmetric(F: np.ndarray, name: str) -> np.ndarray:
     scale = max(1.0, float(np.abs(F).max()) if F.size else 1.0)
     if not np.allclose(F, F.T, rtol=1e-10, atol=1e-12 * scale):
-        raise ValueError(f"{name}: expected a symmetric matrix, received max |F - F^T| = "
-                         f"{np.abs(F - F.T).max():.3g}")
+        raise ValueError(
+            f"{name}: expected a symmetric matrix, received max |F - F^T| = "
+            f"{np.abs(F - F.T).max():.3g}"
+        )
     return F
 
 
 def _diagonal(net: Any, F: Any, name: str) -> Diagonal:
     d = as_float_array(F, name, shape=(net.num_params,))
     if np.any(d < 0):
-        raise ValueError(f"{name}: expected a non-negative Fisher diagonal, received "
-                         f"{int(np.sum(d < 0))} negative entries")
+        raise ValueError(
+            f"{name}: expected a non-negative Fisher diagonal, received "
+            f"{int(np.sum(d < 0))} negative entries"
+        )
     return Diagonal(d)
 
 
@@ -149,24 +159,32 @@ def _given_fisher(net: Any, F: Any, structure: str, name: str) -> StructureObjec
     if isinstance(F, StructureObject):
         P = net.num_params
         if F.shape != (P, P):
-            raise ValueError(f"{name}: expected a curvature of shape ({P}, {P}), received "
-                             f"{F.shape}")
+            raise ValueError(
+                f"{name}: expected a curvature of shape ({P}, {P}), received {F.shape}"
+            )
         return F
     return _READERS[structure](net, F, name)
 
 
 def _full_bytes(net: Any) -> tuple[int, str, str]:
     P = net.num_params
-    return (4 * 8 * P * P, f"full Fisher merging: summed precision, one model's precision and "
-            f"their sum (4 x ({P}, {P}) float64)",
-            "structure='block' (per-layer blocks) or structure='diag'")
+    return (
+        4 * 8 * P * P,
+        f"full Fisher merging: summed precision, one model's precision and "
+        f"their sum (4 x ({P}, {P}) float64)",
+        "structure='block' (per-layer blocks) or structure='diag'",
+    )
 
 
 def _block_bytes(net: Any) -> tuple[int, str, str]:
     sizes = [s.stop - s.start for s in net.layer_param_slices()]
-    return (4 * 8 * sum(s * s for s in sizes), f"block Fisher merging: summed per-layer "
-            f"precision blocks of sizes {sizes}, one model's blocks and their sum (4 copies) "
-            "float64", "structure='diag' (the exact diagonal, P floats per model)")
+    return (
+        4 * 8 * sum(s * s for s in sizes),
+        f"block Fisher merging: summed per-layer "
+        f"precision blocks of sizes {sizes}, one model's blocks and their sum (4 copies) "
+        "float64",
+        "structure='diag' (the exact diagonal, P floats per model)",
+    )
 
 
 #: The memory of the summed precision, one model's precision and their sum, per structure
@@ -181,11 +199,22 @@ def _check_memory(net: Any, structure: str) -> None:
 
 
 @deprecated_keywords(curvature="structure")
-def fisher_merge(net: Any, thetas: Any, fishers: Any = None, *, data: Any = None,
-                 structure: str = "diag", fisher: str = "true", weights: Any = None,
-                 damping: float = 0.0, prior_precision: float = 0.0, prior_mean: Any = None,
-                 n_samples: int = 1, rng: Any = None,
-                 chunk_size: int | None = None) -> np.ndarray:
+def fisher_merge(
+    net: Any,
+    thetas: Any,
+    fishers: Any = None,
+    *,
+    data: Any = None,
+    structure: str = "diag",
+    fisher: str = "true",
+    weights: Any = None,
+    damping: float = 0.0,
+    prior_precision: float = 0.0,
+    prior_mean: Any = None,
+    n_samples: int = 1,
+    rng: Any = None,
+    chunk_size: int | None = None,
+) -> np.ndarray:
     """Merge models by Fisher-weighted averaging.
 
     Parameters
@@ -251,30 +280,39 @@ def fisher_merge(net: Any, thetas: Any, fishers: Any = None, *, data: Any = None
     w = _check_weights(weights, M)
     damping = check_nonnegative(damping, "damping")
     alpha = check_nonnegative(prior_precision, "prior_precision")
-    mu = (np.zeros(P) if prior_mean is None
-          else as_float_array(prior_mean, "prior_mean", shape=(P,)))
+    mu = np.zeros(P) if prior_mean is None else as_float_array(prior_mean, "prior_mean", shape=(P,))
     checked_data = None if data is None else _check_data(net, data, M)
     if w is None:
-        w = (np.ones(M) if checked_data is None
-             else np.array([float(X.shape[0]) for X, _ in checked_data]))
+        w = (
+            np.ones(M)
+            if checked_data is None
+            else np.array([float(X.shape[0]) for X, _ in checked_data])
+        )
 
     if structure == "isotropic":
         if fishers is not None:
-            raise ValueError("fishers: isotropic merging uses no curvature; received fishers "
-                             "with structure='isotropic'")
+            raise ValueError(
+                "fishers: isotropic merging uses no curvature; received fishers "
+                "with structure='isotropic'"
+            )
         if alpha != 0 or prior_mean is not None:
-            raise ValueError("prior_precision, prior_mean: isotropic merging uses no "
-                             "precisions; received a prior with structure='isotropic'")
+            raise ValueError(
+                "prior_precision, prior_mean: isotropic merging uses no "
+                "precisions; received a prior with structure='isotropic'"
+            )
         return (w @ Th) / w.sum()
     if (fishers is None) == (checked_data is None):
-        raise ValueError(f"fishers, data: expected exactly one of them for structure="
-                         f"{structure!r}, received "
-                         f"{'neither' if fishers is None else 'both'}")
+        raise ValueError(
+            f"fishers, data: expected exactly one of them for structure="
+            f"{structure!r}, received "
+            f"{'neither' if fishers is None else 'both'}"
+        )
     if fishers is not None:
         fishers = _as_list(fishers, "fishers")
         if len(fishers) != M:
-            raise ValueError(f"fishers: expected {M} entries (one per model), received "
-                             f"{len(fishers)}")
+            raise ValueError(
+                f"fishers: expected {M} entries (one per model), received {len(fishers)}"
+            )
     _check_memory(net, structure)
     # the constant parts: (alpha + damping) I and alpha (sum theta_i - (M-1) mu) + damping theta_bar
     shift = alpha + damping
@@ -286,8 +324,17 @@ def fisher_merge(net: Any, thetas: Any, fishers: Any = None, *, data: Any = None
         else:
             assert checked_data is not None
             X, y = checked_data[i]
-            F = curvature(net, Th[i], X, y, fisher, structure, n_samples=n_samples, rng=rng,
-                          chunk_size=chunk_size)
+            F = curvature(
+                net,
+                Th[i],
+                X,
+                y,
+                fisher,
+                structure,
+                n_samples=n_samples,
+                rng=rng,
+                chunk_size=chunk_size,
+            )
         Wi = w[i] * F  # model i's precision W_i = w_i F_i, in F_i's structure
         rhs += Wi @ Th[i]
         total = Wi if total is None else total + Wi

@@ -114,17 +114,38 @@ def _num_seeds(net: Any, curvature: str, n_samples: int) -> int:
 
 
 # --- the structure and its solves ---------------------------------------------------------
-def _structure(net: Any, theta: np.ndarray, X: np.ndarray, y: Any, fisher: str, structure: str,
-               bias: str, n_samples: int, rng: Any, chunk_size: int | None) -> StructureObject:
+def _structure(
+    net: Any,
+    theta: np.ndarray,
+    X: np.ndarray,
+    y: Any,
+    fisher: str,
+    structure: str,
+    bias: str,
+    n_samples: int,
+    rng: Any,
+    chunk_size: int | None,
+) -> StructureObject:
     """``M`` as a structure object (memory-guarded by the callees)."""
     if fisher == "hessian":  # not a Fisher kind: indefinite, dense only (checked by the caller)
         return Dense(hessian(net, theta, X, y), psd=False, copy=False)
-    return curvature(net, theta, X, y, fisher, structure, bias=bias, n_samples=n_samples,
-                     rng=rng, chunk_size=chunk_size)
+    return curvature(
+        net,
+        theta,
+        X,
+        y,
+        fisher,
+        structure,
+        bias=bias,
+        n_samples=n_samples,
+        rng=rng,
+        chunk_size=chunk_size,
+    )
 
 
-def _structured(S: StructureObject, g: np.ndarray, damping: float,
-                damping_type: KFACDamping) -> np.ndarray:
+def _structured(
+    S: StructureObject, g: np.ndarray, damping: float, damping_type: KFACDamping
+) -> np.ndarray:
     """``(M + damping I)^{-1} g`` by the structure's own solve (K-FAC: ``damping_type``)."""
     if damping_type == KFACDamping.FACTORED:  # a K-FAC structure (checked by the caller)
         return S.factors.solve(g, damping, KFACDamping.FACTORED)
@@ -132,9 +153,18 @@ def _structured(S: StructureObject, g: np.ndarray, damping: float,
 
 
 # --- Woodbury / push-through -----------------------------------------------------------------
-def _woodbury(net: Any, theta: np.ndarray, X: np.ndarray, y: Any, g: np.ndarray, damping: float,
-              curvature: str, n_samples: int, rng: Any, chunk_size: int | None
-              ) -> tuple[np.ndarray, dict[str, Any]]:
+def _woodbury(
+    net: Any,
+    theta: np.ndarray,
+    X: np.ndarray,
+    y: Any,
+    g: np.ndarray,
+    damping: float,
+    curvature: str,
+    n_samples: int,
+    rng: Any,
+    chunk_size: int | None,
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Push-through solve on the per-layer factors (see the module docstring).
 
     Returns ``(d, info)`` with the relative residual and the refinement steps taken. The
@@ -148,21 +178,26 @@ def _woodbury(net: Any, theta: np.ndarray, X: np.ndarray, y: Any, g: np.ndarray,
     K = _num_seeds(net, curvature, n_samples)
     NK = N * K
     widths = sum(o + i for o, i in net.shapes)
-    require_memory(3 * 8 * NK * NK + 8 * NK * widths,
-                   f"Woodbury Gram matrix (N K, N K) = ({NK}, {NK}) float64 and the factors",
-                   "method='cg' (matrix-free conjugate gradients)")
+    require_memory(
+        3 * 8 * NK * NK + 8 * NK * widths,
+        f"Woodbury Gram matrix (N K, N K) = ({NK}, {NK}) float64 and the factors",
+        "method='cg' (matrix-free conjugate gradients)",
+    )
     if damping == 0:
-        raise singular_error(f"{curvature} curvature", damping, "the Woodbury route divides "
-                             "by the damping")
+        raise singular_error(
+            f"{curvature} curvature", damping, "the Woodbury route divides by the damping"
+        )
     factors = seed_factors(net, theta, X, y, curvature, n_samples, rng, chunk_size)
     scale = 1.0 / N
     gram = factors.gram(scale)
-    gram.flat[::NK + 1] += damping
+    gram.flat[:: NK + 1] += damping
     anorm = float(sla.lapack.dlange("1", gram))  # >= lambda_max(M) + damping
     cond_est = anorm / damping
-    advice = (f"estimated condition number of (M + damping I) {cond_est:.3g} = (||M|| + "
-              f"damping) / damping with ||M|| <= {anorm - damping:.3g}; increase damping "
-              f"(to at least ~{1e-8 * anorm:.3g} for 8 correct digits) or use method='dense'")
+    advice = (
+        f"estimated condition number of (M + damping I) {cond_est:.3g} = (||M|| + "
+        f"damping) / damping with ||M|| <= {anorm - damping:.3g}; increase damping "
+        f"(to at least ~{1e-8 * anorm:.3g} for 8 correct digits) or use method='dense'"
+    )
     if not damping > NK * EPS * anorm:
         raise singular_error(f"{curvature} curvature (Woodbury)", damping, advice)
     try:
@@ -187,29 +222,45 @@ def _woodbury(net: Any, theta: np.ndarray, X: np.ndarray, y: Any, g: np.ndarray,
             break
         d = d + solve(r)
     if not eta <= threshold:
-        raise singular_error(f"{curvature} curvature (Woodbury)", damping,
-                             f"backward error {eta:.3g} > (N K + P) eps = {threshold:.3g} after "
-                             f"{step} refinements; " + advice)
+        raise singular_error(
+            f"{curvature} curvature (Woodbury)",
+            damping,
+            f"backward error {eta:.3g} > (N K + P) eps = {threshold:.3g} after "
+            f"{step} refinements; " + advice,
+        )
     return d, {"residual": rnorm / gnorm, "refinements": step}
 
 
 # --- conjugate gradients ---------------------------------------------------------------------
-def _cg(net: Any, theta: np.ndarray, X: np.ndarray, y: Any, g: np.ndarray, damping: float,
-        curvature: str, n_samples: int, rng: Any, tol: float, maxiter: int | None,
-        extra: Any = None) -> tuple[np.ndarray, dict[str, Any]]:
+def _cg(
+    net: Any,
+    theta: np.ndarray,
+    X: np.ndarray,
+    y: Any,
+    g: np.ndarray,
+    damping: float,
+    curvature: str,
+    n_samples: int,
+    rng: Any,
+    tol: float,
+    maxiter: int | None,
+    extra: Any = None,
+) -> tuple[np.ndarray, dict[str, Any]]:
     P = net.num_params
     if curvature == "hessian":
         op = hessian_operator(net, theta, X, y)
     else:
         op = fisher_operator(net, theta, X, y, curvature, n_samples=n_samples, rng=rng)
     if extra is None:
+
         def matvec(v: np.ndarray) -> np.ndarray:
             return op @ v + damping * v
     else:
+
         def matvec(v: np.ndarray) -> np.ndarray:
             v = np.ravel(v)
-            return op @ v + damping * v + (extra @ v if isinstance(extra, np.ndarray)
-                                           else extra(v))
+            return op @ v + damping * v + (extra @ v if isinstance(extra, np.ndarray) else extra(v))
+
     A = LinearOperator((P, P), matvec=matvec, dtype=np.float64)
     maxiter = 10 * P if maxiter is None else check_int(maxiter, "maxiter", 1)
     gnorm = float(np.linalg.norm(g))
@@ -224,8 +275,16 @@ def _cg(net: Any, theta: np.ndarray, X: np.ndarray, y: Any, g: np.ndarray, dampi
         restart = min(P, _GMRES_RESTART)
 
         def solver(A: Any, b: np.ndarray, rtol: float, maxiter: int, callback: Any) -> Any:
-            return gmres(A, b, rtol=rtol, restart=restart, maxiter=max(1, maxiter // restart),
-                         callback=callback, callback_type="pr_norm")
+            return gmres(
+                A,
+                b,
+                rtol=rtol,
+                restart=restart,
+                maxiter=max(1, maxiter // restart),
+                callback=callback,
+                callback_type="pr_norm",
+            )
+
         solver.__name__ = "gmres"
     else:
         solver = cg
@@ -236,16 +295,19 @@ def _cg(net: Any, theta: np.ndarray, X: np.ndarray, y: Any, g: np.ndarray, dampi
         rnorm = float(np.linalg.norm(r))
         if rnorm <= tol * gnorm or count[0] >= maxiter:
             break
-        e, _ = solver(A, r, rtol=min(0.5, tol * gnorm / rnorm), maxiter=maxiter - count[0],
-                      callback=cb)
+        e, _ = solver(
+            A, r, rtol=min(0.5, tol * gnorm / rnorm), maxiter=maxiter - count[0], callback=cb
+        )
         d = d + e
         r = g - A @ d
     residual = float(np.linalg.norm(r) / gnorm)
     if not residual <= tol:
-        raise RuntimeError(f"method='cg': {solver.__name__} stopped after {count[0]} "
-                           f"iterations at relative residual {residual:.3g} > tol = {tol:g} "
-                           f"(damping = {damping!r}); raise damping or maxiter, loosen tol, or "
-                           "use method='dense'/'woodbury'")
+        raise RuntimeError(
+            f"method='cg': {solver.__name__} stopped after {count[0]} "
+            f"iterations at relative residual {residual:.3g} > tol = {tol:g} "
+            f"(damping = {damping!r}); raise damping or maxiter, loosen tol, or "
+            "use method='dense'/'woodbury'"
+        )
     return d, {"iterations": count[0], "residual": residual}
 
 
@@ -257,8 +319,9 @@ def _check_extra(extra: Any, P: int) -> Any:
 
 
 def _materialise(fn: Any, P: int) -> np.ndarray:
-    require_memory(8 * P * P, f"dense extra_curvature (P, P) = ({P}, {P}) float64",
-                   "method='cg' (matrix-free)")
+    require_memory(
+        8 * P * P, f"dense extra_curvature (P, P) = ({P}, {P}) float64", "method='cg' (matrix-free)"
+    )
     out = np.empty((P, P))
     for j in range(P):
         e = np.zeros(P)
@@ -268,8 +331,9 @@ def _materialise(fn: Any, P: int) -> np.ndarray:
 
 
 # --- route choice -----------------------------------------------------------------------------
-def _choose(net: Any, N: int, fisher: str, structure: Structure, n_samples: int,
-            has_extra: bool) -> tuple[str, str]:
+def _choose(
+    net: Any, N: int, fisher: str, structure: Structure, n_samples: int, has_extra: bool
+) -> tuple[str, str]:
     P = net.num_params
     budget = memory_budget()
     if structure != Structure.FULL:
@@ -277,48 +341,76 @@ def _choose(net: Any, N: int, fisher: str, structure: Structure, n_samples: int,
     if fisher in FACTOR_KINDS and not has_extra:
         NK = N * _num_seeds(net, fisher, n_samples)
         if NK < P and 3 * 8 * NK * NK <= budget:
-            return "woodbury", (f"N K = {NK} < P = {P}: the ({NK}, {NK}) Gram matrix is "
-                                "smaller than P x P")
+            return "woodbury", (
+                f"N K = {NK} < P = {P}: the ({NK}, {NK}) Gram matrix is smaller than P x P"
+            )
     if 8 * P * P <= budget:
         return "dense", f"P x P = ({P}, {P}) fits the memory budget"
     return "cg", f"P x P = ({P}, {P}) exceeds the memory budget"
 
 
-def _check_route(method: str, fisher: Curvature, structure: Structure,
-                 damping_type: KFACDamping) -> None:
+def _check_route(
+    method: str, fisher: Curvature, structure: Structure, damping_type: KFACDamping
+) -> None:
     """Refuse a route that does not apply to the kind and structure (``ValueError``)."""
     full = structure == Structure.FULL
     if method == "structured" and full:
-        raise ValueError(f"method: 'structured' applies to structure in ['block', 'diag', "
-                         f"'kfac'], received structure='full' (fisher={fisher.value!r}); use "
-                         "'dense', 'woodbury' or 'cg'")
+        raise ValueError(
+            f"method: 'structured' applies to structure in ['block', 'diag', "
+            f"'kfac'], received structure='full' (fisher={fisher.value!r}); use "
+            "'dense', 'woodbury' or 'cg'"
+        )
     if method in ("woodbury", "cg") and not full:
-        raise ValueError(f"method: {method!r} is not a route for structure="
-                         f"{structure.value!r}; use 'structured' (or 'dense' to check it)")
+        raise ValueError(
+            f"method: {method!r} is not a route for structure="
+            f"{structure.value!r}; use 'structured' (or 'dense' to check it)"
+        )
     if method == "woodbury" and fisher == "hessian":
-        raise ValueError("method: 'woodbury' needs a curvature with a factor M = U^T U / N "
-                         f"(fisher one of {list(FACTOR_KINDS)}), received fisher='hessian'; "
-                         "use 'dense' or 'cg'")
+        raise ValueError(
+            "method: 'woodbury' needs a curvature with a factor M = U^T U / N "
+            f"(fisher one of {list(FACTOR_KINDS)}), received fisher='hessian'; "
+            "use 'dense' or 'cg'"
+        )
     if fisher == "hessian" and not full:
-        raise ValueError(f"structure: the Hessian is solved as structure='full' only, received "
-                         f"structure={structure.value!r} with fisher='hessian'")
+        raise ValueError(
+            f"structure: the Hessian is solved as structure='full' only, received "
+            f"structure={structure.value!r} with fisher='hessian'"
+        )
     if damping_type == KFACDamping.FACTORED and structure != Structure.KFAC:
-        raise ValueError(f"damping_type: 'factored' is K-FAC's damping (structure='kfac'), "
-                         f"received structure={structure.value!r}")
+        raise ValueError(
+            f"damping_type: 'factored' is K-FAC's damping (structure='kfac'), "
+            f"received structure={structure.value!r}"
+        )
     if method == "dense" and damping_type == KFACDamping.FACTORED:
-        raise ValueError("damping_type: 'factored' damping is only implemented per layer; use "
-                         "method='structured' (or damping_type='eigen' with method='dense')")
+        raise ValueError(
+            "damping_type: 'factored' damping is only implemented per layer; use "
+            "method='structured' (or damping_type='eigen' with method='dense')"
+        )
 
 
 @split_curvature(position=5)
 @deprecated_keywords(kfac_bias="bias", kfac_solve="damping_type")
-def natural_gradient(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike,
-                     damping: float = 1e-3, fisher: str = "true", method: str = "auto", *,
-                     structure: str = "full", n_samples: int = 1, rng: Any = None,
-                     grad: ArrayLike | None = None, bias: str = "folded",
-                     damping_type: str = "eigen", tol: float = 1e-10,
-                     maxiter: int | None = None, chunk_size: int | None = None,
-                     extra_curvature: Any = None, return_info: bool = False) -> Any:
+def natural_gradient(
+    net: MLP,
+    theta: ArrayLike,
+    X: ArrayLike,
+    y: ArrayLike,
+    damping: float = 1e-3,
+    fisher: str = "true",
+    method: str = "auto",
+    *,
+    structure: str = "full",
+    n_samples: int = 1,
+    rng: Any = None,
+    grad: ArrayLike | None = None,
+    bias: str = "folded",
+    damping_type: str = "eigen",
+    tol: float = 1e-10,
+    maxiter: int | None = None,
+    chunk_size: int | None = None,
+    extra_curvature: Any = None,
+    return_info: bool = False,
+) -> Any:
     """The damped natural-gradient direction ``(M + damping I)^{-1} g``, shape ``(P,)``.
 
     Parameters
@@ -403,53 +495,67 @@ def natural_gradient(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike,
     N, P = X.shape[0], net.num_params
     y = net.check_targets(y, N)
     if fisher == "mc" and rng is None:
-        raise TypeError("rng: the Monte-Carlo Fisher samples labels; pass a "
-                        "numpy.random.Generator or a seed, received None")
-    g = _gradient(net, theta, X, y) if grad is None else as_float_array(grad, "grad",
-                                                                        shape=(P,))
+        raise TypeError(
+            "rng: the Monte-Carlo Fisher samples labels; pass a "
+            "numpy.random.Generator or a seed, received None"
+        )
+    g = _gradient(net, theta, X, y) if grad is None else as_float_array(grad, "grad", shape=(P,))
     if method == "auto":
-        method, reason = _choose(net, N, fisher, structure, n_samples,
-                                 extra_curvature is not None)
+        method, reason = _choose(net, N, fisher, structure, n_samples, extra_curvature is not None)
     else:
         reason = "requested"
     _check_route(method, fisher, structure, damping_type)
     extra = _check_extra(extra_curvature, P)
     if extra is not None and method not in ("dense", "cg"):
-        raise ValueError(f"extra_curvature: supported by method='dense' and 'cg', received "
-                         f"method={method!r} (structure={structure.value!r})")
+        raise ValueError(
+            f"extra_curvature: supported by method='dense' and 'cg', received "
+            f"method={method!r} (structure={structure.value!r})"
+        )
     kind = fisher.value
-    if structure == Structure.FULL and fisher in FACTOR_KINDS and damping == 0 \
-            and extra is None:
+    if structure == Structure.FULL and fisher in FACTOR_KINDS and damping == 0 and extra is None:
         NK = N * _num_seeds(net, kind, n_samples)
         if NK < P:
-            raise singular_error(f"{kind} curvature", damping,
-                                 f"rank M <= N K = {NK} < P = {P}")
-    info = {"method": method, "reason": reason, "fisher": kind, "structure": structure.value,
-            "damping": damping}
+            raise singular_error(f"{kind} curvature", damping, f"rank M <= N K = {NK} < P = {P}")
+    info = {
+        "method": method,
+        "reason": reason,
+        "fisher": kind,
+        "structure": structure.value,
+        "damping": damping,
+    }
     if method == "woodbury":
         d, stats = _woodbury(net, theta, X, y, g, damping, kind, n_samples, rng, chunk_size)
         info.update(stats)
     elif method == "cg":
-        d, stats = _cg(net, theta, X, y, g, damping, kind, n_samples, rng, tol, maxiter,
-                       extra)
+        d, stats = _cg(net, theta, X, y, g, damping, kind, n_samples, rng, tol, maxiter, extra)
         info.update(stats, tol=tol)
     elif method == "structured":
-        S = _structure(net, theta, X, y, kind, structure.value, bias, n_samples, rng,
-                       chunk_size)
+        S = _structure(net, theta, X, y, kind, structure.value, bias, n_samples, rng, chunk_size)
         d = _structured(S, g, damping, damping_type)
     else:  # "dense": the (P, P) matrix, factored in place
         if structure.value == "full":  # assembled fresh, owned here: no second (P, P) copy
-            M = (hessian(net, theta, X, y) if kind == "hessian" else
-                 curvature_matrix(net, theta, X, y, kind, n_samples=n_samples, rng=rng,
-                                  chunk_size=chunk_size))
+            M = (
+                hessian(net, theta, X, y)
+                if kind == "hessian"
+                else curvature_matrix(
+                    net, theta, X, y, kind, n_samples=n_samples, rng=rng, chunk_size=chunk_size
+                )
+            )
             psd = kind != "hessian"
         else:  # the structure's dense view (a fresh array built from its compact form)
-            S = _structure(net, theta, X, y, kind, structure.value, bias, n_samples, rng,
-                           chunk_size)
+            S = _structure(
+                net, theta, X, y, kind, structure.value, bias, n_samples, rng, chunk_size
+            )
             M, psd = S.to_dense(), S.psd
             del S
         if extra is not None:
             M += extra if isinstance(extra, np.ndarray) else _materialise(extra, P)
-        d = damped_solve(M, g, damping, what=f"{kind} curvature ({structure.value})",
-                         symmetric_indefinite=not psd, overwrite_m=True)
+        d = damped_solve(
+            M,
+            g,
+            damping,
+            what=f"{kind} curvature ({structure.value})",
+            symmetric_indefinite=not psd,
+            overwrite_m=True,
+        )
     return (d, info) if return_info else d

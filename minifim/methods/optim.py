@@ -146,9 +146,11 @@ def _check_penalty(penalty: Any) -> None:
         return
     for name in ("penalty", "grad"):
         if not callable(getattr(penalty, name, None)):
-            raise TypeError(f"penalty: expected an object with methods penalty(theta) -> float "
-                            f"and grad(theta) -> (P,), received {type(penalty).__name__} "
-                            f"without a callable .{name}")
+            raise TypeError(
+                f"penalty: expected an object with methods penalty(theta) -> float "
+                f"and grad(theta) -> (P,), received {type(penalty).__name__} "
+                f"without a callable .{name}"
+            )
 
 
 def objective_and_gradient(batch: Batch, theta: ArrayLike) -> tuple[float, np.ndarray]:
@@ -162,8 +164,9 @@ def objective_and_gradient(batch: Batch, theta: ArrayLike) -> tuple[float, np.nd
     value, g = loss_and_gradient(batch.net, theta, batch.X, batch.y)
     if batch.penalty is not None:
         value = value + batch.scale * float(batch.penalty.penalty(theta))
-        pg = as_float_array(batch.penalty.grad(theta), "penalty.grad(theta)",
-                            shape=(batch.net.num_params,))
+        pg = as_float_array(
+            batch.penalty.grad(theta), "penalty.grad(theta)", shape=(batch.net.num_params,)
+        )
         g = g + batch.scale * pg
     return value, g
 
@@ -179,8 +182,10 @@ def _schedule(lr: Any, name: str = "lr") -> Callable[[int], float]:
     if callable(lr):
         return lr
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
-        raise TypeError(f"{name}: expected a positive number or a schedule step -> float, "
-                        f"received {type(lr).__name__} {lr!r}")
+        raise TypeError(
+            f"{name}: expected a positive number or a schedule step -> float, "
+            f"received {type(lr).__name__} {lr!r}"
+        )
     value = check_positive(lr, name)
     return lambda step: value
 
@@ -192,8 +197,10 @@ def _init_params(theta: ArrayLike) -> np.ndarray:
 
 def _get_params(state: State) -> np.ndarray:
     if not isinstance(state, dict) or "theta" not in state:
-        raise TypeError(f"state: expected an optimiser state dict with a 'theta' entry, "
-                        f"received {type(state).__name__}")
+        raise TypeError(
+            f"state: expected an optimiser state dict with a 'theta' entry, "
+            f"received {type(state).__name__}"
+        )
     return state["theta"]
 
 
@@ -279,10 +286,9 @@ def adam(lr: Any = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) 
         t = check_int(step, "step", 0) + 1
         m = b1 * state["m"] + (1 - b1) * g
         v = b2 * state["v"] + (1 - b2) * g * g
-        m_hat = m / (1 - b1 ** t)
-        v_hat = v / (1 - b2 ** t)
-        return {"theta": state["theta"] - lr(step) * m_hat / (np.sqrt(v_hat) + eps),
-                "m": m, "v": v}
+        m_hat = m / (1 - b1**t)
+        v_hat = v / (1 - b2**t)
+        return {"theta": state["theta"] - lr(step) * m_hat / (np.sqrt(v_hat) + eps), "m": m, "v": v}
 
     return Optimizer(init, update, _get_params)
 
@@ -304,26 +310,41 @@ def _base_seed(rng: Any) -> int:
     if isinstance(rng, np.random.Generator):
         return int(rng.integers(2**63))
     if isinstance(rng, bool) or not isinstance(rng, numbers.Integral):
-        raise TypeError(f"rng: expected an int seed >= 0 or a numpy.random.Generator (the "
-                        f"per-step streams are default_rng([seed, step])), received "
-                        f"{type(rng).__name__} {rng!r}")
+        raise TypeError(
+            f"rng: expected an int seed >= 0 or a numpy.random.Generator (the "
+            f"per-step streams are default_rng([seed, step])), received "
+            f"{type(rng).__name__} {rng!r}"
+        )
     return check_int(rng, "rng", 0)
 
 
 def _check_batch(batch: Any, who: str) -> Batch:
     if not isinstance(batch, Batch):
-        raise TypeError(f"batch: {who} builds its curvature from the batch; expected a "
-                        f"minifim.optim.Batch(net, X, y, penalty, n_total), received "
-                        f"{type(batch).__name__}")
+        raise TypeError(
+            f"batch: {who} builds its curvature from the batch; expected a "
+            f"minifim.optim.Batch(net, X, y, penalty, n_total), received "
+            f"{type(batch).__name__}"
+        )
     return batch
 
 
 @split_curvature(position=2)
 @deprecated_keywords(kfac_bias="bias", kfac_solve="damping_type", seed="rng")
-def ngd(lr: Any = 1.0, damping: float = 1e-3, fisher: str = "true", method: str = "auto", *,
-        structure: str = "full", n_samples: int = 1, rng: Any = 0, bias: str = "folded",
-        damping_type: str = "eigen", tol: float = 1e-10, penalty_curvature: bool = True,
-        max_kl: float | None = None) -> Optimizer:
+def ngd(
+    lr: Any = 1.0,
+    damping: float = 1e-3,
+    fisher: str = "true",
+    method: str = "auto",
+    *,
+    structure: str = "full",
+    n_samples: int = 1,
+    rng: Any = 0,
+    bias: str = "folded",
+    damping_type: str = "eigen",
+    tol: float = 1e-10,
+    penalty_curvature: bool = True,
+    max_kl: float | None = None,
+) -> Optimizer:
     """Natural gradient descent ``theta <- theta - eta (M + damping I)^{-1} grad``.
 
     Parameters
@@ -379,36 +400,60 @@ def ngd(lr: Any = 1.0, damping: float = 1e-3, fisher: str = "true", method: str 
 
     def init(theta: ArrayLike) -> State:
         theta = _init_params(theta)
-        return {"theta": theta, "direction": np.zeros_like(theta),
-                "step_size": np.asarray(0.0)}
+        return {"theta": theta, "direction": np.zeros_like(theta), "step_size": np.asarray(0.0)}
 
     def update(step: int, grad: ArrayLike, state: State, batch: Any) -> State:
         batch = _check_batch(batch, "ngd")
         g = _check_grad(grad, state)
         extra = None if (structured or not penalty_curvature) else _penalty_hvp(batch)
-        step_rng = (np.random.default_rng([seed, check_int(step, "step", 0)])
-                    if fisher == "mc" else None)
-        d = natural_gradient(batch.net, state["theta"], batch.X, batch.y, damping, fisher,
-                             method, structure=structure, n_samples=n_samples, rng=step_rng,
-                             grad=g, bias=bias, damping_type=damping_type, tol=tol,
-                             extra_curvature=extra)
+        step_rng = (
+            np.random.default_rng([seed, check_int(step, "step", 0)]) if fisher == "mc" else None
+        )
+        d = natural_gradient(
+            batch.net,
+            state["theta"],
+            batch.X,
+            batch.y,
+            damping,
+            fisher,
+            method,
+            structure=structure,
+            n_samples=n_samples,
+            rng=step_rng,
+            grad=g,
+            bias=bias,
+            damping_type=damping_type,
+            tol=tol,
+            extra_curvature=extra,
+        )
         if not np.all(np.isfinite(d)):
-            raise FloatingPointError(f"ngd: the direction of step {step} is not finite "
-                                     f"(damping = {damping!r}, fisher={fisher!r}, "
-                                     f"structure={structure!r}); increase damping")
+            raise FloatingPointError(
+                f"ngd: the direction of step {step} is not finite "
+                f"(damping = {damping!r}, fisher={fisher!r}, "
+                f"structure={structure!r}); increase damping"
+            )
         eta = lr(step)
         if max_kl is not None:
             quad = float(g @ d - damping * (d @ d))  # d^T M d
             if quad > 0:
                 eta = min(eta, float(np.sqrt(2.0 * max_kl / quad)))
-        return {"theta": state["theta"] - eta * d, "direction": d,
-                "step_size": np.asarray(eta, dtype=np.float64)}
+        return {
+            "theta": state["theta"] - eta * d,
+            "direction": d,
+            "step_size": np.asarray(eta, dtype=np.float64),
+        }
 
     return Optimizer(init, update, _get_params)
 
 
-def gauss_newton(lr: Any = 1.0, damping: float = 0.0, method: str = "auto", *, tol: float = 1e-10,
-                 penalty_curvature: bool = True) -> Optimizer:
+def gauss_newton(
+    lr: Any = 1.0,
+    damping: float = 0.0,
+    method: str = "auto",
+    *,
+    tol: float = 1e-10,
+    penalty_curvature: bool = True,
+) -> Optimizer:
     """(Damped) Gauss-Newton: ``theta <- theta - lr (G + damping I)^{-1} grad``.
 
     ``G`` is the generalised Gauss-Newton matrix of the mean NLL on the batch (equal to the
@@ -432,11 +477,22 @@ def _kfac_checked(compute: Callable[[], Any]) -> Any:
 
 
 @deprecated_keywords(solve="damping_type", seed="rng")
-def kfac(net: Any, lr: Any = 0.1, damping: float = 1e-3, decay: float = 0.95,
-         inverse_period: int = 20, *, fisher: str = "true", bias: str = "folded",
-         damping_type: str = "factored", n_samples: int = 1, rng: Any = 0,
-         adapt_damping: bool = False, lm_period: int = 5,
-         lm_omega: float | None = None) -> Optimizer:
+def kfac(
+    net: Any,
+    lr: Any = 0.1,
+    damping: float = 1e-3,
+    decay: float = 0.95,
+    inverse_period: int = 20,
+    *,
+    fisher: str = "true",
+    bias: str = "folded",
+    damping_type: str = "factored",
+    n_samples: int = 1,
+    rng: Any = 0,
+    adapt_damping: bool = False,
+    lm_period: int = 5,
+    lm_omega: float | None = None,
+) -> Optimizer:
     """K-FAC (Martens & Grosse 2015) with explicit state.
 
     Parameters
@@ -513,8 +569,9 @@ def kfac(net: Any, lr: Any = 0.1, damping: float = 1e-3, decay: float = 0.95,
     if decay >= 1:
         raise ValueError(f"decay: expected a number in [0, 1), received {decay!r}")
     inverse_period = check_int(inverse_period, "inverse_period", 1)
-    fisher = as_option(fisher, FisherKind, "fisher",
-                       (FisherKind.TRUE, FisherKind.EMPIRICAL, FisherKind.MC)).value
+    fisher = as_option(
+        fisher, FisherKind, "fisher", (FisherKind.TRUE, FisherKind.EMPIRICAL, FisherKind.MC)
+    ).value
     bias = as_option(bias, Bias, "bias").value
     solve = as_option(damping_type, KFACDamping, "damping_type").value
     n_samples = check_int(n_samples, "n_samples", 1)
@@ -527,23 +584,41 @@ def kfac(net: Any, lr: Any = 0.1, damping: float = 1e-3, decay: float = 0.95,
         raise TypeError(f"net: expected a minifim.MLP, received {type(net).__name__}")
     extra = 1 if bias == "folded" else 0
     shapes = tuple(net.shapes)
-    keys = (("QA", "eA", "QG", "eG") if solve == "eigen"
-            else ("Ainv", "Ginv", "pi") + (("Gbinv",) if bias == "separate" else ()))
+    keys = (
+        ("QA", "eA", "QG", "eG")
+        if solve == "eigen"
+        else ("Ainv", "Ginv", "pi") + (("Gbinv",) if bias == "separate" else ())
+    )
 
     def init(theta: ArrayLike) -> State:
         theta = net.check_theta(_init_params(theta))
-        state = {"theta": theta, "direction": np.zeros_like(theta),
-                 "damping": np.asarray(damping0), "rho": np.asarray(np.nan)}
+        state = {
+            "theta": theta,
+            "direction": np.zeros_like(theta),
+            "damping": np.asarray(damping0),
+            "rho": np.asarray(np.nan),
+        }
         for l, (o, i) in enumerate(net.shapes):
             ia = i + extra
             state[f"A{l}"] = np.zeros((ia, ia))
             state[f"G{l}"] = np.zeros((o, o))
             if solve == "eigen":
-                state.update({f"QA{l}": np.eye(ia), f"eA{l}": np.zeros(ia),
-                              f"QG{l}": np.eye(o), f"eG{l}": np.zeros(o)})
+                state.update(
+                    {
+                        f"QA{l}": np.eye(ia),
+                        f"eA{l}": np.zeros(ia),
+                        f"QG{l}": np.eye(o),
+                        f"eG{l}": np.zeros(o),
+                    }
+                )
             else:
-                state.update({f"Ainv{l}": np.zeros((ia, ia)), f"Ginv{l}": np.zeros((o, o)),
-                              f"pi{l}": np.asarray(1.0)})
+                state.update(
+                    {
+                        f"Ainv{l}": np.zeros((ia, ia)),
+                        f"Ginv{l}": np.zeros((o, o)),
+                        f"pi{l}": np.asarray(1.0),
+                    }
+                )
                 if bias == "separate":
                     state[f"Gbinv{l}"] = np.zeros((o, o))
         return state
@@ -556,8 +631,9 @@ def kfac(net: Any, lr: Any = 0.1, damping: float = 1e-3, decay: float = 0.95,
         lam = float(state["damping"])
         rng = np.random.default_rng([seed, step]) if fisher == "mc" else None
         y_f = batch.y if fisher == "empirical" else None
-        fac = _kfac_factors(batch.net, theta, batch.X, y_f, fisher, bias=bias,
-                            n_samples=n_samples, rng=rng)
+        fac = _kfac_factors(
+            batch.net, theta, batch.X, y_f, fisher, bias=bias, n_samples=n_samples, rng=rng
+        )
         eps = min(1.0 - 1.0 / (step + 1), decay)
         new = dict(state)
         for l in range(net.num_layers):
@@ -565,14 +641,16 @@ def kfac(net: Any, lr: Any = 0.1, damping: float = 1e-3, decay: float = 0.95,
             new[f"G{l}"] = eps * state[f"G{l}"] + (1 - eps) * fac.G[l]
         L = range(net.num_layers)
         if step % inverse_period == 0:
-            averaged = KFACFactors(tuple(new[f"A{l}"] for l in L),
-                                   tuple(new[f"G{l}"] for l in L), bias, shapes)
+            averaged = KFACFactors(
+                tuple(new[f"A{l}"] for l in L), tuple(new[f"G{l}"] for l in L), bias, shapes
+            )
             inverse = _kfac_checked(lambda: averaged.inverse(lam, solve))
             for l, layer in enumerate(inverse.layers):
                 new.update({f"{k}{l}": v for k, v in layer.items()})
         # the stored preconditioner ("factored": made with the damping of its step)
-        stored = KFACInverse(solve, bias, shapes, tuple({k: new[f"{k}{l}"] for k in keys}
-                                                         for l in L), lam)
+        stored = KFACInverse(
+            solve, bias, shapes, tuple({k: new[f"{k}{l}"] for k in keys} for l in L), lam
+        )
         d = _kfac_checked(lambda: stored.apply(g))
         delta = -lr(step) * d
         new["theta"] = theta + delta
@@ -609,17 +687,26 @@ def _batches(N: int, batch_size: int | None, rng: Any) -> Iterator[np.ndarray]:
     while True:
         perm = rng.permutation(N)
         for k in range(per_epoch):
-            yield perm[k * batch_size:(k + 1) * batch_size]
+            yield perm[k * batch_size : (k + 1) * batch_size]
 
 
 def _take(y: Any, idx: np.ndarray) -> Any:
     return y[idx]
 
 
-def train(net: Any, theta: ArrayLike, X: ArrayLike, y: ArrayLike, optimizer: Any, steps: int,
-          batch_size: int | None = None, rng: Any = None, penalty: Any = None,
-          callback: Any = None, progress: bool = True
-          ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def train(
+    net: Any,
+    theta: ArrayLike,
+    X: ArrayLike,
+    y: ArrayLike,
+    optimizer: Any,
+    steps: int,
+    batch_size: int | None = None,
+    rng: Any = None,
+    penalty: Any = None,
+    callback: Any = None,
+    progress: bool = True,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Run ``steps`` updates of ``optimizer`` on the objective; return ``(theta, history)``.
 
     Parameters
@@ -679,10 +766,15 @@ def train(net: Any, theta: ArrayLike, X: ArrayLike, y: ArrayLike, optimizer: Any
     check_net(net)
     from tqdm.auto import tqdm
 
-    if not isinstance(optimizer, tuple) or len(optimizer) != 3 or not all(
-            callable(f) for f in optimizer):
-        raise TypeError(f"optimizer: expected an (init, update, get_params) triple such as "
-                        f"minifim.optim.sgd(0.1), received {type(optimizer).__name__}")
+    if (
+        not isinstance(optimizer, tuple)
+        or len(optimizer) != 3
+        or not all(callable(f) for f in optimizer)
+    ):
+        raise TypeError(
+            f"optimizer: expected an (init, update, get_params) triple such as "
+            f"minifim.optim.sgd(0.1), received {type(optimizer).__name__}"
+        )
     init, update, get_params = optimizer
     theta = net.check_theta(theta)
     X = net.check_inputs(X)
@@ -692,16 +784,18 @@ def train(net: Any, theta: ArrayLike, X: ArrayLike, y: ArrayLike, optimizer: Any
     if batch_size is not None:
         batch_size = check_int(batch_size, "batch_size", 1)
         if batch_size > N:
-            raise ValueError(f"batch_size: expected at most N = {N} samples, received "
-                             f"{batch_size}")
+            raise ValueError(f"batch_size: expected at most N = {N} samples, received {batch_size}")
         if rng is None:
-            raise TypeError("rng: minibatches are shuffled; pass a numpy.random.Generator or "
-                            "a seed with batch_size, received None")
+            raise TypeError(
+                "rng: minibatches are shuffled; pass a numpy.random.Generator or "
+                "a seed with batch_size, received None"
+            )
         rng = as_generator(rng)
     _check_penalty(penalty)
     if callback is not None and not callable(callback):
-        raise TypeError(f"callback: expected a callable or None, received "
-                        f"{type(callback).__name__}")
+        raise TypeError(
+            f"callback: expected a callable or None, received {type(callback).__name__}"
+        )
 
     state = init(theta)
     keys = ("loss", "grad_norm", "step_norm", "time", "batch_size")
@@ -716,14 +810,18 @@ def train(net: Any, theta: ArrayLike, X: ArrayLike, y: ArrayLike, optimizer: Any
         with np.errstate(over="ignore", invalid="ignore"):  # checked below, with the step
             value, g = objective_and_gradient(batch, old)
             if not (np.isfinite(value) and np.all(np.isfinite(g))):
-                raise FloatingPointError(f"train: the objective or its gradient is not finite "
-                                         f"at step {step} (objective = {value!r}); lower the "
-                                         "learning rate or raise the damping")
+                raise FloatingPointError(
+                    f"train: the objective or its gradient is not finite "
+                    f"at step {step} (objective = {value!r}); lower the "
+                    "learning rate or raise the damping"
+                )
             state = update(step, g, state, batch)
         new = get_params(state)
         if not np.all(np.isfinite(new)):
-            raise FloatingPointError(f"train: the update of step {step} gave non-finite "
-                                     "parameters; lower the learning rate or raise the damping")
+            raise FloatingPointError(
+                f"train: the update of step {step} gave non-finite "
+                "parameters; lower the learning rate or raise the damping"
+            )
         elapsed = time.perf_counter() - start
         hist["loss"].append(value)
         hist["grad_norm"].append(float(np.linalg.norm(g)))
@@ -735,8 +833,10 @@ def train(net: Any, theta: ArrayLike, X: ArrayLike, y: ArrayLike, optimizer: Any
         if callback is not None and callback(step, new, state):
             break
     bar.close()
-    history = {k: np.asarray(v, dtype=np.int64 if k == "batch_size" else np.float64)
-               for k, v in hist.items()}
+    history = {
+        k: np.asarray(v, dtype=np.int64 if k == "batch_size" else np.float64)
+        for k, v in hist.items()
+    }
     return np.array(get_params(state), copy=True), history
 
 
@@ -765,8 +865,10 @@ class GaussianPrior:
         if self.mean is None:
             return theta
         if self.mean.shape != theta.shape:
-            raise ValueError(f"theta: expected shape {self.mean.shape} to match the prior mean, "
-                             f"received shape {theta.shape}")
+            raise ValueError(
+                f"theta: expected shape {self.mean.shape} to match the prior mean, "
+                f"received shape {theta.shape}"
+            )
         return theta - self.mean
 
     def penalty(self, theta: ArrayLike) -> float:
@@ -786,9 +888,16 @@ class GaussianPrior:
         return f"GaussianPrior(precision={self.precision!r})"
 
 
-def fit_map(net: Any, theta0: ArrayLike, X: ArrayLike, y: ArrayLike,
-            prior_precision: float = 1.0, *, gtol: float = 1e-8,
-            max_iter: int = 10000) -> tuple[np.ndarray, dict]:
+def fit_map(
+    net: Any,
+    theta0: ArrayLike,
+    X: ArrayLike,
+    y: ArrayLike,
+    prior_precision: float = 1.0,
+    *,
+    gtol: float = 1e-8,
+    max_iter: int = 10000,
+) -> tuple[np.ndarray, dict]:
     """MAP estimate by deterministic full-batch L-BFGS (scipy), for small problems.
 
     Minimises the objective of :func:`train` on the full batch with a
@@ -829,14 +938,26 @@ def fit_map(net: Any, theta0: ArrayLike, X: ArrayLike, y: ArrayLike,
     def fun(theta: np.ndarray) -> tuple[float, np.ndarray]:
         return objective_and_gradient(batch, theta)
 
-    res = minimize(fun, theta0.copy(), jac=True, method="L-BFGS-B",
-                   options={"maxiter": max_iter, "gtol": gtol, "ftol": 0.0, "maxcor": 30})
+    res = minimize(
+        fun,
+        theta0.copy(),
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": max_iter, "gtol": gtol, "ftol": 0.0, "maxcor": 30},
+    )
     value, g = fun(res.x)
-    info = {"objective": float(value), "grad_norm": float(np.linalg.norm(g)),
-            "iterations": int(res.nit), "success": bool(np.max(np.abs(g)) <= gtol),
-            "message": str(res.message)}
+    info = {
+        "objective": float(value),
+        "grad_norm": float(np.linalg.norm(g)),
+        "iterations": int(res.nit),
+        "success": bool(np.max(np.abs(g)) <= gtol),
+        "message": str(res.message),
+    }
     if not info["success"]:
-        warnings.warn(f"fit_map: the gradient's largest entry {np.max(np.abs(g)):.3g} is above "
-                      f"gtol = {gtol:.3g} after {res.nit} iterations ({res.message})",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"fit_map: the gradient's largest entry {np.max(np.abs(g)):.3g} is above "
+            f"gtol = {gtol:.3g} after {res.nit} iterations ({res.message})",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return res.x, info

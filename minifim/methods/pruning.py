@@ -109,9 +109,12 @@ class PruningResult:
     @property
     def method(self) -> str:
         """The former name of :attr:`criterion` (deprecated until minifim 0.3.0)."""
-        warnings.warn(f"PruningResult.method is deprecated since minifim {DEPRECATION_SINCE} "
-                      f"and will be removed in {DEPRECATION_UNTIL}; use .criterion",
-                      DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            f"PruningResult.method is deprecated since minifim {DEPRECATION_SINCE} "
+            f"and will be removed in {DEPRECATION_UNTIL}; use .criterion",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return self.criterion
 
 
@@ -127,39 +130,54 @@ def _prunable_mask(net: Any, prunable: Any) -> np.ndarray:
         return mask
     arr = np.asarray(prunable)
     if arr.dtype != np.bool_ or arr.shape != (P,):
-        raise ValueError(f"prunable: expected 'weights', 'all' or a boolean mask of shape "
-                         f"({P},), received an array of shape {arr.shape} and dtype "
-                         f"{arr.dtype}")
+        raise ValueError(
+            f"prunable: expected 'weights', 'all' or a boolean mask of shape "
+            f"({P},), received an array of shape {arr.shape} and dtype "
+            f"{arr.dtype}"
+        )
     if not arr.any():
         raise ValueError("prunable: the mask selects no parameter")
     return arr.copy()
 
 
 def _check_sparsities(sparsities: Any) -> list[float]:
-    if isinstance(sparsities, (str, bytes)) or not isinstance(sparsities, Sequence
-                                                             | np.ndarray):
-        raise TypeError(f"sparsities: expected a sequence of fractions in [0, 1), received "
-                        f"{type(sparsities).__name__}")
+    if isinstance(sparsities, (str, bytes)) or not isinstance(sparsities, Sequence | np.ndarray):
+        raise TypeError(
+            f"sparsities: expected a sequence of fractions in [0, 1), received "
+            f"{type(sparsities).__name__}"
+        )
     out = [_check_fraction(s, f"sparsities[{i}]") for i, s in enumerate(sparsities)]
     if not out:
         raise ValueError("sparsities: expected at least one sparsity level, received none")
     if any(b < a for a, b in zip(out, out[1:])):
-        raise ValueError(f"sparsities: expected non-decreasing levels (one pruning path), "
-                         f"received {out}")
+        raise ValueError(
+            f"sparsities: expected non-decreasing levels (one pruning path), received {out}"
+        )
     return out
 
 
 def _check_fraction(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a fraction in [0, 1), received "
-                        f"{type(value).__name__} {value!r}")
+        raise TypeError(
+            f"{name}: expected a fraction in [0, 1), received {type(value).__name__} {value!r}"
+        )
     if not 0.0 <= float(value) < 1.0:
         raise ValueError(f"{name}: expected a fraction in [0, 1), received {value!r}")
     return float(value)
 
 
-def _curvature(net: Any, theta: np.ndarray, X: Any, y: Any, fisher: str, criterion: str,
-               curvature: Any, n_samples: int, rng: Any, chunk_size: int | None) -> np.ndarray:
+def _curvature(
+    net: Any,
+    theta: np.ndarray,
+    X: Any,
+    y: Any,
+    fisher: str,
+    criterion: str,
+    curvature: Any,
+    n_samples: int,
+    rng: Any,
+    chunk_size: int | None,
+) -> np.ndarray:
     """The undamped curvature: ``(P,)`` diagonal for OBD, ``(P, P)`` for OBS.
 
     ``curvature`` (given) is an array or a structure object; otherwise the curvature of kind
@@ -169,8 +187,9 @@ def _curvature(net: Any, theta: np.ndarray, X: Any, y: Any, fisher: str, criteri
     P = net.num_params
     if isinstance(curvature, StructureObject):
         if curvature.shape != (P, P):
-            raise ValueError(f"curvature: expected a curvature of shape ({P}, {P}), received "
-                             f"{curvature.shape}")
+            raise ValueError(
+                f"curvature: expected a curvature of shape ({P}, {P}), received {curvature.shape}"
+            )
         return curvature.diagonal() if criterion == "obd" else curvature.to_dense()
     if curvature is not None:
         C = as_float_array(curvature, "curvature")
@@ -178,16 +197,29 @@ def _curvature(net: Any, theta: np.ndarray, X: Any, y: Any, fisher: str, criteri
             return C
         if C.shape != (P, P):
             allowed = f"({P}, {P})" + (f" or ({P},)" if criterion == "obd" else "")
-            raise ValueError(f"curvature: expected shape {allowed} or a structure object for "
-                             f"criterion={criterion!r}, received shape {C.shape}")
+            raise ValueError(
+                f"curvature: expected shape {allowed} or a structure object for "
+                f"criterion={criterion!r}, received shape {C.shape}"
+            )
         if not np.allclose(C, C.T, rtol=1e-10, atol=1e-12 * max(1.0, np.abs(C).max())):
             raise ValueError("curvature: expected a symmetric matrix")
         return np.diag(C).copy() if criterion == "obd" else C
     if X is None:
-        raise ValueError(f"X: criterion={criterion!r} computes the {fisher!r} curvature from "
-                         "the inputs; received None (or pass curvature=)")
-    S = make_curvature(net, theta, X, y, fisher, "diag" if criterion == "obd" else "full",
-                       n_samples=n_samples, rng=rng, chunk_size=chunk_size)
+        raise ValueError(
+            f"X: criterion={criterion!r} computes the {fisher!r} curvature from "
+            "the inputs; received None (or pass curvature=)"
+        )
+    S = make_curvature(
+        net,
+        theta,
+        X,
+        y,
+        fisher,
+        "diag" if criterion == "obd" else "full",
+        n_samples=n_samples,
+        rng=rng,
+        chunk_size=chunk_size,
+    )
     return S.diagonal() if criterion == "obd" else S.to_dense()
 
 
@@ -195,9 +227,15 @@ def _targets(sparsities: list[float], n_prunable: int) -> list[int]:
     return [int(round(s * n_prunable)) for s in sparsities]
 
 
-def _static_path(theta: np.ndarray, scores: np.ndarray, prunable: np.ndarray, counts: list[int],
-                 criterion: str, n_prunable: int,
-                 costs: np.ndarray | None = None) -> list[PruningResult]:
+def _static_path(
+    theta: np.ndarray,
+    scores: np.ndarray,
+    prunable: np.ndarray,
+    counts: list[int],
+    criterion: str,
+    n_prunable: int,
+    costs: np.ndarray | None = None,
+) -> list[PruningResult]:
     """Magnitude and OBD: one fixed ranking, no update; nested masks along the path."""
     idx = np.flatnonzero(prunable)
     order = idx[np.argsort(scores[idx], kind="stable")]
@@ -208,9 +246,17 @@ def _static_path(theta: np.ndarray, scores: np.ndarray, prunable: np.ndarray, co
         mask[removed] = False
         pruned_theta = np.where(mask, theta, 0.0)
         predicted = float(np.sum(costs[removed])) if costs is not None else float("nan")
-        results.append(PruningResult(pruned_theta, mask, removed.copy(),
-                                     scores[removed].copy(), predicted, criterion,
-                                     K / n_prunable))
+        results.append(
+            PruningResult(
+                pruned_theta,
+                mask,
+                removed.copy(),
+                scores[removed].copy(),
+                predicted,
+                criterion,
+                K / n_prunable,
+            )
+        )
     return results
 
 
@@ -219,16 +265,24 @@ def _inverse(M: np.ndarray, damping: float, overwrite: bool = False) -> np.ndarr
     naming ``damping``) when the damped matrix is not positive definite or its reciprocal
     condition number (LAPACK ``dpocon``) is at most ``P eps`` (no correct digit in the
     inverse); see :func:`minifim._linalg.damped_inverse`."""
-    hint = (f"the Fisher of a network is usually singular, pass damping > 0 (e.g. 1e-4 * the "
-            f"mean of its diagonal = {1e-4 * np.mean(np.diag(M)):.3g})")
+    hint = (
+        f"the Fisher of a network is usually singular, pass damping > 0 (e.g. 1e-4 * the "
+        f"mean of its diagonal = {1e-4 * np.mean(np.diag(M)):.3g})"
+    )
     return damped_inverse(M, damping, what="curvature", hint=hint, overwrite_m=overwrite)
 
 
-def _obs_path(theta: np.ndarray, M: np.ndarray, damping: float, prunable: np.ndarray,
-              counts: list[int], block_size: int, n_prunable: int,
-              recompute_every: int | None = None,
-              curvature_at: Callable[[np.ndarray], np.ndarray] | None = None
-              ) -> list[PruningResult]:
+def _obs_path(
+    theta: np.ndarray,
+    M: np.ndarray,
+    damping: float,
+    prunable: np.ndarray,
+    counts: list[int],
+    block_size: int,
+    n_prunable: int,
+    recompute_every: int | None = None,
+    curvature_at: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> list[PruningResult]:
     """Optimal Brain Surgeon along a path of removal counts (see the module docstring).
 
     ``M`` is the undamped curvature at ``theta`` (the quadratic model is ``M + damping I``).
@@ -239,17 +293,22 @@ def _obs_path(theta: np.ndarray, M: np.ndarray, damping: float, prunable: np.nda
     theta = theta.copy()
     Hinv = _inverse(M, damping)
     active = np.arange(theta.shape[0])  # flat indices of the free parameters (rows of Hinv)
-    free_prunable = prunable.copy()     # over `active`
+    free_prunable = prunable.copy()  # over `active`
     order: list[int] = []
     scores: list[float] = []
     total, steps = 0.0, 0
     results = []
     for K in counts:
         while len(order) < K:
-            if (recompute_every is not None and curvature_at is not None and steps > 0
-                    and steps % recompute_every == 0):
-                Hinv = _inverse(curvature_at(theta)[np.ix_(active, active)], damping,
-                                overwrite=True)
+            if (
+                recompute_every is not None
+                and curvature_at is not None
+                and steps > 0
+                and steps % recompute_every == 0
+            ):
+                Hinv = _inverse(
+                    curvature_at(theta)[np.ix_(active, active)], damping, overwrite=True
+                )
             k = min(block_size, K - len(order))
             cand = np.flatnonzero(free_prunable)
             t = theta[active[cand]]
@@ -274,17 +333,39 @@ def _obs_path(theta: np.ndarray, M: np.ndarray, damping: float, prunable: np.nda
             steps += 1
         mask = np.ones(theta.shape[0], dtype=bool)
         mask[order] = False
-        results.append(PruningResult(theta.copy(), mask, np.array(order, dtype=np.int64),
-                                     np.array(scores), total, "obs", K / n_prunable))
+        results.append(
+            PruningResult(
+                theta.copy(),
+                mask,
+                np.array(order, dtype=np.int64),
+                np.array(scores),
+                total,
+                "obs",
+                K / n_prunable,
+            )
+        )
     return results
 
 
 @deprecated_keywords(method="criterion")
-def prune_path(net: Any, theta: Any, X: Any, y: Any, sparsities: Any,
-               criterion: str = "magnitude", fisher: str = "true", *, damping: float = 0.0,
-               prunable: Any = "weights", block_size: int = 1,
-               recompute_every: int | None = None, curvature: Any = None, n_samples: int = 1,
-               rng: Any = None, chunk_size: int | None = None) -> list[PruningResult]:
+def prune_path(
+    net: Any,
+    theta: Any,
+    X: Any,
+    y: Any,
+    sparsities: Any,
+    criterion: str = "magnitude",
+    fisher: str = "true",
+    *,
+    damping: float = 0.0,
+    prunable: Any = "weights",
+    block_size: int = 1,
+    recompute_every: int | None = None,
+    curvature: Any = None,
+    n_samples: int = 1,
+    rng: Any = None,
+    chunk_size: int | None = None,
+) -> list[PruningResult]:
     """Prune ``theta`` along increasing sparsity levels; one result per level.
 
     The levels share one path: the masks are nested and, for OBS, each level continues from the
@@ -305,39 +386,62 @@ def prune_path(net: Any, theta: Any, X: Any, y: Any, sparsities: Any,
     if recompute_every is not None:
         recompute_every = check_int(recompute_every, "recompute_every", 1)
         if criterion != "obs":
-            raise ValueError(f"recompute_every: only used by criterion='obs', received "
-                             f"{recompute_every} with criterion={criterion!r}")
+            raise ValueError(
+                f"recompute_every: only used by criterion='obs', received "
+                f"{recompute_every} with criterion={criterion!r}"
+            )
         if curvature is not None:
-            raise ValueError("recompute_every: the curvature is recomputed from X at the "
-                             "current parameters, so a fixed curvature= cannot be given with it")
+            raise ValueError(
+                "recompute_every: the curvature is recomputed from X at the "
+                "current parameters, so a fixed curvature= cannot be given with it"
+            )
     mask = _prunable_mask(net, prunable)
     n_prunable = int(mask.sum())
     counts = _targets(levels, n_prunable)
     if criterion == "magnitude":
         return _static_path(theta, np.abs(theta), mask, counts, criterion, n_prunable)
     if criterion == "obd":
-        d = _curvature(net, theta, X, y, fisher, criterion, curvature, n_samples, rng,
-                       chunk_size) + damping
+        d = (
+            _curvature(net, theta, X, y, fisher, criterion, curvature, n_samples, rng, chunk_size)
+            + damping
+        )
         sal = 0.5 * d * theta * theta
         return _static_path(theta, sal, mask, counts, criterion, n_prunable, costs=sal)
     P = net.num_params
-    require_memory(3 * 8 * P * P, f"Optimal Brain Surgeon: curvature, factor and inverse "
-                   f"(3 x ({P}, {P}) float64)", "criterion='obd' (exact diagonal, no dense "
-                   "matrix) or a smaller network")
+    require_memory(
+        3 * 8 * P * P,
+        f"Optimal Brain Surgeon: curvature, factor and inverse (3 x ({P}, {P}) float64)",
+        "criterion='obd' (exact diagonal, no dense matrix) or a smaller network",
+    )
     M = _curvature(net, theta, X, y, fisher, criterion, curvature, n_samples, rng, chunk_size)
 
     def curvature_at(th: np.ndarray) -> np.ndarray:
         return _curvature(net, th, X, y, fisher, criterion, None, n_samples, rng, chunk_size)
 
-    return _obs_path(theta, M, damping, mask, counts, block_size, n_prunable,
-                     recompute_every, curvature_at)
+    return _obs_path(
+        theta, M, damping, mask, counts, block_size, n_prunable, recompute_every, curvature_at
+    )
 
 
 @deprecated_keywords(method="criterion")
-def prune(net: Any, theta: Any, X: Any, y: Any, sparsity: float, criterion: str = "magnitude",
-          fisher: str = "true", *, damping: float = 0.0, prunable: Any = "weights",
-          block_size: int = 1, recompute_every: int | None = None, curvature: Any = None,
-          n_samples: int = 1, rng: Any = None, chunk_size: int | None = None) -> PruningResult:
+def prune(
+    net: Any,
+    theta: Any,
+    X: Any,
+    y: Any,
+    sparsity: float,
+    criterion: str = "magnitude",
+    fisher: str = "true",
+    *,
+    damping: float = 0.0,
+    prunable: Any = "weights",
+    block_size: int = 1,
+    recompute_every: int | None = None,
+    curvature: Any = None,
+    n_samples: int = 1,
+    rng: Any = None,
+    chunk_size: int | None = None,
+) -> PruningResult:
     """Remove a fraction ``sparsity`` of the prunable parameters of ``net`` at ``theta``.
 
     Parameters
@@ -400,7 +504,20 @@ def prune(net: Any, theta: Any, X: Any, y: Any, sparsity: float, criterion: str 
     """
     check_net(net)
     sparsity = _check_fraction(sparsity, "sparsity")
-    return prune_path(net, theta, X, y, [sparsity], criterion, fisher, damping=damping,
-                      prunable=prunable, block_size=block_size,
-                      recompute_every=recompute_every, curvature=curvature,
-                      n_samples=n_samples, rng=rng, chunk_size=chunk_size)[0]
+    return prune_path(
+        net,
+        theta,
+        X,
+        y,
+        [sparsity],
+        criterion,
+        fisher,
+        damping=damping,
+        prunable=prunable,
+        block_size=block_size,
+        recompute_every=recompute_every,
+        curvature=curvature,
+        n_samples=n_samples,
+        rng=rng,
+        chunk_size=chunk_size,
+    )[0]

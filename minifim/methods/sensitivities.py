@@ -59,24 +59,56 @@ def _check_input_shape(net: Any, input_shape: Any) -> tuple[int, ...] | None:
     if input_shape is None:
         return None
     if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence):
-        raise TypeError(f"input_shape: expected a tuple of ints such as (8, 8), received "
-                        f"{type(input_shape).__name__} {input_shape!r}")
+        raise TypeError(
+            f"input_shape: expected a tuple of ints such as (8, 8), received "
+            f"{type(input_shape).__name__} {input_shape!r}"
+        )
     shape = tuple(check_int(s, f"input_shape[{i}]", 1) for i, s in enumerate(input_shape))
     if int(np.prod(shape)) != net.input_dim:
-        raise ValueError(f"input_shape: expected a shape with {net.input_dim} entries (the "
-                         f"input dimension D), received {shape} with {int(np.prod(shape))}")
+        raise ValueError(
+            f"input_shape: expected a shape with {net.input_dim} entries (the "
+            f"input dimension D), received {shape} with {int(np.prod(shape))}"
+        )
     return shape
 
 
-def _diagonal(net: Any, theta: Any, X: Any, y: Any, fisher: str, n_samples: int, rng: Any,
-              reduction: str, chunk_size: int | None) -> np.ndarray:
+def _diagonal(
+    net: Any,
+    theta: Any,
+    X: Any,
+    y: Any,
+    fisher: str,
+    n_samples: int,
+    rng: Any,
+    reduction: str,
+    chunk_size: int | None,
+) -> np.ndarray:
     """``diag(M)``, ``(P,)``: the diagonal structure of the curvature (:func:`curvature`)."""
-    return curvature(net, theta, X, y, fisher, "diag", reduction=reduction, n_samples=n_samples,
-                     rng=rng, chunk_size=chunk_size).diagonal()
+    return curvature(
+        net,
+        theta,
+        X,
+        y,
+        fisher,
+        "diag",
+        reduction=reduction,
+        n_samples=n_samples,
+        rng=rng,
+        chunk_size=chunk_size,
+    ).diagonal()
 
 
-def _gate_fisher(net: Any, theta: Any, X: Any, y: Any, fisher: str, n_samples: int, rng: Any,
-                 reduction: str, chunk_size: int | None) -> list[np.ndarray]:
+def _gate_fisher(
+    net: Any,
+    theta: Any,
+    X: Any,
+    y: Any,
+    fisher: str,
+    n_samples: int,
+    rng: Any,
+    reduction: str,
+    chunk_size: int | None,
+) -> list[np.ndarray]:
     """Exact Fisher of multiplicative gates on the inputs and on every hidden unit.
 
     Returns ``[g_input: (D,), g_0: (H_0,), ..., g_{L-2}: (H_{L-2},)]`` where the gate on
@@ -97,11 +129,21 @@ def _gate_fisher(net: Any, theta: Any, X: Any, y: Any, fisher: str, n_samples: i
     return [g * scale for g in out]
 
 
-def sensitivity(net: Any, theta: Any, X: Any, y: Any = None, fisher: str = "true",
-                per: str = "parameter", *, aggregate: str | None = None,
-                input_shape: Sequence[int] | None = None, n_samples: int = 1, rng: Any = None,
-                reduction: str = "mean", chunk_size: int | None = None
-                ) -> np.ndarray | list[np.ndarray]:
+def sensitivity(
+    net: Any,
+    theta: Any,
+    X: Any,
+    y: Any = None,
+    fisher: str = "true",
+    per: str = "parameter",
+    *,
+    aggregate: str | None = None,
+    input_shape: Sequence[int] | None = None,
+    n_samples: int = 1,
+    rng: Any = None,
+    reduction: str = "mean",
+    chunk_size: int | None = None,
+) -> np.ndarray | list[np.ndarray]:
     """Fisher sensitivity of the parameters, hidden units or inputs of ``net`` at ``theta``.
 
     Parameters
@@ -156,24 +198,36 @@ def sensitivity(net: Any, theta: Any, X: Any, y: Any = None, fisher: str = "true
         net.check_targets(y, net.check_inputs(X).shape[0])
     if per == "parameter":
         if input_shape is not None:
-            raise ValueError("input_shape: only used with per='input', received "
-                             f"{input_shape!r} with per='parameter'")
+            raise ValueError(
+                "input_shape: only used with per='input', received "
+                f"{input_shape!r} with per='parameter'"
+            )
         if aggregate is not None:
-            raise ValueError("aggregate: only used with per='unit' or per='input', received "
-                             f"{aggregate!r} with per='parameter'")
+            raise ValueError(
+                "aggregate: only used with per='unit' or per='input', received "
+                f"{aggregate!r} with per='parameter'"
+            )
         return _diagonal(net, theta, X, y, fisher, n_samples, rng, reduction, chunk_size)
     if per == "unit":
         if input_shape is not None:
-            raise ValueError("input_shape: only used with per='input', received "
-                             f"{input_shape!r} with per='unit'")
-        aggregate = as_option("incoming" if aggregate is None else aggregate, UnitAggregate,
-                              "aggregate").value
+            raise ValueError(
+                f"input_shape: only used with per='input', received {input_shape!r} with per='unit'"
+            )
+        aggregate = as_option(
+            "incoming" if aggregate is None else aggregate, UnitAggregate, "aggregate"
+        ).value
         if net.num_layers < 2:
-            raise ValueError(f"per: 'unit' scores hidden units, but {net!r} has no hidden "
-                             "layer; use per='parameter' or per='input'")
+            raise ValueError(
+                f"per: 'unit' scores hidden units, but {net!r} has no hidden "
+                "layer; use per='parameter' or per='input'"
+            )
     else:
-        aggregate = as_option("outgoing" if aggregate is None else aggregate, UnitAggregate,
-                              "aggregate", _INPUT_AGGREGATES).value
+        aggregate = as_option(
+            "outgoing" if aggregate is None else aggregate,
+            UnitAggregate,
+            "aggregate",
+            _INPUT_AGGREGATES,
+        ).value
         shape = _check_input_shape(net, input_shape)
 
     if aggregate == "gate":
@@ -183,8 +237,7 @@ def sensitivity(net: Any, theta: Any, X: Any, y: Any = None, fisher: str = "true
         return gates[0] if shape is None else gates[0].reshape(shape)
 
     d = _diagonal(net, theta, X, y, fisher, n_samples, rng, reduction, chunk_size)
-    blocks = [(d[ws].reshape(shp), d[bs]) for shp, (ws, bs) in zip(net.shapes,
-                                                                    net.layer_slices)]
+    blocks = [(d[ws].reshape(shp), d[bs]) for shp, (ws, bs) in zip(net.shapes, net.layer_slices)]
     if per == "input":
         out = blocks[0][0].sum(axis=0)
         return out if shape is None else out.reshape(shape)
@@ -192,6 +245,7 @@ def sensitivity(net: Any, theta: Any, X: Any, y: Any = None, fisher: str = "true
     for l in range(net.num_layers - 1):
         incoming = blocks[l][0].sum(axis=1) + blocks[l][1]
         outgoing = blocks[l + 1][0].sum(axis=0)
-        units.append({"incoming": incoming, "outgoing": outgoing,
-                      "both": incoming + outgoing}[aggregate])
+        units.append(
+            {"incoming": incoming, "outgoing": outgoing, "both": incoming + outgoing}[aggregate]
+        )
     return units

@@ -32,42 +32,78 @@ def _known_factors(fixture: Fixture, key: str) -> list[tuple[float, str]]:
     sigma = float(fixture.manifest["model"].get("sigma", 1.0))
     out = []
     if power:
-        out.append((float(N) ** power, f"sum instead of mean over the N = {N} samples "
-                                       f"(factor N{'' if power == 1 else f'^{power}'})"))
+        out.append(
+            (
+                float(N) ** power,
+                f"sum instead of mean over the N = {N} samples "
+                f"(factor N{'' if power == 1 else f'^{power}'})",
+            )
+        )
         out.append((float(N) ** -power, f"divided by N = {N} once too often (mean of a mean)"))
-    out.append((-1.0, "sign flipped (gradient of the log-likelihood instead of the negative "
-                      "log-likelihood, or a descent step stored as an ascent step)"))
+    out.append(
+        (
+            -1.0,
+            "sign flipped (gradient of the log-likelihood instead of the negative "
+            "log-likelihood, or a descent step stored as an ascent step)",
+        )
+    )
     if lik == "gaussian":
-        mse = ("the MSE |y - f|^2 used where minifim's Gaussian NLL is |y - f|^2 / (2 sigma^2) "
-               f"(sigma = {sigma:g})")
-        out += [(2.0, f"factor 2: {mse}"), (4.0, f"factor 4: squared gradients of {mse}"),
-                (0.5, "factor 1/2: the Gaussian NLL's 1/2 applied twice")]
+        mse = (
+            "the MSE |y - f|^2 used where minifim's Gaussian NLL is |y - f|^2 / (2 sigma^2) "
+            f"(sigma = {sigma:g})"
+        )
+        out += [
+            (2.0, f"factor 2: {mse}"),
+            (4.0, f"factor 4: squared gradients of {mse}"),
+            (0.5, "factor 1/2: the Gaussian NLL's 1/2 applied twice"),
+        ]
         if sigma != 1.0:
-            out += [(sigma**2, f"sigma ignored: the Fisher for sigma = 1 instead of sigma = "
-                               f"{sigma:g} (factor sigma^2)"),
-                    (2 * sigma**2, "the Hessian of the MSE |y - f|^2 (factor 2 sigma^2)"),
-                    (4 * sigma**4, "squared gradients of the MSE (factor 4 sigma^4)"),
-                    (sigma**-2, f"1/sigma^2 applied twice (sigma = {sigma:g})")]
+            out += [
+                (
+                    sigma**2,
+                    f"sigma ignored: the Fisher for sigma = 1 instead of sigma = "
+                    f"{sigma:g} (factor sigma^2)",
+                ),
+                (2 * sigma**2, "the Hessian of the MSE |y - f|^2 (factor 2 sigma^2)"),
+                (4 * sigma**4, "squared gradients of the MSE (factor 4 sigma^4)"),
+                (sigma**-2, f"1/sigma^2 applied twice (sigma = {sigma:g})"),
+            ]
     else:
-        out += [(2.0, "factor 2 (a loss with an extra factor 2, e.g. the MSE convention)"),
-                (0.5, "factor 1/2")]
+        out += [
+            (2.0, "factor 2 (a loss with an extra factor 2, e.g. the MSE convention)"),
+            (0.5, "factor 1/2"),
+        ]
     return out
 
 
 _ALTERNATIVES = {
-    "true_fisher": [("empirical_fisher", "the empirical Fisher (data labels) instead of the "
-                                         "true Fisher (labels from the model)"),
-                    ("hessian", "the Hessian of the NLL instead of the Fisher")],
+    "true_fisher": [
+        (
+            "empirical_fisher",
+            "the empirical Fisher (data labels) instead of the true Fisher (labels from the model)",
+        ),
+        ("hessian", "the Hessian of the NLL instead of the Fisher"),
+    ],
     "empirical_fisher": [("true_fisher", "the true Fisher instead of the empirical Fisher")],
-    "ggn": [("empirical_fisher", "the empirical Fisher instead of the GGN"),
-            ("hessian", "the Hessian instead of the GGN")],
-    "hessian": [("ggn", "the GGN / Fisher instead of the Hessian (second-order term of the "
-                        "network dropped)")],
-    "fisher_diagonal": [("empirical_fisher_diagonal", "the empirical Fisher's diagonal "
-                                                      "(data labels) instead of the true "
-                                                      "Fisher's")],
-    "empirical_fisher_diagonal": [("fisher_diagonal", "the true Fisher's diagonal instead "
-                                                      "of the empirical one")],
+    "ggn": [
+        ("empirical_fisher", "the empirical Fisher instead of the GGN"),
+        ("hessian", "the Hessian instead of the GGN"),
+    ],
+    "hessian": [
+        (
+            "ggn",
+            "the GGN / Fisher instead of the Hessian (second-order term of the network dropped)",
+        )
+    ],
+    "fisher_diagonal": [
+        (
+            "empirical_fisher_diagonal",
+            "the empirical Fisher's diagonal (data labels) instead of the true Fisher's",
+        )
+    ],
+    "empirical_fisher_diagonal": [
+        ("fisher_diagonal", "the true Fisher's diagonal instead of the empirical one")
+    ],
 }
 
 
@@ -77,39 +113,83 @@ def _computed_alternatives(fixture: Fixture, key: str) -> list[tuple[np.ndarray,
     out = []
     if key in ("true_fisher", "fisher_diagonal"):
         diag = key == "fisher_diagonal"
-        out.append((square_of_mean_gradient(net, theta, X, y, diagonal=diag),
-                    "the square of the batch-mean gradient (g g^T, diagonal g^2) instead of "
-                    "the mean of per-sample squared scores"))
-        arg = (fisher_diagonal(net, theta, X, None, "argmax") if diag
-               else curvature_matrix(net, theta, X, None, "argmax"))
-        out.append((arg, "labels taken by argmax of the prediction instead of sampled or "
-                         "enumerated from the model"))
+        out.append(
+            (
+                square_of_mean_gradient(net, theta, X, y, diagonal=diag),
+                "the square of the batch-mean gradient (g g^T, diagonal g^2) instead of "
+                "the mean of per-sample squared scores",
+            )
+        )
+        arg = (
+            fisher_diagonal(net, theta, X, None, "argmax")
+            if diag
+            else curvature_matrix(net, theta, X, None, "argmax")
+        )
+        out.append(
+            (
+                arg,
+                "labels taken by argmax of the prediction instead of sampled or "
+                "enumerated from the model",
+            )
+        )
     if key == "fisher_eigenvalues":
-        out.append((scipy.linalg.eigvalsh(fixture["empirical_fisher"])[::-1],
-                    "eigenvalues of the empirical Fisher instead of the true Fisher"))
-        out.append((scipy.linalg.eigvalsh(fixture["true_fisher"]),
-                    "eigenvalues in ascending order (the fixture stores them descending)"))
+        out.append(
+            (
+                scipy.linalg.eigvalsh(fixture["empirical_fisher"])[::-1],
+                "eigenvalues of the empirical Fisher instead of the true Fisher",
+            )
+        )
+        out.append(
+            (
+                scipy.linalg.eigvalsh(fixture["true_fisher"]),
+                "eigenvalues in ascending order (the fixture stores them descending)",
+            )
+        )
     if key == "ngd_step":
         P = fixture.P
         lam = fixture.damping
-        out.append((scipy.linalg.solve(fixture["empirical_fisher"] + lam * np.eye(P),
-                                       fixture["gradient"], assume_a="pos"),
-                    "the empirical Fisher used in the natural-gradient step"))
-        out.append((scipy.linalg.solve(fixture.N * fixture["true_fisher"] + lam * np.eye(P),
-                                       fixture["gradient"], assume_a="pos"),
-                    "the sum-reduced Fisher N F with the mean gradient"))
+        out.append(
+            (
+                scipy.linalg.solve(
+                    fixture["empirical_fisher"] + lam * np.eye(P),
+                    fixture["gradient"],
+                    assume_a="pos",
+                ),
+                "the empirical Fisher used in the natural-gradient step",
+            )
+        )
+        out.append(
+            (
+                scipy.linalg.solve(
+                    fixture.N * fixture["true_fisher"] + lam * np.eye(P),
+                    fixture["gradient"],
+                    assume_a="pos",
+                ),
+                "the sum-reduced Fisher N F with the mean gradient",
+            )
+        )
     if key.startswith("kfac/"):
         _, fisher, bias, fac = key.split("/")
         other = "empirical" if fisher == "true" else "true"
         alt = f"kfac/{other}/{bias}/{fac}"
         if alt in fixture.arrays:
-            out.append((fixture[alt], f"the K-FAC factor of the {other} Fisher instead of "
-                                      f"the {fisher} one"))
+            out.append(
+                (
+                    fixture[alt],
+                    f"the K-FAC factor of the {other} Fisher instead of the {fisher} one",
+                )
+            )
     return out
 
 
-def likely_causes(fixture: Fixture, key: str, candidate: Any, *, layout: str = "pytorch",
-                  cause_tol: float = CAUSE_TOL) -> list[str]:
+def likely_causes(
+    fixture: Fixture,
+    key: str,
+    candidate: Any,
+    *,
+    layout: str = "pytorch",
+    cause_tol: float = CAUSE_TOL,
+) -> list[str]:
     """Recognised explanations of why ``candidate`` differs from ``fixture[key]``, best first.
 
     Each hypothesis transforms the reference (transpose, another parameter order, a known
@@ -125,18 +205,33 @@ def likely_causes(fixture: Fixture, key: str, candidate: Any, *, layout: str = "
         if cand.ndim == 2 and cand.shape == ref.shape[::-1]:
             d = relative_distance(cand.T, ref)
             if d <= cause_tol:
-                found.append((d, "transposed layout: the candidate is stored as (in, out) "
-                                 "(JAX/flax kernel or x @ W code); minifim and PyTorch use "
-                                 "(out, in)"))
+                found.append(
+                    (
+                        d,
+                        "transposed layout: the candidate is stored as (in, out) "
+                        "(JAX/flax kernel or x @ W code); minifim and PyTorch use "
+                        "(out, in)",
+                    )
+                )
         if cand.size == ref.size and not found:
-            found.append((math.inf, f"same number of entries in another shape {cand.shape}: "
-                                    f"reshape to {ref.shape} (check row- vs column-major)"))
+            found.append(
+                (
+                    math.inf,
+                    f"same number of entries in another shape {cand.shape}: "
+                    f"reshape to {ref.shape} (check row- vs column-major)",
+                )
+            )
         return [c for _, c in sorted(found, key=lambda t: t[0])]
     if cand.ndim == 2 and cand.shape[0] == cand.shape[1] and info.get("role") == "weight":
         d = relative_distance(cand.T, ref)
         if d <= cause_tol:
-            found.append((d, "transposed layout: the weight is stored as (in, out); minifim "
-                             "and PyTorch use (out, in)"))
+            found.append(
+                (
+                    d,
+                    "transposed layout: the weight is stored as (in, out); minifim "
+                    "and PyTorch use (out, in)",
+                )
+            )
     axes = list(info.get("param_axes", []))
     if axes:
         net = fixture.net
@@ -148,16 +243,22 @@ def likely_causes(fixture: Fixture, key: str, candidate: Any, *, layout: str = "
             if d > cause_tol:
                 continue
             if other == "pytorch":
-                what = (f"the candidate is in minifim's PyTorch order (W (out, in), then b); "
-                        f"drop layout={layout!r}")
+                what = (
+                    f"the candidate is in minifim's PyTorch order (W (out, in), then b); "
+                    f"drop layout={layout!r}"
+                )
             elif other == "in-out":
-                what = ("transposed weight layout: the weights are flattened as (in, out) "
-                        "(x @ W code); minifim and PyTorch flatten (out, in); pass "
-                        "layout='in-out'")
+                what = (
+                    "transposed weight layout: the weights are flattened as (in, out) "
+                    "(x @ W code); minifim and PyTorch flatten (out, in); pass "
+                    "layout='in-out'"
+                )
             else:
-                what = ("a different parameter order: the candidate is in JAX ravel_pytree "
-                        "order (bias before kernel (in, out), layers sorted by name); pass "
-                        "layout='jax'")
+                what = (
+                    "a different parameter order: the candidate is in JAX ravel_pytree "
+                    "order (bias before kernel (in, out), layers sorted by name); pass "
+                    "layout='jax'"
+                )
             found.append((d, what))
     for factor, what in _known_factors(fixture, key):
         d = relative_distance(cand, factor * ref)
@@ -179,6 +280,7 @@ def likely_causes(fixture: Fixture, key: str, candidate: Any, *, layout: str = "
             alpha = float(np.vdot(cand, ref)) / rr
             d = relative_distance(cand, alpha * ref)
             if d <= cause_tol and abs(alpha - 1) > 10 * cause_tol:
-                found.append((d, f"a missing or extra scale factor: candidate = {alpha:.6g} "
-                                 "x reference"))
+                found.append(
+                    (d, f"a missing or extra scale factor: candidate = {alpha:.6g} x reference")
+                )
     return [c for _, c in sorted(found, key=lambda t: t[0])]

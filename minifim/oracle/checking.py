@@ -50,18 +50,28 @@ class CheckResult:
     def passed(self) -> bool:
         """All compared arrays pass, at least one was compared, no key is unmatched, and
         every diagnosis found the true Fisher."""
-        return (bool(self.comparisons) or bool(self.diagnoses)) and not self.unmatched and all(
-            c.passed for c in self.comparisons) and all(d.ok for d in self.diagnoses)
+        return (
+            (bool(self.comparisons) or bool(self.diagnoses))
+            and not self.unmatched
+            and all(c.passed for c in self.comparisons)
+            and all(d.ok for d in self.diagnoses)
+        )
 
     def to_dict(self) -> dict:
-        return {"fixture": self.fixture, "candidate": self.candidate, "passed": self.passed,
-                "rtol": self.rtol, "atol": self.atol, "layout": self.layout,
-                "reduction": self.reduction,
-                "criterion": "|c - r| <= atol + rtol |r| entrywise; atol = rtol * max|r| "
-                             "per array unless given",
-                "comparisons": [c.to_dict() for c in self.comparisons],
-                "unmatched": self.unmatched,
-                "diagnoses": [d.to_dict() for d in self.diagnoses]}
+        return {
+            "fixture": self.fixture,
+            "candidate": self.candidate,
+            "passed": self.passed,
+            "rtol": self.rtol,
+            "atol": self.atol,
+            "layout": self.layout,
+            "reduction": self.reduction,
+            "criterion": "|c - r| <= atol + rtol |r| entrywise; atol = rtol * max|r| "
+            "per array unless given",
+            "comparisons": [c.to_dict() for c in self.comparisons],
+            "unmatched": self.unmatched,
+            "diagnoses": [d.to_dict() for d in self.diagnoses],
+        }
 
     def to_json(self) -> str:
         return json.dumps(_jsonable(self.to_dict()), indent=1, allow_nan=False)
@@ -69,20 +79,32 @@ class CheckResult:
     def table(self) -> str:
         """A plain-text table: one row per array, then the causes of the failures."""
         atol = "rtol * max|r| per array" if self.atol is None else f"{self.atol:g}"
-        lines = [f"fixture   {self.fixture}", f"candidate {self.candidate}",
-                 f"criterion |c - r| <= atol + rtol |r| entrywise, rtol = {self.rtol:g}, "
-                 f"atol = {atol}; layout {self.layout}, reduction {self.reduction}", ""]
+        lines = [
+            f"fixture   {self.fixture}",
+            f"candidate {self.candidate}",
+            f"criterion |c - r| <= atol + rtol |r| entrywise, rtol = {self.rtol:g}, "
+            f"atol = {atol}; layout {self.layout}, reduction {self.reduction}",
+            "",
+        ]
         headers = ["array", "shape", "max abs err", "max rel err", "worst entry", "result"]
         rows = []
         for c in self.comparisons:
             name = c.name if c.candidate_name == c.name else f"{c.candidate_name} -> {c.name}"
             if c.max_abs_err is None:
-                rows.append([name, f"{c.candidate_shape} vs {c.shape}", "-", "-", "-",
-                             "FAIL (shape)"])
+                rows.append(
+                    [name, f"{c.candidate_shape} vs {c.shape}", "-", "-", "-", "FAIL (shape)"]
+                )
                 continue
-            rows.append([name, "x".join(map(str, c.shape)) or "()", f"{c.max_abs_err:.2e}",
-                         f"{c.max_rel_err:.2e}", c.worst_label if c.max_abs_err else "-",
-                         "pass" if c.passed else "FAIL"])
+            rows.append(
+                [
+                    name,
+                    "x".join(map(str, c.shape)) or "()",
+                    f"{c.max_abs_err:.2e}",
+                    f"{c.max_rel_err:.2e}",
+                    c.worst_label if c.max_abs_err else "-",
+                    "pass" if c.passed else "FAIL",
+                ]
+            )
         for key in self.unmatched:
             rows.append([key, "-", "-", "-", "-", "FAIL (unmatched)"])
         if rows:
@@ -95,17 +117,26 @@ class CheckResult:
         if details or self.unmatched:
             lines.append("")
             lines += [("FAIL " if not c.passed else "note ") + c.message() for c in details]
-            lines += [f"FAIL {k!r}: no array of that name or alias in the fixture; name it "
-                      "with --map CANDIDATE=FIXTURE (python: mapping=) or leave it out with "
-                      "--keys" for k in self.unmatched]
+            lines += [
+                f"FAIL {k!r}: no array of that name or alias in the fixture; name it "
+                "with --map CANDIDATE=FIXTURE (python: mapping=) or leave it out with "
+                "--keys"
+                for k in self.unmatched
+            ]
         for d in self.diagnoses:
             lines.append("")
             lines.append(d.report())
-        n_fail = sum(not c.passed for c in self.comparisons) + len(self.unmatched) + sum(
-            not d.ok for d in self.diagnoses)
+        n_fail = (
+            sum(not c.passed for c in self.comparisons)
+            + len(self.unmatched)
+            + sum(not d.ok for d in self.diagnoses)
+        )
         lines.append("")
-        lines.append("PASSED" if self.passed else
-                     (f"FAILED: {n_fail} problem(s)" if n_fail else "FAILED: nothing compared"))
+        lines.append(
+            "PASSED"
+            if self.passed
+            else (f"FAILED: {n_fail} problem(s)" if n_fail else "FAILED: nothing compared")
+        )
         return "\n".join(lines)
 
 
@@ -122,8 +153,18 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def compare_key(fixture: Fixture, key: str, array: Any, candidate_name: str, what: str, *,
-                layout: str, reduction: str, rtol: float, atol: float | None) -> Comparison:
+def compare_key(
+    fixture: Fixture,
+    key: str,
+    array: Any,
+    candidate_name: str,
+    what: str,
+    *,
+    layout: str,
+    reduction: str,
+    rtol: float,
+    atol: float | None,
+) -> Comparison:
     """Compare one candidate array with fixture array ``key``: convert, compare, explain.
 
     The candidate (``what`` names it in errors) is read as float64, brought to the fixture's
@@ -137,21 +178,36 @@ def compare_key(fixture: Fixture, key: str, array: Any, candidate_name: str, wha
     note = ""
     if arr.shape in (fixture[key].shape, fixture[key].shape[::-1]):
         arr, note = convert(fixture, key, arr, layout, reduction)
-    comp = compare(fixture[key], arr, name=key, rtol=rtol, atol=atol, fixture=fixture,
-                   candidate_name=candidate_name,
-                   param_axes=fixture.array_info(key).get("param_axes", []))
+    comp = compare(
+        fixture[key],
+        arr,
+        name=key,
+        rtol=rtol,
+        atol=atol,
+        fixture=fixture,
+        candidate_name=candidate_name,
+        param_axes=fixture.array_info(key).get("param_axes", []),
+    )
     comp.note = join_notes(dtype_note(dtype, comp.rtol), note)
     if not comp.passed and comp.max_abs_err != math.inf:
         comp.causes = likely_causes(fixture, key, arr, layout=layout)
     return comp
 
 
-def check(fixture: FixtureLike, candidate: Mapping[str, np.ndarray], *,
-          mapping: Mapping[str, str] | None = None, layout: str = "pytorch",
-          reduction: str = "mean", rtol: float = DEFAULT_RTOL,
-          atol: float | None = None, keys: Sequence[str] | None = None,
-          diagnose_keys: Sequence[str] = (), mc_samples: int | None = None,
-          candidate_label: str = "<arrays>") -> CheckResult:
+def check(
+    fixture: FixtureLike,
+    candidate: Mapping[str, np.ndarray],
+    *,
+    mapping: Mapping[str, str] | None = None,
+    layout: str = "pytorch",
+    reduction: str = "mean",
+    rtol: float = DEFAULT_RTOL,
+    atol: float | None = None,
+    keys: Sequence[str] | None = None,
+    diagnose_keys: Sequence[str] = (),
+    mc_samples: int | None = None,
+    candidate_label: str = "<arrays>",
+) -> CheckResult:
     """Compare every array of ``candidate`` with the fixture's array of the same meaning.
 
     Parameters
@@ -180,11 +236,14 @@ def check(fixture: FixtureLike, candidate: Mapping[str, np.ndarray], *,
     mapping = dict(mapping or {})
     for cand_key, target in mapping.items():
         if target not in fx.arrays:
-            raise ValueError(f"mapping: {cand_key!r} -> {target!r}, but the fixture has no "
-                             f"array {target!r}; available: {', '.join(fx.keys())}")
+            raise ValueError(
+                f"mapping: {cand_key!r} -> {target!r}, but the fixture has no "
+                f"array {target!r}; available: {', '.join(fx.keys())}"
+            )
     if not isinstance(candidate, Mapping) and not hasattr(candidate, "files"):
-        raise TypeError(f"candidate: expected a mapping of name -> array, received "
-                        f"{type(candidate).__name__}")
+        raise TypeError(
+            f"candidate: expected a mapping of name -> array, received {type(candidate).__name__}"
+        )
     names = list(candidate.files if hasattr(candidate, "files") else candidate)
     if keys is not None:
         missing = [k for k in keys if k not in names]
@@ -203,18 +262,46 @@ def check(fixture: FixtureLike, candidate: Mapping[str, np.ndarray], *,
             if cand_key not in diagnose_keys:
                 unmatched.append(cand_key)
             continue
-        comparisons.append(compare_key(fx, ref_key, candidate[cand_key], cand_key,
-                                       f"candidate[{cand_key!r}]", layout=layout,
-                                       reduction=reduction, rtol=rtol, atol=atol))
-    diagnoses = [diagnose(fx, candidate[k], n_samples=mc_samples, layout=layout,
-                          reduction=reduction, name=k) for k in diagnose_keys]
-    return CheckResult(fx.path or fx.name, candidate_label, rtol, atol, layout, reduction,
-                       comparisons, unmatched, diagnoses)
+        comparisons.append(
+            compare_key(
+                fx,
+                ref_key,
+                candidate[cand_key],
+                cand_key,
+                f"candidate[{cand_key!r}]",
+                layout=layout,
+                reduction=reduction,
+                rtol=rtol,
+                atol=atol,
+            )
+        )
+    diagnoses = [
+        diagnose(fx, candidate[k], n_samples=mc_samples, layout=layout, reduction=reduction, name=k)
+        for k in diagnose_keys
+    ]
+    return CheckResult(
+        fx.path or fx.name,
+        candidate_label,
+        rtol,
+        atol,
+        layout,
+        reduction,
+        comparisons,
+        unmatched,
+        diagnoses,
+    )
 
 
-def assert_matches(fixture: FixtureLike, name: str, array: Any, rtol: float = DEFAULT_RTOL,
-                   atol: float | None = None, *, layout: str = "pytorch",
-                   reduction: str = "mean") -> Comparison:
+def assert_matches(
+    fixture: FixtureLike,
+    name: str,
+    array: Any,
+    rtol: float = DEFAULT_RTOL,
+    atol: float | None = None,
+    *,
+    layout: str = "pytorch",
+    reduction: str = "mean",
+) -> Comparison:
     """Assert that ``array`` equals the fixture's array ``name`` to the tolerance.
 
     For other projects' test suites: ``minifim.assert_matches("fixture.npz", "true_fisher",
@@ -247,10 +334,21 @@ def assert_matches(fixture: FixtureLike, name: str, array: Any, rtol: float = DE
         raise TypeError(f"name: expected a fixture array name, received {type(name).__name__}")
     key = resolve_key(fx, name)
     if key is None:
-        raise KeyError(f"name: {name!r} is not an array of fixture {fx.name!r}; available: "
-                       f"{', '.join(fx.keys())}")
-    comp = compare_key(fx, key, array, name, f"array ({name})", layout=layout,
-                       reduction=reduction, rtol=rtol, atol=atol)
+        raise KeyError(
+            f"name: {name!r} is not an array of fixture {fx.name!r}; available: "
+            f"{', '.join(fx.keys())}"
+        )
+    comp = compare_key(
+        fx,
+        key,
+        array,
+        name,
+        f"array ({name})",
+        layout=layout,
+        reduction=reduction,
+        rtol=rtol,
+        atol=atol,
+    )
     if not comp.passed:
         raise AssertionError(f"minifim fixture {fx.name!r}: " + comp.message())
     return comp

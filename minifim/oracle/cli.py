@@ -54,6 +54,7 @@ CANDIDATE_FLOOR = 16 * 2**20
 class CommandError(Exception):
     """An error whose message is complete as it stands (printed as one line, exit 2)."""
 
+
 EPILOG_CHECK = """\
 Keys of the candidate are matched to the fixture's arrays by --map, then by exact name, then
 as a state-dict key ("0.weight"), then through common aliases (F, EF, H, grad, S, J, eigvals,
@@ -67,11 +68,18 @@ layouts: pytorch  W0, b0, W1, b1, ... with W (out, in) row-major (minifim's own 
 
 
 def _add_common_tolerance(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rtol", type=float, default=DEFAULT_RTOL,
-                   help=f"relative tolerance (default {DEFAULT_RTOL:g}); pass: |c - r| <= atol "
-                        "+ rtol |r|")
-    p.add_argument("--atol", type=float, default=None,
-                   help="absolute tolerance (default: rtol * max|r| of each array)")
+    p.add_argument(
+        "--rtol",
+        type=float,
+        default=DEFAULT_RTOL,
+        help=f"relative tolerance (default {DEFAULT_RTOL:g}); pass: |c - r| <= atol + rtol |r|",
+    )
+    p.add_argument(
+        "--atol",
+        type=float,
+        default=None,
+        help="absolute tolerance (default: rtol * max|r| of each array)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,24 +87,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="minifim",
         description="minifim: exact Fisher-information reference for small MLPs. Make "
-                    "versioned fixtures and check another library's arrays against them.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "versioned fixtures and check another library's arrays against them.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"minifim {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    fx = sub.add_parser("fixture", help="make, list and inspect fixtures",
-                        description="Make, list and inspect reference fixtures.")
+    fx = sub.add_parser(
+        "fixture",
+        help="make, list and inspect fixtures",
+        description="Make, list and inspect reference fixtures.",
+    )
     fsub = fx.add_subparsers(dest="fixture_command", metavar="ACTION")
     fsub.required = True
 
-    fsub.add_parser("list", help="list the built-in presets",
-                    description="List the built-in presets with their models.")
+    fsub.add_parser(
+        "list",
+        help="list the built-in presets",
+        description="List the built-in presets with their models.",
+    )
 
     make = fsub.add_parser(
-        "make", help="make fixtures from presets or a JSON spec",
+        "make",
+        help="make fixtures from presets or a JSON spec",
         description="Make fixtures (.npz with an embedded JSON manifest) from built-in "
-                    "presets or a JSON spec. The same command gives a byte-identical file.",
+        "presets or a JSON spec. The same command gives a byte-identical file.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=textwrap.dedent("""\
             JSON spec keys: sizes (required), activation, likelihood, sigma, num_samples,
@@ -104,47 +120,88 @@ def build_parser() -> argparse.ArgumentParser:
             damping, description, name, preset (a base preset to override), and optional
             explicit theta, X, y (lists).
             Trajectory: OPTIMISER:steps=K[,key=value...] with OPTIMISER a constructor of
-            minifim.optim, e.g. sgd:steps=5,lr=0.1 or adam:steps=10,lr=0.01."""))
-    make.add_argument("presets", nargs="*", metavar="PRESET",
-                      help="preset name(s); see `minifim fixture list`")
+            minifim.optim, e.g. sgd:steps=5,lr=0.1 or adam:steps=10,lr=0.01."""),
+    )
+    make.add_argument(
+        "presets", nargs="*", metavar="PRESET", help="preset name(s); see `minifim fixture list`"
+    )
     make.add_argument("--all", action="store_true", help="make every preset")
     make.add_argument("--spec", metavar="FILE", help="a JSON spec file instead of a preset")
-    make.add_argument("-o", "--output", metavar="FILE.npz",
-                      help="output file (one fixture only; default NAME.npz in --out-dir)")
-    make.add_argument("--out-dir", metavar="DIR", default=".",
-                      help="folder for NAME.npz outputs (default: the current folder)")
-    make.add_argument("--trajectory", metavar="OPT:steps=K",
-                      help="also record K full-batch optimiser steps (per-step arrays)")
+    make.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE.npz",
+        help="output file (one fixture only; default NAME.npz in --out-dir)",
+    )
+    make.add_argument(
+        "--out-dir",
+        metavar="DIR",
+        default=".",
+        help="folder for NAME.npz outputs (default: the current folder)",
+    )
+    make.add_argument(
+        "--trajectory",
+        metavar="OPT:steps=K",
+        help="also record K full-batch optimiser steps (per-step arrays)",
+    )
 
-    show = fsub.add_parser("show", help="print a fixture's manifest and arrays",
-                           description="Print a fixture's manifest and its arrays.")
+    show = fsub.add_parser(
+        "show",
+        help="print a fixture's manifest and arrays",
+        description="Print a fixture's manifest and its arrays.",
+    )
     show.add_argument("fixture", metavar="FIXTURE.npz")
     show.add_argument("--json", action="store_true", help="print the manifest as JSON")
 
     chk = sub.add_parser(
-        "check", help="compare a candidate .npz with a fixture",
+        "check",
+        help="compare a candidate .npz with a fixture",
         description="Compare the arrays of CANDIDATE.npz with the fixture's, key by key: "
-                    "max abs error, max relative error, worst entry, pass/fail at the stated "
-                    "tolerance. Exits 1 if anything fails.",
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_CHECK)
+        "max abs error, max relative error, worst entry, pass/fail at the stated "
+        "tolerance. Exits 1 if anything fails.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG_CHECK,
+    )
     chk.add_argument("fixture", metavar="FIXTURE.npz")
     chk.add_argument("candidate", metavar="CANDIDATE.npz")
-    chk.add_argument("--map", action="append", default=[], metavar="CAND=FIXTURE",
-                     help="map a candidate key to a fixture array (repeatable)")
-    chk.add_argument("--keys", nargs="+", metavar="KEY",
-                     help="compare only these candidate keys")
-    chk.add_argument("--layout", choices=LAYOUTS, default=LAYOUTS[0],
-                     help=f"parameter order of the candidate (default {LAYOUTS[0]})")
-    chk.add_argument("--reduction", choices=REDUCTIONS, default=REDUCTIONS[0],
-                     help=f"the candidate's reduction over samples (default {REDUCTIONS[0]})")
+    chk.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="CAND=FIXTURE",
+        help="map a candidate key to a fixture array (repeatable)",
+    )
+    chk.add_argument("--keys", nargs="+", metavar="KEY", help="compare only these candidate keys")
+    chk.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default=LAYOUTS[0],
+        help=f"parameter order of the candidate (default {LAYOUTS[0]})",
+    )
+    chk.add_argument(
+        "--reduction",
+        choices=REDUCTIONS,
+        default=REDUCTIONS[0],
+        help=f"the candidate's reduction over samples (default {REDUCTIONS[0]})",
+    )
     _add_common_tolerance(chk)
-    chk.add_argument("--diagnose", nargs="*", metavar="KEY", default=None,
-                     help="say which Fisher variant the given candidate keys are (dense or "
-                          "diagonal); without KEY: every key compared with true_fisher or "
-                          "fisher_diagonal")
-    chk.add_argument("--mc-samples", type=int, metavar="K", default=None,
-                     help="the candidate is a Monte-Carlo Fisher with K labels per input: "
-                          "test its error against the exact sampling band")
+    chk.add_argument(
+        "--diagnose",
+        nargs="*",
+        metavar="KEY",
+        default=None,
+        help="say which Fisher variant the given candidate keys are (dense or "
+        "diagonal); without KEY: every key compared with true_fisher or "
+        "fisher_diagonal",
+    )
+    chk.add_argument(
+        "--mc-samples",
+        type=int,
+        metavar="K",
+        default=None,
+        help="the candidate is a Monte-Carlo Fisher with K labels per input: "
+        "test its error against the exact sampling band",
+    )
     chk.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
@@ -167,9 +224,16 @@ def _cmd_list(args: argparse.Namespace, out: IO[str]) -> int:
     for name in PRESETS:
         _, spec = resolve_spec(name)
         net = MLP(spec["sizes"], spec["activation"], spec["likelihood"], spec["sigma"])
-        rows.append((name, f"{net.likelihood.name}/{net.activation.name}",
-                     "x".join(map(str, spec["sizes"])), str(net.num_params),
-                     str(spec["num_samples"]), spec["description"]))
+        rows.append(
+            (
+                name,
+                f"{net.likelihood.name}/{net.activation.name}",
+                "x".join(map(str, spec["sizes"])),
+                str(net.num_params),
+                str(spec["num_samples"]),
+                spec["description"],
+            )
+        )
     headers = ("preset", "likelihood/act", "sizes", "P", "N", "description")
     widths = [max(len(r[i]) for r in rows + [headers]) for i in range(5)]
     for r in [headers] + rows:
@@ -198,8 +262,10 @@ def _cmd_make(args: argparse.Namespace, out: IO[str]) -> int:
     else:
         names = list(PRESETS) if args.all else args.presets
         if not names:
-            raise ValueError("fixture make: give PRESET name(s), --all or --spec FILE (see "
-                             "`minifim fixture list`)")
+            raise ValueError(
+                "fixture make: give PRESET name(s), --all or --spec FILE (see "
+                "`minifim fixture list`)"
+            )
         jobs = [(n, f"minifim fixture make {n}") for n in names]
     if args.output and len(jobs) > 1:
         raise ValueError("-o/--output names one file; with several presets use --out-dir")
@@ -212,8 +278,10 @@ def _cmd_make(args: argparse.Namespace, out: IO[str]) -> int:
             save_fixture(fx, target)
         except OSError as err:  # read-only folder, full disk, a folder in the way, ...
             raise CommandError(f"cannot write {str(target)!r}: {_os_reason(err)}") from None
-        print(f"wrote {target}  ({fx.name}: {fx.net!r}, N={fx.N}, P={fx.P}, "
-              f"{len(fx.arrays)} arrays)", file=out)
+        print(
+            f"wrote {target}  ({fx.name}: {fx.net!r}, N={fx.N}, P={fx.P}, {len(fx.arrays)} arrays)",
+            file=out,
+        )
     return 0
 
 
@@ -228,11 +296,17 @@ def _cmd_show(args: argparse.Namespace, out: IO[str]) -> int:
     print(f"fixture   {args.fixture}", file=out)
     print(f"name      {m['name']}: {m.get('description', '')}", file=out)
     print(f"model     {fx.net!r}", file=out)
-    print(f"sizes     N = {fx.N}, P = {fx.P}; reduction {m['reduction']}; NGD damping "
-          f"{m['damping']:g}", file=out)
+    print(
+        f"sizes     N = {fx.N}, P = {fx.P}; reduction {m['reduction']}; NGD damping "
+        f"{m['damping']:g}",
+        file=out,
+    )
     print(f"order     {', '.join(m['parameter_order'])}; W as (out, in) row-major", file=out)
-    print(f"made by   {m.get('command')} (minifim {m['minifim_version']}, schema "
-          f"{m['schema_version']})", file=out)
+    print(
+        f"made by   {m.get('command')} (minifim {m['minifim_version']}, schema "
+        f"{m['schema_version']})",
+        file=out,
+    )
     if m.get("trajectory"):
         t = m["trajectory"]
         print(f"trajectory {t['optimiser']} {t['options']} for {t['steps']} steps", file=out)
@@ -272,14 +346,25 @@ def _cmd_check(args: argparse.Namespace, out: IO[str]) -> int:
                 if resolve_key(fx, k, mapping) in ("true_fisher", "fisher_diagonal"):
                     diag_keys.append(k)
             if not diag_keys:
-                raise ValueError("--diagnose: no candidate key maps to true_fisher or "
-                                 "fisher_diagonal; name the key(s) to diagnose")
+                raise ValueError(
+                    "--diagnose: no candidate key maps to true_fisher or "
+                    "fisher_diagonal; name the key(s) to diagnose"
+                )
     if args.mc_samples is not None and args.diagnose is None:
         raise ValueError("--mc-samples is used by --diagnose; add --diagnose [KEY]")
-    result = check(fx, candidate, mapping=mapping, layout=args.layout,
-                   reduction=args.reduction, rtol=args.rtol, atol=args.atol, keys=args.keys,
-                   diagnose_keys=diag_keys, mc_samples=args.mc_samples,
-                   candidate_label=str(args.candidate))
+    result = check(
+        fx,
+        candidate,
+        mapping=mapping,
+        layout=args.layout,
+        reduction=args.reduction,
+        rtol=args.rtol,
+        atol=args.atol,
+        keys=args.keys,
+        diagnose_keys=diag_keys,
+        mc_samples=args.mc_samples,
+        candidate_label=str(args.candidate),
+    )
     print(result.to_json() if args.json else result.table(), file=out)
     return EXIT_OK if result.passed else EXIT_FAILED
 
@@ -316,8 +401,15 @@ def main(argv: Sequence[str] | None = None, out: IO[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("minifim: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (CommandError, ValueError, TypeError, KeyError, OSError, FloatingPointError,
-            MemoryError) as err:  # MemoryError: minifim.MemoryBudgetError and numpy's own
+    except (
+        CommandError,
+        ValueError,
+        TypeError,
+        KeyError,
+        OSError,
+        FloatingPointError,
+        MemoryError,
+    ) as err:  # MemoryError: minifim.MemoryBudgetError and numpy's own
         print(_error_line(err), file=sys.stderr)
         return EXIT_ERROR
 

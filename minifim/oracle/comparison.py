@@ -19,8 +19,16 @@ import numpy as np
 from .._validation import as_float_array, check_nonnegative
 from .fixtures import Fixture, param_label
 
-__all__ = ["DEFAULT_RTOL", "MAX_LISTED", "Comparison", "compare", "candidate_array",
-           "dtype_note", "join_notes", "relative_distance"]
+__all__ = [
+    "DEFAULT_RTOL",
+    "MAX_LISTED",
+    "Comparison",
+    "compare",
+    "candidate_array",
+    "dtype_note",
+    "join_notes",
+    "relative_distance",
+]
 
 DEFAULT_RTOL = 1e-7
 #: How many NaN/Inf entries a failure message lists by name.
@@ -64,20 +72,24 @@ class Comparison:
 
     def message(self) -> str:
         """A one-paragraph human explanation (used by :func:`assert_matches`)."""
-        head = f"{self.name!r}" + (f" (candidate {self.candidate_name!r})"
-                                   if self.candidate_name != self.name else "")
+        head = f"{self.name!r}" + (
+            f" (candidate {self.candidate_name!r})" if self.candidate_name != self.name else ""
+        )
         if self.max_abs_err is None:
-            text = (f"{head}: shape mismatch, expected {self.shape}, received "
-                    f"{self.candidate_shape}.")
+            text = (
+                f"{head}: shape mismatch, expected {self.shape}, received {self.candidate_shape}."
+            )
         elif self.num_nonfinite:
             text = f"{head} does not match: " + "; ".join(self.nonfinite) + "."
         else:
             status = "matches" if self.passed else "does not match"
-            text = (f"{head} {status} at rtol={self.rtol:g}, atol={self.atol:.3g} "
-                    f"(|c - r| <= atol + rtol |r|): max abs err {self.max_abs_err:.3g}, max "
-                    f"rel err {self.max_rel_err:.3g}, relative Frobenius error "
-                    f"{self.norm_rel_err:.3g}; worst entry {self.worst_label}: expected "
-                    f"{self.reference_value!r}, got {self.candidate_value!r}.")
+            text = (
+                f"{head} {status} at rtol={self.rtol:g}, atol={self.atol:.3g} "
+                f"(|c - r| <= atol + rtol |r|): max abs err {self.max_abs_err:.3g}, max "
+                f"rel err {self.max_rel_err:.3g}, relative Frobenius error "
+                f"{self.norm_rel_err:.3g}; worst entry {self.worst_label}: expected "
+                f"{self.reference_value!r}, got {self.candidate_value!r}."
+            )
         if self.causes:
             text += " Likely cause: " + self.causes[0]
             if len(self.causes) > 1:
@@ -105,8 +117,9 @@ def _entry_label(fixture: Fixture | None, name: str, index: tuple, param_axes: A
     return f"{name}[{', '.join(parts)}]"
 
 
-def _stats(ref: np.ndarray, cand: np.ndarray, rtol: float, atol: float | None
-           ) -> tuple[bool, float, float, float, float, tuple[int, ...]]:
+def _stats(
+    ref: np.ndarray, cand: np.ndarray, rtol: float, atol: float | None
+) -> tuple[bool, float, float, float, float, tuple[int, ...]]:
     diff = np.abs(cand - ref)
     mag = np.abs(ref)
     scale = float(mag.max()) if mag.size else 0.0
@@ -116,15 +129,25 @@ def _stats(ref: np.ndarray, cand: np.ndarray, rtol: float, atol: float | None
     if diff.size == 0:
         return passed, atol_eff, 0.0, 0.0, 0.0, ()
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(allowed > 0, diff / np.where(allowed > 0, allowed, 1.0),
-                         np.where(diff > 0, np.inf, 0.0))
+        ratio = np.where(
+            allowed > 0, diff / np.where(allowed > 0, allowed, 1.0), np.where(diff > 0, np.inf, 0.0)
+        )
         rel = np.where(mag > 0, diff / np.where(mag > 0, mag, 1.0), 0.0)
     worst = np.unravel_index(int(np.argmax(ratio if np.any(ratio > 0) else diff)), ref.shape)
     ref_norm = float(np.linalg.norm(ref))
-    norm_rel = float(np.linalg.norm(cand - ref)) / ref_norm if ref_norm > 0 else float(
-        np.linalg.norm(cand))
-    return passed, atol_eff, float(diff.max()), float(rel.max()), norm_rel, tuple(
-        int(i) for i in worst)
+    norm_rel = (
+        float(np.linalg.norm(cand - ref)) / ref_norm
+        if ref_norm > 0
+        else float(np.linalg.norm(cand))
+    )
+    return (
+        passed,
+        atol_eff,
+        float(diff.max()),
+        float(rel.max()),
+        norm_rel,
+        tuple(int(i) for i in worst),
+    )
 
 
 def candidate_array(array: Any, name: str) -> tuple[np.ndarray, np.dtype]:
@@ -147,13 +170,17 @@ def dtype_note(dtype: np.dtype, rtol: float) -> str:
         return ""
     if np.issubdtype(dtype, np.floating):
         eps = float(np.finfo(dtype).eps)
-        note = (f"{dtype.name} candidate compared in float64, each entry exactly as stored; "
-                f"{dtype.name} rounds every entry by up to {eps / 2:.1e} relative (eps = "
-                f"{eps:.1e}) and its arithmetic errors grow like cond * eps")
+        note = (
+            f"{dtype.name} candidate compared in float64, each entry exactly as stored; "
+            f"{dtype.name} rounds every entry by up to {eps / 2:.1e} relative (eps = "
+            f"{eps:.1e}) and its arithmetic errors grow like cond * eps"
+        )
         if dtype.itemsize < 8 and rtol < 10 * eps:
-            note += (f", so it cannot meet rtol = {rtol:g} on ill-conditioned quantities "
-                     "(solves, inverses, eigenvalues, the NGD step); compute in float64 or "
-                     f"compare at rtol >= {10 * eps:.0e}")
+            note += (
+                f", so it cannot meet rtol = {rtol:g} on ill-conditioned quantities "
+                "(solves, inverses, eigenvalues, the NGD step); compute in float64 or "
+                f"compare at rtol >= {10 * eps:.0e}"
+            )
         return note
     if dtype == np.bool_:
         return "bool candidate compared in float64 (True = 1, False = 0)"
@@ -170,35 +197,56 @@ def relative_distance(a: np.ndarray, b: np.ndarray) -> float:
     return d / nb if nb > 0 else (0.0 if d == 0 else math.inf)
 
 
-def _nonfinite_report(ref: np.ndarray, cand: np.ndarray, bad: np.ndarray, fixture: Fixture | None,
-                      name: str, param_axes: Any) -> list[str]:
+def _nonfinite_report(
+    ref: np.ndarray,
+    cand: np.ndarray,
+    bad: np.ndarray,
+    fixture: Fixture | None,
+    name: str,
+    param_axes: Any,
+) -> list[str]:
     """Sentences naming the first :data:`MAX_LISTED` NaN/Inf mismatches, by group."""
     fin_c, fin_r = np.isfinite(cand), np.isfinite(ref)
-    groups = [(bad & ~fin_c & fin_r, "the candidate has {n} NaN/Inf entr{ies} where the "
-                                     "reference is finite"),
-              (bad & fin_c & ~fin_r, "the reference has {n} NaN/Inf entr{ies} where the "
-                                     "candidate is finite"),
-              (bad & ~fin_c & ~fin_r, "{n} entr{ies} NaN/Inf in both arrays but different")]
+    groups = [
+        (
+            bad & ~fin_c & fin_r,
+            "the candidate has {n} NaN/Inf entr{ies} where the reference is finite",
+        ),
+        (
+            bad & fin_c & ~fin_r,
+            "the reference has {n} NaN/Inf entr{ies} where the candidate is finite",
+        ),
+        (bad & ~fin_c & ~fin_r, "{n} entr{ies} NaN/Inf in both arrays but different"),
+    ]
     out, listed = [], 0
     for mask, text in groups:
         idx = np.argwhere(mask)
         n = len(idx)
         if not n:
             continue
-        shown = idx[:max(MAX_LISTED - listed, 1)]
+        shown = idx[: max(MAX_LISTED - listed, 1)]
         listed += len(shown)
-        items = [f"{_entry_label(fixture, name, tuple(i), param_axes)} = "
-                 f"{float(cand[tuple(i)])!r} (expected {float(ref[tuple(i)])!r})"
-                 for i in shown]
+        items = [
+            f"{_entry_label(fixture, name, tuple(i), param_axes)} = "
+            f"{float(cand[tuple(i)])!r} (expected {float(ref[tuple(i)])!r})"
+            for i in shown
+        ]
         more = f", ... ({n - len(shown)} more)" if n > len(shown) else ""
-        out.append(text.format(n=n, ies="y" if n == 1 else "ies") + ": " + ", ".join(items)
-                   + more)
+        out.append(text.format(n=n, ies="y" if n == 1 else "ies") + ": " + ", ".join(items) + more)
     return out
 
 
-def compare(reference: Any, candidate: Any, *, name: str = "array", rtol: float = DEFAULT_RTOL,
-            atol: float | None = None, fixture: Fixture | None = None,
-            candidate_name: str | None = None, param_axes: Sequence[int] = ()) -> Comparison:
+def compare(
+    reference: Any,
+    candidate: Any,
+    *,
+    name: str = "array",
+    rtol: float = DEFAULT_RTOL,
+    atol: float | None = None,
+    fixture: Fixture | None = None,
+    candidate_name: str | None = None,
+    param_axes: Sequence[int] = (),
+) -> Comparison:
     """Compare ``candidate`` with ``reference`` entry by entry (see the module docstring).
 
     Parameters
@@ -236,21 +284,43 @@ def compare(reference: Any, candidate: Any, *, name: str = "array", rtol: float 
     if np.any(bad):  # a failure that names the entries (no statistics over NaN)
         first = tuple(int(i) for i in np.argwhere(bad)[0])
         finite_ref = np.abs(ref[np.isfinite(ref)])
-        atol_eff = atol if atol is not None else rtol * float(
-            finite_ref.max() if finite_ref.size else 0.0)
-        return Comparison(name, cname, ref.shape, cand.shape, False, rtol, atol_eff,
-                          max_abs_err=math.inf, max_rel_err=math.inf, norm_rel_err=math.inf,
-                          worst_index=first,
-                          worst_label=_entry_label(fixture, name, first, param_axes),
-                          reference_value=float(ref[first]),
-                          candidate_value=float(cand[first]), note=note,
-                          num_nonfinite=int(np.count_nonzero(bad)),
-                          nonfinite=_nonfinite_report(ref, cand, bad, fixture, name,
-                                                      param_axes))
+        atol_eff = (
+            atol if atol is not None else rtol * float(finite_ref.max() if finite_ref.size else 0.0)
+        )
+        return Comparison(
+            name,
+            cname,
+            ref.shape,
+            cand.shape,
+            False,
+            rtol,
+            atol_eff,
+            max_abs_err=math.inf,
+            max_rel_err=math.inf,
+            norm_rel_err=math.inf,
+            worst_index=first,
+            worst_label=_entry_label(fixture, name, first, param_axes),
+            reference_value=float(ref[first]),
+            candidate_value=float(cand[first]),
+            note=note,
+            num_nonfinite=int(np.count_nonzero(bad)),
+            nonfinite=_nonfinite_report(ref, cand, bad, fixture, name, param_axes),
+        )
     passed, atol_eff, abs_err, rel_err, norm_rel, worst = _stats(ref, cand, rtol, atol)
-    return Comparison(name, cname, ref.shape, cand.shape, passed, rtol, atol_eff,
-                      max_abs_err=abs_err, max_rel_err=rel_err, norm_rel_err=norm_rel,
-                      worst_index=worst,
-                      worst_label=_entry_label(fixture, name, worst, param_axes),
-                      reference_value=float(ref[worst]) if ref.size else None,
-                      candidate_value=float(cand[worst]) if cand.size else None, note=note)
+    return Comparison(
+        name,
+        cname,
+        ref.shape,
+        cand.shape,
+        passed,
+        rtol,
+        atol_eff,
+        max_abs_err=abs_err,
+        max_rel_err=rel_err,
+        norm_rel_err=norm_rel,
+        worst_index=worst,
+        worst_label=_entry_label(fixture, name, worst, param_axes),
+        reference_value=float(ref[worst]) if ref.size else None,
+        candidate_value=float(cand[worst]) if cand.size else None,
+        note=note,
+    )

@@ -21,8 +21,13 @@ from ..core.conventions import REDUCTIONS
 from ..core.model import MLP
 from ..options import Layout, as_option
 
-__all__ = ["LAYOUTS", "REDUCTIONS", "layout_permutation", "to_minifim_layout",
-           "from_minifim_layout"]
+__all__ = [
+    "LAYOUTS",
+    "REDUCTIONS",
+    "layout_permutation",
+    "to_minifim_layout",
+    "from_minifim_layout",
+]
 
 LAYOUTS: tuple[Layout, ...] = tuple(Layout)  # the vocabulary, as a public constant
 
@@ -60,26 +65,29 @@ def _check_layout_args(net: MLP, arr: Any, param_axes: Any) -> tuple[np.ndarray,
     """``arr`` as float64 and ``param_axes`` as distinct non-negative axes of length ``P``."""
     check_net(net)
     arr = as_float_array(arr, "arr", finite=False)
-    if isinstance(param_axes, (str, bytes)) or not isinstance(param_axes,
-                                                              Sequence | np.ndarray):
-        raise TypeError(f"param_axes: expected a sequence of integers (the axes of arr indexed "
-                        f"by flat parameters), received {type(param_axes).__name__} "
-                        f"{param_axes!r}")
+    if isinstance(param_axes, (str, bytes)) or not isinstance(param_axes, Sequence | np.ndarray):
+        raise TypeError(
+            f"param_axes: expected a sequence of integers (the axes of arr indexed "
+            f"by flat parameters), received {type(param_axes).__name__} "
+            f"{param_axes!r}"
+        )
     axes: list[int] = []
     for ax in param_axes:
         if isinstance(ax, (bool, np.bool_)) or not isinstance(ax, numbers.Integral):
-            raise TypeError(f"param_axes: expected a sequence of integers, received "
-                            f"{list(param_axes)!r}")
+            raise TypeError(
+                f"param_axes: expected a sequence of integers, received {list(param_axes)!r}"
+            )
         ax = int(ax)
         if not -arr.ndim <= ax < arr.ndim:
-            raise ValueError(f"param_axes: axis {ax} is out of range for arr of shape "
-                             f"{arr.shape}")
+            raise ValueError(f"param_axes: axis {ax} is out of range for arr of shape {arr.shape}")
         ax %= arr.ndim
         if ax in axes:
             raise ValueError(f"param_axes: axis {ax} is listed twice in {list(param_axes)!r}")
         if arr.shape[ax] != net.num_params:
-            raise ValueError(f"param_axes: axis {ax} of arr has length {arr.shape[ax]}, "
-                             f"expected P = {net.num_params} (arr has shape {arr.shape})")
+            raise ValueError(
+                f"param_axes: axis {ax} of arr has length {arr.shape[ax]}, "
+                f"expected P = {net.num_params} (arr has shape {arr.shape})"
+            )
         axes.append(ax)
     return arr, axes
 

@@ -33,8 +33,14 @@ from ..core.model import MLP
 if TYPE_CHECKING:
     from ..core.likelihoods import Gaussian, Likelihood
 
-__all__ = ["to_torch", "from_torch", "mlp_from_torch", "torch_quantities", "fixture_to_torch",
-           "require_torch"]
+__all__ = [
+    "to_torch",
+    "from_torch",
+    "mlp_from_torch",
+    "torch_quantities",
+    "fixture_to_torch",
+    "require_torch",
+]
 
 SOFTPLUS_THRESHOLD = 40.0
 _ACTIVATIONS = ("tanh", "relu", "sigmoid", "softplus", "identity")
@@ -45,8 +51,10 @@ def require_torch() -> Any:
     try:
         import torch
     except ImportError as err:  # pragma: no cover - exercised only without torch
-        raise ImportError("minifim.oracle.torch needs PyTorch: pip install 'minifim[crosscheck]' "
-                          "(torch==2.13.0, CPU) or `make crosscheck`") from err
+        raise ImportError(
+            "minifim.oracle.torch needs PyTorch: pip install 'minifim[crosscheck]' "
+            "(torch==2.13.0, CPU) or `make crosscheck`"
+        ) from err
     return torch
 
 
@@ -63,8 +71,10 @@ def _activation_module(name: str) -> Any:
         return nn.Softplus(beta=1.0, threshold=SOFTPLUS_THRESHOLD)
     if name == "identity":
         return nn.Identity()
-    raise ValueError(f"net.activation: expected one of {list(_ACTIVATIONS)} to build a torch "
-                     f"module, received a custom activation {name!r}")
+    raise ValueError(
+        f"net.activation: expected one of {list(_ACTIVATIONS)} to build a torch "
+        f"module, received a custom activation {name!r}"
+    )
 
 
 def to_torch(net: MLP, theta: ArrayLike) -> Any:
@@ -107,51 +117,71 @@ def _layers_and_activation(module: Any) -> tuple[list[Any], str]:
     torch = require_torch()
     nn = torch.nn
     if not isinstance(module, nn.Sequential):
-        raise TypeError(f"module: expected a torch.nn.Sequential of Linear layers and "
-                        f"activations, received {type(module).__name__}")
+        raise TypeError(
+            f"module: expected a torch.nn.Sequential of Linear layers and "
+            f"activations, received {type(module).__name__}"
+        )
     linears: list[Any] = []
     acts: set[str] = set()
     pending: str | None = None  # pending: the activation after the last Linear
-    kinds = {nn.Tanh: "tanh", nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.Softplus: "softplus",
-             nn.Identity: "identity"}
+    kinds = {
+        nn.Tanh: "tanh",
+        nn.ReLU: "relu",
+        nn.Sigmoid: "sigmoid",
+        nn.Softplus: "softplus",
+        nn.Identity: "identity",
+    }
     children = list(module)
     for i, child in enumerate(children):
         if isinstance(child, nn.Linear):
             if linears:
                 acts.add(pending or "identity")  # two Linear layers in a row: identity
             if child.bias is None:
-                raise ValueError(f"module[{i}]: Linear without bias; minifim's MLP has a bias "
-                                 "in every layer")
+                raise ValueError(
+                    f"module[{i}]: Linear without bias; minifim's MLP has a bias in every layer"
+                )
             linears.append(child)
             pending = None
         elif type(child) in kinds:
             if not linears or pending is not None:
-                raise ValueError(f"module[{i}]: expected Linear, activation, Linear, ...; "
-                                 f"found {type(child).__name__} out of place")
+                raise ValueError(
+                    f"module[{i}]: expected Linear, activation, Linear, ...; "
+                    f"found {type(child).__name__} out of place"
+                )
             if isinstance(child, nn.Softplus) and child.beta != 1:
-                raise ValueError(f"module[{i}]: Softplus with beta={child.beta}; minifim's "
-                                 "softplus has beta = 1")
+                raise ValueError(
+                    f"module[{i}]: Softplus with beta={child.beta}; minifim's softplus has beta = 1"
+                )
             pending = kinds[type(child)]
         elif isinstance(child, (nn.Softmax, nn.LogSoftmax)):
-            raise ValueError(f"module[{i}]: {type(child).__name__} belongs to the likelihood, "
-                             "not the network: drop it (minifim's outputs are logits) and "
-                             "pass likelihood='categorical'")
+            raise ValueError(
+                f"module[{i}]: {type(child).__name__} belongs to the likelihood, "
+                "not the network: drop it (minifim's outputs are logits) and "
+                "pass likelihood='categorical'"
+            )
         else:
-            raise ValueError(f"module[{i}]: unsupported module {type(child).__name__}; "
-                             f"expected Linear or one of {sorted(set(kinds.values()))}")
+            raise ValueError(
+                f"module[{i}]: unsupported module {type(child).__name__}; "
+                f"expected Linear or one of {sorted(set(kinds.values()))}"
+            )
     if not linears:
         raise ValueError("module: no Linear layer found")
     if pending is not None:
-        raise ValueError("module: ends with an activation; minifim's last layer is linear "
-                         "(the likelihood applies softmax/sigmoid)")
+        raise ValueError(
+            "module: ends with an activation; minifim's last layer is linear "
+            "(the likelihood applies softmax/sigmoid)"
+        )
     if len(acts) > 1:
-        raise ValueError(f"module: mixed hidden activations {sorted(acts)}; minifim's MLP uses "
-                         "one activation for every hidden layer")
+        raise ValueError(
+            f"module: mixed hidden activations {sorted(acts)}; minifim's MLP uses "
+            "one activation for every hidden layer"
+        )
     return linears, (acts.pop() if acts else "identity")
 
 
-def mlp_from_torch(module: Any, likelihood: str | Likelihood = "categorical", sigma: float = 1.0
-                   ) -> tuple[MLP, np.ndarray]:
+def mlp_from_torch(
+    module: Any, likelihood: str | Likelihood = "categorical", sigma: float = 1.0
+) -> tuple[MLP, np.ndarray]:
     """``(net, theta)`` from a ``torch.nn.Sequential`` of ``Linear`` layers and activations.
 
     The likelihood (not part of the module) is given here. ``theta`` is exact: the float64
@@ -161,8 +191,10 @@ def mlp_from_torch(module: Any, likelihood: str | Likelihood = "categorical", si
     sizes = [linears[0].in_features] + [lin.out_features for lin in linears]
     for l, (a, b) in enumerate(zip(linears, linears[1:])):
         if a.out_features != b.in_features:
-            raise ValueError(f"module: layer {l} has {a.out_features} outputs but layer "
-                             f"{l + 1} expects {b.in_features} inputs")
+            raise ValueError(
+                f"module: layer {l} has {a.out_features} outputs but layer "
+                f"{l + 1} expects {b.in_features} inputs"
+            )
     net = MLP(sizes, activation=act, likelihood=likelihood, sigma=sigma)
     return net, from_torch(module, net)
 
@@ -183,8 +215,13 @@ def from_torch(module: Any, net: MLP | None = None) -> np.ndarray:
         Bit-exact copies of float64 weights (float32 weights are widened exactly).
     """
     linears, act = _layers_and_activation(module)
-    layers = [(lin.weight.detach().cpu().numpy().astype(np.float64),
-               lin.bias.detach().cpu().numpy().astype(np.float64)) for lin in linears]
+    layers = [
+        (
+            lin.weight.detach().cpu().numpy().astype(np.float64),
+            lin.bias.detach().cpu().numpy().astype(np.float64),
+        )
+        for lin in linears
+    ]
     if net is None:
         sizes = [linears[0].in_features] + [lin.out_features for lin in linears]
         net = MLP(sizes, activation=act)
@@ -193,11 +230,14 @@ def from_torch(module: Any, net: MLP | None = None) -> np.ndarray:
     else:
         sizes = [linears[0].in_features] + [lin.out_features for lin in linears]
         if tuple(sizes) != net.sizes:
-            raise ValueError(f"module: layer sizes {sizes} do not match net.sizes "
-                             f"{list(net.sizes)}")
+            raise ValueError(
+                f"module: layer sizes {sizes} do not match net.sizes {list(net.sizes)}"
+            )
         if net.num_layers > 1 and act != net.activation.name:
-            raise ValueError(f"module: hidden activation {act!r} does not match the net's "
-                             f"{net.activation.name!r}")
+            raise ValueError(
+                f"module: hidden activation {act!r} does not match the net's "
+                f"{net.activation.name!r}"
+            )
     return net.flatten(layers)
 
 
@@ -212,8 +252,11 @@ def fixture_to_torch(fixture: Any) -> tuple[Any, Any, Any]:
     torch = require_torch()
     fx = load_fixture(fixture)
     net = fx.net
-    return (to_torch(net, fx.theta), torch.from_numpy(fx.X.copy()),
-            torch.from_numpy(np.array(fx.y)))
+    return (
+        to_torch(net, fx.theta),
+        torch.from_numpy(fx.X.copy()),
+        torch.from_numpy(np.array(fx.y)),
+    )
 
 
 def _log_prob(torch: Any, net: MLP, f: Any, y: Any) -> Any:
@@ -225,8 +268,7 @@ def _log_prob(torch: Any, net: MLP, f: Any, y: Any) -> Any:
         return (y * f - torch.logaddexp(torch.zeros_like(f), f)).sum(-1)
     sigma = cast("Gaussian", lik).sigma
     C = f.shape[-1]
-    return (-0.5 * ((y - f) ** 2).sum(-1) / sigma**2
-            - 0.5 * C * math.log(2 * math.pi * sigma**2))
+    return -0.5 * ((y - f) ** 2).sum(-1) / sigma**2 - 0.5 * C * math.log(2 * math.pi * sigma**2)
 
 
 def _output_fisher(torch: Any, net: MLP, f: Any) -> Any:
@@ -240,15 +282,25 @@ def _output_fisher(torch: Any, net: MLP, f: Any) -> Any:
         s = torch.sigmoid(f)
         return torch.diag_embed(s * (1 - s))
     eye = torch.eye(C, dtype=f.dtype)
-    return eye.expand(f.shape[0], C, C) / cast("Gaussian", lik).sigma**2
+    return eye.expand(f.shape[0], C, C) / cast("Gaussian", lik).sigma ** 2
 
 
-QUANTITIES = ("outputs", "scores", "jacobians", "output_fisher", "true_fisher",
-              "empirical_fisher", "hessian", "gradient", "loss")
+QUANTITIES = (
+    "outputs",
+    "scores",
+    "jacobians",
+    "output_fisher",
+    "true_fisher",
+    "empirical_fisher",
+    "hessian",
+    "gradient",
+    "loss",
+)
 
 
-def torch_quantities(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike,
-                     quantities: Iterable[str] = QUANTITIES) -> dict[str, np.ndarray]:
+def torch_quantities(
+    net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike, quantities: Iterable[str] = QUANTITIES
+) -> dict[str, np.ndarray]:
     """Reference quantities computed with ``torch.func`` on :func:`to_torch`'s module.
 
     Parameters

@@ -79,8 +79,9 @@ def _count(threads: int | None) -> int:
         return blas_threads()
 
 
-def _problem(sizes: list[int] = SIZES, N: int = N_SAMPLES, seed: int = 0
-             ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
+def _problem(
+    sizes: list[int] = SIZES, N: int = N_SAMPLES, seed: int = 0
+) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
     import minifim
 
     rng = np.random.default_rng(seed)
@@ -106,14 +107,18 @@ def _torch() -> Any:
     return torch
 
 
-def _torch_setup(net: Any, theta: np.ndarray, X: np.ndarray, y: np.ndarray
-                 ) -> tuple[Any, ...]:
+def _torch_setup(net: Any, theta: np.ndarray, X: np.ndarray, y: np.ndarray) -> tuple[Any, ...]:
     """A float64 torch.nn.Sequential with minifim's weights and a functional loss."""
     torch = _torch()
     from torch.func import functional_call
 
-    acts = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "sigmoid": torch.nn.Sigmoid,
-            "softplus": torch.nn.Softplus, "identity": torch.nn.Identity}
+    acts = {
+        "tanh": torch.nn.Tanh,
+        "relu": torch.nn.ReLU,
+        "sigmoid": torch.nn.Sigmoid,
+        "softplus": torch.nn.Softplus,
+        "identity": torch.nn.Identity,
+    }
     mods = []
     for l, (out, inp) in enumerate(net.shapes):
         mods.append(torch.nn.Linear(inp, out, dtype=torch.float64))
@@ -144,23 +149,33 @@ def item_scores(repeat: int) -> list[dict[str, Any]]:
     t = _best(lambda: minifim.per_sample_scores(net, theta, X, y), repeat, threads)
     N, P = X.shape[0], net.num_params
     floor = _best(lambda: np.ones((N, P)), repeat, threads)  # allocate and write the output once
-    row = {"item": "per-sample scores (N, P)", "seconds": t, "floor": "write (N, P)",
-           "floor_seconds": floor, "target": "<= torch.func", "threads": _count(threads)}
+    row = {
+        "item": "per-sample scores (N, P)",
+        "seconds": t,
+        "floor": "write (N, P)",
+        "floor_seconds": floor,
+        "target": "<= torch.func",
+        "threads": _count(threads),
+    }
     torch = _torch()
     if torch is not None:
         from torch.func import grad, vmap
 
         torch_, params, Xt, yt, _, logp = _torch_setup(net, theta, X, y)
         f = vmap(grad(logp), in_dims=(None, 0, 0))
+
         def flat() -> Any:  # the same output as minifim: one (N, P) array in the flat order
             d = f(params, Xt, yt)
             return torch.cat([d[k].reshape(N, -1) for k in params], dim=1)
 
         tt = _best(flat, repeat, threads)
         t_dict = _best(lambda: f(params, Xt, yt), repeat, threads)
-        row.update(reference="torch.func vmap(grad), flattened to (N, P)", ref_seconds=tt,
-                   note=f"torch.func per-parameter tensors without flattening: {t_dict:.3f} s "
-                        "(caching allocator, no (N, P) array)")
+        row.update(
+            reference="torch.func vmap(grad), flattened to (N, P)",
+            ref_seconds=tt,
+            note=f"torch.func per-parameter tensors without flattening: {t_dict:.3f} s "
+            "(caching allocator, no (N, P) array)",
+        )
     return [row]
 
 
@@ -182,9 +197,16 @@ def item_fisher(repeat: int) -> list[dict[str, Any]]:
         if threads not in floors:  # the floor at the row's own thread count
             floors[threads] = _gemm_floor(N, P, repeat, threads)
         t = _best(fn, repeat, threads)
-        rows.append({"item": name, "seconds": t, "floor": "GEMM 2NP^2",
-                     "floor_seconds": floors[threads], "threads": _count(threads),
-                     "target": "<= 2x floor" if "dense" in name else "-"})
+        rows.append(
+            {
+                "item": name,
+                "seconds": t,
+                "floor": "GEMM 2NP^2",
+                "floor_seconds": floors[threads],
+                "threads": _count(threads),
+                "target": "<= 2x floor" if "dense" in name else "-",
+            }
+        )
     torch = _torch()
     if torch is not None:
         from torch.func import jacrev, vmap
@@ -201,8 +223,11 @@ def item_fisher(repeat: int) -> list[dict[str, Any]]:
             return U.T @ U / N
 
         tt = _best(torch_true_fisher, max(1, repeat - 1), _threads("big"))
-        rows[0].update(reference="torch.func jacrev + GEMM", ref_seconds=tt,
-                       target="<= 2x floor, >= 5x faster than torch.func")
+        rows[0].update(
+            reference="torch.func jacrev + GEMM",
+            ref_seconds=tt,
+            target="<= 2x floor, >= 5x faster than torch.func",
+        )
     return rows
 
 
@@ -224,9 +249,16 @@ def item_eigh(repeat: int) -> list[dict[str, Any]]:
         t = _best(lambda: spectrum(net, theta, X, method="dense"), 1, threads)
     else:
         t = _best(lambda: scipy.linalg.eigh(F, eigvals_only=True), 1, threads)
-    return [{"item": "dense spectrum of F (P = 8,970)", "seconds": t,
-             "floor": "scipy eigh, random", "floor_seconds": floor, "target": "~1x",
-             "threads": _count(threads)}]
+    return [
+        {
+            "item": "dense spectrum of F (P = 8,970)",
+            "seconds": t,
+            "floor": "scipy eigh, random",
+            "floor_seconds": floor,
+            "target": "~1x",
+            "threads": _count(threads),
+        }
+    ]
 
 
 def _peak_rss_bytes() -> int:
@@ -248,16 +280,27 @@ def item_gram_spectrum(repeat: int) -> list[dict[str, Any]]:
 
     spectrum = getattr(minifim, "fisher_spectrum", None)
     if spectrum is None:
-        return [{"item": "gram spectrum, P ~ 100k", "seconds": float("nan"),
-                 "note": "minifim.fisher_spectrum not available"}]
+        return [
+            {
+                "item": "gram spectrum, P ~ 100k",
+                "seconds": float("nan"),
+                "note": "minifim.fisher_spectrum not available",
+            }
+        ]
     net, theta, X, _ = _problem(sizes=[256, 256, 128, 10], N=400)
     threads = _threads("big")
     t = _best(lambda: spectrum(net, theta, X, method="gram"), 1, threads)
     P = net.num_params
-    return [{"item": f"gram spectrum, P = {P:,}, N*C = 4,000", "seconds": t,
-             "threads": _count(threads),
-             "peak_memory_GB": _peak_rss_bytes() / 2**30,
-             "dense_would_need_GB": 8 * P * P / 2**30, "target": "< 60 s, < 8 GB"}]
+    return [
+        {
+            "item": f"gram spectrum, P = {P:,}, N*C = 4,000",
+            "seconds": t,
+            "threads": _count(threads),
+            "peak_memory_GB": _peak_rss_bytes() / 2**30,
+            "dense_would_need_GB": 8 * P * P / 2**30,
+            "target": "< 60 s, < 8 GB",
+        }
+    ]
 
 
 def item_ngd(repeat: int) -> list[dict[str, Any]]:
@@ -268,8 +311,13 @@ def item_ngd(repeat: int) -> list[dict[str, Any]]:
 
     natural_gradient = getattr(minifim, "natural_gradient", None)
     if natural_gradient is None:
-        return [{"item": "exact damped NGD step", "seconds": float("nan"),
-                 "note": "minifim.natural_gradient not available"}]
+        return [
+            {
+                "item": "exact damped NGD step",
+                "seconds": float("nan"),
+                "note": "minifim.natural_gradient not available",
+            }
+        ]
     net, theta, X, y = _problem()
     P = net.num_params
 
@@ -280,17 +328,31 @@ def item_ngd(repeat: int) -> list[dict[str, Any]]:
 
     big, small = _threads("big"), _threads("small")
     tf = _best(floor, repeat, big)
-    t = _best(lambda: natural_gradient(net, theta, X, y, damping=1e-3, method="dense"), repeat,
-              big)
-    rows = [{"item": "exact damped NGD step (dense)", "seconds": t,
-             "floor": "Fisher + Cholesky", "floor_seconds": tf, "target": "<= 1.3x floor",
-             "threads": _count(big)}]
-    tk = _best(lambda: natural_gradient(net, theta, X, y, damping=1e-3, structure="kfac"),
-               repeat, small)
+    t = _best(lambda: natural_gradient(net, theta, X, y, damping=1e-3, method="dense"), repeat, big)
+    rows = [
+        {
+            "item": "exact damped NGD step (dense)",
+            "seconds": t,
+            "floor": "Fisher + Cholesky",
+            "floor_seconds": tf,
+            "target": "<= 1.3x floor",
+            "threads": _count(big),
+        }
+    ]
+    tk = _best(
+        lambda: natural_gradient(net, theta, X, y, damping=1e-3, structure="kfac"), repeat, small
+    )
     ts = _best(lambda: minifim.gradient(net, theta, X, y), repeat, small)
-    rows.append({"item": "K-FAC direction vs SGD gradient", "seconds": tk,
-                 "floor": "gradient (SGD step)", "floor_seconds": ts, "target": "report",
-                 "threads": _count(small)})
+    rows.append(
+        {
+            "item": "K-FAC direction vs SGD gradient",
+            "seconds": tk,
+            "floor": "gradient (SGD step)",
+            "floor_seconds": ts,
+            "target": "report",
+            "threads": _count(small),
+        }
+    )
     return rows
 
 
@@ -300,15 +362,27 @@ def item_woodbury(repeat: int) -> list[dict[str, Any]]:
 
     natural_gradient = getattr(minifim, "natural_gradient", None)
     if natural_gradient is None:
-        return [{"item": "woodbury NGD, P ~ 100k", "seconds": float("nan"),
-                 "note": "minifim.natural_gradient not available"}]
+        return [
+            {
+                "item": "woodbury NGD, P ~ 100k",
+                "seconds": float("nan"),
+                "note": "minifim.natural_gradient not available",
+            }
+        ]
     net, theta, X, y = _problem(sizes=[256, 256, 128, 10], N=200)
     threads = _threads("big")
-    t = _best(lambda: natural_gradient(net, theta, X, y, damping=1e-3, method="woodbury"), 1,
-              threads)
-    return [{"item": f"woodbury NGD step, P = {net.num_params:,}, N*C = 2,000", "seconds": t,
-             "threads": _count(threads),
-             "peak_memory_GB": _peak_rss_bytes() / 2**30, "target": "< 10 s, < 4 GB"}]
+    t = _best(
+        lambda: natural_gradient(net, theta, X, y, damping=1e-3, method="woodbury"), 1, threads
+    )
+    return [
+        {
+            "item": f"woodbury NGD step, P = {net.num_params:,}, N*C = 2,000",
+            "seconds": t,
+            "threads": _count(threads),
+            "peak_memory_GB": _peak_rss_bytes() / 2**30,
+            "target": "< 10 s, < 4 GB",
+        }
+    ]
 
 
 ITEMS = {
@@ -323,9 +397,22 @@ ITEMS = {
 
 def _run_isolated(name: str, repeat: int) -> list[dict[str, Any]]:
     forced = ["--threads", str(_FORCED[0])] if _FORCED else []
-    out = subprocess.run([sys.executable, "-m", "minifim.tools.bench", "--json", "--repeat",
-                          str(repeat), *forced, "--in-process", name],
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "minifim.tools.bench",
+            "--json",
+            "--repeat",
+            str(repeat),
+            *forced,
+            "--in-process",
+            name,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if out.returncode != 0:
         return [{"item": name, "seconds": float("nan"), "note": out.stderr.strip()[-200:]}]
     return json.loads(out.stdout)
@@ -343,28 +430,53 @@ def _table(rows: list[dict[str, Any]]) -> str:
             extra.append(f"dense {r['dense_would_need_GB']:.0f} GB")
         if "note" in r:
             extra.append(r["note"])
-        body.append([
-            r["item"], str(r.get("threads", "-")), f"{r['seconds']:.3f}",
-            f"{r['floor_seconds']:.3f} ({r['floor']})" if ratio_floor is not None else "-",
-            f"{ratio_floor:.2f}x" if ratio_floor is not None else "-",
-            f"{r['ref_seconds']:.3f} ({r['reference']})" if ratio_ref is not None else "-",
-            f"{ratio_ref:.1f}x faster" if ratio_ref is not None else "-",
-            r.get("target", "-"), "; ".join(extra) or "-"])
-    return markdown_table(["item", "BLAS threads", "minifim (s)", "floor (s)", "vs floor",
-                           "reference (s)",
-                           "vs reference", "target", "notes"], body)
+        body.append(
+            [
+                r["item"],
+                str(r.get("threads", "-")),
+                f"{r['seconds']:.3f}",
+                f"{r['floor_seconds']:.3f} ({r['floor']})" if ratio_floor is not None else "-",
+                f"{ratio_floor:.2f}x" if ratio_floor is not None else "-",
+                f"{r['ref_seconds']:.3f} ({r['reference']})" if ratio_ref is not None else "-",
+                f"{ratio_ref:.1f}x faster" if ratio_ref is not None else "-",
+                r.get("target", "-"),
+                "; ".join(extra) or "-",
+            ]
+        )
+    return markdown_table(
+        [
+            "item",
+            "BLAS threads",
+            "minifim (s)",
+            "floor (s)",
+            "vs floor",
+            "reference (s)",
+            "vs reference",
+            "target",
+            "notes",
+        ],
+        body,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minifim.tools.bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m minifim.tools.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("items", nargs="*", help=f"items to run (default all): {list(ITEMS)}")
     parser.add_argument("--repeat", type=int, default=3, help="best of this many runs")
     parser.add_argument("--json", action="store_true", help="print rows as JSON")
     parser.add_argument("--list", action="store_true", help="list the items and exit")
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="BLAS threads for every row (default: 1 where small products "
-                             "dominate, all threads for the big GEMM/eigh/Cholesky rows)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="BLAS threads for every row (default: 1 where small products "
+        "dominate, all threads for the big GEMM/eigh/Cholesky rows)",
+    )
     parser.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.list:
@@ -393,8 +505,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         import platform
 
-        print(f"minifim bench on {platform.machine()}, numpy {np.__version__}, "
-              f"{blas_threads()} BLAS threads available; each row's count in its column\n")
+        print(
+            f"minifim bench on {platform.machine()}, numpy {np.__version__}, "
+            f"{blas_threads()} BLAS threads available; each row's count in its column\n"
+        )
         print(_table(rows))
     return 0
 
