@@ -160,3 +160,38 @@ def test_experiment_pins_blas_threads(script):
     guard = ast.unparse(main_guard[0])
     assert "threadpool_limits(limits=BLAS_THREADS, user_api='blas')" in guard, guard
     assert "main()" in guard
+
+
+def test_t_interval_matches_closed_form_and_covers():
+    import numpy as np
+    from scipy import stats
+
+    from minifim.tools.report import paired_t_interval, t_interval
+
+    x = np.array([1.0, 2.0, 4.0, 7.0])
+    m, lo, hi = t_interval(x, 0.9)
+    half = stats.t.ppf(0.95, 3) * np.std(x, ddof=1) / 2.0
+    assert m == x.mean() and abs((hi - lo) / 2 - half) < 1e-12 * half
+    # coverage over many synthetic experiments (independent route: the nominal rate)
+    rng = np.random.default_rng(0)
+    hits = sum(
+        lo <= 0.0 <= hi for _, lo, hi in (t_interval(rng.normal(size=5)) for _ in range(2000))
+    )
+    assert abs(hits / 2000 - 0.95) < 4 * np.sqrt(0.95 * 0.05 / 2000)
+    m, lo, hi = paired_t_interval(x + 1.0, x)
+    assert m == 1.0 and lo == hi == 1.0
+
+
+def test_bootstrap_interval_brackets_statistic_and_rejects_bad_input():
+    import numpy as np
+    import pytest
+
+    from minifim.tools.report import bootstrap_interval, t_interval
+
+    x = np.arange(10.0)
+    s, lo, hi = bootstrap_interval(x, 0, statistic=np.median)
+    assert lo <= s <= hi and s == 4.5
+    with pytest.raises(ValueError, match="values"):
+        t_interval([1.0])
+    with pytest.raises(ValueError, match="level"):
+        t_interval([1.0, 2.0], level=1.5)

@@ -40,6 +40,9 @@ __all__ = [
     "blas_threads",
     "loglog_slope",
     "angle_degrees",
+    "t_interval",
+    "paired_t_interval",
+    "bootstrap_interval",
 ]
 
 VERDICTS = ("agrees", "disagrees", "inconclusive")
@@ -96,6 +99,65 @@ def angle_degrees(u: Any, v: Any) -> float:
     u = np.asarray(u, float) / np.linalg.norm(u)
     v = np.asarray(v, float) / np.linalg.norm(v)
     return float(np.degrees(2.0 * np.arctan2(np.linalg.norm(u - v), np.linalg.norm(u + v))))
+
+
+def t_interval(values: Any, level: float = 0.95) -> tuple[float, float, float]:
+    """Student-t confidence interval of the mean of independent runs: ``(mean, low, high)``.
+
+    ``mean +- t_{(1+level)/2, n-1} s / sqrt(n)`` with ``s`` the sample standard deviation
+    (``ddof=1``). ``values``: 1-D, at least 2 finite entries (seeds).
+    """
+    import numpy as np
+    from scipy import stats
+
+    x = np.asarray(values, dtype=float).ravel()
+    if x.size < 2 or not np.all(np.isfinite(x)):
+        raise ValueError(
+            f"values: expected at least 2 finite values for an interval, received {x.size} "
+            f"values ({int(np.sum(~np.isfinite(x)))} non-finite)"
+        )
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level: expected a confidence level in (0, 1), received {level!r}")
+    mean = float(x.mean())
+    half = float(stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
+    return mean, mean - half, mean + half
+
+
+def paired_t_interval(a: Any, b: Any, level: float = 0.95) -> tuple[float, float, float]:
+    """:func:`t_interval` of the paired differences ``a - b`` (one pair per seed): the
+    comparison of two methods run on the same seeds. ``low > 0``: ``a`` exceeds ``b`` at
+    this level."""
+    import numpy as np
+
+    a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+    if a.shape != b.shape:
+        raise ValueError(
+            f"a, b: expected paired values of equal length, received {a.size}, {b.size}"
+        )
+    return t_interval(a - b, level)
+
+
+def bootstrap_interval(
+    values: Any,
+    rng: Any,
+    statistic: Any = None,
+    level: float = 0.95,
+    n_resamples: int = 2000,
+) -> tuple[float, float, float]:
+    """Percentile bootstrap interval ``(statistic, low, high)`` of ``statistic`` (default: the
+    mean) over resamples of the runs with replacement; ``rng`` a ``numpy.random.Generator``
+    or a seed. For a median or a ratio, where the t-interval does not apply."""
+    import numpy as np
+
+    x = np.asarray(values, dtype=float).ravel()
+    if x.size < 2 or not np.all(np.isfinite(x)):
+        raise ValueError(f"values: expected at least 2 finite values, received {x.size}")
+    stat = np.mean if statistic is None else statistic
+    gen = np.random.default_rng(rng)
+    idx = gen.integers(0, x.size, size=(n_resamples, x.size))
+    boots = np.array([stat(x[i]) for i in idx])
+    lo, hi = np.quantile(boots, [0.5 - level / 2, 0.5 + level / 2])
+    return float(stat(x)), float(lo), float(hi)
 
 
 def markdown_table(
