@@ -27,20 +27,20 @@ the upper block triangle is computed. Samples are processed in chunks, so memory
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from autograd import grad
 from autograd import hessian as _autograd_hessian
 from numpy.typing import ArrayLike
-from scipy.linalg import blas
 
 from .._validation import check_int, check_net
 from ..core.conventions import prepare_inputs, reduction_scale
-from ..core.scores import backprop_seeds, expand_gradients, forward_cache
+from ..core.scores import backprop_seeds, forward_cache
 from ..memory import memory_budget, require_memory
 from ..options import FisherKind, as_option
+from .assembly import add_block, dense_from_factors
 
 if TYPE_CHECKING:
     from ..core.model import MLP
@@ -220,90 +220,7 @@ def _iter_factors(
         yield cache.acts, backprop_seeds(net, cache, seeds)
 
 
-# --- dense assembly ----------------------------------------------------------------------
-def _add_block(
-    M: np.ndarray,
-    net: MLP,
-    l: int,
-    m: int,
-    acts: list[np.ndarray],
-    Bs: list[np.ndarray],
-    rows: int,
-    cols: int,
-) -> None:
-    """Add the (layer l, layer m) block ``sum_n (B_l^T B_m)_n kron (a~_l a~_m^T)_n`` into M.
-
-    ``rows``/``cols`` are the offsets of the two layers' ``(W, b)`` blocks inside ``M``.
-    """
-    (o_l, i_l), (o_m, i_m) = net.shapes[l], net.shapes[m]
-    a_l, a_m = acts[l], acts[m]
-    n = a_l.shape[0]
-    G = np.matmul(Bs[l].transpose(0, 2, 1), Bs[m]).reshape(n, o_l * o_m)  # (n, o_l o_m)
-    wl, bl = rows, rows + o_l * i_l
-    wm, bm = cols, cols + o_m * i_m
-    # (W_l, W_m): sum_n G[n, i, i'] a_l[n, j] a_m[n, j']
-    A = (a_l[:, :, None] * a_m[:, None, :]).reshape(n, i_l * i_m)
-    WW = (G.T @ A).reshape(o_l, o_m, i_l, i_m).transpose(0, 2, 1, 3)
-    M[wl:bl, wm:bm].reshape(o_l, i_l, o_m, i_m)[...] += WW
-    # (W_l, b_m) and (b_l, W_m)
-    M[wl:bl, bm : bm + o_m].reshape(o_l, i_l, o_m)[...] += (
-        (G.T @ a_l).reshape(o_l, o_m, i_l).transpose(0, 2, 1)
-    )
-    M[bl : bl + o_l, wm:bm].reshape(o_l, o_m, i_m)[...] += (G.T @ a_m).reshape(o_l, o_m, i_m)
-    # (b_l, b_m)
-    M[bl : bl + o_l, bm : bm + o_m] += G.sum(axis=0).reshape(o_l, o_m)
-
-
-def _dense_from_factors(net: MLP, factors: Iterable[FactorChunk], P: int) -> np.ndarray:
-    """Sum over chunks of ``U^T U``.
-
-    One seed per sample: a SYRK on the ``(n, P)`` factor accumulating in place into one
-    triangle of ``M`` (``n P^2`` flops per chunk, no ``(P, P)`` temporary). Several seeds: the
-    upper block triangle by Kronecker blocks (:func:`_add_block`). The other triangle is
-    mirrored once at the end, so the peak memory is ``M`` plus one chunk's working set.
-    """
-    M: np.ndarray | None = None
-    lower_filled = False
-    offsets = [s.start for s in net.layer_param_slices()]
-    for acts, Bs in factors:
-        if Bs[0].shape[1] == 1:
-            U = expand_gradients(net, acts, Bs)[:, 0, :]
-            beta = 1.0
-            if M is None:
-                M, beta = np.empty((P, P)), 0.0
-            # M.T is M's memory in Fortran order: its upper triangle is M's lower triangle
-            blas.dsyrk(1.0, U.T, beta=beta, c=M.T, trans=0, lower=0, overwrite_c=1)
-            lower_filled = True
-            continue
-        if M is None:
-            M = np.zeros((P, P))
-        lower_filled = False
-        for l in range(net.num_layers):
-            for m in range(l, net.num_layers):
-                _add_block(M, net, l, m, acts, Bs, offsets[l], offsets[m])
-    if M is None:  # no samples cannot happen (N >= 1 is validated)
-        raise AssertionError("internal: no chunks")
-    if lower_filled:
-        _mirror_lower_to_upper(M)
-    else:
-        sl = net.layer_param_slices()
-        for l in range(net.num_layers):
-            for m in range(l + 1, net.num_layers):
-                M[sl[m], sl[l]] = M[sl[l], sl[m]].T
-    return M
-
-
-def _mirror_lower_to_upper(M: np.ndarray, panel: int = 256) -> None:
-    """Copy the strict lower triangle of the square ``M`` onto its upper one, in place."""
-    P = M.shape[0]
-    for i0 in range(0, P, panel):
-        i1 = min(P, i0 + panel)
-        M[:i0, i0:i1] = M[i0:i1, :i0].T
-        D = M[i0:i1, i0:i1]
-        iu = np.triu_indices(i1 - i0, 1)
-        D[iu] = D.T[iu]
-
-
+# --- dense assembly: minifim.geometry.assembly ----------------------------------------
 def _require_dense(net: MLP, what: str) -> None:
     P = net.num_params
     require_memory(8 * P * P, f"dense {what} (P, P) = ({P}, {P}) float64", _CHEAPER)
@@ -344,7 +261,7 @@ def curvature_matrix(
     scale = reduction_scale(reduction, X.shape[0])
     _require_dense(net, f"{fisher} curvature")
     factors = curvature_factors(net, theta, X, y, fisher, n_samples, rng, chunk_size)
-    M = _dense_from_factors(net, factors, net.num_params)
+    M = dense_from_factors(net, factors, net.num_params)
     M *= scale
     return M
 
@@ -568,7 +485,7 @@ def block_diagonal(
     blocks = [np.zeros((s, s)) for s in sizes]
     for acts, Bs in curvature_factors(net, theta, X, y, fisher, n_samples, rng, chunk_size):
         for l in range(net.num_layers):
-            _add_block(blocks[l], net, l, l, acts, Bs, 0, 0)
+            add_block(blocks[l], net, l, l, acts, Bs, 0, 0)
     for b in blocks:
         b *= scale
     return blocks
