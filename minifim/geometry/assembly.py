@@ -127,11 +127,19 @@ def add_block(
     """Add the complete (layer l, layer m) block ``sum_n (B_l^T B_m)_n kron (a~_l a~_m^T)_n``.
 
     ``acts[l]: (n, in_l)``, ``Bs[l]: (n, K, out_l)``; ``rows``/``cols`` are the offsets of the
-    two layers' ``(W, b)`` blocks inside ``M``. Both triangles are written (a diagonal block is
-    symmetric); used for the per-layer blocks of :func:`minifim.block_diagonal`.
+    two layers' ``(W, b)`` blocks inside ``M``. Both triangles are written; a diagonal block
+    (``l == m``) by the same panels as :func:`dense_from_factors` (so its entries are the
+    dense curvature's, sum for sum) and its upper triangle mirrored. Used for the per-layer
+    blocks of :func:`minifim.block_diagonal`.
     """
     G = np.matmul(Bs[l].transpose(0, 2, 1), Bs[m])  # (n, o_l, o_m)
-    add_layer_pair(M, net.shapes[l], net.shapes[m], rows, cols, acts[l], acts[m], G)
+    shape_l, shape_m = net.shapes[l], net.shapes[m]
+    if l != m:
+        add_layer_pair(M, shape_l, shape_m, rows, cols, acts[l], acts[m], G)
+        return
+    add_layer_pair(M, shape_l, shape_l, rows, cols, acts[l], acts[l], G, diagonal=True)
+    size = shape_l[0] * (shape_l[1] + 1)
+    mirror_upper_to_lower(M[rows : rows + size, cols : cols + size])
 
 
 def dense_from_factors(
