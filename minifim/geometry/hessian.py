@@ -116,8 +116,9 @@ def output_loss_derivatives(
     """
     lik = net.likelihood
     g = -scale * np.asarray(lik.grad_log_prob(F, y))
-    takes_y = len(inspect.signature(lik.hessian_outputs).parameters) >= 2
-    H = np.asarray(lik.hessian_outputs(F, y) if takes_y else lik.hessian_outputs(F))
+    hess: Callable[..., Any] = lik.hessian_outputs
+    takes_y = len(inspect.signature(hess).parameters) >= 2
+    H = np.asarray(hess(F, y) if takes_y else hess(F))
     return g, scale * H
 
 
