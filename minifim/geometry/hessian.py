@@ -222,35 +222,40 @@ def hessian_vector_products(
     ``sum_n d delta_l a_l^T + delta_l da_l^T`` and the ``b_l`` block ``sum_n d delta_l``.
     """
     m, L = V.shape[1], net.num_layers
+    n = cache.num_samples
     tangents = _split(net, V)
     d1 = [np.asarray(net.activation.dphi(z)) for z in cache.pres[:-1]]
     d2f = activation_second_derivative(net.activation)
+    # every tangent array is (n, m, width): each product below is one 2-D GEMM
     dzs: list[np.ndarray] = []
     das: list[np.ndarray | None] = [None]
     da = None
     for l, ((W, _), (dW, db)) in enumerate(zip(cache.layers, tangents)):
-        dz = np.matmul(cache.acts[l][None], dW.transpose(0, 2, 1)) + db[:, None, :]
+        o, i = W.shape
+        dz = (cache.acts[l] @ dW.reshape(m * o, i).T).reshape(n, m, o) + db[None]
         if da is not None:
-            dz += np.matmul(da, W.T[None])
+            dz += (da.reshape(n * m, i) @ W.T).reshape(n, m, o)
         dzs.append(dz)
         if l < L - 1:
-            da = d1[l][None] * dz
+            da = d1[l][:, None, :] * dz
             das.append(da)
     out = np.empty((net.num_params, m))
     delta = g
-    ddelta = np.matmul(H_out[None], dzs[-1][..., None])[..., 0]  # (m, n, C)
+    ddelta = np.matmul(dzs[-1], H_out)  # (n, m, C); H_out is symmetric
     for l in range(L - 1, -1, -1):
         (o, i), (ws, bs) = net.shapes[l], net.layer_slices[l]
-        gW = np.matmul(ddelta.transpose(0, 2, 1), cache.acts[l][None])  # (m, o, i)
+        gW = (ddelta.reshape(n, m * o).T @ cache.acts[l]).reshape(m, o, i)
         da_l = das[l]
         if da_l is not None:
-            gW += np.matmul(delta.T[None], da_l)
+            gW += (delta.T @ da_l.reshape(n, m * i)).reshape(o, m, i).transpose(1, 0, 2)
         out[ws] = gW.reshape(m, o * i).T
-        out[bs] = ddelta.sum(axis=1).T
+        out[bs] = ddelta.sum(axis=0).T
         if l > 0:
             W, dW = cache.layers[l][0], tangents[l][0]
             back = delta @ W
-            dback = np.matmul(ddelta, W[None]) + np.matmul(delta[None], dW)
-            ddelta = dback * d1[l - 1][None] + (back * d2f(cache.pres[l - 1]))[None] * dzs[l - 1]
+            dback = (ddelta.reshape(n * m, o) @ W).reshape(n, m, i)
+            dback += (delta @ dW.transpose(1, 0, 2).reshape(o, m * i)).reshape(n, m, i)
+            curv = (back * d2f(cache.pres[l - 1]))[:, None, :]
+            ddelta = dback * d1[l - 1][:, None, :] + curv * dzs[l - 1]
             delta = back * d1[l - 1]
     return out

@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 
 __all__ = ["fisher_operator", "ggn_operator", "hessian_operator"]
 
+#: Columns per batched forward-over-reverse pass of :func:`hessian_operator` (measured: blocks
+#: of 10-25 columns beat both one column at a time and 100 at once on MLP 64-64-64-10).
+_HVP_BLOCK = 16
+
 
 def _require_operator_memory(net: MLP, N: int, fisher: str, n_samples: int) -> None:
     """Guard the largest array a :func:`fisher_operator` builds: the stored
@@ -155,7 +159,12 @@ def hessian_operator(
 
         def matmat(V: ArrayLike) -> np.ndarray:
             V = np.asarray(V, dtype=np.float64).reshape(P, -1)
-            return hessian_vector_products(net, cache, g, H_out, V)
+            # blocks of _HVP_BLOCK columns: the (N, m, width) tangents stay cache-sized
+            blocks = range(0, V.shape[1], _HVP_BLOCK)
+            return np.concatenate(
+                [hessian_vector_products(net, cache, g, H_out, V[:, j : j + _HVP_BLOCK])
+                 for j in blocks], axis=1,
+            )  # fmt: skip
 
     else:
 
