@@ -136,3 +136,20 @@ def test_hessian_backend_validated():
         minifim.hessian(case.net, case.theta, case.X, case.y, backend="jax")
     with pytest.raises(ValueError, match="backend"):
         minifim.hessian_operator(case.net, case.theta, case.X, case.y, backend="jax")
+
+
+def test_assembly_accepts_one_position_factor_chunks():
+    """Weight-shared layouts with ``R = 1`` (acts ``(n, 1, in)``, seeds ``(n, K, 1, out)``)
+    assemble to the same matrix as the plain chunks; ``R > 1`` is refused by name."""
+    from minifim.geometry.assembly import dense_from_factors
+
+    case = make_case((3, 4, 3), "tanh", "categorical", N=5, seed=2)
+    chunks = list(minifim.curvature_factors(case.net, case.theta, case.X))
+    ref = dense_from_factors(case.net, chunks, case.P)
+    wide = [([a[:, None] for a in A], [B[:, :, None] for B in Bs]) for A, Bs in chunks]
+    np.testing.assert_array_equal(dense_from_factors(case.net, wide, case.P), ref)
+    bad = [
+        ([np.repeat(a[:, None], 2, 1) for a in A], [B[:, :, None] for B in Bs]) for A, Bs in chunks
+    ]
+    with pytest.raises(ValueError, match="acts"):
+        dense_from_factors(case.net, bad, case.P)

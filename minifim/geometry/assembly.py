@@ -36,6 +36,7 @@ __all__ = [
     "add_layer_pair",
     "add_block",
     "dense_from_factors",
+    "squeeze_positions",
     "mirror_lower_to_upper",
     "mirror_upper_to_lower",
 ]
@@ -114,6 +115,30 @@ def add_layer_pair(
         put(M[br : br + o_r, bc : bc + o_c], G.sum(axis=0))
 
 
+def squeeze_positions(
+    acts: list[np.ndarray], Bs: list[np.ndarray]
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Accept weight-shared factor chunks with one position per layer.
+
+    ``acts[l]: (n, R_l, in_l)`` and ``Bs[l]: (n, K, R_l, out_l)`` with every ``R_l = 1`` become
+    ``(n, in_l)`` and ``(n, K, out_l)``; 2-D/3-D chunks pass through. ``R_l > 1`` (a layer
+    applied at several positions) is not a per-sample Kronecker product: the caller assembles
+    it from the expanded ``(n K, P)`` factor.
+    """
+    out_a, out_b = [], []
+    for a, B in zip(acts, Bs):
+        if a.ndim == 3:
+            if a.shape[1] != 1 or B.ndim != 4 or B.shape[2] != 1:
+                raise ValueError(
+                    f"acts: expected one position per layer (R = 1) for the Kronecker "
+                    f"assembly, received acts {a.shape} and seeds {B.shape}"
+                )
+            a, B = a[:, 0], B[:, :, 0]
+        out_a.append(a)
+        out_b.append(B)
+    return out_a, out_b
+
+
 def add_block(
     M: np.ndarray,
     net: MLP,
@@ -132,6 +157,7 @@ def add_block(
     dense curvature's, sum for sum) and its upper triangle mirrored. Used for the per-layer
     blocks of :func:`minifim.block_diagonal`.
     """
+    acts, Bs = squeeze_positions(acts, Bs)
     G = np.matmul(Bs[l].transpose(0, 2, 1), Bs[m])  # (n, o_l, o_m)
     shape_l, shape_m = net.shapes[l], net.shapes[m]
     if l != m:
@@ -157,6 +183,7 @@ def dense_from_factors(
     lower_filled = False
     offsets = [s.start for s in net.layer_param_slices()]
     for acts, Bs in factors:
+        acts, Bs = squeeze_positions(acts, Bs)
         if Bs[0].shape[1] == 1:
             U = expand_gradients(net, acts, Bs)[:, 0, :]
             beta = 1.0
