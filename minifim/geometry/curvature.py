@@ -429,11 +429,13 @@ def hessian(
 
 def _hessian_chunk(net: MLP, N: int, chunk_size: int | None) -> int:
     """Samples per pass of the structured Hessian, memory-guarded: per sample the
-    backpropagated Hessians ``Q_l``, the layer-to-layer Jacobians and couplings of every
-    layer pair (``3 out_m out_m'``) and the forward/backward vectors."""
+    backpropagated Hessians ``Q_l`` of every layer, the Jacobian, coupling and ``G`` of the
+    layer pair being assembled (``3 max out_m out_m'``, one pair at a time) and the
+    forward/backward vectors (the assembly's panel is a fixed 16 MiB on top)."""
     widths = sum(o + i for o, i in net.shapes)
-    pairs = sum(3 * om * op for om, _ in net.shapes for op, _ in net.shapes)
-    per_sample = 8 * (4 * widths + pairs)
+    squares = sum(o * o for o, _ in net.shapes)
+    pair = max(om * op for om, _ in net.shapes for op, _ in net.shapes)
+    per_sample = 8 * (4 * widths + squares + 3 * pair)
     if chunk_size is not None:
         n = min(check_int(chunk_size, "chunk_size", 1), N)
     else:
