@@ -10,13 +10,15 @@ sample. For the dense layers ``l`` (rows) and ``m`` (columns), with inputs ``a_l
 ``G = B_l^T B_m`` (the backpropagated seeds); the Hessian adds a second term
 ``a_l[n, p] delta_m[n, i] A[n, j, k]`` (:mod:`minifim.geometry.hessian`).
 
-:func:`add_layer_pair` computes a block by panels of the row layer's output units ``k``: the
-panel's ``Z[k, n, (i, j)] = G[n, k, i] a_m[n, j] (+ delta_m[n, i] A[n, j, k])`` is formed
-once and one batched GEMM ``[a_l | 1]^T Z`` gives the panel's rows of ``M`` in their final
-layout, written in place (no transposed copy, no ``(P, P)`` temporary; the working set is
-one panel, ``<= 16 MiB``). Each layer pair is computed once (the upper block triangle) and a
-diagonal block only from its panel's first column on, so the multiply-adds are those of one
-SYRK of the ``(n, P)`` factor, ``~ n P^2 / 2``; the lower triangle is mirrored once at the end.
+:func:`add_layer_pair` computes a block by panels of the row layer's output units ``k``: one
+2-D GEMM ``(G^T)[panel] (a_l a_m^T)`` of ``(kp out_m, n) x (n, in_l in_m)`` per panel (and
+for the Hessian one more, ``A^T (delta a_l)``), whose output is copied into its rows of ``M``
+(``1/n`` of the GEMM's work). No ``(P, P)`` temporary: the working set is one panel,
+``<= min(64 MiB, budget / 4)``; few large GEMM calls with no elementwise work between them
+(which keeps BLAS threads from spinning against NumPy). Each layer pair is computed once
+(the upper block triangle) and a diagonal block only from its panel's first column on, so
+the multiply-adds are those of one SYRK of the ``(n, P)`` factor, ``~ n P^2 / 2``; the lower
+triangle is mirrored once at the end.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 from scipy.linalg import blas
 
 from ..core.scores import expand_gradients
+from ..memory import memory_budget
 
 if TYPE_CHECKING:
     from ..core.model import MLP
@@ -42,7 +45,7 @@ __all__ = [
 ]
 
 #: Working bytes of one panel of :func:`add_layer_pair` (the ``Z`` array and its product).
-_PANEL_BYTES = 2**24
+_PANEL_BYTES = 2**26
 
 
 def add_layer_pair(
@@ -83,9 +86,15 @@ def add_layer_pair(
     n = a_row.shape[0]
     wr, br = row, row + o_r * i_r
     wc, bc = col, col + o_c * i_c
-    a_aug = a_row if diagonal else np.concatenate([a_row, np.ones((n, 1))], axis=1)
-    aT = np.ascontiguousarray(a_aug.T)[None]  # (1, i_r (+1), n)
-    kp = max(1, _PANEL_BYTES // (8 * n * (o_c * (i_c + 1) + i_r + 1)))
+    # the pair's input products once: (n, i_r i_c), and the transposed coupling (o_r, o_c, n)
+    Aio = (a_row[:, :, None] * a_col[:, None, :]).reshape(n, i_r * i_c)
+    GT = np.ascontiguousarray(G.transpose(1, 2, 0))  # (o_r, o_c, n)
+    if extra is not None:
+        delta, A = extra
+        AT = np.ascontiguousarray(A.transpose(2, 1, 0))  # (o_r, i_c, n)
+        Dl = (delta[:, :, None] * a_row[:, None, :]).reshape(n, o_c * i_r)  # (n, (i, l))
+    panel = min(_PANEL_BYTES, memory_budget() // 4)
+    kp = max(1, panel // (8 * (2 * o_c * i_r * i_c + o_c * n)))
 
     def put(view: np.ndarray, value: np.ndarray) -> None:
         if assign:
@@ -93,24 +102,31 @@ def add_layer_pair(
         else:
             view += value
 
-    Gt = G.transpose(1, 0, 2)  # (o_r, n, o_c)
     for k0 in range(0, o_r, kp):
         k1 = min(o_r, k0 + kp)
+        p_ = k1 - k0
         i0 = k0 if diagonal else 0  # first column unit of the panel (upper triangle)
-        Z = Gt[k0:k1, :, i0:, None] * a_col[None, :, None, :]  # (kp, n, o_c - i0, i_c)
+        oc = o_c - i0
+        Gp = GT[k0:k1, i0:].reshape(p_ * oc, n)
+        # W rows x W cols: (p oc, n) x (n, i_r i_c) -> (p, oc, i_r, i_c) -> (p, i_r, oc, i_c)
+        R = (Gp @ Aio).reshape(p_, oc, i_r, i_c).transpose(0, 2, 1, 3)
         if extra is not None:
-            delta, A = extra
-            Z += delta[None, :, i0:, None] * A[:, :, k0:k1].transpose(2, 0, 1)[:, :, None, :]
-        Zw = Z.reshape(k1 - k0, n, -1)
-        Zb = np.ascontiguousarray(Gt[k0:k1])  # (kp, n, o_c)
-        RW = np.matmul(aT, Zw)  # (kp, i_r (+1), (o_c - i0) i_c)
-        RB = np.matmul(aT, Zb)  # (kp, i_r (+1), o_c)
+            # sum_n a_r[l] delta[i] A[j, k]: (p i_c, n) x (n, (i, l)) -> (p, j, i, l)
+            E = (AT[k0:k1].reshape(p_ * i_c, n) @ Dl[:, i0 * i_r :]).reshape(p_, i_c, oc, i_r)
+            R = R + E.transpose(0, 3, 2, 1)
         rows = M[wr + k0 * i_r : wr + k1 * i_r]
-        put(rows[:, wc + i0 * i_c : bc].reshape(k1 - k0, i_r, -1), RW[:, :i_r])
-        put(rows[:, bc : bc + o_c].reshape(k1 - k0, i_r, o_c), RB[:, :i_r])
+        put(rows[:, wc + i0 * i_c : bc].reshape(p_, i_r, oc, i_c), R)
+        # W rows x b cols: sum_n G[k, i] a_r[l] -> (p, o_c, i_r) -> (p, i_r, o_c)
+        RB = (GT[k0:k1].reshape(p_ * o_c, n) @ a_row).reshape(p_, o_c, i_r)
+        put(rows[:, bc : bc + o_c].reshape(p_, i_r, o_c), RB.transpose(0, 2, 1))
         if not diagonal:
-            put(M[br + k0 : br + k1, wc:bc], RW[:, i_r])
-            put(M[br + k0 : br + k1, bc : bc + o_c], RB[:, i_r])
+            # b rows x W cols: sum_n G[k, i] a_c[j] (+ delta[i] A[j, k]) -> (p, o_c, i_c)
+            BW = (GT[k0:k1].reshape(p_ * o_c, n) @ a_col).reshape(p_, o_c, i_c)
+            if extra is not None:
+                BE = (AT[k0:k1].reshape(p_ * i_c, n) @ delta).reshape(p_, i_c, o_c)
+                BW = BW + BE.transpose(0, 2, 1)
+            put(M[br + k0 : br + k1, wc:bc].reshape(p_, o_c, i_c), BW)
+            put(M[br + k0 : br + k1, bc : bc + o_c], GT[k0:k1].sum(axis=2))
     if diagonal:
         put(M[br : br + o_r, bc : bc + o_c], G.sum(axis=0))
 

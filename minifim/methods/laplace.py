@@ -649,7 +649,8 @@ def _forward_draws(net: MLP, thetas: np.ndarray, X: np.ndarray) -> Iterator[np.n
 
     An :class:`~minifim.MLP` runs each batch as one batched forward pass (``z = a W^T + b``
     with a leading draw axis: batched GEMMs, no loop over draws); the batch size keeps the
-    layer activations ``(s, M, width)`` within 64 MiB. Other networks: one draw at a time.
+    layer activations ``(s, M, width)`` within ``min(64 MiB, budget / 4)``. Other networks:
+    one draw at a time.
     """
     S, M = thetas.shape[0], X.shape[0]
     if not (hasattr(net, "shapes") and hasattr(net, "layer_slices")):
@@ -657,7 +658,13 @@ def _forward_draws(net: MLP, thetas: np.ndarray, X: np.ndarray) -> Iterator[np.n
             yield np.asarray(net.forward(t, X))[None]
         return
     width = max(max(o, i) for o, i in net.shapes)
-    step = max(1, 2**26 // (8 * 3 * M * width))
+    per_draw = 8 * 3 * M * width  # the layer input, pre-activation and output of one draw
+    require_memory(
+        per_draw,
+        f"forward pass of one parameter draw on M = {M} inputs",
+        "fewer test inputs per call",
+    )
+    step = max(1, min(2**26, memory_budget() // 4) // per_draw)
     phi = net.activation.phi
     for s0 in range(0, S, step):
         T = thetas[s0 : s0 + step]
