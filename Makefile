@@ -26,8 +26,15 @@ $(VENV)/.stamp-docs: $(VENV)/.stamp-base $(SRC)
 	$(PIP) install --quiet -e ".[docs]"
 	touch $@
 
+# torch first, pinned (the CPU build; a bare `torch` requirement would pull a newer, multi-GB CUDA
+# build), then curvlinops, whose `torch>=2.0` the installed torch satisfies. backpack goes in
+# without its dependencies: it requires torchvision, whose newest release pins a newer torch (the
+# resolver would replace the CPU torch with a CUDA one) and which backpack only imports in
+# backpack.utils.examples; its one other dependency, unfoldNd, is named explicitly.
 $(VENV)/.stamp-crosscheck: $(VENV)/.stamp-test $(SRC)
 	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet curvlinops-for-pytorch
+	$(PIP) install --quiet --no-deps backpack-for-pytorch unfoldNd
 	touch $@
 
 venv: $(VENV)/.stamp-test
@@ -72,6 +79,8 @@ format: $(VENV)/.stamp-test
 typecheck: $(VENV)/.stamp-test
 	$(VENV)/bin/mypy
 
+# The PyTorch cross-checks (tests/test_torch.py: the bridge, torch.func, curvlinops' GGN, Hessian,
+# empirical Fisher and KFACLinearOperator); they skip cleanly where torch or curvlinops is missing.
 crosscheck: $(VENV)/.stamp-crosscheck
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(PY) -m pytest tests -k torch -rs
 
