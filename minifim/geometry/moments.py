@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .._validation import check_int, check_net
-from ..core.model import MLP
+from ..core.model import Sequential
 from ..core.scores import backprop_seeds, expand_gradients, forward_cache
 from ..memory import require_memory
 
@@ -23,7 +23,7 @@ __all__ = ["MAX_OUTCOMES", "output_outcomes", "mc_error_moments"]
 MAX_OUTCOMES = 4096
 
 
-def output_outcomes(net: MLP, theta: Any, X: Any) -> tuple[np.ndarray, np.ndarray]:
+def output_outcomes(net: Sequential, theta: Any, X: Any) -> tuple[np.ndarray, np.ndarray]:
     """The output distribution of every input as weighted outcomes: ``(w, U)``.
 
     ``w: (N, O)`` are weights summing to 1 per input and ``U: (N, O, P)`` the scores
@@ -38,6 +38,12 @@ def output_outcomes(net: MLP, theta: Any, X: Any) -> tuple[np.ndarray, np.ndarra
     theta = net.check_theta(theta)
     X = net.check_inputs(X)
     lik = net.likelihood
+    if net.has_positions:
+        raise ValueError(
+            f"net: output_outcomes enumerates the labels of one sample; outputs "
+            f"{net.output_shape} with {net.positions} positions have joint outcomes "
+            "O^R (not enumerated): use outputs (N, C)"
+        )
     N, C = X.shape[0], net.output_dim
     O = lik.num_outcomes(C)
     if O > MAX_OUTCOMES:
@@ -63,7 +69,7 @@ def output_outcomes(net: MLP, theta: Any, X: Any) -> tuple[np.ndarray, np.ndarra
 
 
 def mc_error_moments(
-    net: MLP, theta: Any, X: Any, n_samples: int, *, diagonal: bool = False
+    net: Sequential, theta: Any, X: Any, n_samples: int, *, diagonal: bool = False
 ) -> tuple[float, float]:
     """Exact mean and variance of ``D = |F_mc - F|_F^2`` for ``k = n_samples`` labels per input.
 

@@ -61,7 +61,7 @@ from .._validation import (
     check_positive,
 )
 from ..core.likelihoods import Gaussian
-from ..core.model import MLP
+from ..core.model import Sequential
 from ..core.objective import loss_and_gradient
 from ..core.scores import output_jacobians
 from ..geometry.kronecker import KFACFactors
@@ -107,7 +107,7 @@ class Laplace:
 
     Parameters
     ----------
-    net : MLP
+    net : Sequential (or MLP)
     theta_map : ndarray, shape (P,)
         The MAP estimate under the prior ``N(0, alpha^{-1} I)`` (e.g. from :func:`minifim.fit_map`).
     X : ndarray, shape (N, D)
@@ -160,7 +160,7 @@ class Laplace:
     @deprecated_keywords(curvature="structure")
     def __init__(
         self,
-        net: MLP,
+        net: Sequential,
         theta_map: ArrayLike,
         X: ArrayLike,
         y: ArrayLike,

@@ -219,7 +219,7 @@ def fisher_merge(
 
     Parameters
     ----------
-    net : MLP
+    net : Sequential (or MLP)
         The common architecture.
     thetas : sequence of M ndarrays, shape (P,), or ndarray, shape (M, P)
     fishers : sequence of M curvatures, optional

@@ -117,7 +117,7 @@ class Batch(NamedTuple):
 
     Attributes
     ----------
-    net : MLP
+    net : Sequential (or MLP)
     X : ndarray, shape (B, D)
         The batch's inputs.
     y : targets of the batch (``(B,)`` labels or ``(B, C)``)
@@ -497,7 +497,7 @@ def kfac(
 
     Parameters
     ----------
-    net : MLP
+    net : Sequential (or MLP)
         The model; it sizes the Kronecker factors in the state (so that ``init`` returns every
         entry with its final shape, and a run can be stored step by step).
     lr : float or callable ``step -> float``
@@ -711,7 +711,7 @@ def train(
 
     Parameters
     ----------
-    net : MLP
+    net : Sequential (or MLP)
     theta : ndarray, shape (P,)
         Starting parameters (not modified).
     X : ndarray, shape (N, D)
@@ -908,7 +908,7 @@ def fit_map(
 
     Parameters
     ----------
-    net : MLP
+    net : Sequential (or MLP)
     theta0 : ndarray, shape (P,)
         Starting point (not modified).
     X : ndarray, shape (N, D)
