@@ -21,7 +21,7 @@ from .core.likelihoods import Bernoulli, Categorical, Gaussian, Likelihood, get_
 from .core.model import MLP, Sequential
 
 # layers of a Sequential network (the namespace minifim.layers: Linear, Conv2d, Flatten, Mean, ...)
-from .core import layers
+from . import layers
 
 # per-sample scores and output Jacobians
 from .core.scores import (
@@ -225,12 +225,10 @@ __all__ = [
 ]
 
 
-# ``minifim.optim``, ``minifim.fixtures`` and ``minifim.layers`` are public namespaces that live in
-# subpackages: registered under their short names so that ``from minifim.optim import sgd`` and
-# ``from minifim.layers import Conv2d`` work.
+# ``minifim.optim`` and ``minifim.fixtures`` are public namespaces that live in subpackages:
+# registered under their short names so that ``from minifim.optim import sgd`` keeps working.
 _sys.modules.setdefault(__name__ + ".optim", optim)
 _sys.modules.setdefault(__name__ + ".fixtures", fixtures)
-_sys.modules.setdefault(__name__ + ".layers", layers)
 
 _LAZY_MODULES = ("data", "plotting")  # user-facing helpers, imported on first use
 
