@@ -230,3 +230,22 @@ def test_positional_outputs_without_weight_sharing_below_them():
     S = minifim.per_sample_scores(c.net, c.theta, c.X, c.y)
     assert_close(S, minifim.per_sample_scores(c.net, c.theta, c.X, c.y, backend="autograd"), 1e-12)
     assert_close(minifim.true_fisher(c.net, c.theta, c.X), _per_position_fisher_and_ggn(c), 1e-12)
+
+
+def test_laplace_predictions_of_a_sequential(seq_case):
+    """The linearised posterior of every (input, position): ``J_r A^{-1} J_r^T`` with the
+    autograd Jacobian and the dense posterior precision; predictive shapes follow the outputs."""
+    c = seq_case
+    la = minifim.Laplace(c.net, c.theta, c.X, c.y, prior_precision=1.0)
+    C = c.net.output_dim
+    J = minifim.output_jacobians(c.net, c.theta, c.X, backend="autograd").reshape(-1, C, c.P)
+    ref = np.einsum("ncp,pq,ndq->ncd", J, np.linalg.inv(la.posterior_precision()), J)
+    mean, cov = la.functional_posterior(c.X)
+    assert mean.shape == (c.N,) + c.net.output_shape and cov.shape == mean.shape + (C,)
+    # A = N F + I is well conditioned here (prior precision 1): inverse-level accuracy
+    assert_close(cov.reshape(ref.shape), ref, 1e-10)
+    _, var = la.functional_variance(c.X)
+    assert_close(var.reshape(-1, C), np.einsum("ncc->nc", ref), 1e-10)
+    out = la.predictive(c.X)
+    shapes = [o.shape for o in out] if isinstance(out, tuple) else [out.shape]
+    assert shapes[0] == mean.shape
