@@ -379,3 +379,27 @@ def _explain_type2_reduce_gap(fx, ours, theirs):
     assert_close(ours[bs, bs], lam.sum(axis=(0, 1)) / N, RTOL, what="ours")
     gap = np.linalg.norm(theirs[bs, bs] - ours[bs, bs]) / np.linalg.norm(ours[bs, bs])
     assert gap > 0.1  # the cross terms are not small
+
+
+# --- BackPACK: a third implementation of per-sample gradients and the GGN diagonal ------------------
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
+def test_backpack_per_sample_gradients_and_ggn_diagonal_on_the_cnn():
+    """BackPACK's ``BatchGrad`` (per-sample gradients of the summed loss, through its own
+    unfold-based convolution derivatives) and ``DiagGGNExact`` (the exact GGN diagonal, from
+    symmetric factorisations of the loss Hessian) against the fixture's scores and Fisher diagonal
+    (GGN = Fisher for the softmax likelihood); BackPACK has no extension for the bridge's Mean,
+    so the CNN preset is its case."""
+    backpack = pytest.importorskip("backpack")
+    from backpack.extensions import BatchGrad, DiagGGNExact
+
+    fx = _fixture("cnn-digits")
+    model = backpack.extend(mt.to_torch(fx.net, fx.theta))
+    loss = backpack.extend(torch.nn.CrossEntropyLoss(reduction="sum"))
+    value = loss(model(torch.from_numpy(fx.X.copy())), torch.from_numpy(np.array(fx.y)))
+    with backpack.backpack(BatchGrad(), DiagGGNExact()):
+        value.backward()
+    params = list(model.parameters())
+    S = torch.cat([p.grad_batch.reshape(fx.N, -1) for p in params], dim=1).numpy()
+    diag = torch.cat([p.diag_ggn_exact.reshape(-1) for p in params]).numpy()
+    assert_close(-S, fx["scores"], RTOL, what="per-sample gradients = -scores")
+    assert_close(diag / fx.N, fx["fisher_diagonal"], RTOL, what="GGN diagonal / N")
