@@ -10,7 +10,7 @@ positional output counts positions as data points) accounted for exactly."""
 import numpy as np
 import pytest
 
-from .cases import assert_close
+from .cases import SEQUENTIAL_CASES, assert_close
 
 torch = pytest.importorskip("torch")
 
@@ -403,3 +403,36 @@ def test_backpack_per_sample_gradients_and_ggn_diagonal_on_the_cnn():
     diag = torch.cat([p.diag_ggn_exact.reshape(-1) for p in params]).numpy()
     assert_close(-S, fx["scores"], RTOL, what="per-sample gradients = -scores")
     assert_close(diag / fx.N, fx["fisher_diagonal"], RTOL, what="GGN diagonal / N")
+
+
+# --- the shared Sequential cases: every likelihood, bias=False, positional Bernoulli/Gaussian ------
+@pytest.mark.parametrize("scase", SEQUENTIAL_CASES, ids=[c.name for c in SEQUENTIAL_CASES])
+def test_torch_and_curvlinops_agree_on_the_sequential_cases(scase):
+    net, theta, X, y = scase.net, scase.theta, scase.X, scase.y
+    module = mt.to_torch(net, theta)
+    assert np.array_equal(mt.from_torch(module, net), theta)
+    ref = mt.torch_quantities(net, theta, X, y)
+    ours = _minifim_quantities(net, theta, X, y)
+    for key in KEYS:
+        assert_close(ours[key], ref[key], RTOL, what=key)
+    pytest.importorskip("curvlinops")
+    quantities = ["ggn", "hessian", "kfac_true", "kfac_empirical"]
+    G = minifim.ggn(net, theta, X)
+    for approx in ("expand", "reduce"):
+        cl = mt.curvlinops_quantities(net, theta, X, y, quantities, approx, "separate")
+        if approx == "expand":
+            assert_close(cl["ggn"], G, RTOL, what="ggn")
+            assert_close(cl["hessian"], ours["hessian"], 1e-11, what="hessian")
+        for fisher in ("true", "empirical"):
+            if fisher == "true" and approx == "reduce" and net.has_positions:
+                continue  # curvlinops' type-2 reduce adds S_r S_r'^T (see above)
+            K = minifim.kfac(
+                net,
+                theta,
+                X,
+                y if fisher == "empirical" else None,
+                fisher,
+                bias="separate",
+                kfac_approx=approx,
+            ).to_dense()
+            assert_close(K, cl[f"kfac_{fisher}"], RTOL, what=f"kfac {fisher} {approx}")

@@ -57,6 +57,7 @@ __all__ = [
     "from_torch",
     "mlp_from_torch",
     "sequential_from_torch",
+    "layer_configs_from_torch",
     "torch_quantities",
     "curvlinops_quantities",
     "fixture_to_torch",
