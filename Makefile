@@ -27,14 +27,15 @@ $(VENV)/.stamp-docs: $(VENV)/.stamp-base $(SRC)
 	touch $@
 
 # torch first, pinned (the CPU build; a bare `torch` requirement would pull a newer, multi-GB CUDA
-# build), then curvlinops, whose `torch>=2.0` the installed torch satisfies. backpack goes in
-# without its dependencies: it requires torchvision, whose newest release pins a newer torch (the
-# resolver would replace the CPU torch with a CUDA one) and which backpack only imports in
-# backpack.utils.examples; its one other dependency, unfoldNd, is named explicitly.
+# build). curvlinops and backpack then go in WITHOUT their dependencies: curvlinops requires
+# backpack, backpack requires torchvision, and torchvision's newest release pins a newer torch, so
+# the resolver would replace the CPU torch with a 5 GB CUDA build (measured). backpack imports
+# torchvision only in backpack.utils.examples. Their other dependencies are named explicitly (each
+# accepts the installed torch): checked in a fresh venv, torch stays 2.13.0+cpu, 1.1 GB in all.
 $(VENV)/.stamp-crosscheck: $(VENV)/.stamp-test $(SRC)
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet curvlinops-for-pytorch
-	$(PIP) install --quiet --no-deps backpack-for-pytorch unfoldNd
+	$(PIP) install --quiet einops einconv linear_operator opt-einsum packaging
+	$(PIP) install --quiet --no-deps curvlinops-for-pytorch backpack-for-pytorch unfoldNd
 	touch $@
 
 venv: $(VENV)/.stamp-test
