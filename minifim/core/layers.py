@@ -358,15 +358,17 @@ class Conv2d(ParametricLayer):
         _, Ho, Wo = self.out_shape
         kh, kw = self.kernel_size
         (sh, sw), (ph, pw), (dh, dw) = self.stride, self.padding, self.dilation
-        c6 = cols.reshape(M, Ho, Wo, C, kh, kw)
-        out = np.zeros((M, C, H + 2 * ph, W + 2 * pw))
+        # one transposing copy to (kh, kw, C, Ho, Wo, M): with the batch axis innermost, each
+        # kernel offset is one long-stride-1 add onto a strided window of the padded input
+        c6 = np.ascontiguousarray(cols.reshape(M, Ho, Wo, C, kh, kw).transpose(4, 5, 3, 1, 2, 0))
+        out = np.zeros((C, H + 2 * ph, W + 2 * pw, M))
         for i in range(kh):
             for j in range(kw):
                 h0, w0 = i * dh, j * dw
-                out[:, :, h0 : h0 + sh * (Ho - 1) + 1 : sh, w0 : w0 + sw * (Wo - 1) + 1 : sw] += c6[
-                    :, :, :, :, i, j
-                ].transpose(0, 3, 1, 2)
-        return out[:, :, ph : ph + H, pw : pw + W]
+                out[:, h0 : h0 + sh * (Ho - 1) + 1 : sh, w0 : w0 + sw * (Wo - 1) + 1 : sw] += c6[
+                    i, j
+                ]
+        return out[:, ph : ph + H, pw : pw + W].transpose(3, 0, 1, 2)
 
 
 class Flatten(Layer):

@@ -167,12 +167,14 @@ def layer_gradients(
     for ``R = 1``).
     """
     n, K, R, o = B.shape
+    i = a.shape[2]
     if out is None:
-        out = np.empty((n, K, o, a.shape[2]))
+        out = np.empty((n, K, o, i))
     if R == 1:
         np.multiply(B[:, :, 0, :, None], a[:, None, 0, None, :], out=out)
-    else:
-        np.matmul(B.transpose(0, 1, 3, 2), a[:, None], out=out)
+    else:  # one (K out, R) x (R, in) GEMM per sample, all seeds at once
+        Bt = B.transpose(0, 1, 3, 2).reshape(n, K * o, R)
+        out[...] = np.matmul(Bt, a).reshape(n, K, o, i)
     return out
 
 
