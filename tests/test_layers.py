@@ -7,6 +7,8 @@ import itertools
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import minifim
 from minifim.layers import (
@@ -249,3 +251,46 @@ def test_wrong_inputs_and_labels_are_refused_naming_the_shape():
         minifim.per_sample_scores(seq.net, seq.theta, seq.X, seq.y + 3)
     with pytest.raises(TypeError, match="y: expected targets"):
         seq.net.check_targets(None, 4)
+
+
+@st.composite
+def _conv_geometries(draw):
+    """A valid Conv2d geometry on a small input (the dilated kernel fits the padded input)."""
+    C = draw(st.integers(1, 3))
+    k = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    d = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    p = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    s = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    span = [d[a] * (k[a] - 1) + 1 for a in (0, 1)]
+    H = draw(st.integers(max(1, span[0] - 2 * p[0]), 6))
+    W = draw(st.integers(max(1, span[1] - 2 * p[1]), 6))
+    return C, (H, W), k, s, p, d
+
+
+@given(_conv_geometries(), st.integers(0, 2**31 - 1))
+def test_conv_geometries_forward_and_col2im_adjoint(geometry, seed):
+    """Any valid geometry: the forward pass equals the loops; col2im is the exact adjoint of
+    im2col (``<unfold(x), G> = <x, input_grad(G)>``); the backprop scores equal autograd's
+    (whose adjoint of the gather is numpy's ``add.at``, not the col2im)."""
+    C, (H, W), k, s, p, d = geometry
+    conv = Conv2d(C, 2, k, stride=s, padding=p, dilation=d)
+    net = minifim.Sequential([conv, Tanh(), Flatten()], "gaussian", (C, H, W))
+    conv = net.layers[0]  # the network's own (built) copy
+    rng = np.random.default_rng(seed)
+    theta = net.init(rng)
+    X = rng.standard_normal((2, C, H, W))
+    ((Wt, b),) = net.unflatten(theta)
+    ref = np.tanh(conv2d_loops(X, Wt, b, conv.stride, conv.padding, conv.dilation))
+    assert_close(net.forward(theta, X), ref.reshape(2, -1), 8 * EPS * (C * k[0] * k[1] + 1))
+    G = rng.standard_normal((2, conv.positions, conv.fan_in))
+    lhs = np.sum(conv.unfold(X) * G)
+    rhs = np.sum(X * conv.input_grad(G))
+    assert abs(lhs - rhs) <= 8 * EPS * G.size * np.max(np.abs(G)) * np.max(np.abs(X))
+    deep = minifim.Sequential([Linear(W, W), conv, Flatten()], "gaussian", (C, H, W))
+    th2 = deep.init(rng)
+    y = rng.standard_normal((2, int(np.prod(deep.output_shape))))
+    assert_close(
+        minifim.per_sample_scores(deep, th2, X, y),
+        minifim.per_sample_scores(deep, th2, X, y, backend="autograd"),
+        1e-12,
+    )

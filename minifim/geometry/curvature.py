@@ -17,12 +17,21 @@ Every curvature except the Hessian is ``M = c * sum_n sum_k u_nk u_nk^T`` with
 ``n_samples`` everywhere in minifim. Reduction: ``c = 1/N`` (``reduction="mean"``, the default
 everywhere) or ``c = 1`` (``reduction="sum"``). See :doc:`/conventions`.
 
-Dense assembly never multiplies out the ``(N K, P)`` factor. With ``B_l: (N, K, out_l)`` the
-seeds carried back to layer ``l`` and ``a_l`` its inputs, the ``(W_l, W_m)`` block is
-``c sum_n (B_l^T B_m)_n kron (a_l a_m^T)_n``: one GEMM of ``(out_l out_m, N) x (N, in_l in_m)``,
-so the true Fisher costs ``N P^2`` multiply-adds like the empirical one, not ``N C P^2``; only
-the upper block triangle is computed. Samples are processed in chunks, so memory is
-``O(P^2 + chunk * (C P + max_l,m in_l in_m))``.
+Dense assembly of a plain dense network (an MLP) never multiplies out the ``(N K, P)`` factor.
+With ``B_l: (N, K, 1, out_l)`` the seeds carried back to layer ``l`` and ``a_l: (N, 1, in_l)``
+its inputs, the ``(W_l, W_m)`` block is ``c sum_n (B_l^T B_m)_n kron (a_l a_m^T)_n``: one GEMM
+of ``(out_l out_m, N) x (N, in_l in_m)``, so the true Fisher costs ``N P^2`` multiply-adds like
+the empirical one, not ``N C P^2``; only the upper block triangle is computed. Samples are
+processed in chunks, so memory is ``O(P^2 + chunk * (C P + max_l,m in_l in_m))``.
+
+Weight sharing (a ``Conv2d``, or a ``Linear`` on positions: ``R_l > 1``) breaks the per-sample
+Kronecker structure: the gradient ``sum_r B_l[n, k, r]^T a_l[n, r]`` sums over the positions.
+The exact dense matrix is then ``c U^T U`` accumulated by one SYRK per chunk of the ``(n K, P)``
+factor (``N K P^2`` flops, the factor ``sum_l N K R_l out_l in_l``), the diagonal the squares
+of the per-seed gradients, and a layer block ``U_l^T U_l``. With positional outputs
+``(N, R, C)`` the true-Fisher and GGN seeds are per position and class (``K = R C``,
+:meth:`~minifim.Sequential.spread_positions`): the cross-position terms, whose expectation is
+zero, vanish exactly.
 """
 
 from __future__ import annotations
