@@ -30,6 +30,7 @@ import minifim
 from minifim import kfac
 from minifim import layers as L
 
+from .cases import SEQUENTIAL_CASES
 from .tolerances import (
     check_close,
     check_elementwise,
@@ -63,8 +64,14 @@ class WSCase:
         return self.name
 
 
+#: The shared Sequential cases of tests/cases.py (CNN, sequence, reduce), by name.
+SHARED = {c.name: c for c in SEQUENTIAL_CASES}
+
+
 @functools.cache
 def ws_case(name):
+    if name in SHARED:
+        return SHARED[name]
     specs = {
         # Linear on 4 positions with an output per position (the expand setting)
         "seq-expand": (
@@ -307,6 +314,20 @@ def test_factors_equal_their_definitions(name, fisher, approx, bias):
         assert K.A[l].shape == A.shape and K.G[l].shape == G.shape, l
         scaled_check(K.A[l], A, tol(case), f"A{l}")
         scaled_check(K.G[l], G, tol(case), f"G{l}")
+
+
+@pytest.mark.parametrize("approx", ["expand", "reduce"])
+@pytest.mark.parametrize("name", sorted(SHARED))
+def test_shared_cases_equal_their_definitions(name, approx):
+    """The same brute force on the suite's CNN, sequence (categorical, Bernoulli, Gaussian
+    outputs per position) and reduce cases, true Fisher, folded and separate bias."""
+    case = ws_case(name)
+    for bias in ("folded", "separate"):
+        K = kfac(case.net, case.theta, case.X, kfac_approx=approx, bias=bias)
+        As, Gs = definition(name, "true", approx, bias)
+        for l, (A, G) in enumerate(zip(As, Gs)):
+            scaled_check(K.A[l], A, tol(case), f"A{l} {bias}")
+            scaled_check(K.G[l], G, tol(case), f"G{l} {bias}")
 
 
 @pytest.mark.parametrize("name", CASE_NAMES)
