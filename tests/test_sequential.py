@@ -14,7 +14,7 @@ import pytest
 import minifim
 from minifim.core.scores import backprop_seeds, expand_gradients, forward_cache
 
-from .cases import SEQUENCE_CASES, SEQUENTIAL_CASES, assert_close, make_sequential_case
+from .cases import CNN_CASES, SEQUENCE_CASES, SEQUENTIAL_CASES, assert_close, make_sequential_case
 
 IDS = [c.name for c in SEQUENTIAL_CASES]
 EPS = np.finfo(float).eps
@@ -249,3 +249,20 @@ def test_laplace_predictions_of_a_sequential(seq_case):
     out = la.predictive(c.X)
     shapes = [o.shape for o in out] if isinstance(out, tuple) else [out.shape]
     assert shapes[0] == mean.shape
+
+
+@pytest.mark.parametrize("damping_type", ["factored", "eigen"])
+@pytest.mark.parametrize("bias", ["folded", "separate"])
+def test_kfac_optimizer_on_a_cnn_with_a_bias_free_layer(bias, damping_type):
+    """The optimiser's first direction (decay 0) is the K-FAC solve of the batch's factors,
+    also for a Conv2d without bias (no homogeneous coordinate, no separate bias block)."""
+    from minifim.methods.optim import Batch
+
+    for c in CNN_CASES:
+        opt = minifim.optim.kfac(
+            c.net, damping=1e-2, decay=0.0, bias=bias, damping_type=damping_type
+        )
+        g = minifim.gradient(c.net, c.theta, c.X, c.y)
+        state = opt.update(0, g, opt.init(c.theta), Batch(c.net, c.X, c.y))
+        ref = minifim.kfac(c.net, c.theta, c.X, bias=bias).solve(g, 1e-2, damping_type)
+        assert_close(state["direction"], ref, 1e-13)
