@@ -294,3 +294,25 @@ def test_conv_geometries_forward_and_col2im_adjoint(geometry, seed):
         minifim.per_sample_scores(deep, th2, X, y, backend="autograd"),
         1e-12,
     )
+
+
+def test_flatten_first_is_the_mlp_on_flattened_inputs():
+    """Images flattened by the first layer: every quantity is the MLP's on ``X.reshape(N, -1)``
+    (the layers before the first parametric one carry no tangent and need no backward pass)."""
+    mlp = minifim.MLP([12, 5, 3], activation="relu")
+    seq = minifim.Sequential([Flatten(), Linear(12, 5), ReLU(), Linear(5, 3)], input_shape=(3, 4))
+    rng = np.random.default_rng(6)
+    theta = mlp.init(rng)
+    X = rng.standard_normal((5, 3, 4))
+    y = rng.integers(0, 3, 5)
+    X2 = X.reshape(5, -1)
+    assert np.array_equal(seq.forward(theta, X), mlp.forward(theta, X2))
+    assert np.array_equal(
+        minifim.per_sample_scores(seq, theta, X, y), minifim.per_sample_scores(mlp, theta, X2, y)
+    )
+    assert np.array_equal(minifim.true_fisher(seq, theta, X), minifim.true_fisher(mlp, theta, X2))
+    V = rng.standard_normal((mlp.num_params, 2))
+    assert np.array_equal(
+        minifim.jacobian_vector_product(seq, theta, X, V),
+        minifim.jacobian_vector_product(mlp, theta, X2, V),
+    )
