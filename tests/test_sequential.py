@@ -15,6 +15,7 @@ import minifim
 from minifim.core.scores import backprop_seeds, expand_gradients, forward_cache
 
 from .cases import CNN_CASES, SEQUENCE_CASES, SEQUENTIAL_CASES, assert_close, make_sequential_case
+from .tolerances import damped_cond, solve_rtol
 
 IDS = [c.name for c in SEQUENTIAL_CASES]
 EPS = np.finfo(float).eps
@@ -266,3 +267,22 @@ def test_kfac_optimizer_on_a_cnn_with_a_bias_free_layer(bias, damping_type):
         state = opt.update(0, g, opt.init(c.theta), Batch(c.net, c.X, c.y))
         ref = minifim.kfac(c.net, c.theta, c.X, bias=bias).solve(g, 1e-2, damping_type)
         assert_close(state["direction"], ref, 1e-13)
+
+
+def test_block_structures_of_a_bias_free_layer():
+    """EWC and Fisher merging with per-layer blocks size them from the layer slices (a
+    ``bias=False`` Conv2d has ``out * in`` parameters, no bias)."""
+    c = CNN_CASES[1]
+    blocks = minifim.block_diagonal(c.net, c.theta, c.X)
+    assert [b.shape[0] for b in blocks] == [s.stop - s.start for s in c.net.layer_param_slices()]
+    ewc = minifim.EWC(c.net, structure="block")
+    ewc.add_task(c.theta, c.X, c.y)
+    v = 0.1 * np.random.default_rng(8).standard_normal(c.P)
+    quad = sum(v[s] @ B @ v[s] for s, B in zip(c.net.layer_param_slices(), blocks))
+    assert np.isclose(ewc.penalty(c.theta + v), 0.5 * c.N * quad, rtol=1e-12)
+    merged = minifim.fisher_merge(
+        c.net, [c.theta, c.theta], data=[(c.X, c.y), (c.X, c.y)], structure="block", damping=1e-3
+    )
+    # (sum_t F_t + lambda I)^{-1} sum_t F_t theta: a damped solve per block
+    kappa = max(damped_cond(2 * B, 1e-3) for B in blocks)
+    assert_close(merged, c.theta, solve_rtol(kappa, max(b.shape[0] for b in blocks)))

@@ -166,7 +166,7 @@ def _mean_gradients(
 
 
 def _block_sizes(net: Sequential) -> list[int]:
-    return [o * i + o for o, i in net.shapes]
+    return [s.stop - s.start for s in net.layer_param_slices()]
 
 
 def _require(structure: str, net: Sequential) -> None:
