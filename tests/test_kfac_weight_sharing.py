@@ -25,6 +25,8 @@ import autograd.numpy as anp
 import numpy as np
 import pytest
 from autograd import jacobian
+from hypothesis import given
+from hypothesis import strategies as st
 
 import minifim
 from minifim import kfac
@@ -214,11 +216,14 @@ def flat_outputs(F):
 
 @functools.cache
 def reference(name):
+    return reference_of(ws_case(name))
+
+
+def reference_of(case):
     """``(acts, Js, Lam, g)``: unfolded inputs ``a_l: (N, R_l, in_l)``, Jacobians
     ``J_l: (N, Q, C, R_l, out_l)``, ``Lambda: (N, Q, C, C)`` (the Hessian of ``-log p`` in the
     outputs, the output-space Fisher of these canonical-link likelihoods) and the output scores
     ``g: (N, Q, C)`` at the data labels."""
-    case = ws_case(name)
     net, theta, N = case.net, case.theta, case.N
     F, acts = hand_forward(case, theta)
     # the hand forward is the network (up to the roundings of differently ordered sums)
@@ -247,9 +252,10 @@ def homogeneous(a, layer, bias):
 
 
 def definition(name, fisher, approx, bias, reduction="mean"):
-    """The K-FAC factors from their definitions (module docstring), by brute force."""
-    case = ws_case(name)
-    acts, Js, Lam, g = reference(name)
+    """The K-FAC factors from their definitions (module docstring), by brute force (``name``
+    a case name, or a case)."""
+    case = ws_case(name) if isinstance(name, str) else name
+    acts, Js, Lam, g = reference(name) if isinstance(name, str) else reference_of(case)
     N = case.N
     c = 1.0 / N if reduction == "mean" else 1.0
     As, Gs = [], []
@@ -328,6 +334,41 @@ def test_shared_cases_equal_their_definitions(name, approx):
         for l, (A, G) in enumerate(zip(As, Gs)):
             scaled_check(K.A[l], A, tol(case), f"A{l} {bias}")
             scaled_check(K.G[l], G, tol(case), f"G{l} {bias}")
+
+
+@st.composite
+def conv_geometries(draw):
+    """A Conv2d (kernel, stride, padding, dilation, bias) and an input that it fits."""
+    k = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    s = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    p = (draw(st.integers(0, 1)), draw(st.integers(0, 1)))
+    d = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    span = [d[a] * (k[a] - 1) + 1 - 2 * p[a] for a in range(2)]
+    H, W = (draw(st.integers(max(span[a], 1), max(span[a], 1) + 3)) for a in range(2))
+    C_in, C_out = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    return C_in, C_out, k, s, p, d, draw(st.booleans()), (H, W)
+
+
+@given(conv_geometries(), st.sampled_from(["expand", "reduce"]))
+def test_conv_geometries_equal_their_definitions(geometry, approx):
+    """Any kernel, stride, padding and dilation (with or without bias) before a nonlinearity, a
+    flatten and a classifier: both flavours equal the brute force (folded bias)."""
+    C_in, C_out, k, s, p, d, bias, (H, W) = geometry
+    conv = L.Conv2d(C_in, C_out, k, stride=s, padding=p, dilation=d, bias=bias)
+    net = minifim.Sequential([conv], likelihood="gaussian", input_shape=(C_in, H, W))
+    flat = int(np.prod(net.output_shape))
+    layers = [
+        L.Conv2d(C_in, C_out, k, stride=s, padding=p, dilation=d, bias=bias),
+        L.Tanh(),
+        L.Flatten(),
+        L.Linear(flat, 2),
+    ]
+    case = WSCase("conv-geometry", layers, "categorical", (C_in, H, W), 2, seed=7)
+    K = kfac(case.net, case.theta, case.X, kfac_approx=approx)
+    As, Gs = definition(case, "true", approx, "folded")
+    for l, (A, G) in enumerate(zip(As, Gs)):
+        scaled_check(K.A[l], A, tol(case), f"A{l}")
+        scaled_check(K.G[l], G, tol(case), f"G{l}")
 
 
 @pytest.mark.parametrize("name", CASE_NAMES)
