@@ -286,3 +286,31 @@ def test_block_structures_of_a_bias_free_layer():
     # (sum_t F_t + lambda I)^{-1} sum_t F_t theta: a damped solve per block
     kappa = max(damped_cond(2 * B, 1e-3) for B in blocks)
     assert_close(merged, c.theta, solve_rtol(kappa, max(b.shape[0] for b in blocks)))
+
+
+def test_joint_outcomes_of_positional_outputs():
+    """The ``O^R`` joint outcomes of a sequence: weights sum to one, the mean score vanishes and
+    ``sum_o w_o u_o u_o^T`` is the true Fisher; over the enumeration limit the refusal says why."""
+    from minifim.geometry.moments import mc_error_moments, output_outcomes
+
+    for c in SEQUENCE_CASES[:2]:
+        w, U = output_outcomes(c.net, c.theta, c.X)
+        assert w.shape == (
+            c.N,
+            minifim.get_likelihood(c.net.likelihood).num_outcomes(c.net.output_dim)
+            ** c.net.positions,
+        )
+        assert_close(w.sum(axis=1), np.ones(c.N), 4 * EPS * w.shape[1])
+        S = minifim.per_sample_scores(c.net, c.theta, c.X, c.y)
+        assert np.max(np.abs(np.einsum("no,nop->np", w, U))) <= 1e-13 * np.max(np.abs(S))
+        M = np.einsum("no,nop,noq->pq", w, U, U) / c.N
+        assert_close(M, minifim.true_fisher(c.net, c.theta, c.X), 1e-12)
+        # E |F_mc - F|_F^2 = 1 / (N^2 k) sum_n E_o |u_o u_o^T - F_n|_F^2, by brute force
+        k = 2
+        Fn = np.einsum("no,nop,noq->npq", w, U, U)
+        dev = np.einsum("nop,noq->nopq", U, U) - Fn[:, None]
+        brute = np.einsum("no,nopq,nopq->", w, dev, dev) / (c.N**2 * k)
+        mean, var = mc_error_moments(c.net, c.theta, c.X, k)
+        assert np.isclose(mean, brute, rtol=1e-12) and var > 0
+    with pytest.raises(ValueError, match="25 outcomes per position, 3 positions"):
+        output_outcomes(SEQUENCE_CASES[2].net, SEQUENCE_CASES[2].theta, SEQUENCE_CASES[2].X)
