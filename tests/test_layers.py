@@ -316,3 +316,18 @@ def test_flatten_first_is_the_mlp_on_flattened_inputs():
         minifim.jacobian_vector_product(seq, theta, X, V),
         minifim.jacobian_vector_product(mlp, theta, X2, V),
     )
+
+
+def test_im2col_patches_and_position_seeds_are_memory_guarded():
+    c = CNN_CASES[0]
+    patches = sum(
+        layer.positions * layer.fan_in for layer in c.net.parametric_layers if layer.positions > 1
+    )
+    with minifim.memory_limit(8 * c.N * patches // 2):
+        with pytest.raises(minifim.MemoryBudgetError, match="im2col patches"):
+            minifim.jacobian_vector_product(c.net, c.theta, c.X, np.ones(c.P))
+    seq = next(s for s in SEQUENTIAL_CASES if s.name == "sequence-categorical")
+    R, C = seq.net.positions, seq.net.output_dim
+    with minifim.memory_limit(8 * seq.N * R * C * R * C - 8):
+        with pytest.raises(minifim.MemoryBudgetError, match="per-position output seeds"):
+            seq.net.spread_positions(np.zeros((seq.N * R, C, C)))
