@@ -38,6 +38,13 @@ __all__ = ["SeedFactors", "seed_factors"]
 _BLOCK_BYTES = 2**27  # working memory of the blocked products U^T W
 
 
+def _shared_gradients(a: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """``G[n, k] = B[n, k]^T a[n]: (N, K, out, in)`` for ``a: (N, R, in)``, ``B: (N, K, R,
+    out)``: one ``(K out, R) x (R, in)`` GEMM per sample."""
+    N, K, R, o = B.shape
+    return np.matmul(B.transpose(0, 1, 3, 2).reshape(N, K * o, R), a).reshape(N, K, o, -1)
+
+
 @dataclass(frozen=True)
 class SeedFactors:
     """The factor ``U: (N K, P)`` of ``M = c U^T U``, held as per-layer factors.
@@ -82,7 +89,7 @@ class SeedFactors:
         i = a.shape[2]
         nb = bs.stop - bs.start
         U = np.empty((N, K, o * i + nb))
-        np.matmul(B.transpose(0, 1, 3, 2), a[:, None], out=U[:, :, : o * i].reshape(N, K, o, i))
+        U[:, :, : o * i] = _shared_gradients(a, B).reshape(N, K, o * i)
         if nb:
             U[:, :, o * i :] = B.sum(axis=2)
         return U.reshape(N * K, -1)
