@@ -139,17 +139,17 @@ def test_hessian_backend_validated():
 
 
 def test_assembly_accepts_one_position_factor_chunks():
-    """Weight-shared layouts with ``R = 1`` (acts ``(n, 1, in)``, seeds ``(n, K, 1, out)``)
-    assemble to the same matrix as the plain chunks; ``R > 1`` is refused by name."""
-    from minifim.geometry.assembly import dense_from_factors
+    """Chunks in the weight-shared layout with ``R = 1`` (acts ``(n, 1, in)``, seeds
+    ``(n, K, 1, out)``) and the plain ``(n, in)``, ``(n, K, out)`` chunks assemble to the same
+    matrix; ``R > 1`` is refused by name (the caller expands the factor)."""
+    from minifim.geometry.assembly import dense_from_factors, squeeze_positions
 
     case = make_case((3, 4, 3), "tanh", "categorical", N=5, seed=2)
     chunks = list(minifim.curvature_factors(case.net, case.theta, case.X))
     ref = dense_from_factors(case.net, chunks, case.P)
-    wide = [([a[:, None] for a in A], [B[:, :, None] for B in Bs]) for A, Bs in chunks]
-    np.testing.assert_array_equal(dense_from_factors(case.net, wide, case.P), ref)
-    bad = [
-        ([np.repeat(a[:, None], 2, 1) for a in A], [B[:, :, None] for B in Bs]) for A, Bs in chunks
-    ]
+    plain = [squeeze_positions(A, Bs) for A, Bs in chunks]
+    assert plain[0][0][0].ndim == 2 and plain[0][1][0].ndim == 3
+    np.testing.assert_array_equal(dense_from_factors(case.net, plain, case.P), ref)
+    A, Bs = plain[0]
     with pytest.raises(ValueError, match="acts"):
-        dense_from_factors(case.net, bad, case.P)
+        squeeze_positions([np.repeat(a[:, None], 2, 1) for a in A], [B[:, :, None] for B in Bs])

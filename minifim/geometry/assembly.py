@@ -29,17 +29,19 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.linalg import blas
 
-from ..core.scores import expand_gradients
+from ..core.scores import expand_gradients, layer_gradients
 from ..memory import memory_budget
 
 if TYPE_CHECKING:
-    from ..core.model import MLP
+    from ..core.model import Sequential
 
 __all__ = [
     "add_layer_pair",
     "add_block",
     "dense_from_factors",
+    "layer_factor",
     "squeeze_positions",
+    "syrk_into",
     "mirror_lower_to_upper",
     "mirror_upper_to_lower",
 ]
@@ -61,6 +63,8 @@ def add_layer_pair(
     extra: tuple[np.ndarray, np.ndarray] | None = None,
     diagonal: bool = False,
     assign: bool = False,
+    bias_row: bool = True,
+    bias_col: bool = True,
 ) -> None:
     """Add (or with ``assign=True`` write) one layer-pair block into ``M`` in place.
 
@@ -81,6 +85,8 @@ def add_layer_pair(
         triangle (by panels) is written; :func:`mirror_upper_to_lower` completes it.
     assign : bool
         Overwrite instead of accumulating (the first chunk of samples).
+    bias_row, bias_col : bool
+        Whether the row / column layer has a bias block (``bias=False`` layers have none).
     """
     (o_r, i_r), (o_c, i_c) = shape_row, shape_col
     n = a_row.shape[0]
@@ -117,17 +123,19 @@ def add_layer_pair(
         rows = M[wr + k0 * i_r : wr + k1 * i_r]
         put(rows[:, wc + i0 * i_c : bc].reshape(p_, i_r, oc, i_c), R)
         # W rows x b cols: sum_n G[k, i] a_r[l] -> (p, o_c, i_r) -> (p, i_r, o_c)
-        RB = (GT[k0:k1].reshape(p_ * o_c, n) @ a_row).reshape(p_, o_c, i_r)
-        put(rows[:, bc : bc + o_c].reshape(p_, i_r, o_c), RB.transpose(0, 2, 1))
-        if not diagonal:
+        if bias_col:
+            RB = (GT[k0:k1].reshape(p_ * o_c, n) @ a_row).reshape(p_, o_c, i_r)
+            put(rows[:, bc : bc + o_c].reshape(p_, i_r, o_c), RB.transpose(0, 2, 1))
+        if bias_row and not diagonal:
             # b rows x W cols: sum_n G[k, i] a_c[j] (+ delta[i] A[j, k]) -> (p, o_c, i_c)
             BW = (GT[k0:k1].reshape(p_ * o_c, n) @ a_col).reshape(p_, o_c, i_c)
             if extra is not None:
                 BE = (AT[k0:k1].reshape(p_ * i_c, n) @ delta).reshape(p_, i_c, o_c)
                 BW = BW + BE.transpose(0, 2, 1)
             put(M[br + k0 : br + k1, wc:bc].reshape(p_, o_c, i_c), BW)
-            put(M[br + k0 : br + k1, bc : bc + o_c], GT[k0:k1].sum(axis=2))
-    if diagonal:
+            if bias_col:
+                put(M[br + k0 : br + k1, bc : bc + o_c], GT[k0:k1].sum(axis=2))
+    if diagonal and bias_row:
         put(M[br : br + o_r, bc : bc + o_c], G.sum(axis=0))
 
 
@@ -143,21 +151,19 @@ def squeeze_positions(
     """
     out_a, out_b = [], []
     for a, B in zip(acts, Bs):
-        if a.ndim == 3:
-            if a.shape[1] != 1 or B.ndim != 4 or B.shape[2] != 1:
-                raise ValueError(
-                    f"acts: expected one position per layer (R = 1) for the Kronecker "
-                    f"assembly, received acts {a.shape} and seeds {B.shape}"
-                )
-            a, B = a[:, 0], B[:, :, 0]
-        out_a.append(a)
-        out_b.append(B)
+        if (a.ndim == 3 and a.shape[1] != 1) or (B.ndim == 4 and B.shape[2] != 1):
+            raise ValueError(
+                f"acts: expected one position per layer (R = 1) for the Kronecker "
+                f"assembly, received acts {a.shape} and seeds {B.shape}"
+            )
+        out_a.append(a[:, 0] if a.ndim == 3 else a)
+        out_b.append(B[:, :, 0] if B.ndim == 4 else B)
     return out_a, out_b
 
 
 def add_block(
     M: np.ndarray,
-    net: MLP,
+    net: Sequential,
     l: int,
     m: int,
     acts: list[np.ndarray],
@@ -167,58 +173,92 @@ def add_block(
 ) -> None:
     """Add the complete (layer l, layer m) block ``sum_n (B_l^T B_m)_n kron (a~_l a~_m^T)_n``.
 
-    ``acts[l]: (n, in_l)``, ``Bs[l]: (n, K, out_l)``; ``rows``/``cols`` are the offsets of the
-    two layers' ``(W, b)`` blocks inside ``M``. Both triangles are written; a diagonal block
-    (``l == m``) by the same panels as :func:`dense_from_factors` (so its entries are the
-    dense curvature's, sum for sum) and its upper triangle mirrored. Used for the per-layer
-    blocks of :func:`minifim.block_diagonal`.
+    ``acts[l]: (n, 1, in_l)`` (or ``(n, in_l)``), ``Bs[l]: (n, K, 1, out_l)`` (or ``(n, K,
+    out_l)``): one position per layer, the Kronecker structure per sample; ``rows``/``cols``
+    are the offsets of the two layers' ``(W, b)`` blocks inside ``M``. Both triangles are
+    written; a diagonal block (``l == m``) by the same panels as :func:`dense_from_factors`
+    (so its entries are the dense curvature's, sum for sum) and its upper triangle mirrored.
+    Used for the per-layer blocks of :func:`minifim.block_diagonal`.
     """
     acts, Bs = squeeze_positions(acts, Bs)
     G = np.matmul(Bs[l].transpose(0, 2, 1), Bs[m])  # (n, o_l, o_m)
     shape_l, shape_m = net.shapes[l], net.shapes[m]
+    bias_l, bias_m = net.parametric_layers[l].bias, net.parametric_layers[m].bias
     if l != m:
-        add_layer_pair(M, shape_l, shape_m, rows, cols, acts[l], acts[m], G)
+        add_layer_pair(
+            M, shape_l, shape_m, rows, cols, acts[l], acts[m], G,
+            bias_row=bias_l, bias_col=bias_m,
+        )  # fmt: skip
         return
-    add_layer_pair(M, shape_l, shape_l, rows, cols, acts[l], acts[l], G, diagonal=True)
-    size = shape_l[0] * (shape_l[1] + 1)
+    add_layer_pair(
+        M, shape_l, shape_l, rows, cols, acts[l], acts[l], G,
+        diagonal=True, bias_row=bias_l, bias_col=bias_l,
+    )  # fmt: skip
+    size = net.parametric_layers[l].num_params
     mirror_upper_to_lower(M[rows : rows + size, cols : cols + size])
 
 
+def layer_factor(net: Sequential, l: int, a: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """The ``(n K, P_l)`` gradient rows of parametric layer ``l`` (weights, then bias).
+
+    ``a: (n, R, in_l)`` unfolded inputs, ``B: (n, K, R, out_l)`` seeds.
+    """
+    layer = net.parametric_layers[l]
+    n, K = B.shape[:2]
+    o, i = layer.matrix_shape
+    U = np.empty((n, K, layer.num_params))
+    layer_gradients(layer, a, B, out=U[:, :, : o * i].reshape(n, K, o, i))
+    if layer.bias:
+        U[:, :, o * i :] = B.sum(axis=2)
+    return U.reshape(n * K, -1)
+
+
+def syrk_into(M: np.ndarray | None, U: np.ndarray, P: int) -> np.ndarray:
+    """``M += U^T U`` into the LOWER triangle of ``M`` (allocated when ``None``)."""
+    beta = 1.0
+    if M is None:
+        M, beta = np.empty((P, P)), 0.0
+    # M.T is M's memory in Fortran order: its upper triangle is M's lower triangle
+    blas.dsyrk(1.0, U.T, beta=beta, c=M.T, trans=0, lower=0, overwrite_c=1)
+    return M
+
+
 def dense_from_factors(
-    net: MLP, factors: Iterable[tuple[list[np.ndarray], list[np.ndarray]]], P: int
+    net: Sequential, factors: Iterable[tuple[list[np.ndarray], list[np.ndarray]]], P: int
 ) -> np.ndarray:
     """Sum over chunks of ``U^T U`` for the factor chunks ``(acts, Bs)``.
 
-    One seed per sample: a SYRK on the ``(n, P)`` factor accumulating in place into one
-    triangle of ``M`` (``n P^2`` flops per chunk, no ``(P, P)`` temporary). Several seeds
-    ``K``: the upper block triangle by :func:`add_layer_pair` with ``G = B_l^T B_m``
-    (``n P^2`` multiply-adds, not ``n K P^2``). The other triangle is mirrored once at the
-    end, so the peak memory is ``M`` plus one chunk's working set.
+    One seed per sample, or weight sharing (some ``R_l > 1``, where the per-sample gradient
+    ``sum_r B_r^T a_r`` is no Kronecker product): a SYRK on the ``(n K, P)`` factor
+    accumulating in place into one triangle of ``M`` (``n K P^2`` flops per chunk, no ``(P,
+    P)`` temporary). Several seeds of a network without weight sharing: the upper block
+    triangle by :func:`add_layer_pair` with ``G = B_l^T B_m`` (``n P^2`` multiply-adds
+    whatever ``K``). The other triangle is mirrored once at the end, so the peak memory is
+    ``M`` plus one chunk's working set.
     """
     M: np.ndarray | None = None
     lower_filled = False
     offsets = [s.start for s in net.layer_param_slices()]
+    layers = net.parametric_layers
     for acts, Bs in factors:
-        acts, Bs = squeeze_positions(acts, Bs)
-        if Bs[0].shape[1] == 1:
-            U = expand_gradients(net, acts, Bs)[:, 0, :]
-            beta = 1.0
-            if M is None:
-                M, beta = np.empty((P, P)), 0.0
-            # M.T is M's memory in Fortran order: its upper triangle is M's lower triangle
-            blas.dsyrk(1.0, U.T, beta=beta, c=M.T, trans=0, lower=0, overwrite_c=1)
+        n, K = Bs[0].shape[:2]
+        if K == 1 or net.weight_sharing:
+            U = expand_gradients(net, acts, Bs)
+            M = syrk_into(M, U[:, 0, :] if K == 1 else U.reshape(n * K, P), P)
             lower_filled = True
             continue
+        a2, B2 = squeeze_positions(acts, Bs)
         first = M is None
         if M is None:
             M = np.empty((P, P))
         L = net.num_layers
         for l in range(L):
             for m in range(l, L):
-                G = np.matmul(Bs[l].transpose(0, 2, 1), Bs[m])  # (n, o_l, o_m)
+                G = np.matmul(B2[l].transpose(0, 2, 1), B2[m])  # (n, o_l, o_m)
                 add_layer_pair(
                     M, net.shapes[l], net.shapes[m], offsets[l], offsets[m],
-                    acts[l], acts[m], G, diagonal=l == m, assign=first,
+                    a2[l], a2[m], G, diagonal=l == m, assign=first,
+                    bias_row=layers[l].bias, bias_col=layers[m].bias,
                 )  # fmt: skip
     if M is None:  # no samples cannot happen (N >= 1 is validated)
         raise AssertionError("internal: no chunks")

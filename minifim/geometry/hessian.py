@@ -36,25 +36,65 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 from autograd import elementwise_grad
 
 from ..core.activations import ACTIVATIONS, Activation
-from ..core.scores import ForwardCache, forward_cache
 from .assembly import add_layer_pair, mirror_upper_to_lower
 
 if TYPE_CHECKING:
     from ..core.model import MLP
 
 __all__ = [
+    "MLPPass",
+    "mlp_forward",
     "supports_structured",
     "activation_second_derivative",
     "output_loss_derivatives",
     "structured_hessian",
     "hessian_vector_products",
 ]
+
+
+@dataclass
+class MLPPass:
+    """Forward pass of an :class:`~minifim.MLP` on ``n`` samples, kept for second order.
+
+    ``layers[l] = (W_l: (out_l, in_l), b_l: (out_l,))``, ``acts[l]: (n, in_l)`` the input of
+    dense layer ``l`` (``acts[0] = X``), ``pres[l]: (n, out_l)`` its pre-activation
+    (``pres[-1]`` the outputs ``f``).
+    """
+
+    layers: list[tuple[np.ndarray, np.ndarray]]
+    acts: list[np.ndarray]
+    pres: list[np.ndarray]
+
+    @property
+    def outputs(self) -> np.ndarray:
+        return self.pres[-1]
+
+    @property
+    def num_samples(self) -> int:
+        return self.acts[0].shape[0]
+
+
+def mlp_forward(net: MLP, theta: np.ndarray, X: np.ndarray) -> MLPPass:
+    """``z_l = a_l W_l^T + b_l``, ``a_{l+1} = phi(z_l)``, keeping inputs and pre-activations
+    (validated ``theta: (P,)``, ``X: (n, D)``)."""
+    layers = [(np.asarray(W), np.asarray(b)) for W, b in net.unflatten(theta)]
+    acts: list[np.ndarray] = []
+    pres: list[np.ndarray] = []
+    a = X
+    for l, (W, b) in enumerate(layers):
+        acts.append(a)
+        z = a @ W.T + b
+        pres.append(z)
+        if l < len(layers) - 1:
+            a = np.asarray(net.activation.phi(z))
+    return MLPPass(layers, acts, pres)
 
 
 def _d2_tanh(z: np.ndarray) -> np.ndarray:
@@ -98,12 +138,12 @@ def activation_second_derivative(activation: Activation) -> Callable[[np.ndarray
     return lambda z: np.asarray(d2(z))
 
 
-def supports_structured(net: Any) -> bool:
+def supports_structured(net: Any) -> TypeGuard[MLP]:
     """Whether the structured Hessian applies: a :class:`minifim.MLP` (dense layers and an
     elementwise activation). Other networks use ``method="autograd"``."""
     from ..core.model import MLP
 
-    return isinstance(net, MLP) and hasattr(net, "shapes") and hasattr(net, "activation")
+    return isinstance(net, MLP)
 
 
 def output_loss_derivatives(
@@ -123,7 +163,7 @@ def output_loss_derivatives(
 
 
 def _backward_quantities(
-    net: MLP, cache: ForwardCache, g: np.ndarray, H_out: np.ndarray
+    net: MLP, cache: MLPPass, g: np.ndarray, H_out: np.ndarray
 ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
     """Per layer ``delta_l: (n, out_l)``, ``Q_l: (n, out_l, out_l)`` and the activation
     derivatives ``phi'(z_l)``, ``phi''(z_l): (n, out_l)`` of the hidden layers."""
@@ -147,7 +187,7 @@ def _backward_quantities(
 
 
 def _assemble_chunk(
-    M: np.ndarray, net: MLP, cache: ForwardCache, g: np.ndarray, H_out: np.ndarray, first: bool
+    M: np.ndarray, net: MLP, cache: MLPPass, g: np.ndarray, H_out: np.ndarray, first: bool
 ) -> None:
     """Add one chunk's Hessian into the upper block triangle of ``M`` (all layer pairs)."""
     L = net.num_layers
@@ -192,7 +232,7 @@ def structured_hessian(
     M = np.empty((P, P))
     for start in range(0, N, chunk):
         sl = slice(start, min(N, start + chunk))
-        cache = forward_cache(net, theta, X[sl])
+        cache = mlp_forward(net, theta, X[sl])
         g, H_out = output_loss_derivatives(net, cache.outputs, y[sl], scale)
         _assemble_chunk(M, net, cache, g, H_out, first=start == 0)
     mirror_upper_to_lower(M)
@@ -209,7 +249,7 @@ def _split(net: MLP, V: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def hessian_vector_products(
-    net: MLP, cache: ForwardCache, g: np.ndarray, H_out: np.ndarray, V: np.ndarray
+    net: MLP, cache: MLPPass, g: np.ndarray, H_out: np.ndarray, V: np.ndarray
 ) -> np.ndarray:
     """``H V: (P, m)`` for a block ``V: (P, m)`` by batched forward-over-reverse.
 

@@ -47,6 +47,7 @@ cheaper route. :func:`curvature` builds the structure of a curvature kind for a 
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
@@ -55,12 +56,12 @@ import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
 from .._linalg import check_conditioned, damped_solve, diagonal_solve
-from .._validation import as_float_array, as_generator, check_int, check_nonnegative
+from .._validation import as_float_array, as_generator, check_int, check_nonnegative, describe
 from ..memory import require_memory
 from ..options import Bias, as_option
 from ..options import Structure as StructureOption
 from .curvature import block_diagonal, curvature_matrix, fisher_diagonal
-from .kronecker import KFACFactors, kfac
+from .kronecker import KFACFactors, KFACLayer, kfac
 
 __all__ = [
     "Structure",
@@ -73,6 +74,7 @@ __all__ = [
     "curvature",
     "STRUCTURES",
     "STRUCTURE_CLASSES",
+    "check_representation",
 ]
 
 STRUCTURES: tuple[str, ...] = StructureOption.values()
@@ -115,6 +117,22 @@ def _dense_guard(P: int, what: str, cheaper: str, copies: int = 1) -> None:
 
 
 # --- the common interface ----------------------------------------------------------------------
+def _validated_array(
+    data: Any, name: str, ndim: int, what: str, word: str
+) -> tuple[np.ndarray, int]:
+    """A real array of ``ndim`` dimensions (square when 2-D) wrapped by structure ``word``."""
+    if isinstance(data, KFACFactors):
+        raise TypeError(
+            f"{name}: expected {what} for structure={word!r}, received {describe(data)}"
+        )
+    M = as_float_array(data, name)
+    if M.ndim != ndim or (ndim == 2 and M.shape[0] != M.shape[1]):
+        raise ValueError(
+            f"{name}: expected {what} for structure={word!r}, received shape {M.shape}"
+        )
+    return M, M.shape[0]
+
+
 class Structure(LinearOperator):
     """A symmetric curvature ``M: (P, P)`` in one structure (abstract base; module docstring).
 
@@ -128,6 +146,14 @@ class Structure(LinearOperator):
 
     def __init__(self, P: int):
         super().__init__(dtype=np.dtype(np.float64), shape=(P, P))
+
+    @classmethod
+    def validate_data(cls, data: Any, name: str = "M") -> tuple[Any, int]:
+        """Validate a representation this class wraps; return ``(data, P)``.
+
+        ``name`` is the argument named in the error (e.g. ``"tasks[0].curvature"``).
+        """
+        raise NotImplementedError  # pragma: no cover - every concrete class overrides it
 
     # --- LinearOperator protocol (symmetric) ---
     def _matvec(self, v: np.ndarray) -> np.ndarray:
@@ -345,6 +371,11 @@ class Dense(Structure):
 
     name = "full"
 
+    @classmethod
+    def validate_data(cls, data: Any, name: str = "M") -> tuple[np.ndarray, int]:
+        """``data``: a square 2-D array ``(P, P)``; return ``(data, P)``."""
+        return _validated_array(data, name, 2, "a square 2-D array (P, P)", "full")
+
     def __init__(self, M: Any, psd: bool = True, *, copy: bool = True):
         M = as_float_array(M, "M", ndim=2)
         if M.shape[0] != M.shape[1]:
@@ -441,6 +472,11 @@ class Diagonal(Structure):
 
     name = "diag"
 
+    @classmethod
+    def validate_data(cls, data: Any, name: str = "M") -> tuple[np.ndarray, int]:
+        """``data``: the diagonal, a 1-D array ``(P,)``; return ``(data, P)``."""
+        return _validated_array(data, name, 1, "a 1-D array (the diagonal, shape (P,))", "diag")
+
     def __init__(self, d: Any, psd: bool = True, *, copy: bool = True):
         d = as_float_array(d, "d", ndim=1)
         super().__init__(d.shape[0])
@@ -522,6 +558,26 @@ class BlockDiagonal(Structure):
     """
 
     name = "block"
+
+    @classmethod
+    def validate_data(cls, data: Any, name: str = "M") -> tuple[list[np.ndarray], int]:
+        """``data``: a list of square per-layer blocks; return ``(blocks, sum of sizes)``."""
+        if not isinstance(data, (list, tuple)):
+            raise TypeError(
+                f"{name}: expected a list of square per-layer blocks for "
+                f"structure='block', received {describe(data)}"
+            )
+        blocks = []
+        for l, b in enumerate(data):
+            if isinstance(b, KFACFactors):
+                raise TypeError(f"{name}[{l}]: expected a square 2-D array, received KFACFactors")
+            b = as_float_array(b, f"{name}[{l}]")
+            if b.ndim != 2 or b.shape[0] != b.shape[1]:
+                raise ValueError(
+                    f"{name}[{l}]: expected a square 2-D array (P_l, P_l), received shape {b.shape}"
+                )
+            blocks.append(b)
+        return blocks, sum(b.shape[0] for b in blocks)
 
     def __init__(self, blocks: Any, psd: bool = True, *, copy: bool = True):
         if isinstance(blocks, np.ndarray) or not isinstance(blocks, (list, tuple)):
@@ -686,7 +742,18 @@ class KFAC(Structure):
     name = "kfac"
     psd = True
 
-    def __init__(self, factors: Any):
+    @classmethod
+    def validate_data(cls, data: Any, name: str = "M") -> tuple[KFACFactors, int]:
+        """``data``: :class:`minifim.KFACFactors`; return ``(data, P)``."""
+        if not isinstance(data, KFACFactors):
+            raise TypeError(
+                f"{name}: expected KFACFactors for structure='kfac', received {describe(data)}"
+            )
+        return data, data.num_params
+
+    def __init__(self, factors: Any, *, copy: bool = True):
+        # ``copy`` is accepted for a uniform constructor (``STRUCTURE_CLASSES[word](data,
+        # copy=...)``); the factors are immutable, so they are never copied
         if isinstance(factors, KFACFactors):
             terms = [(1.0, factors)]
         elif isinstance(factors, (list, tuple)) and factors:
@@ -709,14 +776,16 @@ class KFAC(Structure):
             )
         first = terms[0][1]
         for k, (_, F) in enumerate(terms[1:], 1):
-            if tuple(F.shapes) != tuple(first.shapes) or F.bias != first.bias:
+            if F.layers != first.layers:
                 raise ValueError(
-                    f"factors[{k}]: expected layer shapes {tuple(first.shapes)} "
-                    f"and bias={first.bias!r} like factors[0], received "
-                    f"{tuple(F.shapes)} and bias={F.bias!r}"
+                    f"factors[{k}]: expected layer shapes {tuple(first.shapes)}, "
+                    f"bias={str(first.bias)!r} and has_bias={first.has_bias} like "
+                    f"factors[0], received {tuple(F.shapes)}, bias={str(F.bias)!r} and "
+                    f"has_bias={F.has_bias}"
                 )
         self.terms: tuple[tuple[float, KFACFactors], ...] = tuple(terms)
         self.shapes, self.bias = tuple(first.shapes), first.bias
+        self.layout: tuple[KFACLayer, ...] = first.layers
         super().__init__(first.num_params)
         self._eig: list[KroneckerEigh] | None = None
         self._block: BlockDiagonal | None = None
@@ -740,7 +809,7 @@ class KFAC(Structure):
         c, F = self.terms[0]
         if c == 1.0:
             return F
-        return KFACFactors(F.A, tuple(c * G for G in F.G), F.bias, F.shapes)
+        return dataclasses.replace(F, G=tuple(c * G for G in F.G))
 
     def _matmat(self, V: np.ndarray) -> np.ndarray:
         out = np.zeros_like(V, dtype=np.float64)
@@ -773,7 +842,7 @@ class KFAC(Structure):
         """The dense layer blocks ``sum_k c_k G_{k,l} kron A_{k,l}`` (exact; cached,
         memory-guarded ``8 sum_l P_l^2``)."""
         if self._block is None:
-            sizes = [o * i + o for o, i in self.shapes]
+            sizes = [lay.stop - lay.start for lay in self.layout]
             require_memory(
                 8 * sum(s * s for s in sizes),
                 f"dense K-FAC layer blocks of sizes {sizes} float64",
@@ -812,22 +881,19 @@ class KFAC(Structure):
     def _sum_route(self) -> BlockDiagonal | None:
         return self.to_block() if len(self.terms) != 1 else None
 
-    def _layers(self) -> Iterator[tuple[int, int, int, int, int, KroneckerEigh]]:
-        """``(o, i, start, bias_start, stop, KroneckerEigh)`` per layer."""
-        off = 0
-        for (o, i), e in zip(self.shapes, self.eigh()):
-            yield o, i, off, off + o * i, off + o * i + o, e
-            off += o * i + o
+    def _layers(self) -> Iterator[tuple[KFACLayer, KroneckerEigh]]:
+        """``(KFACLayer, KroneckerEigh)`` per layer."""
+        yield from zip(self.layout, self.eigh())
 
     def _raw_eigenvalues(self) -> np.ndarray:
         block = self._sum_route()
         if block is not None:
             return block._raw_eigenvalues()
         ws = []
-        for *_, e in self._layers():
+        for lay, e in self._layers():
             g, a = np.clip(e.g, 0.0, None), np.clip(e.a, 0.0, None)
             ws.append(np.outer(g, a).ravel())
-            if self.bias == "separate":
+            if lay.separate_bias:
                 ws.append(g)
         return np.concatenate(ws)
 
@@ -835,12 +901,14 @@ class KFAC(Structure):
         """``Q^T X`` (``forward``) or ``Q X`` for ``X: (P, m)``, per layer ``U kron V``."""
         out = np.empty_like(X, dtype=np.float64)
         m = X.shape[1]
-        for o, i, off, w_end, stop, e in self._layers():
+        for lay, e in self._layers():
+            o, i, off, w_end, stop = lay.out_dim, lay.in_dim, lay.start, lay.bias_start, lay.stop
             L, R = (e.U.T, e.V) if forward else (e.U, e.V.T)
-            if self.bias == "separate":
+            if not lay.folded:
                 W = X[off:w_end].T.reshape(m, o, i)
                 out[off:w_end] = (L @ W @ R).reshape(m, o * i).T
-                out[w_end:stop] = L @ X[w_end:stop]
+                if lay.has_bias:
+                    out[w_end:stop] = L @ X[w_end:stop]
             elif forward:  # flat [W, b] -> homogeneous (o, i + 1) -> eigen coordinates
                 T = np.concatenate(
                     [X[off:w_end].T.reshape(m, o, i), X[w_end:stop].T[:, :, None]], axis=2
@@ -865,11 +933,13 @@ class KFAC(Structure):
         if block is not None:
             return block._spectral_diagonal(s)
         out = np.empty(self.num_params)
-        for o, i, off, w_end, stop, e in self._layers():
+        for lay, e in self._layers():
+            o, i, off, w_end, stop = lay.out_dim, lay.in_dim, lay.start, lay.bias_start, lay.stop
             U2, V2 = e.U * e.U, e.V * e.V
-            if self.bias == "separate":
+            if not lay.folded:
                 out[off:w_end] = (U2 @ s[off:w_end].reshape(o, i) @ V2.T).ravel()
-                out[w_end:stop] = U2 @ s[w_end:stop]
+                if lay.has_bias:
+                    out[w_end:stop] = U2 @ s[w_end:stop]
             else:
                 T = U2 @ s[off:stop].reshape(o, i + 1) @ V2.T
                 out[off:w_end] = T[:, :i].ravel()
@@ -881,7 +951,8 @@ class KFAC(Structure):
         if block is not None:
             return block._spectral_dense(s)
         M = np.zeros(self.shape)
-        for _, _, off, _, stop, _ in self._layers():
+        for lay, _ in self._layers():
+            off, stop = lay.start, lay.stop
             # the layer's flat-ordered eigenvectors Q_l = Q e_j over the layer's coordinates
             E = np.zeros((self.num_params, stop - off))
             E[off:stop] = np.eye(stop - off)
@@ -915,7 +986,7 @@ class KFAC(Structure):
 
     def _sum(self, other: Structure) -> KFAC | None:
         assert isinstance(other, KFAC)
-        if other.shapes != self.shapes or other.bias != self.bias:
+        if other.layout != self.layout:
             return None
         return KFAC(list(self.terms) + list(other.terms))
 
@@ -929,6 +1000,23 @@ STRUCTURE_CLASSES: dict[str, type[Structure]] = {
     "block": BlockDiagonal,
     "kfac": KFAC,
 }
+
+
+def check_representation(
+    structure: str | StructureOption, data: Any, name: str = "M", num_params: int | None = None
+) -> tuple[Any, int]:
+    """Validate the representation of a ``structure=`` word; return ``(data, P)``.
+
+    ``(P, P)`` for ``"full"``, ``(P,)`` for ``"diag"``, a list of square blocks for
+    ``"block"``, :class:`minifim.KFACFactors` for ``"kfac"`` (``STRUCTURE_CLASSES[word]``
+    validates it). ``num_params``: the size it must have (``None``: inferred).
+    """
+    word = as_option(structure, StructureOption, "structure").value
+    data, size = STRUCTURE_CLASSES[word].validate_data(data, name)
+    if num_params is not None and size != num_params:
+        raise ValueError(f"{name}: expected a curvature of size P = {num_params}, received {size}")
+    return data, size
+
 
 _BUILDERS = {  # the arrays are fresh: wrapped without a copy
     "full": lambda net, theta, X, y, fisher, bias, kw: Dense(
