@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.linalg import blas
 
+from .._validation import check_net
 from ..core.scores import expand_gradients, layer_gradients
 from ..memory import memory_budget
 
@@ -180,18 +181,21 @@ def add_block(
     (so its entries are the dense curvature's, sum for sum) and its upper triangle mirrored.
     Used for the per-layer blocks of :func:`minifim.block_diagonal`.
     """
-    acts, Bs = squeeze_positions(acts, Bs)
-    G = np.matmul(Bs[l].transpose(0, 2, 1), Bs[m])  # (n, o_l, o_m)
+    check_net(net)
+    (a_l, a_m), (B_l, B_m) = squeeze_positions([acts[l], acts[m]], [Bs[l], Bs[m]])
+    acts, Bs = [a_l, a_m], [B_l, B_m]
+    l_, m_ = (0, 1) if l != m else (0, 0)
+    G = np.matmul(Bs[l_].transpose(0, 2, 1), Bs[m_])  # (n, o_l, o_m)
     shape_l, shape_m = net.shapes[l], net.shapes[m]
     bias_l, bias_m = net.parametric_layers[l].bias, net.parametric_layers[m].bias
     if l != m:
         add_layer_pair(
-            M, shape_l, shape_m, rows, cols, acts[l], acts[m], G,
+            M, shape_l, shape_m, rows, cols, acts[l_], acts[m_], G,
             bias_row=bias_l, bias_col=bias_m,
         )  # fmt: skip
         return
     add_layer_pair(
-        M, shape_l, shape_l, rows, cols, acts[l], acts[l], G,
+        M, shape_l, shape_l, rows, cols, acts[l_], acts[l_], G,
         diagonal=True, bias_row=bias_l, bias_col=bias_l,
     )  # fmt: skip
     size = net.parametric_layers[l].num_params
@@ -203,7 +207,7 @@ def layer_factor(net: Sequential, l: int, a: np.ndarray, B: np.ndarray) -> np.nd
 
     ``a: (n, R, in_l)`` unfolded inputs, ``B: (n, K, R, out_l)`` seeds.
     """
-    layer = net.parametric_layers[l]
+    layer = check_net(net).parametric_layers[l]
     n, K = B.shape[:2]
     o, i = layer.matrix_shape
     U = np.empty((n, K, layer.num_params))
@@ -236,6 +240,7 @@ def dense_from_factors(
     whatever ``K``). The other triangle is mirrored once at the end, so the peak memory is
     ``M`` plus one chunk's working set.
     """
+    check_net(net)
     M: np.ndarray | None = None
     lower_filled = False
     offsets = [s.start for s in net.layer_param_slices()]

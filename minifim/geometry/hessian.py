@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 import numpy as np
 from autograd import elementwise_grad
 
+from .._validation import check_net
 from ..core.activations import ACTIVATIONS, Activation
 from .assembly import add_layer_pair, mirror_upper_to_lower
 
@@ -84,6 +85,7 @@ class MLPPass:
 def mlp_forward(net: MLP, theta: np.ndarray, X: np.ndarray) -> MLPPass:
     """``z_l = a_l W_l^T + b_l``, ``a_{l+1} = phi(z_l)``, keeping inputs and pre-activations
     (validated ``theta: (P,)``, ``X: (n, D)``)."""
+    check_net(net)
     layers = [(np.asarray(W), np.asarray(b)) for W, b in net.unflatten(theta)]
     acts: list[np.ndarray] = []
     pres: list[np.ndarray] = []
@@ -138,12 +140,12 @@ def activation_second_derivative(activation: Activation) -> Callable[[np.ndarray
     return lambda z: np.asarray(d2(z))
 
 
-def supports_structured(net: Any) -> TypeGuard[MLP]:
+def supports_structured(model: Any) -> TypeGuard[MLP]:
     """Whether the structured Hessian applies: a :class:`minifim.MLP` (dense layers and an
-    elementwise activation). Other networks use ``method="autograd"``."""
+    elementwise activation). Other networks use ``autograd.hessian``."""
     from ..core.model import MLP
 
-    return isinstance(net, MLP)
+    return isinstance(model, MLP)
 
 
 def output_loss_derivatives(
@@ -154,7 +156,7 @@ def output_loss_derivatives(
     ``ell = -log p(y | f)``, ``c = scale``. A likelihood whose output Hessian depends on the
     targets takes them (``hessian_outputs(F, y)``); the canonical-link ones do not.
     """
-    lik = net.likelihood
+    lik = check_net(net).likelihood
     g = -scale * np.asarray(lik.grad_log_prob(F, y))
     hess: Callable[..., Any] = lik.hessian_outputs
     takes_y = len(inspect.signature(hess).parameters) >= 2
@@ -228,7 +230,7 @@ def structured_hessian(
     -------
     H : ndarray, shape (P, P), exactly symmetric (the upper triangle mirrored).
     """
-    P, N = net.num_params, X.shape[0]
+    P, N = check_net(net).num_params, X.shape[0]
     M = np.empty((P, P))
     for start in range(0, N, chunk):
         sl = slice(start, min(N, start + chunk))
@@ -261,6 +263,7 @@ def hessian_vector_products(
     phi''(z_{l-1}) * dz_{l-1}``; the ``W_l`` block of ``H v`` is
     ``sum_n d delta_l a_l^T + delta_l da_l^T`` and the ``b_l`` block ``sum_n d delta_l``.
     """
+    check_net(net)
     m, L = V.shape[1], net.num_layers
     n = cache.num_samples
     tangents = _split(net, V)
