@@ -63,7 +63,8 @@ def test_report_figure_and_index(root, monkeypatch):
     index = write_index().read_text()
     assert "| another | disagrees |" in index and "| with_fig | inconclusive |" in index
     assert "## With a figure" in index and "[Full report](with_fig/report.md)" in index
-    assert "![line.png](with_fig/line.png)" in index and "QUICK mode" in index
+    assert "![A line](with_fig/line.png)" in index and "QUICK mode" in index
+    assert "*A line*" in index and "Total run time" in index
     assert index.index("another") < index.index("with_fig")
     assert _leftovers(root) == []
 
@@ -195,3 +196,58 @@ def test_bootstrap_interval_brackets_statistic_and_rejects_bad_input():
         t_interval([1.0])
     with pytest.raises(ValueError, match="level"):
         t_interval([1.0, 2.0], level=1.5)
+
+
+def test_report_records_claim_criterion_measures_and_sanity(root):
+    from minifim.tools.report import format_measure, t_interval
+
+    rep = Report("proto", "Protocol", "EF distorts NGD (Kunstner et al. 2019).", seed=4)
+    rep.paper_claim("the EF preconditioner distorts the update", "Kunstner et al. 2019, Fig. 2")
+    rep.criterion("agrees if the angle's 95% interval lies above 20 deg")
+    x = np.array([30.0, 34.0, 32.0])
+    text = rep.measure("angle", *t_interval(x), unit="deg", interval="95% t", n=3)
+    mean, lo, hi = t_interval(x)
+    assert text == f"angle = {mean:.4g} [{lo:.4g}, {hi:.4g}] deg"
+    assert rep.measure("damping", 1e-4) == "damping = 0.0001"
+    rep.sanity("F = E_y[GGN]", True, "max rel err 1e-15")
+    rep.sanity("symmetry", False, "asymmetric by 1e-3")
+    rep.verdict("agrees", text)
+    md = rep.save().read_text()
+    assert "**Paper's claim** (Kunstner et al. 2019, Fig. 2). the EF preconditioner" in md
+    assert "**Criterion (fixed before the run).** agrees if the angle's" in md
+    assert "| angle | 32 | [" in md and "| deg | 95% t | 3 |" in md
+    assert "| damping | 0.0001 | (no interval) | - | - | - |" in md
+    assert "1/2 pass" in md and "| symmetry | NO | asymmetric by 1e-3 |" in md
+    assert md.index("Paper's claim") < md.index("**Verdict")
+    summary = json.loads((root / "proto" / "summary.json").read_text())
+    assert summary["paper_claims"] == [
+        {
+            "text": "the EF preconditioner distorts the update",
+            "source": "Kunstner et al. 2019, Fig. 2",
+        }
+    ]
+    assert summary["criteria"] == ["agrees if the angle's 95% interval lies above 20 deg"]
+    m = summary["measures"][0]
+    assert (m["mean"], m["low"], m["high"], m["unit"], m["n"]) == (mean, lo, hi, "deg", 3)
+    assert format_measure(m) == text
+    assert [c["passed"] for c in summary["sanity_checks"]] == [True, False]
+    bare = Report("bare", "Bare", "c", seed=0)
+    bare.verdict("inconclusive", "d")
+    bare.save()
+    index = write_index(root).read_text()
+    assert "**Paper's claim** (Kunstner et al. 2019, Fig. 2)" in index
+    assert "| angle | 32 | [" in index and "1/2 pass" in index
+    assert "Not stated by this experiment: paper's claim, criterion." in index
+    assert index.count("Not stated by this experiment") == 1
+
+
+def test_report_protocol_rejects_bad_input(root):
+    rep = Report("badproto", "Bad", "c", seed=0)
+    with pytest.raises(ValueError, match="low, high: expected both or neither"):
+        rep.measure("x", 1.0, 0.0)
+    with pytest.raises(ValueError, match="low <= mean <= high"):
+        rep.measure("x", 1.0, 2.0, 3.0)
+    with pytest.raises(ValueError, match="text, source: expected non-empty"):
+        rep.paper_claim("claim", " ")
+    with pytest.raises(ValueError, match="text: expected a non-empty criterion"):
+        rep.criterion("")
