@@ -251,3 +251,19 @@ def test_report_protocol_rejects_bad_input(root):
         rep.paper_claim("claim", " ")
     with pytest.raises(ValueError, match="text: expected a non-empty criterion"):
         rep.criterion("")
+
+
+def test_interval_position_and_verdict():
+    from minifim.tools.report import interval_position, verdict_from_positions
+
+    assert interval_position((1.0, 0.95, 1.05), 0.9, 1.1) == "inside"
+    assert interval_position((1.0, 0.85, 1.05), 0.9, 1.1) == "overlaps"
+    assert interval_position((0.5, 0.4, 0.6), 0.9, 1.1) == "outside"
+    assert interval_position((2.0, 1.5, 2.5), 0.9, 1.1) == "outside"
+    assert verdict_from_positions(["inside", "inside"]) == "agrees"
+    assert verdict_from_positions(["inside", "overlaps"]) == "inconclusive"
+    assert verdict_from_positions(["overlaps", "outside"]) == "disagrees"
+    with pytest.raises(ValueError, match="positions"):
+        verdict_from_positions([])
+    with pytest.raises(ValueError, match="low <= high"):
+        interval_position((1.0, 0.9, 1.1), 2.0, 1.0)

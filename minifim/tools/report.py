@@ -60,6 +60,8 @@ __all__ = [
     "paired_t_interval",
     "bootstrap_interval",
     "format_measure",
+    "interval_position",
+    "verdict_from_positions",
 ]
 
 VERDICTS = ("agrees", "disagrees", "inconclusive")
@@ -175,6 +177,44 @@ def bootstrap_interval(
     boots = np.array([stat(x[i]) for i in idx])
     lo, hi = np.quantile(boots, [0.5 - level / 2, 0.5 + level / 2])
     return float(stat(x)), float(lo), float(hi)
+
+
+def interval_position(interval: Sequence[float], low: float, high: float) -> str:
+    """Where a confidence interval ``(estimate, lo, hi)`` lies against the band ``[low, high]``
+    a claim predicts: ``"inside"`` (``low <= lo`` and ``hi <= high``), ``"outside"`` (disjoint
+    from the band) or ``"overlaps"`` (neither: the run cannot decide).
+
+    Examples
+    --------
+    >>> interval_position((1.0, 0.95, 1.04), 0.9, 1.1)
+    'inside'
+    >>> interval_position((1.3, 1.2, 1.4), 0.9, 1.1)
+    'outside'
+    """
+    _, lo, hi = (float(v) for v in interval)
+    if not low <= high:
+        raise ValueError(f"low, high: expected low <= high, received {low!r}, {high!r}")
+    if low <= lo and hi <= high:
+        return "inside"
+    if hi < low or lo > high:
+        return "outside"
+    return "overlaps"
+
+
+def verdict_from_positions(positions: Iterable[str]) -> str:
+    """Combine :func:`interval_position` results of the intervals a claim predicts inside
+    their bands: ``"agrees"`` if all are inside, ``"disagrees"`` if any is outside,
+    otherwise ``"inconclusive"``."""
+    pos = list(positions)
+    bad = [p for p in pos if p not in ("inside", "outside", "overlaps")]
+    if not pos or bad:
+        raise ValueError(
+            "positions: expected a non-empty sequence of 'inside', 'outside', 'overlaps', "
+            f"received {pos!r}"
+        )
+    if all(p == "inside" for p in pos):
+        return "agrees"
+    return "disagrees" if "outside" in pos else "inconclusive"
 
 
 def markdown_table(
