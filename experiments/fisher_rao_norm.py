@@ -45,13 +45,13 @@ QUICK = quick()
 # BLAS threads for main(): small dense products dominate, where BLAS threads only add overhead
 # and, on a loaded machine, spin (see minifim.tools.report).
 BLAS_THREADS = 1
-N_TRAIN = 200 if QUICK else 500
-STEPS = 200 if QUICK else 800
+N_TRAIN = 200 if QUICK else 400
+STEPS = 200 if QUICK else 600
 LR = 1e-2
 SEEDS = list(range(3 if QUICK else 5))
 NOISES = [0.0, 0.4, 0.8] if QUICK else [0.0, 0.2, 0.4, 0.6, 0.8]
 NOISE_WIDTH = 64
-WIDTHS = [16, 64, 128] if QUICK else [16, 32, 64, 128, 256]
+WIDTHS = [16, 64, 128] if QUICK else [16, 32, 64, 128]
 
 
 def corrupt(y, share, rng, n_classes=10):
