@@ -64,7 +64,7 @@ LIN = {
 # --- part 2: digits classifier ---------------------------------------------------------------
 CLF = {
     "hidden": 16 if QUICK else 32,
-    "batch_size": 32 if QUICK else 64,
+    "batch_size": 32,
     "steps": 30 if QUICK else 150,
     "eval_every": 5 if QUICK else 10,
     "seeds": [0, 1, 2] if QUICK else [0, 1, 2, 3],
