@@ -224,7 +224,7 @@ def main():
     for n, col in zip(BASELINES, ("C1", "k")):
         diff = C[PRIMARY] - C[n]
         iv = [
-            t_interval(diff[:, j]) if np.ptp(diff[:, j]) > 0 else (diff[0, j],) * 3
+            t_interval(diff[:, j]) if np.ptp(diff[:, j]) > 1e-12 else (diff[0, j],) * 3
             for j in range(len(REMOVED))
         ]
         axes[1].plot(REMOVED, [v[0] for v in iv], "o-", ms=3, color=col, label=f"primary - {n}")
@@ -272,7 +272,7 @@ def main():
         below[b] = [
             k
             for j, k in enumerate(REMOVED)
-            if np.ptp(diff[:, j]) > 0 and t_interval(diff[:, j])[2] < 0
+            if np.ptp(diff[:, j]) > 1e-12 and t_interval(diff[:, j])[2] < 0
         ]
     rho = t_interval([r["rho_ef"] for r in runs])
     report.section(
