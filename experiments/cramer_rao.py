@@ -345,9 +345,14 @@ def main():
     report.measure(
         f"logistic regression, N = {LOGREG_NS[0]}: mean whitened eigenvalue",
         *interval(eig_lr[:1], R_LOGREG),
+        interval="95% normal, s.e. sqrt(2 / (r R)) (smallest N, for the trend)",
+        n=R_LOGREG,
     )
     report.measure(
-        f"ReLU MLP, N = {MLP_NS[0]}: mean whitened eigenvalue", *interval(eig_mlp[:1], R_MLP)
+        f"ReLU MLP, N = {MLP_NS[0]}: mean whitened eigenvalue",
+        *interval(eig_mlp[:1], R_MLP),
+        interval="95% normal, s.e. sqrt(2 / (r R)) (smallest N, for the trend)",
+        n=R_MLP,
     )
     detail = "; ".join(f"{k}: {iv[0]:.3f} [{iv[1]:.3f}, {iv[2]:.3f}]" for k, iv in ivs.items())
     off = [k for k, v in pos.items() if v != "inside"]

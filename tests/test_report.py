@@ -84,6 +84,7 @@ def test_bad_verdict_and_unsaved(root):
 
 def test_markdown_table_and_quick(monkeypatch):
     assert markdown_table(["a", "b"], [(1, 0.5)]) == "| a | b |\n|---|---|\n| 1 | 0.5 |\n"
+    assert markdown_table(["|x|"], [("|EF - F|",)]) == "| \\|x\\| |\n|---|\n| \\|EF - F\\| |\n"
     with pytest.raises(ValueError, match="rows: expected 2 cells per row, received 1"):
         markdown_table(["a", "b"], [(1,)])
     for value, expected in [("1", True), ("yes", True), ("0", False), ("", False)]:

@@ -78,9 +78,11 @@ def results_root() -> Path:
 
 
 def _fmt(value: object, floatfmt: str) -> str:
+    """A table cell: floats by ``floatfmt``; ``|`` escaped so that ``|EF - F|`` stays in
+    its cell."""
     if isinstance(value, float):
         return format(value, floatfmt)
-    return str(value)
+    return str(value).replace("|", "\\|")
 
 
 def blas_threads() -> int:
@@ -221,7 +223,7 @@ def markdown_table(
     headers: Iterable[Any], rows: Iterable[Sequence[object]], floatfmt: str = ".4g"
 ) -> str:
     """A GitHub-markdown table; floats formatted with ``floatfmt``."""
-    headers = [str(h) for h in headers]
+    headers = [_fmt(h, floatfmt) for h in headers]
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     for row in rows:
         if len(row) != len(headers):
