@@ -334,7 +334,9 @@ def part2(report):
             chosen[name].append((lr, n_cfg, interior))
             bar.update()
     bar.close()
-    fig, axes = plt.subplots(1, 3, figsize=(18, 4.6), gridspec_kw={"wspace": 0.3})
+    fig, axes = plt.subplots(
+        1, 3, figsize=(19, 4.6), gridspec_kw={"wspace": 0.55, "width_ratios": [1, 1, 0.8]}
+    )
     colors = plt.cm.tab10(np.arange(len(names)))
     for name, color in zip(names, colors):
         steps = curves[name][0][0]
@@ -368,6 +370,7 @@ def part2(report):
         xlabel="time per step (ms; mean and 95% CI over seeds)",
         title="cost per step",
     )
+    axes[2].xaxis.set_minor_formatter(plt.NullFormatter())
     axes[0].legend(fontsize=8)
     report.figure(
         fig,
