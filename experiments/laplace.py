@@ -31,7 +31,7 @@ Set-up (every seed draws its own split and initialisation; MAPs by full-batch L-
 
 The criteria are tested in tests/test_experiment_laplace.py. Run: ``MPLBACKEND=Agg python
 experiments/laplace.py`` (``QUICK=1``: fewer seeds and configurations). Measured on 2 cores (1
-BLAS thread), on a shared machine under load (load average 4-9): full 154 s, QUICK 15 s.
+BLAS thread), on a shared machine under load (load average 4-9): full 154-201 s, QUICK 15 s.
 """
 
 import warnings
