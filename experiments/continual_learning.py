@@ -246,6 +246,7 @@ def plot_curves(test_runs, n_seeds):
         ylim=(0, 1.02),
     )
     for ax in axes:
+        ax.set_xticks(x)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
