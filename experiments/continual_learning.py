@@ -21,8 +21,8 @@ t-intervals over seeds: :func:`continual_verdict` (tested in tests/test_experime
 learning.py).
 
 Run: ``MPLBACKEND=Agg python experiments/continual_learning.py`` (``QUICK=1``: small network,
-few steps, 2 seeds). Measured on 2 cores (1 BLAS thread), on a shared machine under load
-(load average 4-9): full 50 s (85 runs), QUICK 5 s.
+few steps, 2 seeds). Measured on 2 cores (1 BLAS thread), load average about 2: full 61 s (85 runs),
+QUICK 3 s (50 s and 5 s under load average 4-9).
 """
 
 from __future__ import annotations

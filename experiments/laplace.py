@@ -31,7 +31,8 @@ Set-up (every seed draws its own split and initialisation; MAPs by full-batch L-
 
 The criteria are tested in tests/test_experiment_laplace.py. Run: ``MPLBACKEND=Agg python
 experiments/laplace.py`` (``QUICK=1``: fewer seeds and configurations). Measured on 2 cores (1
-BLAS thread), on a shared machine under load (load average 4-9): full 154-201 s, QUICK 15 s.
+BLAS thread), load average about 2: full 105 s, QUICK 9 s (154-201 s and 15 s under load
+average 4-9).
 """
 
 import warnings

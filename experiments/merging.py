@@ -17,8 +17,8 @@ criterion is the paper's metric, test accuracy: :func:`merging_verdict` (tested 
 tests/test_experiment_merging.py).
 
 Run: ``MPLBACKEND=Agg python experiments/merging.py`` (``QUICK=1``: 3 seeds, fewer steps).
-Measured on 2 cores (1 BLAS thread), on a shared machine under load (load average 4-9):
-full 78 s (16 seeds; 1.3 s per seed when the machine was quiet), QUICK 8 s.
+Measured on 2 cores (1 BLAS thread), load average about 2: full 13 s (16 seeds), QUICK 2 s
+(78 s and 8 s under load average 4-9).
 """
 
 import matplotlib.pyplot as plt

@@ -16,8 +16,8 @@ the criterion :func:`pruning_verdict` (tested in tests/test_experiment_pruning.p
 pinned to 1 BLAS thread (threadpoolctl), so it does not move with the machine's thread count.
 
 Run: ``MPLBACKEND=Agg python experiments/pruning.py`` (``QUICK=1``: smaller net, 2 seeds).
-Measured on 2 cores (1 BLAS thread), on a shared machine under load (load average 4-9):
-full 90 s (7.5 s per seed when the machine was quiet), QUICK 8 s.
+Measured on 2 cores (1 BLAS thread), load average about 2: full 47 s, QUICK 4 s (90 s and
+8 s under load average 4-9; the verdict and every number were identical).
 """
 
 import warnings
