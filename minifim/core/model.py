@@ -46,9 +46,19 @@ class MLP(NetworkBase):
         ``"tanh"``, ``"relu"``, ``"sigmoid"``, ``"softplus"``, ``"identity"``, or an
         elementwise callable written with ``autograd.numpy``; applied to hidden layers.
     likelihood : str or Likelihood
-        ``"categorical"`` (softmax), ``"bernoulli"`` (sigmoid per output) or ``"gaussian"``.
+        ``"categorical"`` (softmax), ``"bernoulli"`` (sigmoid per output), ``"gaussian"``,
+        ``"heteroscedastic"`` (a Gaussian with learned variances: ``C = sizes[-1] / 2``
+        targets, the last layer's first half the means and second half the log-variances)
+        or ``"poisson"`` (counts).
     sigma : float
         Standard deviation of the Gaussian likelihood (ignored otherwise).
+    link : {"log", "softplus"}, optional
+        The Poisson rate ``r = e^f`` (default) or ``r = log(1 + e^f)``; only for
+        ``likelihood="poisson"``.
+    parameterization : {"logvar", "natural"}, optional
+        The heteroscedastic outputs ``(mu, log sigma^2)`` (default) or the natural
+        parameters ``(mu / sigma^2, log(1 / sigma^2))``; only for
+        ``likelihood="heteroscedastic"``.
 
     Examples
     --------
@@ -64,6 +74,9 @@ class MLP(NetworkBase):
         activation: str | Activation | Callable[..., Any] = "tanh",
         likelihood: str | Likelihood = "categorical",
         sigma: float = 1.0,
+        *,
+        link: str | None = None,
+        parameterization: str | None = None,
     ) -> None:
         if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence | np.ndarray):
             raise TypeError(
@@ -75,7 +88,14 @@ class MLP(NetworkBase):
             raise ValueError(f"sizes: expected at least 2 widths [D, ..., C], received {sizes}")
         self.sizes = sizes
         self.activation: Activation = get_activation(activation)
-        self.likelihood: Likelihood = get_likelihood(likelihood, sigma)
+        self.likelihood: Likelihood = get_likelihood(
+            likelihood, sigma, link=link, parameterization=parameterization
+        )
+        if self.likelihood.name == "heteroscedastic" and sizes[-1] % 2:
+            raise ValueError(
+                f"sizes: the heteroscedastic likelihood needs an even output width 2C (C "
+                f"means, then C log-variances), received sizes[-1] = {sizes[-1]}"
+            )
         self.shapes = [(sizes[l + 1], sizes[l]) for l in range(len(sizes) - 1)]
         slices, offset = [], 0
         for out, inp in self.shapes:
@@ -102,6 +122,14 @@ class MLP(NetworkBase):
         """``C``."""
         return self.sizes[-1]
 
+    @property
+    def target_dim(self) -> int:
+        """Width of the targets ``y: (N, target_dim)``: ``C``, or ``C / 2`` for the
+        heteroscedastic likelihood (``2C`` outputs per ``C`` targets)."""
+        return (
+            self.output_dim // 2 if self.likelihood.name == "heteroscedastic" else self.output_dim
+        )
+
     def layer_param_slices(self) -> list[slice]:
         """Per layer, the slice of ``theta`` holding ``(W_l, b_l)`` together, shape ``(P_l,)``."""
         return [slice(w.start, b.stop) for w, b in self.layer_slices]
@@ -121,11 +149,17 @@ class MLP(NetworkBase):
         lik = self.likelihood.config()
         cfg["likelihood"] = lik["likelihood"]
         cfg["sigma"] = float(lik.get("sigma", 1.0))
+        for key in ("link", "parameterization"):
+            if key in lik:
+                cfg[key] = lik[key]
         return cfg
 
     def __repr__(self) -> str:
         gaussian = self.likelihood.name == "gaussian"
         extra = f", sigma={cast('Gaussian', self.likelihood).sigma!r}" if gaussian else ""
+        for key in ("link", "parameterization"):
+            if key in self.likelihood.config():
+                extra += f", {key}={self.likelihood.config()[key]!r}"
         return (
             f"MLP({list(self.sizes)}, activation={self.activation.name!r}, "
             f"likelihood={self.likelihood.name!r}{extra})"
