@@ -17,7 +17,15 @@ from ._version import __version__
 
 # model: activations, likelihoods, the network
 from .core.activations import ACTIVATIONS, Activation, get_activation
-from .core.likelihoods import Bernoulli, Categorical, Gaussian, Likelihood, get_likelihood
+from .core.likelihoods import (
+    Bernoulli,
+    Categorical,
+    Gaussian,
+    HeteroscedasticGaussian,
+    Likelihood,
+    Poisson,
+    get_likelihood,
+)
 from .core.model import MLP
 
 # per-sample scores and output Jacobians
@@ -49,6 +57,7 @@ from .geometry.curvature import (
     FISHER_KINDS,
     block_diagonal,
     curvature_factors,
+    curvature_is_psd,
     curvature_matrix,
     empirical_fisher,
     fisher_diagonal,
@@ -128,6 +137,8 @@ __all__ = [
     "Categorical",
     "Bernoulli",
     "Gaussian",
+    "HeteroscedasticGaussian",
+    "Poisson",
     "get_likelihood",
     "MLP",
     # exact curvature
@@ -139,6 +150,7 @@ __all__ = [
     "hessian",
     "curvature_matrix",
     "curvature_factors",
+    "curvature_is_psd",
     "fisher_diagonal",
     "block_diagonal",
     "square_of_mean_gradient",

@@ -22,7 +22,18 @@ import minifim
 from minifim.core.likelihoods import HeteroscedasticGaussian, Poisson, get_likelihood
 
 from .cases import assert_close
-from .tolerances import EPS, check, check_elementwise, identity_tol
+from .tolerances import (
+    EPS,
+    cg_rtol,
+    check,
+    check_close,
+    check_elementwise,
+    cond,
+    curvature_rtol,
+    identity_tol,
+    rel_err,
+    solve_rtol,
+)
 
 RNG = np.random.default_rng(15)
 N, C = 5, 2
@@ -458,3 +469,206 @@ def test_link_and_parameterization_keywords():
         "likelihood": "categorical",
         "sigma": 1.0,
     }
+
+
+# --- curvature: GGN(y) = J^T H_f(y) J, E_y[GGN(y)] = F, structures, routes ---------------------
+NETS = {
+    "het-logvar": dict(sizes=(2, 4, 4), likelihood="heteroscedastic"),
+    "het-natural": dict(sizes=(2, 4, 2), likelihood="heteroscedastic", parameterization="natural"),
+    "poisson-log": dict(sizes=(2, 4, 2), likelihood="poisson"),
+    "poisson-softplus": dict(sizes=(2, 4, 2), likelihood="poisson", link="softplus"),
+    "poisson-softplus-1": dict(sizes=(2, 3, 1), likelihood="poisson", link="softplus"),
+}
+
+
+class NetCase:
+    """A tiny model with its inputs and model-drawn labels (``P <= 34``, ``N = 4``)."""
+
+    def __init__(self, name, N=4, seed=0):
+        kw = dict(NETS[name])
+        sizes = kw.pop("sizes")
+        rng = np.random.default_rng(seed)
+        self.name = name
+        self.net = minifim.MLP(sizes, "tanh", **kw)
+        self.theta = self.net.init(rng)
+        self.X = 1.3 * rng.standard_normal((N, sizes[0]))
+        self.F = self.net.forward(self.theta, self.X)
+        self.y = self.net.likelihood.sample(self.F, rng)
+        self.N, self.P = N, self.net.num_params
+
+    def jacobians(self):
+        """``J: (N, C, P)`` by autograd of the forward pass (independent of backprop)."""
+        return autograd.jacobian(lambda th: self.net.apply(th, self.X))(self.theta)
+
+    def rtol(self, c=1.0):
+        return curvature_rtol(self, c)
+
+
+_NET_CASES = {}
+
+
+def net_case(name):
+    if name not in _NET_CASES:
+        _NET_CASES[name] = NetCase(name)
+    return _NET_CASES[name]
+
+
+@pytest.fixture(params=sorted(set(NETS) - {"poisson-softplus-1"}))
+def ncase(request):
+    return net_case(request.param)
+
+
+def test_ggn_is_jacobian_sandwich_of_the_label_hessian(ncase):
+    """``ggn(net, theta, X, y) = 1/N sum_n J_n^T H_f(y_n) J_n`` with ``J`` by autograd and
+    ``H_f(y)`` by autograd of ``-log p``: the signed assembly (two factored sums) against the
+    dense sandwich."""
+    net, theta, X, y = ncase.net, ncase.theta, ncase.X, ncase.y
+    J = ncase.jacobians()
+    lik = net.likelihood
+    H = np.stack(
+        [
+            autograd.hessian(lambda f, n=n: -lik.log_prob(f[None], y[n : n + 1])[0])(ncase.F[n])
+            for n in range(ncase.N)
+        ]
+    )
+    ref = np.einsum("ncp,ncd,ndq->pq", J, H, J) / ncase.N
+    G = minifim.ggn(net, theta, X, y)
+    assert_close(G, ref, ncase.rtol(4), "ggn vs J^T H J")
+    assert_close(G, G.T, 0.0, "symmetric")
+    Lam = lik.fisher_outputs(ncase.F)
+    assert_close(
+        minifim.true_fisher(net, theta, X),
+        np.einsum("ncp,ncd,ndq->pq", J, Lam, J) / 4,
+        ncase.rtol(4),
+        "true Fisher vs J^T Lambda J",
+    )
+    if lik.canonical:  # Fisher = GGN, with or without labels
+        assert_close(G, minifim.true_fisher(net, theta, X), ncase.rtol(4))
+        assert_close(minifim.ggn(net, theta, X), G, ncase.rtol(4))
+    else:  # Fisher != GGN(y)
+        F = minifim.true_fisher(net, theta, X)
+        assert np.abs(G - F).max() > 1e-3 * np.abs(F).max()
+    w = np.linalg.eigvalsh(G)
+    if lik.hessian_psd:
+        assert minifim.curvature_is_psd(net, "ggn")
+        assert w[0] > -ncase.rtol(4) * np.abs(w).max()
+    else:  # heteroscedastic: indefinite at sampled labels (beyond any rounding)
+        assert not minifim.curvature_is_psd(net, "ggn")
+        assert w[0] < -1e3 * ncase.rtol(4) * w[-1]
+
+
+@pytest.mark.parametrize("name", ["het-logvar", "het-natural"])
+def test_expected_ggn_is_the_fisher_by_quadrature(name):
+    """``E_{y ~ p_theta}[GGN(y)] = F``: the same Gauss-Hermite node for every sample (the GGN is
+    a sum of per-sample terms, so the tensor rule over samples is not needed); 5 nodes are
+    exact for ``H_f(y)`` (degree 2 in y)."""
+    ncase = net_case(name)
+    net, theta, X = ncase.net, ncase.theta, ncase.X
+    lik = net.likelihood
+    mu, logvar = lik.mean_and_log_variance(ncase.F)
+    sd = np.exp(0.5 * logvar)
+    x, w = hermegauss(5)
+    w = w / math.sqrt(2 * math.pi)
+    Cy = mu.shape[1]
+    EG = 0.0
+    for idx in np.ndindex(*([5] * Cy)):
+        y = mu + sd * x[list(idx)]
+        EG = EG + float(np.prod(w[list(idx)])) * minifim.ggn(net, theta, X, y)
+    F = minifim.true_fisher(net, theta, X)
+    assert_close(EG, F, ncase.rtol(16), "E_y[GGN(y)] = F")
+
+
+def test_expected_ggn_is_the_fisher_poisson_series():
+    """Softplus link: ``sum_k p_n(k) GGN_n(k)`` over the counts (truncated with a tail below
+    1e-15 of the largest rate's moment), per sample, equals the true Fisher."""
+    ncase = net_case("poisson-softplus-1")
+    net, theta, X = ncase.net, ncase.theta, ncase.X
+    r = net.likelihood.mean(ncase.F)  # (N, 1)
+    K = int(np.ceil(r.max() + 20 * np.sqrt(r.max()) + 30))
+    assert scipy.stats.poisson.sf(K - 1, r.max()) * (K + 1) < 1e-15
+    EG = np.zeros((ncase.P, ncase.P))
+    for n in range(ncase.N):
+        pmf = scipy.stats.poisson.pmf(np.arange(K)[:, None], r[n][None, :])  # (K, C)
+        for idx in np.ndindex(*([K] * r.shape[1])):
+            weight = float(np.prod(pmf[list(idx), range(r.shape[1])]))
+            if weight < 1e-30:
+                continue
+            y = np.array([idx], dtype=float)
+            EG += weight * minifim.ggn(net, theta, X[n : n + 1], y) / ncase.N
+    assert_close(EG, minifim.true_fisher(net, theta, X), ncase.rtol(16) + 1e-15, "E[GGN] = F")
+
+
+def test_structures_of_the_signed_ggn(ncase):
+    """diagonal, blocks, operator products, the Fisher-Rao quadratic form and the spectrum of
+    the GGN at the labels agree with the dense signed GGN; indefinite structures are marked
+    ``psd=False``; K-FAC and the Gram route refuse an indefinite GGN."""
+    net, theta, X, y = ncase.net, ncase.theta, ncase.X, ncase.y
+    G = minifim.ggn(net, theta, X, y)
+    tol = ncase.rtol(4)
+    assert_close(minifim.fisher_diagonal(net, theta, X, y, "ggn"), np.diag(G), tol, "diag")
+    blocks = minifim.block_diagonal(net, theta, X, y, "ggn")
+    for sl, B in zip(net.layer_param_slices(), blocks):
+        assert_close(B, G[sl, sl], tol, "block")
+    v = np.random.default_rng(1).standard_normal(ncase.P)
+    assert_close(minifim.ggn_operator(net, theta, X, y) @ v, G @ v, tol, "operator")
+    q = minifim.fisher_rao_norm(net, theta, X, y, "ggn", v=v)
+    check(abs(q - v @ G @ v), tol * np.abs(G).max() * np.sum(np.abs(v)) ** 2, "v^T G v")
+    w = minifim.curvature_spectrum(net, theta, X, y, "ggn")  # descending; Gram: the nonzero
+    assert_close(w, np.linalg.eigvalsh(G)[::-1][: len(w)], tol, "spectrum")
+    psd = minifim.curvature_is_psd(net, "ggn")
+    for structure in ("full", "diag", "block"):
+        assert minifim.curvature(net, theta, X, y, "ggn", structure).psd == psd
+    if psd:
+        minifim.kfac(net, theta, X, y, "ggn")
+        return
+    with pytest.raises(ValueError, match="fisher: the 'ggn' curvature of the heteroscedastic"):
+        minifim.kfac(net, theta, X, y, "ggn")
+    with pytest.raises(ValueError, match="positive semi-definite M = U"):
+        minifim.curvature(net, theta, X, y, "ggn", "kfac")
+    with pytest.raises(ValueError, match="method: 'gram' needs a factor"):
+        minifim.curvature_spectrum(net, theta, X, y, "ggn", method="gram")
+    with pytest.raises(ValueError, match="fisher: the 'ggn' curvature"):
+        list(minifim.curvature_factors(net, theta, X, y, "ggn"))
+
+
+def test_ngd_with_the_indefinite_ggn():
+    """Dense (``LDL^T``) and GMRES routes solve ``(G + lambda I) d = g`` with the indefinite
+    GGN; the Woodbury route and K-FAC refuse it; the direction differs from the Fisher's."""
+    ncase = net_case("het-logvar")
+    net, theta, X, y = ncase.net, ncase.theta, ncase.X, ncase.y
+    lam = 0.5
+    G = minifim.ggn(net, theta, X, y)
+    g = minifim.gradient(net, theta, X, y)
+    d = minifim.natural_gradient(net, theta, X, y, lam, "ggn", method="dense")
+    A = G + lam * np.eye(ncase.P)
+    kappa = cond(A)
+    check_close(A @ d, g, solve_rtol(kappa, ncase.P), "dense residual")
+    d_auto, info = minifim.natural_gradient(net, theta, X, y, lam, "ggn", return_info=True)
+    assert info["method"] == "dense"
+    assert_close(d_auto, d, solve_rtol(kappa, ncase.P))
+    d_cg = minifim.natural_gradient(net, theta, X, y, lam, "ggn", method="cg", tol=1e-12)
+    check_close(d_cg, d, cg_rtol(kappa, ncase.P, 1e-12), "GMRES vs dense")
+    with pytest.raises(ValueError, match="no factor M = U\\^T U for the Woodbury"):
+        minifim.natural_gradient(net, theta, X, y, lam, "ggn", method="woodbury")
+    with pytest.raises(ValueError, match="indefinite"):
+        minifim.natural_gradient(net, theta, X, y, lam, "ggn", structure="kfac")
+    d_F = minifim.natural_gradient(net, theta, X, y, lam, "true")
+    assert rel_err(d, d_F) > 1e-2
+
+
+@pytest.mark.parametrize("name", ["het-logvar", "het-natural", "poisson-softplus"])
+def test_ggn_requires_y_when_not_canonical(name):
+    ncase = net_case(name)
+    net, theta, X = ncase.net, ncase.theta, ncase.X
+    for call in (
+        lambda: minifim.ggn(net, theta, X),
+        lambda: minifim.curvature_matrix(net, theta, X, None, "ggn"),
+        lambda: minifim.fisher_diagonal(net, theta, X, None, "ggn"),
+        lambda: minifim.ggn_operator(net, theta, X),
+    ):
+        with pytest.raises(TypeError, match="y: the GGN of the .* depends on the labels"):
+            call()
+    # every other kind works as before
+    minifim.true_fisher(net, theta, X)
+    minifim.empirical_fisher(net, theta, X, ncase.y)
+    minifim.mc_fisher(net, theta, X, 2, 0)
