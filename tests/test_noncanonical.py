@@ -672,3 +672,72 @@ def test_ggn_requires_y_when_not_canonical(name):
     minifim.true_fisher(net, theta, X)
     minifim.empirical_fisher(net, theta, X, ncase.y)
     minifim.mc_fisher(net, theta, X, 2, 0)
+
+
+# --- uses: Laplace, merging, accuracy ----------------------------------------------------------
+@pytest.mark.parametrize("parameterization", ["logvar", "natural"])
+def test_heteroscedastic_glm_moments_by_quadrature(parameterization):
+    """Exact predictive moments under ``f ~ N(m, S)`` against tensor Gauss-Hermite over the
+    ``2C = 4`` outputs (14 nodes each: the integrands are polynomials times exponentials of
+    linear forms ``e^{a^T f}`` with ``|a| S |a| < 1``, whose Gauss-Hermite error is below
+    ``(a^T S a)^14 / 28! < 1e-29`` relative)."""
+    import itertools
+
+    from minifim.methods.laplace import heteroscedastic_glm_moments
+
+    lik = HeteroscedasticGaussian(parameterization)
+    rng = np.random.default_rng(3)
+    m = 0.5 * rng.standard_normal((2, 4))
+    A = 0.3 * rng.standard_normal((2, 4, 4))
+    S = A @ A.transpose(0, 2, 1)
+    Ey, Cy = heteroscedastic_glm_moments(lik, m, S)
+    x, w = hermegauss(14)
+    w = w / w.sum()
+    nodes = np.array(list(itertools.product(x, repeat=4)))
+    ws = np.prod(np.array(list(itertools.product(w, repeat=4))), axis=1)
+    for n in range(2):
+        f = m[n] + nodes @ np.linalg.cholesky(S[n]).T
+        mu, var = lik.mean(f), lik.variance(f)
+        E = ws @ mu
+        C_ref = np.einsum("s,si,sj->ij", ws, mu - E, mu - E) + np.diag(ws @ var)
+        assert_close(Ey[n], E, 1e-12, "E[y]")
+        assert_close(Cy[n], C_ref, 1e-12, "Cov[y]")
+
+
+def test_laplace_heteroscedastic_regression():
+    """Laplace with the true Fisher (or the empirical / MC Fisher) for heteroscedastic
+    regression; the indefinite GGN is refused; the GLM predictive is the exact moment pair of
+    the linearised model, the NN predictive its Monte-Carlo counterpart (agreement within 5
+    standard errors at a point where both are defined)."""
+    rng = np.random.default_rng(0)
+    net = minifim.MLP([1, 6, 2], likelihood="heteroscedastic")
+    X = rng.uniform(-2, 2, (20, 1))
+    y = np.sin(2 * X) + 0.1 * (1 + X**2) * rng.standard_normal((20, 1))
+    theta, _ = minifim.fit_map(net, net.init(0), X, y, prior_precision=1.0, gtol=1e-6)
+    la = minifim.Laplace(net, theta, X, y, 1.0, "full", "true")
+    Xt = np.linspace(-1, 1, 3)[:, None]
+    mean, cov = la.predictive(Xt)
+    assert mean.shape == (3, 1) and cov.shape == (3, 1, 1)
+    fm, fS = la.functional_posterior(Xt)
+    from minifim.methods.laplace import heteroscedastic_glm_moments
+
+    Ey, Cy = heteroscedastic_glm_moments(net.likelihood, fm, fS)
+    assert_close(mean, Ey, 0.0)
+    assert_close(cov, Cy, 0.0)
+    assert np.all(cov[:, 0, 0] > np.exp(fm[:, 1]))  # noise plus the epistemic part
+    with pytest.raises(ValueError, match="fisher: the 'ggn' curvature .* indefinite"):
+        minifim.Laplace(net, theta, X, y, 1.0, "full", "ggn")
+    for structure in ("diag", "kfac"):
+        minifim.Laplace(net, theta, X, y, 1.0, structure, "true").predictive(Xt)
+    minifim.Laplace(net, theta, X, y, 1.0, "full", "empirical").predictive(Xt)
+
+
+def test_merging_and_accuracy_refuse():
+    ncase = net_case("het-logvar")
+    net, theta, X, y = ncase.net, ncase.theta, ncase.X, ncase.y
+    with pytest.raises(ValueError, match="fisher: the 'ggn' curvature .* Fisher merging"):
+        minifim.fisher_merge(net, [theta, theta], data=[(X, y), (X, y)], fisher="ggn")
+    merged = minifim.fisher_merge(net, [theta, theta], data=[(X, y), (X, y)], damping=1e-6)
+    assert_close(merged, theta, 1e-10)
+    with pytest.raises(ValueError, match="accuracy is defined .* heteroscedastic"):
+        minifim.accuracy(net, theta, X, y)

@@ -74,13 +74,14 @@ def accuracy(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike) -> float:
     """Fraction of targets equal to the model's most likely prediction.
 
     Categorical: ``argmax_c f_c == y``; Bernoulli: every output thresholded at ``p = 1/2``
-    equals its label (mean over outputs and samples). Not defined for a Gaussian likelihood.
+    equals its label (mean over outputs and samples). Not defined for the Gaussian,
+    heteroscedastic and Poisson likelihoods.
     """
     theta, X, y = _checked(net, theta, X, y)
-    if net.likelihood.name == "gaussian":
+    if net.likelihood.name not in ("categorical", "bernoulli"):
         raise ValueError(
             "net: accuracy is defined for categorical and bernoulli likelihoods, "
-            "received a gaussian likelihood (use loss)"
+            f"received a {net.likelihood.name} likelihood (use loss)"
         )
     pred = net.likelihood._most_likely(net.apply(theta, X))
     return float(np.mean(pred == y))
