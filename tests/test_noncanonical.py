@@ -741,3 +741,40 @@ def test_merging_and_accuracy_refuse():
     assert_close(merged, theta, 1e-10)
     with pytest.raises(ValueError, match="accuracy is defined .* heteroscedastic"):
         minifim.accuracy(net, theta, X, y)
+
+
+# --- fixtures and check ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "spec",
+    [
+        dict(sizes=[2, 3, 4], likelihood="heteroscedastic"),
+        dict(sizes=[2, 3, 4], likelihood="heteroscedastic", parameterization="natural"),
+        dict(sizes=[2, 3, 2], likelihood="poisson", link="softplus", labels="uniform"),
+    ],
+    ids=["het-logvar", "het-natural", "poisson-softplus"],
+)
+def test_fixture_round_trip_and_check_causes(spec, tmp_path):
+    """A fixture of a non-canonical model stores the GGN at its labels; ``check`` names the
+    mistake "true Fisher for the GGN" (and the reverse, and the per-label clipping)."""
+    from minifim.oracle import fixtures
+    from minifim.oracle.checking import check as check_fixture
+
+    fx = fixtures.make_fixture(spec)
+    net = fx.net
+    assert net.likelihood.config()["likelihood"] == spec["likelihood"]
+    assert fx["y"].shape == (fx.N, net.target_dim)
+    assert_close(fx["ggn"], minifim.ggn(net, fx.theta, fx.X, fx.y), 0.0)
+    path = fixtures.save_fixture(fx, tmp_path / "fx.npz")
+    back = fixtures.load_fixture(path)
+    assert back.net.likelihood == net.likelihood
+    assert check_fixture(path, {"ggn": fx["ggn"], "true_fisher": fx["true_fisher"]}).passed
+    res = check_fixture(path, {"ggn": fx["true_fisher"], "true_fisher": fx["ggn"]})
+    causes = {c.name: " ".join(c.causes) for c in res.comparisons}
+    assert "true Fisher (the expected loss Hessian) instead of the GGN" in causes["ggn"]
+    assert "GGN at the data labels instead of the true Fisher" in causes["true_fisher"]
+    if not net.likelihood.hessian_psd:
+        J = minifim.output_jacobians(net, fx.theta, fx.X)
+        P, _ = net.likelihood.hessian_factors(net.forward(fx.theta, fx.X), fx.y)
+        U = np.einsum("nkc,ncp->nkp", P, J).reshape(-1, fx.P)
+        res = check_fixture(path, {"ggn": U.T @ U / fx.N})
+        assert "clipped to its positive part" in " ".join(res.comparisons[0].causes)
