@@ -778,3 +778,53 @@ def test_fixture_round_trip_and_check_causes(spec, tmp_path):
         U = np.einsum("nkc,ncp->nkp", P, J).reshape(-1, fx.P)
         res = check_fixture(path, {"ggn": U.T @ U / fx.N})
         assert "clipped to its positive part" in " ".join(res.comparisons[0].causes)
+
+
+# --- PyTorch cross-checks (make crosscheck; skipped without torch) ----------------------------
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("name", sorted(set(NETS) - {"poisson-softplus-1"}))
+def test_torch_losses_agree(name):
+    """``GaussianNLLLoss(full=True, eps=0)`` and ``PoissonNLLLoss`` (+ ``lgamma(y + 1)``) through
+    ``torch.func``: scores, the true and empirical Fisher, the GGN at the labels (torch's own
+    output Hessian of the loss), the Hessian, the gradient and the loss."""
+    torch = pytest.importorskip("torch")
+    from minifim.oracle import torch as mt
+
+    ncase = net_case(name)
+    net, theta, X, y = ncase.net, ncase.theta, ncase.X, ncase.y
+    ref = mt.torch_quantities(net, theta, X, y)
+    ours = {
+        "outputs": net.forward(theta, X),
+        "scores": minifim.per_sample_scores(net, theta, X, y),
+        "true_fisher": minifim.true_fisher(net, theta, X),
+        "empirical_fisher": minifim.empirical_fisher(net, theta, X, y),
+        "ggn": minifim.ggn(net, theta, X, y),
+        "hessian": minifim.hessian(net, theta, X, y),
+        "gradient": minifim.gradient(net, theta, X, y),
+        "loss": np.asarray(minifim.loss(net, theta, X, y)),
+        "output_fisher": net.likelihood.fisher_outputs(ncase.F),
+    }
+    for key, value in ours.items():
+        assert_close(ref[key], value, 1e-12, key)
+    # PyTorch's defaults are other conventions: GaussianNLLLoss(full=False) drops log(2 pi)/2
+    # per element and reduction="mean" divides by N C; PoissonNLLLoss omits log y!
+    f = torch.from_numpy(ncase.F)
+    yt = torch.from_numpy(np.asarray(y, dtype=float))
+    if name.startswith("het") and not net.likelihood.natural:
+        Cy = y.shape[1]
+        full = torch.nn.functional.gaussian_nll_loss(
+            f[:, :Cy], yt, torch.exp(f[:, Cy:]), full=True, eps=1e-300, reduction="none"
+        )
+        assert_close(-full.sum(1).numpy(), net.likelihood.log_prob(ncase.F, y), 1e-13, "full")
+        default = torch.nn.GaussianNLLLoss()(f[:, :Cy], yt, torch.exp(f[:, Cy:]))
+        nll = -net.likelihood.log_prob(ncase.F, y)
+        assert_close(
+            float(default),
+            (nll.sum() - 0.5 * ncase.N * Cy * math.log(2 * math.pi)) / (ncase.N * Cy),
+            1e-13,
+            "GaussianNLLLoss defaults",
+        )
+    if name == "poisson-log":
+        default = torch.nn.PoissonNLLLoss(reduction="sum")(f, yt)
+        nll = -net.likelihood.log_prob(ncase.F, y).sum()
+        assert_close(float(default), nll - scipy.special.gammaln(y + 1).sum(), 1e-13, "no log y!")

@@ -14,9 +14,33 @@ Contract:
   built with ``threshold=40``, beyond which ``log(1 + e^z) = z`` in float64, where torch's default
   threshold 20 would differ from ``log(1 + e^z)`` by up to 2e-9) and ``nn.Identity``.
 - :func:`torch_quantities` computes per-sample scores, output Jacobians, the true and empirical
-  Fisher, the Hessian and the gradient with ``torch.func`` (``vmap``, ``grad``, ``jacrev``,
-  ``hessian``) on the flat parameter vector in minifim's order: an independent second route
-  for every array of a fixture (means over samples, like minifim).
+  Fisher, the GGN at the labels, the Hessian and the gradient with ``torch.func`` (``vmap``,
+  ``grad``, ``jacrev``, ``hessian``) on the flat parameter vector in minifim's order: an
+  independent second route for every array of a fixture (means over samples, like minifim).
+
+Loss conventions of PyTorch against minifim's likelihoods (the bridge's ``log p`` is written
+with the torch losses below, so their conventions are the ones checked):
+
+- ``"heteroscedastic"`` is ``torch.nn.GaussianNLLLoss(full=True)`` per element with
+  ``input = mu``, ``var = exp(log sigma^2)`` and no clamp, summed over the ``C`` targets:
+  minifim's ``-log p`` (written out in the bridge, since the functional's data-dependent
+  check of ``var`` does not run under ``torch.func.vmap``; the test compares the two).
+  PyTorch's defaults differ: ``full=False`` drops ``log(2 pi) / 2`` per element (a
+  constant: scores and curvatures agree, the loss does not), ``eps=1e-6`` clamps the
+  variance from below (values only: gradients pass through the clamp), so log-variances
+  below ``log(1e-6) = -13.8`` give a different loss, and ``reduction="mean"`` averages over
+  all ``N C`` elements, not over the ``N`` samples (a factor ``C`` on every mean quantity).
+- ``"poisson"`` with ``link="log"`` is ``torch.nn.PoissonNLLLoss(log_input=True, full=False)``
+  plus ``log y!`` (``lgamma(y + 1)``), which PyTorch omits (``full=False``) or replaces by
+  Stirling's approximation ``y log y - y + log(2 pi y) / 2`` for ``y > 1`` only
+  (``full=True``; an approximation, poor for small ``y``); it does not depend on ``f``, so
+  only the loss differs. ``link="softplus"`` is ``PoissonNLLLoss(log_input=False, eps=0)`` at
+  ``input = log(1 + e^f)`` computed by ``logaddexp`` (PyTorch's default ``eps=1e-8`` adds to
+  the rate inside the log: ``r - y log(r + 1e-8)``, visible for rates near 1e-8; and
+  ``torch.nn.functional.softplus`` switches to the identity above ``f = 20``, an error of
+  ``log1p(e^-20) ~ 2e-9`` in the rate).
+- Both are non-canonical, so the GGN key is ``J^T H_f(y) J`` with ``H_f(y)`` the
+  ``torch.func.hessian`` of the per-sample loss in the outputs, not the Fisher.
 """
 
 from __future__ import annotations
@@ -31,7 +55,7 @@ from numpy.typing import ArrayLike
 from ..core.model import MLP
 
 if TYPE_CHECKING:
-    from ..core.likelihoods import Gaussian, Likelihood
+    from ..core.likelihoods import Gaussian, HeteroscedasticGaussian, Likelihood, Poisson
 
 __all__ = [
     "to_torch",
@@ -180,12 +204,18 @@ def _layers_and_activation(module: Any) -> tuple[list[Any], str]:
 
 
 def mlp_from_torch(
-    module: Any, likelihood: str | Likelihood = "categorical", sigma: float = 1.0
+    module: Any,
+    likelihood: str | Likelihood = "categorical",
+    sigma: float = 1.0,
+    *,
+    link: str | None = None,
+    parameterization: str | None = None,
 ) -> tuple[MLP, np.ndarray]:
     """``(net, theta)`` from a ``torch.nn.Sequential`` of ``Linear`` layers and activations.
 
-    The likelihood (not part of the module) is given here. ``theta`` is exact: the float64
-    weights are copied, never recomputed.
+    The likelihood (not part of the module) is given here, with its ``link`` (Poisson) or
+    ``parameterization`` (heteroscedastic) as for :class:`~minifim.MLP`. ``theta`` is exact:
+    the float64 weights are copied, never recomputed.
     """
     linears, act = _layers_and_activation(module)
     sizes = [linears[0].in_features] + [lin.out_features for lin in linears]
@@ -195,7 +225,14 @@ def mlp_from_torch(
                 f"module: layer {l} has {a.out_features} outputs but layer "
                 f"{l + 1} expects {b.in_features} inputs"
             )
-    net = MLP(sizes, activation=act, likelihood=likelihood, sigma=sigma)
+    net = MLP(
+        sizes,
+        activation=act,
+        likelihood=likelihood,
+        sigma=sigma,
+        link=link,
+        parameterization=parameterization,
+    )
     return net, from_torch(module, net)
 
 
@@ -266,6 +303,23 @@ def _log_prob(torch: Any, net: MLP, f: Any, y: Any) -> Any:
         return torch.log_softmax(f, dim=-1).gather(-1, y[..., None])[..., 0]
     if lik.name == "bernoulli":
         return (y * f - torch.logaddexp(torch.zeros_like(f), f)).sum(-1)
+    F = torch.nn.functional
+    if lik.name == "heteroscedastic":
+        C = f.shape[-1] // 2
+        f1, f2 = f[..., :C], f[..., C:]
+        natural = cast("HeteroscedasticGaussian", lik).natural
+        mu, var = (f1 * torch.exp(-f2), torch.exp(-f2)) if natural else (f1, torch.exp(f2))
+        # GaussianNLLLoss(full=True, eps -> 0) per element, written out: the functional
+        # checks var >= 0 by data-dependent control flow, which torch.func.vmap refuses
+        nll = 0.5 * (torch.log(var) + (mu - y) ** 2 / var) + 0.5 * math.log(2 * math.pi)
+        return -nll.sum(-1)
+    if lik.name == "poisson":
+        if cast("Poisson", lik).link == "log":
+            nll = F.poisson_nll_loss(f, y, log_input=True, full=False, reduction="none")
+        else:
+            rate = torch.logaddexp(torch.zeros_like(f), f)
+            nll = F.poisson_nll_loss(rate, y, log_input=False, eps=0.0, reduction="none")
+        return -(nll + torch.lgamma(y + 1.0)).sum(-1)
     sigma = cast("Gaussian", lik).sigma
     C = f.shape[-1]
     return -0.5 * ((y - f) ** 2).sum(-1) / sigma**2 - 0.5 * C * math.log(2 * math.pi * sigma**2)
@@ -281,6 +335,24 @@ def _output_fisher(torch: Any, net: MLP, f: Any) -> Any:
     if lik.name == "bernoulli":
         s = torch.sigmoid(f)
         return torch.diag_embed(s * (1 - s))
+    if lik.name == "heteroscedastic":
+        K = C // 2
+        f1, f2 = f[:, :K], f[:, K:]
+        Lam = torch.zeros(f.shape[0], C, C, dtype=f.dtype)
+        i, j = torch.arange(K), torch.arange(K) + K
+        if cast("HeteroscedasticGaussian", lik).natural:
+            var = torch.exp(-f2)
+            mu = f1 * var
+            Lam[:, i, i], Lam[:, i, j], Lam[:, j, i] = var, -mu, -mu
+            Lam[:, j, j] = 0.5 + mu * mu / var
+        else:
+            Lam[:, i, i], Lam[:, j, j] = torch.exp(-f2), torch.full_like(f2, 0.5)
+        return Lam
+    if lik.name == "poisson":
+        if cast("Poisson", lik).link == "log":
+            return torch.diag_embed(torch.exp(f))
+        s = torch.sigmoid(f)
+        return torch.diag_embed(s * s / torch.logaddexp(torch.zeros_like(f), f))
     eye = torch.eye(C, dtype=f.dtype)
     return eye.expand(f.shape[0], C, C) / cast("Gaussian", lik).sigma ** 2
 
@@ -292,6 +364,7 @@ QUANTITIES = (
     "output_fisher",
     "true_fisher",
     "empirical_fisher",
+    "ggn",
     "hessian",
     "gradient",
     "loss",
@@ -317,8 +390,10 @@ def torch_quantities(
         ``outputs: (N, C)``; ``scores: (N, P)`` = ``vmap(grad(log p))``; ``jacobians:
         (N, C, P)`` = ``vmap(jacrev(f))``; ``output_fisher: (N, C, C)`` from
         ``softmax``/``sigmoid``; ``true_fisher = 1/N sum_n J_n^T Lambda_n J_n``;
-        ``empirical_fisher = S^T S / N``; ``hessian`` = ``torch.func.hessian`` of the mean
-        NLL; ``gradient`` = ``torch.func.grad`` of it; ``loss``.
+        ``empirical_fisher = S^T S / N``; ``ggn = 1/N sum_n J_n^T H_n J_n`` with ``H_n`` the
+        ``torch.func.hessian`` of the per-sample loss in the outputs at the labels;
+        ``hessian`` = ``torch.func.hessian`` of the mean NLL; ``gradient`` =
+        ``torch.func.grad`` of it; ``loss``.
 
     Notes
     -----
@@ -379,6 +454,15 @@ def torch_quantities(
         out["true_fisher"] = (torch.einsum("ncp,ncd,ndq->pq", J, Lam, J) / N).detach().numpy()
     if "empirical_fisher" in want:
         out["empirical_fisher"] = (S.T @ S / N).detach().numpy()
+    if "ggn" in want:
+        if J is None:
+            J = vmap(jacrev(lambda t, x: forward(t, x[None])[0]), in_dims=(None, 0))(th, Xt)
+
+        def nll_out(fo: Any, yy: Any) -> Any:  # -log p(y | f) of one sample, in the outputs
+            return -_log_prob(torch, net, fo[None], yy[None])[0]
+
+        H = vmap(hessian(nll_out))(f, yt)  # (N, C, C): torch's own H_f(y)
+        out["ggn"] = (torch.einsum("ncp,ncd,ndq->pq", J, H, J) / N).detach().numpy()
     if "hessian" in want:
         out["hessian"] = hessian(nll_mean)(th).detach().numpy()
     if "gradient" in want:
