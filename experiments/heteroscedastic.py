@@ -162,6 +162,9 @@ def run_seed(seed, n=N_TRAIN, early_steps=EARLY_STEPS, check_identity=False):
     # descriptive: the GGN of minibatches of B samples, at the MAP and at the early point
     for where, th in (("map", theta), ("early", theta_e)):
         for B in BATCHES:
+            if B > n:  # a smaller run (the criterion test): no minibatch of B samples
+                out[f"batch_{where}_{B}_indef"] = out[f"batch_{where}_{B}_mass"] = math.nan
+                continue
             stats = [
                 spectrum_stats(minifim.ggn(net, th, X[i : i + B], y[i : i + B]))
                 for i in range(0, n - B + 1, B)
