@@ -115,8 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
         "presets or a JSON spec. The same command gives a byte-identical file.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=textwrap.dedent("""\
-            JSON spec keys: sizes (required), activation, likelihood, sigma, num_samples,
-            seed, init (pytorch|normal), input_scale, labels (model|uniform), logit_scale,
+            JSON spec keys: sizes (required), activation, likelihood, sigma, link
+            (poisson: log|softplus), parameterization (heteroscedastic: logvar|natural),
+            num_samples, seed, init (pytorch|normal), input_scale, labels (model|uniform), logit_scale,
             damping, description, name, preset (a base preset to override), and optional
             explicit theta, X, y (lists).
             Trajectory: OPTIMISER:steps=K[,key=value...] with OPTIMISER a constructor of
@@ -223,7 +224,14 @@ def _cmd_list(args: argparse.Namespace, out: IO[str]) -> int:
     rows = []
     for name in PRESETS:
         _, spec = resolve_spec(name)
-        net = MLP(spec["sizes"], spec["activation"], spec["likelihood"], spec["sigma"])
+        net = MLP(
+            spec["sizes"],
+            spec["activation"],
+            spec["likelihood"],
+            spec["sigma"],
+            link=spec.get("link"),
+            parameterization=spec.get("parameterization"),
+        )
         rows.append(
             (
                 name,
