@@ -828,3 +828,22 @@ def test_torch_losses_agree(name):
         default = torch.nn.PoissonNLLLoss(reduction="sum")(f, yt)
         nll = -net.likelihood.log_prob(ncase.F, y).sum()
         assert_close(float(default), nll - scipy.special.gammaln(y + 1).sum(), 1e-13, "no log y!")
+
+
+@pytest.mark.parametrize("name", ["het-logvar", "poisson-softplus"])
+def test_ewc_and_pruning_take_the_new_likelihoods(name):
+    """EWC's diagonal task curvature is the exact Fisher diagonal; OBD with the GGN at the labels
+    scores with ``diag(G)`` (signed for the heteroscedastic Gaussian), not with the Fisher's."""
+    from minifim.methods import ewc, pruning
+
+    ncase = net_case(name)
+    net, theta, X, y = ncase.net, ncase.theta, ncase.X, ncase.y
+    d = ewc.task_curvature(net, theta, X, y, "diag", "true")
+    assert_close(d, np.diag(minifim.true_fisher(net, theta, X)), ncase.rtol(4))
+    res_f = pruning.prune(net, theta, X, y, 0.5, criterion="obd")
+    res_g = pruning.prune(net, theta, X, y, 0.5, criterion="obd", fisher="ggn")
+    G = minifim.ggn(net, theta, X, y)
+    F = minifim.true_fisher(net, theta, X)
+    for res, M in ((res_g, G), (res_f, F)):  # OBD saliency 1/2 M_ii theta_i^2 of the removed
+        i = res.pruned
+        assert_close(res.scores, 0.5 * np.diag(M)[i] * theta[i] ** 2, ncase.rtol(4))
