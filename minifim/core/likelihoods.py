@@ -9,8 +9,12 @@ Each likelihood gives, for outputs ``F: (N, C)``:
   output-space score;
 - ``fisher_factor(F) -> R: (N, K, C)`` with ``R^T R = Lambda`` (``K = C`` here), whose rows
   are the enumerated, probability-weighted output scores (the exact expectation as a factor);
-- ``hessian_outputs(F) -> (N, C, C)``: the Hessian of ``-log p`` with respect to ``f``. The
-  three likelihoods have canonical links, so it equals ``Lambda`` and does not depend on ``y``;
+- ``hessian_outputs(F, y=None) -> (N, C, C)``: the Hessian ``H_f(y)`` of ``-log p`` with
+  respect to ``f``. For the canonical links (categorical, Bernoulli, Gaussian, Poisson with
+  ``link="log"``) it equals ``Lambda`` and does not depend on ``y``; for the heteroscedastic
+  Gaussian and the softplus Poisson it depends on ``y`` (required) and only its expectation
+  over the labels is ``Lambda``; ``hessian_factors(F, y)`` gives the signed factorisation
+  ``H = P^T P - M^T M`` (``M`` empty when ``H`` is PSD);
 - ``sample(F, rng, n_samples=None)``: labels drawn from the model;
 - ``mean(F)``: ``E[y | f]`` (class probabilities, Bernoulli probabilities, Gaussian means);
 - ``outcomes(F) -> (w, Y)``: the label distribution as weighted outcomes, so that
@@ -18,7 +22,9 @@ Each likelihood gives, for outputs ``F: (N, C)``:
   categorical and Bernoulli labels, a Gauss-Hermite rule for the Gaussian).
 
 Targets: ``categorical`` integer labels ``y: (N,)`` in ``[0, C)``; ``bernoulli`` 0/1 labels
-``y: (N, C)`` (``C`` independent binary outputs); ``gaussian`` real targets ``y: (N, C)``.
+``y: (N, C)`` (``C`` independent binary outputs); ``gaussian`` real targets ``y: (N, C)``;
+``heteroscedastic`` real targets ``y: (N, C)`` for ``2C`` outputs (means, then log-variances or
+natural parameters); ``poisson`` non-negative integer counts ``y: (N, C)``.
 Everything is stable for logits of magnitude 1e3 (log-sum-exp, softplus; no overflow, no NaN).
 
 Validation: every public method checks ``F`` (:meth:`Likelihood.check_outputs`: 2-D, real,
