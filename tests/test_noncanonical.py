@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import scipy.special
 import scipy.stats
+from hypothesis import given
+from hypothesis import strategies as st
 from numpy.polynomial.hermite_e import hermegauss
 
 import minifim
@@ -865,3 +867,27 @@ def test_hessian_against_central_differences_of_the_gradient(name):
     ]
     assert_close(np.stack(cols, axis=1), H, 1e-6, "central differences")
     assert_close(H, H.T, 1e-13, "symmetric")
+
+
+@given(
+    mu=st.floats(-1e3, 1e3),
+    s=st.floats(-30.0, 30.0),
+    y=st.floats(-1e3, 1e3),
+    natural=st.booleans(),
+)
+def test_signed_factors_reproduce_the_hessian_everywhere(mu, s, y, natural):
+    """Over means up to 1e3, log-variances +-30 and labels up to 1e3: ``P^T P - M^T M = H``
+    entrywise to a few ulps of the terms' magnitudes, the inertia of ``H`` (one negative
+    eigenvalue when ``det H < 0``) is that of the factorisation, and everything is finite."""
+    lik = HeteroscedasticGaussian("natural" if natural else "logvar")
+    F = np.array([[mu, s]])
+    Y = np.array([[y]])
+    with no_warnings():
+        H = lik.hessian_outputs(F, Y)[0]
+        P, M = (A[0] for A in lik.hessian_factors(F, Y))
+    assert np.all(np.isfinite(H)) and np.all(np.isfinite(P)) and np.all(np.isfinite(M))
+    terms = np.abs(P).T @ np.abs(P) + np.abs(M).T @ np.abs(M)
+    check_elementwise(P.T @ P - M.T @ M, H, 16 * EPS * terms + 1e-300, "signed factors")
+    d = H[0, 0] * H[1, 1] - H[0, 1] ** 2  # the L D L^T pivot of the factors has its sign
+    if abs(d) > 1e-8 * abs(H[0, 0] * H[1, 1]):
+        assert (np.linalg.norm(M) > 0) == (d < 0)
