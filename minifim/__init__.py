@@ -26,7 +26,10 @@ from .core.likelihoods import (
     Poisson,
     get_likelihood,
 )
-from .core.model import MLP
+from .core.model import MLP, Sequential
+
+# layers of a Sequential network (the namespace minifim.layers: Linear, Conv2d, Flatten, Mean, ...)
+from . import layers
 
 # per-sample scores and output Jacobians
 from .core.scores import (
@@ -125,6 +128,7 @@ __all__ = [
     # namespaces
     "data",
     "fixtures",
+    "layers",
     "optim",
     "options",
     "oracle",
@@ -141,6 +145,7 @@ __all__ = [
     "Poisson",
     "get_likelihood",
     "MLP",
+    "Sequential",
     # exact curvature
     "FISHER_KINDS",
     "true_fisher",

@@ -150,7 +150,7 @@ def test_fixture_show(fixture_path):
     code, text = run("fixture", "show", str(fixture_path))
     assert code == 0 and "MLP([4, 8, 3]" in text and "kfac/true/folded/A0" in text
     code, text = run("fixture", "show", str(fixture_path), "--json")
-    assert code == 0 and json.loads(text)["schema_version"] == 1
+    assert code == 0 and json.loads(text)["schema_version"] == 2
 
 
 # --- check ------------------------------------------------------------------------------------------
