@@ -891,3 +891,28 @@ def test_signed_factors_reproduce_the_hessian_everywhere(mu, s, y, natural):
     d = H[0, 0] * H[1, 1] - H[0, 1] ** 2  # the L D L^T pivot of the factors has its sign
     if abs(d) > 1e-8 * abs(H[0, 0] * H[1, 1]):
         assert (np.linalg.norm(M) > 0) == (d < 0)
+
+
+@pytest.mark.parametrize(
+    "kw", [dict(likelihood="heteroscedastic"), dict(likelihood="poisson", link="softplus")]
+)
+def test_positional_outputs(kw):
+    """A Sequential with outputs ``(N, R, 2C)`` (heteroscedastic: targets ``(N, R, C)``): the GGN
+    at the labels is the sum over positions of ``J_nr^T H_f(y_nr) J_nr`` (output Jacobians by
+    backprop, ``H`` per position), its diagonal the signed route's."""
+    from minifim.layers import Linear, Tanh
+
+    rng = np.random.default_rng(0)
+    net = minifim.Sequential([Linear(3, 4), Tanh(), Linear(4, 2)], input_shape=(5, 3), **kw)
+    theta, X = net.init(0), rng.standard_normal((4, 5, 3))
+    F = net.forward(theta, X)
+    y = net.sample_targets(F, 1)
+    assert y.shape == (4, 5, net.target_dim)
+    G = minifim.ggn(net, theta, X, y)
+    H = net.likelihood.hessian_outputs(F.reshape(20, 2), y.reshape(20, -1)).reshape(4, 5, 2, 2)
+    J = minifim.output_jacobians(net, theta, X).reshape(4, 5, 2, -1)
+    ref = np.einsum("nrcp,nrcd,nrdq->pq", J, H, J) / 4
+    assert_close(G, ref, 1e-13, "positional GGN")
+    assert_close(minifim.fisher_diagonal(net, theta, X, y, "ggn"), np.diag(G), 1e-13)
+    with pytest.raises(TypeError, match="y: the GGN"):
+        minifim.ggn(net, theta, X)
