@@ -24,10 +24,10 @@ from .comparison import (
     dtype_note,
     join_notes,
 )
-from .diagnosis import diagnose
+from .diagnosis import DIAGNOSED_KEYS, diagnose
 from .fixtures import Fixture, FixtureLike, load_fixture
-from .keys import convert, resolve_key
-from .layouts import LAYOUTS, REDUCTIONS
+from .keys import LOSSES, convert, resolve_conventions, resolve_key
+from .layouts import LAYOUTS
 
 __all__ = ["CheckResult", "check", "assert_matches", "compare_key"]
 
@@ -45,6 +45,7 @@ class CheckResult:
     comparisons: list
     unmatched: list
     diagnoses: list = field(default_factory=list)
+    loss: str = "nll"
 
     @property
     def passed(self) -> bool:
@@ -66,6 +67,7 @@ class CheckResult:
             "atol": self.atol,
             "layout": self.layout,
             "reduction": self.reduction,
+            "loss": self.loss,
             "criterion": "|c - r| <= atol + rtol |r| entrywise; atol = rtol * max|r| "
             "per array unless given",
             "comparisons": [c.to_dict() for c in self.comparisons],
@@ -83,7 +85,7 @@ class CheckResult:
             f"fixture   {self.fixture}",
             f"candidate {self.candidate}",
             f"criterion |c - r| <= atol + rtol |r| entrywise, rtol = {self.rtol:g}, "
-            f"atol = {atol}; layout {self.layout}, reduction {self.reduction}",
+            f"atol = {atol}; layout {self.layout}, reduction {self.reduction}, loss {self.loss}",
             "",
         ]
         headers = ["array", "shape", "max abs err", "max rel err", "worst entry", "result"]
@@ -116,7 +118,10 @@ class CheckResult:
         details = [c for c in self.comparisons if not c.passed or c.note]
         if details or self.unmatched:
             lines.append("")
-            lines += [("FAIL " if not c.passed else "note ") + c.message() for c in details]
+            for c in details:
+                lines.append(("FAIL " if not c.passed else "note ") + c.message())
+                if c.fix:
+                    lines.append("     would pass with: " + _flags(c.fix))
             lines += [
                 f"FAIL {k!r}: no array of that name or alias in the fixture; name it "
                 "with --map CANDIDATE=FIXTURE (python: mapping=) or leave it out with "
@@ -138,6 +143,11 @@ class CheckResult:
             else (f"FAILED: {n_fail} problem(s)" if n_fail else "FAILED: nothing compared")
         )
         return "\n".join(lines)
+
+
+def _flags(fix: Mapping[str, str]) -> str:
+    """``--loss mse-mean --layout in-out``: the command-line options of a fix."""
+    return " ".join(f"--{k} {v}" for k, v in fix.items())
 
 
 def _jsonable(obj: Any) -> Any:
@@ -164,6 +174,7 @@ def compare_key(
     reduction: str,
     rtol: float,
     atol: float | None,
+    loss: str = "nll",
 ) -> Comparison:
     """Compare one candidate array with fixture array ``key``: convert, compare, explain.
 
@@ -172,12 +183,16 @@ def compare_key(
     its transpose, compared entry by entry (:func:`~minifim.oracle.comparison.compare`), and
     on a finite failure given its :func:`~minifim.oracle.causes.likely_causes`. The note
     says how a non-float64 candidate was read and when a sum-reduced one was compared as
-    given. Shared by :func:`check` (every key of a file) and :func:`assert_matches`.
+    given. On a failure, ``fix`` names the options (``loss``, ``reduction``, ``layout``)
+    under which the candidate passes, if any. Shared by :func:`check` (every key of a
+    file) and :func:`assert_matches`.
     """
     arr, dtype = candidate_array(array, what)
+    raw = arr
     note = ""
-    if arr.shape in (fixture[key].shape, fixture[key].shape[::-1]):
-        arr, note = convert(fixture, key, arr, layout, reduction)
+    convertible = arr.shape in (fixture[key].shape, fixture[key].shape[::-1])
+    if convertible:
+        arr, note = convert(fixture, key, arr, layout, reduction, loss)
     comp = compare(
         fixture[key],
         arr,
@@ -191,7 +206,49 @@ def compare_key(
     comp.note = join_notes(dtype_note(dtype, comp.rtol), note)
     if not comp.passed and comp.max_abs_err != math.inf:
         comp.causes = likely_causes(fixture, key, arr, layout=layout)
+        if convertible:
+            comp.fix = _convention_fix(
+                fixture, key, raw, (layout, reduction, loss), rtol=rtol, atol=atol
+            )
     return comp
+
+
+def _convention_fix(
+    fixture: Fixture,
+    key: str,
+    arr: np.ndarray,
+    stated: tuple[str, str, str],
+    *,
+    rtol: float,
+    atol: float | None,
+) -> dict[str, str]:
+    """The fewest option changes (``loss``, ``reduction``, ``layout``) under which ``arr``
+    passes, or ``{}``: every convention valid for the fixture's likelihood is tried."""
+    layout, reduction, loss = stated
+    options = []
+    for other_layout in map(str, LAYOUTS):
+        for other_loss in map(str, LOSSES):
+            for red in ("mean", "sum") if other_loss == "nll" else (None,):
+                try:
+                    other_loss, other_red = resolve_conventions(fixture, other_loss, red)
+                except ValueError:
+                    continue
+                triple = (other_layout, other_red, other_loss)
+                if triple == (layout, reduction, loss):
+                    continue
+                change = {}
+                if other_loss != loss:
+                    change["loss"] = other_loss
+                if other_loss == "nll" and other_red != reduction:
+                    change["reduction"] = other_red
+                if other_layout != layout:
+                    change["layout"] = other_layout
+                options.append((change, triple))
+    for change, (lay, red, los) in sorted(options, key=lambda t: len(t[0])):
+        conv, note = convert(fixture, key, arr, lay, red, los)
+        if not note and compare(fixture[key], conv, name=key, rtol=rtol, atol=atol).passed:
+            return change
+    return {}
 
 
 def check(
@@ -200,13 +257,14 @@ def check(
     *,
     mapping: Mapping[str, str] | None = None,
     layout: str = "pytorch",
-    reduction: str = "mean",
+    reduction: str | None = None,
     rtol: float = DEFAULT_RTOL,
     atol: float | None = None,
     keys: Sequence[str] | None = None,
     diagnose_keys: Sequence[str] = (),
     mc_samples: int | None = None,
     candidate_label: str = "<arrays>",
+    loss: str = "nll",
 ) -> CheckResult:
     """Compare every array of ``candidate`` with the fixture's array of the same meaning.
 
@@ -218,11 +276,16 @@ def check(
         -> fixture key), then exactly, then as a state-dict key (``"0.weight"``), then through
         :data:`ALIASES` (``"F"``, ``"grad"``, ...).
     layout : {"pytorch", "in-out", "jax"}
-    reduction : {"mean", "sum"}
+    reduction : {"mean", "sum"} or None
+        ``None``: the one ``loss`` fixes (``"mean"`` for ``"nll"``).
     rtol, atol : tolerance (see the module docstring)
     keys : only these candidate keys (default: all)
-    diagnose_keys : candidate keys holding a Fisher (dense or diagonal) to :func:`diagnose`
+    diagnose_keys : candidate keys to :func:`diagnose` (a curvature, a diagonal or the
+        scores; the fixture key they resolve to is the quantity they are explained against)
     mc_samples : ``k`` of a Monte-Carlo candidate (for the diagnosis)
+    loss : {"nll", "mse-mean", "mse-sum", "ce-mean", "ce-sum", "bce-mean", "bce-sum"}
+        The candidate library's loss convention: every array is compared with the reference
+        converted to it (:mod:`~minifim.oracle.keys`).
 
     Returns
     -------
@@ -231,7 +294,7 @@ def check(
     """
     fx = load_fixture(fixture)
     check_choice(layout, "layout", LAYOUTS)
-    check_choice(reduction, "reduction", REDUCTIONS)
+    loss, reduction = resolve_conventions(fx, loss, reduction)
     rtol = check_nonnegative(rtol, "rtol")
     mapping = dict(mapping or {})
     for cand_key, target in mapping.items():
@@ -273,12 +336,24 @@ def check(
                 reduction=reduction,
                 rtol=rtol,
                 atol=atol,
+                loss=loss,
             )
         )
-    diagnoses = [
-        diagnose(fx, candidate[k], n_samples=mc_samples, layout=layout, reduction=reduction, name=k)
-        for k in diagnose_keys
-    ]
+    diagnoses = []
+    for k in diagnose_keys:
+        target = resolve_key(fx, k, mapping)
+        diagnoses.append(
+            diagnose(
+                fx,
+                candidate[k],
+                key=target if target in DIAGNOSED_KEYS else None,
+                n_samples=mc_samples,
+                layout=layout,
+                reduction=reduction,
+                loss=loss,
+                name=k,
+            )
+        )
     return CheckResult(
         fx.path or fx.name,
         candidate_label,
@@ -289,6 +364,7 @@ def check(
         comparisons,
         unmatched,
         diagnoses,
+        loss,
     )
 
 
@@ -300,7 +376,8 @@ def assert_matches(
     atol: float | None = None,
     *,
     layout: str = "pytorch",
-    reduction: str = "mean",
+    reduction: str | None = None,
+    loss: str = "nll",
 ) -> Comparison:
     """Assert that ``array`` equals the fixture's array ``name`` to the tolerance.
 
@@ -320,7 +397,8 @@ def assert_matches(
         The candidate (a ``torch.Tensor`` is accepted: ``.detach().cpu().numpy()``).
     rtol, atol : see the module docstring (``atol=None``: ``rtol * max|reference|``)
     layout : {"pytorch", "in-out", "jax"}
-    reduction : {"mean", "sum"}
+    reduction : {"mean", "sum"} or None (the one ``loss`` fixes; ``"mean"`` for ``"nll"``)
+    loss : the candidate's loss convention (see :func:`check`)
 
     Returns
     -------
@@ -329,7 +407,7 @@ def assert_matches(
     """
     fx = load_fixture(fixture)
     check_choice(layout, "layout", LAYOUTS)
-    check_choice(reduction, "reduction", REDUCTIONS)
+    loss, reduction = resolve_conventions(fx, loss, reduction)
     if not isinstance(name, str):
         raise TypeError(f"name: expected a fixture array name, received {type(name).__name__}")
     key = resolve_key(fx, name)
@@ -348,6 +426,7 @@ def assert_matches(
         reduction=reduction,
         rtol=rtol,
         atol=atol,
+        loss=loss,
     )
     if not comp.passed:
         raise AssertionError(f"minifim fixture {fx.name!r}: " + comp.message())

@@ -41,7 +41,12 @@ class Comparison:
 
     ``worst_index`` is the entry with the largest ``|c - r| / (atol + rtol |r|)``;
     ``worst_label`` names it (parameter labels on parameter axes). ``causes`` are the
-    recognised explanations of a failure, best first.
+    recognised explanations of a failure, best first. ``num_failed`` of the ``num_entries``
+    entries fail the criterion; ``error_symmetric`` says, for a square array indexed by
+    parameters on both axes, whether ``c - r`` is symmetric (to the tolerance: ``False`` means
+    the candidate is not symmetric, e.g. a transposed block or an unsymmetrised Hessian);
+    ``fix`` names the options (``loss``, ``reduction``, ``layout``) under which the candidate
+    passes, when a convention mismatch explains the failure.
     """
 
     name: str
@@ -62,6 +67,10 @@ class Comparison:
     note: str = ""
     num_nonfinite: int = 0
     nonfinite: list = field(default_factory=list)
+    num_failed: int = 0
+    num_entries: int = 0
+    error_symmetric: bool | None = None
+    fix: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -83,13 +92,26 @@ class Comparison:
             text = f"{head} does not match: " + "; ".join(self.nonfinite) + "."
         else:
             status = "matches" if self.passed else "does not match"
+            count = (
+                f"{self.num_failed} of {self.num_entries} entries fail"
+                if self.num_failed
+                else "every entry passes"
+            )
+            if self.error_symmetric is not None and self.num_failed:
+                count += (
+                    ", the error is symmetric"
+                    if self.error_symmetric
+                    else ", the error is NOT symmetric (the candidate is not a symmetric matrix)"
+                )
             text = (
                 f"{head} {status} at rtol={self.rtol:g}, atol={self.atol:.3g} "
-                f"(|c - r| <= atol + rtol |r|): max abs err {self.max_abs_err:.3g}, max "
-                f"rel err {self.max_rel_err:.3g}, relative Frobenius error "
+                f"(|c - r| <= atol + rtol |r|): {count}; max abs err {self.max_abs_err:.3g}, "
+                f"max rel err {self.max_rel_err:.3g}, relative Frobenius error "
                 f"{self.norm_rel_err:.3g}; worst entry {self.worst_label}: expected "
                 f"{self.reference_value!r}, got {self.candidate_value!r}."
             )
+        if self.fix:
+            text += " It passes with " + ", ".join(f"{k}={v!r}" for k, v in self.fix.items()) + "."
         if self.causes:
             text += " Likely cause: " + self.causes[0]
             if len(self.causes) > 1:
@@ -307,6 +329,12 @@ def compare(
             nonfinite=_nonfinite_report(ref, cand, bad, fixture, name, param_axes),
         )
     passed, atol_eff, abs_err, rel_err, norm_rel, worst = _stats(ref, cand, rtol, atol)
+    allowed = atol_eff + rtol * np.abs(ref)
+    num_failed = int(np.count_nonzero(np.abs(cand - ref) > allowed))
+    symmetric = None
+    if ref.ndim == 2 and ref.shape[0] == ref.shape[1] and tuple(param_axes) == (0, 1):
+        err = cand - ref
+        symmetric = bool(np.all(np.abs(err - err.T) <= allowed + allowed.T))
     return Comparison(
         name,
         cname,
@@ -323,4 +351,7 @@ def compare(
         reference_value=float(ref[worst]) if ref.size else None,
         candidate_value=float(cand[worst]) if cand.size else None,
         note=note,
+        num_failed=num_failed,
+        num_entries=int(ref.size),
+        error_symmetric=symmetric,
     )
