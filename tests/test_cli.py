@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from minifim.fixtures import PRESETS, load_fixture
+from minifim.fixtures import PRESETS, SCHEMA_VERSION, load_fixture
 
 import minifim
 from minifim.oracle import from_minifim_layout
@@ -150,7 +150,7 @@ def test_fixture_show(fixture_path):
     code, text = run("fixture", "show", str(fixture_path))
     assert code == 0 and "MLP([4, 8, 3]" in text and "kfac/true/folded/A0" in text
     code, text = run("fixture", "show", str(fixture_path), "--json")
-    assert code == 0 and json.loads(text)["schema_version"] == 1
+    assert code == 0 and json.loads(text)["schema_version"] == SCHEMA_VERSION
 
 
 # --- check ------------------------------------------------------------------------------------------

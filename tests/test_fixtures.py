@@ -415,7 +415,7 @@ def test_load_rejects_newer_schema(tmp_path, small):
     manifest, arrays = small
     manifest["schema_version"] = SCHEMA_VERSION + 1
     manifest["minifim_version"] = "9.0"
-    with pytest.raises(FixtureError, match=r"schema 2 by minifim 9.0.*Upgrade"):
+    with pytest.raises(FixtureError, match=rf"schema {SCHEMA_VERSION + 1} by minifim 9.0.*Upgrade"):
         load_fixture(_write(tmp_path / "f.npz", manifest, arrays))
 
 
