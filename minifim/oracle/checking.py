@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from .._validation import check_choice, check_nonnegative
+from ..geometry.kronecker import KFACFactors
+from ..memory import require_memory
 from .causes import likely_causes
 from .comparison import (
     DEFAULT_RTOL,
@@ -24,12 +27,12 @@ from .comparison import (
     dtype_note,
     join_notes,
 )
-from .diagnosis import DIAGNOSED_KEYS, diagnose
+from .diagnosis import DIAGNOSED_KEYS, diagnose, kfac_band
 from .fixtures import Fixture, FixtureLike, load_fixture
 from .keys import LOSSES, convert, resolve_conventions, resolve_key
 from .layouts import LAYOUTS
 
-__all__ = ["CheckResult", "check", "assert_matches", "compare_key"]
+__all__ = ["CheckResult", "check", "assert_matches", "compare_key", "compare_kfac_whole"]
 
 
 @dataclass
@@ -251,6 +254,108 @@ def _convention_fix(
     return {}
 
 
+_KFAC_FACTOR = re.compile(r"^((?:kfac/[^/]+|mc/kfac)/[^/]+)/([AG])(\d+)$")
+
+
+def compare_kfac_whole(
+    fixture: Fixture,
+    comparisons: Sequence[Comparison],
+    converted: Mapping[str, np.ndarray],
+    *,
+    rtol: float,
+    atol: float | None,
+) -> None:
+    """Compare K-FAC factor pairs whole: a failing ``(A_l, G_l)`` pair passes when
+    ``G_c kron A_c`` matches the reference's ``G kron A`` (the only thing K-FAC defines), with
+    ``scale_split = s`` for the candidate's split ``A * s``, ``G / s``. In place.
+
+    ``converted`` holds the candidate arrays in the fixture's conventions, by fixture key.
+    """
+    by_key = {c.name: c for c in comparisons}
+    for key, comp in by_key.items():
+        m = _KFAC_FACTOR.match(key)
+        if m is None or m.group(2) != "A":
+            continue
+        g_key = f"{m.group(1)}/G{m.group(3)}"
+        g_comp = by_key.get(g_key)
+        if g_comp is None or (comp.passed and g_comp.passed):
+            continue
+        A, G = fixture[key], fixture[g_key]
+        Ac, Gc = converted.get(key), converted.get(g_key)
+        if Ac is None or Gc is None or Ac.shape != A.shape or Gc.shape != G.shape:
+            continue
+        if not (np.all(np.isfinite(Ac)) and np.all(np.isfinite(Gc))):
+            continue
+        aa = float(np.vdot(A, A))
+        s = float(np.vdot(Ac, A)) / aa if aa > 0 else 0.0
+        if not s > 0:
+            continue
+        require_memory(
+            3 * 8 * A.size * G.size,
+            f"the Kronecker products G kron A of layer {m.group(3)} ({key})",
+            "compare the factors one by one (--keys)",
+        )
+        whole = compare(np.kron(G, A), np.kron(Gc, Ac), name=key, rtol=rtol, atol=atol)
+        if not whole.passed:
+            continue
+        note = (
+            f"compared whole ({key!r} with {g_key!r}): G kron A matches; the candidate splits the "
+            f"scale as A * s, G / s with s = {s:.6g} (K-FAC defines only the product)"
+        )
+        for c in (comp, g_comp):
+            c.passed = True
+            c.scale_split = s
+            c.causes = []
+            c.fix = {}
+            c.note = join_notes(c.note, note)
+
+
+def _kfac_bands(
+    fixture: Fixture,
+    comparisons: Sequence[Comparison],
+    converted: Mapping[str, np.ndarray],
+    n_samples: int,
+) -> None:
+    """A candidate's complete true K-FAC (every layer's ``A`` and ``G``, or the dense
+    ``kfac_dense/true/<bias>``) that fails exactly is tested as a ``k``-sample Monte-Carlo
+    K-FAC (:func:`~minifim.oracle.diagnosis.kfac_band`): within the band its comparisons pass,
+    with the band in the note. In place."""
+    by_key = {c.name: c for c in comparisons}
+    L = fixture.net.num_layers
+    for bias in ("folded", "separate"):
+        keys = [f"kfac/true/{bias}/{w}{l}" for l in range(L) for w in "AG"]
+        dense_key = f"kfac_dense/true/{bias}"
+        if all(k in converted for k in keys):
+            cand: Any = KFACFactors(
+                tuple(converted[f"kfac/true/{bias}/A{l}"] for l in range(L)),
+                tuple(converted[f"kfac/true/{bias}/G{l}"] for l in range(L)),
+                bias,
+                tuple(fixture.net.shapes),
+            )
+        elif dense_key in converted:
+            keys, cand = [dense_key], converted[dense_key]
+        else:
+            continue
+        comps = [by_key[k] for k in keys]
+        if all(c.passed for c in comps):
+            continue
+        band = kfac_band(fixture, cand, n_samples, bias=bias)
+        z = band["z"] if isinstance(band["z"], str) else f"{band['z']:.2f}"
+        what = (
+            f"as a Monte-Carlo K-FAC with k = {n_samples} ({bias}): |K_c - K|^2 = "
+            f"{band['observed']:.3e}, expected {band['expected']:.3e} +- {band['std']:.3e} "
+            f"(z = {z}, band z <= {band['z_band']:g})"
+        )
+        for c in comps:
+            if band["consistent"]:
+                c.passed = True
+                c.causes = []
+                c.fix = {}
+                c.note = join_notes(c.note, f"within the sampling band {what}")
+            else:
+                c.note = join_notes(c.note, f"OUTSIDE the sampling band {what}")
+
+
 def check(
     fixture: FixtureLike,
     candidate: Mapping[str, np.ndarray],
@@ -319,12 +424,17 @@ def check(
             raise ValueError(f"diagnose: {k!r} is not in the candidate; it holds {names}")
     comparisons: list[Comparison] = []
     unmatched: list[str] = []
+    converted: dict[str, np.ndarray] = {}
     for cand_key in names:
         ref_key = resolve_key(fx, cand_key, mapping)
         if ref_key is None:
             if cand_key not in diagnose_keys:
                 unmatched.append(cand_key)
             continue
+        if _KFAC_FACTOR.match(ref_key) or ref_key.startswith("kfac_dense/"):
+            arr, _ = candidate_array(candidate[cand_key], f"candidate[{cand_key!r}]")
+            if arr.shape == fx[ref_key].shape:
+                converted[ref_key] = convert(fx, ref_key, arr, layout, reduction, loss)[0]
         comparisons.append(
             compare_key(
                 fx,
@@ -339,6 +449,9 @@ def check(
                 loss=loss,
             )
         )
+    compare_kfac_whole(fx, comparisons, converted, rtol=rtol, atol=atol)
+    if mc_samples is not None:
+        _kfac_bands(fx, comparisons, converted, mc_samples)
     diagnoses = []
     for k in diagnose_keys:
         target = resolve_key(fx, k, mapping)

@@ -46,7 +46,9 @@ class Comparison:
     parameters on both axes, whether ``c - r`` is symmetric (to the tolerance: ``False`` means
     the candidate is not symmetric, e.g. a transposed block or an unsymmetrised Hessian);
     ``fix`` names the options (``loss``, ``reduction``, ``layout``) under which the candidate
-    passes, when a convention mismatch explains the failure.
+    passes, when a convention mismatch explains the failure. ``scale_split`` is the ``s``
+    of a K-FAC factor pair compared whole: ``A * s`` and ``G / s`` give the reference's
+    ``G kron A`` (K-FAC defines only the product).
     """
 
     name: str
@@ -71,6 +73,7 @@ class Comparison:
     num_entries: int = 0
     error_symmetric: bool | None = None
     fix: dict = field(default_factory=dict)
+    scale_split: float | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -87,6 +90,12 @@ class Comparison:
         if self.max_abs_err is None:
             text = (
                 f"{head}: shape mismatch, expected {self.shape}, received {self.candidate_shape}."
+            )
+        elif self.scale_split is not None:
+            text = (
+                f"{head} matches as one factor of a K-FAC pair compared whole (G kron A "
+                f"at rtol={self.rtol:g}); alone it is {self.norm_rel_err:.3g} away in relative "
+                f"Frobenius norm, the scale split s = {self.scale_split:.6g}."
             )
         elif self.num_nonfinite:
             text = f"{head} does not match: " + "; ".join(self.nonfinite) + "."
