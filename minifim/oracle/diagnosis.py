@@ -28,7 +28,7 @@ import numpy as np
 
 from .._validation import check_int
 from ..geometry.curvature import curvature_matrix, fisher_diagonal, square_of_mean_gradient
-from ..geometry.moments import mc_error_moments, mc_kfac_error_moments
+from ..geometry.moments import mc_error_moments, mc_kfac_error_moments, output_outcomes
 from ..options import Layout, as_option
 from .comparison import DEFAULT_RTOL, MAX_LISTED, candidate_array, dtype_note, relative_distance
 from .explanation import FactorTable, explanation_key, factor_value, format_factors
@@ -50,6 +50,7 @@ __all__ = [
     "alternative_bound",
     "diagnose",
     "kfac_band",
+    "scale_statistic_sd",
 ]
 
 #: Default ``rtol`` of the match criterion ``|c - r| <= rtol (max|r| + |r|)`` (the
@@ -437,40 +438,72 @@ def _exact_fits(
     return found
 
 
+def scale_statistic_sd(fixture: FixtureLike, n_samples: int, *, diagonal: bool = False) -> float:
+    """Exact standard deviation of ``alpha = <F_mc, F> / <F, F>`` for a ``k``-sample
+    Monte-Carlo Fisher (``E alpha = 1``).
+
+    ``<F_mc, F> = 1/(N k) sum_{n,j} q(y_nj)`` with ``q(y) = s(y)^T F s(y)`` (diagonal:
+    ``s^2 . diag F``), independent over ``(n, j)``, so ``Var alpha = sum_n Var_n q /
+    (N^2 k |F|^4)`` with ``Var_n q`` a finite sum over the outcomes of
+    :func:`~minifim.geometry.moments.output_outcomes`. The projection on ``F`` is the most
+    powerful statistic against a scale error, which the squared error ``|F_mc - F|^2`` barely
+    sees at small ``N k``.
+    """
+    fx = load_fixture(fixture)
+    k = check_int(n_samples, "n_samples", 1)
+    w, U = output_outcomes(fx.net, fx.theta, fx.X)
+    if diagonal:
+        F = fx["fisher_diagonal"]
+        q = np.einsum("nop,p->no", U * U, F)
+    else:
+        F = fx["true_fisher"]
+        q = np.einsum("nop,pr,nor->no", U, F, U)
+    mean = np.einsum("no,no->n", w, q)
+    var = np.einsum("no,no->n", w, q * q) - mean**2
+    ff = float(np.vdot(F, F))
+    N = fx.N
+    return math.sqrt(max(float(var.sum()), 0.0) / (N * N * k)) / ff if ff > 0 else math.inf
+
+
 def _band_fits(
     given: dict[str, np.ndarray],
     F: np.ndarray,
-    mean: float,
-    std: float,
+    moments: tuple[float, float, float],
     table: FactorTable,
     z_band: float,
 ) -> list[dict]:
-    """Every ``("mc", layout, sign, factors)`` with ``c / (sign f)`` within the ``k``-sample
-    band: ``z = (|c / (sign f) - F|^2 - E D) / sd D <= z_band``."""
+    """Every ``("mc", layout, factors)`` with ``c / (sign f)`` within the ``k``-sample band:
+    ``z = (|c / (sign f) - F|^2 - E D) / sd D <= z_band`` and ``|alpha / f - 1| <= z_band
+    sd alpha`` (the scale statistic). ``sign`` is the one that makes ``c / sign`` a
+    positive semi-definite estimate possible (the sign of its trace)."""
+    mean, std, sd_alpha = moments
     found = []
     ff = float(np.vdot(F, F))
     fvals = np.exp(table.logs)
     for layout, c in given.items():
         cc, cf = float(np.vdot(c, c)), float(np.vdot(c, F))
-        for sign in (1, -1):
-            D = cc / fvals**2 - 2 * sign * cf / fvals + ff
-            z = (D - mean) / std if std > 0 else np.where(D <= mean, 0.0, np.inf)
-            for r in np.flatnonzero(z <= z_band):
-                factors = {s: int(e) for s, e in zip(table.symbols, table.exponents[r]) if e}
-                f = sign * float(fvals[r])
-                Dr = float(np.sum((c / f - F) ** 2))  # the candidate's own sum, not cancelled
-                zr = (Dr - mean) / std if std > 0 else (0.0 if Dr <= mean else math.inf)
-                if zr <= z_band:
-                    found.append(
-                        {
-                            "variant": "mc",
-                            "factors": factors,
-                            "sign": sign,
-                            "batch_size": None,
-                            "layout": layout,
-                            "z": float(zr),
-                        }
-                    )
+        trace = float(np.sum(c)) if c.ndim == 1 else float(np.trace(c))
+        sign = 1 if trace >= 0 else -1
+        D = cc / fvals**2 - 2 * sign * cf / fvals + ff
+        z = (D - mean) / std if std > 0 else np.where(D <= mean, 0.0, np.inf)
+        zs = (sign * cf / ff / fvals - 1.0) / sd_alpha if sd_alpha > 0 else np.zeros_like(D)
+        for r in np.flatnonzero((z <= z_band) & (np.abs(zs) <= z_band)):
+            factors = {s: int(e) for s, e in zip(table.symbols, table.exponents[r]) if e}
+            f = sign * float(fvals[r])
+            Dr = float(np.sum((c / f - F) ** 2))  # the candidate's own sum, not cancelled
+            zr = (Dr - mean) / std if std > 0 else (0.0 if Dr <= mean else math.inf)
+            if zr <= z_band:
+                found.append(
+                    {
+                        "variant": "mc",
+                        "factors": factors,
+                        "sign": sign,
+                        "batch_size": None,
+                        "layout": layout,
+                        "z": float(zr),
+                        "z_scale": float(zs[r]),
+                    }
+                )
     return found
 
 
@@ -490,6 +523,7 @@ def _public(ex: dict, sampled: bool) -> dict:
     out = {k: ex[k] for k in ("variant", "factors", "sign", "batch_size", "layout")}
     if sampled and "z" in ex:
         out["z"] = ex["z"]
+        out["z_scale"] = ex.get("z_scale")
     return out
 
 
@@ -757,7 +791,7 @@ def diagnose(
             "k_eff": (e1 / observed) if observed > 0 else math.inf,
             "observed": observed,
         }
-    z0 = math.inf
+    z0 = zs0 = math.inf
     consistent0 = False
     mc_text = ""
     if sampled and e1 is not None:
@@ -771,8 +805,11 @@ def diagnose(
             return (D - mean) / std if std > 0 else (0.0 if D <= mean else math.inf)
 
         z0 = zscore(observed)
-        consistent0 = z0 <= z_band
-        band = _band_fits(given, F, mean, std, table, z_band)
+        sd_alpha = scale_statistic_sd(fx, n_samples, diagonal=(kind == "diagonal"))
+        ff = float(np.vdot(F, F))
+        zs0 = (float(np.vdot(c0, F)) / ff - 1.0) / sd_alpha if sd_alpha > 0 else 0.0
+        consistent0 = z0 <= z_band and abs(zs0) <= z_band
+        band = _band_fits(given, F, (mean, std, sd_alpha), table, z_band)
         arg = next(M for v, _, M in variants if v == "argmax")
         z_arg = zscore(float(np.sum((arg - F) ** 2)))
         mc.update(
@@ -781,6 +818,9 @@ def diagnose(
                 "std": std,
                 "z": z0,
                 "z_band": z_band,
+                "scale": float(np.vdot(c0, F)) / ff if ff > 0 else None,
+                "scale_std": sd_alpha,
+                "z_scale": float(zs0),
                 "within_band": bool(consistent0),
                 "argmax_z": z_arg,
                 "indistinguishable": bool(z_arg <= z_band),
@@ -830,14 +870,22 @@ def diagnose(
     main: dict | None = None
     if sampled and consistent0:
         main = next(
-            ex
-            for _, ex in pool
-            if ex["variant"] == "mc"
-            and not ex["factors"]
-            and ex["sign"] == 1
-            and ex["layout"] == layout
-            and "z" in ex
+            (
+                ex
+                for _, ex in pool
+                if ex["variant"] == "mc"
+                and not ex["factors"]
+                and ex["sign"] == 1
+                and ex["layout"] == layout
+            ),
+            None,
         )
+        if main is None:  # pragma: no cover - the band's own row (f = 1) is in the pool
+            main = {"variant": "mc", "factors": {}, "sign": 1, "batch_size": None}
+            main["layout"] = layout
+            pool.insert(0, (1, main))
+        main["z"] = float(z0)
+        main["z_scale"] = float(zs0)
     elif pool:
         main = pool[0][1]
     explanation: dict[str, Any]
@@ -865,6 +913,8 @@ def diagnose(
         explanation["k"] = n_samples
         z_main = main["z"] if main is not None and "z" in main else z0
         explanation["z"] = _finite_or_str(float(z_main))
+        zs_main = main.get("z_scale", zs0) if main is not None else zs0
+        explanation["z_scale"] = _finite_or_str(float(zs_main))
         explanation["consistent"] = bool(
             main is not None and ("z" in main or (main["variant"] == "mc" and not main["factors"]))
         )
@@ -899,7 +949,8 @@ def diagnose(
         assert mc is not None
         verdict = (
             f"consistent with a Monte-Carlo estimate of the true Fisher with k = {n_samples} "
-            f"samples per input (|c - F|^2 = {observed:.3e}, z = {z0:.2f} <= {z_band:g})"
+            f"samples per input (|c - F|^2 = {observed:.3e}, z = {z0:.2f} <= {z_band:g}; "
+            f"scale <c, F> / <F, F> = {mc['scale']:.4g}, z = {zs0:.2f}, |z| <= {z_band:g})"
         )
         if exact_mc:
             verdict += "; it is the fixture's Monte-Carlo Fisher from its stored labels"
