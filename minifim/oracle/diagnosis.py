@@ -275,7 +275,7 @@ _VARIANT_TEXT = {
     "scores": "the per-sample scores grad log p",
 }
 #: Preference among variants that reproduce a candidate equally simply (after the key's own).
-_VARIANT_ORDER = ("true", "ggn", "empirical", "mc", "square-of-mean-gradient", "argmax")
+_VARIANT_ORDER = ("true", "ggn", "empirical", "square-of-mean-gradient", "argmax", "mc")
 
 
 def alternative_bound(factors: dict) -> int:
@@ -487,23 +487,25 @@ def _band_fits(
         D = cc / fvals**2 - 2 * sign * cf / fvals + ff
         z = (D - mean) / std if std > 0 else np.where(D <= mean, 0.0, np.inf)
         zs = (sign * cf / ff / fvals - 1.0) / sd_alpha if sd_alpha > 0 else np.zeros_like(D)
-        for r in np.flatnonzero((z <= z_band) & (np.abs(zs) <= z_band)):
+        rows = np.flatnonzero((z <= z_band) & (np.abs(zs) <= z_band))
+        if not len(rows):
+            continue
+        totals = np.abs(table.exponents[rows]).sum(axis=1)
+        # only explanations that can be listed: within the bound of the simplest one
+        rows = rows[totals <= alternative_bound({"_": int(totals.min())})]
+        for r in rows:
             factors = {s: int(e) for s, e in zip(table.symbols, table.exponents[r]) if e}
-            f = sign * float(fvals[r])
-            Dr = float(np.sum((c / f - F) ** 2))  # the candidate's own sum, not cancelled
-            zr = (Dr - mean) / std if std > 0 else (0.0 if Dr <= mean else math.inf)
-            if zr <= z_band:
-                found.append(
-                    {
-                        "variant": "mc",
-                        "factors": factors,
-                        "sign": sign,
-                        "batch_size": None,
-                        "layout": layout,
-                        "z": float(zr),
-                        "z_scale": float(zs[r]),
-                    }
-                )
+            found.append(
+                {
+                    "variant": "mc",
+                    "factors": factors,
+                    "sign": sign,
+                    "batch_size": None,
+                    "layout": layout,
+                    "z": float(z[r]),
+                    "z_scale": float(zs[r]),
+                }
+            )
     return found
 
 
@@ -926,7 +928,7 @@ def diagnose(
             and ex["sign"] == 1
             and ex["layout"] == layout
             and ex["batch_size"] is None
-            and "z" not in ex
+            and "relative_distance" in ex
         )
 
     candidates = [ex for _, ex in pool]
