@@ -403,28 +403,33 @@ def _exact_fits(
     """Every ``(variant, batch, layout, sign, factors)`` with ``sign * f * V`` matching the
     candidate entrywise: ``|c - f V| <= |f| rtol (max|V| + |V|)``."""
     found = []
+    stats = []  # per variant: <V, V>, the allowed deviation per entry and its norm
+    for _, _, V in variants:
+        vv = float(np.vdot(V, V))
+        allowed = rtol * (float(np.max(np.abs(V))) + np.abs(V)) if vv > 0 else V
+        a_norm = math.sqrt(float(np.vdot(allowed, allowed))) if vv > 0 else 0.0
+        stats.append((vv, allowed, a_norm))
     for layout, c in given.items():
-        for variant, batch, V in variants:
-            if V.shape != c.shape:
+        cc = float(np.vdot(c, c))
+        for (variant, batch, V), (vv, allowed, a_norm) in zip(variants, stats):
+            if V.shape != c.shape or vv == 0.0:
                 continue
-            vv = float(np.vdot(V, V))
-            if vv == 0.0:
-                continue
-            alpha = float(np.vdot(c, V)) / vv
+            cv = float(np.vdot(c, V))
+            alpha = cv / vv
             if alpha == 0.0 or not math.isfinite(alpha):
                 continue
-            allowed = rtol * (float(np.max(np.abs(V))) + np.abs(V))
-            a_norm = float(np.linalg.norm(allowed))
-            resid = float(np.linalg.norm(c - alpha * V))
-            if resid > 1.01 * abs(alpha) * a_norm:
+            # |c - alpha V|^2 = |c|^2 - alpha <c, V> (alpha V is the projection of c)
+            resid = math.sqrt(max(cc - alpha * cv, 0.0))
+            if resid > 1.01 * abs(alpha) * a_norm + 1e-7 * math.sqrt(cc):
                 continue  # no scalar multiple of V can match
             width = 1.01 * a_norm / math.sqrt(vv) + 1e-15
             log_a = math.log(abs(alpha))
             sign = 1 if alpha > 0 else -1
             for factors in table.near(log_a - 2 * width, log_a + 2 * width):
                 f = sign * table.value_of(factors)
-                if np.all(np.abs(c - f * V) <= abs(f) * allowed):
-                    d = float(np.linalg.norm(c - f * V)) / (abs(f) * math.sqrt(vv))
+                diff = np.abs(c - f * V)
+                if np.all(diff <= abs(f) * allowed):
+                    d = math.sqrt(float(np.vdot(diff, diff))) / (abs(f) * math.sqrt(vv))
                     found.append(
                         {
                             "variant": variant,
