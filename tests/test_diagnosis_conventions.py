@@ -18,6 +18,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from minifim.fixtures import PRESETS, load_fixture, make_fixture, save_fixture
 
 import minifim
@@ -509,3 +511,48 @@ def test_kfac_scale_split_is_compared_whole():
     # the dense K-FAC key takes any split
     dense = fx.kfac("true", "separate").to_dense()
     assert check(fx, {"kfac_dense/true/separate": dense}).passed
+
+
+# --- the factor search itself -------------------------------------------------------------------
+def test_factor_text_and_table():
+    from minifim.oracle.explanation import FactorTable, format_factors, symbol_values
+
+    values = symbol_values(8, 2, 0.3)
+    assert values == {"N": 8.0, "N-1": 7.0, "C": 2.0, "2": 2.0, "sigma": 0.3}
+    assert symbol_values(2, 1, None) == {"N": 2.0, "2": 2.0}  # N - 1 = 1, C = 1, no sigma
+    assert format_factors({"N": 1, "2": 1, "sigma": 2}, values) == "N * 2 * sigma^2 = 1.44"
+    assert format_factors({"N": 1, "N-1": -1}) == "N / (N-1)"
+    assert format_factors({}) == "1"
+    table = FactorTable.build(values)
+    assert len(table.logs) == 9**5
+    near = table.near(math.log(8) - 1e-12, math.log(8) + 1e-12)
+    assert near[0] == {"N": 1} and {"2": 3} in near and {"C": 3} in near
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["N", "N-1", "C", "2", "sigma"]), st.integers(-2, 2), max_size=3
+    ),
+    st.sampled_from([1, -1]),
+)
+@settings(max_examples=15, deadline=None)
+def test_any_factorisation_is_found(factors, sign):
+    fx = get("gaussian-softplus")
+    from minifim.oracle.explanation import explanation_key, factor_value
+
+    factors = {s: e for s, e in factors.items() if e}
+    values = {"N": 8.0, "N-1": 7.0, "C": 2.0, "2": 2.0, "sigma": 0.3}
+    d = diagnose(fx, sign * factor_value(factors, values) * fx["true_fisher"])
+    main = d.explanation
+    assert main["sign"] == sign and main["variant"] in ("true", "ggn")
+    assert math.isclose(
+        factor_value(main["factors"], values), factor_value(factors, values), rel_tol=1e-12
+    )
+    assert explanation_key(main["factors"]) <= explanation_key(factors)
+    total = sum(abs(e) for e in factors.values())
+    if total <= max(
+        explanation_key(main["factors"])[0] + 3, 2 * explanation_key(main["factors"])[0]
+    ):
+        assert ("true", tuple(sorted(factors.items())), sign, None, "pytorch") in all_of(d)
+    value = factor_value(factors, values)
+    assert d.ok == (sign == 1 and math.isclose(value, 1, rel_tol=1e-12))
