@@ -15,7 +15,7 @@ import minifim
 from minifim import natural_gradient
 from minifim._linalg import damped_solve
 
-from .cases import CASES, make_case
+from .cases import CASES, RANK_DEFICIENT_CASES, make_case
 from .tolerances import (
     cg_rtol,
     check,
@@ -207,7 +207,8 @@ def test_woodbury_never_forms_p_by_p():
 
 
 def test_auto_says_which_route_it_picked():
-    c = CASES[0]  # N K = 15 < P = 31
+    c = RANK_DEFICIENT_CASES[0]  # N K < P: the Woodbury route is the cheaper one
+    assert c.N * c.net.output_dim < c.P
     _, info = natural_gradient(c.net, c.theta, c.X, c.y, 0.1, return_info=True)
     assert info["method"] == "woodbury" and "N K" in info["reason"]
     big = make_case((3, 4, 3), N=40, seed=7)  # N K = 120 > P = 31
@@ -410,7 +411,7 @@ def test_bad_input():
 
 @pytest.mark.parametrize("method", ["auto", "dense", "woodbury", "cg"])
 def test_singular_undamped_system_names_the_damping(method):
-    c = CASES[0]  # N K = 15 < P = 31: rank-deficient
+    c = RANK_DEFICIENT_CASES[0]  # N K < P: the undamped Fisher is singular
     with pytest.raises(ValueError, match="damping"):
         natural_gradient(c.net, c.theta, c.X, c.y, 0.0, "true", method)
 

@@ -55,7 +55,7 @@ import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
 from .._linalg import check_conditioned, damped_solve, diagonal_solve
-from .._validation import as_float_array, as_generator, check_int, check_nonnegative
+from .._validation import as_float_array, as_generator, check_int, check_nonnegative, describe
 from ..memory import require_memory
 from ..options import Bias, as_option
 from ..options import Structure as StructureOption
@@ -73,6 +73,7 @@ __all__ = [
     "curvature",
     "STRUCTURES",
     "STRUCTURE_CLASSES",
+    "check_representation",
 ]
 
 STRUCTURES: tuple[str, ...] = StructureOption.values()
@@ -115,6 +116,22 @@ def _dense_guard(P: int, what: str, cheaper: str, copies: int = 1) -> None:
 
 
 # --- the common interface ----------------------------------------------------------------------
+def _validated_array(
+    data: Any, name: str, ndim: int, what: str, word: str
+) -> tuple[np.ndarray, int]:
+    """A real array of ``ndim`` dimensions (square when 2-D) wrapped by structure ``word``."""
+    if isinstance(data, KFACFactors):
+        raise TypeError(
+            f"{name}: expected {what} for structure={word!r}, received {describe(data)}"
+        )
+    M = as_float_array(data, name)
+    if M.ndim != ndim or (ndim == 2 and M.shape[0] != M.shape[1]):
+        raise ValueError(
+            f"{name}: expected {what} for structure={word!r}, received shape {M.shape}"
+        )
+    return M, M.shape[0]
+
+
 class Structure(LinearOperator):
     """A symmetric curvature ``M: (P, P)`` in one structure (abstract base; module docstring).
 
@@ -128,6 +145,14 @@ class Structure(LinearOperator):
 
     def __init__(self, P: int):
         super().__init__(dtype=np.dtype(np.float64), shape=(P, P))
+
+    @classmethod
+    def validate_data(cls, data: Any, name: str = "M") -> tuple[Any, int]:
+        """Validate a representation this class wraps; return ``(data, P)``.
+
+        ``name`` is the argument named in the error (e.g. ``"tasks[0].curvature"``).
+        """
+        raise NotImplementedError  # pragma: no cover - every concrete class overrides it
 
     # --- LinearOperator protocol (symmetric) ---
     def _matvec(self, v: np.ndarray) -> np.ndarray:
@@ -345,6 +370,11 @@ class Dense(Structure):
 
     name = "full"
 
+    @classmethod
+    def validate_data(cls, data: Any, name: str = "M") -> tuple[np.ndarray, int]:
+        """``data``: a square 2-D array ``(P, P)``; return ``(data, P)``."""
+        return _validated_array(data, name, 2, "a square 2-D array (P, P)", "full")
+
     def __init__(self, M: Any, psd: bool = True, *, copy: bool = True):
         M = as_float_array(M, "M", ndim=2)
         if M.shape[0] != M.shape[1]:
@@ -441,6 +471,11 @@ class Diagonal(Structure):
 
     name = "diag"
 
+    @classmethod
+    def validate_data(cls, data: Any, name: str = "M") -> tuple[np.ndarray, int]:
+        """``data``: the diagonal, a 1-D array ``(P,)``; return ``(data, P)``."""
+        return _validated_array(data, name, 1, "a 1-D array (the diagonal, shape (P,))", "diag")
+
     def __init__(self, d: Any, psd: bool = True, *, copy: bool = True):
         d = as_float_array(d, "d", ndim=1)
         super().__init__(d.shape[0])
@@ -522,6 +557,26 @@ class BlockDiagonal(Structure):
     """
 
     name = "block"
+
+    @classmethod
+    def validate_data(cls, data: Any, name: str = "M") -> tuple[list[np.ndarray], int]:
+        """``data``: a list of square per-layer blocks; return ``(blocks, sum of sizes)``."""
+        if not isinstance(data, (list, tuple)):
+            raise TypeError(
+                f"{name}: expected a list of square per-layer blocks for "
+                f"structure='block', received {describe(data)}"
+            )
+        blocks = []
+        for l, b in enumerate(data):
+            if isinstance(b, KFACFactors):
+                raise TypeError(f"{name}[{l}]: expected a square 2-D array, received KFACFactors")
+            b = as_float_array(b, f"{name}[{l}]")
+            if b.ndim != 2 or b.shape[0] != b.shape[1]:
+                raise ValueError(
+                    f"{name}[{l}]: expected a square 2-D array (P_l, P_l), received shape {b.shape}"
+                )
+            blocks.append(b)
+        return blocks, sum(b.shape[0] for b in blocks)
 
     def __init__(self, blocks: Any, psd: bool = True, *, copy: bool = True):
         if isinstance(blocks, np.ndarray) or not isinstance(blocks, (list, tuple)):
@@ -686,7 +741,18 @@ class KFAC(Structure):
     name = "kfac"
     psd = True
 
-    def __init__(self, factors: Any):
+    @classmethod
+    def validate_data(cls, data: Any, name: str = "M") -> tuple[KFACFactors, int]:
+        """``data``: :class:`minifim.KFACFactors`; return ``(data, P)``."""
+        if not isinstance(data, KFACFactors):
+            raise TypeError(
+                f"{name}: expected KFACFactors for structure='kfac', received {describe(data)}"
+            )
+        return data, data.num_params
+
+    def __init__(self, factors: Any, *, copy: bool = True):
+        # ``copy`` is accepted for a uniform constructor (``STRUCTURE_CLASSES[word](data,
+        # copy=...)``); the factors are immutable, so they are never copied
         if isinstance(factors, KFACFactors):
             terms = [(1.0, factors)]
         elif isinstance(factors, (list, tuple)) and factors:
@@ -929,6 +995,23 @@ STRUCTURE_CLASSES: dict[str, type[Structure]] = {
     "block": BlockDiagonal,
     "kfac": KFAC,
 }
+
+
+def check_representation(
+    structure: str | StructureOption, data: Any, name: str = "M", num_params: int | None = None
+) -> tuple[Any, int]:
+    """Validate the representation of a ``structure=`` word; return ``(data, P)``.
+
+    ``(P, P)`` for ``"full"``, ``(P,)`` for ``"diag"``, a list of square blocks for
+    ``"block"``, :class:`minifim.KFACFactors` for ``"kfac"`` (``STRUCTURE_CLASSES[word]``
+    validates it). ``num_params``: the size it must have (``None``: inferred).
+    """
+    word = as_option(structure, StructureOption, "structure").value
+    data, size = STRUCTURE_CLASSES[word].validate_data(data, name)
+    if num_params is not None and size != num_params:
+        raise ValueError(f"{name}: expected a curvature of size P = {num_params}, received {size}")
+    return data, size
+
 
 _BUILDERS = {  # the arrays are fresh: wrapped without a copy
     "full": lambda net, theta, X, y, fisher, bias, kw: Dense(

@@ -79,8 +79,7 @@ from .._validation import (
 )
 from ..core.model import MLP
 from ..core.objective import gradient
-from ..geometry.kronecker import KFACFactors
-from ..geometry.structures import KFAC, STRUCTURE_CLASSES, BlockDiagonal
+from ..geometry.structures import KFAC, STRUCTURE_CLASSES, BlockDiagonal, check_representation
 from ..geometry.structures import Structure as CurvatureStructure
 from ..geometry.structures import curvature as structured_curvature
 from ..memory import require_memory
@@ -192,7 +191,7 @@ def _check_structure(structure: str | Structure) -> str:
 def _structure(kind: str, M: Any, copy: bool = True) -> CurvatureStructure:
     """The structure object of a (validated) representation ``M`` of ``kind``."""
     cls = STRUCTURE_CLASSES[kind]
-    return cls(M) if kind == "kfac" else cls(M, copy=copy)  # type: ignore[call-arg]
+    return cls(M, copy=copy)  # type: ignore[call-arg]
 
 
 def _check_options(
@@ -337,7 +336,7 @@ def task_curvature(
 
 def _check_representation(kind: str, M: Any, net: MLP, name: str) -> Any:
     """Validate a record of ``kind`` for ``net``: its size, block sizes or layer shapes."""
-    M = _check_curvature(kind, M, name, net.num_params)[0]
+    M = check_representation(kind, M, name, net.num_params)[0]
     S = _structure(kind, M, copy=False)
     sizes = tuple(_block_sizes(net))
     if isinstance(S, BlockDiagonal) and S.sizes != sizes:
@@ -354,55 +353,6 @@ def _check_representation(kind: str, M: Any, net: MLP, name: str) -> Any:
 
 
 # --- quadratic forms (pure functions) ---------------------------------------------------------
-def _check_curvature(kind: str, M: Any, name: str, P: int | None = None) -> tuple[Any, int]:
-    """Validate a curvature representation of kind ``kind`` (no net needed); return ``(M, P)``.
-
-    ``P`` is the parameter count it must have (``None``: inferred from ``M``).
-    """
-    if kind == "kfac":
-        if not isinstance(M, KFACFactors):
-            raise TypeError(
-                f"{name}: expected KFACFactors for structure='kfac', received {describe(M)}"
-            )
-        size = M.num_params
-    elif kind == "block":
-        if not isinstance(M, (list, tuple)):
-            raise TypeError(
-                f"{name}: expected a list of square per-layer blocks for "
-                f"structure='block', received {describe(M)}"
-            )
-        blocks = []
-        for l, b in enumerate(M):
-            if isinstance(b, KFACFactors):
-                raise TypeError(f"{name}[{l}]: expected a square 2-D array, received KFACFactors")
-            b = as_float_array(b, f"{name}[{l}]")
-            if b.ndim != 2 or b.shape[0] != b.shape[1]:
-                raise ValueError(
-                    f"{name}[{l}]: expected a square 2-D array (P_l, P_l), received shape {b.shape}"
-                )
-            blocks.append(b)
-        M, size = blocks, sum(b.shape[0] for b in blocks)
-    else:
-        ndim, what = (
-            (1, "a 1-D array (the diagonal, shape (P,))")
-            if kind == "diag"
-            else (2, "a square 2-D array (P, P)")
-        )
-        if isinstance(M, KFACFactors):
-            raise TypeError(
-                f"{name}: expected {what} for structure={kind!r}, received {describe(M)}"
-            )
-        M = as_float_array(M, name)
-        if M.ndim != ndim or (ndim == 2 and M.shape[0] != M.shape[1]):
-            raise ValueError(
-                f"{name}: expected {what} for structure={kind!r}, received shape {M.shape}"
-            )
-        size = M.shape[0]
-    if P is not None and size != P:
-        raise ValueError(f"{name}: expected a curvature of size P = {P}, received {size}")
-    return M, size
-
-
 def _check_kind(kind: str) -> str:
     return as_option(kind, Structure, "structure").value
 
@@ -441,7 +391,7 @@ def _check_quadratics(
                     f"{tname}: expected a (coefficient, curvature) pair, received {describe(term)}"
                 )
             c = check_nonnegative(term[0], f"{tname} coefficient")
-            terms.append((c, _check_curvature(kind, term[1], tname, P)[0]))
+            terms.append((c, check_representation(kind, term[1], tname, P)[0]))
         out.append(Quadratic(centre, tuple(terms)))
     return tuple(out), P
 
@@ -462,7 +412,7 @@ def curvature_matvec(structure: str, M: Any, v: ArrayLike) -> np.ndarray:
     ``(P,)``); ``kind=`` is the deprecated former name of ``structure=``.
     """
     kind = _check_kind(structure)
-    M, P = _check_curvature(kind, M, "M")
+    M, P = check_representation(kind, M, "M")
     return _matvec(kind, M, as_float_array(v, "v", shape=(P,)))
 
 
@@ -474,7 +424,7 @@ def _matvec(kind: str, M: Any, v: np.ndarray) -> np.ndarray:
 def curvature_dense(structure: str, M: Any) -> np.ndarray:
     """The dense ``(P, P)`` matrix of a curvature representation (validated, memory-guarded)."""
     kind = _check_kind(structure)
-    M, P = _check_curvature(kind, M, "M")
+    M, P = check_representation(kind, M, "M")
     return _dense(kind, M, P)
 
 
@@ -520,7 +470,7 @@ def _check_tasks(tasks: Any, kind: str) -> tuple[EWCTask, ...]:
                 f"received shape {theta.shape}"
             )
         n = check_int(task.n_samples, f"tasks[{t}].n_samples", 1)
-        M = _check_curvature(kind, task.curvature, f"tasks[{t}].curvature", P)[0]
+        M = check_representation(kind, task.curvature, f"tasks[{t}].curvature", P)[0]
         out.append(
             task
             if (theta is task.theta_star and M is task.curvature and n == task.n_samples)
