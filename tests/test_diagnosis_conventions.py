@@ -549,3 +549,15 @@ def test_any_factorisation_is_found(factors, sign):
         assert ("true", tuple(sorted(factors.items())), sign, None, "pytorch") in all_of(d)
     value = factor_value(factors, values)
     assert d.ok == (sign == 1 and math.isclose(value, 1, rel_tol=1e-12))
+
+
+def test_kfac_factors_are_explained():
+    fx = get("categorical-tanh")
+    d = diagnose(fx, fx.N * fx["kfac/empirical/folded/G1"], key="kfac/true/folded/G1")
+    assert not d.ok and main_of(d) == ex("empirical", {"N": 1})
+    assert "compare the pair whole" in d.verdict
+    d = diagnose(fx, fx["mc/kfac/separate/G0"], key="kfac/true/separate/G0")
+    assert main_of(d) == ex("mc")
+    assert diagnose(fx, fx["kfac/true/separate/A0"], key="kfac/true/separate/A0").ok
+    with pytest.raises(ValueError, match="K-FAC factor"):
+        diagnose(fx, np.eye(2), key="kfac/true/folded/G9")

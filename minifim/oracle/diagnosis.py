@@ -333,6 +333,26 @@ def minibatch_square_of_mean_gradient(
     return (G.T @ G) / nb
 
 
+def _kfac_factor_key(key: str) -> tuple[str, str, int] | None:
+    """``(bias, "A"|"G", layer)`` of a K-FAC factor key (``kfac/<fisher>/<bias>/G0``,
+    ``mc/kfac/<bias>/A1``), else ``None``."""
+    parts = key.split("/")
+    if len(parts) == 4 and parts[0] in ("kfac", "mc") and parts[-1][:1] in ("A", "G"):
+        tail = parts[-1][1:]
+        if tail.isdigit() and (parts[0] == "kfac" or parts[1] == "kfac"):
+            return parts[2], parts[-1][0], int(tail)
+    return None
+
+
+def _reference_of(key: str) -> str:
+    """The variant a fixture key names (:data:`DIAGNOSED_KEYS`, or a K-FAC factor's kind)."""
+    if key in DIAGNOSED_KEYS:
+        return DIAGNOSED_KEYS[key]
+    if key.startswith("mc/"):
+        return "mc"
+    return key.split("/")[1]
+
+
 def _infer_key(fx: Fixture, shape: tuple[int, ...]) -> str:
     P, N = fx.P, fx.N
     if shape == (P, P):
@@ -357,6 +377,15 @@ def _reference_variants(
     """
     if key == "scores":
         return [("scores", None, fx["scores"])]
+    factor = _kfac_factor_key(key)
+    if factor is not None:  # the same factor of each stored K-FAC kind
+        bias, which, layer = factor
+        kinds = [(f, f"kfac/{f}/{bias}/{which}{layer}") for f in ("true", "empirical")]
+        kinds.append(("mc", f"mc/kfac/{bias}/{which}{layer}"))
+        found: list[tuple[str, int | None, np.ndarray]] = [
+            (f, None, fx[k]) for f, k in kinds if k in fx.arrays
+        ]
+        return found[:1] if which == "A" else found  # A does not depend on the labels
     diagonal = key in ("fisher_diagonal", "empirical_fisher_diagonal")
     net, theta, X = fx.net, fx.theta, fx.X
 
@@ -585,6 +614,9 @@ def _describe(ex: dict, fx: Fixture, key: str, k: int | None = None) -> str:
     values = fixture_symbols(fx, k)
     v = ex["variant"]
     text = _VARIANT_TEXT.get(v, str(v))
+    factor = _kfac_factor_key(key)
+    if factor is not None:
+        text = f"the {v} K-FAC's {factor[1]}{factor[2]} ({factor[0]})"
     if v == "square-of-mean-gradient":
         B = ex["batch_size"]
         text = (
@@ -735,8 +767,11 @@ def diagnose(
     note = dtype_note(dtype, math.inf)
     if key is None:
         key = _infer_key(fx, c.shape)
-    elif key not in DIAGNOSED_KEYS:
-        raise ValueError(f"key: expected one of {list(DIAGNOSED_KEYS)}, received {key!r}")
+    elif key not in DIAGNOSED_KEYS and not (_kfac_factor_key(key) and key in fx.arrays):
+        raise ValueError(
+            f"key: expected one of {list(DIAGNOSED_KEYS)} or a K-FAC factor of the fixture "
+            f"('kfac/true/folded/G0', ...), received {key!r}"
+        )
     _shape_checked(fx, c, key, name)
     if n_samples is not None:
         n_samples = check_int(n_samples, "n_samples", 1)
@@ -745,24 +780,36 @@ def diagnose(
                 f"n_samples: a Monte-Carlo candidate estimates the true Fisher (key "
                 f"'true_fisher' or 'fisher_diagonal'), received key={key!r}"
             )
-    kind = "scores" if key == "scores" else ("diagonal" if c.ndim == 1 else "dense")
+    is_factor = _kfac_factor_key(key) is not None
+    kind = (
+        "scores"
+        if key == "scores"
+        else "kfac factor"
+        if is_factor
+        else ("diagonal" if c.ndim == 1 else "dense")
+    )
     failed = _nonfinite_diagnosis(fx, c, key, kind, layout, name, note)
     if failed is not None:
         return failed
-    axes = [1] if key == "scores" else list(range(c.ndim))
+    axes = [1] if key == "scores" else ([] if is_factor else list(range(c.ndim)))
     values = fixture_symbols(fx)
     conv = convention_factors(fx, key, loss, reduction)
     assert conv is not None  # every diagnosed key is a pure rescaling
     scale0 = conv[0] * factor_value(conv[1], values)
-    given = {str(L): to_minifim_layout(fx.net, c, axes, L) / scale0 for L in LAYOUTS}
+    given = {
+        str(L): to_minifim_layout(fx.net, c, axes, L) / scale0
+        for L in (LAYOUTS if axes else (layout,))
+    }
     c0 = given[layout]
-    ref = DIAGNOSED_KEYS[key]
+    ref = _reference_of(key)
     rtol = _match_rtol(fx, dtype, match_tol)
     table = FactorTable.build(fixture_symbols(fx, n_samples))
     variants = _reference_variants(fx, key, n_samples)
     fits = _exact_fits(given, variants, table, rtol)
     R = variants[0][2] if key != "scores" else fx["scores"]
-    if key in ("empirical_fisher", "empirical_fisher_diagonal"):
+    if is_factor:
+        R = fx[key]
+    elif key in ("empirical_fisher", "empirical_fisher_diagonal"):
         R = variants[2][2]
     elif key in ("ggn", "hessian"):
         R = variants[1 if key == "ggn" else 3][2]
@@ -770,6 +817,11 @@ def diagnose(
     # the legacy distance table (Fisher-like keys)
     if key == "scores":
         distances = [("scores", "per-sample scores at the data labels", relative_distance(c0, R))]
+    elif is_factor:
+        distances = sorted(
+            ((v, f"the {v} K-FAC's factor", relative_distance(c0, M)) for v, _, M in variants),
+            key=lambda t: t[2],
+        )
     else:
         table_rows = fisher_variants(fx, diagonal=(kind == "diagonal"))
         distances = sorted(
@@ -791,7 +843,7 @@ def diagnose(
             e1, _ = mc_error_moments(fx.net, fx.theta, fx.X, 1, diagonal=(kind == "diagonal"))
         except (ValueError, MemoryError) as err:  # too many outcomes, or over the budget
             mc_skipped = str(err)
-    observed = float(np.sum((c0 - F) ** 2)) if key != "scores" else math.nan
+    observed = float(np.sum((c0 - F) ** 2)) if c0.shape == F.shape else math.nan
     if e1 is not None:
         mc = {
             "k": n_samples,
@@ -988,7 +1040,12 @@ def diagnose(
             )
         verdict += f" ({how})"
         if not ok:
-            verdict += f"; expected {_VARIANT_TEXT.get(ref, ref)}"
+            verdict += (
+                f"; expected {key!r} (a single K-FAC factor's scale is defined only with its "
+                "partner: compare the pair whole with check)"
+                if is_factor
+                else f"; expected {_VARIANT_TEXT.get(ref, ref)}"
+            )
             if fix:
                 verdict += (
                     " (it is exactly that under "
