@@ -327,6 +327,10 @@ def test_comparisons_name_the_count_and_the_symmetry():
     c = check(fx, {"F": F}).comparisons[0]
     assert c.num_failed == 1 and c.error_symmetric is False and c.num_entries == fx.P**2
     assert "1 of 4489 entries fail" in c.message() and "NOT symmetric" in c.message()
+    assert c.failed_by_parameter == {"W0": 1} and "by parameter: W0 1" in c.message()
+    g = fx["gradient"].copy()
+    g[-3:] += 1.0  # the three biases of the last layer
+    assert check(fx, {"grad": g}).comparisons[0].failed_by_parameter == {"b1": 3}
     c = check(fx, {"F": 1.01 * fx["true_fisher"]}).comparisons[0]
     assert c.error_symmetric is True and c.num_failed == np.count_nonzero(fx["true_fisher"])
 

@@ -74,6 +74,7 @@ class Comparison:
     error_symmetric: bool | None = None
     fix: dict = field(default_factory=dict)
     scale_split: float | None = None
+    failed_by_parameter: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -106,6 +107,10 @@ class Comparison:
                 if self.num_failed
                 else "every entry passes"
             )
+            if self.failed_by_parameter and self.num_failed:
+                blocks = list(self.failed_by_parameter.items())
+                count += " (by parameter: " + ", ".join(f"{b} {n}" for b, n in blocks[:4])
+                count += ", ...)" if len(blocks) > 4 else ")"
             if self.error_symmetric is not None and self.num_failed:
                 count += (
                     ", the error is symmetric"
@@ -179,6 +184,20 @@ def _stats(
         norm_rel,
         tuple(int(i) for i in worst),
     )
+
+
+def _failed_by_parameter(fixture: Fixture, failing: np.ndarray, axis: int) -> dict[str, int]:
+    """Failing entries counted by the parameter block (``W0``, ``b0``, ...) of ``axis``,
+    largest first."""
+    per_index = failing.reshape(failing.shape[: axis + 1] + (-1,)).sum(axis=-1)
+    per_index = per_index.reshape(-1, failing.shape[axis]).sum(axis=0)  # (P,)
+    counts: dict[str, int] = {}
+    for l, (ws, bs) in enumerate(fixture.net.layer_slices):
+        for name, sl in ((f"W{l}", ws), (f"b{l}", bs)):
+            n = int(per_index[sl].sum())
+            if n:
+                counts[name] = n
+    return dict(sorted(counts.items(), key=lambda t: -t[1]))
 
 
 def candidate_array(array: Any, name: str) -> tuple[np.ndarray, np.dtype]:
@@ -339,7 +358,13 @@ def compare(
         )
     passed, atol_eff, abs_err, rel_err, norm_rel, worst = _stats(ref, cand, rtol, atol)
     allowed = atol_eff + rtol * np.abs(ref)
-    num_failed = int(np.count_nonzero(np.abs(cand - ref) > allowed))
+    failing = np.abs(cand - ref) > allowed
+    num_failed = int(np.count_nonzero(failing))
+    by_parameter = (
+        _failed_by_parameter(fixture, failing, int(tuple(param_axes)[0]))
+        if num_failed and fixture is not None and len(tuple(param_axes))
+        else {}
+    )
     symmetric = None
     if ref.ndim == 2 and ref.shape[0] == ref.shape[1] and tuple(param_axes) == (0, 1):
         err = cand - ref
@@ -361,6 +386,7 @@ def compare(
         candidate_value=float(cand[worst]) if cand.size else None,
         note=note,
         num_failed=num_failed,
+        failed_by_parameter=by_parameter,
         num_entries=int(ref.size),
         error_symmetric=symmetric,
     )
