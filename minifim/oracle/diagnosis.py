@@ -724,8 +724,10 @@ def diagnose(
     key : str, optional
         The fixture quantity the candidate stands for (:data:`DIAGNOSED_KEYS`:
         ``"true_fisher"``, ``"empirical_fisher"``, ``"ggn"``, ``"hessian"``,
-        ``"fisher_diagonal"``, ``"empirical_fisher_diagonal"``, ``"scores"``); default from
-        the shape (``true_fisher``, ``fisher_diagonal`` or ``scores``).
+        ``"fisher_diagonal"``, ``"empirical_fisher_diagonal"``, ``"scores"``, or a K-FAC
+        factor such as ``"kfac/true/folded/G0"``, explained against the same factor of each
+        stored kind); default from the shape (``true_fisher``, ``fisher_diagonal`` or
+        ``scores``).
     n_samples : int or None
         ``k`` if the candidate is a Monte-Carlo Fisher with ``k`` sampled labels per input.
     layout : {"pytorch", "in-out", "jax"}
