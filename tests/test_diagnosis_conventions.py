@@ -127,6 +127,13 @@ def test_explanation_matrix_dense(name):
     if net.likelihood.name != "gaussian":  # the Gaussian's argmax Fisher is 0
         d = diagnose(fx, minifim.curvature_matrix(net, theta, X, None, "argmax"))
         assert_explained(fx, d, ex("argmax"))
+    # per-sample gradients of the mean loss: -1/N times the scores
+    S = minifim.per_sample_scores(net, theta, X, y)
+    assert_explained(fx, diagnose(fx, -S / N), ex("scores", {"N": -1}, sign=-1))
+    # K-FAC with another scale split between A and G agrees when compared whole
+    A0, G0 = fx["kfac/true/separate/A0"], fx["kfac/true/separate/G0"]
+    res = check(fx, {"kfac/true/separate/A0": 3 * A0, "kfac/true/separate/G0": G0 / 3})
+    assert res.passed and math.isclose(res.comparisons[0].scale_split, 3, rel_tol=1e-12)
     # the Hessian, against its own key and against the Fisher
     d = diagnose(fx, fx["hessian"], key="hessian")
     assert d.ok and main_of(d)["variant"] in ("hessian", "true", "ggn")
