@@ -572,3 +572,13 @@ def test_kfac_factors_are_explained():
     assert diagnose(fx, fx["kfac/true/separate/A0"], key="kfac/true/separate/A0").ok
     with pytest.raises(ValueError, match="K-FAC factor"):
         diagnose(fx, np.eye(2), key="kfac/true/folded/G9")
+
+
+def test_check_does_not_fail_a_sampled_fisher_the_band_accepts():
+    fx = get("categorical-tanh")
+    c = minifim.mc_fisher(fx.net, fx.theta, fx.X, 4, rng=0)
+    cand = {"F": c, "EF": fx["empirical_fisher"]}
+    res = check(fx, cand, diagnose_keys=["F", "EF"], mc_samples=4)
+    assert res.passed and "sampling band" in res.comparisons[0].note
+    assert not check(fx, {"F": 1.5 * c}, diagnose_keys=["F"], mc_samples=4).passed
+    assert not check(fx, {"F": c}).passed  # without k it is not the exact Fisher
