@@ -201,7 +201,10 @@ def fisher_variants(
 
     Returns ``[(name, description, matrix), ...]`` with dense ``(P, P)`` matrices, or their
     diagonals ``(P,)`` with ``diagonal=True``. Variants equal to an earlier one (e.g. the
-    Gaussian's ``sigma`` variants when ``sigma = 1``) are dropped.
+    Gaussian's ``sigma`` variants when ``sigma = 1``) are dropped. These are the rows of the
+    distance table of a :class:`Diagnosis` (combined names such as ``"true-sum"``); the
+    structured explanation (:attr:`Diagnosis.explanation`) always splits them into a variant
+    and factors (``"true"`` with ``{"N": 1}``).
     """
     fx = load_fixture(fixture)
     net, theta, X, y, N = fx.net, fx.theta, fx.X, fx.y, fx.N
