@@ -26,8 +26,16 @@ $(VENV)/.stamp-docs: $(VENV)/.stamp-base $(SRC)
 	$(PIP) install --quiet -e ".[docs]"
 	touch $@
 
+# torch first, pinned (the CPU build; a bare `torch` requirement would pull a newer, multi-GB CUDA
+# build). curvlinops and backpack then go in WITHOUT their dependencies: curvlinops requires
+# backpack, backpack requires torchvision, and torchvision's newest release pins a newer torch, so
+# the resolver would replace the CPU torch with a 5 GB CUDA build (measured). backpack imports
+# torchvision only in backpack.utils.examples. Their other dependencies are named explicitly (each
+# accepts the installed torch): checked in a fresh venv, torch stays 2.13.0+cpu, 1.1 GB in all.
 $(VENV)/.stamp-crosscheck: $(VENV)/.stamp-test $(SRC)
 	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet einops einconv linear_operator opt-einsum packaging
+	$(PIP) install --quiet --no-deps curvlinops-for-pytorch backpack-for-pytorch unfoldNd
 	touch $@
 
 venv: $(VENV)/.stamp-test
@@ -72,6 +80,8 @@ format: $(VENV)/.stamp-test
 typecheck: $(VENV)/.stamp-test
 	$(VENV)/bin/mypy
 
+# The PyTorch cross-checks (tests/test_torch.py: the bridge, torch.func, curvlinops' GGN, Hessian,
+# empirical Fisher and KFACLinearOperator); they skip cleanly where torch or curvlinops is missing.
 crosscheck: $(VENV)/.stamp-crosscheck
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(PY) -m pytest tests -k torch -rs
 

@@ -18,7 +18,10 @@ from ._version import __version__
 # model: activations, likelihoods, the network
 from .core.activations import ACTIVATIONS, Activation, get_activation
 from .core.likelihoods import Bernoulli, Categorical, Gaussian, Likelihood, get_likelihood
-from .core.model import MLP
+from .core.model import MLP, Sequential
+
+# layers of a Sequential network (the namespace minifim.layers: Linear, Conv2d, Flatten, Mean, ...)
+from . import layers
 
 # per-sample scores and output Jacobians
 from .core.scores import (
@@ -116,6 +119,7 @@ __all__ = [
     # namespaces
     "data",
     "fixtures",
+    "layers",
     "optim",
     "options",
     "oracle",
@@ -130,6 +134,7 @@ __all__ = [
     "Gaussian",
     "get_likelihood",
     "MLP",
+    "Sequential",
     # exact curvature
     "FISHER_KINDS",
     "true_fisher",

@@ -16,7 +16,7 @@ import numpy as np
 from autograd.tracer import Box
 
 if TYPE_CHECKING:
-    from .core.model import MLP
+    from .core.model import Sequential
 
 __all__ = [
     "as_float_array",
@@ -34,7 +34,8 @@ __all__ = [
 
 
 class NetworkBase:
-    """Marker base class of :class:`minifim.MLP`: :func:`check_net` recognises the network
+    """Marker base class of :class:`minifim.Sequential` (and :class:`minifim.MLP`):
+    :func:`check_net` recognises the network
     without this foundation module importing the model (a higher layer)."""
 
     __slots__ = ()
@@ -171,8 +172,8 @@ def is_box(x: object) -> bool:
     return isinstance(x, Box)
 
 
-def check_net(net: Any, name: str = "net") -> MLP:
-    """Check that ``net`` is a :class:`minifim.MLP`; return it.
+def check_net(net: Any, name: str = "net") -> Sequential:
+    """Check that ``net`` is a :class:`minifim.MLP` or :class:`minifim.Sequential`; return it.
 
     Raises ``TypeError`` naming the argument and the type received (a torch module, a list of
     layer sizes or a parameter vector passed in its place are the usual mistakes).
@@ -180,16 +181,19 @@ def check_net(net: Any, name: str = "net") -> MLP:
     if not isinstance(net, NetworkBase):
         hint = ""
         if isinstance(net, (list, tuple)):
-            hint = " (build one with minifim.MLP(sizes))"
+            hint = " (build one with minifim.MLP(sizes) or minifim.Sequential(layers))"
         elif isinstance(net, np.ndarray):
             hint = " (net comes first, then theta)"
         elif hasattr(net, "parameters") and hasattr(net, "forward"):
             hint = (
-                " (a torch module: describe it with minifim.MLP and load its weights with "
-                "MLP.from_state_dict)"
+                " (a torch module: describe it with minifim.MLP or minifim.Sequential and "
+                "load its weights with from_state_dict)"
             )
-        raise TypeError(f"{name}: expected a minifim.MLP, received {describe(net)}{hint}")
-    return cast("MLP", net)  # MLP is the only NetworkBase
+        raise TypeError(
+            f"{name}: expected a minifim.MLP, received {describe(net)}{hint} (a "
+            "minifim.Sequential is accepted too)"
+        )
+    return cast("Sequential", net)  # Sequential (and its subclass MLP) is the only NetworkBase
 
 
 def check_bool(value: object, name: str) -> bool:

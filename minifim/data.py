@@ -24,7 +24,7 @@ from ._validation import (
 )
 
 if TYPE_CHECKING:
-    from .core.model import MLP
+    from .core.model import Sequential
 
 __all__ = [
     "load_digits",
@@ -201,13 +201,14 @@ def linear_regression_data(
 
 
 def teacher_data(
-    net: MLP, theta: ArrayLike, n: int, rng: np.random.Generator | int = 0
+    net: Sequential, theta: ArrayLike, n: int, rng: np.random.Generator | int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs ``X ~ N(0, I): (n, D)`` and targets drawn from the teacher ``p_theta(y | x)``."""
+    """Inputs ``X ~ N(0, I): (n, *input_shape)`` (``(n, D)`` for an MLP) and targets drawn
+    from the teacher ``p_theta(y | x)`` (every output position independently)."""
     check_net(net)
     rng = as_generator(rng)
-    X = rng.standard_normal((check_int(n, "n", 1), net.input_dim))
-    y = net.likelihood.sample(net.forward(theta, X), rng)
+    X = rng.standard_normal((check_int(n, "n", 1),) + tuple(net.input_shape))
+    y = net.sample_targets(net.forward(theta, X), rng)
     return X, y
 
 

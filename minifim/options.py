@@ -22,6 +22,7 @@ The vocabularies, with their keyword and values (aliases in parentheses):
 * :class:`SolveMethod`, ``method=`` (NGD): auto, dense, woodbury, cg, structured
 * :class:`SpectrumMethod`, ``method=`` (eigs): auto, dense, gram, lanczos
 * :class:`KFACDamping`, ``damping_type=``: eigen, factored
+* :class:`KFACApprox`, ``kfac_approx=``: expand, reduce
 * :class:`PredType`, ``pred_type=``: glm, nn
 * :class:`LinkApprox`, ``link_approx=``: probit, mc
 * :class:`ScoreBackend`, ``backend=``: backprop, autograd
@@ -41,7 +42,8 @@ labels, exact), ``"mc"`` and ``"empirical"`` are the same words. laplace-torch's
 ``pred_type="glm"|"nn"`` and ``link_approx="probit"|"mc"`` are :class:`PredType` and
 :class:`LinkApprox` verbatim. curvlinops' ``separate_weight_and_bias=True`` is
 ``bias="separate"``; its ``KFACInverseLinearOperator(use_exact_damping=True)`` is
-``damping_type="eigen"`` and its heuristic (pi) damping is ``damping_type="factored"``.
+``damping_type="eigen"`` and its heuristic (pi) damping is ``damping_type="factored"``; its
+``kfac_approx="expand"|"reduce"`` (``KFACType``) is :class:`KFACApprox` verbatim.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ __all__ = [
     "SolveMethod",
     "SpectrumMethod",
     "KFACDamping",
+    "KFACApprox",
     "PredType",
     "LinkApprox",
     "ScoreBackend",
@@ -293,6 +296,21 @@ class KFACDamping(Option):
 
     EIGEN = "eigen"
     FACTORED = "factored"
+
+
+class KFACApprox(Option):
+    """The K-FAC flavour of a weight-shared layer (keyword ``kfac_approx=``; Eschenhagen et al.
+    2023, curvlinops ``KFACType`` with the same words).
+
+    ``expand``: every one of the ``R`` positions is a sample of the layer (``A`` from all
+    positions' inputs, ``G`` from all positions' seeds); ``reduce``: the positions are
+    aggregated first (``A`` from each sample's position-averaged input, ``G`` from its
+    position-summed seeds). The two coincide for a layer without weight sharing (``R = 1``).
+    See :mod:`minifim.geometry.kronecker`.
+    """
+
+    EXPAND = "expand"
+    REDUCE = "reduce"
 
 
 class PredType(Option):

@@ -193,3 +193,66 @@ SATURATED_CASES = [
 #: ``N C < P``: the Fisher, GGN and empirical Fisher are singular (rank <= N C), so undamped
 #: solves must be refused and spectra have an exact zero cluster.
 RANK_DEFICIENT_CASES = [c for c in CASES if c.N * c.net.output_dim < c.P]
+
+
+# --- Sequential networks: convolutions, positions (expand), reductions (reduce) ---------------
+def make_sequential_case(
+    name, layers, input_shape, likelihood="categorical", sigma=0.7, N=4, seed=0
+):
+    """A :class:`minifim.Sequential` case; inputs ``1.3 N(0, 1)`` of shape ``(N, *input_shape)``,
+    targets drawn from the model (every position independently)."""
+    rng = np.random.default_rng(seed)
+    net = minifim.Sequential(layers, likelihood=likelihood, input_shape=input_shape, sigma=sigma)
+    theta = net.init(rng)
+    X = 1.3 * rng.standard_normal((N,) + tuple(input_shape))
+    y = net.sample_targets(net.forward(theta, X), rng)
+    return Case(f"{name}-{likelihood}", net, theta, X, y)
+
+
+def _cnn_layers(bias=True):
+    """1x6x6 -> strided padded conv (2, 3, 3) -> tanh -> dilated padded conv (3, 3, 3) ->
+    softplus -> flatten -> linear 3."""
+    L = minifim.layers
+    return [
+        L.Conv2d(1, 2, 3, stride=2, padding=1),
+        L.Tanh(),
+        L.Conv2d(2, 3, 2, padding=1, dilation=2, bias=bias),
+        L.Softplus(),
+        L.Flatten(),
+        L.Linear(27, 3),
+    ]
+
+
+def _sequence_layers(out=3):
+    """(R, D) = (3, 2) -> linear 4 on every position -> tanh -> linear ``out``: outputs (3, out)."""
+    L = minifim.layers
+    return [L.Linear(2, 4), L.Tanh(), L.Linear(4, out)]
+
+
+def _reduce_layers():
+    """(R, D) = (4, 3) -> linear 5 on every position -> softplus -> mean over the positions ->
+    linear 3 (the reduce setting: weight sharing that does not reach the output)."""
+    L = minifim.layers
+    return [L.Linear(3, 5), L.Softplus(), L.Mean(1), L.Linear(5, 3)]
+
+
+#: Convolutional networks on 1x6x6 inputs: a strided padded and a dilated convolution.
+CNN_CASES = [
+    make_sequential_case("cnn", _cnn_layers(), (1, 6, 6), "categorical", N=3, seed=201),
+    make_sequential_case("cnn-nobias", _cnn_layers(False), (1, 6, 6), "gaussian", N=3, seed=202),
+]
+
+#: Dense layers on every position of a sequence with positional outputs (the expand setting):
+#: outputs (N, R, C), one target per position, a sample's log-likelihood sums its positions.
+SEQUENCE_CASES = [
+    make_sequential_case("sequence", _sequence_layers(), (3, 2), "categorical", N=4, seed=211),
+    make_sequential_case("sequence", _sequence_layers(2), (3, 2), "bernoulli", N=3, seed=212),
+    make_sequential_case("sequence", _sequence_layers(2), (3, 2), "gaussian", N=3, seed=213),
+]
+
+#: Weight sharing reduced by a Mean before the classifier (the reduce setting): outputs (N, C).
+REDUCE_CASES = [
+    make_sequential_case("reduce", _reduce_layers(), (4, 3), "categorical", N=4, seed=221),
+]
+
+SEQUENTIAL_CASES = CNN_CASES + SEQUENCE_CASES + REDUCE_CASES

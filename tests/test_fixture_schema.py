@@ -6,7 +6,15 @@ from minifim.fixtures import make_fixture
 
 from minifim.oracle.fixtures.schema import ARRAY_DOCS, array_schema, describe, expected_shapes
 
-PRESETS = ["logistic-regression", "categorical-tanh", "bernoulli-sigmoid", "gaussian-softplus"]
+PRESETS = [
+    "logistic-regression",
+    "categorical-tanh",
+    "bernoulli-sigmoid",
+    "gaussian-softplus",
+    "cnn-digits",
+    "sequence-expand",
+    "sequence-reduce",
+]
 
 
 @pytest.mark.parametrize("name", PRESETS)

@@ -27,8 +27,11 @@ from minifim.core.scores import forward_cache
 from .cases import ACTIVATIONS, LIKELIHOODS, assert_close, enumerated_fisher
 from .tolerances import check_close, damped_cond, identity_tol, solve_rtol
 
-# every preset but the wide one (P = 324) is cheap enough to check in full
-CHECKED = [n for n in PRESETS if n != "wide-rank-deficient"]
+# every MLP preset but the wide one (P = 324) is cheap enough to check in full; the
+# weight-sharing presets (Sequential models, issue 14) have their own tests below
+MLP_PRESETS = [n for n in PRESETS if "sizes" in PRESETS[n]]
+CHECKED = [n for n in MLP_PRESETS if n != "wide-rank-deficient"]
+LAYERED = [n for n in PRESETS if "layers" in PRESETS[n]]
 _CACHE = {}
 
 
@@ -40,12 +43,16 @@ def get(name):
 
 # --- the presets' promises ------------------------------------------------------------------
 def test_presets_cover_every_likelihood_and_activation():
-    specs = [fixtures.resolve_spec(n)[1] for n in PRESETS]
+    specs = [fixtures.resolve_spec(n)[1] for n in MLP_PRESETS]
     assert {s["likelihood"] for s in specs} == set(LIKELIHOODS)
     assert {s["activation"] for s in specs} == set(ACTIVATIONS)
     for s in specs:
         net = minifim.MLP(s["sizes"], s["activation"], s["likelihood"], s["sigma"])
         assert net.num_params <= 400  # small: every preset is made in well under a second
+    assert set(LAYERED) == {"cnn-digits", "sequence-expand", "sequence-reduce"}
+    for name in LAYERED:
+        net = fixtures.net_from_spec(fixtures.resolve_spec(name)[1])
+        assert net.weight_sharing and net.num_params <= 150
 
 
 def test_deep_narrow_preset():
@@ -184,7 +191,7 @@ def test_kfac_factors_against_definitions(name):
     exact Fisher (true or empirical) is exactly G; both bias conventions share G."""
     fx = get(name)
     net, N = fx.net, fx.N
-    acts = forward_cache(net, fx.theta, fx.X).acts
+    acts = [np.reshape(a, (N, -1)) for a in forward_cache(net, fx.theta, fx.X).acts]  # R = 1
     for fisher, M in (("true", fx["true_fisher"]), ("empirical", fx["empirical_fisher"])):
         folded, separate = fx.kfac(fisher, "folded"), fx.kfac(fisher, "separate")
         for l, (a, (_, bs)) in enumerate(zip(acts, net.layer_slices)):
@@ -802,3 +809,269 @@ def test_fortran_order_and_deflate_are_read(saved, tmp_path):
     assert np.array_equal(back["true_fisher"], F) and not back["true_fisher"].flags.writeable
     for key in fx.keys():
         assert np.array_equal(back[key], fx[key]), key
+
+
+# --- the weight-sharing presets (Sequential models, issue 14) ------------------------------------
+def _enumerated_fisher_positions(net, theta, X):
+    """``E_y[s s^T]`` by brute force over EVERY joint label of a sample (``C^R`` label
+    sequences for ``R`` positions), with autograd scores: no assumption that positions are
+    independent or that cross-position terms vanish."""
+    import itertools
+
+    N, C = X.shape[0], net.output_dim
+    pos = net.output_shape[:-1]
+    R = int(np.prod(pos, dtype=int))
+    labels = np.array(list(itertools.product(range(C), repeat=R))).reshape((-1,) + pos)
+    K = labels.shape[0]
+    Xk = np.repeat(X, K, axis=0)
+    yk = np.tile(labels, (N,) + (1,) * len(pos))
+    S = minifim.per_sample_scores(net, theta, Xk, yk, backend="autograd").reshape(N, K, -1)
+    w = np.exp(net.log_prob(theta, Xk, yk)).reshape(N, K)  # p(y | x_n), summing to 1
+    assert_close(w.sum(axis=1), np.ones(N), 1e-13)
+    return np.einsum("nk,nkp,nkq->pq", w, S, S) / N
+
+
+def test_weight_sharing_presets_are_what_they_say():
+    cnn = get("cnn-digits").net
+    convs = [layer for layer in cnn.layers if type(layer).__name__ == "Conv2d"]
+    assert cnn.input_shape == (1, 8, 8) and len(convs) == 2
+    assert convs[0].stride == (2, 2) and convs[0].padding == (1, 1)
+    assert convs[1].dilation == (2, 2)
+    assert [type(layer).__name__ for layer in cnn.layers][-2:] == ["Flatten", "Linear"]
+    expand, reduce = get("sequence-expand"), get("sequence-reduce")
+    assert expand.net.output_shape == (4, 3) and expand["y"].shape == (expand.N, 4)
+    assert reduce.net.output_shape == (3,) and reduce["y"].shape == (reduce.N,)
+    assert any(type(layer).__name__ == "Mean" for layer in reduce.net.layers)
+    for name in LAYERED:
+        fx = get(name)
+        assert any(k.startswith("kfac-reduce/") for k in fx.keys()), name
+        arch = fx.manifest["architecture"]
+        assert [a["layer"] for a in arch] == fx.manifest["model"]["layers"]
+        assert arch[0]["in_shape"] == list(fx.net.input_shape)
+        assert arch[-1]["out_shape"] == list(fx.net.output_shape)
+        shared = [a["positions"] for a in arch if "positions" in a]
+        assert max(shared) > 1 and len(shared) == fx.net.num_layers
+    # conv positions: 8x8 -> 4x4 (stride 2, padding 1), 4x4 -> 2x2 (dilation 2), R = 16, 4, 1
+    assert [
+        a["positions"] for a in get("cnn-digits").manifest["architecture"] if "positions" in a
+    ] == [16, 4, 1]
+    # no weight sharing: the MLP presets store the expand factors only, as in schema 1
+    assert not any(k.startswith("kfac-reduce/") for k in get("categorical-tanh").keys())
+
+
+@pytest.mark.parametrize("name", LAYERED)
+def test_weight_sharing_presets_contents(name):
+    fx = get(name)
+    net, th, X, y, N = fx.net, fx.theta, fx.X, fx.y, fx.N
+    assert np.array_equal(net.from_state_dict(fx.state_dict()), th)
+    assert X.shape == (N, *net.input_shape) and fx["outputs"].shape == (N, *net.output_shape)
+    assert_close(fx["outputs"], net.forward(th, X), 1e-15)
+    assert float(fx["loss"]) == pytest.approx(-np.mean(net.log_prob(th, X, y)), rel=1e-13)
+    assert_close(fx["scores"], minifim.per_sample_scores(net, th, X, y, backend="autograd"), 1e-12)
+    assert_close(fx["jacobians"], minifim.output_jacobians(net, th, X, backend="autograd"), 1e-12)
+    assert_close(fx["gradient"], -fx["scores"].mean(axis=0), 1e-12)
+    F = fx["true_fisher"]
+    assert_close(F, _enumerated_fisher_positions(net, th, X), 1e-12)
+    C, P = net.output_dim, net.num_params
+    J = fx["jacobians"].reshape(N, -1, C, P)
+    Lam = fx["output_fisher"].reshape(N, -1, C, C)
+    assert_close(F, np.einsum("nrcp,nrcd,nrdq->pq", J, Lam, J) / N, 1e-12)  # sum over positions
+    assert_close(fx["ggn"], F, 1e-12)
+    S = fx["scores"]
+    assert_close(fx["empirical_fisher"], S.T @ S / N, 1e-13)
+    assert_close(fx["fisher_diagonal"], np.diag(F), 1e-13)
+    assert_close(fx["empirical_fisher_diagonal"], np.diag(fx["empirical_fisher"]), 1e-13)
+    eig = fx["fisher_eigenvalues"]
+    assert np.all(np.diff(eig) <= 0) and eig.sum() == pytest.approx(np.trace(F), rel=1e-12)
+    residual = (F + fx.damping * np.eye(P)) @ fx["ngd_step"] - fx["gradient"]
+    assert np.linalg.norm(residual) <= 1e-12 * (np.linalg.norm(F) + fx.damping) * np.linalg.norm(
+        fx["ngd_step"]
+    )
+
+
+@pytest.mark.parametrize("name", LAYERED)
+def test_weight_sharing_hessian_against_finite_differences(name):
+    fx = get(name)
+    net, th, X, y, P = fx.net, fx.theta, fx.X, fx.y, fx.P
+    h = 1e-5
+    cols = np.random.default_rng(0).choice(P, size=min(P, 40), replace=False)
+    H = fx["hessian"]
+    for i in cols:
+        e = np.zeros(P)
+        e[i] = h
+        fd = (minifim.gradient(net, th + e, X, y) - minifim.gradient(net, th - e, X, y)) / (2 * h)
+        assert_close(H[:, i], fd, 1e-7, what=f"column {i}")
+
+
+@pytest.mark.parametrize("name", LAYERED)
+def test_weight_sharing_kfac_factors_against_definitions(name):
+    """A from the unfolded inputs (positions / im2col patches): expand averages over samples and
+    positions, reduce averages over positions first. G: the reduce factor of a layer with bias is
+    EXACTLY the bias-bias block of the Fisher (the bias gradient is the position-summed seed), for
+    the true and the empirical Fisher; at the last layer of the expand preset the expand G is the
+    sum over positions of the output-space Fisher (true) or of the output scores' outer products
+    (empirical)."""
+    fx = get(name)
+    net, N = fx.net, fx.N
+    acts = forward_cache(net, fx.theta, fx.X).acts  # (N, R_l, in_l)
+    for l, (a, (_, bs)) in enumerate(zip(acts, net.layer_slices)):
+        R = a.shape[1]
+        at = np.concatenate([a, np.ones(a.shape[:2] + (1,))], axis=2)
+        abar = np.concatenate([a.mean(axis=1), np.ones((N, 1))], axis=1)
+        assert_close(
+            fx.kfac("true", "folded", "expand").A[l],
+            np.einsum("nri,nrj->ij", at, at) / (N * R),
+            1e-13,
+        )
+        assert_close(fx.kfac("true", "folded", "reduce").A[l], abar.T @ abar / N, 1e-13)
+        assert_close(
+            fx.kfac("true", "separate", "reduce").A[l], abar[:, :-1].T @ abar[:, :-1] / N, 1e-13
+        )
+        for fisher, M in (("true", fx["true_fisher"]), ("empirical", fx["empirical_fisher"])):
+            reduce = fx.kfac(fisher, "folded", "reduce")
+            assert_close(reduce.G[l], M[bs, bs], 1e-12, what=f"reduce G{l} {fisher}")
+            assert np.array_equal(reduce.G[l], fx.kfac(fisher, "separate", "reduce").G[l])
+            if R == 1:  # no sharing at this layer: the flavours coincide
+                assert_close(fx.kfac(fisher, "folded", "expand").G[l], reduce.G[l], 1e-13)
+    if name == "sequence-expand":
+        f, L = fx["outputs"], net.num_layers - 1
+        C = net.output_dim
+        lam = fx["output_fisher"].reshape(-1, C, C)
+        assert_close(fx.kfac("true", "folded", "expand").G[L], lam.sum(axis=0) / N, 1e-13)
+        g = net.output_score(f, fx.y).reshape(-1, C)
+        assert_close(fx.kfac("empirical", "folded", "expand").G[L], g.T @ g / N, 1e-13)
+        # positions do not mix in this model and the model's labels are independent across
+        # positions: the true Fisher's cross-position terms vanish, so expand G == reduce G
+        for l in range(net.num_layers):
+            assert_close(
+                fx.kfac("true", "folded", "expand").G[l],
+                fx.kfac("true", "folded", "reduce").G[l],
+                1e-12,
+            )
+    for approx in ("expand", "reduce"):
+        for fisher in ("true", "empirical"):
+            y = fx.y if fisher == "empirical" else None
+            ref = minifim.kfac(net, fx.theta, fx.X, y, fisher, kfac_approx=approx)
+            assert_close(fx.kfac(fisher, "folded", approx).to_dense(), ref.to_dense(), 1e-15)
+
+
+def test_weight_sharing_fixture_round_trip_and_check(tmp_path):
+    from minifim.oracle.cli import main
+
+    fx = get("cnn-digits")
+    path = fx.save(tmp_path / "cnn.npz")
+    back = load_fixture(path)
+    assert back.manifest == fx.manifest and back.net.config() == fx.net.config()
+    for k in fx.keys():
+        assert np.array_equal(back[k], fx[k]), k
+    cand = tmp_path / "cand.npz"
+    np.savez(
+        cand,
+        F=fx["true_fisher"],
+        grad=fx["gradient"],
+        scores=fx["scores"],
+        **{"0.weight": fx["state_dict/0.weight"]},
+    )
+    out = io.StringIO()
+    assert main(["check", str(path), str(cand)], out=out) == 0, out.getvalue()
+    assert "PASSED" in out.getvalue()
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, F=fx["empirical_fisher"], grad=fx["gradient"] * fx.N)
+    out = io.StringIO()
+    assert main(["check", str(path), str(bad)], out=out) == 1
+    assert "sum instead of mean" in out.getvalue()
+    result = minifim.check(fx, {"true_fisher": fx["true_fisher"]})
+    assert result.passed
+
+
+def test_weight_sharing_presets_are_deterministic(tmp_path):
+    save_fixture(make_fixture("sequence-reduce"), tmp_path / "a.npz")
+    save_fixture(make_fixture("sequence-reduce"), tmp_path / "b.npz")
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+
+
+def test_layered_spec_and_overrides():
+    fx = make_fixture({"preset": "sequence-expand", "num_samples": 2, "name": "short"})
+    assert fx.N == 2 and fx.name == "short" and fx.net.output_shape == (4, 3)
+    spec = {
+        "layers": [{"type": "Linear", "in_features": 2, "out_features": 2, "bias": False}],
+        "input_shape": [3, 2],
+        "likelihood": "gaussian",
+        "num_samples": 2,
+    }
+    fx = make_fixture(spec)
+    assert fx.P == 4 and "state_dict/0.bias" not in fx and fx["y"].shape == (2, 3, 2)
+    assert fx.manifest["parameter_order"] == ["W0"]
+    assert fx.param_label(3) == "W0[1, 1]"
+    assert get("cnn-digits").param_label(9 * 2 + 3 * 1 + 2) == "W0[2, 0, 1, 2]"
+    assert get("cnn-digits").param_label(27) == "b0[0]"
+    mlp = make_fixture({"preset": "sequence-reduce", "sizes": [3, 2], "activation": "identity"})
+    assert isinstance(mlp.net, minifim.MLP) and mlp.net.sizes == (3, 2)
+    for bad, match in (
+        ({"layers": spec["layers"], "sizes": [2, 2]}, "either 'sizes'"),
+        ({"sizes": [2, 2], "input_shape": [2]}, "input_shape"),
+        ({**spec, "activation": "relu"}, "activation"),
+        ({**spec, "input_shape": [3, 5]}, "input_shape"),
+        (
+            {
+                **spec,
+                "layers": [
+                    {"type": "Conv2d", "in_channels": 1, "out_channels": 1, "kernel_size": 9}
+                ],
+                "input_shape": [1, 4, 4],
+            },
+            "kernel_size",
+        ),
+    ):
+        with pytest.raises(ValueError, match=match):
+            make_fixture(bad)
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (
+            lambda m: m["model"]["layers"][0].__setitem__("kernel_size", [2, 2]),
+            "architecture|shape",
+        ),
+        (lambda m: m["architecture"][0].__setitem__("positions", 3), "architecture"),
+        (lambda m: m.__setitem__("schema_version", 1), "schema 1 does not know"),
+        (lambda m: m["model"]["layers"].__setitem__(0, {"type": "Exec", "cmd": "rm"}), "model"),
+        (lambda m: m["model"].__setitem__("input_shape", [1, -8, 8]), "model"),
+        (
+            lambda m: m["model"].__setitem__(
+                "layers",
+                [
+                    {
+                        "type": "Conv2d",
+                        "in_channels": 1,
+                        "out_channels": 1,
+                        "kernel_size": 3,
+                        "stride": 1,
+                        "padding": 5000,
+                        "dilation": 1,
+                        "bias": True,
+                    }
+                ],
+            ),
+            "just to be built",
+        ),
+    ],
+)
+def test_layered_manifest_is_validated_before_building(tmp_path, edit, match):
+    """An untrusted layered manifest: the layer configs, their shapes and positions, and the
+    memory the model needs just to be built (the im2col index of a convolution) are checked
+    before anything large is allocated."""
+    import tracemalloc
+
+    saved = get("cnn-digits").save(tmp_path / "cnn.npz")
+    path = _manifest_edit(saved, tmp_path, edit)
+    tracemalloc.start()
+    try:
+        with minifim.memory_limit(2**30):
+            with pytest.raises(FixtureError, match=match):
+                load_fixture(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20

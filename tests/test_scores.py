@@ -118,7 +118,7 @@ def test_internal_building_blocks():
     cache = forward_cache(net, theta, X)
     assert cache.num_samples == case.N
     assert_close(cache.outputs, net.forward(theta, X), 1e-15)
-    assert [a.shape[1] for a in cache.acts] == list(net.sizes[:-1])
+    assert [a.shape[1:] for a in cache.acts] == [(1, s) for s in net.sizes[:-1]]
     E = np.random.default_rng(1).standard_normal((case.N, 4, net.output_dim))
     U = expand_gradients(net, cache.acts, backprop_seeds(net, cache, E))
     J = minifim.output_jacobians(net, theta, X, backend="autograd")

@@ -19,7 +19,7 @@ from .._validation import as_generator, check_int, check_net
 from ..options import FisherKind, Reduction, as_option
 
 if TYPE_CHECKING:
-    from .model import MLP
+    from .model import Sequential
 
 __all__ = ["REDUCTIONS", "reduction_scale", "prepare_inputs"]
 
@@ -40,13 +40,13 @@ def reduction_scale(reduction: str, N: int) -> float:
 
 
 def prepare_inputs(
-    net: MLP, theta: Any, X: Any, y: Any, fisher: str, n_samples: int, rng: Any
+    net: Sequential, theta: Any, X: Any, y: Any, fisher: str, n_samples: int, rng: Any
 ) -> tuple[np.ndarray, np.ndarray, Any, np.ndarray | None]:
     """Validate the inputs of a curvature of kind ``fisher`` and draw its Monte-Carlo labels.
 
     Parameters
     ----------
-    net : MLP
+    net : Sequential
     theta : array_like, shape (P,)
     X : array_like, shape (N, D)
     y : targets or None
@@ -80,5 +80,5 @@ def prepare_inputs(
     elif fisher == "mc":
         k = check_int(n_samples, "n_samples", 1)
         rng = as_generator(rng)
-        y_samples = net.likelihood.sample(net.apply(theta, X), rng, k)
+        y_samples = net.sample_targets(net.apply(theta, X), rng, k)
     return theta, X, y, y_samples

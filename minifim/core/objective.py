@@ -18,13 +18,13 @@ from .conventions import reduction_scale
 from .scores import forward_cache, vjp_cached
 
 if TYPE_CHECKING:
-    from .model import MLP
+    from .model import Sequential
 
 __all__ = ["loss", "gradient", "loss_and_gradient", "accuracy"]
 
 
 def _checked(
-    net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike
+    net: Sequential, theta: ArrayLike, X: ArrayLike, y: ArrayLike
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     check_net(net)
     theta = net.check_theta(theta)
@@ -33,48 +33,48 @@ def _checked(
 
 
 def loss(
-    net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike, *, reduction: str = "mean"
+    net: Sequential, theta: ArrayLike, X: ArrayLike, y: ArrayLike, *, reduction: str = "mean"
 ) -> float:
     """Negative log-likelihood ``c sum_n -log p_theta(y_n | x_n)`` (a float).
 
     Parameters
     ----------
-    net : MLP
+    net : Sequential
     theta : ndarray, shape (P,)
-    X : ndarray, shape (N, D)
+    X : ndarray, shape ``(N, *input_shape)``
     y : targets of the likelihood
     reduction : {"mean", "sum"}
     """
     theta, X, y = _checked(net, theta, X, y)
     scale = reduction_scale(reduction, X.shape[0])
-    return float(-scale * np.sum(net.likelihood._log_prob(net.apply(theta, X), y)))
+    return float(-scale * np.sum(net.output_log_prob(net.apply(theta, X), y)))
 
 
 def loss_and_gradient(
-    net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike, *, reduction: str = "mean"
+    net: Sequential, theta: ArrayLike, X: ArrayLike, y: ArrayLike, *, reduction: str = "mean"
 ) -> tuple[float, np.ndarray]:
     """``(loss, gradient: (P,))`` from one forward and one backward pass."""
     theta, X, y = _checked(net, theta, X, y)
     scale = reduction_scale(reduction, X.shape[0])
     cache = forward_cache(net, theta, X)
-    lik = net.likelihood
-    value = float(-scale * np.sum(lik._log_prob(cache.outputs, y)))  # validated above
-    g_out = -scale * lik._grad_log_prob(cache.outputs, y)  # (N, C)
-    return value, vjp_cached(net, cache, g_out[:, :, None])[:, 0]
+    value = float(-scale * np.sum(net.output_log_prob(cache.outputs, y)))  # validated above
+    g_out = -scale * net.output_score(cache.outputs, y)  # (N, *output_shape)
+    return value, vjp_cached(net, cache, g_out[..., None])[:, 0]
 
 
 def gradient(
-    net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike, *, reduction: str = "mean"
+    net: Sequential, theta: ArrayLike, X: ArrayLike, y: ArrayLike, *, reduction: str = "mean"
 ) -> np.ndarray:
     """Gradient of :func:`loss`, shape ``(P,)``: ``-c sum_n J_n^T d log p(y_n | f_n) / d f``."""
     return loss_and_gradient(net, theta, X, y, reduction=reduction)[1]
 
 
-def accuracy(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike) -> float:
+def accuracy(net: Sequential, theta: ArrayLike, X: ArrayLike, y: ArrayLike) -> float:
     """Fraction of targets equal to the model's most likely prediction.
 
     Categorical: ``argmax_c f_c == y``; Bernoulli: every output thresholded at ``p = 1/2``
-    equals its label (mean over outputs and samples). Not defined for a Gaussian likelihood.
+    equals its label (mean over outputs and samples; with positional outputs, also over the
+    positions). Not defined for a Gaussian likelihood.
     """
     theta, X, y = _checked(net, theta, X, y)
     if net.likelihood.name == "gaussian":
@@ -82,5 +82,6 @@ def accuracy(net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike) -> float:
             "net: accuracy is defined for categorical and bernoulli likelihoods, "
             "received a gaussian likelihood (use loss)"
         )
-    pred = net.likelihood._most_likely(net.apply(theta, X))
+    F = net.apply(theta, X)
+    pred = net.likelihood._most_likely(F) if not net.has_positions else net.most_likely_targets(F)
     return float(np.mean(pred == y))

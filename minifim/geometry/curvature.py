@@ -17,16 +17,26 @@ Every curvature except the Hessian is ``M = c * sum_n sum_k u_nk u_nk^T`` with
 ``n_samples`` everywhere in minifim. Reduction: ``c = 1/N`` (``reduction="mean"``, the default
 everywhere) or ``c = 1`` (``reduction="sum"``). See :doc:`/conventions`.
 
-Dense assembly never multiplies out the ``(N K, P)`` factor. With ``B_l: (N, K, out_l)`` the
-seeds carried back to layer ``l`` and ``a_l`` its inputs, the ``(W_l, W_m)`` block is
-``c sum_n (B_l^T B_m)_n kron (a_l a_m^T)_n``: one GEMM of ``(out_l out_m, N) x (N, in_l in_m)``,
-so the true Fisher costs ``N P^2`` multiply-adds like the empirical one, not ``N C P^2``; only
-the upper block triangle is computed. Samples are processed in chunks, so memory is
-``O(P^2 + chunk * (C P + max_l,m in_l in_m))``.
+Dense assembly of a plain dense network (an MLP) never multiplies out the ``(N K, P)`` factor.
+With ``B_l: (N, K, 1, out_l)`` the seeds carried back to layer ``l`` and ``a_l: (N, 1, in_l)``
+its inputs, the ``(W_l, W_m)`` block is ``c sum_n (B_l^T B_m)_n kron (a_l a_m^T)_n``: one GEMM
+of ``(out_l out_m, N) x (N, in_l in_m)``, so the true Fisher costs ``N P^2`` multiply-adds like
+the empirical one, not ``N C P^2``; only the upper block triangle is computed. Samples are
+processed in chunks, so memory is ``O(P^2 + chunk * (C P + max_l,m in_l in_m))``.
+
+Weight sharing (a ``Conv2d``, or a ``Linear`` on positions: ``R_l > 1``) breaks the per-sample
+Kronecker structure: the gradient ``sum_r B_l[n, k, r]^T a_l[n, r]`` sums over the positions.
+The exact dense matrix is then ``c U^T U`` accumulated by one SYRK per chunk of the ``(n K, P)``
+factor (``N K P^2`` flops, the factor ``sum_l N K R_l out_l in_l``), the diagonal the squares
+of the per-seed gradients, and a layer block ``U_l^T U_l``. With positional outputs
+``(N, R, C)`` the true-Fisher and GGN seeds are per position and class (``K = R C``,
+:meth:`~minifim.Sequential.spread_positions`): the cross-position terms, whose expectation is
+zero, vanish exactly.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
@@ -38,15 +48,21 @@ from scipy.linalg import blas
 
 from .._validation import check_int, check_net
 from ..core.conventions import prepare_inputs, reduction_scale
-from ..core.scores import backprop_seeds, expand_gradients, forward_cache
+from ..core.scores import (
+    backprop_seeds,
+    expand_gradients,
+    forward_cache,
+    forward_cache_bytes,
+    layer_gradients,
+)
 from ..memory import memory_budget, require_memory
 from ..options import FisherKind, as_option
 
 if TYPE_CHECKING:
-    from ..core.model import MLP
+    from ..core.model import Sequential
 
-#: One chunk of a curvature's factor: the layer inputs ``acts[l]: (n, in_l)`` and the
-#: backpropagated seeds ``Bs[l]: (n, K, out_l)``.
+#: One chunk of a curvature's factor: the unfolded layer inputs ``acts[l]: (n, R_l, in_l)`` and
+#: the backpropagated seeds ``Bs[l]: (n, K, R_l, out_l)``.
 FactorChunk = tuple[list[np.ndarray], list[np.ndarray]]
 
 __all__ = [
@@ -82,62 +98,85 @@ def _sqrt_psd(H: np.ndarray) -> np.ndarray:
 
 
 def output_seeds(
-    net: MLP,
+    net: Sequential,
     F: np.ndarray,
     fisher: str,
     y: ArrayLike | None = None,
     y_samples: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Output-space seeds ``E: (N, K, C)`` of the curvature ``fisher`` (see module table).
+    """Output-space seeds ``E: (N, K, *output_shape)`` of the curvature ``fisher`` (see the
+    module table); ``(N, K, C)`` for outputs ``(N, C)``.
 
-    ``F: (N, C)`` are the outputs; ``y`` the data targets (``"empirical"``); ``y_samples`` the
-    ``S = n_samples`` sampled targets with a leading axis (``"mc"``).
+    ``F: (N, *output_shape)`` are the outputs; ``y`` the data targets (``"empirical"``);
+    ``y_samples`` the ``S = n_samples`` sampled targets with a leading axis (``"mc"``). With
+    positional outputs ``(N, R, C)`` the ``"true"`` and ``"ggn"`` seeds are per position and
+    class (``K = R C``, each zero off its own position:
+    :meth:`~minifim.Sequential.spread_positions`), so the cross-position terms, whose
+    expectation is zero, vanish exactly; the ``"empirical"``, ``"mc"`` and ``"argmax"`` seeds
+    are the output score of the whole sample (``K = 1`` per label draw), the sum of its
+    positions' scores.
     """
     check_net(net)
     lik = net.likelihood
     if fisher == "true":
-        return lik.fisher_factor(F)
+        return net.spread_positions(lik.fisher_factor(net.flat_outputs(F)))
+    if fisher == "ggn":
+        return net.spread_positions(_sqrt_psd(lik.hessian_outputs(net.flat_outputs(F))))
+    F2 = net.flat_outputs(F)
+
+    def score(labels: Any) -> np.ndarray:
+        g = lik.grad_log_prob(F2, labels)
+        return g if not net.has_positions else g.reshape(np.shape(F))
+
     if fisher == "empirical":
         # None reaches check_targets, which names y in its TypeError
-        return lik.grad_log_prob(F, cast("ArrayLike", y))[:, None, :]
+        return score(net.flat_targets(cast("ArrayLike", y)))[:, None]
     if fisher == "argmax":
-        return lik.grad_log_prob(F, lik.most_likely(F))[:, None, :]
+        return score(lik.most_likely(F2))[:, None]
     if fisher == "mc":
         if y_samples is None:
             raise ValueError(
                 "y_samples: expected the sampled targets (S, N, ...) for fisher='mc', received None"
             )
         k = y_samples.shape[0]
-        g = np.stack([lik.grad_log_prob(F, ys) for ys in y_samples], axis=1)
+        g = np.stack([score(net.flat_targets(ys)) for ys in y_samples], axis=1)
         return g / np.sqrt(k)
-    if fisher == "ggn":
-        return _sqrt_psd(lik.hessian_outputs(F))
     raise ValueError(f"fisher: expected one of {list(FISHER_KINDS)}, received {fisher!r}")
 
 
-def _sample_bytes(net: MLP, K: int, fisher: str) -> int:
+def _sample_bytes(net: Sequential, K: int, fisher: str) -> int:
     """Upper estimate of the working bytes per sample of a chunk of curvature factors.
 
-    The forward cache and the backpropagated seeds (``(1 + K)`` times the layer widths), the
-    output-space arrays of the likelihood (``true``/``ggn``: ``Lambda_n``, its factor ``R_n`` and
-    the batched ``eigh`` of ``H_n``, a few ``(C, C)`` per sample; otherwise the ``(K, C)``
-    seeds), and the consumers' per-sample products (the ``(P,)`` gradient row of a one-seed
-    dense assembly, or the Kronecker pair products ``in_l in_m + out_l out_m`` of a block).
+    The forward cache (every layer's input and the unfolded inputs, im2col patches included)
+    and the backpropagated seeds (``K`` times every layer's input and output, unfolded), the
+    output-space arrays of the likelihood (``true``/``ggn``: ``Lambda``, its factor ``R`` and
+    the batched ``eigh`` of ``H``, a few ``(C, C)`` per loss term, and the per-position seeds
+    ``(R C, R, C)``; otherwise the ``K`` seeds), and the consumers' per-sample products (the
+    ``(K, P)`` gradient rows of a SYRK dense assembly, or the Kronecker pair products ``in_l
+    in_m + out_l out_m`` of a block).
     """
-    widths = sum(o + i for o, i in net.shapes)
     C = net.output_dim
-    out_space = 5 * C * C if fisher in ("true", "ggn") else 3 * K * C
-    if K == 1:
-        work = net.num_params
-    else:
-        pair_in = max(i * j for _, i in net.shapes for _, j in net.shapes)
-        pair_out = max(i * j for i, _ in net.shapes for j, _ in net.shapes)
-        work = pair_in + pair_out
-    return 8 * ((2 + 2 * K) * widths + out_space + work)
+    if not (net.weight_sharing or net.has_positions):  # the plain dense network
+        widths = sum(o + i for o, i in net.shapes)
+        out_space = 5 * C * C if fisher in ("true", "ggn") else 3 * K * C
+        if K == 1:
+            work = net.num_params
+        else:
+            pair_in = max(i * j for _, i in net.shapes for _, j in net.shapes)
+            pair_out = max(i * j for i, _ in net.shapes for j, _ in net.shapes)
+            work = pair_in + pair_out
+        return 8 * ((2 + 2 * K) * widths + out_space + work)
+    R = net.positions
+    cache = forward_cache_bytes(net, 1) // 8
+    unfolded = sum(layer.positions * sum(layer.matrix_shape) for layer in net.parametric_layers)
+    widths = sum(math.prod(s) for s in net.layer_input_shapes) + unfolded
+    out_space = (5 * R * C * C + K * R * C) if fisher in ("true", "ggn") else 3 * K * R * C
+    work = K * net.num_params  # the (K, P) gradient rows of the SYRK assembly
+    return 8 * (cache + (1 + 2 * K) * widths + out_space + work)
 
 
 def _chunk_size(
-    net: MLP, K: int, chunk_size: int | None, fisher: str = "true", N: int | None = None
+    net: Sequential, K: int, chunk_size: int | None, fisher: str = "true", N: int | None = None
 ) -> int:
     """Samples per chunk: ``chunk_size`` if given, else from the working-memory target
     ``min(128 MiB, budget / 2)``; memory-guarded either way (one chunk's working set)."""
@@ -166,14 +205,14 @@ def _chunk_size(
     return max(1, min(_CHUNK_BYTES, memory_budget() // 2) // per_sample)
 
 
-def _num_seeds(net: MLP, fisher: str, n_samples: int) -> int:
+def _num_seeds(net: Sequential, fisher: str, n_samples: int) -> int:
     if fisher in ("true", "ggn"):
-        return net.output_dim
+        return net.positions * net.output_dim
     return n_samples if fisher == "mc" else 1
 
 
 def curvature_factors(
-    net: MLP,
+    net: Sequential,
     theta: ArrayLike,
     X: ArrayLike,
     y: ArrayLike | None = None,
@@ -184,9 +223,11 @@ def curvature_factors(
 ) -> Iterator[FactorChunk]:
     """Yield ``(acts, Bs)`` per chunk of samples: the factor of the curvature ``fisher``.
 
-    ``acts[l]: (n, in_l)`` layer inputs and ``Bs[l]: (n, K, out_l)`` backpropagated seeds of a
-    chunk of ``n`` samples. The gradient of seed ``k`` of sample ``i`` has ``W_l`` block
-    ``Bs[l][i, k] outer acts[l][i]`` and ``b_l`` block ``Bs[l][i, k]``; the (sum-reduced)
+    ``acts[l]: (n, R_l, in_l)`` the unfolded inputs of parametric layer ``l`` (``R_l = 1`` for a
+    plain dense layer; the im2col patches of a ``Conv2d``; the positions of a ``Linear`` on
+    ``(N, R, D)``) and ``Bs[l]: (n, K, R_l, out_l)`` the backpropagated seeds of a chunk of
+    ``n`` samples. The gradient of seed ``k`` of sample ``i`` has ``W_l`` block
+    ``Bs[l][i, k].T @ acts[l][i]`` and ``b_l`` block ``Bs[l][i, k].sum(axis=0)``; the (sum-reduced)
     curvature is the sum over chunks, samples and seeds of its outer products. Inputs are
     validated when called (a generator is returned), not at the first iteration.
     """
@@ -198,7 +239,7 @@ def curvature_factors(
 
 
 def _iter_factors(
-    net: MLP,
+    net: Sequential,
     theta: np.ndarray,
     X: np.ndarray,
     y: np.ndarray | None,
@@ -223,7 +264,7 @@ def _iter_factors(
 # --- dense assembly ----------------------------------------------------------------------
 def _add_block(
     M: np.ndarray,
-    net: MLP,
+    net: Sequential,
     l: int,
     m: int,
     acts: list[np.ndarray],
@@ -236,43 +277,68 @@ def _add_block(
     ``rows``/``cols`` are the offsets of the two layers' ``(W, b)`` blocks inside ``M``.
     """
     (o_l, i_l), (o_m, i_m) = net.shapes[l], net.shapes[m]
-    a_l, a_m = acts[l], acts[m]
+    a_l, a_m = acts[l][:, 0], acts[m][:, 0]  # R = 1: the Kronecker structure per sample
     n = a_l.shape[0]
-    G = np.matmul(Bs[l].transpose(0, 2, 1), Bs[m]).reshape(n, o_l * o_m)  # (n, o_l o_m)
+    G = np.matmul(Bs[l][:, :, 0].transpose(0, 2, 1), Bs[m][:, :, 0]).reshape(n, o_l * o_m)
     wl, bl = rows, rows + o_l * i_l
     wm, bm = cols, cols + o_m * i_m
     # (W_l, W_m): sum_n G[n, i, i'] a_l[n, j] a_m[n, j']
     A = (a_l[:, :, None] * a_m[:, None, :]).reshape(n, i_l * i_m)
     WW = (G.T @ A).reshape(o_l, o_m, i_l, i_m).transpose(0, 2, 1, 3)
     M[wl:bl, wm:bm].reshape(o_l, i_l, o_m, i_m)[...] += WW
-    # (W_l, b_m) and (b_l, W_m)
-    M[wl:bl, bm : bm + o_m].reshape(o_l, i_l, o_m)[...] += (
-        (G.T @ a_l).reshape(o_l, o_m, i_l).transpose(0, 2, 1)
-    )
-    M[bl : bl + o_l, wm:bm].reshape(o_l, o_m, i_m)[...] += (G.T @ a_m).reshape(o_l, o_m, i_m)
-    # (b_l, b_m)
-    M[bl : bl + o_l, bm : bm + o_m] += G.sum(axis=0).reshape(o_l, o_m)
+    bias_l, bias_m = net.parametric_layers[l].bias, net.parametric_layers[m].bias
+    if bias_m:
+        M[wl:bl, bm : bm + o_m].reshape(o_l, i_l, o_m)[...] += (
+            (G.T @ a_l).reshape(o_l, o_m, i_l).transpose(0, 2, 1)
+        )
+    if bias_l:
+        M[bl : bl + o_l, wm:bm].reshape(o_l, o_m, i_m)[...] += (G.T @ a_m).reshape(o_l, o_m, i_m)
+    if bias_l and bias_m:
+        M[bl : bl + o_l, bm : bm + o_m] += G.sum(axis=0).reshape(o_l, o_m)
 
 
-def _dense_from_factors(net: MLP, factors: Iterable[FactorChunk], P: int) -> np.ndarray:
+def _layer_factor(net: Sequential, l: int, a: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """The ``(n K, P_l)`` gradient rows of parametric layer ``l`` (weights, then bias)."""
+    layer = net.parametric_layers[l]
+    n, K = B.shape[:2]
+    o, i = layer.matrix_shape
+    U = np.empty((n, K, layer.num_params))
+    layer_gradients(layer, a, B, out=U[:, :, : o * i].reshape(n, K, o, i))
+    if layer.bias:
+        U[:, :, o * i :] = B.sum(axis=2)
+    return U.reshape(n * K, -1)
+
+
+def _syrk_into(M: np.ndarray | None, U: np.ndarray, P: int) -> np.ndarray:
+    """``M += U^T U`` into the LOWER triangle of ``M`` (allocated when ``None``)."""
+    beta = 1.0
+    if M is None:
+        M, beta = np.empty((P, P)), 0.0
+    # M.T is M's memory in Fortran order: its upper triangle is M's lower triangle
+    blas.dsyrk(1.0, U.T, beta=beta, c=M.T, trans=0, lower=0, overwrite_c=1)
+    return M
+
+
+def _dense_from_factors(net: Sequential, factors: Iterable[FactorChunk], P: int) -> np.ndarray:
     """Sum over chunks of ``U^T U``.
 
-    One seed per sample: a SYRK on the ``(n, P)`` factor accumulating in place into one
-    triangle of ``M`` (``n P^2`` flops per chunk, no ``(P, P)`` temporary). Several seeds: the
-    upper block triangle by Kronecker blocks (:func:`_add_block`). The other triangle is
-    mirrored once at the end, so the peak memory is ``M`` plus one chunk's working set.
+    One seed per sample, or weight sharing (some ``R_l > 1``, where the per-sample gradient
+    ``sum_r B_r^T a_r`` is no Kronecker product): a SYRK on the ``(n K, P)`` factor
+    accumulating in place into one triangle of ``M`` (``n K P^2`` flops per chunk, no ``(P,
+    P)`` temporary; the factor costs ``sum_l n K R_l out_l in_l`` to form). Several seeds of a
+    plain dense network: the upper block triangle by Kronecker blocks (:func:`_add_block`,
+    ``N P^2`` flops whatever ``K``). The other triangle is mirrored once at the end, so the
+    peak memory is ``M`` plus one chunk's working set.
     """
     M: np.ndarray | None = None
     lower_filled = False
     offsets = [s.start for s in net.layer_param_slices()]
+    shared = net.weight_sharing
     for acts, Bs in factors:
-        if Bs[0].shape[1] == 1:
-            U = expand_gradients(net, acts, Bs)[:, 0, :]
-            beta = 1.0
-            if M is None:
-                M, beta = np.empty((P, P)), 0.0
-            # M.T is M's memory in Fortran order: its upper triangle is M's lower triangle
-            blas.dsyrk(1.0, U.T, beta=beta, c=M.T, trans=0, lower=0, overwrite_c=1)
+        n, K = Bs[0].shape[:2]
+        if K == 1 or shared:
+            U = expand_gradients(net, acts, Bs)
+            M = _syrk_into(M, U[:, 0, :] if K == 1 else U.reshape(n * K, P), P)
             lower_filled = True
             continue
         if M is None:
@@ -304,13 +370,13 @@ def _mirror_lower_to_upper(M: np.ndarray, panel: int = 256) -> None:
         D[iu] = D.T[iu]
 
 
-def _require_dense(net: MLP, what: str) -> None:
+def _require_dense(net: Sequential, what: str) -> None:
     P = net.num_params
     require_memory(8 * P * P, f"dense {what} (P, P) = ({P}, {P}) float64", _CHEAPER)
 
 
 def curvature_matrix(
-    net: MLP,
+    net: Sequential,
     theta: ArrayLike,
     X: ArrayLike,
     y: ArrayLike | None = None,
@@ -325,9 +391,9 @@ def curvature_matrix(
 
     Parameters
     ----------
-    net : MLP
+    net : Sequential (or MLP)
     theta : ndarray, shape (P,)
-    X : ndarray, shape (N, D)
+    X : ndarray, shape ``(N, *input_shape)``
     y : targets, needed for ``fisher="empirical"``
     fisher : {"true", "empirical", "mc", "argmax", "ggn"}
     n_samples, rng : Monte-Carlo labels per input and their generator (``fisher="mc"``)
@@ -350,7 +416,7 @@ def curvature_matrix(
 
 
 def true_fisher(
-    net: MLP,
+    net: Sequential,
     theta: ArrayLike,
     X: ArrayLike,
     *,
@@ -365,9 +431,9 @@ def true_fisher(
 
     Parameters
     ----------
-    net : MLP
+    net : Sequential (or MLP)
     theta : ndarray, shape (P,)
-    X : ndarray, shape (N, D)
+    X : ndarray, shape ``(N, *input_shape)``
 
     Returns
     -------
@@ -385,7 +451,7 @@ def true_fisher(
 
 
 def empirical_fisher(
-    net: MLP,
+    net: Sequential,
     theta: ArrayLike,
     X: ArrayLike,
     y: ArrayLike,
@@ -403,7 +469,7 @@ def empirical_fisher(
 
 
 def mc_fisher(
-    net: MLP,
+    net: Sequential,
     theta: ArrayLike,
     X: ArrayLike,
     n_samples: int = 1,
@@ -436,7 +502,7 @@ def mc_fisher(
 
 
 def ggn(
-    net: MLP,
+    net: Sequential,
     theta: ArrayLike,
     X: ArrayLike,
     y: ArrayLike | None = None,
@@ -458,7 +524,7 @@ def ggn(
 
 
 def hessian(
-    net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike, *, reduction: str = "mean"
+    net: Sequential, theta: ArrayLike, X: ArrayLike, y: ArrayLike, *, reduction: str = "mean"
 ) -> np.ndarray:
     """Hessian of the negative log-likelihood ``c sum_n -log p_theta(y_n | x_n)``, ``(P, P)``.
 
@@ -471,16 +537,15 @@ def hessian(
     y = net.check_targets(y, X.shape[0])
     scale = reduction_scale(reduction, X.shape[0])
     _require_dense(net, "Hessian")
-    lik = net.likelihood
 
     def nll(th: Any) -> Any:
-        return -scale * np.sum(lik.log_prob(net.apply(th, X), y))
+        return -scale * np.sum(net.output_log_prob(net.apply(th, X), y))
 
     return np.asarray(_autograd_hessian(nll)(theta))
 
 
 def square_of_mean_gradient(
-    net: MLP,
+    net: Sequential,
     theta: ArrayLike,
     X: ArrayLike,
     y: ArrayLike,
@@ -498,8 +563,7 @@ def square_of_mean_gradient(
     X = net.check_inputs(X)
     y = net.check_targets(y, X.shape[0])
     scale = reduction_scale(reduction, X.shape[0])
-    lik = net.likelihood
-    g = grad(lambda th: scale * np.sum(lik.log_prob(net.apply(th, X), y)))(theta)
+    g = grad(lambda th: scale * np.sum(net.output_log_prob(net.apply(th, X), y)))(theta)
     if diagonal:
         return g * g
     _require_dense(net, "square of the mean gradient")
@@ -508,7 +572,7 @@ def square_of_mean_gradient(
 
 # --- structured approximations -------------------------------------------------------------
 def fisher_diagonal(
-    net: MLP,
+    net: Sequential,
     theta: ArrayLike,
     X: ArrayLike,
     y: ArrayLike | None = None,
@@ -523,7 +587,9 @@ def fisher_diagonal(
 
     Notes
     -----
-    ``diag(M)[W_l[i, j]] = c sum_n (sum_k B_l[n, k, i]^2) a_l[n, j]^2``: one GEMM per layer.
+    ``diag(M)[W_l[i, j]] = c sum_n (sum_k B_l[n, k, i]^2) a_l[n, j]^2``: one GEMM per layer
+    without weight sharing; with it (``R_l > 1``) ``c sum_{n, k} (sum_r B_l[n, k, r, i]
+    a_l[n, r, j])^2``, the squares of the per-sample, per-seed gradients (formed per chunk).
     """
     check_net(net)
     fisher = as_option(fisher, FisherKind, "fisher")
@@ -531,15 +597,24 @@ def fisher_diagonal(
     scale = reduction_scale(reduction, X.shape[0])
     d = np.zeros(net.num_params)
     for acts, Bs in curvature_factors(net, theta, X, y, fisher, n_samples, rng, chunk_size):
-        for (ws, bs), a, B in zip(net.layer_slices, acts, Bs):
-            B2 = np.einsum("nko,nko->no", B, B)
-            d[ws] += (B2.T @ (a * a)).ravel()
-            d[bs] += B2.sum(axis=0)
+        for layer, (ws, bs), a, B in zip(net.parametric_layers, net.layer_slices, acts, Bs):
+            if B.shape[2] == 1:
+                a1, B1 = a[:, 0], B[:, :, 0]
+                B2 = np.einsum("nko,nko->no", B1, B1)
+                d[ws] += (B2.T @ (a1 * a1)).ravel()
+                if layer.bias:
+                    d[bs] += B2.sum(axis=0)
+                continue
+            G = layer_gradients(layer, a, B)
+            d[ws] += np.einsum("nkoi,nkoi->oi", G, G).ravel()
+            if layer.bias:
+                Bb = B.sum(axis=2)
+                d[bs] += np.einsum("nko,nko->o", Bb, Bb)
     return d * scale
 
 
 def block_diagonal(
-    net: MLP,
+    net: Sequential,
     theta: ArrayLike,
     X: ArrayLike,
     y: ArrayLike | None = None,
@@ -559,7 +634,7 @@ def block_diagonal(
     fisher = as_option(fisher, FisherKind, "fisher")
     X = net.check_inputs(X)
     scale = reduction_scale(reduction, X.shape[0])
-    sizes = [o * i + o for o, i in net.shapes]
+    sizes = [layer.num_params for layer in net.parametric_layers]
     require_memory(
         8 * sum(s * s for s in sizes),
         f"per-layer blocks of sizes {sizes}",
@@ -568,7 +643,11 @@ def block_diagonal(
     blocks = [np.zeros((s, s)) for s in sizes]
     for acts, Bs in curvature_factors(net, theta, X, y, fisher, n_samples, rng, chunk_size):
         for l in range(net.num_layers):
-            _add_block(blocks[l], net, l, l, acts, Bs, 0, 0)
+            if acts[l].shape[1] == 1:
+                _add_block(blocks[l], net, l, l, acts, Bs, 0, 0)
+            else:  # one seed, or weight sharing: the (n K, P_l) rows of the layer
+                U = _layer_factor(net, l, acts[l], Bs[l])
+                blocks[l] += U.T @ U
     for b in blocks:
         b *= scale
     return blocks

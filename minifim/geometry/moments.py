@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .._validation import check_int, check_net
-from ..core.model import MLP
+from ..core.model import Sequential
 from ..core.scores import backprop_seeds, expand_gradients, forward_cache
 from ..memory import require_memory
 from ..options import Bias, as_option
@@ -24,7 +24,7 @@ __all__ = ["MAX_OUTCOMES", "output_outcomes", "mc_error_moments", "mc_kfac_error
 MAX_OUTCOMES = 4096
 
 
-def output_outcomes(net: MLP, theta: Any, X: Any) -> tuple[np.ndarray, np.ndarray]:
+def output_outcomes(net: Sequential, theta: Any, X: Any) -> tuple[np.ndarray, np.ndarray]:
     """The output distribution of every input as weighted outcomes: ``(w, U)``.
 
     ``w: (N, O)`` are weights summing to 1 per input and ``U: (N, O, P)`` the scores
@@ -32,20 +32,24 @@ def output_outcomes(net: MLP, theta: Any, X: Any) -> tuple[np.ndarray, np.ndarra
     ``E_{y ~ p(y | x_n)}[h(s)] = sum_o w[n, o] h(U[n, o])``: the outcomes are those of
     :meth:`minifim.Likelihood.outcomes` (exact for every ``h`` for discrete labels; for
     polynomials of degree <= 9 per output for the Gaussian, enough for the fourth moments of
-    the Fisher estimator used by :func:`mc_error_moments`). At most :data:`MAX_OUTCOMES`
-    outcomes per input (``ValueError`` otherwise).
+    the Fisher estimator used by :func:`mc_error_moments`). With positional outputs ``(N, R,
+    C)`` the outcomes are the ``O^R`` joint labels of the independent positions (weights the
+    products of the positions' weights, scores those of the whole sequence). At most
+    :data:`MAX_OUTCOMES` outcomes per input (``ValueError`` otherwise).
     """
     check_net(net)
     theta = net.check_theta(theta)
     X = net.check_inputs(X)
     lik = net.likelihood
-    N, C = X.shape[0], net.output_dim
-    O = lik.num_outcomes(C)
+    N, C, R = X.shape[0], net.output_dim, net.positions
+    O1 = lik.num_outcomes(C)
+    O = O1**R
     if O > MAX_OUTCOMES:
+        per = f" per position, {R} positions" if net.has_positions else ""
         raise ValueError(
             f"the output distribution has {O} outcomes per input ({lik.name}, "
-            f"C = {C}), over the enumeration limit {MAX_OUTCOMES}; the exact "
-            "Monte-Carlo band needs fewer outputs"
+            f"C = {C}, {O1} outcomes{per}), over the enumeration limit {MAX_OUTCOMES}; the "
+            "exact Monte-Carlo band needs fewer outputs"
         )
     require_memory(
         8 * N * O * net.num_params,
@@ -53,30 +57,40 @@ def output_outcomes(net: MLP, theta: Any, X: Any) -> tuple[np.ndarray, np.ndarra
         "fewer samples or a diagonal candidate",
     )
     w, acts, Bs = _outcome_seeds(net, theta, X)
-    U = expand_gradients(net, acts, Bs)
-    return w, U
+    return w, expand_gradients(net, acts, Bs)
 
 
 def _outcome_seeds(
-    net: MLP, theta: np.ndarray, X: np.ndarray
+    net: Sequential, theta: np.ndarray, X: np.ndarray
 ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
     """``(w, acts, Bs)``: outcome weights ``(N, O)``, the layer inputs and the outcomes'
-    backpropagated seeds ``Bs[l]: (N, O, out_l)`` (the K-FAC ``b`` of every outcome)."""
+    backpropagated seeds (``Bs[l]: (N, O, out_l)`` for a layer without positions: the K-FAC
+    ``b`` of every outcome). ``theta``, ``X`` validated by the caller."""
     lik = net.likelihood
-    N, C = X.shape[0], net.output_dim
-    O = lik.num_outcomes(C)
+    N, C, R = X.shape[0], net.output_dim, net.positions
+    O1 = lik.num_outcomes(C)
+    O = O1**R
     cache = forward_cache(net, theta, X)
-    F = cache.outputs
+    F = net.flat_outputs(cache.outputs)  # (N R, C): one row per position
     w, Y = lik.outcomes(F)
-    # output-space scores g = d log p(y_o | f_n) / d f_n of every outcome, (N, O, C)
-    seeds = lik.grad_log_prob(np.repeat(F, O, axis=0), Y.reshape((N * O,) + Y.shape[2:])).reshape(
-        N, O, C
-    )
+    # output-space scores g = d log p(y_o | f_nr) / d f_nr of every outcome, (N R, O1, C)
+    g = lik.grad_log_prob(np.repeat(F, O1, axis=0), Y.reshape((N * R * O1,) + Y.shape[2:]))
+    g = g.reshape(N * R, O1, C)
+    if net.has_positions:
+        # joint outcomes (o_1, ..., o_R) of independent positions, o_1 slowest: the weight is
+        # the product of the positions' weights, the output score sits at every position
+        idx = np.indices((O1,) * R).reshape(R, -1)  # (R, O)
+        w_r, g_r = w.reshape(N, R, O1), g.reshape(N, R, O1, C)
+        w = np.prod([w_r[:, r, idx[r]] for r in range(R)], axis=0)  # (N, O)
+        seeds = np.stack([g_r[:, r, idx[r]] for r in range(R)], axis=2)  # (N, O, R, C)
+        seeds = seeds.reshape((N, O) + net.output_shape)
+    else:
+        seeds = g
     return w, cache.acts, backprop_seeds(net, cache, seeds)
 
 
 def mc_error_moments(
-    net: MLP, theta: Any, X: Any, n_samples: int, *, diagonal: bool = False
+    net: Sequential, theta: Any, X: Any, n_samples: int, *, diagonal: bool = False
 ) -> tuple[float, float]:
     """Exact mean and variance of ``D = |F_mc - F|_F^2`` for ``k = n_samples`` labels per input.
 
@@ -136,7 +150,7 @@ def _gram_moments(w: np.ndarray, K: np.ndarray, k: int) -> tuple[float, float]:
 
 
 def mc_kfac_error_moments(
-    net: MLP, theta: Any, X: Any, n_samples: int, *, bias: str = "folded"
+    net: Sequential, theta: Any, X: Any, n_samples: int, *, bias: str = "folded"
 ) -> tuple[float, float]:
     """Exact mean and variance of ``D = |K_mc - K|_F^2`` for the dense Monte-Carlo K-FAC.
 
@@ -154,7 +168,7 @@ def mc_kfac_error_moments(
     X = net.check_inputs(X)
     lik = net.likelihood
     N = X.shape[0]
-    O = lik.num_outcomes(net.output_dim)
+    O = lik.num_outcomes(net.output_dim) ** net.positions
     if O > MAX_OUTCOMES:
         raise ValueError(
             f"the output distribution has {O} outcomes per input ({lik.name}), over the "
@@ -165,13 +179,19 @@ def mc_kfac_error_moments(
         f"the outcome Gram matrices (N O)^2 = ({N * O})^2 float64, three of them",
         "fewer samples in the fixture (the band is exact but needs all pairs of outcomes)",
     )
+    from .kronecker import kfac  # the exact factors' A and layer layout (bias=False layers)
+
     w, acts, Bs = _outcome_seeds(net, theta, X)
+    # acts[l]: (N, R_l, in), Bs[l]: (N, O, R_l, out); the band needs R_l = 1 (no sharing)
+    if net.has_positions or any(np.shape(a)[1:-1] not in ((), (1,)) for a in acts):
+        raise ValueError(
+            "net: the exact Monte-Carlo K-FAC band covers layers without weight sharing "
+            "(no positions); compare a weight-shared K-FAC's factors exactly"
+        )
+    true = kfac(net, theta, X, None, "true", bias=bias)
     K = np.zeros((N * O, N * O))
-    for a, B in zip(acts, Bs):
-        if bias == "folded":
-            a = np.concatenate([a, np.ones((N, 1))], axis=1)
-        A = a.T @ a / N
-        c = float(np.vdot(A, A)) + (1.0 if bias == "separate" else 0.0)
-        flat = B.reshape(N * O, -1)
+    for A, layer, B in zip(true.A, true.layers, Bs):
+        c = float(np.vdot(A, A)) + (1.0 if layer.separate_bias else 0.0)
+        flat = B.reshape(N * O, B.shape[-1])
         K += c * (flat @ flat.T) ** 2
     return _gram_moments(w, K, k)

@@ -11,6 +11,7 @@ is never formed, so scipy's ``eigsh``, ``cg``, ``minres`` work on networks of an
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,16 +27,18 @@ from ..options import FisherKind, as_option
 from .curvature import output_seeds
 
 if TYPE_CHECKING:
-    from ..core.model import MLP
+    from ..core.model import Sequential
 
 __all__ = ["fisher_operator", "ggn_operator", "hessian_operator"]
 
 
-def _require_operator_memory(net: MLP, N: int, fisher: str, n_samples: int) -> None:
+def _require_operator_memory(net: Sequential, N: int, fisher: str, n_samples: int) -> None:
     """Guard the largest array a :func:`fisher_operator` builds: the stored
-    ``E^T E: (N, C, C)`` (or the seeds ``E: (N, K, C)`` when ``K > C``)."""
-    C = net.output_dim
-    K = C if fisher in ("true", "ggn") else (n_samples if fisher == "mc" else 1)
+    ``E^T E: (N, C, C)`` (or the seeds ``E: (N, K, C)`` when ``K > C``); with positional
+    outputs ``C`` counts every output, ``R C``."""
+    C = math.prod(net.output_shape)
+    R = net.positions
+    K = R * net.output_dim if fisher in ("true", "ggn") else (n_samples if fisher == "mc" else 1)
     require_memory(
         8 * N * C * max(C, K),
         f"{fisher!r} operator: output-space Fisher E^T E (N, C, C) = ({N}, {C}, {C}) "
@@ -47,7 +50,7 @@ def _require_operator_memory(net: MLP, N: int, fisher: str, n_samples: int) -> N
 
 
 def fisher_operator(
-    net: MLP,
+    net: Sequential,
     theta: ArrayLike,
     X: ArrayLike,
     y: ArrayLike | None = None,
@@ -61,9 +64,9 @@ def fisher_operator(
 
     Parameters
     ----------
-    net : MLP
+    net : Sequential (or MLP)
     theta : ndarray, shape (P,)
-    X : ndarray, shape (N, D)
+    X : ndarray, shape ``(N, *input_shape)``
     y : targets, needed for ``fisher="empirical"``
     fisher : {"true", "empirical", "mc", "argmax", "ggn"}
     n_samples, rng : Monte-Carlo labels (``fisher="mc"``), drawn once at construction
@@ -89,14 +92,17 @@ def fisher_operator(
     scale = reduction_scale(reduction, N)
     _require_operator_memory(net, N, fisher, n_samples)
     cache = forward_cache(net, theta, X)
-    E = output_seeds(net, cache.outputs, fisher, y, y_samples)  # (N, K, C)
-    M_out = np.einsum("nkc,nkd->ncd", E, E)  # (N, C, C)
+    E = output_seeds(net, cache.outputs, fisher, y, y_samples)  # (N, K, *output_shape)
+    E = E.reshape(E.shape[:2] + (-1,))  # (N, K, Q), Q = prod(output_shape)
+    M_out = np.einsum("nkc,nkd->ncd", E, E)  # (N, Q, Q)
     del E
+    Q = M_out.shape[1]
 
     def matmat(V: ArrayLike) -> np.ndarray:
         V = np.asarray(V, dtype=np.float64).reshape(P, -1)
-        JV = jvp_cached(net, cache, V)  # (N, C, m)
-        return scale * vjp_cached(net, cache, np.matmul(M_out, JV))
+        JV = jvp_cached(net, cache, V)  # (N, *output_shape, m)
+        MJV = np.matmul(M_out, JV.reshape(N, Q, -1))
+        return scale * vjp_cached(net, cache, MJV.reshape(JV.shape))
 
     return LinearOperator(
         (P, P),
@@ -109,14 +115,14 @@ def fisher_operator(
 
 
 def ggn_operator(
-    net: MLP, theta: ArrayLike, X: ArrayLike, *, reduction: str = "mean"
+    net: Sequential, theta: ArrayLike, X: ArrayLike, *, reduction: str = "mean"
 ) -> LinearOperator:
     """GGN-vector products ``c sum_n J_n^T H_n J_n v`` (see :func:`fisher_operator`)."""
     return fisher_operator(net, theta, X, None, "ggn", reduction=reduction)
 
 
 def hessian_operator(
-    net: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike, *, reduction: str = "mean"
+    net: Sequential, theta: ArrayLike, X: ArrayLike, y: ArrayLike, *, reduction: str = "mean"
 ) -> LinearOperator:
     """Hessian-vector products of the NLL ``c sum_n -log p(y_n | x_n)``, ``(P, P)`` operator.
 
@@ -128,10 +134,10 @@ def hessian_operator(
     X = net.check_inputs(X)
     y = net.check_targets(y, X.shape[0])
     scale = reduction_scale(reduction, X.shape[0])
-    lik, P = net.likelihood, net.num_params
+    P = net.num_params
 
     def nll(th: Any) -> Any:
-        return -scale * np.sum(lik.log_prob(net.apply(th, X), y))
+        return -scale * np.sum(net.output_log_prob(net.apply(th, X), y))
 
     hvp = grad(lambda th, v: np.dot(grad(nll)(th), v))
 

@@ -23,10 +23,12 @@ Routes (``method``)
                Lanczos (needs ``k``); see :func:`curvature_spectrum`
 =============  ============================================================  =================
 
-The Gram route never forms ``U`` nor ``P x P``. With ``acts[l]: (N, in_l)`` and
-``Bs[l]: (N, K, out_l)`` held by :class:`minifim.geometry.gram.SeedFactors`,
+The Gram route never forms ``U`` nor ``P x P``. With ``acts[l]: (N, R_l, in_l)`` and
+``Bs[l]: (N, K, R_l, out_l)`` held by :class:`minifim.geometry.gram.SeedFactors`, for a plain
+dense layer (``R_l = 1``)
 ``G[(i, k), (j, k')] = c sum_l (Bs[l][i, k] . Bs[l][j, k']) (acts[l][i] . acts[l][j] + 1)``
-(the ``+ 1`` is the bias), ``O((N K)^2 sum_l out_l + N^2 sum_l in_l)`` work. ``M`` and ``G``
+(the ``+ 1`` is the bias), ``O((N K)^2 sum_l out_l + N^2 sum_l in_l)`` work; a weight-sharing
+layer contributes ``U_l U_l^T`` of its ``(N K, P_l)`` gradient rows. ``M`` and ``G``
 share their non-zero eigenvalues; the other ``P - N K`` eigenvalues of ``M`` are exactly zero,
 so the Gram route returns ``min(N K, P)`` values and the statistics below count the missing
 ones as zeros when given ``num_params=P``. Eigenvectors map back as ``v = U^T w sqrt(c / mu)``
@@ -50,7 +52,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 if TYPE_CHECKING:
-    from ..core.model import MLP
+    from ..core.model import Sequential
 import scipy.linalg
 from scipy.sparse.linalg import ArpackNoConvergence, eigsh
 
@@ -153,9 +155,9 @@ class SpectrumInfo:
 
 
 # --- helpers -------------------------------------------------------------------------------
-def _num_seeds(net: MLP, fisher: str, n_samples: int) -> int:
+def _num_seeds(net: Sequential, fisher: str, n_samples: int) -> int:
     if fisher in ("true", "ggn"):
-        return net.output_dim
+        return net.positions * net.output_dim
     if fisher == "mc":
         return check_int(n_samples, "n_samples", 1)
     return 1
@@ -180,7 +182,9 @@ def _dense_bytes(P: int, vectors: bool) -> int:
     return 8 * P * P * (4 if vectors else 2)
 
 
-def _choose(net: MLP, fisher: Any, N: int, K: Any, k: Any, vectors: Any, P: int) -> tuple[Any, ...]:
+def _choose(
+    net: Sequential, fisher: Any, N: int, K: Any, k: Any, vectors: Any, P: int
+) -> tuple[Any, ...]:
     """``(method, reason)`` of the auto policy (see :func:`curvature_spectrum`)."""
     budget = memory_budget()
     rows = None if fisher == "hessian" else N * K
@@ -249,7 +253,7 @@ def _eigh_top(M: np.ndarray, k: int | None, vectors: bool) -> tuple[Any, ...]:
 
 
 def _gram_route(
-    net: MLP,
+    net: Sequential,
     theta: Any,
     X: Any,
     y: Any,
@@ -264,7 +268,11 @@ def _gram_route(
     N, P = X.shape[0], net.num_params
     scale = reduction_scale(reduction, N)
     rows = N * _num_seeds(net, fisher, n_samples)
-    widths = sum(o + i for o, i in net.shapes)
+    widths = sum(
+        layer.positions * (o + i) for layer, (o, i) in zip(net.parametric_layers, net.shapes)
+    )
+    if net.weight_sharing:  # the (N K, P_l) rows of the widest weight-sharing layer
+        widths += max(layer.num_params for layer in net.parametric_layers)
     require_memory(
         _gram_bytes(rows, vectors) + 8 * rows * widths,
         f"Gram matrix (N*K, N*K) = ({rows}, {rows}) float64, its eigh and the "
@@ -295,7 +303,7 @@ def _gram_route(
 
 
 def _lanczos_route(
-    net: MLP,
+    net: Sequential,
     theta: Any,
     X: Any,
     y: Any,
@@ -334,7 +342,7 @@ def _lanczos_route(
 # --- spectra -------------------------------------------------------------------------------
 @deprecated_keywords(curvature="fisher")
 def curvature_spectrum(
-    net: MLP,
+    net: Sequential,
     theta: ArrayLike,
     X: ArrayLike,
     y: ArrayLike | None = None,
@@ -355,9 +363,9 @@ def curvature_spectrum(
 
     Parameters
     ----------
-    net : MLP
+    net : Sequential (or MLP)
     theta : ndarray, shape (P,)
-    X : ndarray, shape (N, D)
+    X : ndarray, shape ``(N, *input_shape)``
     y : targets, needed for ``fisher="empirical"`` and ``"hessian"``
     fisher : {"true", "empirical", "mc", "argmax", "ggn", "hessian"}
         The curvature kind (:class:`minifim.options.Curvature`; ``"type-2"`` is ``"true"``).
@@ -500,7 +508,7 @@ def curvature_spectrum(
 
 
 def fisher_spectrum(
-    net: MLP,
+    net: Sequential,
     theta: ArrayLike,
     X: ArrayLike,
     method: str = "auto",
@@ -540,7 +548,7 @@ def fisher_spectrum(
 # --- statistics of (net, theta, X) ---------------------------------------------------------
 @deprecated_keywords(curvature="fisher")
 def fisher_rao_norm(
-    net: MLP,
+    net: Sequential,
     theta: ArrayLike,
     X: ArrayLike,
     y: ArrayLike | None = None,
@@ -556,10 +564,10 @@ def fisher_rao_norm(
 
     Parameters
     ----------
-    net : MLP
+    net : Sequential (or MLP)
     theta : ndarray, shape (P,)
         Where the curvature is evaluated.
-    X : ndarray, shape (N, D)
+    X : ndarray, shape ``(N, *input_shape)``
     y : targets (``fisher="empirical"`` or ``"hessian"``)
     fisher : {"true", "empirical", "mc", "argmax", "ggn", "hessian"}
         The curvature kind (was ``curvature=``, deprecated).
@@ -593,9 +601,11 @@ def fisher_rao_norm(
         theta, X, y, y_samples = prepare_inputs(net, theta, X, y, fisher, n_samples, rng)
         scale = reduction_scale(reduction, X.shape[0])
         cache = forward_cache(net, theta, X)
-        E = output_seeds(net, cache.outputs, fisher, y, y_samples)  # (N, K, C)
-        Jv = jvp_cached(net, cache, v[:, None])[:, :, 0]  # (N, C)
-        q = float(scale * np.sum(np.einsum("nkc,nc->nk", E, Jv) ** 2))
+        E = output_seeds(net, cache.outputs, fisher, y, y_samples)  # (N, K, *output_shape)
+        Jv = jvp_cached(net, cache, v[:, None])[..., 0]  # (N, *output_shape)
+        N = Jv.shape[0]
+        E2, Jv2 = E.reshape(N, E.shape[1], -1), Jv.reshape(N, -1)
+        q = float(scale * np.sum(np.einsum("nkc,nc->nk", E2, Jv2) ** 2))
     if squared:
         return q
     if q < 0:
@@ -608,7 +618,7 @@ def fisher_rao_norm(
 
 @deprecated_keywords(curvature="fisher")
 def curvature_statistics(
-    net: MLP,
+    net: Sequential,
     theta: ArrayLike,
     X: ArrayLike,
     y: ArrayLike | None = None,

@@ -47,6 +47,7 @@ cheaper route. :func:`curvature` builds the structure of a curvature kind for a 
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
@@ -60,7 +61,7 @@ from ..memory import require_memory
 from ..options import Bias, as_option
 from ..options import Structure as StructureOption
 from .curvature import block_diagonal, curvature_matrix, fisher_diagonal
-from .kronecker import KFACFactors, kfac
+from .kronecker import KFACFactors, KFACLayer, kfac
 
 __all__ = [
     "Structure",
@@ -775,14 +776,16 @@ class KFAC(Structure):
             )
         first = terms[0][1]
         for k, (_, F) in enumerate(terms[1:], 1):
-            if tuple(F.shapes) != tuple(first.shapes) or F.bias != first.bias:
+            if F.layers != first.layers:
                 raise ValueError(
-                    f"factors[{k}]: expected layer shapes {tuple(first.shapes)} "
-                    f"and bias={first.bias!r} like factors[0], received "
-                    f"{tuple(F.shapes)} and bias={F.bias!r}"
+                    f"factors[{k}]: expected layer shapes {tuple(first.shapes)}, "
+                    f"bias={str(first.bias)!r} and has_bias={first.has_bias} like "
+                    f"factors[0], received {tuple(F.shapes)}, bias={str(F.bias)!r} and "
+                    f"has_bias={F.has_bias}"
                 )
         self.terms: tuple[tuple[float, KFACFactors], ...] = tuple(terms)
         self.shapes, self.bias = tuple(first.shapes), first.bias
+        self.layout: tuple[KFACLayer, ...] = first.layers
         super().__init__(first.num_params)
         self._eig: list[KroneckerEigh] | None = None
         self._block: BlockDiagonal | None = None
@@ -806,7 +809,7 @@ class KFAC(Structure):
         c, F = self.terms[0]
         if c == 1.0:
             return F
-        return KFACFactors(F.A, tuple(c * G for G in F.G), F.bias, F.shapes)
+        return dataclasses.replace(F, G=tuple(c * G for G in F.G))
 
     def _matmat(self, V: np.ndarray) -> np.ndarray:
         out = np.zeros_like(V, dtype=np.float64)
@@ -839,7 +842,7 @@ class KFAC(Structure):
         """The dense layer blocks ``sum_k c_k G_{k,l} kron A_{k,l}`` (exact; cached,
         memory-guarded ``8 sum_l P_l^2``)."""
         if self._block is None:
-            sizes = [o * i + o for o, i in self.shapes]
+            sizes = [lay.stop - lay.start for lay in self.layout]
             require_memory(
                 8 * sum(s * s for s in sizes),
                 f"dense K-FAC layer blocks of sizes {sizes} float64",
@@ -878,22 +881,19 @@ class KFAC(Structure):
     def _sum_route(self) -> BlockDiagonal | None:
         return self.to_block() if len(self.terms) != 1 else None
 
-    def _layers(self) -> Iterator[tuple[int, int, int, int, int, KroneckerEigh]]:
-        """``(o, i, start, bias_start, stop, KroneckerEigh)`` per layer."""
-        off = 0
-        for (o, i), e in zip(self.shapes, self.eigh()):
-            yield o, i, off, off + o * i, off + o * i + o, e
-            off += o * i + o
+    def _layers(self) -> Iterator[tuple[KFACLayer, KroneckerEigh]]:
+        """``(KFACLayer, KroneckerEigh)`` per layer."""
+        yield from zip(self.layout, self.eigh())
 
     def _raw_eigenvalues(self) -> np.ndarray:
         block = self._sum_route()
         if block is not None:
             return block._raw_eigenvalues()
         ws = []
-        for *_, e in self._layers():
+        for lay, e in self._layers():
             g, a = np.clip(e.g, 0.0, None), np.clip(e.a, 0.0, None)
             ws.append(np.outer(g, a).ravel())
-            if self.bias == "separate":
+            if lay.separate_bias:
                 ws.append(g)
         return np.concatenate(ws)
 
@@ -901,12 +901,14 @@ class KFAC(Structure):
         """``Q^T X`` (``forward``) or ``Q X`` for ``X: (P, m)``, per layer ``U kron V``."""
         out = np.empty_like(X, dtype=np.float64)
         m = X.shape[1]
-        for o, i, off, w_end, stop, e in self._layers():
+        for lay, e in self._layers():
+            o, i, off, w_end, stop = lay.out_dim, lay.in_dim, lay.start, lay.bias_start, lay.stop
             L, R = (e.U.T, e.V) if forward else (e.U, e.V.T)
-            if self.bias == "separate":
+            if not lay.folded:
                 W = X[off:w_end].T.reshape(m, o, i)
                 out[off:w_end] = (L @ W @ R).reshape(m, o * i).T
-                out[w_end:stop] = L @ X[w_end:stop]
+                if lay.has_bias:
+                    out[w_end:stop] = L @ X[w_end:stop]
             elif forward:  # flat [W, b] -> homogeneous (o, i + 1) -> eigen coordinates
                 T = np.concatenate(
                     [X[off:w_end].T.reshape(m, o, i), X[w_end:stop].T[:, :, None]], axis=2
@@ -931,11 +933,13 @@ class KFAC(Structure):
         if block is not None:
             return block._spectral_diagonal(s)
         out = np.empty(self.num_params)
-        for o, i, off, w_end, stop, e in self._layers():
+        for lay, e in self._layers():
+            o, i, off, w_end, stop = lay.out_dim, lay.in_dim, lay.start, lay.bias_start, lay.stop
             U2, V2 = e.U * e.U, e.V * e.V
-            if self.bias == "separate":
+            if not lay.folded:
                 out[off:w_end] = (U2 @ s[off:w_end].reshape(o, i) @ V2.T).ravel()
-                out[w_end:stop] = U2 @ s[w_end:stop]
+                if lay.has_bias:
+                    out[w_end:stop] = U2 @ s[w_end:stop]
             else:
                 T = U2 @ s[off:stop].reshape(o, i + 1) @ V2.T
                 out[off:w_end] = T[:, :i].ravel()
@@ -947,7 +951,8 @@ class KFAC(Structure):
         if block is not None:
             return block._spectral_dense(s)
         M = np.zeros(self.shape)
-        for _, _, off, _, stop, _ in self._layers():
+        for lay, _ in self._layers():
+            off, stop = lay.start, lay.stop
             # the layer's flat-ordered eigenvectors Q_l = Q e_j over the layer's coordinates
             E = np.zeros((self.num_params, stop - off))
             E[off:stop] = np.eye(stop - off)
@@ -981,7 +986,7 @@ class KFAC(Structure):
 
     def _sum(self, other: Structure) -> KFAC | None:
         assert isinstance(other, KFAC)
-        if other.shapes != self.shapes or other.bias != self.bias:
+        if other.layout != self.layout:
             return None
         return KFAC(list(self.terms) + list(other.terms))
 

@@ -77,7 +77,7 @@ from .._validation import (
     check_nonnegative,
     describe,
 )
-from ..core.model import MLP
+from ..core.model import Sequential
 from ..core.objective import gradient
 from ..geometry.structures import KFAC, STRUCTURE_CLASSES, BlockDiagonal, check_representation
 from ..geometry.structures import Structure as CurvatureStructure
@@ -154,7 +154,7 @@ class Quadratic:
 
 # --- curvature of one task -----------------------------------------------------------------
 def _mean_gradients(
-    net: MLP, theta: np.ndarray, X: np.ndarray, y: np.ndarray, batch_size: int | None
+    net: Sequential, theta: np.ndarray, X: np.ndarray, y: np.ndarray, batch_size: int | None
 ) -> np.ndarray:
     """Rows: gradients of the batch-MEAN loss on consecutive mini-batches, ``(n_batches, P)``."""
     N = X.shape[0]
@@ -164,11 +164,11 @@ def _mean_gradients(
     )
 
 
-def _block_sizes(net: MLP) -> list[int]:
-    return [o * i + o for o, i in net.shapes]
+def _block_sizes(net: Sequential) -> list[int]:
+    return [s.stop - s.start for s in net.layer_param_slices()]
 
 
-def _require(structure: str, net: MLP) -> None:
+def _require(structure: str, net: Sequential) -> None:
     """Memory guard for the dense representations, naming the cheaper structure."""
     P = net.num_params
     dense = {
@@ -254,7 +254,7 @@ def _check_options(
 
 @deprecated_keywords(curvature="structure")
 def task_curvature(
-    net: MLP,
+    net: Sequential,
     theta: ArrayLike,
     X: ArrayLike,
     y: ArrayLike | None = None,
@@ -270,7 +270,7 @@ def task_curvature(
 
     Parameters
     ----------
-    net : MLP
+    net : Sequential (or MLP)
     theta : ndarray, shape (P,)
     X : ndarray, shape (N, D)
     y : targets, optional
@@ -334,7 +334,7 @@ def task_curvature(
     ).data
 
 
-def _check_representation(kind: str, M: Any, net: MLP, name: str) -> Any:
+def _check_representation(kind: str, M: Any, net: Sequential, name: str) -> Any:
     """Validate a record of ``kind`` for ``net``: its size, block sizes or layer shapes."""
     M = check_representation(kind, M, name, net.num_params)[0]
     S = _structure(kind, M, copy=False)
@@ -598,7 +598,7 @@ class EWC:
 
     Parameters
     ----------
-    net : MLP
+    net : Sequential (or MLP)
     structure : {"diag", "block", "kfac", "full"}
         The structure of each task's curvature (module docstring); ``curvature=`` is its
         deprecated former name (``DeprecationWarning``).
@@ -644,7 +644,7 @@ class EWC:
     @deprecated_keywords(curvature="structure")
     def __init__(
         self,
-        net: MLP,
+        net: Sequential,
         structure: str | Structure = "diag",
         fisher: str = "true",
         mode: str = "separate",

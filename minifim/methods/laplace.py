@@ -46,7 +46,7 @@ import copy
 import math
 import warnings
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -61,7 +61,7 @@ from .._validation import (
     check_positive,
 )
 from ..core.likelihoods import Gaussian
-from ..core.model import MLP
+from ..core.model import Sequential
 from ..core.objective import loss_and_gradient
 from ..core.scores import output_jacobians
 from ..geometry.kronecker import KFACFactors
@@ -107,7 +107,7 @@ class Laplace:
 
     Parameters
     ----------
-    net : MLP
+    net : Sequential (or MLP)
     theta_map : ndarray, shape (P,)
         The MAP estimate under the prior ``N(0, alpha^{-1} I)`` (e.g. from :func:`minifim.fit_map`).
     X : ndarray, shape (N, D)
@@ -160,7 +160,7 @@ class Laplace:
     @deprecated_keywords(curvature="structure")
     def __init__(
         self,
-        net: MLP,
+        net: Sequential,
         theta_map: ArrayLike,
         X: ArrayLike,
         y: ArrayLike,
@@ -450,25 +450,28 @@ class Laplace:
         self, X: np.ndarray, per_sample: int
     ) -> Iterator[tuple[slice, np.ndarray]]:
         """Yield ``(slice, Z)`` over chunks of the test inputs, ``Z = diag((w + alpha)^{-1/2})
-        Q^T J*^T: (P, m, C)``; chunks sized so that the Jacobians, ``Z`` and the
-        caller's ``per_sample`` bytes fit ``min(64 MiB, budget / 2)`` (memory-guarded)."""
+        Q^T J*^T: (P, m R, C)`` (``R`` output positions per input, 1 without positions; the
+        slice counts the ``(input, position)`` rows); chunks sized so that the Jacobians,
+        ``Z`` and the caller's ``per_sample`` bytes fit ``min(64 MiB, budget / 2)``
+        (memory-guarded)."""
         M, C, P = X.shape[0], self.net.output_dim, self.num_params
+        R = self.net.positions
         root = 1.0 / np.sqrt(self.precision_eigenvalues())
-        sample = 8 * 3 * C * P + per_sample  # J, Q^T J^T and its scaled copy, + the caller's
+        sample = R * (8 * 3 * C * P + per_sample)  # J, Q^T J^T, its scaled copy, the caller's
         require_memory(
             sample,
             f"the linearised predictive of one test input: output "
-            f"Jacobian (C, P) = ({C}, {P}) and its eigen-coordinates, 3 x float64",
+            f"Jacobian (R C, P) = ({R * C}, {P}) and its eigen-coordinates, 3 x float64",
             "Laplace.predictive(pred_type='nn') (parameter draws, O(P) per draw)",
         )
         step = max(1, min(_CHUNK_BYTES, memory_budget() // 2) // sample)
         for start in range(0, M, step):
             sl = slice(start, min(M, start + step))
-            J = output_jacobians(self.net, self._theta, X[sl])  # (m, C, P)
+            J = output_jacobians(self.net, self._theta, X[sl])  # (m, *pos, C, P)
             Z = self.curvature.to_eigenbasis(J.reshape(-1, P).T)
             del J
             Z *= root[:, None]
-            yield sl, Z.reshape(P, -1, C)
+            yield slice(sl.start * R, sl.stop * R), Z.reshape(P, -1, C)
 
     def functional_posterior(self, X: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """Linearised (GLM) output distribution ``f* ~ N(f(x*, theta*), J* A^{-1} J*^T)``.
@@ -480,9 +483,11 @@ class Laplace:
         Returns
         -------
         mean : ndarray, shape (M, C)
+            ``(M, *pos, C)`` for positional outputs.
         covariance : ndarray, shape (M, C, C)
             Memory-guarded (``8 M C^2`` bytes); :meth:`functional_variance` gives the
-            diagonals only.
+            diagonals only. ``(M, *pos, C, C)`` for positional outputs: the covariance of each
+            position's outputs (the cross-position covariances are not formed).
 
         Notes
         -----
@@ -491,10 +496,10 @@ class Laplace:
         construction.
         """
         X = self.net.check_inputs(X)
-        M, C = X.shape[0], self.net.output_dim
+        M, C = X.shape[0] * self.net.positions, self.net.output_dim
         require_memory(
             8 * M * C * C,
-            f"functional posterior covariances (M, C, C) = ({M}, {C}, {C}) float64",
+            f"functional posterior covariances (M R, C, C) = ({M}, {C}, {C}) float64",
             "Laplace.functional_variance(X) (the (M, C) "
             "variances; what the probit predictive uses), or fewer test inputs "
             "per call",
@@ -503,7 +508,7 @@ class Laplace:
         cov = np.empty((M, C, C))
         for sl, Z in self._jacobian_chunks(X, 8 * C * C):
             cov[sl] = np.einsum("pmc,pmd->mcd", Z, Z)
-        return mean, cov
+        return mean, cov.reshape(mean.shape + (C,))
 
     def functional_variance(self, X: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """Mean and marginal variances of the linearised outputs, never forming ``(M, C, C)``.
@@ -517,10 +522,10 @@ class Laplace:
         """
         X = self.net.check_inputs(X)
         mean = np.asarray(self.net.forward(self._theta, X))
-        var = np.empty_like(mean)
+        var = np.empty((mean.size // self.net.output_dim, self.net.output_dim))
         for sl, Z in self._jacobian_chunks(X, 0):
             var[sl] = np.einsum("pmc,pmc->mc", Z, Z)
-        return mean, var
+        return mean, var.reshape(mean.shape)
 
     @deprecated_keywords(method="pred_type", n_samples="n_draws")
     def predictive(
@@ -581,7 +586,6 @@ class Laplace:
         X = self.net.check_inputs(X)
         lik = self.net.likelihood
         regression = isinstance(lik, Gaussian)
-        noise = lik.sigma**2 if isinstance(lik, Gaussian) else 0.0  # the observation variance
         needs_rng = pred_type == "nn" or (link_approx == "mc" and not regression)
         if needs_rng:
             n_draws = check_int(n_draws, "n_draws", 1)
@@ -592,7 +596,23 @@ class Laplace:
                     "numpy.random.Generator or a seed, received None"
                 )
         gen = as_generator(rng) if needs_rng else None
-        M, C = X.shape[0], self.net.output_dim
+        if self.net.has_positions:  # every (input, position) is one prediction of C outputs
+            out = self._predictive_flat(X, pred_type, link_approx, n_draws, gen)
+            shape = (X.shape[0],) + self.net.output_shape
+            if isinstance(out, tuple):
+                return out[0].reshape(shape), out[1].reshape(shape + (shape[-1],))
+            return out.reshape(shape)
+        return self._predictive_flat(X, pred_type, link_approx, n_draws, gen)
+
+    def _predictive_flat(
+        self, X: np.ndarray, pred_type: Any, link_approx: Any, n_draws: int, gen: Any
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """:meth:`predictive` with the outputs as ``(M R, C)`` rows (validated arguments)."""
+        lik = self.net.likelihood
+        regression = isinstance(lik, Gaussian)
+        noise = lik.sigma**2 if isinstance(lik, Gaussian) else 0.0
+        flat = self.net.flat_outputs
+        M, C = X.shape[0] * self.net.positions, self.net.output_dim
         if pred_type == "nn":
             # one parameter draw at a time: running sums, never (n_draws, M, C)
             require_memory(
@@ -603,9 +623,9 @@ class Laplace:
             )
             assert gen is not None
             thetas = self.sample(n_draws, gen)
-            fs = (np.asarray(self.net.forward(t, X)) for t in thetas)
+            fs = (np.asarray(flat(self.net.forward(t, X))) for t in thetas)
             if regression:
-                ref = np.asarray(self.net.forward(self._theta, X))  # shift: stable moments
+                ref = np.asarray(flat(self.net.forward(self._theta, X)))  # shift: stable moments
                 total, outer = np.zeros((M, C)), np.zeros((M, C, C))
                 for f in fs:
                     d = f - ref
@@ -620,10 +640,10 @@ class Laplace:
             return total / n_draws
         if regression:
             mean, cov = self.functional_posterior(X)
-            return mean, cov + noise * np.eye(C)[None]
+            return flat(mean), cov.reshape(M, C, C) + noise * np.eye(C)[None]
         if link_approx == "probit":
             mean, var = self.functional_variance(X)
-            return lik.mean(mean / np.sqrt(1.0 + math.pi / 8.0 * var))
+            return lik.mean(flat(mean / np.sqrt(1.0 + math.pi / 8.0 * var)))
         require_memory(
             8 * M * C * (4 * C + 3 * n_draws),
             f"GLM predictive with "
@@ -633,6 +653,7 @@ class Laplace:
             "or fewer test inputs per call",
         )
         mean, cov = self.functional_posterior(X)
+        mean, cov = flat(mean), cov.reshape(M, C, C)
         w, Qc = np.linalg.eigh(cov)
         # the symmetric square root R = Q diag(sqrt w) Q^T (R^T R = cov): unique, so the draws
         # do not depend on the eigenvectors' signs (BLAS kernel / thread count)

@@ -108,7 +108,7 @@ def _check_data(net: Any, data: Any, M: int) -> list[tuple]:
 
 
 def _check_block_list(net: Any, F: Any, name: str) -> list[np.ndarray]:
-    sizes = [o * i + o for o, i in net.shapes]
+    sizes = [s.stop - s.start for s in net.layer_param_slices()]
     blocks = _as_list(F, name)
     if len(blocks) != len(sizes):
         raise ValueError(
@@ -219,7 +219,7 @@ def fisher_merge(
 
     Parameters
     ----------
-    net : MLP
+    net : Sequential (or MLP)
         The common architecture.
     thetas : sequence of M ndarrays, shape (P,), or ndarray, shape (M, P)
     fishers : sequence of M curvatures, optional

@@ -92,7 +92,7 @@ from ..options import (
 from ._legacy import split_curvature
 
 if TYPE_CHECKING:
-    from ..core.model import MLP
+    from ..core.model import Sequential
 
 __all__ = ["natural_gradient", "FISHERS", "METHODS"]
 
@@ -109,7 +109,7 @@ _GMRES_RESTART = 100  # Krylov basis size of GMRES for the Hessian (memory 100 P
 
 def _num_seeds(net: Any, curvature: str, n_samples: int) -> int:
     if curvature in ("true", "ggn"):
-        return net.output_dim
+        return net.positions * net.output_dim
     return n_samples if curvature == "mc" else 1
 
 
@@ -177,7 +177,11 @@ def _woodbury(
     N, P = X.shape[0], net.num_params
     K = _num_seeds(net, curvature, n_samples)
     NK = N * K
-    widths = sum(o + i for o, i in net.shapes)
+    widths = sum(
+        layer.positions * (o + i) for layer, (o, i) in zip(net.parametric_layers, net.shapes)
+    )
+    if net.weight_sharing:  # the (N K, P_l) gradient rows of a weight-sharing layer's Gram
+        widths += max(layer.num_params for layer in net.parametric_layers)
     require_memory(
         3 * 8 * NK * NK + 8 * NK * widths,
         f"Woodbury Gram matrix (N K, N K) = ({NK}, {NK}) float64 and the factors",
@@ -391,7 +395,7 @@ def _check_route(
 @split_curvature(position=5)
 @deprecated_keywords(kfac_bias="bias", kfac_solve="damping_type")
 def natural_gradient(
-    net: MLP,
+    net: Sequential,
     theta: ArrayLike,
     X: ArrayLike,
     y: ArrayLike,
@@ -415,7 +419,7 @@ def natural_gradient(
 
     Parameters
     ----------
-    net : MLP
+    net : Sequential (or MLP)
     theta : ndarray, shape (P,)
     X : ndarray, shape (N, D)
     y : targets of the likelihood (``(N,)`` labels or ``(N, C)``); the gradient's labels

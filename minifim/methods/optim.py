@@ -117,7 +117,7 @@ class Batch(NamedTuple):
 
     Attributes
     ----------
-    net : MLP
+    net : Sequential (or MLP)
     X : ndarray, shape (B, D)
         The batch's inputs.
     y : targets of the batch (``(B,)`` labels or ``(B, C)``)
@@ -497,7 +497,7 @@ def kfac(
 
     Parameters
     ----------
-    net : MLP
+    net : Sequential (or MLP)
         The model; it sizes the Kronecker factors in the state (so that ``init`` returns every
         entry with its final shape, and a run can be stored step by step).
     lr : float or callable ``step -> float``
@@ -582,13 +582,17 @@ def kfac(
         raise ValueError(f"lm_omega: expected a number in (0, 1), received {omega!r}")
     if not hasattr(net, "shapes") or not hasattr(net, "layer_slices"):
         raise TypeError(f"net: expected a minifim.MLP, received {type(net).__name__}")
-    extra = 1 if bias == "folded" else 0
     shapes = tuple(net.shapes)
-    keys = (
+    # layers without a bias (bias=False in a Sequential) have no homogeneous coordinate and no
+    # separate bias block
+    has_bias = tuple(bool(layer.bias) for layer in net.parametric_layers)
+    extras = [1 if bias == "folded" and hb else 0 for hb in has_bias]
+    layer_keys = [
         ("QA", "eA", "QG", "eG")
         if solve == "eigen"
-        else ("Ainv", "Ginv", "pi") + (("Gbinv",) if bias == "separate" else ())
-    )
+        else ("Ainv", "Ginv", "pi") + (("Gbinv",) if bias == "separate" and hb else ())
+        for hb in has_bias
+    ]
 
     def init(theta: ArrayLike) -> State:
         theta = net.check_theta(_init_params(theta))
@@ -599,7 +603,7 @@ def kfac(
             "rho": np.asarray(np.nan),
         }
         for l, (o, i) in enumerate(net.shapes):
-            ia = i + extra
+            ia = i + extras[l]
             state[f"A{l}"] = np.zeros((ia, ia))
             state[f"G{l}"] = np.zeros((o, o))
             if solve == "eigen":
@@ -619,7 +623,7 @@ def kfac(
                         f"pi{l}": np.asarray(1.0),
                     }
                 )
-                if bias == "separate":
+                if "Gbinv" in layer_keys[l]:
                     state[f"Gbinv{l}"] = np.zeros((o, o))
         return state
 
@@ -642,14 +646,23 @@ def kfac(
         L = range(net.num_layers)
         if step % inverse_period == 0:
             averaged = KFACFactors(
-                tuple(new[f"A{l}"] for l in L), tuple(new[f"G{l}"] for l in L), bias, shapes
+                tuple(new[f"A{l}"] for l in L),
+                tuple(new[f"G{l}"] for l in L),
+                bias,
+                shapes,
+                has_bias=has_bias,
             )
             inverse = _kfac_checked(lambda: averaged.inverse(lam, solve))
             for l, layer in enumerate(inverse.layers):
                 new.update({f"{k}{l}": v for k, v in layer.items()})
         # the stored preconditioner ("factored": made with the damping of its step)
         stored = KFACInverse(
-            solve, bias, shapes, tuple({k: new[f"{k}{l}"] for k in keys} for l in L), lam
+            solve,
+            bias,
+            shapes,
+            tuple({k: new[f"{k}{l}"] for k in layer_keys[l]} for l in L),
+            lam,
+            has_bias,
         )
         d = _kfac_checked(lambda: stored.apply(g))
         delta = -lr(step) * d
@@ -711,7 +724,7 @@ def train(
 
     Parameters
     ----------
-    net : MLP
+    net : Sequential (or MLP)
     theta : ndarray, shape (P,)
         Starting parameters (not modified).
     X : ndarray, shape (N, D)
@@ -908,7 +921,7 @@ def fit_map(
 
     Parameters
     ----------
-    net : MLP
+    net : Sequential (or MLP)
     theta0 : ndarray, shape (P,)
         Starting point (not modified).
     X : ndarray, shape (N, D)

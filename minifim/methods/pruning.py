@@ -446,7 +446,7 @@ def prune(
 
     Parameters
     ----------
-    net : MLP
+    net : Sequential (or MLP)
     theta : ndarray, shape (P,)
         Trained parameters (the criteria assume a minimum of the loss).
     X : ndarray, shape (N, D), or None

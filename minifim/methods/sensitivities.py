@@ -44,6 +44,7 @@ import numpy as np
 
 from .._validation import check_int, check_net
 from ..core.conventions import reduction_scale
+from ..core.model import MLP
 from ..geometry.curvature import curvature_factors
 from ..geometry.structures import curvature
 from ..options import FisherKind, Reduction, SensitivityLevel, UnitAggregate, as_option
@@ -122,8 +123,9 @@ def _gate_fisher(
         N += acts[0].shape[0]
         for l in range(net.num_layers):
             W = np.asarray(layers[l][0])
-            back = Bs[l] @ W  # (n, K, in_l): seed derivative w.r.t. the layer's input a_l
-            gate = back * acts[l][:, None, :]
+            # (n, K, in_l): seed derivative w.r.t. the layer's input a_l (R_l = 1 in an MLP)
+            back = Bs[l][:, :, 0] @ W
+            gate = back * acts[l][:, 0][:, None, :]
             out[l] += np.einsum("nki,nki->i", gate, gate)
     scale = reduction_scale(reduction, N)
     return [g * scale for g in out]
@@ -148,9 +150,10 @@ def sensitivity(
 
     Parameters
     ----------
-    net : MLP
+    net : Sequential or MLP
+        ``per="unit"`` and ``per="input"`` need an :class:`~minifim.MLP`.
     theta : ndarray, shape (P,)
-    X : ndarray, shape (N, D)
+    X : ndarray, shape ``(N, *input_shape)``
     y : targets, optional
         Needed for ``fisher="empirical"``; validated and ignored by the other kinds (so one
         call site can serve every kind).
@@ -208,6 +211,12 @@ def sensitivity(
                 f"{aggregate!r} with per='parameter'"
             )
         return _diagonal(net, theta, X, y, fisher, n_samples, rng, reduction, chunk_size)
+    if not isinstance(net, MLP):
+        raise ValueError(
+            f"per: {per!r} scores the units of a fully connected network (minifim.MLP); "
+            f"{type(net).__name__} layers (convolutions, positions, reductions) have no such "
+            "units: use per='parameter' (and sum its blocks over the units you mean)"
+        )
     if per == "unit":
         if input_shape is not None:
             raise ValueError(

@@ -339,7 +339,12 @@ def _kfac_bands(
         comps = [by_key[k] for k in keys]
         if all(c.passed for c in comps):
             continue
-        band = kfac_band(fixture, cand, n_samples, bias=bias)
+        try:
+            band = kfac_band(fixture, cand, n_samples, bias=bias)
+        except (ValueError, MemoryError) as err:  # weight sharing, too many outcomes, memory
+            for c in comps:
+                c.note = join_notes(c.note, f"the Monte-Carlo K-FAC band was not computed ({err})")
+            continue
         z = band["z"] if isinstance(band["z"], str) else f"{band['z']:.2f}"
         what = (
             f"as a Monte-Carlo K-FAC with k = {n_samples} ({bias}): |K_c - K|^2 = "

@@ -131,7 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
         "presets or a JSON spec. The same command gives a byte-identical file.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=textwrap.dedent("""\
-            JSON spec keys: sizes (required), activation, likelihood, sigma, num_samples,
+            JSON spec keys: sizes (an MLP) or layers (minifim.layers config dicts such as
+            {"type": "Conv2d", "in_channels": 1, ...}) with input_shape, activation (MLP),
+            likelihood, sigma, num_samples,
             seed, init (pytorch|normal), input_scale, labels (model|uniform), logit_scale,
             damping, description, name, preset (a base preset to override), and optional
             explicit theta, X, y (lists).
@@ -241,18 +243,25 @@ def _parse_map(items: Iterable[str]) -> dict[str, str]:
 
 
 def _cmd_list(args: argparse.Namespace, out: IO[str]) -> int:
-    from ..core.model import MLP
     from .fixtures import PRESETS, resolve_spec
+    from .fixtures.spec import net_from_spec
 
     rows = []
     for name in PRESETS:
         _, spec = resolve_spec(name)
-        net = MLP(spec["sizes"], spec["activation"], spec["likelihood"], spec["sigma"])
+        net = net_from_spec(spec)
+        if spec["sizes"] is not None:
+            act, sizes = spec["activation"], "x".join(map(str, spec["sizes"]))
+        else:  # a Sequential: its layer types, input -> output shape
+            act = "layers"
+            sizes = (
+                "x".join(map(str, net.input_shape)) + "->" + "x".join(map(str, net.output_shape))
+            )
         rows.append(
             (
                 name,
-                f"{net.likelihood.name}/{net.activation.name}",
-                "x".join(map(str, spec["sizes"])),
+                f"{net.likelihood.name}/{act}",
+                sizes,
                 str(net.num_params),
                 str(spec["num_samples"]),
                 spec["description"],
@@ -325,7 +334,11 @@ def _cmd_show(args: argparse.Namespace, out: IO[str]) -> int:
         f"{m['damping']:g}",
         file=out,
     )
-    print(f"order     {', '.join(m['parameter_order'])}; W as (out, in) row-major", file=out)
+    print(
+        f"order     {', '.join(m['parameter_order'])}; W in PyTorch layout ((out, in), conv "
+        "(out, in, kh, kw)) row-major",
+        file=out,
+    )
     print(
         f"made by   {m.get('command')} (minifim {m['minifim_version']}, schema "
         f"{m['schema_version']})",

@@ -18,7 +18,7 @@ import numpy as np
 
 from .._validation import as_float_array, check_net
 from ..core.conventions import REDUCTIONS
-from ..core.model import MLP
+from ..core.model import Sequential
 from ..options import Layout, as_option
 
 __all__ = [
@@ -32,7 +32,7 @@ __all__ = [
 LAYOUTS: tuple[Layout, ...] = tuple(Layout)  # the vocabulary, as a public constant
 
 
-def layout_permutation(net: MLP, layout: str) -> np.ndarray:
+def layout_permutation(net: Sequential, layout: str) -> np.ndarray:
     """``perm: (P,)`` with ``candidate[k] = theta[perm[k]]`` for a candidate in ``layout``.
 
     ``"pytorch"``: the identity. ``"in-out"``: per layer ``W.T.ravel()`` then ``b``.
@@ -61,7 +61,7 @@ def _permute_axes(arr: np.ndarray, axes: Any, index: np.ndarray) -> np.ndarray:
     return arr
 
 
-def _check_layout_args(net: MLP, arr: Any, param_axes: Any) -> tuple[np.ndarray, list[int]]:
+def _check_layout_args(net: Sequential, arr: Any, param_axes: Any) -> tuple[np.ndarray, list[int]]:
     """``arr`` as float64 and ``param_axes`` as distinct non-negative axes of length ``P``."""
     check_net(net)
     arr = as_float_array(arr, "arr", finite=False)
@@ -92,12 +92,14 @@ def _check_layout_args(net: MLP, arr: Any, param_axes: Any) -> tuple[np.ndarray,
     return arr, axes
 
 
-def to_minifim_layout(net: MLP, arr: Any, param_axes: Sequence[int], layout: str) -> np.ndarray:
+def to_minifim_layout(
+    net: Sequential, arr: Any, param_axes: Sequence[int], layout: str
+) -> np.ndarray:
     """Reorder the parameter axes ``param_axes`` of ``arr`` from ``layout`` to minifim's.
 
     Parameters
     ----------
-    net : MLP
+    net : Sequential (or MLP)
     arr : array_like, real
         Returned as float64.
     param_axes : sequence of int
@@ -113,7 +115,9 @@ def to_minifim_layout(net: MLP, arr: Any, param_axes: Sequence[int], layout: str
     return _permute_axes(arr, axes, np.argsort(perm))
 
 
-def from_minifim_layout(net: MLP, arr: Any, param_axes: Sequence[int], layout: str) -> np.ndarray:
+def from_minifim_layout(
+    net: Sequential, arr: Any, param_axes: Sequence[int], layout: str
+) -> np.ndarray:
     """Reorder the parameter axes ``param_axes`` of ``arr`` from minifim's order to ``layout``.
 
     Inverse of :func:`to_minifim_layout` (same arguments); e.g.

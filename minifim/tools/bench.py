@@ -385,6 +385,113 @@ def item_woodbury(repeat: int) -> list[dict[str, Any]]:
     ]
 
 
+CNN_INPUT = (1, 8, 8)  # digit-sized images
+
+
+def _cnn_problem(
+    N: int = N_SAMPLES, seed: int = 0
+) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
+    """The small CNN of the weight-sharing rows: 1x8x8 -> Conv2d(1, 8, 3, stride 2, padding 1)
+    -> ReLU -> Conv2d(8, 8, 3, padding 2, dilation 2) -> ReLU -> Flatten -> Linear(128, 10)
+    (P = 1,954)."""
+    import minifim
+    from minifim.layers import Conv2d, Flatten, Linear, ReLU
+
+    layers = [
+        Conv2d(1, 8, 3, stride=2, padding=1),
+        ReLU(),
+        Conv2d(8, 8, 3, padding=2, dilation=2),
+        ReLU(),
+        Flatten(),
+        Linear(128, 10),
+    ]
+    rng = np.random.default_rng(seed)
+    net = minifim.Sequential(layers, likelihood="categorical", input_shape=CNN_INPUT)
+    theta = net.init(rng)
+    X = rng.standard_normal((N,) + CNN_INPUT)
+    y = net.sample_targets(net.forward(theta, X), rng)
+    return net, theta, X, y
+
+
+def item_cnn(repeat: int) -> list[dict[str, Any]]:
+    """Small CNN (weight sharing): per-sample scores vs torch.func, dense Fisher vs SYRK, K-FAC."""
+    import scipy.linalg as sla
+
+    import minifim
+    from minifim.core.scores import forward_cache
+
+    net, theta, X, y = _cnn_problem()
+    N, P, C = X.shape[0], net.num_params, net.output_dim
+    small, big = _threads("small"), _threads("big")
+    rows: list[dict[str, Any]] = []
+    t = _best(lambda: minifim.per_sample_scores(net, theta, X, y), max(repeat, 10), small)
+    row: dict[str, Any] = {
+        "item": "CNN per-sample scores (N, P)",
+        "seconds": t,
+        "floor": "write (N, P)",
+        "floor_seconds": _best(lambda: np.ones((N, P)), max(repeat, 10), small),
+        "target": "<= torch.func",
+        "threads": _count(small),
+    }
+    torch = _torch()
+    if torch is not None:
+        from torch.func import functional_call, grad, vmap
+
+        from minifim.oracle.torch import to_torch
+
+        model = to_torch(net, theta).double()
+        params = {k: v.detach() for k, v in model.named_parameters()}
+        Xt, yt = torch.from_numpy(X), torch.from_numpy(np.asarray(y))
+
+        def logp(p: Any, x: Any, t_: Any) -> Any:
+            return torch.log_softmax(functional_call(model, p, (x[None],))[0], -1).gather(
+                0, t_[None]
+            )[0]
+
+        f = vmap(grad(logp), in_dims=(None, 0, 0))
+
+        def flat() -> Any:
+            d = f(params, Xt, yt)
+            return torch.cat([d[k].reshape(N, -1) for k in params], dim=1)
+
+        row.update(
+            reference="torch.func vmap(grad), flattened to (N, P)",
+            ref_seconds=_best(flat, max(repeat, 10), small),
+        )
+    rows.append(row)
+    U = np.random.default_rng(1).standard_normal((N * C, P))
+    syrk = _best(lambda: sla.blas.dsyrk(1.0, U.T, trans=0, lower=0), repeat, big)
+    rows.append(
+        {
+            "item": "CNN dense true Fisher (SYRK of U)",
+            "seconds": _best(lambda: minifim.true_fisher(net, theta, X), repeat, big),
+            "floor": "SYRK (N C, P)",
+            "floor_seconds": syrk,
+            "target": "<= 2x floor",
+            "threads": _count(big),
+        }
+    )
+    im2col = _best(lambda: forward_cache(net, theta, X), max(repeat, 10), small)
+    for approx in ("expand", "reduce"):
+
+        def run(approx: str = approx) -> Any:
+            return minifim.kfac(net, theta, X, kfac_approx=approx)
+
+        rows.append(
+            {
+                "item": f"CNN K-FAC {approx} (true)",
+                "seconds": _best(run, repeat, small),
+                "floor": "im2col forward pass",
+                "floor_seconds": im2col,
+                "target": "<= 2x floor",
+                "threads": _count(small),
+                "note": f"K = C = {C} seeds backpropagated per sample (the backward pass is "
+                "~K forward passes)",
+            }
+        )
+    return rows
+
+
 ITEMS = {
     "scores": (item_scores, False),
     "fisher": (item_fisher, False),
@@ -392,6 +499,7 @@ ITEMS = {
     "gram": (item_gram_spectrum, True),
     "ngd": (item_ngd, False),
     "woodbury": (item_woodbury, True),
+    "cnn": (item_cnn, False),
 }
 
 
