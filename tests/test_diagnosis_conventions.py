@@ -379,10 +379,11 @@ def test_linear_regression_dense_kfac_is_the_fisher():
     assert np.abs(fx["kfac_dense/true/folded"] - F).max() <= product_rtol(fx.N) * np.abs(F).max()
 
 
-def test_schema_1_files_still_load(tmp_path):
+@pytest.mark.parametrize("version", [1, 2])
+def test_older_schema_files_still_load(tmp_path, version):
     fx = get("logistic-regression")
     manifest = dict(fx.manifest)
-    manifest["schema_version"] = 1
+    manifest["schema_version"] = version
     for key in ("mc", "conventions"):
         manifest.pop(key)
     new = ("mc/", "kfac_dense/")
