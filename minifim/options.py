@@ -17,6 +17,8 @@ The vocabularies, with their keyword and values (aliases in parentheses):
 * :class:`Bias`, ``bias=``: folded, separate
 * :class:`Reduction`, ``reduction=``: mean, sum
 * :class:`Layout`, ``layout=``: pytorch, in-out, jax
+* :class:`LossConvention`, ``loss=`` (oracle): nll, mse-mean, mse-sum, ce-mean, ce-sum,
+  bce-mean, bce-sum
 * :class:`SolveMethod`, ``method=`` (NGD): auto, dense, woodbury, cg, structured
 * :class:`SpectrumMethod`, ``method=`` (eigs): auto, dense, gram, lanczos
 * :class:`KFACDamping`, ``damping_type=``: eigen, factored
@@ -63,6 +65,7 @@ __all__ = [
     "Bias",
     "Reduction",
     "Layout",
+    "LossConvention",
     "SolveMethod",
     "SpectrumMethod",
     "KFACDamping",
@@ -236,6 +239,26 @@ class Layout(Option):
     PYTORCH = "pytorch"
     IN_OUT = "in-out"
     JAX = "jax"
+
+
+class LossConvention(Option):
+    """The loss convention of another library's arrays (keyword ``loss=`` of the oracle).
+
+    ``nll``: minifim's mean negative log-likelihood. The others are PyTorch's (and
+    curvlinops') losses, the suffix fixing the reduction over the ``N`` samples: ``mse-mean``
+    / ``mse-sum`` (``MSELoss``: ``(y - f)^2`` averaged over the ``N C`` entries / summed; a
+    Gaussian likelihood), ``ce-mean`` / ``ce-sum`` (``CrossEntropyLoss``; categorical),
+    ``bce-mean`` / ``bce-sum`` (``BCEWithLogitsLoss``, averaged over the ``N C`` entries /
+    summed; Bernoulli). See :doc:`/testing`.
+    """
+
+    NLL = "nll"
+    MSE_MEAN = "mse-mean"
+    MSE_SUM = "mse-sum"
+    CE_MEAN = "ce-mean"
+    CE_SUM = "ce-sum"
+    BCE_MEAN = "bce-mean"
+    BCE_SUM = "bce-sum"
 
 
 class SolveMethod(Option):
