@@ -314,3 +314,21 @@ def test_joint_outcomes_of_positional_outputs():
         assert np.isclose(mean, brute, rtol=1e-12) and var > 0
     with pytest.raises(ValueError, match="25 outcomes per position, 3 positions"):
         output_outcomes(SEQUENCE_CASES[2].net, SEQUENCE_CASES[2].theta, SEQUENCE_CASES[2].X)
+
+
+def test_layouts_of_a_sequential_are_permutations():
+    """Every layout of a CNN with a bias-free layer is a permutation of the flat parameters
+    whose inverse maps back (the round trip is exact)."""
+    from minifim.oracle import from_minifim_layout, to_minifim_layout
+    from minifim.oracle.layouts import layout_permutation
+
+    c = CNN_CASES[1]
+    for layout in ("pytorch", "in-out", "jax"):
+        perm = layout_permutation(c.net, layout)
+        assert np.array_equal(np.sort(perm), np.arange(c.P))
+        there = from_minifim_layout(c.net, c.theta, [0], layout)
+        assert np.array_equal(to_minifim_layout(c.net, there, [0], layout), c.theta)
+    (W0, _), _, _ = c.net.unflatten(c.theta)
+    ws = c.net.layer_slices[0][0]
+    in_out = from_minifim_layout(c.net, c.theta, [0], "in-out")
+    assert np.array_equal(in_out[ws], W0.reshape(2, -1).T.ravel())
