@@ -332,3 +332,20 @@ def test_layouts_of_a_sequential_are_permutations():
     ws = c.net.layer_slices[0][0]
     in_out = from_minifim_layout(c.net, c.theta, [0], "in-out")
     assert np.array_equal(in_out[ws], W0.reshape(2, -1).T.ravel())
+
+
+def test_objective_helpers_on_positions(seq_case):
+    """The square of the mean gradient is ``g g^T`` of the (sequence) scores' mean; accuracy
+    averages over samples and positions; ``predict`` applies the link per position."""
+    c = seq_case
+    S = minifim.per_sample_scores(c.net, c.theta, c.X, c.y)
+    g = S.mean(axis=0)
+    assert_close(minifim.square_of_mean_gradient(c.net, c.theta, c.X, c.y), np.outer(g, g), 1e-12)
+    F = c.net.forward(c.theta, c.X)
+    lik = c.net.likelihood
+    mean = c.net.predict(c.theta, c.X)
+    assert mean.shape == F.shape
+    assert_close(mean.reshape(-1, F.shape[-1]), lik.mean(F.reshape(-1, F.shape[-1])), 1e-15)
+    if lik.name == "categorical":
+        acc = np.mean(np.argmax(F, axis=-1) == c.y)
+        assert minifim.accuracy(c.net, c.theta, c.X, c.y) == acc
