@@ -5,14 +5,17 @@ Claims tested:
    natural gradient descent", Fig. 1: on a linear least-squares problem in two parameters the
    natural gradient (true Fisher) points straight at the optimum from everywhere, while the
    empirical-Fisher-preconditioned gradient is distorted away from it far from the optimum.
-2. (descriptive) Training a small digits classifier (scikit-learn's bundled ``load_digits``):
-   loss against steps and against wall time for SGD, Adam, exact NGD, EF-NGD, K-FAC and the
-   diagonal Fisher, 3 seeds with spread.
+2. (the verdict; Amari 1998, Martens 2020) natural gradient makes more progress per iteration
+   than gradient descent: on a digits classifier (scikit-learn's ``load_digits``), with every
+   method's step size tuned per seed on validation data (same grid budget), exact NGD's final
+   training loss is below SGD's and Adam's (paired 95% t-intervals over seeds that redraw the
+   split, initialisation and batch order); EF-NGD, K-FAC and the diagonal Fisher are reported.
 3. Reparameterisation invariance (Martens 2014, sec. 12): rescaling one layer's weights
    (``W_0 = s V_0``, realised by training on inputs ``s X``) leaves the loss curve of exact
    natural gradient descent unchanged (up to the damping, with a KL-clipped, hence invariant,
    step size), and changes gradient descent's.
 
+Parts 1 and 3 are identities of exact NGD (sanity checks, not the verdict).
 Every number comes from the public API (``minifim.natural_gradient``, ``minifim.train``,
 ``minifim.optim``); seeds are stated. ``QUICK=1`` shrinks the network, the steps and the data.
 """
@@ -26,7 +29,15 @@ from tqdm.auto import tqdm
 
 import minifim
 from minifim import optim
-from minifim.tools.report import Report, angle_degrees, quick
+from minifim.tools.report import (
+    Report,
+    angle_degrees,
+    interval_position,
+    paired_t_interval,
+    quick,
+    t_interval,
+    verdict_from_positions,
+)
 
 SEED = 0
 QUICK = quick()
@@ -53,27 +64,95 @@ LIN = {
 # --- part 2: digits classifier ---------------------------------------------------------------
 CLF = {
     "hidden": 16 if QUICK else 32,
-    "batch_size": 32 if QUICK else 64,
-    "steps": 40 if QUICK else 400,
+    "batch_size": 32,
+    "steps": 30 if QUICK else 150,
     "eval_every": 5 if QUICK else 10,
-    "seeds": [0, 1, 2],
-    "n_train": 600 if QUICK else None,
+    "seeds": [0, 1, 2] if QUICK else [0, 1, 2, 3],
+    "n_train": 400 if QUICK else None,
+    "grid_factor": 3.0,  # step-size grid: centre * factor^k
+    "max_configs": 5,  # per method and seed: 3 values, widened at most twice if the best is an edge
 }
+# method -> (centre step size, fixed damping or None, builder(net, lr, damping))
+CLF_METHODS = {
+    "SGD": (1.0, None, lambda net, lr, lam: optim.sgd(lr)),
+    "Adam": (1e-2, None, lambda net, lr, lam: optim.adam(lr)),
+    "NGD (exact Fisher)": (0.3, 1e-2, lambda net, lr, lam: optim.ngd(lr, lam, "true")),
+    "EF-NGD": (0.3, 1e-2, lambda net, lr, lam: optim.ngd(lr, lam, "empirical")),
+    "K-FAC": (
+        0.3,
+        1e-1,
+        lambda net, lr, lam: optim.kfac(net, lr, lam, decay=0.95, inverse_period=5),
+    ),
+    "diagonal Fisher": (0.1, 1e-1, lambda net, lr, lam: optim.ngd(lr, lam, structure="diag")),
+}
+NGD_NAME = "NGD (exact Fisher)"
+NGD_BASELINES = ("SGD", "Adam")
 
 
-def clf_methods(net):
-    """name -> (optimizer, settings) with the step sizes and damping of a small manual sweep."""
-    return {
-        "SGD": (optim.sgd(1.0), "lr 1.0"),
-        "Adam": (optim.adam(1e-2), "lr 1e-2"),
-        "NGD (exact Fisher)": (optim.ngd(0.3, 1e-2, "true"), "lr 0.3, damping 1e-2"),
-        "EF-NGD": (optim.ngd(0.3, 1e-2, "empirical"), "lr 0.3, damping 1e-2"),
-        "K-FAC": (
-            optim.kfac(net, 0.3, 1e-1, decay=0.95, inverse_period=5),
-            "lr 0.3, damping 1e-1, decay 0.95, inverses every 5 steps, factored",
-        ),
-        "diagonal Fisher": (optim.ngd(0.1, 1e-1, structure="diag"), "lr 0.1, damping 1e-1"),
-    }
+def ngd_criterion(ngd_loss, baseline_losses):
+    """Per-iteration progress: for each baseline, the paired 95% interval of NGD's final
+    training loss minus the baseline's (one pair per seed, step sizes tuned per seed on
+    validation data) must lie below 0. Returns ``(verdict, positions, intervals)``."""
+    ivs = {n: paired_t_interval(ngd_loss, b) for n, b in baseline_losses.items()}
+    pos = {n: interval_position(iv, -np.inf, 0.0) for n, iv in ivs.items()}
+    return verdict_from_positions(pos.values()), pos, ivs
+
+
+def clf_run(net, name, lr, theta0, X, y, seed, evals_on=None):
+    """Train one configuration; the loss curve on ``evals_on = (X, y)`` (default the
+    training set), wall times and the final parameters. Diverged runs give inf losses."""
+    _, lam, build = CLF_METHODS[name]
+    Xe, ye = evals_on if evals_on is not None else (X, y)
+    evals = [(0, minifim.loss(net, theta0, Xe, ye))]
+
+    def record(step, th, state):
+        if (step + 1) % CLF["eval_every"] == 0:
+            evals.append((step + 1, minifim.loss(net, th, Xe, ye)))
+
+    try:
+        with np.errstate(all="raise"):
+            th, hist = minifim.train(
+                net,
+                theta0,
+                X,
+                y,
+                build(net, lr, lam),
+                CLF["steps"],
+                batch_size=CLF["batch_size"],
+                rng=seed + 100,
+                callback=record,
+                progress=False,
+            )
+        times = np.asarray(hist["time"])
+    except FloatingPointError:
+        th, times = None, np.full(CLF["steps"], np.nan)
+        evals = [
+            (k * CLF["eval_every"], np.inf) for k in range(CLF["steps"] // CLF["eval_every"] + 1)
+        ]
+    steps, losses = np.array(evals).T
+    if not np.all(np.isfinite(losses)):
+        th = None
+    return th, steps, np.where(np.isfinite(losses), losses, np.inf), times
+
+
+def tune(net, name, theta0, X, y, Xv, yv, seed):
+    """Step size by the final validation loss on a log grid around the method's centre;
+    widened (at most to ``max_configs`` values) while the best value is at an edge.
+    Returns ``(lr, configurations tried, whether the choice is interior)``."""
+    centre = CLF_METHODS[name][0]
+    f = CLF["grid_factor"]
+    tried = {}
+    ks = [-1, 0, 1]
+    while True:
+        for k in ks:
+            if k not in tried:
+                _, _, losses, _ = clf_run(net, name, centre * f**k, theta0, X, y, seed, (Xv, yv))
+                tried[k] = losses[-1]
+        best = min(tried, key=lambda k: tried[k])
+        edge = best in (min(tried), max(tried))
+        if not edge or len(tried) >= CLF["max_configs"]:
+            return centre * f**best, len(tried), not edge
+        ks = [best - 1] if best == min(tried) else [best + 1]
 
 
 # --- part 3: invariance ----------------------------------------------------------------------
@@ -227,113 +306,125 @@ def part1(report, rng):
 
 def part2(report):
     X_all, y_all = minifim.data.load_digits()
-    X, y, X_test, y_test = minifim.data.train_test_split(X_all, y_all, 0.25, rng=SEED)
-    if CLF["n_train"]:
-        X, y = X[: CLF["n_train"]], y[: CLF["n_train"]]
-    net = minifim.MLP([64, CLF["hidden"], 10], activation="tanh", likelihood="categorical")
-    names = list(clf_methods(net))
+    names = list(CLF_METHODS)
     curves = {n: [] for n in names}
     finals = {n: [] for n in names}
-    settings = {n: s for n, (_, s) in clf_methods(net).items()}
-    bar = tqdm(total=len(names) * len(CLF["seeds"]), desc="digits", leave=False)
+    chosen = {n: [] for n in names}
+    jobs = len(names) * len(CLF["seeds"])
+    bar = tqdm(total=jobs, desc="digits (tune + run)", leave=False)
     for seed in CLF["seeds"]:
+        X, y, X_test, y_test = minifim.data.train_test_split(X_all, y_all, 0.25, rng=seed)
+        if CLF["n_train"]:
+            X, y = X[: CLF["n_train"]], y[: CLF["n_train"]]
+        nv = len(X) // 5  # validation: 20% of the training split, for tuning only
+        Xv, yv, Xt, yt = X[:nv], y[:nv], X[nv:], y[nv:]
+        net = minifim.MLP([64, CLF["hidden"], 10], activation="tanh", likelihood="categorical")
         theta0 = net.init(seed)
-        for name, (opt, _) in clf_methods(net).items():
-            evals = [(0, minifim.loss(net, theta0, X, y))]
-
-            def record(step, th, state, evals=evals):
-                if (step + 1) % CLF["eval_every"] == 0:
-                    evals.append((step + 1, minifim.loss(net, th, X, y)))
-
-            try:
-                th, hist = minifim.train(
-                    net,
-                    theta0,
-                    X,
-                    y,
-                    opt,
-                    CLF["steps"],
-                    batch_size=CLF["batch_size"],
-                    rng=seed + 100,
-                    callback=record,
-                    progress=False,
-                )
-                acc = float(np.mean(np.argmax(net.forward(th, X_test), 1) == y_test))
-            except FloatingPointError:
-                hist, acc = {"time": np.full(CLF["steps"], np.nan)}, np.nan
-            steps, losses = np.array(evals).T
-            wall = np.concatenate([[0.0], np.cumsum(hist["time"])])[steps.astype(int)]
+        for name in names:
+            lr, n_cfg, interior = tune(net, name, theta0, Xt, yt, Xv, yv, seed)
+            th, steps, losses, times = clf_run(net, name, lr, theta0, Xt, yt, seed)
+            acc = (
+                np.nan
+                if th is None
+                else float(np.mean(np.argmax(net.forward(th, X_test), 1) == y_test))
+            )
+            wall = np.concatenate([[0.0], np.cumsum(times)])[steps.astype(int)]
             curves[name].append((steps, losses, wall))
-            finals[name].append((losses[-1], acc, float(np.mean(hist["time"]))))
+            finals[name].append((losses[-1], acc, float(np.nanmedian(times))))
+            chosen[name].append((lr, n_cfg, interior))
             bar.update()
     bar.close()
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    fig, axes = plt.subplots(
+        1, 3, figsize=(19, 4.6), gridspec_kw={"wspace": 0.55, "width_ratios": [1, 1, 0.8]}
+    )
     colors = plt.cm.tab10(np.arange(len(names)))
     for name, color in zip(names, colors):
         steps = curves[name][0][0]
-        L = np.array([c[1] for c in curves[name]])
+        L = np.log(np.array([c[1] for c in curves[name]]))
         T = np.nanmedian(np.array([c[2] for c in curves[name]]), axis=0)
-        med, lo, hi = np.median(L, 0), L.min(0), L.max(0)
-        for ax, xaxis in zip(axes, (steps, T)):
-            ax.plot(xaxis, med, color=color, label=name)
-            ax.fill_between(xaxis, lo, hi, color=color, alpha=0.2)
+        ok = np.all(np.isfinite(L), axis=0)
+        iv = [t_interval(L[:, j]) if ok[j] else (np.nan,) * 3 for j in range(L.shape[1])]
+        mean, lo, hi = (np.exp([v[i] for v in iv]) for i in range(3))
+        for ax, xaxis in zip(axes[:2], (steps, T)):
+            sel = xaxis > 0 if ax is axes[1] else slice(None)
+            ax.plot(xaxis[sel], mean[sel], color=color, label=name)
+            ax.fill_between(xaxis[sel], lo[sel], hi[sel], color=color, alpha=0.2)
+        ms = 1e3 * np.array([f[2] for f in finals[name]])
+        m, l, h = t_interval(ms)
+        axes[2].errorbar([m], [name], xerr=[[m - l], [h - m]], fmt="o", color=color, capsize=4)
     axes[0].set(
-        xlabel="step",
-        ylabel="training loss (mean NLL, full training set)",
+        xlabel="optimiser step",
+        ylabel="training loss (mean NLL over the training split, nats)",
         yscale="log",
-        title="loss against steps",
+        title="loss against steps (geometric mean, 95% CI)",
     )
     axes[1].set(
         xlabel="wall time (s, optimiser steps only; median over seeds)",
+        ylabel="training loss (nats)",
+        xscale="log",
         yscale="log",
         title="loss against wall time",
     )
+    axes[2].set(
+        xscale="log",
+        xlabel="time per step (ms; mean and 95% CI over seeds)",
+        title="cost per step",
+    )
+    axes[2].xaxis.set_minor_formatter(plt.NullFormatter())
     axes[0].legend(fontsize=8)
     report.figure(
         fig,
         "digits_training.png",
-        f"Digits, MLP [64, {CLF['hidden']}, 10] tanh, minibatches of "
-        f"{CLF['batch_size']}: median over seeds {CLF['seeds']} (line) and min-max "
-        "(band) of the full training loss.",
+        f"Digits, MLP [64, {CLF['hidden']}, 10] tanh, minibatches of {CLF['batch_size']}, "
+        f"step sizes tuned per seed on validation data; seeds {CLF['seeds']}. Left: training "
+        "loss against steps; middle: against wall time (log axis, so the cheap and the "
+        "expensive methods are both readable); right: time per step.",
     )
     rows = []
     for name in names:
         f = np.array(finals[name])
+        lrs = [c[0] for c in chosen[name]]
+        loss_iv = t_interval(np.log(f[:, 0])) if np.all(np.isfinite(f[:, 0])) else (np.inf,) * 3
+        acc_iv = t_interval(f[:, 1]) if np.all(np.isfinite(f[:, 1])) else (np.nan,) * 3
         rows.append(
             (
                 name,
-                settings[name],
-                float(np.median(f[:, 0])),
-                float(f[:, 0].min()),
-                float(f[:, 0].max()),
-                float(np.median(f[:, 1])),
+                "-" if CLF_METHODS[name][1] is None else f"{CLF_METHODS[name][1]:g}",
+                ", ".join(f"{v:.3g}" for v in lrs),
+                f"{sum(c[2] for c in chosen[name])}/{len(lrs)}",
+                f"{np.mean([c[1] for c in chosen[name]]):.1f}",
+                f"{np.exp(loss_iv[0]):.4g} [{np.exp(loss_iv[1]):.4g}, {np.exp(loss_iv[2]):.4g}]",
+                f"{acc_iv[0]:.3f} [{acc_iv[1]:.3f}, {acc_iv[2]:.3f}]",
                 1e3 * float(np.median(f[:, 2])),
             )
         )
     report.section(
-        "2. Digits classifier",
-        f"{len(X)} training and {len(X_test)} test images, "
-        f"P = {net.num_params}, {CLF['steps']} steps of batch size "
-        f"{CLF['batch_size']}, seeds {CLF['seeds']} (initialisation and batch "
-        "order). Exact NGD and EF-NGD solve with the full damped matrix of each "
-        "batch (`method='auto'`: the Woodbury route, since N K < P); K-FAC uses "
-        "running averages of its factors. Step sizes and damping come from a "
-        "small manual sweep on seed 0 and are not tuned per seed. Wall times are "
-        "for single-threaded BLAS (threadpoolctl), the same for every method.",
+        "2. Digits classifier: per-iteration progress with tuned step sizes",
+        f"Per seed a new 75/25 train/test split, of which 20% of the training part is held "
+        f"out for tuning; P = {net.num_params}, {CLF['steps']} steps of batch size "
+        f"{CLF['batch_size']}, seeds {CLF['seeds']} (split, initialisation and batch order). "
+        "Each method's step size is chosen per seed by the final validation loss on the log "
+        f"grid centre x {CLF['grid_factor']:g}^k, k in {{-1, 0, 1}}, widened while the best "
+        f"value is an edge (at most {CLF['max_configs']} values: the same budget for every "
+        "method); the damping is fixed per method. Exact NGD and EF-NGD solve with the full "
+        "damped matrix of each batch (`method='auto'`: the Woodbury route); K-FAC uses running "
+        "averages of its factors. Final loss: geometric mean [95% CI] over seeds. Wall times "
+        "for single-threaded BLAS.",
     )
     report.table(
         [
             "method",
-            "settings",
-            "final loss (median)",
-            "min",
-            "max",
-            "test accuracy (median)",
-            "ms / step",
+            "damping",
+            "chosen step sizes (per seed)",
+            "interior choices",
+            "configs tried (mean)",
+            "final training loss",
+            "test accuracy",
+            "ms / step (median)",
         ],
         rows,
     )
-    return {n: float(np.median(np.array(finals[n])[:, 0])) for n in names}
+    return {n: np.array(finals[n])[:, 0] for n in names}, chosen
 
 
 def whitened_pcs(X, k):
@@ -422,38 +513,79 @@ def main():
     report = Report(
         "ngd_vs_gd",
         "Natural gradient vs gradient descent",
-        "Kunstner et al. (2019): exact natural gradient points straight at the optimum of a "
-        "linear least-squares problem while empirical-Fisher preconditioning distorts the "
-        "path away from it; and (Martens 2014) exact natural gradient descent is invariant "
-        "to reparameterisation (here: rescaling one layer), gradient descent is not.",
+        "Natural gradient descent makes more progress per iteration than gradient descent "
+        "(Amari 1998; Martens 2020): on a digits classifier with step sizes tuned per seed on "
+        "validation data, exact NGD reaches a lower training loss than SGD and Adam after "
+        "the same number of steps.",
         SEED,
+    )
+    report.paper_claim(
+        "natural gradient descent 'works efficiently': following the steepest descent "
+        "direction in the Fisher geometry it needs fewer iterations than ordinary gradient "
+        "descent, and approximations such as K-FAC inherit this per-iteration advantage",
+        "Amari 1998, Sec. 1 and 4; Martens 2020, Sec. 1 and 14; Martens & Grosse 2015, Sec. 13",
+    )
+    report.criterion(
+        "`ngd_criterion`: the paired 95% t-interval over seeds of NGD's final training loss "
+        f"minus each baseline's ({', '.join(NGD_BASELINES)}), every method with its step "
+        "size tuned per seed on validation data with the same grid budget, lies below 0. All "
+        "below: agrees; any above: disagrees; else inconclusive. Wall time is reported, not "
+        "judged (the claim is per iteration)."
     )
     start = time.perf_counter()
     p1 = part1(report, rng)
-    p2 = part2(report)
+    p2, chosen = part2(report)
     p3 = part3(report)
-    ok1 = p1["ngd_max_angle"] < 1e-4 and p1["ef_mean_angle"] > 5.0
+    status, pos, ivs = ngd_criterion(p2[NGD_NAME], {b: p2[b] for b in NGD_BASELINES})
+    n = len(CLF["seeds"])
+    for b, iv in ivs.items():
+        report.measure(
+            f"final training loss: NGD - {b} (paired)",
+            *iv,
+            unit="nats",
+            interval=f"95% paired t over {n} seeds",
+            n=n,
+        )
+    for b in ("K-FAC", "EF-NGD"):
+        if np.all(np.isfinite(p2[b])):
+            report.measure(
+                f"final training loss: {b} - SGD (paired)",
+                *paired_t_interval(p2[b], p2["SGD"]),
+                unit="nats",
+                interval=f"95% paired t over {n} seeds",
+                n=n,
+            )
+    edges = {k: sum(not c[2] for c in v) for k, v in chosen.items()}
+    report.sanity(
+        "part 1: NGD points at the optimum of a quadratic (NGD = Newton)",
+        p1["ngd_max_angle"] < 1e-4,
+        f"largest angle {p1['ngd_max_angle']:.1e} deg; EF-NGD mean {p1['ef_mean_angle']:.1f} deg, "
+        f"max {p1['ef_max_angle']:.1f} deg (Kunstner et al. Fig. 1)",
+    )
     ngd3 = p3[f"NGD, damping {INV['dampings'][0]:g}"]
-    ok3 = ngd3 < 1e-4 and p3["GD"] > 0.05
+    report.sanity(
+        "part 3: exact NGD is invariant to rescaling a layer (damping 1e-10)",
+        ngd3 < 1e-4 and p3["GD"] > 0.05,
+        f"NGD curves differ by {ngd3:.1e} (relative), GD's by {p3['GD']:.3g}",
+    )
     report.section(
         "Summary",
-        f"Part 1: NGD's largest angle to the optimum {p1['ngd_max_angle']:.2e} deg; "
-        f"EF-NGD's mean {p1['ef_mean_angle']:.1f} deg, max "
-        f"{p1['ef_max_angle']:.1f} deg; median distance after {LIN['steps']} "
-        f"steps NGD {p1['ngd_dist']:.3g}, EF-NGD {p1['ef_dist']:.3g}. Part 2 final "
-        "median losses: "
-        + ", ".join(f"{k} {v:.3g}" for k, v in p2.items())
-        + f". Part 3: NGD curves (damping {INV['dampings'][0]:g}) differ by at most "
-        f"{ngd3:.2e} (relative), GD's by {p3['GD']:.3g}. Total "
-        f"{time.perf_counter() - start:.1f} s.",
+        "Final training losses (geometric mean over seeds): "
+        + ", ".join(f"{k} {np.exp(np.mean(np.log(v))):.3g}" for k, v in p2.items())
+        + ". NGD minus the baselines, paired: "
+        + ", ".join(f"{b} {iv[0]:+.3g} [{iv[1]:+.3g}, {iv[2]:+.3g}] nats" for b, iv in ivs.items())
+        + ". Step sizes at a grid edge after widening: "
+        + (", ".join(f"{k} {v}/{n}" for k, v in edges.items() if v) or "none")
+        + f". Total {time.perf_counter() - start:.1f} s.",
     )
-    detail = (
-        f"NGD max angle {p1['ngd_max_angle']:.1e} deg vs EF-NGD mean "
-        f"{p1['ef_mean_angle']:.1f} deg (threshold 5); rescaled-layer loss curves: NGD "
-        f"differs by {ngd3:.1e} (threshold 1e-4), GD by {p3['GD']:.2g} "
-        "(threshold 0.05)"
+    report.verdict(
+        status,
+        "NGD's final training loss minus "
+        + ", ".join(
+            f"{b}'s: {iv[0]:+.3g} [{iv[1]:+.3g}, {iv[2]:+.3g}] nats" for b, iv in ivs.items()
+        )
+        + f" ({n} seeds, step sizes tuned per seed on validation data)",
     )
-    report.verdict("agrees" if ok1 and ok3 else "disagrees", detail)
     report.save()
 
 

@@ -63,7 +63,8 @@ def test_report_figure_and_index(root, monkeypatch):
     index = write_index().read_text()
     assert "| another | disagrees |" in index and "| with_fig | inconclusive |" in index
     assert "## With a figure" in index and "[Full report](with_fig/report.md)" in index
-    assert "![line.png](with_fig/line.png)" in index and "QUICK mode" in index
+    assert "![A line](with_fig/line.png)" in index and "QUICK mode" in index
+    assert "*A line*" in index and "Total run time" in index
     assert index.index("another") < index.index("with_fig")
     assert _leftovers(root) == []
 
@@ -83,6 +84,7 @@ def test_bad_verdict_and_unsaved(root):
 
 def test_markdown_table_and_quick(monkeypatch):
     assert markdown_table(["a", "b"], [(1, 0.5)]) == "| a | b |\n|---|---|\n| 1 | 0.5 |\n"
+    assert markdown_table(["|x|"], [("|EF - F|",)]) == "| \\|x\\| |\n|---|\n| \\|EF - F\\| |\n"
     with pytest.raises(ValueError, match="rows: expected 2 cells per row, received 1"):
         markdown_table(["a", "b"], [(1,)])
     for value, expected in [("1", True), ("yes", True), ("0", False), ("", False)]:
@@ -195,3 +197,74 @@ def test_bootstrap_interval_brackets_statistic_and_rejects_bad_input():
         t_interval([1.0])
     with pytest.raises(ValueError, match="level"):
         t_interval([1.0, 2.0], level=1.5)
+
+
+def test_report_records_claim_criterion_measures_and_sanity(root):
+    from minifim.tools.report import format_measure, t_interval
+
+    rep = Report("proto", "Protocol", "EF distorts NGD (Kunstner et al. 2019).", seed=4)
+    rep.paper_claim("the EF preconditioner distorts the update", "Kunstner et al. 2019, Fig. 2")
+    rep.criterion("agrees if the angle's 95% interval lies above 20 deg")
+    x = np.array([30.0, 34.0, 32.0])
+    text = rep.measure("angle", *t_interval(x), unit="deg", interval="95% t", n=3)
+    mean, lo, hi = t_interval(x)
+    assert text == f"angle = {mean:.4g} [{lo:.4g}, {hi:.4g}] deg"
+    assert rep.measure("damping", 1e-4) == "damping = 0.0001"
+    rep.sanity("F = E_y[GGN]", True, "max rel err 1e-15")
+    rep.sanity("symmetry", False, "asymmetric by 1e-3")
+    rep.verdict("agrees", text)
+    md = rep.save().read_text()
+    assert "**Paper's claim** (Kunstner et al. 2019, Fig. 2). the EF preconditioner" in md
+    assert "**Criterion (fixed before the run).** agrees if the angle's" in md
+    assert "| angle | 32 | [" in md and "| deg | 95% t | 3 |" in md
+    assert "| damping | 0.0001 | (no interval) | - | - | - |" in md
+    assert "1/2 pass" in md and "| symmetry | NO | asymmetric by 1e-3 |" in md
+    assert md.index("Paper's claim") < md.index("**Verdict")
+    summary = json.loads((root / "proto" / "summary.json").read_text())
+    assert summary["paper_claims"] == [
+        {
+            "text": "the EF preconditioner distorts the update",
+            "source": "Kunstner et al. 2019, Fig. 2",
+        }
+    ]
+    assert summary["criteria"] == ["agrees if the angle's 95% interval lies above 20 deg"]
+    m = summary["measures"][0]
+    assert (m["mean"], m["low"], m["high"], m["unit"], m["n"]) == (mean, lo, hi, "deg", 3)
+    assert format_measure(m) == text
+    assert [c["passed"] for c in summary["sanity_checks"]] == [True, False]
+    bare = Report("bare", "Bare", "c", seed=0)
+    bare.verdict("inconclusive", "d")
+    bare.save()
+    index = write_index(root).read_text()
+    assert "**Paper's claim** (Kunstner et al. 2019, Fig. 2)" in index
+    assert "| angle | 32 | [" in index and "1/2 pass" in index
+    assert "Not stated by this experiment: paper's claim, criterion." in index
+    assert index.count("Not stated by this experiment") == 1
+
+
+def test_report_protocol_rejects_bad_input(root):
+    rep = Report("badproto", "Bad", "c", seed=0)
+    with pytest.raises(ValueError, match="low, high: expected both or neither"):
+        rep.measure("x", 1.0, 0.0)
+    with pytest.raises(ValueError, match="low <= mean <= high"):
+        rep.measure("x", 1.0, 2.0, 3.0)
+    with pytest.raises(ValueError, match="text, source: expected non-empty"):
+        rep.paper_claim("claim", " ")
+    with pytest.raises(ValueError, match="text: expected a non-empty criterion"):
+        rep.criterion("")
+
+
+def test_interval_position_and_verdict():
+    from minifim.tools.report import interval_position, verdict_from_positions
+
+    assert interval_position((1.0, 0.95, 1.05), 0.9, 1.1) == "inside"
+    assert interval_position((1.0, 0.85, 1.05), 0.9, 1.1) == "overlaps"
+    assert interval_position((0.5, 0.4, 0.6), 0.9, 1.1) == "outside"
+    assert interval_position((2.0, 1.5, 2.5), 0.9, 1.1) == "outside"
+    assert verdict_from_positions(["inside", "inside"]) == "agrees"
+    assert verdict_from_positions(["inside", "overlaps"]) == "inconclusive"
+    assert verdict_from_positions(["overlaps", "outside"]) == "disagrees"
+    with pytest.raises(ValueError, match="positions"):
+        verdict_from_positions([])
+    with pytest.raises(ValueError, match="low <= high"):
+        interval_position((1.0, 0.9, 1.1), 2.0, 1.0)

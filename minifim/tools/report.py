@@ -7,6 +7,22 @@ with the numbers), and calls :meth:`Report.save`. That writes, atomically, under
 verdict, seed, run time, minifim version, quick mode). ``python -m minifim.tools.report index``
 collects every ``summary.json`` into ``experiments/results/README.md``.
 
+What a reader (or a referee) needs from every experiment is recorded by five calls, each
+stored in ``summary.json`` and listed by :func:`write_index`:
+
+- :meth:`Report.paper_claim` ``(text, source)``: the paper's claim in the paper's own terms
+  (its substance, quoted or closely paraphrased) and where it is made (figure, section);
+- :meth:`Report.criterion` ``(text)``: the pass/fail rule, fixed before the run, that a wrong
+  theory or a broken implementation would fail (the experiment module's pure criterion
+  function, tested in the suite);
+- :meth:`Report.measure` ``(name, mean, low, high, unit)``: every compared quantity with its
+  confidence interval (``t_interval``, ``paired_t_interval``, ``bootstrap_interval`` return
+  ``(mean, low, high)``, so ``rep.measure("gap", *t_interval(x), unit="nats")``);
+- :meth:`Report.sanity` ``(name, passed, detail)``: identities that only a bug breaks, kept in
+  the report as checks of the implementation, never as the verdict;
+- :meth:`Report.verdict` ``(status, detail)``: ``"agrees"``, ``"disagrees"`` or
+  ``"inconclusive"``, decided from the intervals by the criterion.
+
 ``QUICK=1`` in the environment selects the short mode (:func:`quick`); scripts use it to shrink
 their workloads so that all experiments together finish in about a minute.
 
@@ -43,6 +59,9 @@ __all__ = [
     "t_interval",
     "paired_t_interval",
     "bootstrap_interval",
+    "format_measure",
+    "interval_position",
+    "verdict_from_positions",
 ]
 
 VERDICTS = ("agrees", "disagrees", "inconclusive")
@@ -59,9 +78,11 @@ def results_root() -> Path:
 
 
 def _fmt(value: object, floatfmt: str) -> str:
+    """A table cell: floats by ``floatfmt``; ``|`` escaped so that ``|EF - F|`` stays in
+    its cell."""
     if isinstance(value, float):
         return format(value, floatfmt)
-    return str(value)
+    return str(value).replace("|", "\\|")
 
 
 def blas_threads() -> int:
@@ -160,17 +181,114 @@ def bootstrap_interval(
     return float(stat(x)), float(lo), float(hi)
 
 
+def interval_position(interval: Sequence[float], low: float, high: float) -> str:
+    """Where a confidence interval ``(estimate, lo, hi)`` lies against the band ``[low, high]``
+    a claim predicts: ``"inside"`` (``low <= lo`` and ``hi <= high``), ``"outside"`` (disjoint
+    from the band) or ``"overlaps"`` (neither: the run cannot decide).
+
+    Examples
+    --------
+    >>> interval_position((1.0, 0.95, 1.04), 0.9, 1.1)
+    'inside'
+    >>> interval_position((1.3, 1.2, 1.4), 0.9, 1.1)
+    'outside'
+    """
+    _, lo, hi = (float(v) for v in interval)
+    if not low <= high:
+        raise ValueError(f"low, high: expected low <= high, received {low!r}, {high!r}")
+    if low <= lo and hi <= high:
+        return "inside"
+    if hi < low or lo > high:
+        return "outside"
+    return "overlaps"
+
+
+def verdict_from_positions(positions: Iterable[str]) -> str:
+    """Combine :func:`interval_position` results of the intervals a claim predicts inside
+    their bands: ``"agrees"`` if all are inside, ``"disagrees"`` if any is outside,
+    otherwise ``"inconclusive"``."""
+    pos = list(positions)
+    bad = [p for p in pos if p not in ("inside", "outside", "overlaps")]
+    if not pos or bad:
+        raise ValueError(
+            "positions: expected a non-empty sequence of 'inside', 'outside', 'overlaps', "
+            f"received {pos!r}"
+        )
+    if all(p == "inside" for p in pos):
+        return "agrees"
+    return "disagrees" if "outside" in pos else "inconclusive"
+
+
 def markdown_table(
     headers: Iterable[Any], rows: Iterable[Sequence[object]], floatfmt: str = ".4g"
 ) -> str:
     """A GitHub-markdown table; floats formatted with ``floatfmt``."""
-    headers = [str(h) for h in headers]
+    headers = [_fmt(h, floatfmt) for h in headers]
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     for row in rows:
         if len(row) != len(headers):
             raise ValueError(f"rows: expected {len(headers)} cells per row, received {len(row)}")
         lines.append("| " + " | ".join(_fmt(v, floatfmt) for v in row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def format_measure(entry: dict[str, Any], floatfmt: str = ".4g") -> str:
+    """``"name = mean [low, high] unit"`` (or ``"name = mean unit"`` without an interval)
+    for one entry of ``summary.json``'s ``measures`` (see :meth:`Report.measure`)."""
+    unit = f" {entry['unit']}" if entry.get("unit") else ""
+    value = format(entry["mean"], floatfmt)
+    if entry.get("low") is not None:
+        value += f" [{format(entry['low'], floatfmt)}, {format(entry['high'], floatfmt)}]"
+    return f"{entry['name']} = {value}{unit}"
+
+
+def _measure_rows(measures: Sequence[dict[str, Any]]) -> list[tuple[object, ...]]:
+    rows: list[tuple[object, ...]] = []
+    for m in measures:
+        has = m.get("low") is not None
+        rows.append(
+            (
+                m["name"],
+                format(m["mean"], ".4g"),
+                f"[{m['low']:.4g}, {m['high']:.4g}]" if has else "(no interval)",
+                m.get("unit") or "-",
+                m.get("interval", "-") if has else "-",
+                "-" if m.get("n") is None else m["n"],
+            )
+        )
+    return rows
+
+
+def _protocol_markdown(
+    claims: Sequence[dict[str, str]],
+    criteria: Sequence[str],
+    measures: Sequence[dict[str, Any]],
+    sanity: Sequence[dict[str, Any]],
+) -> str:
+    """The paper's claims, the criterion, the measured table and the sanity checks."""
+    out = []
+    for c in claims:
+        out.append(f"**Paper's claim** ({c['source']}). {c['text']}\n")
+    for c in criteria:
+        out.append(f"**Criterion (fixed before the run).** {c}\n")
+    if measures:
+        out.append("**Measured.**\n")
+        out.append(
+            markdown_table(
+                ["quantity", "estimate", "interval", "unit", "interval kind", "runs"],
+                _measure_rows(measures),
+            )
+        )
+    if sanity:
+        ok = sum(bool(s["passed"]) for s in sanity)
+        out.append(f"**Sanity checks (identities; not the verdict):** {ok}/{len(sanity)} pass.\n")
+        out.append(
+            markdown_table(
+                ["check", "passed", "detail"],
+                [(s["name"], "yes" if s["passed"] else "NO", s["detail"]) for s in sanity],
+            )
+        )
+    return "\n".join(out) + ("\n" if out else "")
 
 
 class Report:
@@ -197,6 +315,11 @@ class Report:
         self.blas_threads: int | None = None
         self.verdict_status: str | None = None
         self.verdict_detail = ""
+        self.paper_claims: list[dict[str, str]] = []
+        self.criteria: list[str] = []
+        self.measures: list[dict[str, Any]] = []
+        self.sanity_checks: list[dict[str, Any]] = []
+        self._captions: dict[str, str] = {}
 
     def text(self, markdown: str) -> None:
         """Append a paragraph of markdown."""
@@ -218,6 +341,7 @@ class Report:
         """Save ``fig`` (atomically, 120 dpi) next to the report and reference it."""
         path = atomic_savefig(fig, self.dir / filename, dpi=120, bbox_inches="tight")
         self._figures.append(filename)
+        self._captions[filename] = caption
         self._parts.append(f"![{caption}]({filename})\n\n*{caption}*\n")
         try:  # close to free memory in long runs
             import matplotlib.pyplot as plt
@@ -226,6 +350,110 @@ class Report:
         except ImportError:  # pragma: no cover
             pass
         return path
+
+    def paper_claim(self, text: str, source: str) -> None:
+        """Record a claim of the paper in its own terms and where it is made.
+
+        Parameters
+        ----------
+        text : str
+            The claim's substance, quoted or closely paraphrased (not the experiment's
+            reformulation), e.g. ``"the empirical Fisher preconditioner distorts the update
+            through the gradient magnitudes"``.
+        source : str
+            Reference with figure or section, e.g. ``"Kunstner et al. 2019, Sec. 3, Figs. 2-3"``.
+
+        Call once per claim; experiments testing several papers call it several times.
+        """
+        if not str(text).strip() or not str(source).strip():
+            raise ValueError(
+                f"text, source: expected non-empty strings, received {text!r}, {source!r}"
+            )
+        self.paper_claims.append({"text": str(text).strip(), "source": str(source).strip()})
+
+    def criterion(self, text: str) -> None:
+        """Record the pass/fail rule of the verdict, fixed before the run.
+
+        ``text`` states the rule in terms of the measured intervals, e.g. ``"agrees if the
+        95% interval of the EF-F angle lies above 20 deg at every damping in {1e-4, 1e-2}"``;
+        it should name the experiment's pure criterion function that the suite tests on a
+        synthetic case where the claim holds and one where it fails.
+        """
+        if not str(text).strip():
+            raise ValueError(f"text: expected a non-empty criterion, received {text!r}")
+        self.criteria.append(str(text).strip())
+
+    def measure(
+        self,
+        name: str,
+        mean: float,
+        low: float | None = None,
+        high: float | None = None,
+        unit: str = "",
+        *,
+        interval: str = "95% CI",
+        n: int | None = None,
+    ) -> str:
+        """Record a measured quantity with its confidence interval; return it formatted.
+
+        Parameters
+        ----------
+        name : str
+            What is measured, e.g. ``"median angle EF vs F, damping 1e-2"``.
+        mean : float
+            Point estimate (mean over seeds, or the statistic of a bootstrap).
+        low, high : float, optional
+            The interval's ends (both or neither); ``None``: a point value without spread,
+            marked as such in the index (use it for settings, not for compared quantities).
+        unit : str
+            Unit of ``mean``, ``low``, ``high`` (``""`` for dimensionless).
+        interval : str
+            How the interval was formed, e.g. ``"95% t over 8 seeds"``, ``"95% bootstrap"``.
+        n : int, optional
+            Number of independent runs behind the interval.
+
+        Returns
+        -------
+        str
+            ``"name = mean [low, high] unit"``, for sentences built from the run's numbers.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> from unittest import mock
+        >>> with mock.patch.dict(os.environ, {"MINIFIM_RESULTS": tempfile.mkdtemp()}):
+        ...     rep = Report("demo", "Demo", "claim", seed=0)
+        >>> rep.measure("slope", *t_interval([0.9, 1.1, 1.0]), unit="")
+        'slope = 1 [0.7516, 1.248]'
+        """
+        if (low is None) != (high is None):
+            raise ValueError(
+                f"low, high: expected both or neither, received low={low!r}, high={high!r}"
+            )
+        values = [float(mean)] + ([] if low is None or high is None else [float(low), float(high)])
+        if low is not None and not values[1] <= values[0] <= values[2]:
+            raise ValueError(
+                f"low, mean, high: expected low <= mean <= high, received {values[1]!r}, "
+                f"{values[0]!r}, {values[2]!r}"
+            )
+        entry: dict[str, Any] = {
+            "name": str(name),
+            "mean": values[0],
+            "low": None if low is None else values[1],
+            "high": None if high is None else values[2],
+            "unit": str(unit),
+            "interval": str(interval) if low is not None else "none",
+            "n": None if n is None else int(n),
+        }
+        self.measures.append(entry)
+        return format_measure(entry)
+
+    def sanity(self, name: str, passed: bool, detail: str) -> None:
+        """Record an implementation check (an identity only a bug breaks): listed in the
+        report and the index next to the verdict, but never the verdict itself."""
+        self.sanity_checks.append(
+            {"name": str(name), "passed": bool(passed), "detail": str(detail)}
+        )
 
     def verdict(self, status: str, detail: str) -> None:
         """Record whether the run agrees with the claim, with the numbers that decide it."""
@@ -242,7 +470,10 @@ class Report:
         threads = f"{self.blas_threads} BLAS thread{'s' if self.blas_threads != 1 else ''}"
         head = (
             f"# {self.title}\n\n**Claim tested.** {self.claim}\n\n"
-            f"**Verdict: {self.verdict_status}.** {self.verdict_detail}\n\n"
+            + _protocol_markdown(
+                self.paper_claims, self.criteria, self.measures, self.sanity_checks
+            )
+            + f"**Verdict: {self.verdict_status}.** {self.verdict_detail}\n\n"
             f"Seed {self.seed}; run time {runtime:.1f} s ({threads}); minifim {__version__}"
             f"{'; QUICK mode' if quick() else ''}.\n\n"
         )
@@ -259,6 +490,11 @@ class Report:
             "minifim_version": __version__,
             "quick": quick(),
             "figures": self._figures,
+            "figure_captions": self._captions,
+            "paper_claims": self.paper_claims,
+            "criteria": self.criteria,
+            "measures": self.measures,
+            "sanity_checks": self.sanity_checks,
         }
         atomic_write_text(self.dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         print(
@@ -293,17 +529,42 @@ def write_index(root: str | os.PathLike[str] | None = None) -> Path:
     lines.append(
         markdown_table(["experiment", "verdict", "run time (s)", "BLAS threads", "seed"], rows)
     )
+    if summaries:
+        total = sum(float(s["runtime_seconds"]) for s in summaries)
+        modes = sorted({"QUICK" if s.get("quick") else "full" for s in summaries})
+        lines.append(
+            f"Total run time {total:.0f} s ({total / 60:.1f} min) over {len(summaries)} "
+            f"experiments, {' and '.join(modes)} mode.\n"
+        )
     for s in summaries:
         lines.append(f"## {s['title']}\n")
-        lines.append(f"**Claim.** {s['claim']}\n")
+        lines.append(f"**Claim tested.** {s['claim']}\n")
+        missing = [
+            what
+            for what, key in (("paper's claim", "paper_claims"), ("criterion", "criteria"))
+            if not s.get(key)
+        ]
+        lines.append(
+            _protocol_markdown(
+                s.get("paper_claims", []),
+                s.get("criteria", []),
+                s.get("measures", []),
+                s.get("sanity_checks", []),
+            )
+        )
+        if missing:
+            lines.append(f"*Not stated by this experiment: {', '.join(missing)}.*\n")
         lines.append(f"**Verdict: {s['verdict']}.** {s['detail']}\n")
         lines.append(
             f"Seed {s['seed']}, run time {s['runtime_seconds']:.1f} s, minifim "
             f"{s['minifim_version']}{', QUICK mode' if s.get('quick') else ''}. "
             f"[Full report]({s['name']}/report.md)\n"
         )
+        captions = s.get("figure_captions", {})
         for fig in s.get("figures", []):
-            lines.append(f"![{fig}]({s['name']}/{fig})\n")
+            lines.append(f"![{captions.get(fig, fig)}]({s['name']}/{fig})\n")
+            if fig in captions:
+                lines.append(f"*{captions[fig]}*\n")
     return atomic_write_text(root / "README.md", "\n".join(lines))
 
 
