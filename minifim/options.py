@@ -32,6 +32,8 @@ The vocabularies, with their keyword and values (aliases in parentheses):
 * :class:`UnitAggregate`, ``aggregate=``: incoming, outgoing, both, gate
 * :class:`InitScheme`, ``scheme=``: pytorch, normal
 * :class:`FixtureLabels`, ``labels=``: model, uniform
+* :class:`Link`, ``link=`` (Poisson likelihood): log, softplus
+* :class:`Parameterization`, ``parameterization=`` (heteroscedastic Gaussian): logvar, natural
 
 Names from the ecosystem: curvlinops' ``FisherType`` words are aliases of
 :class:`FisherKind`: ``"type-2"`` is minifim's ``"true"`` (the expectation over the model's
@@ -76,6 +78,8 @@ __all__ = [
     "UnitAggregate",
     "InitScheme",
     "FixtureLabels",
+    "Link",
+    "Parameterization",
     "as_option",
     "deprecated_keywords",
     "renamed_keyword",
@@ -385,6 +389,34 @@ class FixtureLabels(Option):
 
     MODEL = "model"
     UNIFORM = "uniform"
+
+
+class Link(Option):
+    """The inverse link of the Poisson likelihood (keyword ``link=``): the rate ``r(f)``.
+
+    ``log``: ``r = e^f`` (canonical: the loss Hessian ``e^f`` equals the output Fisher and
+    does not depend on the label; PyTorch ``PoissonNLLLoss(log_input=True)``); ``softplus``:
+    ``r = log(1 + e^f)`` (not canonical: the GGN depends on the label and differs from the
+    Fisher ``sigmoid(f)^2 / r``; computed exactly for every ``f``, where PyTorch's
+    ``softplus`` switches to the identity above ``f = 20``).
+    """
+
+    LOG = "log"
+    SOFTPLUS = "softplus"
+
+
+class Parameterization(Option):
+    """The output coordinates of the heteroscedastic Gaussian (keyword ``parameterization=``).
+
+    ``logvar``: outputs ``(mu, log sigma^2)``, blocked (the ``C`` means, then the ``C``
+    log-variances); ``natural``: ``(eta_1, f_2)`` with the natural parameters
+    ``eta_1 = mu / sigma^2`` and ``eta_2 = -exp(f_2) / 2 = -1 / (2 sigma^2)`` (Immer et al.
+    2023, their exponential head). Neither is canonical: the loss Hessian depends on the
+    label and is indefinite for some labels.
+    """
+
+    LOGVAR = "logvar"
+    NATURAL = "natural"
 
 
 # --- conversion -----------------------------------------------------------------------------

@@ -117,10 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=textwrap.dedent("""\
             JSON spec keys: sizes (an MLP) or layers (minifim.layers config dicts such as
             {"type": "Conv2d", "in_channels": 1, ...}) with input_shape, activation (MLP),
-            likelihood, sigma, num_samples,
-            seed, init (pytorch|normal), input_scale, labels (model|uniform), logit_scale,
-            damping, description, name, preset (a base preset to override), and optional
-            explicit theta, X, y (lists).
+            likelihood, sigma, link (poisson: log|softplus), parameterization
+            (heteroscedastic: logvar|natural), num_samples, seed, init (pytorch|normal),
+            input_scale, labels (model|uniform), logit_scale, damping, description, name,
+            preset (a base preset to override), and optional explicit theta, X, y (lists).
             Trajectory: OPTIMISER:steps=K[,key=value...] with OPTIMISER a constructor of
             minifim.optim, e.g. sgd:steps=5,lr=0.1 or adam:steps=10,lr=0.01."""),
     )
