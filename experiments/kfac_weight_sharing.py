@@ -27,7 +27,12 @@ finds little difference between the flavours in training): the errors and the an
 damped NGD directions ``(K + lambda I)^{-1} g`` and ``(F + lambda I)^{-1} g`` (``lambda = 1e-3 tr
 F / P``) on three non-linear categorical networks: the small CNN (flatten head, where neither
 setting applies), the expand-setting sequence model and the reduce-setting one (the fixture
-presets ``cnn-digits``, ``sequence-expand``, ``sequence-reduce``). ``QUICK=1`` uses fewer seeds.
+presets ``cnn-digits``, ``sequence-expand``, ``sequence-reduce``). The verdict rule is
+:func:`criterion` (tested in tests/test_experiment_kfac_weight_sharing.py).
+
+Run: ``MPLBACKEND=Agg python experiments/kfac_weight_sharing.py`` (``QUICK=1``: 5 seeds instead
+of 20). Measured on 2 cores (1 BLAS thread), load average about 1: full 3.1 s wall (2.7 s in the
+report), QUICK 2.6 s wall (0.6 s in the report; the rest is imports).
 """
 
 import numpy as np

@@ -17,7 +17,15 @@ from ._version import __version__
 
 # model: activations, likelihoods, the network
 from .core.activations import ACTIVATIONS, Activation, get_activation
-from .core.likelihoods import Bernoulli, Categorical, Gaussian, Likelihood, get_likelihood
+from .core.likelihoods import (
+    Bernoulli,
+    Categorical,
+    Gaussian,
+    HeteroscedasticGaussian,
+    Likelihood,
+    Poisson,
+    get_likelihood,
+)
 from .core.model import MLP, Sequential
 
 # layers of a Sequential network (the namespace minifim.layers: Linear, Conv2d, Flatten, Mean, ...)
@@ -52,6 +60,7 @@ from .geometry.curvature import (
     FISHER_KINDS,
     block_diagonal,
     curvature_factors,
+    curvature_is_psd,
     curvature_matrix,
     empirical_fisher,
     fisher_diagonal,
@@ -132,6 +141,8 @@ __all__ = [
     "Categorical",
     "Bernoulli",
     "Gaussian",
+    "HeteroscedasticGaussian",
+    "Poisson",
     "get_likelihood",
     "MLP",
     "Sequential",
@@ -144,6 +155,7 @@ __all__ = [
     "hessian",
     "curvature_matrix",
     "curvature_factors",
+    "curvature_is_psd",
     "fisher_diagonal",
     "block_diagonal",
     "square_of_mean_gradient",

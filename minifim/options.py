@@ -17,6 +17,8 @@ The vocabularies, with their keyword and values (aliases in parentheses):
 * :class:`Bias`, ``bias=``: folded, separate
 * :class:`Reduction`, ``reduction=``: mean, sum
 * :class:`Layout`, ``layout=``: pytorch, in-out, jax
+* :class:`LossConvention`, ``loss=`` (oracle): nll, mse-mean, mse-sum, ce-mean, ce-sum,
+  bce-mean, bce-sum
 * :class:`SolveMethod`, ``method=`` (NGD): auto, dense, woodbury, cg, structured
 * :class:`SpectrumMethod`, ``method=`` (eigs): auto, dense, gram, lanczos
 * :class:`KFACDamping`, ``damping_type=``: eigen, factored
@@ -32,6 +34,8 @@ The vocabularies, with their keyword and values (aliases in parentheses):
 * :class:`UnitAggregate`, ``aggregate=``: incoming, outgoing, both, gate
 * :class:`InitScheme`, ``scheme=``: pytorch, normal
 * :class:`FixtureLabels`, ``labels=``: model, uniform
+* :class:`Link`, ``link=`` (Poisson likelihood): log, softplus
+* :class:`Parameterization`, ``parameterization=`` (heteroscedastic Gaussian): logvar, natural
 
 Names from the ecosystem: curvlinops' ``FisherType`` words are aliases of
 :class:`FisherKind`: ``"type-2"`` is minifim's ``"true"`` (the expectation over the model's
@@ -61,6 +65,7 @@ __all__ = [
     "Bias",
     "Reduction",
     "Layout",
+    "LossConvention",
     "SolveMethod",
     "SpectrumMethod",
     "KFACDamping",
@@ -76,6 +81,8 @@ __all__ = [
     "UnitAggregate",
     "InitScheme",
     "FixtureLabels",
+    "Link",
+    "Parameterization",
     "as_option",
     "deprecated_keywords",
     "renamed_keyword",
@@ -234,6 +241,26 @@ class Layout(Option):
     JAX = "jax"
 
 
+class LossConvention(Option):
+    """The loss convention of another library's arrays (keyword ``loss=`` of the oracle).
+
+    ``nll``: minifim's mean negative log-likelihood. The others are PyTorch's (and
+    curvlinops') losses, the suffix fixing the reduction over the ``N`` samples: ``mse-mean``
+    / ``mse-sum`` (``MSELoss``: ``(y - f)^2`` averaged over the ``N C`` entries / summed; a
+    Gaussian likelihood), ``ce-mean`` / ``ce-sum`` (``CrossEntropyLoss``; categorical),
+    ``bce-mean`` / ``bce-sum`` (``BCEWithLogitsLoss``, averaged over the ``N C`` entries /
+    summed; Bernoulli). See :doc:`/testing`.
+    """
+
+    NLL = "nll"
+    MSE_MEAN = "mse-mean"
+    MSE_SUM = "mse-sum"
+    CE_MEAN = "ce-mean"
+    CE_SUM = "ce-sum"
+    BCE_MEAN = "bce-mean"
+    BCE_SUM = "bce-sum"
+
+
 class SolveMethod(Option):
     """The route of a damped curvature solve (``natural_gradient(method=)``).
 
@@ -385,6 +412,34 @@ class FixtureLabels(Option):
 
     MODEL = "model"
     UNIFORM = "uniform"
+
+
+class Link(Option):
+    """The inverse link of the Poisson likelihood (keyword ``link=``): the rate ``r(f)``.
+
+    ``log``: ``r = e^f`` (canonical: the loss Hessian ``e^f`` equals the output Fisher and
+    does not depend on the label; PyTorch ``PoissonNLLLoss(log_input=True)``); ``softplus``:
+    ``r = log(1 + e^f)`` (not canonical: the GGN depends on the label and differs from the
+    Fisher ``sigmoid(f)^2 / r``; computed exactly for every ``f``, where PyTorch's
+    ``softplus`` switches to the identity above ``f = 20``).
+    """
+
+    LOG = "log"
+    SOFTPLUS = "softplus"
+
+
+class Parameterization(Option):
+    """The output coordinates of the heteroscedastic Gaussian (keyword ``parameterization=``).
+
+    ``logvar``: outputs ``(mu, log sigma^2)``, blocked (the ``C`` means, then the ``C``
+    log-variances); ``natural``: ``(eta_1, f_2)`` with the natural parameters
+    ``eta_1 = mu / sigma^2`` and ``eta_2 = -exp(f_2) / 2 = -1 / (2 sigma^2)`` (Immer et al.
+    2023, their exponential head). Neither is canonical: the loss Hessian depends on the
+    label and is indefinite for some labels.
+    """
+
+    LOGVAR = "logvar"
+    NATURAL = "natural"
 
 
 # --- conversion -----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from minifim.fixtures import PRESETS, load_fixture
+from minifim.fixtures import PRESETS, SCHEMA_VERSION, load_fixture
 
 import minifim
 from minifim.oracle import from_minifim_layout
@@ -150,7 +150,7 @@ def test_fixture_show(fixture_path):
     code, text = run("fixture", "show", str(fixture_path))
     assert code == 0 and "MLP([4, 8, 3]" in text and "kfac/true/folded/A0" in text
     code, text = run("fixture", "show", str(fixture_path), "--json")
-    assert code == 0 and json.loads(text)["schema_version"] == 2
+    assert code == 0 and json.loads(text)["schema_version"] == SCHEMA_VERSION
 
 
 # --- check ------------------------------------------------------------------------------------------
@@ -407,3 +407,66 @@ def test_exit_codes_are_documented():
     for code in ("0 ", "1 ", "2 ", "130 "):
         assert f"\n    {code}" in doc or f" {code}" in doc
     assert "Exit status" in doc and "full disk" in doc and "interrupted" in doc
+
+
+# --- conventions (issue 16) ------------------------------------------------------------------
+def test_check_help_lists_the_loss_conventions(capsys):
+    with pytest.raises(SystemExit):
+        main(["check", "--help"])
+    text = capsys.readouterr().out
+    for loss in ("nll", "mse-mean", "mse-sum", "ce-mean", "ce-sum", "bce-mean", "bce-sum"):
+        assert loss in text
+    assert "--loss" in text and "MSELoss" in text
+
+
+@pytest.fixture(scope="module")
+def gaussian_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("fxg") / "gs.npz"
+    code, _ = run("fixture", "make", "gaussian-softplus", "-o", str(path))
+    assert code == 0
+    return path
+
+
+def test_check_names_the_flag_of_a_convention_mismatch(gaussian_path, tmp_path):
+    fx = load_fixture(gaussian_path)
+    s = 2 * 0.3**2 / 2  # MSELoss(reduction="mean") of a C = 2 regression
+    cand = tmp_path / "c.npz"
+    np.savez(cand, ggn=s * fx["ggn"], grad=s * fx["gradient"])
+    code, text = run("check", str(gaussian_path), str(cand))
+    assert code == 1 and "would pass with: --loss mse-mean" in text
+    code, text = run("check", str(gaussian_path), str(cand), "--loss", "mse-mean")
+    assert code == 0 and "loss mse-mean" in text
+    # another layout and a sum: the flags name both
+    np.savez(cand, F=from_minifim_layout(fx.net, fx.N * fx["true_fisher"], [0, 1], "in-out"))
+    code, text = run("check", str(gaussian_path), str(cand))
+    assert code == 1 and "would pass with: --reduction sum --layout in-out" in text
+    code, _ = run(
+        "check", str(gaussian_path), str(cand), "--reduction", "sum", "--layout", "in-out"
+    )
+    assert code == 0
+
+
+def test_check_json_carries_the_explanation(gaussian_path, tmp_path):
+    fx = load_fixture(gaussian_path)
+    cand = tmp_path / "c.npz"
+    N = fx.N
+    np.savez(cand, EF=fx["empirical_fisher"] * N / (N - 1), S=-fx["scores"] / N)
+    code, text = run("check", str(gaussian_path), str(cand), "--diagnose", "--json")
+    assert code == 1
+    diags = {d["name"]: d for d in json.loads(text)["diagnoses"]}
+    assert diags["EF"]["explanation"]["variant"] == "empirical"
+    assert diags["EF"]["explanation"]["factors"] == {"N": 1, "N-1": -1}
+    assert diags["S"]["explanation"]["factors"] == {"N": -1}
+    assert diags["S"]["explanation"]["sign"] == -1
+
+
+def test_check_refuses_a_loss_of_another_likelihood(gaussian_path, tmp_path, capsys):
+    cand = tmp_path / "c.npz"
+    np.savez(cand, F=np.eye(3))
+    code = main(["check", str(gaussian_path), str(cand), "--loss", "ce-mean"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "gaussian" in err and "Traceback" not in err
+    code = main(
+        ["check", str(gaussian_path), str(cand), "--loss", "mse-mean", "--reduction", "sum"]
+    )
+    assert code == 2 and "reduction" in capsys.readouterr().err

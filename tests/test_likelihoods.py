@@ -323,7 +323,13 @@ def test_gaussian_targets():
 
 # --- construction ----------------------------------------------------------------------------
 def test_get_likelihood_and_config():
-    assert set(LIKELIHOODS) == {"categorical", "bernoulli", "gaussian"}
+    assert set(LIKELIHOODS) == {
+        "categorical",
+        "bernoulli",
+        "gaussian",
+        "heteroscedastic",
+        "poisson",
+    }
     for name in LIKELIHOODS:
         lik = get_likelihood(name, 0.3)
         assert lik.name == name
@@ -338,8 +344,8 @@ def test_get_likelihood_and_config():
 
 
 def test_get_likelihood_bad_input():
-    with pytest.raises(ValueError, match=r"likelihood: expected one of .*received 'poisson'"):
-        get_likelihood("poisson")
+    with pytest.raises(ValueError, match=r"likelihood: expected one of .*received 'negbinomial'"):
+        get_likelihood("negbinomial")
     with pytest.raises(TypeError, match="likelihood: expected one of .* received int"):
         get_likelihood(3)
     for sigma, err in [

@@ -308,7 +308,7 @@ def test_constructor_bad_input():
         (dict(sizes=[3, True]), TypeError, r"sizes\[1\]: expected an integer, received bool"),
         (dict(sizes=[3, 2], activation="gelu"), ValueError, "activation: expected one of"),
         (dict(sizes=[3, 2], activation=1), TypeError, "activation: expected a name"),
-        (dict(sizes=[3, 2], likelihood="poisson"), ValueError, "likelihood: expected one of"),
+        (dict(sizes=[3, 2], likelihood="negbinomial"), ValueError, "likelihood: expected one of"),
         (dict(sizes=[3, 2], likelihood=None), TypeError, "likelihood: expected one of"),
         (
             dict(sizes=[3, 2], likelihood="gaussian", sigma=0),

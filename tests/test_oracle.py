@@ -350,14 +350,18 @@ def test_diagnose_monte_carlo_mistakes():
     k = 30
     c = minifim.mc_fisher(fx.net, fx.theta, fx.X, k, rng=0)
     d = diagnose(fx, k * c, n_samples=k)
-    assert not d.ok and "summed over the k = 30 samples instead of averaged" in d.verdict
+    assert not d.ok and "summed over the k Monte-Carlo samples instead of averaged" in d.verdict
+    assert d.explanation["factors"] == {"k": 1} and d.explanation["consistent"]
     d = diagnose(fx, fx.N * c, n_samples=k)
-    assert not d.ok and "summed over the N = 8 inputs" in d.verdict
+    assert not d.ok and "summed over the samples instead of averaged" in d.verdict
+    assert d.explanation["variant"] == "mc" and d.explanation["factors"] == {"N": 1}
     # the empirical Fisher is an exact variant, not "a noisy estimate"
     d = diagnose(fx, fx["empirical_fisher"], n_samples=k)
     assert not d.ok and d.closest == "empirical" and "'empirical' variant" in d.verdict
     # a biased estimate far outside the band for large k
-    d = diagnose(fx, 1.2 * c, n_samples=k)
+    d = diagnose(fx, 1.2 * c, n_samples=k)  # a 20% scale error: k / (N C) = 1.25 fits the band
+    assert not d.ok and d.explanation["consistent"] and d.explanation["factors"]
+    d = diagnose(fx, c + 0.5 * fx["empirical_fisher"], n_samples=k)  # no scale explains it
     assert not d.ok and "not explained by sampling" in d.verdict
     assert d.monte_carlo["within_band"] is False
     json.dumps(d.to_dict())
@@ -375,7 +379,7 @@ def test_diagnose_k_eff_estimates_the_number_of_samples():
 
 def test_diagnose_bad_input():
     fx = get("logistic-regression")
-    with pytest.raises(ValueError, match=r"shape \(5, 5\) or a diagonal of shape \(5,\)"):
+    with pytest.raises(ValueError, match=r"shape \(5, 5\), a diagonal of shape \(5,\)"):
         diagnose(fx, np.ones((4, 4)))
     with pytest.raises(ValueError, match="n_samples"):
         diagnose(fx, fx["true_fisher"], n_samples=0)

@@ -314,3 +314,38 @@ def test_joint_outcomes_of_positional_outputs():
         assert np.isclose(mean, brute, rtol=1e-12) and var > 0
     with pytest.raises(ValueError, match="25 outcomes per position, 3 positions"):
         output_outcomes(SEQUENCE_CASES[2].net, SEQUENCE_CASES[2].theta, SEQUENCE_CASES[2].X)
+
+
+def test_layouts_of_a_sequential_are_permutations():
+    """Every layout of a CNN with a bias-free layer is a permutation of the flat parameters
+    whose inverse maps back (the round trip is exact)."""
+    from minifim.oracle import from_minifim_layout, to_minifim_layout
+    from minifim.oracle.layouts import layout_permutation
+
+    c = CNN_CASES[1]
+    for layout in ("pytorch", "in-out", "jax"):
+        perm = layout_permutation(c.net, layout)
+        assert np.array_equal(np.sort(perm), np.arange(c.P))
+        there = from_minifim_layout(c.net, c.theta, [0], layout)
+        assert np.array_equal(to_minifim_layout(c.net, there, [0], layout), c.theta)
+    (W0, _), _, _ = c.net.unflatten(c.theta)
+    ws = c.net.layer_slices[0][0]
+    in_out = from_minifim_layout(c.net, c.theta, [0], "in-out")
+    assert np.array_equal(in_out[ws], W0.reshape(2, -1).T.ravel())
+
+
+def test_objective_helpers_on_positions(seq_case):
+    """The square of the mean gradient is ``g g^T`` of the (sequence) scores' mean; accuracy
+    averages over samples and positions; ``predict`` applies the link per position."""
+    c = seq_case
+    S = minifim.per_sample_scores(c.net, c.theta, c.X, c.y)
+    g = S.mean(axis=0)
+    assert_close(minifim.square_of_mean_gradient(c.net, c.theta, c.X, c.y), np.outer(g, g), 1e-12)
+    F = c.net.forward(c.theta, c.X)
+    lik = c.net.likelihood
+    mean = c.net.predict(c.theta, c.X)
+    assert mean.shape == F.shape
+    assert_close(mean.reshape(-1, F.shape[-1]), lik.mean(F.reshape(-1, F.shape[-1])), 1e-15)
+    if lik.name == "categorical":
+        acc = np.mean(np.argmax(F, axis=-1) == c.y)
+        assert minifim.accuracy(c.net, c.theta, c.X, c.y) == acc

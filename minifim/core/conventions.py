@@ -50,7 +50,9 @@ def prepare_inputs(
     theta : array_like, shape (P,)
     X : array_like, shape (N, D)
     y : targets or None
-        Required (and validated) for ``fisher="empirical"``; passed through otherwise.
+        Required (and validated) for ``fisher="empirical"`` and for ``fisher="ggn"`` when
+        the likelihood's link is not canonical (its loss Hessian depends on the labels);
+        passed through otherwise.
     fisher : str
         A :class:`~minifim.options.FisherKind`.
     n_samples : int
@@ -76,6 +78,14 @@ def prepare_inputs(
     if fisher == "empirical":
         if y is None:
             raise ValueError("y: the empirical Fisher needs the data targets y, received None")
+        y = net.check_targets(y, N)
+    elif fisher == "ggn" and not net.likelihood.canonical:
+        if y is None:
+            raise TypeError(
+                f"y: the GGN of the {net.likelihood.describe()} likelihood (non-canonical "
+                "link) depends on the labels, J^T H_f(y) J; pass the targets y (fisher='true' "
+                "is its expectation over the model's labels), received None"
+            )
         y = net.check_targets(y, N)
     elif fisher == "mc":
         k = check_int(n_samples, "n_samples", 1)

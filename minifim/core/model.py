@@ -65,13 +65,22 @@ class Sequential(NetworkBase):
     layers : sequence of minifim.layers objects (or their ``config()`` dicts)
         Applied in order; each network holds its own copies. At least one parametric layer.
     likelihood : str or Likelihood
-        ``"categorical"`` (softmax over the last output axis), ``"bernoulli"`` or
-        ``"gaussian"``.
+        ``"categorical"`` (softmax over the last output axis), ``"bernoulli"``,
+        ``"gaussian"``, ``"heteroscedastic"`` (a Gaussian with learned variances: ``2C``
+        outputs for ``C`` targets, the means then the log-variances) or ``"poisson"``
+        (counts).
     input_shape : tuple of int, optional
         One sample's input shape (without ``N``): ``(D,)``, ``(R, D)``, ``(C_in, H, W)``.
         Inferred as ``(in_features,)`` when the first layer is a ``Linear``.
     sigma : float
         Standard deviation of the Gaussian likelihood (ignored otherwise).
+    link : {"log", "softplus"}, optional
+        The Poisson rate ``r = e^f`` (default) or ``r = log(1 + e^f)``; only for
+        ``likelihood="poisson"``.
+    parameterization : {"logvar", "natural"}, optional
+        The heteroscedastic outputs ``(mu, log sigma^2)`` (default) or the natural
+        parameters ``(mu / sigma^2, log(1 / sigma^2))``; only for
+        ``likelihood="heteroscedastic"``.
 
     Attributes
     ----------
@@ -105,6 +114,9 @@ class Sequential(NetworkBase):
         likelihood: str | Likelihood = "categorical",
         input_shape: Sequence[int] | int | None = None,
         sigma: float = 1.0,
+        *,
+        link: str | None = None,
+        parameterization: str | None = None,
     ) -> None:
         if isinstance(layers, (str, bytes, Mapping)) or not isinstance(layers, Sequence):
             raise TypeError(
@@ -117,7 +129,9 @@ class Sequential(NetworkBase):
                 "layers: expected at least one parametric layer (Linear or Conv2d), received "
                 f"{built!r}"
             )
-        self.likelihood: Likelihood = get_likelihood(likelihood, sigma)
+        self.likelihood: Likelihood = get_likelihood(
+            likelihood, sigma, link=link, parameterization=parameterization
+        )
         self._build(built, self._resolve_input_shape(built, input_shape))
 
     @staticmethod
@@ -160,6 +174,12 @@ class Sequential(NetworkBase):
             cast("ParametricLayer", layers[j]) for j in self.parametric_indices
         ]
         self.shapes = [layer.matrix_shape for layer in self.parametric_layers]
+        if self.likelihood.name == "heteroscedastic" and self.output_shape[-1] % 2:
+            what = "sizes" if hasattr(self, "sizes") else "layers"
+            raise ValueError(
+                f"{what}: the heteroscedastic likelihood needs an even output width 2C (C "
+                f"means, then C log-variances), received {self.output_shape[-1]} outputs"
+            )
         slices, offset = [], 0
         for layer in self.parametric_layers:
             out, inp = layer.matrix_shape
@@ -196,6 +216,14 @@ class Sequential(NetworkBase):
         """Whether some parametric layer shares its weight over more than one position."""
         return any(layer.positions > 1 for layer in self.parametric_layers)
 
+    @property
+    def target_dim(self) -> int:
+        """Width of the targets' last axis: ``C``, or ``C / 2`` for the heteroscedastic
+        likelihood (``2C`` outputs per ``C`` targets)."""
+        return (
+            self.output_dim // 2 if self.likelihood.name == "heteroscedastic" else self.output_dim
+        )
+
     def layer_param_slices(self) -> list[slice]:
         """Per parametric layer, the slice of ``theta`` holding ``(W_l, b_l)`` together."""
         return [slice(w.start, b.stop) for w, b in self.layer_slices]
@@ -212,16 +240,22 @@ class Sequential(NetworkBase):
     def config(self) -> dict[str, Any]:
         """JSON-serialisable description; ``Sequential(**config)`` rebuilds the model."""
         lik = self.likelihood.config()
-        return {
+        cfg = {
             "layers": [layer.config() for layer in self.layers],
             "likelihood": lik["likelihood"],
             "input_shape": list(self.input_shape),
             "sigma": float(lik.get("sigma", 1.0)),
         }
+        return _likelihood_options(cfg, lik)
 
     def _sigma_repr(self) -> str:
         gaussian = self.likelihood.name == "gaussian"
-        return f", sigma={cast('Gaussian', self.likelihood).sigma!r}" if gaussian else ""
+        extra = f", sigma={cast('Gaussian', self.likelihood).sigma!r}" if gaussian else ""
+        lik = self.likelihood.config()
+        for key in ("link", "parameterization"):
+            if key in lik:
+                extra += f", {key}={lik[key]!r}"
+        return extra
 
     def __repr__(self) -> str:
         return (
@@ -310,7 +344,7 @@ class Sequential(NetworkBase):
         pos = self.output_shape[:-1]
         if self.likelihood.name == "categorical":
             return (N,) + pos
-        return (N,) + self.output_shape
+        return (N,) + pos + (self.target_dim,)
 
     def check_targets(self, y: ArrayLike, N: int, name: str = "y") -> np.ndarray:
         """Validate targets for ``N`` samples against the likelihood (see its docstring).
@@ -330,7 +364,7 @@ class Sequential(NetworkBase):
                 f"(one target per position), received shape {tuple(shape)}"
             )
         NR = N * self.positions
-        flat_shape = (NR,) if self.likelihood.name == "categorical" else (NR, self.output_dim)
+        flat_shape = (NR,) if self.likelihood.name == "categorical" else (NR, self.target_dim)
         flat = y if is_box(y) else np.asarray(y)
         checked = self.likelihood.check_targets(
             anp.reshape(flat, flat_shape), NR, self.output_dim, name
@@ -351,7 +385,7 @@ class Sequential(NetworkBase):
         if not self.has_positions:
             return y
         lead = np.shape(y)[:leading]
-        tail = () if self.likelihood.name == "categorical" else (self.output_dim,)
+        tail = () if self.likelihood.name == "categorical" else (self.target_dim,)
         return anp.reshape(y, lead + (-1,) + tail)
 
     def spread_positions(self, E: np.ndarray) -> np.ndarray:
@@ -412,7 +446,7 @@ class Sequential(NetworkBase):
     def mean_outputs(self, F: np.ndarray) -> np.ndarray:
         """``E[y | f]: (N, *output_shape)`` per position."""
         m = self.likelihood.mean(self.flat_outputs(F))
-        return m if not self.has_positions else m.reshape(np.shape(F))
+        return m if not self.has_positions else m.reshape(np.shape(F)[:-1] + m.shape[-1:])
 
     # --- parameters as arrays ------------------------------------------------------------
     def unflatten(self, theta: Any) -> list[tuple[Any, Any]]:
@@ -660,9 +694,14 @@ class MLP(Sequential):
         ``"tanh"``, ``"relu"``, ``"sigmoid"``, ``"softplus"``, ``"identity"``, or an
         elementwise callable written with ``autograd.numpy``; applied to hidden layers.
     likelihood : str or Likelihood
-        ``"categorical"`` (softmax), ``"bernoulli"`` (sigmoid per output) or ``"gaussian"``.
+        ``"categorical"`` (softmax), ``"bernoulli"`` (sigmoid per output), ``"gaussian"``,
+        ``"heteroscedastic"`` (a Gaussian with learned variances: ``C = sizes[-1] / 2``
+        targets, the last layer's first half the means and second half the log-variances)
+        or ``"poisson"`` (counts).
     sigma : float
         Standard deviation of the Gaussian likelihood (ignored otherwise).
+    link, parameterization : str, optional
+        The Poisson link and the heteroscedastic parameterisation (see :class:`Sequential`).
 
     Examples
     --------
@@ -680,6 +719,9 @@ class MLP(Sequential):
         activation: str | Activation | Callable[..., Any] = "tanh",
         likelihood: str | Likelihood = "categorical",
         sigma: float = 1.0,
+        *,
+        link: str | None = None,
+        parameterization: str | None = None,
     ) -> None:
         if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence | np.ndarray):
             raise TypeError(
@@ -691,7 +733,9 @@ class MLP(Sequential):
             raise ValueError(f"sizes: expected at least 2 widths [D, ..., C], received {sizes}")
         self.sizes = sizes
         self.activation: Activation = get_activation(activation)
-        self.likelihood = get_likelihood(likelihood, sigma)
+        self.likelihood = get_likelihood(
+            likelihood, sigma, link=link, parameterization=parameterization
+        )
         layers: list[Layer] = []
         for l in range(len(sizes) - 1):
             if l:
@@ -715,7 +759,7 @@ class MLP(Sequential):
         lik = self.likelihood.config()
         cfg["likelihood"] = lik["likelihood"]
         cfg["sigma"] = float(lik.get("sigma", 1.0))
-        return cfg
+        return _likelihood_options(cfg, lik)
 
     def sequential_config(self) -> dict[str, Any]:
         """The :meth:`Sequential.config` of the same network (``Sequential(**...)`` rebuilds
@@ -751,6 +795,15 @@ class MLP(Sequential):
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"{name}: expected finite values, received NaN/Inf")
         return arr
+
+
+def _likelihood_options(cfg: dict[str, Any], lik: Mapping[str, Any]) -> dict[str, Any]:
+    """``cfg`` with the likelihood's ``link`` / ``parameterization`` when it has them (the
+    canonical likelihoods' configs are unchanged)."""
+    for key in ("link", "parameterization"):
+        if key in lik:
+            cfg[key] = lik[key]
+    return cfg
 
 
 def _to_numpy(x: Any) -> np.ndarray:

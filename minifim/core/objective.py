@@ -74,13 +74,13 @@ def accuracy(net: Sequential, theta: ArrayLike, X: ArrayLike, y: ArrayLike) -> f
 
     Categorical: ``argmax_c f_c == y``; Bernoulli: every output thresholded at ``p = 1/2``
     equals its label (mean over outputs and samples; with positional outputs, also over the
-    positions). Not defined for a Gaussian likelihood.
+    positions). Not defined for the Gaussian, heteroscedastic and Poisson likelihoods.
     """
     theta, X, y = _checked(net, theta, X, y)
-    if net.likelihood.name == "gaussian":
+    if net.likelihood.name not in ("categorical", "bernoulli"):
         raise ValueError(
             "net: accuracy is defined for categorical and bernoulli likelihoods, "
-            "received a gaussian likelihood (use loss)"
+            f"received a {net.likelihood.name} likelihood (use loss)"
         )
     F = net.apply(theta, X)
     pred = net.likelihood._most_likely(F) if not net.has_positions else net.most_likely_targets(F)

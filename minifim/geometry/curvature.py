@@ -13,6 +13,18 @@ Every curvature except the Hessian is ``M = c * sum_n sum_k u_nk u_nk^T`` with
 "ggn"         ``H_n^{1/2}`` of the Hessian of ``-log p`` w.r.t. ``f``   ``J^T H J``
 ============  =====================================================  =========================
 
+The GGN of a likelihood whose link is not canonical (the heteroscedastic Gaussian, Poisson with
+``link="softplus"``) depends on the labels: ``G(y) = c sum_n J_n^T H_f(y_n) J_n`` needs ``y``
+(a ``TypeError`` naming ``y`` without it), differs from the true Fisher, and satisfies
+``E_{y ~ p_theta}[G(y)] = F`` (since ``E_y[H_f(y)] = Lambda``). When ``H_f(y)`` is indefinite
+(the heteroscedastic Gaussian: ``det = -(y - mu)^2 / (2 sigma^4)`` per output) there is no
+real square root: the seeds are the signed factorisation ``H = P^T P - M^T M`` of
+:meth:`minifim.Likelihood.hessian_factors` and the matrix is the difference of two
+factored sums, assembled by the same BLAS routes (``sign=+1`` and ``sign=-1`` of
+:func:`curvature_factors`; twice the forward passes, no per-seed signs inside the assembly).
+Consumers that need ``M = U^T U`` (K-FAC, the Gram and Woodbury routes, unit
+sensitivities) refuse such a curvature with a ``ValueError`` (:func:`curvature_is_psd`).
+
 ``S = n_samples`` is the number of Monte-Carlo labels per input (``j = 1..S``), the meaning of
 ``n_samples`` everywhere in minifim. Reduction: ``c = 1/N`` (``reduction="mean"``, the default
 everywhere) or ``c = 1`` (``reduction="sum"``). See :doc:`/conventions`.
@@ -72,6 +84,7 @@ __all__ = [
     "block_diagonal",
     "output_seeds",
     "curvature_factors",
+    "curvature_is_psd",
     "square_of_mean_gradient",
 ]
 
@@ -86,10 +99,27 @@ _CHEAPER = (
 
 
 # --- seeds: which curvature ------------------------------------------------------------------
-def _sqrt_psd(H: np.ndarray) -> np.ndarray:
-    """``R: (N, C, C)`` with ``R^T R = H`` for a batch of symmetric PSD ``H: (N, C, C)``."""
-    w, Q = np.linalg.eigh(H)
-    return np.sqrt(np.clip(w, 0.0, None))[:, :, None] * Q.transpose(0, 2, 1)
+def curvature_is_psd(net: Sequential, fisher: str) -> bool:
+    """Whether the curvature ``fisher`` of ``net`` is positive semi-definite for every label.
+
+    False for ``"hessian"`` and for ``"ggn"`` when the likelihood's loss Hessian ``H_f(y)`` can
+    be indefinite (:attr:`minifim.Likelihood.hessian_psd`, the heteroscedastic Gaussian);
+    true for every Fisher.
+    """
+    check_net(net)
+    if fisher == "hessian":
+        return False
+    return not (fisher == "ggn" and not net.likelihood.hessian_psd)
+
+
+def _indefinite_error(net: Sequential, fisher: str, what: str) -> ValueError:
+    return ValueError(
+        f"fisher: the '{fisher}' curvature of the {net.likelihood.describe()} likelihood is "
+        "indefinite (J^T H_f(y) J with a loss Hessian H_f(y) that has negative eigenvalues "
+        f"at most labels), but {what} needs a positive semi-definite M = U^T U; use "
+        "fisher='true' (its expectation over the model's labels, exact), or a dense / "
+        "diagonal / block / matrix-free route that takes the signed curvature"
+    )
 
 
 def output_seeds(
@@ -98,26 +128,43 @@ def output_seeds(
     fisher: str,
     y: ArrayLike | None = None,
     y_samples: np.ndarray | None = None,
+    *,
+    sign: int | None = None,
 ) -> np.ndarray:
     """Output-space seeds ``E: (N, K, *output_shape)`` of the curvature ``fisher`` (see the
     module table); ``(N, K, C)`` for outputs ``(N, C)``.
 
-    ``F: (N, *output_shape)`` are the outputs; ``y`` the data targets (``"empirical"``);
-    ``y_samples`` the ``S = n_samples`` sampled targets with a leading axis (``"mc"``). With
-    positional outputs ``(N, R, C)`` the ``"true"`` and ``"ggn"`` seeds are per position and
-    class (``K = R C``, each zero off its own position:
-    :meth:`~minifim.Sequential.spread_positions`), so the cross-position terms, whose
-    expectation is zero, vanish exactly; the ``"empirical"``, ``"mc"`` and ``"argmax"`` seeds
-    are the output score of the whole sample (``K = 1`` per label draw), the sum of its
+    ``F: (N, *output_shape)`` are the outputs; ``y`` the data targets (``"empirical"``, and
+    ``"ggn"`` of a non-canonical likelihood); ``y_samples`` the ``S = n_samples`` sampled
+    targets with a leading axis (``"mc"``). With positional outputs ``(N, R, C)`` the
+    ``"true"`` and ``"ggn"`` seeds are per position and class (``K = R C``, each zero off its
+    own position: :meth:`~minifim.Sequential.spread_positions`), so the cross-position terms,
+    whose expectation is zero, vanish exactly; the ``"empirical"``, ``"mc"`` and ``"argmax"``
+    seeds are the output score of the whole sample (``K = 1`` per label draw), the sum of its
     positions' scores.
+
+    ``sign``: ``None`` (default) the seeds of a PSD curvature, refused (``ValueError``) when
+    :func:`curvature_is_psd` is false; ``+1`` / ``-1`` the positive / negative part
+    ``P`` / ``M`` of the signed factorisation ``E^T E = P^T P - M^T M`` (for a PSD curvature,
+    ``+1`` gives the seeds and ``-1`` an empty ``(N, 0, *output_shape)``).
     """
     check_net(net)
     lik = net.likelihood
-    if fisher == "true":
-        return net.spread_positions(lik.fisher_factor(net.flat_outputs(F)))
-    if fisher == "ggn":
-        return net.spread_positions(_sqrt_psd(lik.hessian_outputs(net.flat_outputs(F))))
+    if sign is None:
+        if not curvature_is_psd(net, fisher):
+            raise _indefinite_error(net, fisher, "this route")
+        sign = 1
+    elif sign not in (1, -1):
+        raise ValueError(f"sign: expected None, 1 or -1, received {sign!r}")
+    if sign == -1 and curvature_is_psd(net, fisher):
+        return np.zeros((np.shape(F)[0], 0) + tuple(np.shape(F)[1:]))
     F2 = net.flat_outputs(F)
+    if fisher == "ggn":
+        labels = None if lik.canonical else net.flat_targets(cast("ArrayLike", y))
+        P, M = lik.hessian_factors(F2, labels)
+        return net.spread_positions(P if sign == 1 else M)
+    if fisher == "true":
+        return net.spread_positions(lik.fisher_factor(F2))
 
     def score(labels: Any) -> np.ndarray:
         g = lik.grad_log_prob(F2, labels)
@@ -215,6 +262,8 @@ def curvature_factors(
     n_samples: int = 1,
     rng: np.random.Generator | int | None = None,
     chunk_size: int | None = None,
+    *,
+    sign: int | None = None,
 ) -> Iterator[FactorChunk]:
     """Yield ``(acts, Bs)`` per chunk of samples: the factor of the curvature ``fisher``.
 
@@ -225,12 +274,18 @@ def curvature_factors(
     ``Bs[l][i, k].T @ acts[l][i]`` and ``b_l`` block ``Bs[l][i, k].sum(axis=0)``; the (sum-reduced)
     curvature is the sum over chunks, samples and seeds of its outer products. Inputs are
     validated when called (a generator is returned), not at the first iteration.
+
+    ``sign`` (see :func:`output_seeds`): ``None`` refuses an indefinite curvature (the GGN of
+    the heteroscedastic Gaussian) with a ``ValueError``; ``+1`` / ``-1`` yield the factors of
+    its positive / negative part, whose difference is the curvature.
     """
     fisher = as_option(fisher, FisherKind, "fisher")
+    if sign is None and not curvature_is_psd(net, fisher):
+        raise _indefinite_error(net, fisher, "a factor U (K-FAC, Gram, Woodbury, sensitivities)")
     theta, X, y, y_samples = prepare_inputs(net, theta, X, y, fisher, n_samples, rng)
     step = _chunk_size(net, _num_seeds(net, fisher, n_samples), chunk_size, fisher, X.shape[0])
     # inputs are validated (and Monte-Carlo labels drawn) now, not at the first iteration
-    return _iter_factors(net, theta, X, y, y_samples, fisher, step)
+    return _iter_factors(net, theta, X, y, y_samples, fisher, step, sign)
 
 
 def _iter_factors(
@@ -241,6 +296,7 @@ def _iter_factors(
     y_samples: np.ndarray | None,
     fisher: str,
     step: int,
+    sign: int | None = None,
 ) -> Iterator[FactorChunk]:
     N = X.shape[0]
     for start in range(0, N, step):
@@ -252,14 +308,16 @@ def _iter_factors(
             fisher,
             None if y is None else y[sl],
             None if y_samples is None else y_samples[:, sl],
+            sign=sign,
         )
         yield cache.acts, backprop_seeds(net, cache, seeds)
 
 
 # --- dense assembly: minifim.geometry.assembly ----------------------------------------
-def _require_dense(net: Sequential, what: str) -> None:
+def _require_dense(net: Sequential, what: str, copies: int = 1) -> None:
     P = net.num_params
-    require_memory(8 * P * P, f"dense {what} (P, P) = ({P}, {P}) float64", _CHEAPER)
+    extra = "" if copies == 1 else f" x {copies} (its positive and negative parts)"
+    require_memory(copies * 8 * P * P, f"dense {what} (P, P) = ({P}, {P}) float64{extra}", _CHEAPER)
 
 
 def curvature_matrix(
@@ -289,15 +347,20 @@ def curvature_matrix(
 
     Returns
     -------
-    M : ndarray, shape (P, P), symmetric positive semi-definite.
+    M : ndarray, shape (P, P), symmetric; positive semi-definite unless
+        :func:`curvature_is_psd` is false (the GGN of the heteroscedastic Gaussian, assembled
+        as the difference of its positive and negative parts).
     """
     check_net(net)
     fisher = as_option(fisher, FisherKind, "fisher")
     X = net.check_inputs(X)
     scale = reduction_scale(reduction, X.shape[0])
-    _require_dense(net, f"{fisher} curvature")
-    factors = curvature_factors(net, theta, X, y, fisher, n_samples, rng, chunk_size)
-    M = dense_from_factors(net, factors, net.num_params)
+    psd = curvature_is_psd(net, fisher)
+    _require_dense(net, f"{fisher} curvature", 1 if psd else 2)
+    args = (net, theta, X, y, fisher, n_samples, rng, chunk_size)
+    M = dense_from_factors(net, curvature_factors(*args, sign=1), net.num_params)
+    if not psd:
+        M -= dense_from_factors(net, curvature_factors(*args, sign=-1), net.num_params)
     M *= scale
     return M
 
@@ -397,17 +460,42 @@ def ggn(
     reduction: str = "mean",
     chunk_size: int | None = None,
 ) -> np.ndarray:
-    """Generalised Gauss-Newton ``G = c sum_n J_n^T H_n J_n``, shape ``(P, P)``.
+    """Generalised Gauss-Newton ``G = c sum_n J_n^T H_f(y_n) J_n``, shape ``(P, P)``.
 
-    ``H_n`` is the Hessian of ``-log p(y | f)`` with respect to the outputs, factored by a
-    batched eigendecomposition (a route independent of the closed-form Fisher factor). For
-    the canonical links here ``H_n`` does not depend on ``y`` and ``G`` equals the true
-    Fisher; ``y`` is accepted for symmetry with :func:`hessian` and ignored.
+    ``H_f(y)`` is the Hessian of ``-log p(y | f)`` with respect to the outputs
+    (:meth:`minifim.Likelihood.hessian_outputs`), factored by a batched eigendecomposition
+    (a route independent of the closed-form Fisher factor) or, for the heteroscedastic
+    Gaussian, by its exact signed ``L D L^T`` factorisation.
+
+    Canonical links (categorical, Bernoulli, Gaussian, Poisson ``link="log"``): ``H_f`` does
+    not depend on ``y`` (optional, validated when given) and ``G`` equals the true Fisher.
+    Otherwise ``y`` is required (``TypeError`` naming ``y``), ``G(y)`` differs from the true
+    Fisher and ``E_{y ~ p_theta}[G(y)] = F``. For the heteroscedastic Gaussian ``G(y)`` is
+    indefinite (:func:`curvature_is_psd`); Poisson with ``link="softplus"`` keeps it PSD.
+
+    Examples
+    --------
+    >>> import numpy as np, minifim
+    >>> net = minifim.MLP([1, 4, 2], likelihood="heteroscedastic")
+    >>> theta, X = net.init(0), np.linspace(-1, 1, 6)[:, None]
+    >>> y = np.sin(3 * X)  # targets (N, C) = (6, 1) for 2C = 2 outputs
+    >>> G, F = minifim.ggn(net, theta, X, y), minifim.true_fisher(net, theta, X)
+    >>> bool(np.linalg.eigvalsh(G)[0] < -0.1), bool(np.linalg.eigvalsh(F)[0] > -1e-12)
+    (True, True)
     """
     check_net(net)
-    if y is not None:
-        net.check_targets(y, net.check_inputs(X).shape[0])
-    return curvature_matrix(net, theta, X, None, "ggn", reduction=reduction, chunk_size=chunk_size)
+    X_checked = net.check_inputs(X)
+    if net.likelihood.canonical:
+        if y is not None:
+            net.check_targets(y, X_checked.shape[0])
+        y = None
+    elif y is None:
+        raise TypeError(
+            f"y: the GGN of the {net.likelihood.describe()} likelihood (non-canonical link) "
+            "depends on the labels, J^T H_f(y) J; pass the targets y (its expectation over "
+            "the model's labels is true_fisher), received None"
+        )
+    return curvature_matrix(net, theta, X, y, "ggn", reduction=reduction, chunk_size=chunk_size)
 
 
 def hessian(
@@ -534,20 +622,23 @@ def fisher_diagonal(
     X = net.check_inputs(X)
     scale = reduction_scale(reduction, X.shape[0])
     d = np.zeros(net.num_params)
-    for acts, Bs in curvature_factors(net, theta, X, y, fisher, n_samples, rng, chunk_size):
-        for layer, (ws, bs), a, B in zip(net.parametric_layers, net.layer_slices, acts, Bs):
-            if B.shape[2] == 1:
-                a1, B1 = a[:, 0], B[:, :, 0]
-                B2 = np.einsum("nko,nko->no", B1, B1)
-                d[ws] += (B2.T @ (a1 * a1)).ravel()
+    signs = (1,) if curvature_is_psd(net, fisher) else (1, -1)
+    for sign in signs:  # an indefinite GGN: diag(P part) - diag(M part)
+        factors = curvature_factors(net, theta, X, y, fisher, n_samples, rng, chunk_size, sign=sign)
+        for acts, Bs in factors:
+            for layer, (ws, bs), a, B in zip(net.parametric_layers, net.layer_slices, acts, Bs):
+                if B.shape[2] == 1:
+                    a1, B1 = a[:, 0], B[:, :, 0]
+                    B2 = sign * np.einsum("nko,nko->no", B1, B1)
+                    d[ws] += (B2.T @ (a1 * a1)).ravel()
+                    if layer.bias:
+                        d[bs] += B2.sum(axis=0)
+                    continue
+                G = layer_gradients(layer, a, B)
+                d[ws] += sign * np.einsum("nkoi,nkoi->oi", G, G).ravel()
                 if layer.bias:
-                    d[bs] += B2.sum(axis=0)
-                continue
-            G = layer_gradients(layer, a, B)
-            d[ws] += np.einsum("nkoi,nkoi->oi", G, G).ravel()
-            if layer.bias:
-                Bb = B.sum(axis=2)
-                d[bs] += np.einsum("nko,nko->o", Bb, Bb)
+                    Bb = B.sum(axis=2)
+                    d[bs] += sign * np.einsum("nko,nko->o", Bb, Bb)
     return d * scale
 
 
@@ -579,13 +670,28 @@ def block_diagonal(
         "fisher_diagonal or kfac",
     )
     blocks = [np.zeros((s, s)) for s in sizes]
-    for acts, Bs in curvature_factors(net, theta, X, y, fisher, n_samples, rng, chunk_size):
+    args = (net, theta, X, y, fisher, n_samples, rng, chunk_size)
+    for acts, Bs in curvature_factors(*args, sign=1):
         for l in range(net.num_layers):
-            if acts[l].shape[1] == 1:
-                add_block(blocks[l], net, l, l, acts, Bs, 0, 0)
-            else:  # one seed, or weight sharing: the (n K, P_l) rows of the layer
-                U = layer_factor(net, l, acts[l], Bs[l])
-                blocks[l] += U.T @ U
+            _add_layer_block(blocks[l], net, l, acts, Bs)
+    if not curvature_is_psd(net, fisher):  # an indefinite GGN: minus the negative part
+        negative = [np.zeros((s, s)) for s in sizes]
+        for acts, Bs in curvature_factors(*args, sign=-1):
+            for l in range(net.num_layers):
+                _add_layer_block(negative[l], net, l, acts, Bs)
+        for b, m in zip(blocks, negative):
+            b -= m
     for b in blocks:
         b *= scale
     return blocks
+
+
+def _add_layer_block(
+    block: np.ndarray, net: Sequential, l: int, acts: list[np.ndarray], Bs: list[np.ndarray]
+) -> None:
+    """Add layer ``l``'s diagonal block of one chunk of factors into ``block``."""
+    if acts[l].shape[1] == 1:
+        add_block(block, net, l, l, acts, Bs, 0, 0)
+    else:  # one seed, or weight sharing: the (n K, P_l) rows of the layer
+        U = layer_factor(net, l, acts[l], Bs[l])
+        block += U.T @ U

@@ -16,8 +16,9 @@ from .._validation import check_int, check_net
 from ..core.model import Sequential
 from ..core.scores import backprop_seeds, expand_gradients, forward_cache
 from ..memory import require_memory
+from ..options import Bias, as_option
 
-__all__ = ["MAX_OUTCOMES", "output_outcomes", "mc_error_moments"]
+__all__ = ["MAX_OUTCOMES", "output_outcomes", "mc_error_moments", "mc_kfac_error_moments"]
 
 #: Largest number of outcomes per input enumerated (``C``, ``2^C`` or ``5^C``).
 MAX_OUTCOMES = 4096
@@ -55,6 +56,20 @@ def output_outcomes(net: Sequential, theta: Any, X: Any) -> tuple[np.ndarray, np
         f"outcome scores (N, O, P) = ({N}, {O}, {net.num_params}) float64",
         "fewer samples or a diagonal candidate",
     )
+    w, acts, Bs = _outcome_seeds(net, theta, X)
+    return w, expand_gradients(net, acts, Bs)
+
+
+def _outcome_seeds(
+    net: Sequential, theta: np.ndarray, X: np.ndarray
+) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """``(w, acts, Bs)``: outcome weights ``(N, O)``, the layer inputs and the outcomes'
+    backpropagated seeds (``Bs[l]: (N, O, out_l)`` for a layer without positions: the K-FAC
+    ``b`` of every outcome). ``theta``, ``X`` validated by the caller."""
+    lik = net.likelihood
+    N, C, R = X.shape[0], net.output_dim, net.positions
+    O1 = lik.num_outcomes(C)
+    O = O1**R
     cache = forward_cache(net, theta, X)
     F = net.flat_outputs(cache.outputs)  # (N R, C): one row per position
     w, Y = lik.outcomes(F)
@@ -71,8 +86,7 @@ def output_outcomes(net: Sequential, theta: Any, X: Any) -> tuple[np.ndarray, np
         seeds = seeds.reshape((N, O) + net.output_shape)
     else:
         seeds = g
-    U = expand_gradients(net, cache.acts, backprop_seeds(net, cache, seeds))
-    return w, U
+    return w, cache.acts, backprop_seeds(net, cache, seeds)
 
 
 def mc_error_moments(
@@ -109,6 +123,14 @@ def mc_error_moments(
         K = Q @ Q.T
     else:
         K = (flat @ flat.T) ** 2
+    return _gram_moments(w, K, k)
+
+
+def _gram_moments(w: np.ndarray, K: np.ndarray, k: int) -> tuple[float, float]:
+    """Exact ``(E D, Var D)`` of ``D = |1/(N k) sum_{n,j} x_nj|^2`` from the outcome weights
+    ``w: (N, O)`` and the uncentred Gram matrix ``K: (N O, N O)`` of ``phi`` (see
+    :func:`mc_error_moments`)."""
+    N, O = w.shape
     K = K.reshape(N, O, N, O)
     # centre both arguments: Kc = K - E_o K - E_o' K + E_o E_o' K
     first = np.einsum("no,nomq->nmq", w, K)[:, None, :, :]  # E over the first outcome
@@ -125,3 +147,51 @@ def mc_error_moments(
     mean = float(e.sum()) / (N * N * k)
     var = (k * f.sum() - k * np.sum(e * e) + 2 * k * k * t.sum() - 2 * k * np.trace(t)) / Nk**4
     return mean, float(max(var, 0.0))
+
+
+def mc_kfac_error_moments(
+    net: Sequential, theta: Any, X: Any, n_samples: int, *, bias: str = "folded"
+) -> tuple[float, float]:
+    """Exact mean and variance of ``D = |K_mc - K|_F^2`` for the dense Monte-Carlo K-FAC.
+
+    ``K = blockdiag_l(G_l kron A~_l)`` (folded) or with the separate bias block ``G_l``; the
+    Monte-Carlo ``G_l = 1/N sum_n 1/k sum_j b_l(y_nj) b_l(y_nj)^T`` with ``k = n_samples``
+    labels per input, ``A`` exact. ``|dG kron A|_F = |dG|_F |A|_F``, so
+    ``D = sum_l c_l |dG_l|^2`` with ``c_l = |A~_l|^2`` (folded) or ``|A_l|^2 + 1``
+    (separate): the moments of :func:`mc_error_moments` with the Gram matrix
+    ``sum_l c_l (b_l . b_l')^2`` of the outcomes.
+    """
+    check_net(net)
+    k = check_int(n_samples, "n_samples", 1)
+    bias = as_option(bias, Bias, "bias")
+    theta = net.check_theta(theta)
+    X = net.check_inputs(X)
+    lik = net.likelihood
+    N = X.shape[0]
+    O = lik.num_outcomes(net.output_dim) ** net.positions
+    if O > MAX_OUTCOMES:
+        raise ValueError(
+            f"the output distribution has {O} outcomes per input ({lik.name}), over the "
+            f"enumeration limit {MAX_OUTCOMES}; the exact Monte-Carlo band needs fewer outputs"
+        )
+    require_memory(
+        3 * 8 * (N * O) ** 2,
+        f"the outcome Gram matrices (N O)^2 = ({N * O})^2 float64, three of them",
+        "fewer samples in the fixture (the band is exact but needs all pairs of outcomes)",
+    )
+    from .kronecker import kfac  # the exact factors' A and layer layout (bias=False layers)
+
+    w, acts, Bs = _outcome_seeds(net, theta, X)
+    # acts[l]: (N, R_l, in), Bs[l]: (N, O, R_l, out); the band needs R_l = 1 (no sharing)
+    if net.has_positions or any(np.shape(a)[1:-1] not in ((), (1,)) for a in acts):
+        raise ValueError(
+            "net: the exact Monte-Carlo K-FAC band covers layers without weight sharing "
+            "(no positions); compare a weight-shared K-FAC's factors exactly"
+        )
+    true = kfac(net, theta, X, None, "true", bias=bias)
+    K = np.zeros((N * O, N * O))
+    for A, layer, B in zip(true.A, true.layers, Bs):
+        c = float(np.vdot(A, A)) + (1.0 if layer.separate_bias else 0.0)
+        flat = B.reshape(N * O, B.shape[-1])
+        K += c * (flat @ flat.T) ** 2
+    return _gram_moments(w, K, k)

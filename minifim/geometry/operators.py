@@ -25,7 +25,7 @@ from ..core.conventions import prepare_inputs, reduction_scale
 from ..core.scores import forward_cache, jvp_cached, vjp_cached
 from ..memory import require_memory
 from ..options import FisherKind, ScoreBackend, as_option
-from .curvature import output_seeds
+from .curvature import curvature_is_psd, output_seeds
 from .hessian import (
     hessian_vector_products,
     mlp_forward,
@@ -78,7 +78,8 @@ def fisher_operator(
     net : Sequential (or MLP)
     theta : ndarray, shape (P,)
     X : ndarray, shape ``(N, *input_shape)``
-    y : targets, needed for ``fisher="empirical"``
+    y : targets, needed for ``fisher="empirical"`` and for the GGN of a non-canonical
+        likelihood (heteroscedastic, Poisson ``link="softplus"``)
     fisher : {"true", "empirical", "mc", "argmax", "ggn"}
     n_samples, rng : Monte-Carlo labels (``fisher="mc"``), drawn once at construction
     reduction : {"mean", "sum"}
@@ -86,7 +87,10 @@ def fisher_operator(
     Returns
     -------
     scipy.sparse.linalg.LinearOperator, shape (P, P), float64
-        ``op @ v: (P,) -> (P,)`` and ``op @ V: (P, m) -> (P, m)``.
+        ``op @ v: (P,) -> (P,)`` and ``op @ V: (P, m) -> (P, m)``. Symmetric; indefinite
+        for the GGN of the heteroscedastic Gaussian (the output-space matrix is
+        ``P^T P - M^T M`` of :meth:`minifim.Likelihood.hessian_factors`), so use ``minres``
+        or ``gmres`` rather than ``cg`` there.
 
     Examples
     --------
@@ -103,9 +107,13 @@ def fisher_operator(
     scale = reduction_scale(reduction, N)
     _require_operator_memory(net, N, fisher, n_samples)
     cache = forward_cache(net, theta, X)
-    E = output_seeds(net, cache.outputs, fisher, y, y_samples)  # (N, K, *output_shape)
+    E = output_seeds(net, cache.outputs, fisher, y, y_samples, sign=1)  # (N, K, *output_shape)
     E = E.reshape(E.shape[:2] + (-1,))  # (N, K, Q), Q = prod(output_shape)
     M_out = np.einsum("nkc,nkd->ncd", E, E)  # (N, Q, Q)
+    if not curvature_is_psd(net, fisher):  # signed GGN: H = P^T P - M^T M (output space)
+        E = output_seeds(net, cache.outputs, fisher, y, y_samples, sign=-1)
+        E = E.reshape(E.shape[:2] + (M_out.shape[1],))
+        M_out -= np.einsum("nkc,nkd->ncd", E, E)
     del E
     Q = M_out.shape[1]
 
@@ -126,10 +134,18 @@ def fisher_operator(
 
 
 def ggn_operator(
-    net: Sequential, theta: ArrayLike, X: ArrayLike, *, reduction: str = "mean"
+    net: Sequential,
+    theta: ArrayLike,
+    X: ArrayLike,
+    y: ArrayLike | None = None,
+    *,
+    reduction: str = "mean",
 ) -> LinearOperator:
-    """GGN-vector products ``c sum_n J_n^T H_n J_n v`` (see :func:`fisher_operator`)."""
-    return fisher_operator(net, theta, X, None, "ggn", reduction=reduction)
+    """GGN-vector products ``c sum_n J_n^T H_f(y_n) J_n v`` (see :func:`fisher_operator`).
+
+    ``y`` is required when the likelihood's link is not canonical (and ignored otherwise).
+    """
+    return fisher_operator(net, theta, X, y, "ggn", reduction=reduction)
 
 
 def hessian_operator(

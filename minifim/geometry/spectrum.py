@@ -61,7 +61,7 @@ from ..core.conventions import prepare_inputs, reduction_scale
 from ..core.scores import forward_cache, jvp_cached
 from ..memory import format_bytes, memory_budget, require_memory
 from ..options import Curvature, as_option, deprecated_keywords
-from .curvature import FISHER_KINDS, curvature_matrix, hessian, output_seeds
+from .curvature import FISHER_KINDS, curvature_is_psd, curvature_matrix, hessian, output_seeds
 from .gram import seed_factors
 from .operators import fisher_operator, hessian_operator
 from .statistics import (
@@ -187,7 +187,7 @@ def _choose(
 ) -> tuple[Any, ...]:
     """``(method, reason)`` of the auto policy (see :func:`curvature_spectrum`)."""
     budget = memory_budget()
-    rows = None if fisher == "hessian" else N * K
+    rows = None if K is None else N * K  # None: the Hessian or an indefinite GGN
     dense_b = _dense_bytes(P, vectors)
     if rows is not None and rows < P:
         gram_b = _gram_bytes(rows, vectors)
@@ -200,7 +200,7 @@ def _choose(
         why = (
             f"N*K = {rows} >= P"
             if rows is not None and rows >= P
-            else "the Hessian has no Gram factor"
+            else f"the {fisher} curvature has no Gram factor (indefinite)"
             if rows is None
             else "the Gram matrix does not fit"
         )
@@ -442,6 +442,8 @@ def curvature_spectrum(
             raise ValueError("y: the Hessian of the NLL needs the data targets y, received None")
         y = net.check_targets(y, N)
         K = None
+    elif not curvature_is_psd(net, fisher):  # the signed GGN has no factor: dense / Lanczos
+        K = None
     else:
         K = _num_seeds(net, fisher, n_samples)
     rows: Any = None if K is None else N * K  # an int on every route that reads it
@@ -453,10 +455,11 @@ def curvature_spectrum(
     else:
         route, reason = method, f"{method}: requested"
     if route == "gram":
-        if fisher == "hessian":
+        if K is None:
             raise ValueError(
-                "method: 'gram' needs a factor M = c U^T U, which the Hessian does "
-                "not have; use 'dense' or 'lanczos' for fisher='hessian'"
+                f"method: 'gram' needs a factor M = c U^T U, which the {fisher!r} curvature "
+                f"of the {net.likelihood.describe()} likelihood does not have (indefinite); "
+                f"use 'dense' or 'lanczos' for fisher={fisher!r}"
             )
         k = _check_k(
             k, min(rows, P), f"the Gram route has min(N*K, P) = {min(rows, P)} eigenvalues"
@@ -601,17 +604,20 @@ def fisher_rao_norm(
         theta, X, y, y_samples = prepare_inputs(net, theta, X, y, fisher, n_samples, rng)
         scale = reduction_scale(reduction, X.shape[0])
         cache = forward_cache(net, theta, X)
-        E = output_seeds(net, cache.outputs, fisher, y, y_samples)  # (N, K, *output_shape)
         Jv = jvp_cached(net, cache, v[:, None])[..., 0]  # (N, *output_shape)
         N = Jv.shape[0]
-        E2, Jv2 = E.reshape(N, E.shape[1], -1), Jv.reshape(N, -1)
-        q = float(scale * np.sum(np.einsum("nkc,nc->nk", E2, Jv2) ** 2))
+        Jv2 = Jv.reshape(N, -1)
+        q = 0.0
+        for sign in (1, -1):  # the signed GGN: |P J v|^2 - |M J v|^2 (M empty when PSD)
+            E = output_seeds(net, cache.outputs, fisher, y, y_samples, sign=sign)
+            E2 = E.reshape(N, E.shape[1], Jv2.shape[1])  # (N, K, Q); K = 0 when M is empty
+            q += sign * float(scale * np.sum(np.einsum("nkc,nc->nk", E2, Jv2) ** 2))
     if squared:
         return q
     if q < 0:
         raise ValueError(
             f"squared: the quadratic form is negative ({q!r}, an indefinite "
-            "Hessian); use squared=True"
+            "Hessian or GGN); use squared=True"
         )
     return float(np.sqrt(q))
 

@@ -60,7 +60,7 @@ from .._validation import as_float_array, as_generator, check_int, check_nonnega
 from ..memory import require_memory
 from ..options import Bias, as_option
 from ..options import Structure as StructureOption
-from .curvature import block_diagonal, curvature_matrix, fisher_diagonal
+from .curvature import block_diagonal, curvature_is_psd, curvature_matrix, fisher_diagonal
 from .kronecker import KFACFactors, KFACLayer, kfac
 
 __all__ = [
@@ -1020,13 +1020,19 @@ def check_representation(
 
 _BUILDERS = {  # the arrays are fresh: wrapped without a copy
     "full": lambda net, theta, X, y, fisher, bias, kw: Dense(
-        curvature_matrix(net, theta, X, y, fisher, **kw), copy=False
+        curvature_matrix(net, theta, X, y, fisher, **kw),
+        psd=curvature_is_psd(net, fisher),
+        copy=False,
     ),
     "diag": lambda net, theta, X, y, fisher, bias, kw: Diagonal(
-        fisher_diagonal(net, theta, X, y, fisher, **kw), copy=False
+        fisher_diagonal(net, theta, X, y, fisher, **kw),
+        psd=curvature_is_psd(net, fisher),
+        copy=False,
     ),
     "block": lambda net, theta, X, y, fisher, bias, kw: BlockDiagonal(
-        block_diagonal(net, theta, X, y, fisher, **kw), copy=False
+        block_diagonal(net, theta, X, y, fisher, **kw),
+        psd=curvature_is_psd(net, fisher),
+        copy=False,
     ),
     "kfac": lambda net, theta, X, y, fisher, bias, kw: KFAC(
         kfac(net, theta, X, y, fisher, bias=bias, **kw)
@@ -1073,7 +1079,10 @@ def curvature(
     Returns
     -------
     Structure
-        ``Dense``, ``Diagonal``, ``BlockDiagonal`` or ``KFAC``, shape ``(P, P)``.
+        ``Dense``, ``Diagonal``, ``BlockDiagonal`` or ``KFAC``, shape ``(P, P)``. The GGN of
+        the heteroscedastic Gaussian is indefinite: ``full``, ``diag`` and ``block`` carry
+        ``psd=False`` (eigenvalues not clipped, ``LDL^T`` solves); ``kfac`` refuses it
+        (``ValueError``: a Kronecker factor ``G = E[B^T B]`` needs a PSD seed factor).
 
     Examples
     --------

@@ -46,7 +46,7 @@ import copy
 import math
 import warnings
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -60,10 +60,11 @@ from .._validation import (
     check_net,
     check_positive,
 )
-from ..core.likelihoods import Gaussian
+from ..core.likelihoods import Gaussian, HeteroscedasticGaussian
 from ..core.model import MLP, Sequential
 from ..core.objective import loss_and_gradient
 from ..core.scores import output_jacobians
+from ..geometry.curvature import curvature_is_psd
 from ..geometry.kronecker import KFACFactors
 from ..geometry.structures import KFAC
 from ..geometry.structures import Structure as CurvatureStructure
@@ -87,6 +88,7 @@ __all__ = [
     "LAPLACE_STRUCTURES",
     "CURVATURE_STRUCTURES",
     "LAPLACE_FISHERS",
+    "heteroscedastic_glm_moments",
 ]
 
 LAPLACE_STRUCTURES = Structure.values()
@@ -121,7 +123,11 @@ class Laplace:
         former name (``DeprecationWarning``).
     fisher : {"true", "ggn", "empirical", "mc"}
         Which curvature stands for the Hessian of the summed NLL (means over samples, scaled
-        by ``N``). ``"true"`` and ``"ggn"`` are equal here (canonical links).
+        by ``N``). ``"true"`` and ``"ggn"`` are equal for the canonical links; for the
+        heteroscedastic Gaussian the GGN at the labels is indefinite and refused
+        (``ValueError``: the precision ``N G + alpha I`` need not be positive definite),
+        ``"true"`` is its expectation over the labels; Poisson with ``link="softplus"``
+        has a PSD GGN that differs from the Fisher.
     bias : {"folded", "separate"}
         K-FAC bias convention (``structure="kfac"`` only).
     n_samples, rng : Monte-Carlo labels per input and their generator (``fisher="mc"``).
@@ -181,6 +187,13 @@ class Laplace:
         X = net.check_inputs(X)
         y = net.check_targets(y, X.shape[0])
         self._alpha = check_positive(prior_precision, "prior_precision")
+        if not curvature_is_psd(net, fisher):
+            raise ValueError(
+                f"fisher: the 'ggn' curvature of the {net.likelihood.describe()} likelihood "
+                "is indefinite at the labels (J^T H_f(y) J with an indefinite loss Hessian), "
+                "so N G + alpha I is not a valid posterior precision; use fisher='true' (its "
+                "expectation over the model's labels, exact) or 'mc'"
+            )
         if fisher == "mc" and rng is None:
             raise TypeError(
                 "rng: fisher='mc' samples labels; pass a numpy.random.Generator "
@@ -585,7 +598,7 @@ class Laplace:
         link_approx = as_option(link_approx, LinkApprox, "link_approx")
         X = self.net.check_inputs(X)
         lik = self.net.likelihood
-        regression = isinstance(lik, Gaussian)
+        regression = isinstance(lik, (Gaussian, HeteroscedasticGaussian))
         needs_rng = pred_type == "nn" or (link_approx == "mc" and not regression)
         if needs_rng:
             n_draws = check_int(n_draws, "n_draws", 1)
@@ -596,6 +609,13 @@ class Laplace:
                     "numpy.random.Generator or a seed, received None"
                 )
         gen = as_generator(rng) if needs_rng else None
+        if isinstance(lik, HeteroscedasticGaussian):
+            if self.net.has_positions:
+                raise ValueError(
+                    "net: the heteroscedastic Laplace predictive is implemented for outputs "
+                    "(N, 2C) without positions"
+                )
+            return self._heteroscedastic_predictive(X, pred_type, n_draws, gen)
         if self.net.has_positions:  # every (input, position) is one prediction of C outputs
             out = self._predictive_flat(X, pred_type, link_approx, n_draws, gen)
             shape = (X.shape[0],) + self.net.output_shape
@@ -663,6 +683,95 @@ class Laplace:
         z = gen.standard_normal((n_draws,) + mean.shape)
         fs = mean[None] + np.einsum("smk,mkc->smc", z, R)
         return np.mean([lik.mean(f) for f in fs], axis=0)
+
+    def _heteroscedastic_predictive(
+        self, X: np.ndarray, pred_type: PredType, n_draws: int, gen: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(E[y | x, D], Cov[y | x, D])``, ``(M, C)`` and ``(M, C, C)``, heteroscedastic.
+
+        GLM: exact moments of ``y = mu(f) + sigma(f) eps`` under the Gaussian functional
+        posterior ``f* ~ N(m, S)`` over the ``2C`` outputs (see
+        :func:`heteroscedastic_glm_moments`). NN: the law of total covariance over parameter
+        draws, ``Cov_draws[mu] + E_draws[diag sigma^2]``.
+        """
+        lik = cast("HeteroscedasticGaussian", self.net.likelihood)
+        M, C = X.shape[0], self.net.output_dim // 2
+        if pred_type == "glm":
+            mean, cov = self.functional_posterior(X)
+            return heteroscedastic_glm_moments(lik, mean, cov)
+        require_memory(
+            8 * M * C * (C + 3),
+            f"Monte-Carlo predictive sums over (M, C) = ({M}, {C}) and (M, C, C)",
+            "fewer test inputs per call",
+        )
+        ref = lik.mean(np.asarray(self.net.forward(self._theta, X)))  # shift: stable moments
+        total, outer, noise = np.zeros((M, C)), np.zeros((M, C, C)), np.zeros((M, C))
+        for t in self.sample(n_draws, gen):
+            f = np.asarray(self.net.forward(t, X))
+            d = lik.mean(f) - ref
+            total += d
+            outer += d[:, :, None] * d[:, None, :]
+            noise += lik.variance(f)
+        dmean = total / n_draws
+        cov = outer / n_draws - dmean[:, :, None] * dmean[:, None, :]
+        idx = np.arange(C)
+        cov[:, idx, idx] += noise / n_draws
+        return ref + dmean, cov
+
+
+def heteroscedastic_glm_moments(
+    likelihood: HeteroscedasticGaussian, mean: ArrayLike, cov: ArrayLike
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact predictive moments of the heteroscedastic Gaussian under ``f ~ N(m, S)``.
+
+    Parameters
+    ----------
+    likelihood : HeteroscedasticGaussian
+    mean : ndarray, shape (M, 2C)
+        ``m``, the mean of the outputs (means then log-variances, or natural parameters).
+    cov : ndarray, shape (M, 2C, 2C)
+        ``S``, their covariance.
+
+    Returns
+    -------
+    mean_y : ndarray, shape (M, C)
+    cov_y : ndarray, shape (M, C, C)
+        ``E[y]`` and ``Cov[y] = Cov[mu(f)] + diag E[sigma^2(f)]``.
+
+    Notes
+    -----
+    ``logvar`` (``mu = f_1``, ``sigma^2 = e^{f_2}``): ``E[y] = m_1``,
+    ``Cov[y] = S_11 + diag(exp(m_2 + diag(S_22) / 2))``. ``natural`` (``mu = f_1 e^{-f_2}``,
+    ``sigma^2 = e^{-f_2}``): with the exponential tilt
+    ``E[g(f) e^{a^T f}] = e^{a^T m + a^T S a / 2} E_{N(m + S a, S)}[g]``,
+    ``E[mu_c] = e^{-m_{2c} + S_{2c,2c}/2} (m_{1c} - S_{1c,2c})`` and
+    ``E[mu_c mu_d] = e^{a^T m + a^T S a / 2} ((m + S a)_{1c} (m + S a)_{1d} + S_{1c,1d})``
+    with ``a = -(e_{2c} + e_{2d})``. Exact, no sampling.
+    """
+    m = np.asarray(mean, dtype=np.float64)
+    S = np.asarray(cov, dtype=np.float64)
+    M, C2 = m.shape
+    C = C2 // 2
+    i1, i2 = np.arange(C), np.arange(C) + C
+    S22 = S[:, i2, i2]  # (M, C)
+    if likelihood.parameterization == "logvar":
+        cov_y = S[:, :C, :C].copy()
+        cov_y[:, i1, i1] += np.exp(m[:, C:] + 0.5 * S22)
+        return m[:, :C].copy(), cov_y
+    # natural: E[mu_c] by the tilt a = -e_{2c}
+    Emu = np.exp(-m[:, C:] + 0.5 * S22) * (m[:, :C] - S[:, i1, i2])
+    # E[mu_c mu_d], a = -(e_{2c} + e_{2d}): a^T m, a^T S a and (S a)_{1c}, (S a)_{1d}
+    am = -(m[:, C:, None] + m[:, None, C:])  # (M, C, C)
+    S2 = S[:, C:, C:]
+    aSa = S22[:, :, None] + S22[:, None, :] + 2.0 * S2
+    S12 = S[:, :C, C:]  # (M, C, C): S[1c, 2d]
+    # (m + S a)_{1c} for the pair (c, d): m_1c - S[1c, 2c] - S[1c, 2d]
+    tc = m[:, :C, None] - S[:, i1, i2][:, :, None] - S12
+    td = m[:, None, :C] - S[:, i1, i2][:, None, :] - S12.transpose(0, 2, 1)
+    Emumu = np.exp(am + 0.5 * aSa) * (tc * td + S[:, :C, :C])
+    cov_y = Emumu - Emu[:, :, None] * Emu[:, None, :]
+    cov_y[:, i1, i1] += np.exp(-m[:, C:] + 0.5 * S22)
+    return Emu, cov_y
 
 
 def _forward_draws(net: Sequential, thetas: np.ndarray, X: np.ndarray) -> Iterator[np.ndarray]:

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from .._validation import as_float_array, check_net, check_nonnegative, check_positive
+from ..geometry.curvature import curvature_is_psd
 from ..geometry.structures import BlockDiagonal, Dense, Diagonal, curvature
 from ..geometry.structures import Structure as StructureObject
 from ..memory import require_memory
@@ -275,6 +276,13 @@ def fisher_merge(
     check_net(net)
     structure = as_option(structure, MergeStructure, "structure").value
     fisher = as_option(fisher, FisherKind, "fisher").value
+    if data is not None and not curvature_is_psd(net, fisher):
+        raise ValueError(
+            f"fisher: the 'ggn' curvature of the {net.likelihood.describe()} likelihood is "
+            "indefinite at the labels; Fisher merging weights the models by positive "
+            "semi-definite precisions (sum_i M_i)^-1 sum_i M_i theta_i; use fisher='true' "
+            "(its expectation over the model's labels)"
+        )
     Th = _check_thetas(net, thetas)
     M, P = Th.shape
     w = _check_weights(weights, M)

@@ -74,7 +74,7 @@ from .._validation import (
     check_positive,
 )
 from ..core.objective import gradient as _gradient
-from ..geometry.curvature import curvature_matrix, hessian
+from ..geometry.curvature import curvature_is_psd, curvature_matrix, hessian
 from ..geometry.gram import seed_factors
 from ..geometry.operators import fisher_operator, hessian_operator
 from ..geometry.structures import Dense, curvature
@@ -275,7 +275,7 @@ def _cg(
     def cb(_: Any) -> None:
         count[0] += 1
 
-    if curvature == "hessian":  # symmetric but possibly indefinite: restarted GMRES
+    if not curvature_is_psd(net, curvature):  # symmetric, possibly indefinite: restarted GMRES
         restart = min(P, _GMRES_RESTART)
 
         def solver(A: Any, b: np.ndarray, rtol: float, maxiter: int, callback: Any) -> Any:
@@ -313,6 +313,19 @@ def _cg(
             "use method='dense'/'woodbury'"
         )
     return d, {"iterations": count[0], "residual": residual}
+
+
+def _check_indefinite_ggn_route(net: Any, method: str, structure: Structure) -> None:
+    """The GGN of the heteroscedastic Gaussian is indefinite: no Woodbury factor, no K-FAC."""
+    if structure == Structure.KFAC or method == "woodbury":
+        raise ValueError(
+            f"fisher: the 'ggn' curvature of the {net.likelihood.describe()} likelihood is "
+            "indefinite (J^T H_f(y) J with an indefinite loss Hessian): it has no factor "
+            "M = U^T U for the Woodbury route or K-FAC; use method='dense' or 'cg' (GMRES), "
+            f"or structure='diag'/'block' (LDL^T solves), received structure="
+            f"{structure.value!r}, method={method!r}; fisher='true' is its positive "
+            "semi-definite expectation over the labels"
+        )
 
 
 def _check_extra(extra: Any, P: int) -> Any:
@@ -506,6 +519,8 @@ def natural_gradient(
     g = _gradient(net, theta, X, y) if grad is None else as_float_array(grad, "grad", shape=(P,))
     if method == "auto":
         method, reason = _choose(net, N, fisher, structure, n_samples, extra_curvature is not None)
+        if method == "woodbury" and not curvature_is_psd(net, fisher.value):
+            method, reason = "dense", "the GGN is indefinite: no factor for the Woodbury route"
     else:
         reason = "requested"
     _check_route(method, fisher, structure, damping_type)
@@ -516,6 +531,8 @@ def natural_gradient(
             f"method={method!r} (structure={structure.value!r})"
         )
     kind = fisher.value
+    if fisher == "ggn" and not curvature_is_psd(net, kind):
+        _check_indefinite_ggn_route(net, method, structure)
     if structure == Structure.FULL and fisher in FACTOR_KINDS and damping == 0 and extra is None:
         NK = N * _num_seeds(net, kind, n_samples)
         if NK < P:
@@ -545,7 +562,7 @@ def natural_gradient(
                     net, theta, X, y, kind, n_samples=n_samples, rng=rng, chunk_size=chunk_size
                 )
             )
-            psd = kind != "hessian"
+            psd = curvature_is_psd(net, kind)
         else:  # the structure's dense view (a fresh array built from its compact form)
             S = _structure(
                 net, theta, X, y, kind, structure.value, bias, n_samples, rng, chunk_size

@@ -132,6 +132,31 @@ def _computed_alternatives(fixture: Fixture, key: str) -> list[tuple[np.ndarray,
                 "enumerated from the model",
             )
         )
+    lik = net.likelihood
+    if key == "ggn" and not lik.canonical:
+        out.append(
+            (
+                fixture["true_fisher"],
+                f"the true Fisher (the expected loss Hessian) instead of the GGN at the data "
+                f"labels: equal only for canonical links, not for {lik.describe()}",
+            )
+        )
+        if not lik.hessian_psd:
+            out.append(
+                (
+                    _positive_part_ggn(fixture),
+                    "the GGN with each label's loss Hessian H_f(y) clipped to its positive "
+                    "part (a PSD square root of the indefinite H_f(y)) instead of the signed GGN",
+                )
+            )
+    if key == "true_fisher" and not lik.canonical:
+        out.append(
+            (
+                fixture["ggn"],
+                f"the GGN at the data labels instead of the true Fisher (they differ for the "
+                f"non-canonical {lik.describe()})",
+            )
+        )
     if key == "fisher_eigenvalues":
         out.append(
             (
@@ -180,6 +205,17 @@ def _computed_alternatives(fixture: Fixture, key: str) -> list[tuple[np.ndarray,
                 )
             )
     return out
+
+
+def _positive_part_ggn(fixture: Fixture) -> np.ndarray:
+    """``1/N sum_n J_n^T P_n^T P_n J_n`` with ``P_n`` the positive part of ``H_f(y_n)``."""
+    from ..core.scores import output_jacobians
+
+    net, theta, X, y = fixture.net, fixture.theta, fixture.X, fixture.y
+    J = output_jacobians(net, theta, X)
+    P, _ = net.likelihood.hessian_factors(net.forward(theta, X), y)
+    U = np.einsum("nkc,ncp->nkp", P, J).reshape(-1, net.num_params)
+    return U.T @ U / X.shape[0]
 
 
 def likely_causes(

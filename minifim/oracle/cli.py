@@ -10,6 +10,7 @@
     minifim check F.npz candidate.npz                      # compare key by key
     minifim check F.npz candidate.npz --layout jax --reduction sum --rtol 1e-6 --json
     minifim check F.npz candidate.npz --diagnose my_fisher --mc-samples 10
+    minifim check F.npz candidate.npz --loss mse-mean      # a torch MSELoss(mean) library
 
 Exit status (``python -m minifim`` is the same program)::
 
@@ -37,6 +38,7 @@ from typing import IO, Any
 
 from .._version import __version__
 from .comparison import DEFAULT_RTOL
+from .keys import LOSSES
 from .layouts import LAYOUTS, REDUCTIONS
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILED", "EXIT_ERROR", "EXIT_INTERRUPTED"]
@@ -64,6 +66,20 @@ layouts: pytorch  W0, b0, W1, b1, ... with W (out, in) row-major (minifim's own 
          in-out   W stored as (in, out) (x @ W code), then b, per layer
          jax      jax.flatten_util.ravel_pytree of flax params: layers sorted by name,
                   bias before kernel (in, out)
+
+loss conventions (--loss; per-sample loss factor s, and the reduction it fixes):
+         nll       minifim's negative log-likelihood, s = 1 (reduction from --reduction)
+         mse-mean  torch MSELoss(reduction="mean"): s = 2 sigma^2 / C, mean over N C
+         mse-sum   MSELoss(reduction="sum"): s = 2 sigma^2, sum
+         ce-mean   CrossEntropyLoss(reduction="mean"): s = 1, mean
+         ce-sum    CrossEntropyLoss(reduction="sum"): s = 1, sum
+         bce-mean  BCEWithLogitsLoss(reduction="mean"): s = 1 / C, mean over N C
+         bce-sum   BCEWithLogitsLoss(reduction="sum"): s = 1, sum
+Curvatures of the loss (Hessian, GGN, true and MC Fisher), the gradient and the scores scale
+with s (the scores become per-sample loss gradients -s * score), the empirical Fisher with
+s^2. A failure that a convention explains prints the flag that makes it pass
+("would pass with: --loss mse-mean"). --diagnose explains a curvature, a diagonal or the
+scores as variant x factors x layout (see --json for the structured explanation).
 """
 
 
@@ -117,10 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=textwrap.dedent("""\
             JSON spec keys: sizes (an MLP) or layers (minifim.layers config dicts such as
             {"type": "Conv2d", "in_channels": 1, ...}) with input_shape, activation (MLP),
-            likelihood, sigma, num_samples,
-            seed, init (pytorch|normal), input_scale, labels (model|uniform), logit_scale,
-            damping, description, name, preset (a base preset to override), and optional
-            explicit theta, X, y (lists).
+            likelihood, sigma, link (poisson: log|softplus), parameterization
+            (heteroscedastic: logvar|natural), num_samples, seed, init (pytorch|normal),
+            input_scale, labels (model|uniform), logit_scale, damping, description, name,
+            preset (a base preset to override), and optional explicit theta, X, y (lists).
             Trajectory: OPTIMISER:steps=K[,key=value...] with OPTIMISER a constructor of
             minifim.optim, e.g. sgd:steps=5,lr=0.1 or adam:steps=10,lr=0.01."""),
     )
@@ -183,8 +199,16 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument(
         "--reduction",
         choices=REDUCTIONS,
-        default=REDUCTIONS[0],
-        help=f"the candidate's reduction over samples (default {REDUCTIONS[0]})",
+        default=None,
+        help="the candidate's reduction over samples (default: the one --loss fixes, "
+        f"{REDUCTIONS[0]} for nll)",
+    )
+    chk.add_argument(
+        "--loss",
+        choices=LOSSES,
+        default=LOSSES[0],
+        help="the candidate library's loss convention: " + ", ".join(LOSSES) + f" (default "
+        f"{LOSSES[0]}; see below)",
     )
     _add_common_tolerance(chk)
     chk.add_argument(
@@ -192,9 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="*",
         metavar="KEY",
         default=None,
-        help="say which Fisher variant the given candidate keys are (dense or "
-        "diagonal); without KEY: every key compared with true_fisher or "
-        "fisher_diagonal",
+        help="explain the given candidate keys (a curvature, a diagonal or the scores) as "
+        "variant x factors x layout; without KEY: every key that names a curvature, a "
+        "Fisher diagonal or the scores",
     )
     chk.add_argument(
         "--mc-samples",
@@ -345,6 +369,7 @@ def _load_candidate(path: Path, fixture: Any) -> dict[str, Any]:
 
 def _cmd_check(args: argparse.Namespace, out: IO[str]) -> int:
     from .checking import check
+    from .diagnosis import DIAGNOSED_KEYS
     from .fixtures import load_fixture
     from .keys import resolve_key
 
@@ -356,12 +381,12 @@ def _cmd_check(args: argparse.Namespace, out: IO[str]) -> int:
         diag_keys = list(args.diagnose)
         if not diag_keys:
             for k in candidate:
-                if resolve_key(fx, k, mapping) in ("true_fisher", "fisher_diagonal"):
+                if resolve_key(fx, k, mapping) in DIAGNOSED_KEYS:
                     diag_keys.append(k)
             if not diag_keys:
                 raise ValueError(
-                    "--diagnose: no candidate key maps to true_fisher or "
-                    "fisher_diagonal; name the key(s) to diagnose"
+                    "--diagnose: no candidate key maps to one of "
+                    f"{', '.join(DIAGNOSED_KEYS)}; name the key(s) to diagnose"
                 )
     if args.mc_samples is not None and args.diagnose is None:
         raise ValueError("--mc-samples is used by --diagnose; add --diagnose [KEY]")
@@ -377,6 +402,7 @@ def _cmd_check(args: argparse.Namespace, out: IO[str]) -> int:
         diagnose_keys=diag_keys,
         mc_samples=args.mc_samples,
         candidate_label=str(args.candidate),
+        loss=args.loss,
     )
     print(result.to_json() if args.json else result.table(), file=out)
     return EXIT_OK if result.passed else EXIT_FAILED

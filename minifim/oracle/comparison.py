@@ -41,7 +41,14 @@ class Comparison:
 
     ``worst_index`` is the entry with the largest ``|c - r| / (atol + rtol |r|)``;
     ``worst_label`` names it (parameter labels on parameter axes). ``causes`` are the
-    recognised explanations of a failure, best first.
+    recognised explanations of a failure, best first. ``num_failed`` of the ``num_entries``
+    entries fail the criterion; ``error_symmetric`` says, for a square array indexed by
+    parameters on both axes, whether ``c - r`` is symmetric (to the tolerance: ``False`` means
+    the candidate is not symmetric, e.g. a transposed block or an unsymmetrised Hessian);
+    ``fix`` names the options (``loss``, ``reduction``, ``layout``) under which the candidate
+    passes, when a convention mismatch explains the failure. ``scale_split`` is the ``s``
+    of a K-FAC factor pair compared whole: ``A * s`` and ``G / s`` give the reference's
+    ``G kron A`` (K-FAC defines only the product).
     """
 
     name: str
@@ -62,6 +69,12 @@ class Comparison:
     note: str = ""
     num_nonfinite: int = 0
     nonfinite: list = field(default_factory=list)
+    num_failed: int = 0
+    num_entries: int = 0
+    error_symmetric: bool | None = None
+    fix: dict = field(default_factory=dict)
+    scale_split: float | None = None
+    failed_by_parameter: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -79,17 +92,40 @@ class Comparison:
             text = (
                 f"{head}: shape mismatch, expected {self.shape}, received {self.candidate_shape}."
             )
+        elif self.scale_split is not None:
+            text = (
+                f"{head} matches as one factor of a K-FAC pair compared whole (G kron A "
+                f"at rtol={self.rtol:g}); alone it is {self.norm_rel_err:.3g} away in relative "
+                f"Frobenius norm, the scale split s = {self.scale_split:.6g}."
+            )
         elif self.num_nonfinite:
             text = f"{head} does not match: " + "; ".join(self.nonfinite) + "."
         else:
             status = "matches" if self.passed else "does not match"
+            count = (
+                f"{self.num_failed} of {self.num_entries} entries fail"
+                if self.num_failed
+                else "every entry passes"
+            )
+            if self.failed_by_parameter and self.num_failed:
+                blocks = list(self.failed_by_parameter.items())
+                count += " (by parameter: " + ", ".join(f"{b} {n}" for b, n in blocks[:4])
+                count += ", ...)" if len(blocks) > 4 else ")"
+            if self.error_symmetric is not None and self.num_failed:
+                count += (
+                    ", the error is symmetric"
+                    if self.error_symmetric
+                    else ", the error is NOT symmetric (the candidate is not a symmetric matrix)"
+                )
             text = (
                 f"{head} {status} at rtol={self.rtol:g}, atol={self.atol:.3g} "
-                f"(|c - r| <= atol + rtol |r|): max abs err {self.max_abs_err:.3g}, max "
-                f"rel err {self.max_rel_err:.3g}, relative Frobenius error "
+                f"(|c - r| <= atol + rtol |r|): {count}; max abs err {self.max_abs_err:.3g}, "
+                f"max rel err {self.max_rel_err:.3g}, relative Frobenius error "
                 f"{self.norm_rel_err:.3g}; worst entry {self.worst_label}: expected "
                 f"{self.reference_value!r}, got {self.candidate_value!r}."
             )
+        if self.fix:
+            text += " It passes with " + ", ".join(f"{k}={v!r}" for k, v in self.fix.items()) + "."
         if self.causes:
             text += " Likely cause: " + self.causes[0]
             if len(self.causes) > 1:
@@ -148,6 +184,20 @@ def _stats(
         norm_rel,
         tuple(int(i) for i in worst),
     )
+
+
+def _failed_by_parameter(fixture: Fixture, failing: np.ndarray, axis: int) -> dict[str, int]:
+    """Failing entries counted by the parameter block (``W0``, ``b0``, ...) of ``axis``,
+    largest first."""
+    per_index = failing.reshape(failing.shape[: axis + 1] + (-1,)).sum(axis=-1)
+    per_index = per_index.reshape(-1, failing.shape[axis]).sum(axis=0)  # (P,)
+    counts: dict[str, int] = {}
+    for l, (ws, bs) in enumerate(fixture.net.layer_slices):
+        for name, sl in ((f"W{l}", ws), (f"b{l}", bs)):
+            n = int(per_index[sl].sum())
+            if n:
+                counts[name] = n
+    return dict(sorted(counts.items(), key=lambda t: -t[1]))
 
 
 def candidate_array(array: Any, name: str) -> tuple[np.ndarray, np.dtype]:
@@ -307,6 +357,18 @@ def compare(
             nonfinite=_nonfinite_report(ref, cand, bad, fixture, name, param_axes),
         )
     passed, atol_eff, abs_err, rel_err, norm_rel, worst = _stats(ref, cand, rtol, atol)
+    allowed = atol_eff + rtol * np.abs(ref)
+    failing = np.abs(cand - ref) > allowed
+    num_failed = int(np.count_nonzero(failing))
+    by_parameter = (
+        _failed_by_parameter(fixture, failing, int(tuple(param_axes)[0]))
+        if num_failed and fixture is not None and len(tuple(param_axes))
+        else {}
+    )
+    symmetric = None
+    if ref.ndim == 2 and ref.shape[0] == ref.shape[1] and tuple(param_axes) == (0, 1):
+        err = cand - ref
+        symmetric = bool(np.all(np.abs(err - err.T) <= allowed + allowed.T))
     return Comparison(
         name,
         cname,
@@ -323,4 +385,8 @@ def compare(
         reference_value=float(ref[worst]) if ref.size else None,
         candidate_value=float(cand[worst]) if cand.size else None,
         note=note,
+        num_failed=num_failed,
+        failed_by_parameter=by_parameter,
+        num_entries=int(ref.size),
+        error_symmetric=symmetric,
     )

@@ -38,7 +38,10 @@ def layout_permutation(net: Sequential, layout: str) -> np.ndarray:
     ``"pytorch"``: the identity. ``"in-out"``: per layer ``W.T.ravel()`` then ``b``.
     ``"jax"``: ``ravel_pytree`` order of flax parameters ``{"Dense_l": {"bias", "kernel"}}``:
     layers sorted by name as strings (``Dense_10`` before ``Dense_2``), bias then kernel
-    ``(in, out)`` row-major.
+    ``(in, out)`` row-major. ``W`` is the weight as a matrix, ``net.shapes[l]`` (a ``Conv2d``:
+    ``(out, C_in kh kw)``, so ``"in-out"`` is its transpose ``(C_in kh kw, out)``; flax's NHWC
+    convolution kernels ``(kh, kw, C_in, out)`` are not one of these layouts). A layer without
+    bias contributes its weight only.
     """
     check_net(net)
     layout = as_option(layout, Layout, "layout")

@@ -26,14 +26,39 @@ Contract:
   built with ``threshold=40``, beyond which ``log(1 + e^z) = z`` in float64, where torch's default
   threshold 20 would differ from ``log(1 + e^z)`` by up to 2e-9) and ``nn.Identity``.
 - :func:`torch_quantities` computes per-sample scores, output Jacobians, the true and empirical
-  Fisher, the Hessian and the gradient with ``torch.func`` (``vmap``, ``grad``, ``jacrev``,
-  ``hessian``) on the flat parameter vector in minifim's order: an independent second route for
-  every array of a fixture (means over samples, a sample's log-likelihood summed over its output
-  positions, like minifim).
+  Fisher, the GGN at the labels, the Hessian and the gradient with ``torch.func`` (``vmap``,
+  ``grad``, ``jacrev``, ``hessian``) on the flat parameter vector in minifim's order: an
+  independent second route for every array of a fixture (means over samples, a sample's
+  log-likelihood summed over its output positions, like minifim).
 - :func:`curvlinops_quantities` computes the GGN, the Hessian, the empirical Fisher and K-FAC
   (``KFACLinearOperator``, both ``kfac_approx``) with curvlinops, converted to minifim's scale; the
   conversions, and the one place where curvlinops defines a quantity differently (the empirical
   Fisher of a positional output), are stated in its docstring.
+
+Loss conventions of PyTorch against minifim's likelihoods (the bridge's ``log p`` is written
+with the torch losses below, so their conventions are the ones checked):
+
+- ``"heteroscedastic"`` is ``torch.nn.GaussianNLLLoss(full=True)`` per element with
+  ``input = mu``, ``var = exp(log sigma^2)`` and no clamp, summed over the ``C`` targets:
+  minifim's ``-log p`` (written out in the bridge, since the functional's data-dependent
+  check of ``var`` does not run under ``torch.func.vmap``; the test compares the two).
+  PyTorch's defaults differ: ``full=False`` drops ``log(2 pi) / 2`` per element (a
+  constant: scores and curvatures agree, the loss does not), ``eps=1e-6`` clamps the
+  variance from below (values only: gradients pass through the clamp), so log-variances
+  below ``log(1e-6) = -13.8`` give a different loss, and ``reduction="mean"`` averages over
+  all ``N C`` elements, not over the ``N`` samples (a factor ``C`` on every mean quantity).
+- ``"poisson"`` with ``link="log"`` is ``torch.nn.PoissonNLLLoss(log_input=True, full=False)``
+  plus ``log y!`` (``lgamma(y + 1)``), which PyTorch omits (``full=False``) or replaces by
+  Stirling's approximation ``y log y - y + log(2 pi y) / 2`` for ``y > 1`` only
+  (``full=True``; an approximation, poor for small ``y``); it does not depend on ``f``, so
+  only the loss differs. ``link="softplus"`` is ``PoissonNLLLoss(log_input=False, eps=0)`` at
+  ``input = log(1 + e^f)`` computed by ``logaddexp`` (PyTorch's default ``eps=1e-8`` adds to
+  the rate inside the log: ``r - y log(r + 1e-8)``, visible for rates near 1e-8; and
+  ``torch.nn.functional.softplus`` switches to the identity above ``f = 20``, an error of
+  ``log1p(e^-20) ~ 2e-9`` in the rate).
+- Both are non-canonical, so the GGN key is ``J^T H_f(y) J`` with ``H_f(y)`` the
+  ``torch.func.hessian`` of the per-sample loss in the outputs, not the Fisher. The
+  non-canonical likelihoods are bridged for outputs ``(N, 2C)`` / ``(N, C)`` without positions.
 """
 
 from __future__ import annotations
@@ -50,7 +75,7 @@ from .._validation import check_choice, check_net
 from ..core.model import MLP, Sequential
 
 if TYPE_CHECKING:
-    from ..core.likelihoods import Gaussian, Likelihood
+    from ..core.likelihoods import Gaussian, HeteroscedasticGaussian, Likelihood, Poisson
 
 __all__ = [
     "to_torch",
@@ -419,12 +444,18 @@ def sequential_from_torch(
 
 
 def mlp_from_torch(
-    module: Any, likelihood: str | Likelihood = "categorical", sigma: float = 1.0
+    module: Any,
+    likelihood: str | Likelihood = "categorical",
+    sigma: float = 1.0,
+    *,
+    link: str | None = None,
+    parameterization: str | None = None,
 ) -> tuple[MLP, np.ndarray]:
     """``(net, theta)`` from a ``torch.nn.Sequential`` of ``Linear`` layers and activations.
 
-    The likelihood (not part of the module) is given here. ``theta`` is exact: the float64
-    weights are copied, never recomputed.
+    The likelihood (not part of the module) is given here, with its ``link`` (Poisson) or
+    ``parameterization`` (heteroscedastic) as for :class:`~minifim.MLP`. ``theta`` is exact:
+    the float64 weights are copied, never recomputed.
     """
     linears, act = _layers_and_activation(module)
     sizes = [linears[0].in_features] + [lin.out_features for lin in linears]
@@ -434,7 +465,14 @@ def mlp_from_torch(
                 f"module: layer {l} has {a.out_features} outputs but layer "
                 f"{l + 1} expects {b.in_features} inputs"
             )
-    net = MLP(sizes, activation=act, likelihood=likelihood, sigma=sigma)
+    net = MLP(
+        sizes,
+        activation=act,
+        likelihood=likelihood,
+        sigma=sigma,
+        link=link,
+        parameterization=parameterization,
+    )
     return net, from_torch(module, net)
 
 
@@ -536,6 +574,22 @@ def _log_prob(torch: Any, net: Any, f: Any, y: Any) -> Any:
         terms = torch.log_softmax(f, dim=-1).gather(-1, y[..., None])[..., 0]
     elif lik.name == "bernoulli":
         terms = y * f - torch.logaddexp(torch.zeros_like(f), f)
+    elif lik.name == "heteroscedastic":
+        C = f.shape[-1] // 2
+        f1, f2 = f[..., :C], f[..., C:]
+        natural = cast("HeteroscedasticGaussian", lik).natural
+        mu, var = (f1 * torch.exp(-f2), torch.exp(-f2)) if natural else (f1, torch.exp(f2))
+        # GaussianNLLLoss(full=True, eps -> 0) per element, written out: the functional
+        # checks var >= 0 by data-dependent control flow, which torch.func.vmap refuses
+        terms = -(0.5 * (torch.log(var) + (mu - y) ** 2 / var) + 0.5 * math.log(2 * math.pi))
+    elif lik.name == "poisson":
+        F = torch.nn.functional
+        if cast("Poisson", lik).link == "log":
+            nll = F.poisson_nll_loss(f, y, log_input=True, full=False, reduction="none")
+        else:
+            rate = torch.logaddexp(torch.zeros_like(f), f)
+            nll = F.poisson_nll_loss(rate, y, log_input=False, eps=0.0, reduction="none")
+        terms = -(nll + torch.lgamma(y + 1.0))
     else:
         sigma = cast("Gaussian", lik).sigma
         terms = -0.5 * (y - f) ** 2 / sigma**2 - 0.5 * math.log(2 * math.pi * sigma**2)
@@ -552,6 +606,24 @@ def _output_fisher(torch: Any, net: Any, f: Any) -> Any:
     if lik.name == "bernoulli":
         s = torch.sigmoid(f)
         return torch.diag_embed(s * (1 - s))
+    if lik.name == "heteroscedastic":
+        K = C // 2
+        f1, f2 = f[:, :K], f[:, K:]
+        Lam = torch.zeros(f.shape[0], C, C, dtype=f.dtype)
+        i, j = torch.arange(K), torch.arange(K) + K
+        if cast("HeteroscedasticGaussian", lik).natural:
+            var = torch.exp(-f2)
+            mu = f1 * var
+            Lam[:, i, i], Lam[:, i, j], Lam[:, j, i] = var, -mu, -mu
+            Lam[:, j, j] = 0.5 + mu * mu / var
+        else:
+            Lam[:, i, i], Lam[:, j, j] = torch.exp(-f2), torch.full_like(f2, 0.5)
+        return Lam
+    if lik.name == "poisson":
+        if cast("Poisson", lik).link == "log":
+            return torch.diag_embed(torch.exp(f))
+        s = torch.sigmoid(f)
+        return torch.diag_embed(s * s / torch.logaddexp(torch.zeros_like(f), f))
     eye = torch.eye(C, dtype=f.dtype)
     return eye.expand(*f.shape, C) / cast("Gaussian", lik).sigma ** 2
 
@@ -563,6 +635,7 @@ QUANTITIES = (
     "output_fisher",
     "true_fisher",
     "empirical_fisher",
+    "ggn",
     "hessian",
     "gradient",
     "loss",
@@ -606,6 +679,8 @@ def torch_quantities(
         P)`` = ``vmap(jacrev(f))``; ``output_fisher: (N, *positions, C, C)`` from
         ``softmax``/``sigmoid``; ``true_fisher = 1/N sum_{n, r} J_{nr}^T Lambda_{nr} J_{nr}``
         (positions are independent given the input); ``empirical_fisher = S^T S / N``;
+        ``ggn = 1/N sum_n J_n^T H_n J_n`` with ``H_n`` the ``torch.func.hessian`` of the
+        per-sample loss in the outputs at the labels (outputs without positions);
         ``hessian`` = ``torch.func.hessian`` of the mean NLL; ``gradient`` =
         ``torch.func.grad`` of it; ``loss``.
 
@@ -663,6 +738,17 @@ def torch_quantities(
         out["true_fisher"] = (torch.einsum("nkcp,nkcd,nkdq->pq", Jr, Lr, Jr) / N).detach().numpy()
     if "empirical_fisher" in want:
         out["empirical_fisher"] = (S.T @ S / N).detach().numpy()
+    if "ggn" in want:
+        if J is None:
+            J = vmap(jacrev(lambda t, x: forward(t, x[None])[0]), in_dims=(None, 0))(th, Xt)
+
+        def nll_out(fo: Any, yy: Any) -> Any:  # -log p(y | f) of one sample, in the outputs
+            return -_log_prob(torch, net, fo[None], yy[None])[0]
+
+        Jf = J.reshape(N, -1, th.shape[0])  # (N, Q, P), Q = prod(output_shape)
+        Q = Jf.shape[1]
+        H = vmap(hessian(nll_out))(f, yt).reshape(N, Q, Q)  # torch's own H_f(y)
+        out["ggn"] = (torch.einsum("ncp,ncd,ndq->pq", Jf, H, Jf) / N).detach().numpy()
     if "hessian" in want:
         out["hessian"] = hessian(nll_mean)(th).detach().numpy()
     if "gradient" in want:
