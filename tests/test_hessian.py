@@ -153,3 +153,19 @@ def test_assembly_accepts_one_position_factor_chunks():
     A, Bs = plain[0]
     with pytest.raises(ValueError, match="acts"):
         squeeze_positions([np.repeat(a[:, None], 2, 1) for a in A], [B[:, :, None] for B in Bs])
+
+
+@pytest.mark.parametrize("likelihood", ["heteroscedastic", "poisson"])
+def test_structured_hessian_non_canonical_likelihoods(likelihood):
+    """Likelihoods whose output Hessian depends on the labels: the structured Hessian and its
+    products use ``hessian_outputs(F, y)`` at the data labels (against autograd)."""
+    net = minifim.MLP([3, 4, 4], likelihood=likelihood)
+    rng = np.random.default_rng(0)
+    theta, X = net.init(rng), rng.standard_normal((5, 3))
+    y = net.likelihood.sample(net.forward(theta, X), rng)
+    ref = minifim.hessian(net, theta, X, y, backend="autograd")
+    n = net.num_params + 5 * 4
+    assert_close(minifim.hessian(net, theta, X, y), ref, product_rtol(n, 2.0))
+    V = rng.standard_normal((net.num_params, 2))
+    HV = minifim.hessian_operator(net, theta, X, y) @ V
+    assert_close(HV, ref @ V, product_rtol(2 * n, 2.0))
