@@ -374,3 +374,28 @@ def test_laplace_holds_the_structure_and_samples_through_it(case):
     draws = la.sample(3, np.random.default_rng(4))
     ref = case.theta + la.curvature.sample(np.random.default_rng(4), 0.8, 3)
     np.testing.assert_array_equal(draws, ref)
+
+
+def test_factory_passes_kfac_approx_and_validates_it():
+    """``curvature(structure="kfac", kfac_approx=...)`` is ``kfac(..., kfac_approx=...)``; on a
+    weight-shared net the two flavours differ (second route: the function itself)."""
+    import numpy as np
+    import pytest
+
+    import minifim
+    from minifim.layers import Linear, Mean, Tanh
+
+    net = minifim.Sequential([Linear(3, 4), Tanh(), Mean(1), Linear(4, 2)], input_shape=(5, 3))
+    theta = net.init(0)
+    X = np.random.default_rng(1).standard_normal((6, 5, 3))
+    for approx in ("expand", "reduce"):
+        S = minifim.curvature(net, theta, X, structure="kfac", kfac_approx=approx)
+        ref = minifim.kfac(net, theta, X, kfac_approx=approx)
+        assert S.factors.kfac_approx == approx
+        for a, b in zip(S.factors.A + S.factors.G, ref.A + ref.G):
+            np.testing.assert_array_equal(a, b)  # the same call, the same BLAS shapes
+    e = minifim.curvature(net, theta, X, structure="kfac", kfac_approx="expand").factors.A[0]
+    r = minifim.curvature(net, theta, X, structure="kfac", kfac_approx="reduce").factors.A[0]
+    assert np.abs(e - r).max() > 1e-3 * np.abs(e).max()
+    with pytest.raises(ValueError, match="kfac_approx"):
+        minifim.curvature(net, theta, X, structure="kfac", kfac_approx="expnad")

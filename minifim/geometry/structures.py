@@ -58,7 +58,7 @@ from scipy.sparse.linalg import LinearOperator
 from .._linalg import check_conditioned, damped_solve, diagonal_solve
 from .._validation import as_float_array, as_generator, check_int, check_nonnegative, describe
 from ..memory import require_memory
-from ..options import Bias, as_option
+from ..options import Bias, KFACApprox, as_option
 from ..options import Structure as StructureOption
 from .curvature import block_diagonal, curvature_is_psd, curvature_matrix, fisher_diagonal
 from .kronecker import KFACFactors, KFACLayer, kfac
@@ -791,7 +791,11 @@ class KFAC(Structure):
         self._block: BlockDiagonal | None = None
 
     def __repr__(self) -> str:
-        return f"KFAC(shapes={list(self.shapes)}, bias={self.bias!r}, terms={len(self.terms)})"
+        approx = sorted({f.kfac_approx for _, f in self.terms})
+        return (
+            f"KFAC(shapes={list(self.shapes)}, bias={self.bias!r}, "
+            f"kfac_approx={'/'.join(approx)!r}, terms={len(self.terms)})"
+        )
 
     @property
     def data(self) -> KFACFactors:
@@ -1019,23 +1023,23 @@ def check_representation(
 
 
 _BUILDERS = {  # the arrays are fresh: wrapped without a copy
-    "full": lambda net, theta, X, y, fisher, bias, kw: Dense(
+    "full": lambda net, theta, X, y, fisher, kfac_kw, kw: Dense(
         curvature_matrix(net, theta, X, y, fisher, **kw),
         psd=curvature_is_psd(net, fisher),
         copy=False,
     ),
-    "diag": lambda net, theta, X, y, fisher, bias, kw: Diagonal(
+    "diag": lambda net, theta, X, y, fisher, kfac_kw, kw: Diagonal(
         fisher_diagonal(net, theta, X, y, fisher, **kw),
         psd=curvature_is_psd(net, fisher),
         copy=False,
     ),
-    "block": lambda net, theta, X, y, fisher, bias, kw: BlockDiagonal(
+    "block": lambda net, theta, X, y, fisher, kfac_kw, kw: BlockDiagonal(
         block_diagonal(net, theta, X, y, fisher, **kw),
         psd=curvature_is_psd(net, fisher),
         copy=False,
     ),
-    "kfac": lambda net, theta, X, y, fisher, bias, kw: KFAC(
-        kfac(net, theta, X, y, fisher, bias=bias, **kw)
+    "kfac": lambda net, theta, X, y, fisher, kfac_kw, kw: KFAC(
+        kfac(net, theta, X, y, fisher, **kfac_kw, **kw)
     ),
 }
 
@@ -1050,6 +1054,7 @@ def curvature(
     *,
     reduction: str = "mean",
     bias: str = "folded",
+    kfac_approx: str = "expand",
     n_samples: int = 1,
     rng: Any = None,
     chunk_size: int | None = None,
@@ -1072,6 +1077,10 @@ def curvature(
     reduction : {"mean", "sum"}
     bias : {"folded", "separate"}
         The K-FAC bias convention (``structure="kfac"``; validated and unused otherwise).
+    kfac_approx : {"expand", "reduce"}
+        The K-FAC flavour for weight-shared layers (Eschenhagen et al. 2023; see
+        :func:`minifim.kfac`); the same for layers without positions (``structure="kfac"``;
+        validated and unused otherwise).
     n_samples, rng : Monte-Carlo labels per input and their generator (``fisher="mc"``)
     chunk_size : int or None
         Samples per chunk of the assembly.
@@ -1094,6 +1103,9 @@ def curvature(
     True
     """
     structure = as_option(structure, StructureOption, "structure").value
-    bias = as_option(bias, Bias, "bias").value
+    kfac_kw = {
+        "bias": as_option(bias, Bias, "bias").value,
+        "kfac_approx": as_option(kfac_approx, KFACApprox, "kfac_approx").value,
+    }
     kw = {"n_samples": n_samples, "rng": rng, "reduction": reduction, "chunk_size": chunk_size}
-    return _BUILDERS[structure](net, theta, X, y, fisher, bias, kw)
+    return _BUILDERS[structure](net, theta, X, y, fisher, kfac_kw, kw)
