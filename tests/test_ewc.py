@@ -183,6 +183,10 @@ def test_penalty_and_grad_equal_dense_quadratic_forms(case, kind, mode):
         np.testing.assert_allclose(
             ewc.grad(theta), autograd.grad(dense_penalty)(theta), rtol=1e-10, atol=1e-13
         )
+        # one pass (train's route): the same quadratic forms, summed in another order
+        value, g = ewc.penalty_and_grad(theta)
+        assert value == pytest.approx(want, rel=1e-10, abs=1e-14)
+        np.testing.assert_allclose(g, ewc.grad(theta), rtol=1e-12, atol=1e-14)
     H = sum(c * M for _, c, M in terms)
     np.testing.assert_allclose(ewc.hessian(), H, rtol=1e-10, atol=1e-14)
     v = rng.standard_normal(case.P)

@@ -709,3 +709,29 @@ def test_block_precision_is_the_dense_blocks(c):
         logdet_atol(np.linalg.eigvalsh(A), c.P),
         "block log det",
     )
+
+
+@pytest.mark.parametrize("likelihood", ["categorical", "gaussian"])
+def test_nn_predictive_batched_equals_loop_over_draws(likelihood):
+    """The batched forward over parameter draws against one ``net.forward`` per draw with
+    the same draws (same seed): sums of ``S`` terms in a different order, ``product_rtol``."""
+    from .tolerances import product_rtol
+
+    rng = np.random.default_rng(4)
+    net = minifim.MLP([3, 5, 2], likelihood=likelihood, sigma=0.5)
+    theta, X = net.init(rng), rng.standard_normal((12, 3))
+    y = net.likelihood.sample(net.forward(theta, X), rng)
+    la = Laplace(net, theta, X, y, 2.0)
+    Xs, S = rng.standard_normal((6, 3)), 37
+    out = la.predictive(Xs, pred_type="nn", n_draws=S, rng=5)
+    thetas = la.sample(S, np.random.default_rng(5))
+    fs = np.stack([net.forward(t, Xs) for t in thetas])
+    if likelihood == "categorical":
+        ref = np.mean([net.likelihood.mean(f) for f in fs], axis=0)
+        assert_close(out, ref, product_rtol(S + net.num_params, 4.0))
+        return
+    mean, cov = out
+    d = fs - fs.mean(axis=0)
+    ref_cov = np.einsum("smc,smd->mcd", d, d) / S + net.likelihood.sigma**2 * np.eye(2)
+    assert_close(mean, fs.mean(axis=0), product_rtol(S + net.num_params, 4.0))
+    assert_close(cov, ref_cov, product_rtol(S + net.num_params, 16.0))

@@ -590,3 +590,31 @@ def test_kfac_optimizer_refuses_a_damping_its_solve_cannot_use(solve):
         2,
         progress=False,
     )
+
+
+def test_objective_and_gradient_uses_one_pass_penalty():
+    """A penalty with ``penalty_and_grad`` is evaluated once per step, and the result equals
+    the separate ``penalty`` + ``grad`` evaluation (a penalty without it)."""
+    rng = np.random.default_rng(0)
+    net = minifim.MLP([3, 4, 2])
+    theta, X = net.init(rng), rng.standard_normal((6, 3))
+    y = net.likelihood.sample(net.forward(theta, X), rng)
+    ewc = minifim.EWC(net, structure="full")
+    ewc.add_task(theta, X)
+    calls = []
+
+    class Separate:
+        def penalty(self, t):
+            calls.append("penalty")
+            return ewc.penalty(t)
+
+        def grad(self, t):
+            calls.append("grad")
+            return ewc.grad(t)
+
+    th = theta + 0.1 * rng.standard_normal(net.num_params)
+    one = minifim.optim.objective_and_gradient(minifim.optim.Batch(net, X, y, ewc, 6), th)
+    two = minifim.optim.objective_and_gradient(minifim.optim.Batch(net, X, y, Separate(), 6), th)
+    assert calls == ["penalty", "grad"]
+    assert one[0] == pytest.approx(two[0], rel=1e-13)
+    np.testing.assert_allclose(one[1], two[1], rtol=1e-12, atol=1e-15)

@@ -49,26 +49,21 @@ zero, vanish exactly.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from autograd import grad
 from autograd import hessian as _autograd_hessian
 from numpy.typing import ArrayLike
-from scipy.linalg import blas
 
 from .._validation import check_int, check_net
 from ..core.conventions import prepare_inputs, reduction_scale
-from ..core.scores import (
-    backprop_seeds,
-    expand_gradients,
-    forward_cache,
-    forward_cache_bytes,
-    layer_gradients,
-)
+from ..core.scores import backprop_seeds, forward_cache, forward_cache_bytes, layer_gradients
 from ..memory import memory_budget, require_memory
-from ..options import FisherKind, as_option
+from ..options import FisherKind, ScoreBackend, as_option
+from .assembly import add_block, dense_from_factors, layer_factor
+from .hessian import structured_hessian, supports_structured
 
 if TYPE_CHECKING:
     from ..core.model import Sequential
@@ -318,115 +313,7 @@ def _iter_factors(
         yield cache.acts, backprop_seeds(net, cache, seeds)
 
 
-# --- dense assembly ----------------------------------------------------------------------
-def _add_block(
-    M: np.ndarray,
-    net: Sequential,
-    l: int,
-    m: int,
-    acts: list[np.ndarray],
-    Bs: list[np.ndarray],
-    rows: int,
-    cols: int,
-) -> None:
-    """Add the (layer l, layer m) block ``sum_n (B_l^T B_m)_n kron (a~_l a~_m^T)_n`` into M.
-
-    ``rows``/``cols`` are the offsets of the two layers' ``(W, b)`` blocks inside ``M``.
-    """
-    (o_l, i_l), (o_m, i_m) = net.shapes[l], net.shapes[m]
-    a_l, a_m = acts[l][:, 0], acts[m][:, 0]  # R = 1: the Kronecker structure per sample
-    n = a_l.shape[0]
-    G = np.matmul(Bs[l][:, :, 0].transpose(0, 2, 1), Bs[m][:, :, 0]).reshape(n, o_l * o_m)
-    wl, bl = rows, rows + o_l * i_l
-    wm, bm = cols, cols + o_m * i_m
-    # (W_l, W_m): sum_n G[n, i, i'] a_l[n, j] a_m[n, j']
-    A = (a_l[:, :, None] * a_m[:, None, :]).reshape(n, i_l * i_m)
-    WW = (G.T @ A).reshape(o_l, o_m, i_l, i_m).transpose(0, 2, 1, 3)
-    M[wl:bl, wm:bm].reshape(o_l, i_l, o_m, i_m)[...] += WW
-    bias_l, bias_m = net.parametric_layers[l].bias, net.parametric_layers[m].bias
-    if bias_m:
-        M[wl:bl, bm : bm + o_m].reshape(o_l, i_l, o_m)[...] += (
-            (G.T @ a_l).reshape(o_l, o_m, i_l).transpose(0, 2, 1)
-        )
-    if bias_l:
-        M[bl : bl + o_l, wm:bm].reshape(o_l, o_m, i_m)[...] += (G.T @ a_m).reshape(o_l, o_m, i_m)
-    if bias_l and bias_m:
-        M[bl : bl + o_l, bm : bm + o_m] += G.sum(axis=0).reshape(o_l, o_m)
-
-
-def _layer_factor(net: Sequential, l: int, a: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """The ``(n K, P_l)`` gradient rows of parametric layer ``l`` (weights, then bias)."""
-    layer = net.parametric_layers[l]
-    n, K = B.shape[:2]
-    o, i = layer.matrix_shape
-    U = np.empty((n, K, layer.num_params))
-    layer_gradients(layer, a, B, out=U[:, :, : o * i].reshape(n, K, o, i))
-    if layer.bias:
-        U[:, :, o * i :] = B.sum(axis=2)
-    return U.reshape(n * K, -1)
-
-
-def _syrk_into(M: np.ndarray | None, U: np.ndarray, P: int) -> np.ndarray:
-    """``M += U^T U`` into the LOWER triangle of ``M`` (allocated when ``None``)."""
-    beta = 1.0
-    if M is None:
-        M, beta = np.empty((P, P)), 0.0
-    # M.T is M's memory in Fortran order: its upper triangle is M's lower triangle
-    blas.dsyrk(1.0, U.T, beta=beta, c=M.T, trans=0, lower=0, overwrite_c=1)
-    return M
-
-
-def _dense_from_factors(net: Sequential, factors: Iterable[FactorChunk], P: int) -> np.ndarray:
-    """Sum over chunks of ``U^T U``.
-
-    One seed per sample, or weight sharing (some ``R_l > 1``, where the per-sample gradient
-    ``sum_r B_r^T a_r`` is no Kronecker product): a SYRK on the ``(n K, P)`` factor
-    accumulating in place into one triangle of ``M`` (``n K P^2`` flops per chunk, no ``(P,
-    P)`` temporary; the factor costs ``sum_l n K R_l out_l in_l`` to form). Several seeds of a
-    plain dense network: the upper block triangle by Kronecker blocks (:func:`_add_block`,
-    ``N P^2`` flops whatever ``K``). The other triangle is mirrored once at the end, so the
-    peak memory is ``M`` plus one chunk's working set.
-    """
-    M: np.ndarray | None = None
-    lower_filled = False
-    offsets = [s.start for s in net.layer_param_slices()]
-    shared = net.weight_sharing
-    for acts, Bs in factors:
-        n, K = Bs[0].shape[:2]
-        if K == 1 or shared:
-            U = expand_gradients(net, acts, Bs)
-            M = _syrk_into(M, U[:, 0, :] if K == 1 else U.reshape(n * K, P), P)
-            lower_filled = True
-            continue
-        if M is None:
-            M = np.zeros((P, P))
-        lower_filled = False
-        for l in range(net.num_layers):
-            for m in range(l, net.num_layers):
-                _add_block(M, net, l, m, acts, Bs, offsets[l], offsets[m])
-    if M is None:  # no samples cannot happen (N >= 1 is validated)
-        raise AssertionError("internal: no chunks")
-    if lower_filled:
-        _mirror_lower_to_upper(M)
-    else:
-        sl = net.layer_param_slices()
-        for l in range(net.num_layers):
-            for m in range(l + 1, net.num_layers):
-                M[sl[m], sl[l]] = M[sl[l], sl[m]].T
-    return M
-
-
-def _mirror_lower_to_upper(M: np.ndarray, panel: int = 256) -> None:
-    """Copy the strict lower triangle of the square ``M`` onto its upper one, in place."""
-    P = M.shape[0]
-    for i0 in range(0, P, panel):
-        i1 = min(P, i0 + panel)
-        M[:i0, i0:i1] = M[i0:i1, :i0].T
-        D = M[i0:i1, i0:i1]
-        iu = np.triu_indices(i1 - i0, 1)
-        D[iu] = D.T[iu]
-
-
+# --- dense assembly: minifim.geometry.assembly ----------------------------------------
 def _require_dense(net: Sequential, what: str, copies: int = 1) -> None:
     P = net.num_params
     extra = "" if copies == 1 else f" x {copies} (its positive and negative parts)"
@@ -471,9 +358,9 @@ def curvature_matrix(
     psd = curvature_is_psd(net, fisher)
     _require_dense(net, f"{fisher} curvature", 1 if psd else 2)
     args = (net, theta, X, y, fisher, n_samples, rng, chunk_size)
-    M = _dense_from_factors(net, curvature_factors(*args, sign=1), net.num_params)
+    M = dense_from_factors(net, curvature_factors(*args, sign=1), net.num_params)
     if not psd:
-        M -= _dense_from_factors(net, curvature_factors(*args, sign=-1), net.num_params)
+        M -= dense_from_factors(net, curvature_factors(*args, sign=-1), net.num_params)
     M *= scale
     return M
 
@@ -612,24 +499,75 @@ def ggn(
 
 
 def hessian(
-    net: Sequential, theta: ArrayLike, X: ArrayLike, y: ArrayLike, *, reduction: str = "mean"
+    net: Sequential,
+    theta: ArrayLike,
+    X: ArrayLike,
+    y: ArrayLike,
+    *,
+    reduction: str = "mean",
+    backend: str | ScoreBackend = "backprop",
+    chunk_size: int | None = None,
 ) -> np.ndarray:
     """Hessian of the negative log-likelihood ``c sum_n -log p_theta(y_n | x_n)``, ``(P, P)``.
 
-    Computed by ``autograd.hessian`` of the forward pass (exact, reverse-over-reverse);
-    ``c = 1/N`` by default.
+    Parameters
+    ----------
+    net : MLP
+    theta : ndarray, shape (P,)
+    X : ndarray, shape (N, D)
+    y : targets of the likelihood
+    reduction : {"mean", "sum"}
+        ``c = 1/N`` (default) or ``c = 1``.
+    backend : {"backprop", "autograd"}
+        ``"backprop"`` (default): second-order backpropagation through the layers
+        (:mod:`minifim.geometry.hessian`: the GGN plus the residual terms of the hidden
+        layers' curvature, assembled by batched GEMMs at ``~2 N P^2`` multiply-adds);
+        networks other than an :class:`MLP` use autograd. ``"autograd"``:
+        ``autograd.hessian`` of the forward pass (reverse over reverse, one backward pass per
+        parameter), the independent route the tests compare against.
+    chunk_size : samples per batched pass of the backprop route (default: from a 128 MiB
+        working-memory target).
+
+    Returns
+    -------
+    H : ndarray, shape (P, P), symmetric (exactly so on the backprop route).
     """
     check_net(net)
+    backend = as_option(backend, ScoreBackend, "backend")
     theta = net.check_theta(theta)
     X = net.check_inputs(X)
     y = net.check_targets(y, X.shape[0])
     scale = reduction_scale(reduction, X.shape[0])
     _require_dense(net, "Hessian")
+    if backend == "backprop" and supports_structured(net):
+        chunk = _hessian_chunk(net, X.shape[0], chunk_size)
+        return structured_hessian(net, theta, X, y, scale, chunk)
 
     def nll(th: Any) -> Any:
         return -scale * np.sum(net.output_log_prob(net.apply(th, X), y))
 
     return np.asarray(_autograd_hessian(nll)(theta))
+
+
+def _hessian_chunk(net: Sequential, N: int, chunk_size: int | None) -> int:
+    """Samples per pass of the structured Hessian, memory-guarded: per sample the
+    backpropagated Hessians ``Q_l`` of every layer, the Jacobian, coupling and ``G`` of the
+    layer pair being assembled (``3 max out_m out_m'``, one pair at a time) and the
+    forward/backward vectors (the assembly's panel is a fixed 16 MiB on top)."""
+    widths = sum(o + i for o, i in net.shapes)
+    squares = sum(o * o for o, _ in net.shapes)
+    pair = max(om * op for om, _ in net.shapes for op, _ in net.shapes)
+    per_sample = 8 * (4 * widths + squares + 3 * pair)
+    if chunk_size is not None:
+        n = min(check_int(chunk_size, "chunk_size", 1), N)
+    else:
+        n = max(1, min(N, min(_CHUNK_BYTES, memory_budget() // 2) // per_sample))
+    require_memory(
+        n * per_sample,
+        f"working set of the structured Hessian, chunk of {n} samples",
+        "a smaller chunk_size",
+    )
+    return n
 
 
 def square_of_mean_gradient(
@@ -753,7 +691,7 @@ def _add_layer_block(
 ) -> None:
     """Add layer ``l``'s diagonal block of one chunk of factors into ``block``."""
     if acts[l].shape[1] == 1:
-        _add_block(block, net, l, l, acts, Bs, 0, 0)
+        add_block(block, net, l, l, acts, Bs, 0, 0)
     else:  # one seed, or weight sharing: the (n K, P_l) rows of the layer
-        U = _layer_factor(net, l, acts[l], Bs[l])
+        U = layer_factor(net, l, acts[l], Bs[l])
         block += U.T @ U

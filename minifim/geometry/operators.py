@@ -6,7 +6,8 @@ output-space seeds ``E_n`` of :mod:`minifim.geometry.curvature`
 Fisher or GGN): one forward-mode pass ``J v`` (``(N, C)``), a ``C x C`` product per sample,
 one reverse-mode pass. Cost ``O(N P)`` per vector, memory ``O(N sum_l width_l + P)``; ``P x P``
 is never formed, so scipy's ``eigsh``, ``cg``, ``minres`` work on networks of any size.
-``hessian_operator`` gives exact Hessian-vector products (autograd, reverse-over-reverse).
+``hessian_operator`` gives exact Hessian-vector products (batched forward-over-reverse
+through the layers; autograd reverse-over-reverse as the independent route).
 """
 
 from __future__ import annotations
@@ -23,13 +24,23 @@ from .._validation import check_net
 from ..core.conventions import prepare_inputs, reduction_scale
 from ..core.scores import forward_cache, jvp_cached, vjp_cached
 from ..memory import require_memory
-from ..options import FisherKind, as_option
+from ..options import FisherKind, ScoreBackend, as_option
 from .curvature import curvature_is_psd, output_seeds
+from .hessian import (
+    hessian_vector_products,
+    mlp_forward,
+    output_loss_derivatives,
+    supports_structured,
+)
 
 if TYPE_CHECKING:
     from ..core.model import Sequential
 
 __all__ = ["fisher_operator", "ggn_operator", "hessian_operator"]
+
+#: Columns per batched forward-over-reverse pass of :func:`hessian_operator` (measured: blocks
+#: of 10-25 columns beat both one column at a time and 100 at once on MLP 64-64-64-10).
+_HVP_BLOCK = 16
 
 
 def _require_operator_memory(net: Sequential, N: int, fisher: str, n_samples: int) -> None:
@@ -138,28 +149,60 @@ def ggn_operator(
 
 
 def hessian_operator(
-    net: Sequential, theta: ArrayLike, X: ArrayLike, y: ArrayLike, *, reduction: str = "mean"
+    net: Sequential,
+    theta: ArrayLike,
+    X: ArrayLike,
+    y: ArrayLike,
+    *,
+    reduction: str = "mean",
+    backend: str | ScoreBackend = "backprop",
 ) -> LinearOperator:
     """Hessian-vector products of the NLL ``c sum_n -log p(y_n | x_n)``, ``(P, P)`` operator.
 
-    ``H v = grad_theta (grad_theta L . v)``, reverse-over-reverse through autograd, one
-    product per column.
+    ``backend="backprop"`` (default): forward-over-reverse through the cached forward pass,
+    a block ``V: (P, m)`` in one batched pass (:func:`minifim.geometry.hessian.
+    hessian_vector_products`, ``O(m N P)``, about twice a GGN-vector product); networks other
+    than an :class:`MLP` use autograd. ``backend="autograd"``: ``H v = grad_theta (grad_theta
+    L . v)``, reverse-over-reverse through autograd, one product per column (the independent
+    route).
     """
     check_net(net)
+    backend = as_option(backend, ScoreBackend, "backend")
     theta = net.check_theta(theta)
     X = net.check_inputs(X)
     y = net.check_targets(y, X.shape[0])
     scale = reduction_scale(reduction, X.shape[0])
     P = net.num_params
 
-    def nll(th: Any) -> Any:
-        return -scale * np.sum(net.output_log_prob(net.apply(th, X), y))
+    if backend == "backprop" and supports_structured(net):
+        N, C = X.shape[0], net.output_dim
+        require_memory(
+            8 * N * C * (C + 1),
+            f"Hessian operator: output-space Hessian (N, C, C) = ({N}, {C}, {C}) float64",
+            "the sum of hessian_operator over chunks of X (products are additive over samples)",
+        )
+        cache = mlp_forward(net, theta, X)
+        g, H_out = output_loss_derivatives(net, cache.outputs, y, scale)
 
-    hvp = grad(lambda th, v: np.dot(grad(nll)(th), v))
+        def matmat(V: ArrayLike) -> np.ndarray:
+            V = np.asarray(V, dtype=np.float64).reshape(P, -1)
+            # blocks of _HVP_BLOCK columns: the (N, m, width) tangents stay cache-sized
+            blocks = range(0, V.shape[1], _HVP_BLOCK)
+            return np.concatenate(
+                [hessian_vector_products(net, cache, g, H_out, V[:, j : j + _HVP_BLOCK])
+                 for j in blocks], axis=1,
+            )  # fmt: skip
 
-    def matmat(V: ArrayLike) -> np.ndarray:
-        V = np.asarray(V, dtype=np.float64).reshape(P, -1)
-        return np.stack([hvp(theta, V[:, j]) for j in range(V.shape[1])], axis=1)
+    else:
+
+        def nll(th: Any) -> Any:
+            return -scale * np.sum(net.output_log_prob(net.apply(th, X), y))
+
+        hvp = grad(lambda th, v: np.dot(grad(nll)(th), v))
+
+        def matmat(V: ArrayLike) -> np.ndarray:
+            V = np.asarray(V, dtype=np.float64).reshape(P, -1)
+            return np.stack([hvp(theta, V[:, j]) for j in range(V.shape[1])], axis=1)
 
     return LinearOperator(
         (P, P),

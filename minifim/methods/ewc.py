@@ -783,6 +783,24 @@ class EWC:
         theta = self.net.check_theta(theta)
         return _grad(self._quads, self.structure, theta)
 
+    def penalty_and_grad(self, theta: ArrayLike) -> tuple[float, np.ndarray]:
+        """``(Omega(theta), grad Omega(theta): (P,))`` in one pass over the quadratics.
+
+        ``u_q = Lambda_q (theta - c_q)`` is computed once per quadratic and gives both
+        ``Omega = sum_q (theta - c_q) . u_q / 2`` and ``grad = sum_q u_q``: half the products
+        of :meth:`penalty` then :meth:`grad` (used by :func:`minifim.optim.train`).
+        """
+        theta = self.net.check_theta(theta)
+        total, out = 0.0, np.zeros(np.shape(theta))
+        for q in self._quads:
+            d = theta - q.centre
+            u = np.zeros_like(d)
+            for c, M in q.terms:
+                u += c * _matvec(self.structure, M, d)
+            total += 0.5 * float(d @ u)
+            out += u
+        return float(total), out
+
     def hessian_matvec(self, v: ArrayLike) -> np.ndarray:
         """``(sum_q Lambda_q) v``, the Hessian of the penalty times ``v: (P,)``."""
         v = as_float_array(v, "v", shape=(self.net.num_params,))

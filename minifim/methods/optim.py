@@ -38,7 +38,8 @@ Every optimiser minimises, on a batch ``B`` of a training set of ``N = n_total``
 i.e. the mean negative log-likelihood of :func:`minifim.loss` plus the penalty divided by the
 size of the whole training set: a penalty object lives on the scale of the SUMMED negative
 log-likelihood (the EWC convention: ``N * objective = sum NLL + penalty`` on the full batch).
-A penalty is any object with ``penalty(theta) -> float`` and ``grad(theta) -> (P,)``.
+A penalty is any object with ``penalty(theta) -> float`` and ``grad(theta) -> (P,)`` (and
+optionally ``penalty_and_grad(theta)``, both in one pass, which is then used instead).
 
 How the penalty enters each optimiser: always through ``grad`` (the gradient of the whole
 objective). A penalty that also has ``hessian_matvec(v) -> (P,)`` (its Hessian times ``v``,
@@ -159,14 +160,19 @@ def objective_and_gradient(batch: Batch, theta: ArrayLike) -> tuple[float, np.nd
     Notes
     -----
     ``objective = mean_B NLL + penalty(theta) / N``; ``gradient = mean_B grad NLL +
-    penalty.grad(theta) / N``.
+    penalty.grad(theta) / N``. A penalty with ``penalty_and_grad(theta)`` (such as
+    :class:`minifim.EWC`) is evaluated in one pass, value and gradient together.
     """
     value, g = loss_and_gradient(batch.net, theta, batch.X, batch.y)
-    if batch.penalty is not None:
-        value = value + batch.scale * float(batch.penalty.penalty(theta))
-        pg = as_float_array(
-            batch.penalty.grad(theta), "penalty.grad(theta)", shape=(batch.net.num_params,)
-        )
+    pen = batch.penalty
+    if pen is not None:
+        both = getattr(pen, "penalty_and_grad", None)
+        if callable(both):  # one pass (e.g. minifim.EWC): the products Lambda d once
+            pv, pg = both(theta)
+        else:
+            pv, pg = pen.penalty(theta), pen.grad(theta)
+        value = value + batch.scale * float(pv)
+        pg = as_float_array(pg, "penalty.grad(theta)", shape=(batch.net.num_params,))
         g = g + batch.scale * pg
     return value, g
 
