@@ -118,9 +118,12 @@ def run(seed, width, noise):
     }
 
 
-def lemma_identity(seed=SEED):
-    """|theta|_fr^2 against L^2 E_x Var_{y~p}(f_y) for a bias-free ReLU net (Lemma 2.1)."""
-    X, _ = load_digits()
+def lemma_identity(seed=SEED, X=None):
+    """|theta|_fr^2 against L^2 E_x Var_{y~p}(f_y) for a bias-free ReLU net (Lemma 2.1).
+
+    ``X: (n, 64)`` inputs, the first 200 digits when None."""
+    if X is None:
+        X, _ = load_digits()
     net = minifim.MLP([64, 32, 32, 10], activation="relu", likelihood="categorical")
     theta = net.init(seed)
     for _, bs in net.layer_slices:

@@ -27,8 +27,12 @@ def test_corrupt_replaces_the_share(frn):
 
 
 def test_lemma_identity_for_bias_free_relu(frn):
-    lhs, rhs = frn.lemma_identity()
+    # inputs in [0, 1] like the digits, so the test needs no scikit-learn
+    X = np.random.default_rng(3).uniform(size=(200, 64))
+    lhs, rhs = frn.lemma_identity(X=X)
     assert lhs == pytest.approx(rhs, rel=1e-10)
+    # a wrong depth factor (L instead of L^2) fails
+    assert lhs != pytest.approx(rhs / 3, rel=1e-2)
 
 
 def test_rank_correlations(frn):
