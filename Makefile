@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 SRC    := pyproject.toml
 export MPLBACKEND := Agg
 
-.PHONY: test test-kernels test-thorough experiments bench lint typecheck format crosscheck clean venv docs
+.PHONY: test test-kernels test-thorough experiments bench bench-peers lint typecheck format crosscheck clean venv docs
 
 $(VENV)/.stamp-base:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,13 @@ $(VENV)/.stamp-crosscheck: $(VENV)/.stamp-test $(SRC)
 	$(PIP) install --quiet torch==2.13.0
 	$(PIP) install --quiet einops einconv linear_operator opt-einsum packaging
 	$(PIP) install --quiet --no-deps curvlinops-for-pytorch backpack-for-pytorch unfoldNd
+	$(PIP) install --quiet --no-deps nngeometry==0.4
+	touch $@
+
+# The peers of `make bench-peers` beyond the cross-check extra: JAX (CPU, ~620 MB with its
+# dependencies), pinned to the release measured in the README.
+$(VENV)/.stamp-peers: $(VENV)/.stamp-crosscheck $(VENV)/.stamp-experiments
+	$(PIP) install --quiet jax==0.10.2 jaxlib==0.10.2
 	touch $@
 
 venv: $(VENV)/.stamp-test
@@ -59,8 +66,14 @@ experiments: $(VENV)/.stamp-experiments
 	@set -e; for f in experiments/[a-z]*.py; do echo "== $$f"; $(PY) $$f; done
 	$(PY) -m minifim.tools.report index
 
+# Timings against the floors (a script, not a test; several minutes). The peers rows time
+# torch.func, BackPACK, curvlinops, nngeometry and JAX side by side when they are installed
+# (`make bench-peers` installs them first); without them minifim is reported against its floors.
 bench: $(VENV)/.stamp-experiments
-	$(PY) -m minifim.tools.bench
+	$(PY) -m minifim.tools.bench --out bench-results
+
+bench-peers: $(VENV)/.stamp-peers
+	$(PY) -m minifim.tools.bench --out bench-results
 
 # The documentation site (Sphinx + numpydoc + MyST, docs/) into docs/_build/html; any warning
 # fails. -E: a fresh environment, so docstring edits always show (Sphinx does not track them).
@@ -86,5 +99,5 @@ crosscheck: $(VENV)/.stamp-crosscheck
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(PY) -m pytest tests -k torch -rs
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis .ruff_cache experiments/results docs/_build
+	rm -rf $(VENV) bench-results build dist *.egg-info .pytest_cache .hypothesis .ruff_cache experiments/results docs/_build
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -93,9 +93,12 @@ def add_layer_pair(
     n = a_row.shape[0]
     wr, br = row, row + o_r * i_r
     wc, bc = col, col + o_c * i_c
-    # the pair's input products once: (n, i_r i_c), and the transposed coupling (o_r, o_c, n)
+    # the pair's input products once: (n, i_r i_c). G is never transposed as a whole: a panel
+    # of its row units is the (n, p o_c) matrix G[:, k0:k1] (a strided view, or for a
+    # diagonal block's upper part a gather of rows), and every GEMM takes it as the
+    # transposed operand (BLAS reads it in place).
     Aio = (a_row[:, :, None] * a_col[:, None, :]).reshape(n, i_r * i_c)
-    GT = np.ascontiguousarray(G.transpose(1, 2, 0))  # (o_r, o_c, n)
+    G = np.asarray(G)
     if extra is not None:
         delta, A = extra
         AT = np.ascontiguousarray(A.transpose(2, 1, 0))  # (o_r, i_c, n)
@@ -114,9 +117,10 @@ def add_layer_pair(
         p_ = k1 - k0
         i0 = k0 if diagonal else 0  # first column unit of the panel (upper triangle)
         oc = o_c - i0
-        Gp = GT[k0:k1, i0:].reshape(p_ * oc, n)
+        Gfull = G[:, k0:k1, :].reshape(n, p_ * o_c)  # a view: rows n, columns (k, i)
+        Gp = Gfull if i0 == 0 else G[:, k0:k1, i0:].reshape(n, p_ * oc)
         # W rows x W cols: (p oc, n) x (n, i_r i_c) -> (p, oc, i_r, i_c) -> (p, i_r, oc, i_c)
-        R = (Gp @ Aio).reshape(p_, oc, i_r, i_c).transpose(0, 2, 1, 3)
+        R = (Gp.T @ Aio).reshape(p_, oc, i_r, i_c).transpose(0, 2, 1, 3)
         if extra is not None:
             # sum_n a_r[l] delta[i] A[j, k]: (p i_c, n) x (n, (i, l)) -> (p, j, i, l)
             E = (AT[k0:k1].reshape(p_ * i_c, n) @ Dl[:, i0 * i_r :]).reshape(p_, i_c, oc, i_r)
@@ -125,17 +129,17 @@ def add_layer_pair(
         put(rows[:, wc + i0 * i_c : bc].reshape(p_, i_r, oc, i_c), R)
         # W rows x b cols: sum_n G[k, i] a_r[l] -> (p, o_c, i_r) -> (p, i_r, o_c)
         if bias_col:
-            RB = (GT[k0:k1].reshape(p_ * o_c, n) @ a_row).reshape(p_, o_c, i_r)
+            RB = (Gfull.T @ a_row).reshape(p_, o_c, i_r)
             put(rows[:, bc : bc + o_c].reshape(p_, i_r, o_c), RB.transpose(0, 2, 1))
         if bias_row and not diagonal:
             # b rows x W cols: sum_n G[k, i] a_c[j] (+ delta[i] A[j, k]) -> (p, o_c, i_c)
-            BW = (GT[k0:k1].reshape(p_ * o_c, n) @ a_col).reshape(p_, o_c, i_c)
+            BW = (Gfull.T @ a_col).reshape(p_, o_c, i_c)
             if extra is not None:
                 BE = (AT[k0:k1].reshape(p_ * i_c, n) @ delta).reshape(p_, i_c, o_c)
                 BW = BW + BE.transpose(0, 2, 1)
             put(M[br + k0 : br + k1, wc:bc].reshape(p_, o_c, i_c), BW)
             if bias_col:
-                put(M[br + k0 : br + k1, bc : bc + o_c], GT[k0:k1].sum(axis=2))
+                put(M[br + k0 : br + k1, bc : bc + o_c], G[:, k0:k1, :].sum(axis=0))
     if diagonal and bias_row:
         put(M[br : br + o_r, bc : bc + o_c], G.sum(axis=0))
 
@@ -217,20 +221,26 @@ def layer_factor(net: Sequential, l: int, a: np.ndarray, B: np.ndarray) -> np.nd
     return U.reshape(n * K, -1)
 
 
-def syrk_into(M: np.ndarray | None, U: np.ndarray, P: int) -> np.ndarray:
-    """``M += U^T U`` into the LOWER triangle of ``M`` (allocated when ``None``)."""
+def syrk_into(M: np.ndarray | None, U: np.ndarray, P: int, alpha: float = 1.0) -> np.ndarray:
+    """``M += alpha U^T U`` into the LOWER triangle of ``M`` (allocated when ``None``)."""
     beta = 1.0
     if M is None:
         M, beta = np.empty((P, P)), 0.0
     # M.T is M's memory in Fortran order: its upper triangle is M's lower triangle
-    blas.dsyrk(1.0, U.T, beta=beta, c=M.T, trans=0, lower=0, overwrite_c=1)
+    blas.dsyrk(alpha, U.T, beta=beta, c=M.T, trans=0, lower=0, overwrite_c=1)
     return M
 
 
 def dense_from_factors(
-    net: Sequential, factors: Iterable[tuple[list[np.ndarray], list[np.ndarray]]], P: int
+    net: Sequential,
+    factors: Iterable[tuple[list[np.ndarray], list[np.ndarray]]],
+    P: int,
+    scale: float = 1.0,
 ) -> np.ndarray:
-    """Sum over chunks of ``U^T U`` for the factor chunks ``(acts, Bs)``.
+    """``scale`` times the sum over chunks of ``U^T U`` for the factor chunks ``(acts, Bs)``.
+
+    The scale (the reduction's ``1/N``) enters the SYRK's ``alpha`` or the small output-space
+    coupling ``G``, never a pass over the ``(P, P)`` result.
 
     One seed per sample, or weight sharing (some ``R_l > 1``, where the per-sample gradient
     ``sum_r B_r^T a_r`` is no Kronecker product): a SYRK on the ``(n K, P)`` factor
@@ -249,7 +259,7 @@ def dense_from_factors(
         n, K = Bs[0].shape[:2]
         if K == 1 or net.weight_sharing:
             U = expand_gradients(net, acts, Bs)
-            M = syrk_into(M, U[:, 0, :] if K == 1 else U.reshape(n * K, P), P)
+            M = syrk_into(M, U[:, 0, :] if K == 1 else U.reshape(n * K, P), P, scale)
             lower_filled = True
             continue
         a2, B2 = squeeze_positions(acts, Bs)
@@ -260,6 +270,8 @@ def dense_from_factors(
         for l in range(L):
             for m in range(l, L):
                 G = np.matmul(B2[l].transpose(0, 2, 1), B2[m])  # (n, o_l, o_m)
+                if scale != 1.0:
+                    G *= scale
                 add_layer_pair(
                     M, net.shapes[l], net.shapes[m], offsets[l], offsets[m],
                     a2[l], a2[m], G, diagonal=l == m, assign=first,
@@ -274,7 +286,7 @@ def dense_from_factors(
     return M
 
 
-def mirror_lower_to_upper(M: np.ndarray, panel: int = 256) -> None:
+def mirror_lower_to_upper(M: np.ndarray, panel: int = 64) -> None:
     """Copy the strict lower triangle of the square ``M`` onto its upper one, in place."""
     P = M.shape[0]
     for i0 in range(0, P, panel):
@@ -285,7 +297,7 @@ def mirror_lower_to_upper(M: np.ndarray, panel: int = 256) -> None:
         D[iu] = D.T[iu]
 
 
-def mirror_upper_to_lower(M: np.ndarray, panel: int = 256) -> None:
+def mirror_upper_to_lower(M: np.ndarray, panel: int = 64) -> None:
     """Copy the strict upper triangle of the square ``M`` onto its lower one, in place."""
     P = M.shape[0]
     for i0 in range(0, P, panel):

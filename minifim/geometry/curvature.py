@@ -358,10 +358,9 @@ def curvature_matrix(
     psd = curvature_is_psd(net, fisher)
     _require_dense(net, f"{fisher} curvature", 1 if psd else 2)
     args = (net, theta, X, y, fisher, n_samples, rng, chunk_size)
-    M = dense_from_factors(net, curvature_factors(*args, sign=1), net.num_params)
+    M = dense_from_factors(net, curvature_factors(*args, sign=1), net.num_params, scale)
     if not psd:
-        M -= dense_from_factors(net, curvature_factors(*args, sign=-1), net.num_params)
-    M *= scale
+        M -= dense_from_factors(net, curvature_factors(*args, sign=-1), net.num_params, scale)
     return M
 
 
