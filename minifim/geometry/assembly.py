@@ -101,7 +101,6 @@ def add_layer_pair(
     G = np.asarray(G)
     if extra is not None:
         delta, A = extra
-        AT = np.ascontiguousarray(A.transpose(2, 1, 0))  # (o_r, i_c, n)
         Dl = (delta[:, :, None] * a_row[:, None, :]).reshape(n, o_c * i_r)  # (n, (i, l))
     panel = min(_PANEL_BYTES, memory_budget() // 4)
     kp = max(1, panel // (8 * (2 * o_c * i_r * i_c + o_c * n)))
@@ -122,8 +121,11 @@ def add_layer_pair(
         # W rows x W cols: (p oc, n) x (n, i_r i_c) -> (p, oc, i_r, i_c) -> (p, i_r, oc, i_c)
         R = (Gp.T @ Aio).reshape(p_, oc, i_r, i_c).transpose(0, 2, 1, 3)
         if extra is not None:
+            # the panel's coupling as rows n, columns (k, j): one gather per panel (A's
+            # elements once over all panels), read by the GEMM as its transposed operand
+            Ap = A[:, :, k0:k1].transpose(0, 2, 1).reshape(n, p_ * i_c)
             # sum_n a_r[l] delta[i] A[j, k]: (p i_c, n) x (n, (i, l)) -> (p, j, i, l)
-            E = (AT[k0:k1].reshape(p_ * i_c, n) @ Dl[:, i0 * i_r :]).reshape(p_, i_c, oc, i_r)
+            E = (Ap.T @ Dl[:, i0 * i_r :]).reshape(p_, i_c, oc, i_r)
             R = R + E.transpose(0, 3, 2, 1)
         rows = M[wr + k0 * i_r : wr + k1 * i_r]
         put(rows[:, wc + i0 * i_c : bc].reshape(p_, i_r, oc, i_c), R)
@@ -135,7 +137,7 @@ def add_layer_pair(
             # b rows x W cols: sum_n G[k, i] a_c[j] (+ delta[i] A[j, k]) -> (p, o_c, i_c)
             BW = (Gfull.T @ a_col).reshape(p_, o_c, i_c)
             if extra is not None:
-                BE = (AT[k0:k1].reshape(p_ * i_c, n) @ delta).reshape(p_, i_c, o_c)
+                BE = (Ap.T @ delta).reshape(p_, i_c, o_c)
                 BW = BW + BE.transpose(0, 2, 1)
             put(M[br + k0 : br + k1, wc:bc].reshape(p_, o_c, i_c), BW)
             if bias_col:
