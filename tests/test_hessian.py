@@ -13,10 +13,15 @@ import numpy as np
 import pytest
 
 import minifim
-from minifim.geometry.hessian import activation_second_derivative, hessian_vector_products
+from minifim.geometry.hessian import (
+    activation_second_derivative,
+    ggn_vector_products,
+    homogeneous_inputs,
+    mlp_forward,
+)
 
 from .cases import CASES, assert_close, make_case
-from .tolerances import EPS, check, curvature_rtol, product_rtol
+from .tolerances import EPS, check, check_elementwise, curvature_rtol, product_rtol
 
 
 def _autograd_hessian(case, reduction="mean"):
@@ -127,7 +132,32 @@ def test_hessian_vector_products_shapes():
     op = minifim.hessian_operator(case.net, case.theta, case.X, case.y, reduction="sum")
     assert op.shape == (case.P, case.P)
     assert (op @ np.ones(case.P)).shape == (case.P,)
-    assert callable(hessian_vector_products)
+
+
+@pytest.mark.parametrize("case", CASES[::2], ids=[c.name for c in CASES[::2]])
+def test_ggn_vector_products_against_output_jacobians(case, rng):
+    """The (n, m, width) forward-then-reverse products ``sum_n J_n^T M_n J_n V`` against the
+    explicit output Jacobians of :func:`minifim.output_jacobians` and a random symmetric
+    (indefinite) ``M_n``; the same work dict reused across calls of two block widths."""
+    J = minifim.output_jacobians(case.net, case.theta, case.X)  # (N, C, P)
+    N, C, P = J.shape
+    A = rng.standard_normal((N, C, C))
+    M = A + A.transpose(0, 2, 1)
+    cache = mlp_forward(case.net, case.theta, case.X)
+    acts_h, work = homogeneous_inputs(cache), {}
+    for m in (3, 1, 4):
+        V = rng.standard_normal((P, m))
+        got = ggn_vector_products(case.net, cache, M, V, acts_h, work)
+        ref = np.einsum("ncp,ncd,ndm->pm", J, M, J @ V)
+        # |J|^T |M| |J| |V|: three products, inner dimensions P, C, N C
+        scale = np.einsum("ncp,ncd,ndm->pm", np.abs(J), np.abs(M), np.abs(J) @ np.abs(V))
+        check_elementwise(got, ref, product_atol_scale(scale, 2 * (P + N * C + C)), case.name)
+    assert ggn_vector_products(case.net, cache, M, V).shape == (P, 4)
+
+
+def product_atol_scale(scale, n):
+    """``c n EPS`` times the absolute-value product (the bound of :func:`product_rtol`)."""
+    return product_rtol(n) * scale
 
 
 def test_hessian_backend_validated():

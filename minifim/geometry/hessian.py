@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 from autograd import elementwise_grad
+from scipy.linalg import blas
 
 from .._validation import check_net
 from ..core.activations import ACTIVATIONS, Activation
@@ -57,6 +58,8 @@ __all__ = [
     "output_loss_derivatives",
     "structured_hessian",
     "hessian_vector_products",
+    "ggn_vector_products",
+    "homogeneous_inputs",
 ]
 
 
@@ -301,4 +304,84 @@ def hessian_vector_products(
             curv = (back * d2f(cache.pres[l - 1]))[:, None, :]
             ddelta = dback * d1[l - 1][:, None, :] + curv * dzs[l - 1]
             delta = back * d1[l - 1]
+    return out
+
+
+def homogeneous_inputs(cache: MLPPass) -> list[np.ndarray]:
+    """``[a_l, 1]: (n, in_l + 1)`` per dense layer: the bias enters the GEMMs of
+    :func:`ggn_vector_products` as one more input column (no separate pass for it)."""
+    return [np.concatenate([a, np.ones((a.shape[0], 1))], axis=1) for a in cache.acts]
+
+
+def _accumulate(C: np.ndarray, A: np.ndarray, W: np.ndarray) -> None:
+    """``C += A W^T`` in place by one GEMM with ``beta = 1`` (no temporary, no add pass).
+
+    ``C: (r, o)``, ``A: (r, i)``, ``W: (o, i)``, all C-contiguous. In Fortran order (BLAS's)
+    ``C`` is ``C^T: (o, r)`` and the update reads ``C^T += W A^T``.
+    """
+    blas.dgemm(1.0, np.asfortranarray(W), A.T, beta=1.0, c=C.T, overwrite_c=1)
+
+
+def ggn_vector_products(
+    net: MLP,
+    cache: MLPPass,
+    M_out: np.ndarray,
+    V: np.ndarray,
+    acts_h: list[np.ndarray] | None = None,
+    work: dict[str, np.ndarray] | None = None,
+) -> np.ndarray:
+    """``sum_n J_n^T M_n J_n V: (P, m)`` for a block ``V: (P, m)``, forward then reverse.
+
+    ``M_out: (n, C, C)`` symmetric per sample (the Fisher's ``Lambda_n`` or the GGN's output
+    Hessian, with the reduction's scale folded in); ``acts_h``: :func:`homogeneous_inputs`
+    of ``cache`` (made here when ``None``); ``work``: a dict the caller keeps between calls,
+    holding the two ``(n m max_width)`` work arrays every product writes into (a fresh
+    array of that size costs its page faults, about as much as the GEMM filling it). The
+    layout of :func:`hessian_vector_products`: every tangent array is ``(n, m, width)``, so
+    each product is one 2-D GEMM. Forward, ``dz_l = [a_l, 1] [dW_l, db_l]^T`` (``(n, in + 1)
+    x (in + 1, m out)``, the bias folded in) ``+ da_l W_l^T`` (accumulated by the same
+    array through a GEMM's ``beta``), ``da_{l+1} = phi'(z_l) dz_l`` in place; backward from
+    ``delta = dz_{L-1} M``: ``[gW_l, gb_l] = delta_l^T [a_l, 1]`` (``(m out, n) x (n, in +
+    1)``) and ``delta_{l-1} = phi'(z_{l-1}) (delta_l W_l)``. ``~8 n m P`` flops and about five
+    passes over each ``(n, m, width)`` array.
+    """
+    check_net(net)
+    m, L = V.shape[1], net.num_layers
+    n = cache.num_samples
+    if acts_h is None:
+        acts_h = homogeneous_inputs(cache)
+    size = n * m * max(max(o, i) for o, i in net.shapes)
+    if work is None:
+        work = {}
+    if work.get("a") is None or work["a"].size < size:
+        work["a"], work["b"] = np.empty(size), np.empty(size)
+    bufs = [work["a"], work["b"]]
+    dz = np.empty(0)
+    for l, ((W, _), (ws, bs)) in enumerate(zip(cache.layers, net.layer_slices)):
+        o, i = W.shape
+        # [dW | db] per vector: (m, o, i + 1) from the flat blocks (a copy of P_l m floats)
+        dWh = np.empty((m, o, i + 1))
+        dWh[:, :, :i] = V[ws].T.reshape(m, o, i)
+        dWh[:, :, i] = V[bs].T
+        new = bufs[l % 2][: n * m * o].reshape(n, m, o)
+        np.matmul(acts_h[l], dWh.reshape(m * o, i + 1).T, out=new.reshape(n, m * o))
+        if l > 0:
+            _accumulate(new.reshape(n * m, o), dz.reshape(n * m, i), W)
+        dz = new
+        if l < L - 1:
+            dz *= np.asarray(net.activation.dphi(cache.pres[l]))[:, None, :]
+    delta = np.matmul(dz, M_out)  # (n, m, C); M_out is symmetric
+    out = np.empty((net.num_params, m))
+    for l in range(L - 1, -1, -1):
+        (o, i), (ws, bs) = net.shapes[l], net.layer_slices[l]
+        g = (delta.reshape(n, m * o).T @ acts_h[l]).reshape(m, o, i + 1)
+        out[ws] = g[:, :, :i].reshape(m, o * i).T
+        out[bs] = g[:, :, i].T
+        if l > 0:
+            back = bufs[l % 2 ^ 1][: n * m * i].reshape(n, m, i)
+            if np.may_share_memory(back, delta):
+                back = bufs[l % 2][: n * m * i].reshape(n, m, i)
+            np.matmul(delta.reshape(n * m, o), cache.layers[l][0], out=back.reshape(n * m, i))
+            back *= np.asarray(net.activation.dphi(cache.pres[l - 1]))[:, None, :]
+            delta = back
     return out

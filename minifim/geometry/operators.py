@@ -27,7 +27,9 @@ from ..memory import require_memory
 from ..options import FisherKind, ScoreBackend, as_option
 from .curvature import curvature_is_psd, output_seeds
 from .hessian import (
+    ggn_vector_products,
     hessian_vector_products,
+    homogeneous_inputs,
     mlp_forward,
     output_loss_derivatives,
     supports_structured,
@@ -116,12 +118,23 @@ def fisher_operator(
         M_out -= np.einsum("nkc,nkd->ncd", E, E)
     del E
     Q = M_out.shape[1]
+    if supports_structured(net):  # a chain of dense layers: the (n, m, width) layout
+        M_out *= scale
+        mlp_cache = mlp_forward(net, theta, X)
+        acts_h = homogeneous_inputs(mlp_cache)
+        work: dict[str, np.ndarray] = {}  # the products' work arrays, kept between calls
 
-    def matmat(V: ArrayLike) -> np.ndarray:
-        V = np.asarray(V, dtype=np.float64).reshape(P, -1)
-        JV = jvp_cached(net, cache, V)  # (N, *output_shape, m)
-        MJV = np.matmul(M_out, JV.reshape(N, Q, -1))
-        return scale * vjp_cached(net, cache, MJV.reshape(JV.shape))
+        def matmat(V: ArrayLike) -> np.ndarray:
+            V = np.asarray(V, dtype=np.float64).reshape(P, -1)
+            return ggn_vector_products(net, mlp_cache, M_out, V, acts_h, work)
+
+    else:
+
+        def matmat(V: ArrayLike) -> np.ndarray:
+            V = np.asarray(V, dtype=np.float64).reshape(P, -1)
+            JV = jvp_cached(net, cache, V)  # (N, *output_shape, m)
+            MJV = np.matmul(M_out, JV.reshape(N, Q, -1))
+            return scale * vjp_cached(net, cache, MJV.reshape(JV.shape))
 
     return LinearOperator(
         (P, P),
