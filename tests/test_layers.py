@@ -296,6 +296,41 @@ def test_conv_geometries_forward_and_col2im_adjoint(geometry, seed):
     )
 
 
+@given(_conv_geometries(), st.integers(0, 2**31 - 1))
+def test_conv_input_seeds_both_routes_are_the_transposed_convolution(geometry, seed):
+    """``input_seeds(B, W)`` is the adjoint of the bias-free convolution, ``<conv(x), B> = <x,
+    input_seeds(B)>``, by the dense input map and by the batch-last im2col GEMM + col2im
+    (forced by setting the dense route's flop ratio to zero / infinity); the dense map's
+    rows are the convolution of the unit inputs (its definition, through the loops)."""
+    C, (H, W), k, s, p, d = geometry
+    net = minifim.Sequential(
+        [Conv2d(C, 3, k, stride=s, padding=p, dilation=d)], "gaussian", (C, H, W)
+    )
+    conv = net.layers[0]
+    rng = np.random.default_rng(seed)
+    Wt = rng.standard_normal(conv.weight_shape)
+    Wm = Wt.reshape(conv.matrix_shape)
+    X = rng.standard_normal((2, C, H, W))
+    B = rng.standard_normal((2,) + conv.out_shape)
+    Z = conv2d_loops(X, Wt, None, conv.stride, conv.padding, conv.dilation)
+    E = np.eye(C * H * W).reshape(-1, C, H, W)
+    T = conv2d_loops(E, Wt, None, conv.stride, conv.padding, conv.dilation).reshape(C * H * W, -1)
+    np.testing.assert_array_equal(conv.dense_input_map(Wm), T.T)  # single products, no sums
+    lhs = np.sum(Z * B)
+    scale = np.sum(np.abs(B).reshape(2, -1) @ np.abs(T).T * np.abs(X).reshape(2, -1))
+    routes = {}
+    for ratio in (0.0, np.inf):
+        conv.DENSE_FLOPS_RATIO = ratio
+        routes[ratio] = conv.input_seeds(B, Wm)
+        assert routes[ratio].shape == X.shape
+        rhs = np.sum(X * routes[ratio])
+        # each side a sum of at most 2 |T| products of the same terms: c n eps of |B||T||X|
+        n = 2 * (B.size + X.size + C * k[0] * k[1])
+        assert abs(lhs - rhs) <= n * EPS * scale + 1e-300
+    bound = 2 * (3 * conv.positions) * EPS * (np.abs(B).reshape(2, -1) @ np.abs(T).T)
+    assert np.all(np.abs(routes[0.0] - routes[np.inf]).reshape(2, -1) <= bound)
+
+
 def test_flatten_first_is_the_mlp_on_flattened_inputs():
     """Images flattened by the first layer: every quantity is the MLP's on ``X.reshape(N, -1)``
     (the layers before the first parametric one carry no tangent and need no backward pass)."""

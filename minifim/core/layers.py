@@ -174,6 +174,17 @@ class ParametricLayer(Layer):
         """The adjoint of :meth:`unfold`: ``(M, R, in) -> (M, *in_shape)`` (col2im for Conv2d)."""
         raise NotImplementedError
 
+    def input_seeds(self, B: np.ndarray, W: np.ndarray) -> np.ndarray:
+        """Seeds carried through the layer: ``B: (M, *out_shape) -> (M, *in_shape)``.
+
+        The vector-Jacobian product with respect to the input, ``unfold^T(B_unf W)`` for ``W:
+        (out, in)``: one GEMM ``(M R, out) x (out, in)`` and :meth:`input_grad`.
+        """
+        M = B.shape[0]
+        (out, inp), R = self.matrix_shape, self.positions
+        Bu = self.unfold_seeds(B[None]).reshape(M * R, out)
+        return self.input_grad((Bu @ W).reshape(M, R, inp))
+
     def apply_params(self, W: Any, b: Any, x: Any) -> Any:
         """``fold(unfold(x) W^T + b)`` for ``W: (out, in)`` and ``b: (out,)`` or ``None``."""
         z = anp.dot(self.unfold(x), anp.transpose(W))
@@ -354,13 +365,72 @@ class Conv2d(ParametricLayer):
     def input_grad(self, cols: np.ndarray) -> np.ndarray:
         """col2im: scatter-add the patch gradients back onto the (cropped) padded input."""
         M = cols.shape[0]
+        C, _, _ = self.in_shape
+        _, Ho, Wo = self.out_shape
+        kh, kw = self.kernel_size
+        # one transposing copy to (kh, kw, C, Ho, Wo, M): with the batch axis innermost, each
+        # kernel offset is one long-stride-1 add onto a strided window of the padded input
+        c6 = np.ascontiguousarray(cols.reshape(M, Ho, Wo, C, kh, kw).transpose(4, 5, 3, 1, 2, 0))
+        return self._col2im_batch_last(c6)
+
+    # The dense route of :meth:`input_seeds` is taken when its GEMM costs at most this many
+    # times the im2col GEMM (its flops ratio is ``H W / (kh kw)``) and its matrix is small.
+    DENSE_FLOPS_RATIO = 4.0
+    DENSE_MAP_BYTES = 2**25
+
+    def dense_input_map(self, W: np.ndarray) -> np.ndarray:
+        """The convolution's input-to-output linear map as a matrix ``(out R, C_in H W)``.
+
+        Row ``o R + r`` (NCHW order of the output), column ``c H W + h W + w`` (of the
+        input): ``T[o R + r, idx[r, q]] = W[o, q]`` over the im2col index ``idx: (R, in)``
+        (the padding entries, which read a zero, are dropped). ``z_flat = x_flat T^T``.
+        """
+        C, H, Wd = self.in_shape
+        out, R = self.out_channels, self.positions
+        T = np.zeros((out, R, C * H * Wd + 1))
+        # for a fixed position the patch entries read distinct pixels (padding aside), so one
+        # fancy assignment per position set is exact; the padding column is cut off below
+        T[:, np.arange(R)[:, None], self._index] = W[:, None, :]
+        return T[:, :, : C * H * Wd].reshape(out * R, C * H * Wd)
+
+    def _dense_is_cheaper(self) -> bool:
+        C, H, W = self.in_shape
+        out, R = self.out_channels, self.positions
+        ratio = (H * W) / (self.kernel_size[0] * self.kernel_size[1])
+        return ratio <= self.DENSE_FLOPS_RATIO and 8 * out * R * C * H * W <= self.DENSE_MAP_BYTES
+
+    def input_seeds(self, B: np.ndarray, W: np.ndarray) -> np.ndarray:
+        """Seeds carried through the convolution: ``B: (M, out, H_out, W_out) -> (M, C_in, H, W)``.
+
+        The transposed convolution ``B -> unfold^T(B_unf W)``, by the cheaper of two exact
+        routes. Small images (``H W <= 4 kh kw``): one GEMM ``(M, out R) x (out R, C_in H
+        W)`` with :meth:`dense_input_map` (``2 M out R C_in H W`` flops, no col2im).
+        Otherwise one GEMM ``(kh kw C_in, out) x (out, R M)`` that writes the patch
+        gradients directly in the batch-last layout ``(kh, kw, C_in, H_out, W_out, M)`` (the
+        seeds, ``R / (C_in kh kw)`` times smaller than the patches, are the array
+        transposed), then the ``kh kw`` strided adds of the col2im.
+        """
+        M = B.shape[0]
+        C, H, Wd = self.in_shape
+        out, R = self.out_channels, self.positions
+        flat = B.reshape(M, out * R)
+        if self._dense_is_cheaper():
+            return (flat @ self.dense_input_map(W)).reshape((M,) + self.in_shape)
+        kh, kw = self.kernel_size
+        W6 = W.reshape(out, C, kh, kw).transpose(2, 3, 1, 0).reshape(kh * kw * C, out)
+        Bt = np.ascontiguousarray(flat.reshape(M, out, R).transpose(1, 2, 0))  # (out, R, M)
+        _, Ho, Wo = self.out_shape
+        c6 = (W6 @ Bt.reshape(out, R * M)).reshape(kh, kw, C, Ho, Wo, M)
+        return self._col2im_batch_last(c6)
+
+    def _col2im_batch_last(self, c6: np.ndarray) -> np.ndarray:
+        """``(kh, kw, C_in, H_out, W_out, M) -> (M, C_in, H, W)``: the kernel offsets' strided
+        adds onto the padded input, batch axis innermost, then cropped."""
+        M = c6.shape[-1]
         C, H, W = self.in_shape
         _, Ho, Wo = self.out_shape
         kh, kw = self.kernel_size
         (sh, sw), (ph, pw), (dh, dw) = self.stride, self.padding, self.dilation
-        # one transposing copy to (kh, kw, C, Ho, Wo, M): with the batch axis innermost, each
-        # kernel offset is one long-stride-1 add onto a strided window of the padded input
-        c6 = np.ascontiguousarray(cols.reshape(M, Ho, Wo, C, kh, kw).transpose(4, 5, 3, 1, 2, 0))
         out = np.zeros((C, H + 2 * ph, W + 2 * pw, M))
         for i in range(kh):
             for j in range(kw):

@@ -140,10 +140,9 @@ def backprop_seeds(net: Sequential, cache: ForwardCache, seeds: np.ndarray) -> l
             Bu = layer.unfold_seeds(B)
             Bs[l] = Bu
             if j > first:
-                W = cache.params[l][0]
-                (out, inp), R = layer.matrix_shape, layer.positions
-                cols = (Bu.reshape(n * K * R, out) @ W).reshape(n * K, R, inp)
-                B = layer.input_grad(cols).reshape((n, K) + layer.in_shape)
+                B = layer.input_seeds(
+                    B.reshape((n * K,) + layer.out_shape), cache.params[l][0]
+                ).reshape((n, K) + layer.in_shape)
             l -= 1
         else:
             B = layer.backward(B, cache.inputs[j], 0)
@@ -320,9 +319,9 @@ def vjp_cached(net: Sequential, cache: ForwardCache, U: np.ndarray) -> np.ndarra
             if layer.bias:
                 out[bs] = d2.sum(axis=1).T
             if j > first:
-                W = cache.params[l][0]
-                cols = (d2.reshape(m * n * R, out_l) @ W).reshape(m * n, R, in_l)
-                delta = layer.input_grad(cols).reshape((m, n) + layer.in_shape)
+                delta = layer.input_seeds(
+                    delta.reshape((m * n,) + layer.out_shape), cache.params[l][0]
+                ).reshape((m, n) + layer.in_shape)
             l -= 1
         else:
             delta = layer.backward(delta, cache.inputs[j], 1)
