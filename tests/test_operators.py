@@ -9,7 +9,7 @@ from scipy.sparse.linalg import LinearOperator
 import minifim
 from minifim.geometry.curvature import FISHER_KINDS
 
-from .cases import assert_close, get_case
+from .cases import assert_close, get_case, make_case
 from .tolerances import cg_rtol, check_close, check_elementwise, damped_cond, eig_atol
 
 
@@ -139,3 +139,28 @@ def test_bad_input():
         minifim.hessian_operator(net, theta, X, y + 0.5)
     with pytest.raises(ValueError, match=r"y: expected shape \(5,\)"):
         minifim.hessian_operator(net, theta, X, y[:2])
+
+
+@pytest.mark.parametrize("make", ["fisher", "hessian"])
+def test_block_products_are_the_same_bits_at_any_thread_count(make, rng):
+    """More columns than one block (``_HVP_BLOCK``): the blocks run on a thread pool, each on
+    one BLAS thread, so the result does not depend on the thread count (bit for bit) and
+    equals the blocks computed one at a time."""
+    from threadpoolctl import threadpool_limits
+
+    from minifim.geometry.operators import _HVP_BLOCK
+
+    case = make_case((4, 6, 3), "tanh", "categorical", N=9, seed=3)
+    if make == "fisher":
+        op = minifim.fisher_operator(case.net, case.theta, case.X)
+    else:
+        op = minifim.hessian_operator(case.net, case.theta, case.X, case.y)
+    V = rng.standard_normal((case.P, 2 * _HVP_BLOCK + 3))
+    with threadpool_limits(limits=1, user_api="blas"):
+        one = op @ V
+    with threadpool_limits(limits=2, user_api="blas"):
+        two = op @ V
+    np.testing.assert_array_equal(one, two)
+    with threadpool_limits(limits=1, user_api="blas"):
+        for j in range(0, V.shape[1], _HVP_BLOCK):
+            np.testing.assert_array_equal(one[:, j : j + _HVP_BLOCK], op @ V[:, j : j + _HVP_BLOCK])

@@ -322,6 +322,18 @@ def _accumulate(C: np.ndarray, A: np.ndarray, W: np.ndarray) -> None:
     blas.dgemm(1.0, np.asfortranarray(W), A.T, beta=1.0, c=C.T, overwrite_c=1)
 
 
+#: Bytes of one ``(n_chunk, m, width)`` work array of :func:`ggn_vector_products`: the samples
+#: are taken in chunks whose tangent arrays stay in the last-level cache, so the elementwise
+#: passes between the GEMMs (``phi'``, the output matrices) read cache, not memory.
+GGN_PRODUCT_CHUNK_BYTES = 2**22
+
+
+def _accumulate_gram(C: np.ndarray, D: np.ndarray, A: np.ndarray) -> None:
+    """``C += D^T A`` in place by one GEMM with ``beta = 1``: ``C: (r, c)``, ``D: (n, r)``,
+    ``A: (n, c)``, all C-contiguous (in BLAS's Fortran order ``C^T += A^T D``)."""
+    blas.dgemm(1.0, A.T, D.T, beta=1.0, c=C.T, overwrite_c=1, trans_b=1)
+
+
 def ggn_vector_products(
     net: MLP,
     cache: MLPPass,
@@ -335,53 +347,79 @@ def ggn_vector_products(
     ``M_out: (n, C, C)`` symmetric per sample (the Fisher's ``Lambda_n`` or the GGN's output
     Hessian, with the reduction's scale folded in); ``acts_h``: :func:`homogeneous_inputs`
     of ``cache`` (made here when ``None``); ``work``: a dict the caller keeps between calls,
-    holding the two ``(n m max_width)`` work arrays every product writes into (a fresh
-    array of that size costs its page faults, about as much as the GEMM filling it). The
-    layout of :func:`hessian_vector_products`: every tangent array is ``(n, m, width)``, so
-    each product is one 2-D GEMM. Forward, ``dz_l = [a_l, 1] [dW_l, db_l]^T`` (``(n, in + 1)
-    x (in + 1, m out)``, the bias folded in) ``+ da_l W_l^T`` (accumulated by the same
-    array through a GEMM's ``beta``), ``da_{l+1} = phi'(z_l) dz_l`` in place; backward from
-    ``delta = dz_{L-1} M``: ``[gW_l, gb_l] = delta_l^T [a_l, 1]`` (``(m out, n) x (n, in +
-    1)``) and ``delta_{l-1} = phi'(z_{l-1}) (delta_l W_l)``. ``~8 n m P`` flops and about five
-    passes over each ``(n, m, width)`` array.
+    holding the two work arrays every product writes into (a fresh array costs its page
+    faults, about as much as the GEMM filling it). The samples are taken in chunks of
+    :data:`GGN_PRODUCT_CHUNK_BYTES` per work array, every tangent array ``(n_chunk, m,
+    width)``, so each product is one 2-D GEMM on cache-resident data. Forward, ``dz_l =
+    [a_l, 1] [dW_l, db_l]^T`` (``(n, in + 1) x (in + 1, m out)``, the bias folded in) ``+
+    da_l W_l^T`` (accumulated by the same array through a GEMM's ``beta``), ``da_{l+1} =
+    phi'(z_l) dz_l`` in place; backward from ``delta = dz_{L-1} M``: ``[gW_l, gb_l] +=
+    delta_l^T [a_l, 1]`` (``(m out, n) x (n, in + 1)``, accumulated over the chunks by
+    ``beta = 1``) and ``delta_{l-1} = phi'(z_{l-1}) (delta_l W_l)``. ``~8 n m P`` flops.
     """
     check_net(net)
-    m, L = V.shape[1], net.num_layers
+    m = V.shape[1]
     n = cache.num_samples
     if acts_h is None:
         acts_h = homogeneous_inputs(cache)
-    size = n * m * max(max(o, i) for o, i in net.shapes)
+    width = max(max(o, i) for o, i in net.shapes)
+    step = max(1, min(n, GGN_PRODUCT_CHUNK_BYTES // (8 * m * width)))
+    size = step * m * width
     if work is None:
         work = {}
     if work.get("a") is None or work["a"].size < size:
         work["a"], work["b"] = np.empty(size), np.empty(size)
-    bufs = [work["a"], work["b"]]
+    # [dW | db] per vector: (m, o, i + 1) from the flat blocks (a copy of P_l m floats)
+    dWh = []
+    for (o, i), (ws, bs) in zip(net.shapes, net.layer_slices):
+        t = np.empty((m, o, i + 1))
+        t[:, :, :i] = V[ws].T.reshape(m, o, i)
+        t[:, :, i] = V[bs].T
+        dWh.append(t.reshape(m * o, i + 1).T)  # (i + 1, m o)
+    grads = [np.zeros((m * o, i + 1)) for o, i in net.shapes]
+    for start in range(0, n, step):
+        sl = slice(start, min(n, start + step))
+        _ggn_chunk(net, cache, M_out, sl, m, acts_h, dWh, grads, [work["a"], work["b"]])
+    out = np.empty((net.num_params, m))
+    for (o, i), (ws, bs), g in zip(net.shapes, net.layer_slices, grads):
+        g3 = g.reshape(m, o, i + 1)
+        out[ws] = g3[:, :, :i].reshape(m, o * i).T
+        out[bs] = g3[:, :, i].T
+    return out
+
+
+def _ggn_chunk(
+    net: MLP,
+    cache: MLPPass,
+    M_out: np.ndarray,
+    sl: slice,
+    m: int,
+    acts_h: list[np.ndarray],
+    dWh: list[np.ndarray],
+    grads: list[np.ndarray],
+    bufs: list[np.ndarray],
+) -> None:
+    """One chunk of samples of :func:`ggn_vector_products`, its gradients added to ``grads``."""
+    L = net.num_layers
+    n = sl.stop - sl.start
     dz = np.empty(0)
-    for l, ((W, _), (ws, bs)) in enumerate(zip(cache.layers, net.layer_slices)):
+    for l, (W, _) in enumerate(cache.layers):
         o, i = W.shape
-        # [dW | db] per vector: (m, o, i + 1) from the flat blocks (a copy of P_l m floats)
-        dWh = np.empty((m, o, i + 1))
-        dWh[:, :, :i] = V[ws].T.reshape(m, o, i)
-        dWh[:, :, i] = V[bs].T
         new = bufs[l % 2][: n * m * o].reshape(n, m, o)
-        np.matmul(acts_h[l], dWh.reshape(m * o, i + 1).T, out=new.reshape(n, m * o))
+        np.matmul(acts_h[l][sl], dWh[l], out=new.reshape(n, m * o))
         if l > 0:
             _accumulate(new.reshape(n * m, o), dz.reshape(n * m, i), W)
         dz = new
         if l < L - 1:
-            dz *= np.asarray(net.activation.dphi(cache.pres[l]))[:, None, :]
-    delta = np.matmul(dz, M_out)  # (n, m, C); M_out is symmetric
-    out = np.empty((net.num_params, m))
+            dz *= np.asarray(net.activation.dphi(cache.pres[l][sl]))[:, None, :]
+    delta = np.matmul(dz, M_out[sl])  # (n, m, C); M_out is symmetric
     for l in range(L - 1, -1, -1):
-        (o, i), (ws, bs) = net.shapes[l], net.layer_slices[l]
-        g = (delta.reshape(n, m * o).T @ acts_h[l]).reshape(m, o, i + 1)
-        out[ws] = g[:, :, :i].reshape(m, o * i).T
-        out[bs] = g[:, :, i].T
+        (o, i) = net.shapes[l]
+        _accumulate_gram(grads[l], delta.reshape(n, m * o), acts_h[l][sl])
         if l > 0:
             back = bufs[l % 2 ^ 1][: n * m * i].reshape(n, m, i)
             if np.may_share_memory(back, delta):
                 back = bufs[l % 2][: n * m * i].reshape(n, m, i)
             np.matmul(delta.reshape(n * m, o), cache.layers[l][0], out=back.reshape(n * m, i))
-            back *= np.asarray(net.activation.dphi(cache.pres[l - 1]))[:, None, :]
+            back *= np.asarray(net.activation.dphi(cache.pres[l - 1][sl]))[:, None, :]
             delta = back
-    return out
