@@ -1,7 +1,7 @@
 """The import graph shows the layers: no module imports a private name (``_x``) from another
 minifim module, and no layer imports a higher one.
 
-Layers, lowest first: foundation (``_validation``, ``_version``, ``_io``, ``_linalg``,
+Layers, lowest first: foundation (``_validation``, ``_version``, ``_io``, ``_linalg``, ``_parallel``,
 ``memory``, ``options``) < ``core`` < ``geometry`` < ``methods`` < ``oracle``. The helpers
 outside the layers (``tools``, ``data``, ``plotting``, the package's ``__init__`` and
 ``__main__``) may import any layer, and no layer imports them (they stay out of the library's
@@ -20,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent / "minifim"
 LAYERS = {"foundation": 0, "core": 1, "geometry": 2, "methods": 3, "oracle": 4}
-FOUNDATION = {"_validation", "_version", "_io", "_linalg", "memory", "options"}
+FOUNDATION = {"_validation", "_version", "_io", "_linalg", "_parallel", "memory", "options"}
 HELPERS = {"tools", "data", "plotting", "__init__", "__main__"}
 
 #: Violations in files other helpers are still editing: ``(importer, imported, name)`` for a

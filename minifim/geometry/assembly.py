@@ -13,9 +13,12 @@ sample. For the dense layers ``l`` (rows) and ``m`` (columns), with inputs ``a_l
 :func:`add_layer_pair` computes a block by panels of the row layer's output units ``k``: one
 2-D GEMM ``(G^T)[panel] (a_l a_m^T)`` of ``(kp out_m, n) x (n, in_l in_m)`` per panel (and
 for the Hessian one more, ``A^T (delta a_l)``), whose output is copied into its rows of ``M``
-(``1/n`` of the GEMM's work). No ``(P, P)`` temporary: the working set is one panel,
-``<= min(64 MiB, budget / 4)``; few large GEMM calls with no elementwise work between them
-(which keeps BLAS threads from spinning against NumPy). Each layer pair is computed once
+(``1/n`` of the GEMM's work). No ``(P, P)`` temporary: the working set is one panel per
+thread, ``<= min(64 MiB, budget / 4)`` each; few large GEMM calls. The panels (and the row
+panels of the final mirror) write disjoint parts of ``M``, so they run as a pool of as many
+Python threads as the BLAS is allowed, each panel's GEMMs on one BLAS thread
+(:mod:`minifim._parallel`): one core's copies into ``M`` overlap with the other's GEMM, no BLAS
+thread spins against NumPy, and the result is the same bits at every thread count. Each layer pair is computed once
 (the upper block triangle) and a diagonal block only from its panel's first column on, so
 the multiply-adds are those of one SYRK of the ``(n, P)`` factor, ``~ n P^2 / 2``; the lower
 triangle is mirrored once at the end.
@@ -29,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.linalg import blas
 
+from .._parallel import map_pinned
 from .._validation import check_net
 from ..core.scores import expand_gradients, layer_gradients
 from ..memory import memory_budget
@@ -111,7 +115,7 @@ def add_layer_pair(
         else:
             view += value
 
-    for k0 in range(0, o_r, kp):
+    def panel_rows(k0: int) -> None:
         k1 = min(o_r, k0 + kp)
         p_ = k1 - k0
         i0 = k0 if diagonal else 0  # first column unit of the panel (upper triangle)
@@ -142,6 +146,10 @@ def add_layer_pair(
             put(M[br + k0 : br + k1, wc:bc].reshape(p_, o_c, i_c), BW)
             if bias_col:
                 put(M[br + k0 : br + k1, bc : bc + o_c], G[:, k0:k1, :].sum(axis=0))
+
+    # the panels write disjoint rows of M: they run on the BLAS's threads as a pool, each
+    # panel's GEMMs on one thread (its copies into M overlap with the other panels' GEMMs)
+    map_pinned(panel_rows, range(0, o_r, kp))
     if diagonal and bias_row:
         put(M[br : br + o_r, bc : bc + o_c], G.sum(axis=0))
 
@@ -288,23 +296,35 @@ def dense_from_factors(
     return M
 
 
-def mirror_lower_to_upper(M: np.ndarray, panel: int = 64) -> None:
-    """Copy the strict lower triangle of the square ``M`` onto its upper one, in place."""
-    P = M.shape[0]
-    for i0 in range(0, P, panel):
-        i1 = min(P, i0 + panel)
+def _mirror_rows(M: np.ndarray, i0: int, i1: int, lower_to_upper: bool) -> None:
+    """Rows ``i0:i1`` of one triangle copied onto the other: the panel's strip off the diagonal
+    and its diagonal square."""
+    D = M[i0:i1, i0:i1]
+    if lower_to_upper:
         M[:i0, i0:i1] = M[i0:i1, :i0].T
-        D = M[i0:i1, i0:i1]
         iu = np.triu_indices(i1 - i0, 1)
         D[iu] = D.T[iu]
+    else:
+        M[i0:i1, :i0] = M[:i0, i0:i1].T
+        il = np.tril_indices(i1 - i0, -1)
+        D[il] = D.T[il]
+
+
+def _mirror(M: np.ndarray, panel: int, lower_to_upper: bool) -> None:
+    P = M.shape[0]
+    # each panel writes its own columns (lower to upper) or rows (upper to lower) of the other
+    # triangle and reads only the source triangle: the panels run as a pool (the copy is
+    # memory- and page-fault-bound, which two cores halve)
+    map_pinned(
+        lambda i0: _mirror_rows(M, i0, min(P, i0 + panel), lower_to_upper), range(0, P, panel)
+    )
+
+
+def mirror_lower_to_upper(M: np.ndarray, panel: int = 64) -> None:
+    """Copy the strict lower triangle of the square ``M`` onto its upper one, in place."""
+    _mirror(M, panel, True)
 
 
 def mirror_upper_to_lower(M: np.ndarray, panel: int = 64) -> None:
     """Copy the strict upper triangle of the square ``M`` onto its lower one, in place."""
-    P = M.shape[0]
-    for i0 in range(0, P, panel):
-        i1 = min(P, i0 + panel)
-        M[i0:i1, :i0] = M[:i0, i0:i1].T
-        D = M[i0:i1, i0:i1]
-        il = np.tril_indices(i1 - i0, -1)
-        D[il] = D.T[il]
+    _mirror(M, panel, False)

@@ -15,15 +15,14 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from autograd import grad
 from numpy.typing import ArrayLike
 from scipy.sparse.linalg import LinearOperator
-from threadpoolctl import threadpool_info, threadpool_limits
 
+from .._parallel import map_pinned
 from .._validation import check_net
 from ..core.conventions import prepare_inputs, reduction_scale
 from ..core.scores import forward_cache, jvp_cached, vjp_cached
@@ -50,13 +49,6 @@ __all__ = ["fisher_operator", "ggn_operator", "hessian_operator"]
 _HVP_BLOCK = 16
 
 
-def _blas_threads() -> int:
-    """The thread count the BLAS is currently allowed (1 when none is reported)."""
-    infos = threadpool_info()
-    counts = [int(i.get("num_threads", 1)) for i in infos if i.get("user_api") == "blas"]
-    return max(counts, default=1)
-
-
 def _column_blocks(
     product: Callable[[np.ndarray, dict[str, np.ndarray] | None], np.ndarray],
     V: np.ndarray,
@@ -75,7 +67,6 @@ def _column_blocks(
     m = V.shape[1]
     if m <= block:
         return product(V, None)
-    starts = range(0, m, block)
     out = np.empty((V.shape[0], m))
     local = threading.local()
 
@@ -84,14 +75,7 @@ def _column_blocks(
             local.work = {}
         out[:, j : j + block] = product(V[:, j : j + block], local.work)
 
-    threads = min(_blas_threads(), len(starts))
-    with threadpool_limits(limits=1, user_api="blas"):
-        if threads <= 1:
-            for j in starts:
-                run(j)
-        else:
-            with ThreadPoolExecutor(threads) as pool:
-                list(pool.map(run, starts))
+    map_pinned(run, range(0, m, block))
     return out
 
 

@@ -520,7 +520,7 @@ def _peer_rows(label: str, sizes: list[int], N: int, repeat: int) -> list[dict[s
     """
     import minifim
 
-    from . import peers  # type: ignore[attr-defined]
+    from . import peers
 
     net, theta, X, y = _problem(sizes, N)
     P = net.num_params
@@ -951,7 +951,7 @@ def _peer_table(rows: list[dict[str, Any]]) -> str:
 
 
 def _peer_names() -> tuple[str, ...]:
-    from . import peers  # type: ignore[attr-defined]
+    from . import peers
 
     return tuple(peers.PEERS)
 
