@@ -18,10 +18,10 @@ thread, ``<= min(64 MiB, budget / 4)`` each; few large GEMM calls. The panels (a
 panels of the final mirror) write disjoint parts of ``M``, so they run as a pool of as many
 Python threads as the BLAS is allowed, each panel's GEMMs on one BLAS thread
 (:mod:`minifim._parallel`): one core's copies into ``M`` overlap with the other's GEMM, no BLAS
-thread spins against NumPy, and the result is the same bits at every thread count. Each layer pair is computed once
-(the upper block triangle) and a diagonal block only from its panel's first column on, so
-the multiply-adds are those of one SYRK of the ``(n, P)`` factor, ``~ n P^2 / 2``; the lower
-triangle is mirrored once at the end.
+thread spins against NumPy, and the result is the same bits at every thread count. Each
+layer pair is computed once (the upper block triangle) and a diagonal block only from its
+panel's first column on, so the multiply-adds are those of one SYRK of the ``(n, P)`` factor,
+``~ n P^2 / 2``; the lower triangle is mirrored once at the end.
 """
 
 from __future__ import annotations
