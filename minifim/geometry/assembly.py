@@ -26,6 +26,7 @@ panel's first column on, so the multiply-adds are those of one SYRK of the ``(n,
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -53,6 +54,8 @@ __all__ = [
 
 #: Working bytes of one panel of :func:`add_layer_pair` (the ``Z`` array and its product).
 _PANEL_BYTES = 2**26
+#: Row units per panel of a diagonal block (see :func:`add_layer_pair`).
+_DIAGONAL_PANEL_UNITS = 4
 
 
 def add_layer_pair(
@@ -108,12 +111,19 @@ def add_layer_pair(
         Dl = (delta[:, :, None] * a_row[:, None, :]).reshape(n, o_c * i_r)  # (n, (i, l))
     panel = min(_PANEL_BYTES, memory_budget() // 4)
     kp = max(1, panel // (8 * (2 * o_c * i_r * i_c + o_c * n)))
+    if diagonal:
+        # a diagonal panel also computes the part of its own kp x kp unit square below the
+        # diagonal (about kp / (2 o_c) of its work): narrow panels keep that waste to a few
+        # percent while each GEMM keeps >= kp (o_c - k0) rows
+        kp = min(kp, _DIAGONAL_PANEL_UNITS)
 
     def put(view: np.ndarray, value: np.ndarray) -> None:
         if assign:
             view[...] = value
         else:
             view += value
+
+    local = threading.local()
 
     def panel_rows(k0: int) -> None:
         k1 = min(o_r, k0 + kp)
@@ -122,8 +132,14 @@ def add_layer_pair(
         oc = o_c - i0
         Gfull = G[:, k0:k1, :].reshape(n, p_ * o_c)  # a view: rows n, columns (k, i)
         Gp = Gfull if i0 == 0 else G[:, k0:k1, i0:].reshape(n, p_ * oc)
-        # W rows x W cols: (p oc, n) x (n, i_r i_c) -> (p, oc, i_r, i_c) -> (p, i_r, oc, i_c)
-        R = (Gp.T @ Aio).reshape(p_, oc, i_r, i_c).transpose(0, 2, 1, 3)
+        # W rows x W cols: (p oc, n) x (n, i_r i_c) -> (p, oc, i_r, i_c) -> (p, i_r, oc, i_c),
+        # into this thread's panel buffer (a fresh array per panel would fault its pages in)
+        buf = getattr(local, "buf", None)
+        if buf is None:
+            buf = local.buf = np.empty(kp * o_c * i_r * i_c)
+        R2 = buf[: p_ * oc * i_r * i_c].reshape(p_ * oc, i_r * i_c)
+        np.matmul(Gp.T, Aio, out=R2)
+        R = R2.reshape(p_, oc, i_r, i_c).transpose(0, 2, 1, 3)
         if extra is not None:
             # the panel's coupling as rows n, columns (k, j): one gather per panel (A's
             # elements once over all panels), read by the GEMM as its transposed operand
