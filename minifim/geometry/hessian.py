@@ -313,25 +313,24 @@ def homogeneous_inputs(cache: MLPPass) -> list[np.ndarray]:
     return [np.concatenate([a, np.ones((a.shape[0], 1))], axis=1) for a in cache.acts]
 
 
-def _accumulate(C: np.ndarray, A: np.ndarray, W: np.ndarray) -> None:
-    """``C += A W^T`` in place by one GEMM with ``beta = 1`` (no temporary, no add pass).
-
-    ``C: (r, o)``, ``A: (r, i)``, ``W: (o, i)``, all C-contiguous. In Fortran order (BLAS's)
-    ``C`` is ``C^T: (o, r)`` and the update reads ``C^T += W A^T``.
-    """
-    blas.dgemm(1.0, np.asfortranarray(W), A.T, beta=1.0, c=C.T, overwrite_c=1)
-
-
 #: Bytes of one ``(n_chunk, m, width)`` work array of :func:`ggn_vector_products`: the samples
 #: are taken in chunks whose tangent arrays stay in the last-level cache, so the elementwise
 #: passes between the GEMMs (``phi'``, the output matrices) read cache, not memory.
 GGN_PRODUCT_CHUNK_BYTES = 2**22
 
 
-def _accumulate_gram(C: np.ndarray, D: np.ndarray, A: np.ndarray) -> None:
-    """``C += D^T A`` in place by one GEMM with ``beta = 1``: ``C: (r, c)``, ``D: (n, r)``,
-    ``A: (n, c)``, all C-contiguous (in BLAS's Fortran order ``C^T += A^T D``)."""
-    blas.dgemm(1.0, A.T, D.T, beta=1.0, c=C.T, overwrite_c=1, trans_b=1)
+def _accumulate_gram_t(Ct: np.ndarray, D: np.ndarray, A: np.ndarray) -> None:
+    """``Ct += A^T D`` in place by one GEMM with ``beta = 1``: ``Ct: (c, r)``, ``D: (n, r)``,
+    ``A: (n, c)``, all C-contiguous. In BLAS's Fortran order ``Ct^T: (r, c) += D^T A`` with
+    the long ``r`` as the GEMM's rows (measured 1.4x faster than ``r`` as its columns)."""
+    blas.dgemm(1.0, D.T, A.T, beta=1.0, c=Ct.T, overwrite_c=1, trans_b=1)
+
+
+def _accumulate_product(C: np.ndarray, A: np.ndarray, Bt: np.ndarray) -> None:
+    """``C += A B`` in place by one GEMM with ``beta = 1``: ``C: (n, r)``, ``A: (n, c)``, and
+    ``B = Bt^T`` given as the C-contiguous ``Bt: (r, c)``; in Fortran order ``C^T += B^T
+    A^T`` with the long ``r`` as the GEMM's rows."""
+    blas.dgemm(1.0, Bt.T, A.T, beta=1.0, c=C.T, overwrite_c=1, trans_a=1)
 
 
 def ggn_vector_products(
@@ -375,16 +374,17 @@ def ggn_vector_products(
         t = np.empty((m, o, i + 1))
         t[:, :, :i] = V[ws].T.reshape(m, o, i)
         t[:, :, i] = V[bs].T
-        dWh.append(t.reshape(m * o, i + 1).T)  # (i + 1, m o)
-    grads = [np.zeros((m * o, i + 1)) for o, i in net.shapes]
+        dWh.append(t.reshape(m * o, i + 1))  # (m o, i + 1)
+    # the gradients transposed, (i + 1, m o): their GEMMs then have the long m o as rows
+    grads = [np.zeros((i + 1, m * o)) for o, i in net.shapes]
     for start in range(0, n, step):
         sl = slice(start, min(n, start + step))
         _ggn_chunk(net, cache, M_out, sl, m, acts_h, dWh, grads, [work["a"], work["b"]])
     out = np.empty((net.num_params, m))
     for (o, i), (ws, bs), g in zip(net.shapes, net.layer_slices, grads):
-        g3 = g.reshape(m, o, i + 1)
-        out[ws] = g3[:, :, :i].reshape(m, o * i).T
-        out[bs] = g3[:, :, i].T
+        g3 = g.reshape(i + 1, m, o)
+        out[ws].reshape(o, i, m)[...] = g3[:i].transpose(2, 0, 1)
+        out[bs] = g3[i].T
     return out
 
 
@@ -406,16 +406,18 @@ def _ggn_chunk(
     for l, (W, _) in enumerate(cache.layers):
         o, i = W.shape
         new = bufs[l % 2][: n * m * o].reshape(n, m, o)
-        np.matmul(acts_h[l][sl], dWh[l], out=new.reshape(n, m * o))
-        if l > 0:
-            _accumulate(new.reshape(n * m, o), dz.reshape(n * m, i), W)
+        if l > 0:  # da_l W_l^T, then the weight tangents [a_l, 1] [dW_l, db_l]^T added to it
+            np.matmul(dz.reshape(n * m, i), W.T, out=new.reshape(n * m, o))
+            _accumulate_product(new.reshape(n, m * o), acts_h[l][sl], dWh[l])
+        else:
+            np.matmul(acts_h[l][sl], dWh[l].T, out=new.reshape(n, m * o))
         dz = new
         if l < L - 1:
             dz *= np.asarray(net.activation.dphi(cache.pres[l][sl]))[:, None, :]
     delta = np.matmul(dz, M_out[sl])  # (n, m, C); M_out is symmetric
     for l in range(L - 1, -1, -1):
         (o, i) = net.shapes[l]
-        _accumulate_gram(grads[l], delta.reshape(n, m * o), acts_h[l][sl])
+        _accumulate_gram_t(grads[l], delta.reshape(n, m * o), acts_h[l][sl])
         if l > 0:
             back = bufs[l % 2 ^ 1][: n * m * i].reshape(n, m, i)
             if np.may_share_memory(back, delta):
