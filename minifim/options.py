@@ -36,6 +36,7 @@ The vocabularies, with their keyword and values (aliases in parentheses):
 * :class:`FixtureLabels`, ``labels=``: model, uniform
 * :class:`Link`, ``link=`` (Poisson likelihood): log, softplus
 * :class:`Parameterization`, ``parameterization=`` (heteroscedastic Gaussian): logvar, natural
+* :class:`Triangle`, ``triangle=`` (dense curvatures): both, upper
 
 Names from the ecosystem: curvlinops' ``FisherType`` words are aliases of
 :class:`FisherKind`: ``"type-2"`` is minifim's ``"true"`` (the expectation over the model's
@@ -83,6 +84,7 @@ __all__ = [
     "FixtureLabels",
     "Link",
     "Parameterization",
+    "Triangle",
     "as_option",
     "deprecated_keywords",
     "renamed_keyword",
@@ -426,6 +428,20 @@ class Link(Option):
 
     LOG = "log"
     SOFTPLUS = "softplus"
+
+
+class Triangle(Option):
+    """Which triangles of a dense symmetric curvature are written (keyword ``triangle=``).
+
+    ``both``: the full symmetric matrix; ``upper``: the upper triangle with the diagonal, the
+    strict lower triangle exactly zero (what LAPACK reads with ``uplo="U"``, e.g.
+    ``scipy.linalg.eigh(M, lower=False)`` or ``cho_factor(M, lower=False)``). ``upper``
+    skips the mirror and never touches the pages of most of the lower triangle: the cost of
+    one SYRK. A product ``M @ v`` of an ``upper`` matrix is not the curvature's product.
+    """
+
+    BOTH = "both"
+    UPPER = "upper"
 
 
 class Parameterization(Option):

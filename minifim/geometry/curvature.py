@@ -57,11 +57,12 @@ from autograd import grad
 from autograd import hessian as _autograd_hessian
 from numpy.typing import ArrayLike
 
+from .._parallel import blas_threads
 from .._validation import check_int, check_net
 from ..core.conventions import prepare_inputs, reduction_scale
 from ..core.scores import backprop_seeds, forward_cache, forward_cache_bytes, layer_gradients
 from ..memory import memory_budget, require_memory
-from ..options import FisherKind, ScoreBackend, as_option
+from ..options import FisherKind, ScoreBackend, Triangle, as_option
 from .assembly import add_block, dense_from_factors, layer_factor
 from .hessian import structured_hessian, supports_structured
 
@@ -89,7 +90,9 @@ __all__ = [
 ]
 
 FISHER_KINDS: tuple[FisherKind, ...] = tuple(FisherKind)  # public alias of the vocabulary
-_CHUNK_BYTES = 2**27  # working memory per chunk of samples (128 MiB)
+# Working memory per chunk of samples (256 MiB): every chunk beyond the first of a dense
+# assembly is a read-modify-write pass over the (P, P) result, so chunks are large.
+_CHUNK_BYTES = 2**28
 # The structured Hessian adds every chunk into the whole (P, P) upper triangle (a read-modify-
 # write pass of 4 P^2 bytes per chunk beyond the first), so it takes larger chunks (256 MiB).
 _HESSIAN_CHUNK_BYTES = 2**28
@@ -207,9 +210,12 @@ def _sample_bytes(net: Sequential, K: int, fisher: str) -> int:
         if K == 1:
             work = net.num_params
         else:
+            # the pool of the assembly holds at most threads + 2 pairs' operands at once
+            pairs = net.num_layers * (net.num_layers + 1) // 2
+            live = min(blas_threads() + 2, pairs)
+            # each pair's input products a_l a_m^T; the coupling G is formed per panel
             pair_in = max(i * j for _, i in net.shapes for _, j in net.shapes)
-            pair_out = max(i * j for i, _ in net.shapes for j, _ in net.shapes)
-            work = pair_in + pair_out
+            work = live * pair_in
         return 8 * ((2 + 2 * K) * widths + out_space + work)
     R = net.positions
     cache = forward_cache_bytes(net, 1) // 8
@@ -224,7 +230,8 @@ def _chunk_size(
     net: Sequential, K: int, chunk_size: int | None, fisher: str = "true", N: int | None = None
 ) -> int:
     """Samples per chunk: ``chunk_size`` if given, else from the working-memory target
-    ``min(128 MiB, budget / 2)``; memory-guarded either way (one chunk's working set)."""
+    ``min(256 MiB, budget / 2)`` (the ``N`` samples then split into chunks of equal size);
+    memory-guarded either way (one chunk's working set)."""
     per_sample = _sample_bytes(net, K, fisher)
     what = (
         f"working set of the {fisher!r} curvature factors with K = {K} seed(s) per sample "
@@ -247,7 +254,10 @@ def _chunk_size(
         if fisher in ("true", "ggn")
         else "fewer n_samples or a smaller network",
     )
-    return max(1, min(_CHUNK_BYTES, memory_budget() // 2) // per_sample)
+    step = max(1, min(_CHUNK_BYTES, memory_budget() // 2) // per_sample)
+    if N is not None and N > step:
+        step = -(-N // -(-N // step))  # chunks of equal size (no small last chunk)
+    return step
 
 
 def _num_seeds(net: Sequential, fisher: str, n_samples: int) -> int:
@@ -334,6 +344,7 @@ def curvature_matrix(
     rng: np.random.Generator | int | None = None,
     reduction: str = "mean",
     chunk_size: int | None = None,
+    triangle: str | Triangle = "both",
 ) -> np.ndarray:
     """Dense curvature ``(P, P)`` of kind ``fisher`` (see the module table).
 
@@ -346,24 +357,32 @@ def curvature_matrix(
     fisher : {"true", "empirical", "mc", "argmax", "ggn"}
     n_samples, rng : Monte-Carlo labels per input and their generator (``fisher="mc"``)
     reduction : {"mean", "sum"}
-    chunk_size : samples per chunk (default: from a 128 MiB working-memory target)
+    chunk_size : samples per chunk (default: from a 256 MiB working-memory target)
+    triangle : {"both", "upper"}
+        ``"both"`` (default): the symmetric matrix. ``"upper"``: its upper triangle with the
+        diagonal, the strict lower triangle exactly zero, for a LAPACK consumer that reads
+        one triangle (``scipy.linalg.eigh(M, lower=False)``, ``cho_factor(M, lower=False)``):
+        no mirror, and the lower triangle's pages mostly never touched (the cost of one
+        SYRK of the factor). See :class:`minifim.options.Triangle`.
 
     Returns
     -------
-    M : ndarray, shape (P, P), symmetric; positive semi-definite unless
-        :func:`curvature_is_psd` is false (the GGN of the heteroscedastic Gaussian, assembled
-        as the difference of its positive and negative parts).
+    M : ndarray, shape (P, P), symmetric (or its upper triangle); positive semi-definite
+        unless :func:`curvature_is_psd` is false (the GGN of the heteroscedastic Gaussian,
+        assembled as the difference of its positive and negative parts).
     """
     check_net(net)
     fisher = as_option(fisher, FisherKind, "fisher")
+    upper = as_option(triangle, Triangle, "triangle") is Triangle.UPPER
     X = net.check_inputs(X)
     scale = reduction_scale(reduction, X.shape[0])
     psd = curvature_is_psd(net, fisher)
     _require_dense(net, f"{fisher} curvature", 1 if psd else 2)
     args = (net, theta, X, y, fisher, n_samples, rng, chunk_size)
-    M = dense_from_factors(net, curvature_factors(*args, sign=1), net.num_params, scale)
+    P = net.num_params
+    M = dense_from_factors(net, curvature_factors(*args, sign=1), P, scale, upper=upper)
     if not psd:
-        M -= dense_from_factors(net, curvature_factors(*args, sign=-1), net.num_params, scale)
+        M -= dense_from_factors(net, curvature_factors(*args, sign=-1), P, scale, upper=upper)
     return M
 
 
@@ -374,6 +393,7 @@ def true_fisher(
     *,
     reduction: str = "mean",
     chunk_size: int | None = None,
+    triangle: str | Triangle = "both",
 ) -> np.ndarray:
     """The true Fisher ``F = c sum_n E_{y ~ p_theta(y|x_n)}[s s^T] = c sum_n J_n^T Lambda_n J_n``.
 
@@ -386,6 +406,8 @@ def true_fisher(
     net : Sequential (or MLP)
     theta : ndarray, shape (P,)
     X : ndarray, shape ``(N, *input_shape)``
+    reduction, chunk_size, triangle : see :func:`curvature_matrix` (``triangle="upper"``:
+        the upper triangle only, at the cost of one SYRK)
 
     Returns
     -------
@@ -399,7 +421,10 @@ def true_fisher(
     >>> F.shape, bool(np.allclose(F, F.T))  # P = 3*5 + 5 + 5*4 + 4
     ((44, 44), True)
     """
-    return curvature_matrix(net, theta, X, None, "true", reduction=reduction, chunk_size=chunk_size)
+    return curvature_matrix(
+        net, theta, X, None, "true", reduction=reduction, chunk_size=chunk_size,
+        triangle=triangle,
+    )  # fmt: skip
 
 
 def empirical_fisher(
@@ -410,14 +435,17 @@ def empirical_fisher(
     *,
     reduction: str = "mean",
     chunk_size: int | None = None,
+    triangle: str | Triangle = "both",
 ) -> np.ndarray:
     """The empirical Fisher ``EF = c sum_n s_n s_n^T = c S^T S`` at the data labels ``y``.
 
     Returns ``(P, P)``; ``c = 1/N`` by default. Not the Fisher: see Kunstner et al. (2019).
+    ``reduction``, ``chunk_size``, ``triangle``: see :func:`curvature_matrix`.
     """
     return curvature_matrix(
-        net, theta, X, y, "empirical", reduction=reduction, chunk_size=chunk_size
-    )
+        net, theta, X, y, "empirical", reduction=reduction, chunk_size=chunk_size,
+        triangle=triangle,
+    )  # fmt: skip
 
 
 def mc_fisher(
@@ -429,11 +457,13 @@ def mc_fisher(
     *,
     reduction: str = "mean",
     chunk_size: int | None = None,
+    triangle: str | Triangle = "both",
 ) -> np.ndarray:
     """Monte-Carlo Fisher ``c sum_n 1/S sum_j s(y_nj) s(y_nj)^T``, ``y_nj ~ p_theta(y | x_n)``.
 
     ``rng`` (Generator or seed) is required; ``S = n_samples`` labels per input. Unbiased for
-    :func:`true_fisher`; returns ``(P, P)``.
+    :func:`true_fisher`; returns ``(P, P)``. ``reduction``, ``chunk_size``, ``triangle``: see
+    :func:`curvature_matrix`.
     """
     check_net(net)
     if rng is None:
@@ -450,6 +480,7 @@ def mc_fisher(
         rng=rng,
         reduction=reduction,
         chunk_size=chunk_size,
+        triangle=triangle,
     )
 
 
@@ -461,6 +492,7 @@ def ggn(
     *,
     reduction: str = "mean",
     chunk_size: int | None = None,
+    triangle: str | Triangle = "both",
 ) -> np.ndarray:
     """Generalised Gauss-Newton ``G = c sum_n J_n^T H_f(y_n) J_n``, shape ``(P, P)``.
 
@@ -474,6 +506,7 @@ def ggn(
     Otherwise ``y`` is required (``TypeError`` naming ``y``), ``G(y)`` differs from the true
     Fisher and ``E_{y ~ p_theta}[G(y)] = F``. For the heteroscedastic Gaussian ``G(y)`` is
     indefinite (:func:`curvature_is_psd`); Poisson with ``link="softplus"`` keeps it PSD.
+    ``reduction``, ``chunk_size``, ``triangle``: see :func:`curvature_matrix`.
 
     Examples
     --------
@@ -497,7 +530,9 @@ def ggn(
             "depends on the labels, J^T H_f(y) J; pass the targets y (its expectation over "
             "the model's labels is true_fisher), received None"
         )
-    return curvature_matrix(net, theta, X, y, "ggn", reduction=reduction, chunk_size=chunk_size)
+    return curvature_matrix(
+        net, theta, X, y, "ggn", reduction=reduction, chunk_size=chunk_size, triangle=triangle
+    )
 
 
 def hessian(

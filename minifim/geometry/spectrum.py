@@ -236,19 +236,31 @@ def _complete_basis(V: np.ndarray, n_extra: int) -> np.ndarray:
     return Q
 
 
-def _eigh_top(M: np.ndarray, k: int | None, vectors: bool) -> tuple[Any, ...]:
-    """Descending eigenvalues (and vectors) of a symmetric matrix, top ``k`` when given."""
+def _eigh_top(
+    M: np.ndarray, k: int | None, vectors: bool, *, upper: bool = False, overwrite: bool = False
+) -> tuple[Any, ...]:
+    """Descending eigenvalues (and vectors) of a symmetric matrix, top ``k`` when given.
+
+    ``upper``: only the upper triangle of ``M`` is read (``triangle="upper"`` of
+    :func:`minifim.curvature_matrix`); ``overwrite``: ``M`` may be destroyed. A C-ordered
+    ``M`` is handed to LAPACK as its Fortran-ordered transpose (the same symmetric matrix,
+    the other triangle), so that no ``(n, n)`` copy is made when ``overwrite``.
+    """
     n = M.shape[0]
     subset = None if k is None else [n - k, n - 1]
+    lower = not upper
+    if M.flags.c_contiguous and not M.flags.f_contiguous:
+        M, lower = M.T, not lower
+    kw: dict[str, Any] = dict(subset_by_index=subset, lower=lower, overwrite_a=overwrite)
     if vectors:
         # LAPACK's default MRRR driver (dsyevr) loses orthogonality on the clusters of (near)
         # zero eigenvalues of a rank-deficient Fisher (measured up to 8.5 n eps); divide and
         # conquer (dsyevd, all vectors) and bisection + inverse iteration with
         # re-orthogonalisation of clusters (dsyevx, a subset) keep |V^T V - I| at O(n eps).
         driver = "evd" if subset is None else "evx"
-        w, V = scipy.linalg.eigh(M, subset_by_index=subset, driver=driver)
+        w, V = scipy.linalg.eigh(M, driver=driver, **kw)
         return w[::-1].copy(), V[:, ::-1].copy()
-    w = scipy.linalg.eigh(M, eigvals_only=True, subset_by_index=subset)
+    w = scipy.linalg.eigh(M, eigvals_only=True, **kw)
     return w[::-1].copy(), None
 
 
@@ -468,6 +480,7 @@ def curvature_spectrum(
             net, theta, X, y, fisher, k, vectors, n_samples, rng, reduction, chunk_size
         )
     elif route == "dense":
+        # the matrix is owned here: LAPACK reads its upper triangle and destroys it in place
         if fisher == "hessian":
             M = hessian(net, theta, X, cast("ArrayLike", y), reduction=reduction)
         else:
@@ -481,8 +494,10 @@ def curvature_spectrum(
                 rng=rng,
                 reduction=reduction,
                 chunk_size=chunk_size,
+                triangle="upper",
             )
-        values, V = _eigh_top(M, k, vectors)
+        values, V = _eigh_top(M, k, vectors, upper=True, overwrite=True)
+        del M
     else:
         if k is None:
             raise ValueError(

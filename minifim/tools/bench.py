@@ -212,6 +212,9 @@ def item_fisher(repeat: int) -> list[dict[str, Any]]:
         (
             "big",
             {
+                "dense true Fisher, upper triangle": lambda: minifim.true_fisher(
+                    net, theta, X, triangle="upper"
+                ),
                 "dense true Fisher": lambda: minifim.true_fisher(net, theta, X),
                 "dense empirical Fisher": lambda: minifim.empirical_fisher(net, theta, X, y),
             },
@@ -229,7 +232,10 @@ def item_fisher(repeat: int) -> list[dict[str, Any]]:
         floors: dict[str, Callable[[], object]] = {"floor": _syrk(N, P)}
         if kind == "big":
             floors["gemm"] = _full_gram(N, P)
-        times = _interleaved({**routes, **floors}, repeat, threads)
+        # the big rows allocate and fault in a fresh (P, P) array per call, whose cost on a
+        # virtual machine varies from run to run: more rounds for a stable best-of
+        rounds = max(repeat, 5) if kind == "big" else repeat
+        times = _interleaved({**routes, **floors}, rounds, threads)
         for name in routes:
             row = {
                 "item": name,
@@ -237,7 +243,9 @@ def item_fisher(repeat: int) -> list[dict[str, Any]]:
                 "floor": "SYRK of (N, P)",
                 "floor_seconds": times["floor"],
                 "threads": _count(threads),
-                "target": "<= 1.3x floor" if "dense" in name else "-",
+                # the SYRK writes one triangle: the like-for-like route is triangle="upper";
+                # both triangles are held to the full GEMM (the note)
+                "target": "<= 1.3x floor" if "upper" in name else "-",
             }
             if "gemm" in times:
                 row["note"] = (
@@ -538,7 +546,13 @@ def _peer_rows(label: str, sizes: list[int], N: int, repeat: int) -> list[dict[s
     }
     floors: dict[str, tuple[str, Callable[[], object], str]] = {
         "scores": ("write (N, P)", lambda: np.ones((N, P)), "<= best peer"),
-        "true_fisher": ("SYRK of (N, P)", _syrk(N, P), "<= 1.3x floor, ahead of every peer"),
+        # the peers return both triangles: the like-for-like floor is the full U^T U GEMM (the
+        # one-triangle route against one SYRK is the ``fisher`` item's upper-triangle row)
+        "true_fisher": (
+            "GEMM U^T U of (N, P)",
+            _full_gram(N, P),
+            "<= 1.3x floor, ahead of every peer",
+        ),
         "hessian": (
             "dense true Fisher (minifim)",
             ours["true_fisher"],
