@@ -436,8 +436,8 @@ class Triangle(Option):
     ``both``: the full symmetric matrix; ``upper``: the upper triangle with the diagonal, the
     strict lower triangle exactly zero (what LAPACK reads with ``uplo="U"``, e.g.
     ``scipy.linalg.eigh(M, lower=False)`` or ``cho_factor(M, lower=False)``). ``upper``
-    skips the mirror and never touches the pages of most of the lower triangle: the cost of
-    one SYRK. A product ``M @ v`` of an ``upper`` matrix is not the curvature's product.
+    skips the mirror of the second triangle: it writes what one SYRK writes. A product
+    ``M @ v`` of an ``upper`` matrix is not the curvature's product.
     """
 
     BOTH = "both"

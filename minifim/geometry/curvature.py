@@ -362,8 +362,8 @@ def curvature_matrix(
         ``"both"`` (default): the symmetric matrix. ``"upper"``: its upper triangle with the
         diagonal, the strict lower triangle exactly zero, for a LAPACK consumer that reads
         one triangle (``scipy.linalg.eigh(M, lower=False)``, ``cho_factor(M, lower=False)``):
-        no mirror, and the lower triangle's pages mostly never touched (the cost of one
-        SYRK of the factor). See :class:`minifim.options.Triangle`.
+        no mirror of the second triangle (what one SYRK of the factor writes). See
+        :class:`minifim.options.Triangle`.
 
     Returns
     -------
