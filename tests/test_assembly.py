@@ -169,3 +169,18 @@ def test_the_pool_holds_at_most_threads_plus_two_pairs(monkeypatch):
             minifim.true_fisher(case.net, case.theta, case.X)
         assert live[0] == 0
         assert 1 <= peak[0] <= threads + 2, (threads, peak[0])
+
+
+def test_default_chunks_do_not_depend_on_the_thread_count():
+    """The chunk size from the memory budget counts the pool's live pairs for the machine's
+    cores, not the current BLAS limit: the same chunks, the same bits, at 1 and 2 threads."""
+    from threadpoolctl import threadpool_limits
+
+    from minifim.geometry.curvature import _chunk_size
+
+    case = make_case((20, 30, 30, 10), "tanh", "categorical", N=7, seed=6)
+    sizes = []
+    for threads in (1, 2):
+        with threadpool_limits(limits=threads, user_api="blas"):
+            sizes.append(_chunk_size(case.net, 10, None, "true", 380))
+    assert sizes[0] == sizes[1]

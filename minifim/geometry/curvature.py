@@ -49,6 +49,7 @@ zero, vanish exactly.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, cast
 
@@ -210,9 +211,11 @@ def _sample_bytes(net: Sequential, K: int, fisher: str) -> int:
         if K == 1:
             work = net.num_params
         else:
-            # the pool of the assembly holds at most threads + 2 pairs' operands at once
+            # the pool of the assembly holds at most threads + 2 pairs' operands at once;
+            # counted for the machine's cores, not the current BLAS limit, so that the chunks
+            # (hence the bits of the result) do not depend on the thread count
             pairs = net.num_layers * (net.num_layers + 1) // 2
-            live = min(blas_threads() + 2, pairs)
+            live = min(max(os.cpu_count() or 1, blas_threads()) + 2, pairs)
             # each pair's input products a_l a_m^T; the coupling G is formed per panel
             pair_in = max(i * j for _, i in net.shapes for _, j in net.shapes)
             work = live * pair_in
